@@ -1,0 +1,1 @@
+//! Architecture catalog and version inference. (Being written.)

@@ -1,0 +1,185 @@
+//! Tensor element types, with their torch / safetensors / numpy names.
+
+use serde::Serialize;
+
+/// Every torch dtype a checkpoint may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F64,
+    F32,
+    F16,
+    BF16,
+    I64,
+    I32,
+    I16,
+    I8,
+    U8,
+    U16,
+    U32,
+    U64,
+    Bool,
+    C64,
+    C128,
+    F8E4M3,
+    F8E5M2,
+}
+
+impl DType {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F64 | DType::I64 | DType::U64 | DType::C64 => 8,
+            DType::C128 => 16,
+            DType::F32 | DType::I32 | DType::U32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
+            DType::I8 | DType::U8 | DType::Bool | DType::F8E4M3 | DType::F8E5M2 => 1,
+        }
+    }
+
+    /// Size of one scalar component for byte swapping (complex types swap per half).
+    pub fn swap_unit(self) -> usize {
+        match self {
+            DType::C64 => 4,
+            DType::C128 => 8,
+            other => other.size(),
+        }
+    }
+
+    /// torch name, e.g. `float32`.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            DType::F64 => "float64",
+            DType::F32 => "float32",
+            DType::F16 => "float16",
+            DType::BF16 => "bfloat16",
+            DType::I64 => "int64",
+            DType::I32 => "int32",
+            DType::I16 => "int16",
+            DType::I8 => "int8",
+            DType::U8 => "uint8",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+            DType::Bool => "bool",
+            DType::C64 => "complex64",
+            DType::C128 => "complex128",
+            DType::F8E4M3 => "float8_e4m3fn",
+            DType::F8E5M2 => "float8_e5m2",
+        }
+    }
+
+    /// The legacy storage class name, e.g. `FloatStorage` (`torch.FloatStorage`).
+    pub fn storage_name(self) -> &'static str {
+        match self {
+            DType::F64 => "DoubleStorage",
+            DType::F32 => "FloatStorage",
+            DType::F16 => "HalfStorage",
+            DType::BF16 => "BFloat16Storage",
+            DType::I64 => "LongStorage",
+            DType::I32 => "IntStorage",
+            DType::I16 => "ShortStorage",
+            DType::I8 => "CharStorage",
+            DType::U8 => "ByteStorage",
+            DType::U16 => "UInt16Storage",
+            DType::U32 => "UInt32Storage",
+            DType::U64 => "UInt64Storage",
+            DType::Bool => "BoolStorage",
+            DType::C64 => "ComplexFloatStorage",
+            DType::C128 => "ComplexDoubleStorage",
+            DType::F8E4M3 => "Float8_e4m3fnStorage",
+            DType::F8E5M2 => "Float8_e5m2Storage",
+        }
+    }
+
+    /// From a legacy storage class name (`FloatStorage`, `cuda.FloatStorage` is not accepted here:
+    /// pass the last path component).
+    pub fn from_storage_name(name: &str) -> Option<DType> {
+        Self::ALL.into_iter().find(|d| d.storage_name() == name)
+    }
+
+    /// From a torch dtype attribute name (`torch.float32` → `float32`); accepts aliases.
+    pub fn from_torch_name(name: &str) -> Option<DType> {
+        let alias = match name {
+            "float" => "float32",
+            "double" => "float64",
+            "half" => "float16",
+            "long" => "int64",
+            "int" => "int32",
+            "short" => "int16",
+            "cfloat" => "complex64",
+            "cdouble" => "complex128",
+            other => other,
+        };
+        Self::ALL.into_iter().find(|d| d.torch_name() == alias)
+    }
+
+    /// safetensors dtype tag, e.g. `F32`.
+    pub fn safetensors_name(self) -> &'static str {
+        match self {
+            DType::F64 => "F64",
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I64 => "I64",
+            DType::I32 => "I32",
+            DType::I16 => "I16",
+            DType::I8 => "I8",
+            DType::U8 => "U8",
+            DType::U16 => "U16",
+            DType::U32 => "U32",
+            DType::U64 => "U64",
+            DType::Bool => "BOOL",
+            DType::C64 => "C64",
+            DType::C128 => "C128",
+            DType::F8E4M3 => "F8_E4M3",
+            DType::F8E5M2 => "F8_E5M2",
+        }
+    }
+
+    pub fn from_safetensors_name(name: &str) -> Option<DType> {
+        Self::ALL.into_iter().find(|d| d.safetensors_name() == name)
+    }
+
+    pub const ALL: [DType; 17] = [
+        DType::F64,
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::I64,
+        DType::I32,
+        DType::I16,
+        DType::I8,
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::Bool,
+        DType::C64,
+        DType::C128,
+        DType::F8E4M3,
+        DType::F8E5M2,
+    ];
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.torch_name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_storage_name(d.storage_name()), Some(d));
+            assert_eq!(DType::from_torch_name(d.torch_name()), Some(d));
+            assert_eq!(DType::from_safetensors_name(d.safetensors_name()), Some(d));
+        }
+        assert_eq!(DType::from_torch_name("float"), Some(DType::F32));
+        assert_eq!(DType::from_storage_name("NopeStorage"), None);
+    }
+}

@@ -1,0 +1,602 @@
+//! Reading (and later writing) checkpoint files without executing anything.
+//!
+//! * [`zip`]: a defensive reader for the zip container `torch.save` writes.
+//! * [`pickle`]: a pickle VM (protocols 2–5) that builds plain [`Value`]s and never
+//!   imports or calls anything; unknown globals become findings.
+//! * [`torch`]: maps pickled torch objects (storages, `_rebuild_tensor_v2`, …) onto
+//!   [`TensorInfo`]s for both the zip and the legacy (non-zip) layout.
+//! * [`safetensors`]: `.safetensors` headers, with explicit limits.
+
+pub mod dtype;
+pub mod pickle;
+pub mod safetensors;
+pub mod torch;
+pub mod value;
+pub mod zip;
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+pub use dtype::DType;
+pub use value::Value;
+
+/// Limits applied to untrusted input. Nothing is allocated from a size a header claims
+/// before it has been checked against these and against the real file size.
+pub mod limits {
+    /// Largest pickle (data.pkl) we decode.
+    pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
+    /// Most values the pickle VM may create (guards against memo/dup bombs).
+    pub const MAX_PICKLE_VALUES: usize = 50_000_000;
+    /// Deepest nesting of containers.
+    pub const MAX_DEPTH: usize = 512;
+    /// Most dimensions of a tensor.
+    pub const MAX_DIMS: usize = 64;
+    /// Largest safetensors JSON header (the safetensors crate uses 100 MB).
+    pub const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+    /// Most zip entries.
+    pub const MAX_ZIP_ENTRIES: usize = 10_000_000;
+}
+
+/// Which container a checkpoint came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// `torch.save` zip archive (PyTorch ≥ 1.6 default).
+    TorchZip,
+    /// Legacy `torch.save(..., _use_new_zipfile_serialization=False)` pickle stream.
+    TorchLegacy,
+    /// A plain pickle with no torch framing (no tensors).
+    Pickle,
+    Safetensors,
+}
+
+impl Format {
+    pub fn label(self) -> &'static str {
+        match self {
+            Format::TorchZip => "pt-zip",
+            Format::TorchLegacy => "pt-legacy",
+            Format::Pickle => "pickle",
+            Format::Safetensors => "safetensors",
+        }
+    }
+}
+
+/// Where a storage's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageData {
+    /// `len` bytes at `offset` in the file (read in place through the mmap).
+    Mapped { offset: u64, len: u64 },
+    /// Bytes that had to be decompressed.
+    Owned(Vec<u8>),
+    /// The pickle references a storage the file does not contain.
+    Missing,
+}
+
+/// One storage (a flat buffer that tensors view).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// Its key in the file (`data/<key>` in a zip).
+    pub key: String,
+    pub dtype: DType,
+    /// Device it was saved from (`cpu`, `cuda:0`).
+    pub location: String,
+    /// Number of elements the pickle declares.
+    pub numel: u64,
+    pub data: StorageData,
+}
+
+/// One tensor of a checkpoint: a strided view into a storage.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TensorInfo {
+    /// Path in the checkpoint tree, dict keys joined by `.` (`model_state_dict.encoder_A.encoder.0.weight`).
+    pub path: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    /// Strides in elements.
+    pub strides: Vec<u64>,
+    /// Offset into the storage, in elements.
+    pub storage_offset: u64,
+    /// Index into `Checkpoint::storages`.
+    #[serde(skip)]
+    pub storage: usize,
+    pub requires_grad: bool,
+}
+
+impl TensorInfo {
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+
+    /// Row-major contiguous strides for `shape`.
+    pub fn contiguous_strides(shape: &[u64]) -> Vec<u64> {
+        let mut strides = vec![1u64; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1].saturating_mul(shape[i + 1]);
+        }
+        strides
+    }
+
+    /// Whether the view is row-major contiguous (size-1 dims ignore their stride).
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1u64;
+        for (dim, stride) in self.shape.iter().zip(&self.strides).rev() {
+            if *dim != 1 && *stride != expected {
+                return false;
+            }
+            expected = expected.saturating_mul(*dim);
+        }
+        true
+    }
+
+    pub fn nbytes(&self) -> u64 {
+        self.numel().saturating_mul(self.dtype.size() as u64)
+    }
+}
+
+/// Something worth reporting about a file that is not a read error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Finding {
+    /// The pickle references a global that tvck does not know to be safe. Nothing was
+    /// imported or called; `torch.load(weights_only=False)` would have called it.
+    UnsafeGlobal {
+        global: String,
+        /// Which pickle inside the file (`data.pkl`, `legacy pickle #3`).
+        location: String,
+    },
+    /// A harmless oddity (e.g. a storage entry no tensor uses).
+    Note { message: String },
+}
+
+impl Finding {
+    pub fn is_unsafe(&self) -> bool {
+        matches!(self, Finding::UnsafeGlobal { .. })
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Finding::UnsafeGlobal { global, location } => format!(
+                "unsafe pickle global `{global}` in {location} (not executed; torch.load(weights_only=False) would run it)"
+            ),
+            Finding::Note { message } => message.clone(),
+        }
+    }
+}
+
+/// Why a file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("empty file (0 bytes)")]
+    Empty,
+    #[error("not a checkpoint: {0}")]
+    NotACheckpoint(String),
+    #[error("truncated: {0}")]
+    Truncated(String),
+    #[error("corrupt zip archive: {0}")]
+    Zip(String),
+    #[error("corrupt pickle at byte {offset}: {message}")]
+    Pickle { offset: u64, message: String },
+    #[error("corrupt safetensors file: {0}")]
+    Safetensors(String),
+    #[error("{what} claims {claimed} bytes but {available} are available")]
+    SizeClaim {
+        what: String,
+        claimed: u64,
+        available: u64,
+    },
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    #[error("tensor `{tensor}`: {message}")]
+    Tensor { tensor: String, message: String },
+}
+
+/// A [`FormatError`] with the file it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {source}", path.display())]
+pub struct ReadError {
+    pub path: PathBuf,
+    #[source]
+    pub source: FormatError,
+}
+
+/// The bytes of a file: memory-mapped, or owned (for tests and in-memory use).
+pub enum Source {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Source {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Source::Mmap(m) => m,
+            Source::Owned(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Source({} bytes)", self.bytes().len())
+    }
+}
+
+/// What a format parser produces from a file's bytes.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub root: Value,
+    pub tensors: Vec<TensorInfo>,
+    pub storages: Vec<Storage>,
+    pub findings: Vec<Finding>,
+    /// Storage bytes are big-endian (zip `byteorder` = `big`, or legacy sys_info).
+    pub big_endian: bool,
+}
+
+impl Default for Value {
+    fn default() -> Self {
+        Value::None
+    }
+}
+
+/// A checkpoint file, read without executing anything.
+#[derive(Debug)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub format: Format,
+    pub file_size: u64,
+    /// The whole decoded tree (tensors as `Value::Tensor(index)`).
+    pub root: Value,
+    pub tensors: Vec<TensorInfo>,
+    pub storages: Vec<Storage>,
+    pub findings: Vec<Finding>,
+    pub big_endian: bool,
+    source: Source,
+}
+
+/// Keys under which a checkpoint dict keeps its model state, in order of preference.
+pub const MODEL_STATE_KEYS: [&str; 3] = ["model_state_dict", "model_state", "model"];
+
+/// The model's state_dict inside a checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelState {
+    /// The top-level key it was found under; `None` for a bare state_dict.
+    pub root_key: Option<String>,
+    /// (state_dict key, index into `Checkpoint::tensors`), in file order.
+    pub entries: Vec<(String, usize)>,
+}
+
+impl Checkpoint {
+    /// Open and parse a checkpoint (format detected from the content, not the extension).
+    pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, ReadError> {
+        let path = path.as_ref();
+        Self::open_inner(path).map_err(|source| ReadError {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    fn open_inner(path: &Path) -> Result<Checkpoint, FormatError> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        if len == 0 {
+            return Err(FormatError::Empty);
+        }
+        // SAFETY: the map is read-only; a file changed underneath us can at worst
+        // give wrong bytes, which every parser treats as untrusted anyway.
+        let mmap = unsafe { memmap2::Mmap::map(&file)? };
+        Self::from_source(path.to_path_buf(), Source::Mmap(mmap))
+    }
+
+    /// Parse bytes already in memory (`path` is only used in messages).
+    pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Checkpoint, ReadError> {
+        let path = path.into();
+        if bytes.is_empty() {
+            return Err(ReadError {
+                path,
+                source: FormatError::Empty,
+            });
+        }
+        Self::from_source(path.clone(), Source::Owned(bytes))
+            .map_err(|source| ReadError { path, source })
+    }
+
+    fn from_source(path: PathBuf, source: Source) -> Result<Checkpoint, FormatError> {
+        let bytes = source.bytes();
+        let file_size = bytes.len() as u64;
+        let (format, parsed) = detect_and_parse(bytes)?;
+        Ok(Checkpoint {
+            path,
+            format,
+            file_size,
+            root: parsed.root,
+            tensors: parsed.tensors,
+            storages: parsed.storages,
+            findings: parsed.findings,
+            big_endian: parsed.big_endian,
+            source,
+        })
+    }
+
+    /// The raw file bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.source.bytes()
+    }
+
+    pub fn has_unsafe_globals(&self) -> bool {
+        self.findings.iter().any(Finding::is_unsafe)
+    }
+
+    /// The bytes of a storage.
+    pub fn storage_bytes(&self, index: usize) -> Result<&[u8], FormatError> {
+        let storage = self.storages.get(index).ok_or_else(|| FormatError::Tensor {
+            tensor: format!("storage #{index}"),
+            message: "no such storage".into(),
+        })?;
+        match &storage.data {
+            StorageData::Owned(v) => Ok(v),
+            StorageData::Mapped { offset, len } => {
+                let bytes = self.bytes();
+                let end = offset.checked_add(*len).filter(|e| *e <= bytes.len() as u64);
+                match end {
+                    Some(end) => Ok(&bytes[*offset as usize..end as usize]),
+                    None => Err(FormatError::SizeClaim {
+                        what: format!("storage `{}`", storage.key),
+                        claimed: *len,
+                        available: (bytes.len() as u64).saturating_sub(*offset),
+                    }),
+                }
+            }
+            StorageData::Missing => Err(FormatError::Tensor {
+                tensor: format!("storage `{}`", storage.key),
+                message: "its data is missing from the file".into(),
+            }),
+        }
+    }
+
+    /// A tensor's logical bytes: row-major contiguous, little-endian. Borrowed from the
+    /// file when the tensor already is that; otherwise gathered into a new buffer.
+    pub fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
+        let t = self.tensors.get(index).ok_or_else(|| FormatError::Tensor {
+            tensor: format!("#{index}"),
+            message: "no such tensor".into(),
+        })?;
+        let storage = self.storage_bytes(t.storage)?;
+        logical_bytes(t, storage, self.big_endian)
+    }
+
+    /// The model state dict: under `model_state_dict`, `model_state`, `model`, or the
+    /// root itself when the file is a bare state_dict.
+    pub fn model_state(&self) -> Option<ModelState> {
+        for key in MODEL_STATE_KEYS {
+            if let Some(v @ Value::Dict(_)) = self.root.get(key) {
+                let entries = state_entries(v);
+                if !entries.is_empty() {
+                    return Some(ModelState {
+                        root_key: Some(key.to_string()),
+                        entries,
+                    });
+                }
+            }
+        }
+        let entries = state_entries(&self.root);
+        if entries.is_empty() {
+            None
+        } else {
+            Some(ModelState {
+                root_key: None,
+                entries,
+            })
+        }
+    }
+
+    /// Total number of elements over all tensors of the model state (or all tensors).
+    pub fn parameter_count(&self) -> u64 {
+        match self.model_state() {
+            Some(ms) => ms.entries.iter().map(|(_, i)| self.tensors[*i].numel()).sum(),
+            None => self.tensors.iter().map(TensorInfo::numel).sum(),
+        }
+    }
+}
+
+/// The direct tensor entries of a state-dict-like dict.
+fn state_entries(v: &Value) -> Vec<(String, usize)> {
+    match v {
+        Value::Dict(items) => items
+            .iter()
+            .filter_map(|(k, v)| match (k, v) {
+                (Value::Str(k), Value::Tensor(i)) => Some((k.clone(), *i)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Detect the container from the first bytes and parse it.
+pub fn detect_and_parse(bytes: &[u8]) -> Result<(Format, Parsed), FormatError> {
+    if bytes.is_empty() {
+        return Err(FormatError::Empty);
+    }
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        return Ok((Format::TorchZip, torch::read_zip(bytes)?));
+    }
+    if bytes[0] == 0x80 {
+        let parsed = torch::read_legacy(bytes)?;
+        let format = if parsed.storages.is_empty() && !torch::is_legacy_torch(bytes) {
+            Format::Pickle
+        } else {
+            Format::TorchLegacy
+        };
+        return Ok((format, parsed));
+    }
+    if safetensors::looks_like_safetensors(bytes) {
+        return Ok((Format::Safetensors, safetensors::read(bytes)?));
+    }
+    Err(FormatError::NotACheckpoint(describe_magic(bytes)))
+}
+
+fn describe_magic(bytes: &[u8]) -> String {
+    let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let printable = bytes
+        .iter()
+        .take(64)
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace());
+    format!(
+        "unrecognised content (first bytes {}{}); expected a torch zip (PK..), a pickle (0x80) or safetensors",
+        head.join(" "),
+        if printable { ", looks like text" } else { "" }
+    )
+}
+
+/// Gather a strided view of `storage` into row-major little-endian bytes.
+pub fn logical_bytes<'a>(
+    t: &TensorInfo,
+    storage: &'a [u8],
+    big_endian: bool,
+) -> Result<Cow<'a, [u8]>, FormatError> {
+    let esize = t.dtype.size() as u64;
+    let err = |message: String| FormatError::Tensor {
+        tensor: t.path.clone(),
+        message,
+    };
+    if t.shape.len() != t.strides.len() {
+        return Err(err(format!(
+            "shape {:?} and strides {:?} differ in length",
+            t.shape, t.strides
+        )));
+    }
+    let numel = t
+        .shape
+        .iter()
+        .try_fold(1u64, |a, d| a.checked_mul(*d))
+        .ok_or_else(|| err(format!("shape {:?} overflows", t.shape)))?;
+    // Highest element index touched, checked against the storage.
+    if numel > 0 {
+        let mut last = t.storage_offset;
+        for (d, s) in t.shape.iter().zip(&t.strides) {
+            last = (d - 1)
+                .checked_mul(*s)
+                .and_then(|x| x.checked_add(last))
+                .ok_or_else(|| err("strides overflow".into()))?;
+        }
+        let need = last
+            .checked_add(1)
+            .and_then(|n| n.checked_mul(esize))
+            .ok_or_else(|| err("size overflows".into()))?;
+        if need > storage.len() as u64 {
+            return Err(err(format!(
+                "view needs {need} bytes of its storage but the storage holds {}",
+                storage.len()
+            )));
+        }
+    }
+    let nbytes = (numel * esize) as usize;
+    let out: Cow<'a, [u8]> = if t.is_contiguous() {
+        let start = (t.storage_offset * esize) as usize;
+        Cow::Borrowed(&storage[start..start + nbytes])
+    } else {
+        let mut out = Vec::with_capacity(nbytes);
+        let ndim = t.shape.len();
+        let mut idx = vec![0u64; ndim];
+        let es = esize as usize;
+        for _ in 0..numel {
+            let off: u64 = t.storage_offset
+                + idx
+                    .iter()
+                    .zip(&t.strides)
+                    .map(|(i, s)| i * s)
+                    .sum::<u64>();
+            let b = (off * esize) as usize;
+            out.extend_from_slice(&storage[b..b + es]);
+            for d in (0..ndim).rev() {
+                idx[d] += 1;
+                if idx[d] < t.shape[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        Cow::Owned(out)
+    };
+    let unit = t.dtype.swap_unit();
+    if big_endian && unit > 1 {
+        let mut owned = out.into_owned();
+        for chunk in owned.chunks_exact_mut(unit) {
+            chunk.reverse();
+        }
+        return Ok(Cow::Owned(owned));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensor(shape: &[u64], strides: &[u64], offset: u64) -> TensorInfo {
+        TensorInfo {
+            path: "t".into(),
+            dtype: DType::U8,
+            shape: shape.to_vec(),
+            strides: strides.to_vec(),
+            storage_offset: offset,
+            storage: 0,
+            requires_grad: false,
+        }
+    }
+
+    #[test]
+    fn contiguous_is_borrowed() {
+        let storage: Vec<u8> = (0..12).collect();
+        let t = tensor(&[3, 4], &[4, 1], 0);
+        let b = logical_bytes(&t, &storage, false).unwrap();
+        assert!(matches!(b, Cow::Borrowed(_)));
+        assert_eq!(&*b, &storage[..]);
+    }
+
+    #[test]
+    fn transposed_view_is_gathered() {
+        let storage: Vec<u8> = (0..6).collect(); // [[0,1,2],[3,4,5]]
+        let t = tensor(&[3, 2], &[1, 3], 0); // its transpose
+        let b = logical_bytes(&t, &storage, false).unwrap();
+        assert_eq!(&*b, &[0, 3, 1, 4, 2, 5]);
+    }
+
+    #[test]
+    fn offset_and_bounds() {
+        let storage: Vec<u8> = (0..6).collect();
+        let t = tensor(&[2], &[1], 4);
+        assert_eq!(&*logical_bytes(&t, &storage, false).unwrap(), &[4, 5]);
+        let t = tensor(&[3], &[1], 4);
+        assert!(logical_bytes(&t, &storage, false).is_err());
+        let t = tensor(&[u64::MAX, 2], &[2, 1], 0);
+        assert!(logical_bytes(&t, &storage, false).is_err());
+    }
+
+    #[test]
+    fn big_endian_is_swapped() {
+        let storage = vec![0x3f, 0x80, 0x00, 0x00];
+        let mut t = tensor(&[1], &[1], 0);
+        t.dtype = DType::F32;
+        let b = logical_bytes(&t, &storage, true).unwrap();
+        assert_eq!(f32::from_le_bytes(b[..4].try_into().unwrap()), 1.0);
+    }
+
+    #[test]
+    fn empty_tensor() {
+        let t = tensor(&[0, 3], &[3, 1], 0);
+        assert!(logical_bytes(&t, &[], false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn contiguity() {
+        assert!(tensor(&[2, 3], &[3, 1], 0).is_contiguous());
+        assert!(!tensor(&[2, 3], &[1, 2], 0).is_contiguous());
+        assert!(tensor(&[1, 3], &[99, 1], 0).is_contiguous());
+        assert_eq!(TensorInfo::contiguous_strides(&[2, 3, 4]), vec![12, 4, 1]);
+    }
+}

@@ -1,0 +1,1 @@
+//! Pickle VM that never executes code. (Being written.)

@@ -1,0 +1,121 @@
+//! The value tree a checkpoint's pickle (or safetensors metadata) decodes to.
+//!
+//! Nothing in here can execute anything: every value is plain data. Tensors are
+//! referenced by index into [`crate::format::Checkpoint::tensors`].
+
+use serde::Serialize;
+
+/// A decoded Python value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", content = "value", rename_all = "snake_case")]
+pub enum Value {
+    None,
+    Bool(bool),
+    Int(i64),
+    /// An integer that does not fit i64, as its decimal representation.
+    BigInt(String),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    List(Vec<Value>),
+    Tuple(Vec<Value>),
+    /// A dict or OrderedDict, in insertion order. Keys are usually `Str`.
+    Dict(Vec<(Value, Value)>),
+    /// A tensor: an index into `Checkpoint::tensors`.
+    Tensor(usize),
+    /// A numpy scalar (`numpy.core.multiarray.scalar(dtype, bytes)`), decoded.
+    NumpyScalar {
+        /// numpy dtype string, e.g. "f8", "f4", "i8", "b1".
+        dtype: String,
+        value: Box<Value>,
+    },
+    /// An instance of a known-safe class that has no better representation
+    /// (e.g. `argparse.Namespace`): its class path, constructor args and state.
+    Object {
+        class: String,
+        args: Vec<Value>,
+        state: Option<Box<Value>>,
+    },
+    /// A reference to a global that was *not* called: e.g. a class object,
+    /// `torch.float32`, or an unsafe callable (recorded as a finding).
+    Global(String),
+    /// What an unsafe global call would have produced. Nothing was called.
+    Blocked { global: String },
+}
+
+impl Value {
+    /// The value under `key` if this is a dict with string keys.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(items) => items.iter().find_map(|(k, v)| match k {
+                Value::Str(s) if s == key => Some(v),
+                _ => None,
+            }),
+            Value::Object {
+                state: Some(state), ..
+            } => state.get(key),
+            _ => None,
+        }
+    }
+
+    /// Follow a dotted path of dict keys (`"config.model.name"`).
+    pub fn get_path(&self, path: &str) -> Option<&Value> {
+        path.split('.').try_fold(self, |v, k| v.get(k))
+    }
+
+    /// A number as f64 (ints, floats, bools and numpy scalars).
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Value::Int(i) => Some(*i as f64),
+            Value::Float(f) => Some(*f),
+            Value::Bool(b) => Some(f64::from(u8::from(*b))),
+            Value::NumpyScalar { value, .. } => value.as_f64(),
+            _ => None,
+        }
+    }
+
+    /// An integer (ints, integral numpy scalars).
+    pub fn as_i64(&self) -> Option<i64> {
+        match self {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(i64::from(*b)),
+            Value::NumpyScalar { value, .. } => value.as_i64(),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            Value::Bool(b) => Some(*b),
+            Value::NumpyScalar { value, .. } => value.as_bool(),
+            _ => None,
+        }
+    }
+
+    /// Short type name for display.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "bool",
+            Value::Int(_) | Value::BigInt(_) => "int",
+            Value::Float(_) => "float",
+            Value::Str(_) => "str",
+            Value::Bytes(_) => "bytes",
+            Value::List(_) => "list",
+            Value::Tuple(_) => "tuple",
+            Value::Dict(_) => "dict",
+            Value::Tensor(_) => "tensor",
+            Value::NumpyScalar { .. } => "numpy scalar",
+            Value::Object { .. } => "object",
+            Value::Global(_) => "global",
+            Value::Blocked { .. } => "blocked call",
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Defensive reader for the zip container written by `torch.save`. (Being written.)

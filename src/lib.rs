@@ -1,0 +1,6 @@
+//! tvck: see, check, compare, migrate and train TernaryVAE checkpoints.
+//!
+//! The library holds every concern in its own module; `src/main.rs` is a thin CLI.
+
+pub mod arch;
+pub mod format;
