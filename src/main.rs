@@ -1,1 +1,198 @@
-fn main(){}
+//! The `tvck` command line: a thin layer over the `tvck` library.
+//!
+//! Exit codes: 0 ok; 1 findings (an unsafe pickle global, an unreadable file, a failed
+//! check); 2 usage error (bad arguments, a path that does not exist).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use tvck::format::Checkpoint;
+use tvck::report;
+use tvck::scan::{self, ScanOptions};
+
+/// See, check, compare, migrate and train TernaryVAE checkpoints, safely.
+#[derive(Parser)]
+#[command(name = "tvck", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every checkpoint under a folder: format, version, size, metrics, findings.
+    Scan {
+        /// Folder (or single file) to scan.
+        dir: PathBuf,
+        /// Hash every tensor and show weights fingerprints and duplicate groups.
+        #[arg(long)]
+        hash: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Worker threads for hashing (default: all cores).
+        #[arg(long, short = 'j')]
+        jobs: Option<usize>,
+    },
+    /// Show one checkpoint whole: every tensor, the non-tensor tree, findings.
+    Inspect {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Do not hash tensors.
+        #[arg(long)]
+        no_hash: bool,
+    },
+}
+
+/// An error at the CLI edge: message, optional hint, exit code.
+struct CliError {
+    message: String,
+    hint: Option<String>,
+    code: u8,
+}
+
+impl CliError {
+    fn usage(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            hint: Some(hint.into()),
+            code: 2,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan {
+            dir,
+            hash,
+            json,
+            jobs,
+        } => cmd_scan(&dir, hash, json, jobs),
+        Command::Inspect {
+            file,
+            json,
+            no_hash,
+        } => cmd_inspect(&file, json, !no_hash),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if let Some(h) = e.hint {
+                eprintln!("hint: {h}");
+            }
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn require_exists(path: &Path) -> Result<(), CliError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(CliError::usage(
+            format!("{}: no such file or directory", path.display()),
+            "check the path; `tvck scan .` scans the current folder",
+        ))
+    }
+}
+
+fn print_out(text: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`tvck scan . | head`) is not an error worth reporting.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError {
+            message: format!("cannot write output: {e}"),
+            hint: None,
+            code: 1,
+        }),
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
+    serde_json::to_string_pretty(v)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError {
+            message: format!("cannot encode JSON: {e}"),
+            hint: None,
+            code: 1,
+        })
+}
+
+fn progress_bar() -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    if !std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {prefix} [{bar:30}] {pos}/{len} files  {elapsed_precise}  {wide_msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    pb
+}
+
+fn cmd_scan(dir: &Path, hash: bool, json: bool, jobs: Option<usize>) -> Result<u8, CliError> {
+    require_exists(dir)?;
+    if let Some(j) = jobs {
+        // Ignore the error if a pool already exists (tests calling twice).
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(j.max(1))
+            .build_global();
+    }
+    let pb = progress_bar();
+    pb.set_prefix(if hash { "hashing" } else { "scanning" });
+    let report = scan::scan(
+        dir,
+        &ScanOptions { hash },
+        |n| pb.set_length(n as u64),
+        |f| {
+            pb.set_message(f.path.clone());
+            pb.inc(1);
+        },
+    );
+    pb.finish_and_clear();
+    if json {
+        print_out(&to_json(&report)?)?;
+    } else {
+        print_out(&report::scan::render(&report))?;
+    }
+    Ok(u8::from(report.has_findings()))
+}
+
+fn cmd_inspect(file: &Path, json: bool, hash: bool) -> Result<u8, CliError> {
+    require_exists(file)?;
+    if file.is_dir() {
+        return Err(CliError::usage(
+            format!("{} is a folder", file.display()),
+            format!("use `tvck scan {}` for folders", file.display()),
+        ));
+    }
+    let ckpt = Checkpoint::open(file).map_err(|e| CliError {
+        message: e.to_string(),
+        hint: Some(
+            "tvck reads torch.save files (zip or legacy) and .safetensors; the file may be damaged or not a checkpoint"
+                .into(),
+        ),
+        code: 1,
+    })?;
+    let r = report::inspect::build(&ckpt, &file.display().to_string(), hash);
+    if json {
+        print_out(&to_json(&r)?)?;
+    } else {
+        print_out(&report::inspect::render(&r))?;
+    }
+    Ok(u8::from(r.has_findings()))
+}

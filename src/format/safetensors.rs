@@ -1,4 +1,194 @@
-//! `.safetensors` (placeholder).
-use super::{FormatError, Parsed};
-pub fn looks_like_safetensors(_bytes: &[u8]) -> bool { false }
-pub fn read(_bytes: &[u8]) -> Result<Parsed, FormatError> { Err(FormatError::Safetensors("todo".into())) }
+//! `.safetensors` files: an 8-byte little-endian header length, a JSON header, then the
+//! tensor bytes. Header parsing and validation are done by the `safetensors` crate
+//! (header size capped at 100 MB, offsets checked to be contiguous and to match each
+//! tensor's dtype × shape, and the data to end exactly at the end of the file); tensor
+//! data is never copied here: each tensor becomes a [`StorageData::Mapped`] range.
+
+use super::{limits, DType, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
+use ::safetensors::SafeTensors;
+
+/// Key under which the header's free-form `__metadata__` strings appear in the root dict.
+pub const METADATA_KEY: &str = "__metadata__";
+
+/// Whether the bytes look like a safetensors file (plausible header length followed by `{`).
+pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
+    bytes.len() >= 9 && bytes[8] == b'{'
+}
+
+fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {
+    let len_bytes: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| FormatError::Truncated("shorter than the 8-byte safetensors header length".into()))?;
+    Ok(u64::from_le_bytes(len_bytes))
+}
+
+/// Parse a safetensors file held in memory.
+pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    let n = header_len(bytes)?;
+    let available = (bytes.len() as u64).saturating_sub(8);
+    if n > limits::MAX_SAFETENSORS_HEADER {
+        return Err(FormatError::Limit(format!(
+            "safetensors header length {n} exceeds the {} byte limit",
+            limits::MAX_SAFETENSORS_HEADER
+        )));
+    }
+    if n > available {
+        return Err(FormatError::SizeClaim {
+            what: "safetensors header length".into(),
+            claimed: n,
+            available,
+        });
+    }
+    let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| describe(e, bytes, n))?;
+    let data_start = 8 + n as u64;
+
+    let mut parsed = Parsed::default();
+    let mut items = Vec::new();
+    for name in metadata.offset_keys() {
+        let Some(info) = metadata.info(&name) else {
+            continue;
+        };
+        let dtype_name = format!("{:?}", info.dtype);
+        let dtype = DType::from_safetensors_name(&dtype_name).ok_or_else(|| FormatError::Tensor {
+            tensor: name.clone(),
+            message: format!("dtype {dtype_name} is not supported by tvck"),
+        })?;
+        if info.shape.len() > limits::MAX_DIMS {
+            return Err(FormatError::Limit(format!(
+                "tensor `{name}` has {} dimensions (limit {})",
+                info.shape.len(),
+                limits::MAX_DIMS
+            )));
+        }
+        let shape: Vec<u64> = info.shape.iter().map(|d| *d as u64).collect();
+        let (start, end) = info.data_offsets;
+        let numel: u64 = shape.iter().product();
+        parsed.storages.push(Storage {
+            key: name.clone(),
+            dtype,
+            location: "cpu".into(),
+            numel,
+            data: StorageData::Mapped {
+                offset: data_start + start as u64,
+                len: (end - start) as u64,
+            },
+        });
+        let index = parsed.tensors.len();
+        parsed.tensors.push(TensorInfo {
+            path: name.clone(),
+            dtype,
+            strides: TensorInfo::contiguous_strides(&shape),
+            shape,
+            storage_offset: 0,
+            storage: parsed.storages.len() - 1,
+            requires_grad: false,
+        });
+        items.push((Value::Str(name), Value::Tensor(index)));
+    }
+    if let Some(meta) = metadata.metadata() {
+        let mut entries: Vec<(&String, &String)> = meta.iter().collect();
+        entries.sort();
+        let dict = entries
+            .into_iter()
+            .map(|(k, v)| (Value::Str(k.clone()), Value::Str(v.clone())))
+            .collect();
+        items.push((Value::Str(METADATA_KEY.into()), Value::Dict(dict)));
+    }
+    parsed.root = Value::Dict(items);
+    Ok(parsed)
+}
+
+fn describe(e: ::safetensors::SafeTensorError, bytes: &[u8], n: u64) -> FormatError {
+    use ::safetensors::SafeTensorError as E;
+    match e {
+        E::MetadataIncompleteBuffer => {
+            // Recompute what the header claims, for a useful message.
+            let claimed = serde_json::from_slice::<serde_json::Value>(
+                &bytes[8..8 + n as usize],
+            )
+            .ok()
+            .and_then(|h| {
+                h.as_object().map(|o| {
+                    o.values()
+                        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+                        .max()
+                        .unwrap_or(0)
+                })
+            })
+            .unwrap_or(0);
+            FormatError::SizeClaim {
+                what: "safetensors header (tensor data)".into(),
+                claimed,
+                available: (bytes.len() as u64).saturating_sub(8 + n),
+            }
+        }
+        other => FormatError::Safetensors(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn reads_tensors_and_metadata() {
+        let bytes = file(
+            r#"{"__metadata__":{"version":"v5.12.4"},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]},"a":{"dtype":"I8","shape":[2,2],"data_offsets":[0,4]}}"#,
+            &[1, 2, 3, 4, 0, 0, 128, 63, 0, 0, 0, 64],
+        );
+        let p = read(&bytes).unwrap();
+        assert_eq!(p.tensors.len(), 2);
+        assert_eq!(p.tensors[0].path, "a");
+        assert_eq!(p.tensors[0].shape, vec![2, 2]);
+        assert_eq!(p.tensors[1].dtype, DType::F32);
+        assert_eq!(
+            p.root.get_path("__metadata__.version").and_then(Value::as_str),
+            Some("v5.12.4")
+        );
+        let hdr = bytes.len() as u64 - 12;
+        assert_eq!(
+            p.storages[1].data,
+            StorageData::Mapped {
+                offset: hdr + 4,
+                len: 8
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_huge_claims_without_allocating() {
+        let bytes = file(
+            r#"{"w":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,4000000000000]}}"#,
+            &[0; 16],
+        );
+        let err = read(&bytes).unwrap_err();
+        assert!(matches!(err, FormatError::SizeClaim { claimed: 4000000000000, .. }), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_header_length() {
+        let mut bytes = (1u64 << 50).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        assert!(matches!(read(&bytes).unwrap_err(), FormatError::Limit(_)));
+        let mut bytes = 50u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        assert!(matches!(read(&bytes).unwrap_err(), FormatError::SizeClaim { .. }));
+        assert!(read(b"{}").is_err());
+    }
+
+    #[test]
+    fn rejects_inconsistent_offsets() {
+        let bytes = file(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, &[0; 4]);
+        assert!(matches!(read(&bytes).unwrap_err(), FormatError::Safetensors(_)));
+        let bytes = file(r#"not json"#, &[]);
+        assert!(read(&bytes).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! SHA-256 fingerprints of tensors and of whole checkpoints.
+//!
+//! * A tensor's hash is the SHA-256 of its *logical* bytes: row-major contiguous,
+//!   little-endian, whatever the container, strides, storage offset or byte order.
+//!   The same weights in a `.pt` and a `.safetensors` file hash the same.
+//! * A checkpoint's weights fingerprint is the SHA-256 over its model-state tensors
+//!   sorted by name, each encoded as
+//!   `name \0 dtype \0 ndim:u64le dims:u64le… tensor_hash[32]`. It does not depend on the
+//!   file name, key order, the key the state sits under, or the container.
+//!   Files with no model state use every tensor, by path.
+
+use sha2::{Digest, Sha256};
+
+use crate::format::{Checkpoint, FormatError};
+
+/// A SHA-256 digest.
+pub type Hash = [u8; 32];
+
+/// Hex form of a hash.
+pub fn hex(hash: &Hash) -> String {
+    hex::encode(hash)
+}
+
+/// Short hex form (first 12 hex digits) for tables.
+pub fn short(hash: &Hash) -> String {
+    hex::encode(&hash[..6])
+}
+
+/// SHA-256 of one tensor's logical bytes.
+pub fn tensor_hash(ckpt: &Checkpoint, index: usize) -> Result<Hash, FormatError> {
+    let bytes = ckpt.tensor_bytes(index)?;
+    Ok(Sha256::digest(&bytes).into())
+}
+
+/// One named tensor of a fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorDigest {
+    pub name: String,
+    pub index: usize,
+    pub hash: Hash,
+}
+
+/// The hashes of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// Weights fingerprint of the whole checkpoint.
+    pub weights: Hash,
+    /// Every hashed tensor, sorted by name.
+    pub tensors: Vec<TensorDigest>,
+}
+
+/// The tensors a fingerprint covers: the model state's (by state_dict key) when the
+/// checkpoint has one, else every tensor by path.
+pub fn fingerprint_tensors(ckpt: &Checkpoint) -> Vec<(String, usize)> {
+    match ckpt.model_state() {
+        Some(ms) => ms.entries,
+        None => ckpt
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.path.clone(), i))
+            .collect(),
+    }
+}
+
+/// Hash every tensor of the model state and combine them into the weights fingerprint.
+pub fn fingerprint(ckpt: &Checkpoint) -> Result<Fingerprint, FormatError> {
+    let mut tensors = fingerprint_tensors(ckpt)
+        .into_iter()
+        .map(|(name, index)| {
+            Ok(TensorDigest {
+                hash: tensor_hash(ckpt, index)?,
+                name,
+                index,
+            })
+        })
+        .collect::<Result<Vec<_>, FormatError>>()?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let weights = combine(ckpt, &tensors);
+    Ok(Fingerprint { weights, tensors })
+}
+
+fn combine(ckpt: &Checkpoint, tensors: &[TensorDigest]) -> Hash {
+    let mut h = Sha256::new();
+    for t in tensors {
+        let info = &ckpt.tensors[t.index];
+        h.update(t.name.as_bytes());
+        h.update([0]);
+        h.update(info.dtype.torch_name().as_bytes());
+        h.update([0]);
+        h.update((info.shape.len() as u64).to_le_bytes());
+        for d in &info.shape {
+            h.update(d.to_le_bytes());
+        }
+        h.update(t.hash);
+    }
+    h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_forms() {
+        let h: Hash = Sha256::digest(b"abc").into();
+        assert_eq!(
+            hex(&h),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(short(&h), "ba7816bf8f01");
+    }
+
+    fn st(header: &str, data: &[u8]) -> Checkpoint {
+        let mut out = (header.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        Checkpoint::from_bytes("mem.safetensors", out).unwrap()
+    }
+
+    #[test]
+    fn independent_of_key_order_and_layout() {
+        let a = st(
+            r#"{"x":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"y":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}}"#,
+            &[1, 2, 3],
+        );
+        let b = st(
+            r#"{"y":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"x":{"dtype":"U8","shape":[2],"data_offsets":[1,3]}}"#,
+            &[3, 1, 2],
+        );
+        let fa = fingerprint(&a).unwrap();
+        let fb = fingerprint(&b).unwrap();
+        assert_eq!(fa.weights, fb.weights);
+        assert_eq!(fa.tensors[0].name, "x");
+        assert_eq!(fa.tensors[0].hash, <Hash>::from(Sha256::digest([1u8, 2])));
+        // A different shape over the same bytes changes the fingerprint.
+        let c = st(
+            r#"{"x":{"dtype":"U8","shape":[2,1],"data_offsets":[0,2]},"y":{"dtype":"U8","shape":[1],"data_offsets":[2,3]}}"#,
+            &[1, 2, 3],
+        );
+        assert_ne!(fingerprint(&c).unwrap().weights, fa.weights);
+    }
+}

@@ -1,0 +1,161 @@
+//! Metrics stored in a checkpoint (domain.md §5 / §6), read through their aliases.
+
+use serde::Serialize;
+
+use crate::format::Value;
+
+/// The headline metrics a checkpoint may carry. Every field is optional: older runs
+/// store fewer, and the aliases differ between versions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoredMetrics {
+    /// Share of the 19,683 operations reconstructed exactly (1.0 = 100%).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    /// hierarchy_B (Spearman of valuation vs radius; negative is good).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hierarchy: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hierarchy_a: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub richness: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r_v0: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r_v9: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_radius: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub std_radius: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dist_corr: Option<f64>,
+    #[serde(rename = "Q", skip_serializing_if = "Option::is_none")]
+    pub q: Option<f64>,
+    /// Where `coverage` came from when it was not `metrics.coverage`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage_source: Option<String>,
+}
+
+fn first(metrics: Option<&Value>, keys: &[&str]) -> Option<f64> {
+    let m = metrics?;
+    keys.iter()
+        .find_map(|k| m.get(k).and_then(Value::as_f64))
+        .filter(|v| v.is_finite())
+}
+
+fn last_of(root: &Value, key: &str) -> Option<f64> {
+    match root.get(key)? {
+        Value::List(items) | Value::Tuple(items) => items.last()?.as_f64(),
+        _ => None,
+    }
+}
+
+impl StoredMetrics {
+    /// Read the metrics of a checkpoint's root value.
+    pub fn from_root(root: &Value) -> StoredMetrics {
+        let m = root.get("metrics");
+        let mut out = StoredMetrics {
+            coverage: first(m, &["coverage", "coverage_A"]),
+            hierarchy: first(m, &["hierarchy_B", "hierarchy", "radial_corr_B"]),
+            hierarchy_a: first(m, &["hierarchy_A", "radial_corr_A"]),
+            richness: first(m, &["richness", "richness_B"]),
+            r_v0: first(m, &["r_v0", "radius_v0"]),
+            r_v9: first(m, &["r_v9", "radius_v9"]),
+            mean_radius: first(m, &["mean_radius", "mean_radius_A"]),
+            std_radius: first(m, &["std_radius"]),
+            dist_corr: first(m, &["distance_corr_A", "dist_corr"]),
+            q: first(m, &["Q"]).or_else(|| root.get("best_Q").and_then(Value::as_f64)),
+            coverage_source: None,
+        };
+        if out.coverage.is_none() {
+            for key in ["coverage_A_history", "coverage_history"] {
+                if let Some(c) = last_of(root, key) {
+                    out.coverage = Some(c);
+                    out.coverage_source = Some(format!("last value of `{key}`"));
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == StoredMetrics::default()
+    }
+
+    /// Compact one-line form for tables: `cov 100.00% hier -0.817 Q 1.071`.
+    pub fn compact(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(c) = self.coverage {
+            parts.push(format!("cov {:.2}%", c * 100.0));
+        }
+        if let Some(h) = self.hierarchy {
+            parts.push(format!("hier {h:.3}"));
+        }
+        if let Some(q) = self.q {
+            parts.push(format!("Q {q:.3}"));
+        }
+        if let Some(r) = self.richness {
+            parts.push(format!("rich {r:.4}"));
+        }
+        parts.join(" ")
+    }
+}
+
+/// The epoch a checkpoint was saved at.
+pub fn epoch(root: &Value) -> Option<i64> {
+    root.get("epoch").and_then(Value::as_i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(k: &str) -> Value {
+        Value::Str(k.into())
+    }
+
+    #[test]
+    fn aliases_and_numpy_scalars() {
+        let root = Value::Dict(vec![
+            (s("epoch"), Value::Int(42)),
+            (
+                s("metrics"),
+                Value::Dict(vec![
+                    (
+                        s("coverage"),
+                        Value::NumpyScalar {
+                            dtype: "f8".into(),
+                            value: Box::new(Value::Float(1.0)),
+                        },
+                    ),
+                    (s("radial_corr_B"), Value::Float(-0.8165)),
+                    (s("radial_corr_A"), Value::Float(-0.52)),
+                    (s("dist_corr"), Value::Float(0.77)),
+                    (s("radius_v0"), Value::Float(0.91)),
+                ]),
+            ),
+            (s("best_Q"), Value::Float(1.071)),
+        ]);
+        let m = StoredMetrics::from_root(&root);
+        assert_eq!(m.coverage, Some(1.0));
+        assert_eq!(m.hierarchy, Some(-0.8165));
+        assert_eq!(m.hierarchy_a, Some(-0.52));
+        assert_eq!(m.dist_corr, Some(0.77));
+        assert_eq!(m.r_v0, Some(0.91));
+        assert_eq!(m.q, Some(1.071));
+        assert_eq!(epoch(&root), Some(42));
+        assert_eq!(m.compact(), "cov 100.00% hier -0.817 Q 1.071");
+    }
+
+    #[test]
+    fn coverage_from_history() {
+        let root = Value::Dict(vec![(
+            s("coverage_A_history"),
+            Value::List(vec![Value::Float(0.4), Value::Float(0.93)]),
+        )]);
+        let m = StoredMetrics::from_root(&root);
+        assert_eq!(m.coverage, Some(0.93));
+        assert!(m.coverage_source.unwrap().contains("coverage_A_history"));
+        assert!(StoredMetrics::from_root(&Value::None).is_empty());
+    }
+}

@@ -1,0 +1,248 @@
+//! The non-tensor tree of a checkpoint, as indented text and as JSON.
+
+use serde_json::json;
+
+use crate::format::{TensorInfo, Value};
+
+use super::shape;
+
+const MAX_INLINE_ITEMS: usize = 12;
+const MAX_LIST_LINES: usize = 20;
+const MAX_STR: usize = 120;
+
+fn key_text(k: &Value) -> String {
+    match k {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        other => scalar_text(other, &[]).unwrap_or_else(|| other.kind().to_string()),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > MAX_STR {
+        let cut: String = s.chars().take(MAX_STR).collect();
+        format!("{cut}…")
+    } else {
+        s.to_string()
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
+    }
+}
+
+/// One-line text for a leaf value; `None` for containers.
+fn scalar_text(v: &Value, tensors: &[TensorInfo]) -> Option<String> {
+    Some(match v {
+        Value::None => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::BigInt(s) => s.clone(),
+        Value::Float(f) => float_text(*f),
+        Value::Str(s) => format!("{:?}", truncate(s)),
+        Value::Bytes(b) => format!("<{} bytes>", b.len()),
+        Value::Tensor(i) => match tensors.get(*i) {
+            Some(t) => format!("tensor {} {}", t.dtype, shape(&t.shape)),
+            None => format!("tensor #{i}"),
+        },
+        Value::NumpyScalar { dtype, value } => {
+            format!(
+                "{} (numpy {dtype})",
+                scalar_text(value, tensors).unwrap_or_default()
+            )
+        }
+        Value::Global(g) => format!("<global {g}>"),
+        Value::Blocked { global } => format!("<BLOCKED call of {global}>"),
+        _ => return None,
+    })
+}
+
+fn is_leaf(v: &Value) -> bool {
+    !matches!(
+        v,
+        Value::List(_) | Value::Tuple(_) | Value::Dict(_) | Value::Object { .. }
+    )
+}
+
+/// Render the tree as indented `key: value` lines. Dicts holding only tensors (state
+/// dicts) are collapsed to a count, since `inspect` lists tensors separately.
+pub fn render(root: &Value, tensors: &[TensorInfo]) -> String {
+    let mut out = String::new();
+    render_into(&mut out, root, tensors, 0);
+    out
+}
+
+fn render_into(out: &mut String, v: &Value, tensors: &[TensorInfo], depth: usize) {
+    let pad = "  ".repeat(depth);
+    match v {
+        Value::Dict(items) => {
+            for (k, val) in items {
+                let key = key_text(k);
+                line(out, &pad, &key, val, tensors, depth);
+            }
+        }
+        Value::List(items) | Value::Tuple(items) => {
+            for (i, val) in items.iter().enumerate().take(MAX_LIST_LINES) {
+                line(out, &pad, &format!("[{i}]"), val, tensors, depth);
+            }
+            if items.len() > MAX_LIST_LINES {
+                out.push_str(&format!(
+                    "{pad}… {} more\n",
+                    items.len() - MAX_LIST_LINES
+                ));
+            }
+        }
+        Value::Object { class, args, state } => {
+            out.push_str(&format!("{pad}<{class}>\n"));
+            if !args.is_empty() {
+                render_into(out, &Value::Tuple(args.clone()), tensors, depth + 1);
+            }
+            if let Some(s) = state {
+                render_into(out, s, tensors, depth + 1);
+            }
+        }
+        leaf => {
+            let text = scalar_text(leaf, tensors).unwrap_or_default();
+            out.push_str(&format!("{pad}{text}\n"));
+        }
+    }
+}
+
+fn line(out: &mut String, pad: &str, key: &str, val: &Value, tensors: &[TensorInfo], depth: usize) {
+    if let Some(text) = scalar_text(val, tensors) {
+        out.push_str(&format!("{pad}{key}: {text}\n"));
+        return;
+    }
+    match val {
+        Value::Dict(items) if !items.is_empty() && items.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) => {
+            out.push_str(&format!("{pad}{key}: {} tensors\n", items.len()));
+        }
+        Value::Dict(items) if items.is_empty() => out.push_str(&format!("{pad}{key}: {{}}\n")),
+        Value::List(items) | Value::Tuple(items)
+            if items.iter().all(is_leaf) && items.len() <= MAX_INLINE_ITEMS =>
+        {
+            let texts: Vec<String> = items
+                .iter()
+                .map(|i| scalar_text(i, tensors).unwrap_or_default())
+                .collect();
+            let (open, close) = if matches!(val, Value::Tuple(_)) {
+                ("(", ")")
+            } else {
+                ("[", "]")
+            };
+            out.push_str(&format!("{pad}{key}: {open}{}{close}\n", texts.join(", ")));
+        }
+        Value::List(items) | Value::Tuple(items) if items.iter().all(is_leaf) => {
+            let texts: Vec<String> = items
+                .iter()
+                .take(MAX_INLINE_ITEMS)
+                .map(|i| scalar_text(i, tensors).unwrap_or_default())
+                .collect();
+            out.push_str(&format!(
+                "{pad}{key}: [{}, … {} items]\n",
+                texts.join(", "),
+                items.len()
+            ));
+        }
+        other => {
+            out.push_str(&format!("{pad}{key}:\n"));
+            render_into(out, other, tensors, depth + 1);
+        }
+    }
+}
+
+/// The tree as plain JSON: dicts → objects, lists/tuples → arrays, numpy scalars →
+/// numbers, tensors → `{"tensor": path, "dtype", "shape"}`, globals and blocked calls →
+/// tagged objects. Non-finite floats become strings (`"NaN"`, `"inf"`).
+pub fn to_json(v: &Value, tensors: &[TensorInfo]) -> serde_json::Value {
+    match v {
+        Value::None => serde_json::Value::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::BigInt(s) => json!({ "bigint": s }),
+        Value::Float(f) => {
+            if f.is_finite() {
+                json!(f)
+            } else {
+                json!(f.to_string())
+            }
+        }
+        Value::Str(s) => json!(s),
+        Value::Bytes(b) => json!({ "bytes": hex::encode(b) }),
+        Value::List(items) | Value::Tuple(items) => {
+            serde_json::Value::Array(items.iter().map(|i| to_json(i, tensors)).collect())
+        }
+        Value::Dict(items) => {
+            let mut map = serde_json::Map::new();
+            for (k, val) in items {
+                map.insert(key_text(k), to_json(val, tensors));
+            }
+            serde_json::Value::Object(map)
+        }
+        Value::Tensor(i) => match tensors.get(*i) {
+            Some(t) => json!({ "tensor": t.path, "dtype": t.dtype, "shape": t.shape }),
+            None => json!({ "tensor": i }),
+        },
+        Value::NumpyScalar { value, .. } => to_json(value, tensors),
+        Value::Object { class, args, state } => json!({
+            "object": class,
+            "args": args.iter().map(|a| to_json(a, tensors)).collect::<Vec<_>>(),
+            "state": state.as_ref().map(|s| to_json(s, tensors)),
+        }),
+        Value::Global(g) => json!({ "global": g }),
+        Value::Blocked { global } => json!({ "blocked_call": global }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::DType;
+
+    fn s(k: &str) -> Value {
+        Value::Str(k.into())
+    }
+
+    #[test]
+    fn renders_and_collapses_state_dicts() {
+        let t = TensorInfo {
+            path: "model.w".into(),
+            dtype: DType::F32,
+            shape: vec![2, 3],
+            strides: vec![3, 1],
+            storage_offset: 0,
+            storage: 0,
+            requires_grad: false,
+        };
+        let root = Value::Dict(vec![
+            (s("epoch"), Value::Int(3)),
+            (s("model"), Value::Dict(vec![(s("w"), Value::Tensor(0))])),
+            (
+                s("metrics"),
+                Value::Dict(vec![(
+                    s("Q"),
+                    Value::NumpyScalar {
+                        dtype: "f8".into(),
+                        value: Box::new(Value::Float(1.5)),
+                    },
+                )]),
+            ),
+            (s("hist"), Value::List(vec![Value::Float(0.5), Value::Int(1)])),
+            (s("bad"), Value::Blocked { global: "posix.system".into() }),
+        ]);
+        let text = render(&root, std::slice::from_ref(&t));
+        assert_eq!(
+            text,
+            "epoch: 3\nmodel: 1 tensors\nmetrics:\n  Q: 1.5 (numpy f8)\nhist: [0.5, 1]\nbad: <BLOCKED call of posix.system>\n"
+        );
+        let j = to_json(&root, std::slice::from_ref(&t));
+        assert_eq!(j["metrics"]["Q"], json!(1.5));
+        assert_eq!(j["model"]["w"]["shape"], json!([2, 3]));
+        assert_eq!(j["bad"]["blocked_call"], json!("posix.system"));
+        assert_eq!(to_json(&Value::Float(f64::NAN), &[]), json!("NaN"));
+    }
+}
