@@ -109,7 +109,10 @@ pub fn is_checkpoint_path(path: &Path) -> bool {
 pub fn discover(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name() {
+    for entry in walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         match entry {
             Ok(e) if e.file_type().is_file() && is_checkpoint_path(e.path()) => {
                 files.push(e.into_path())
@@ -228,7 +231,10 @@ pub fn scan(
         files: files.len(),
         readable: files.iter().filter(|f| f.error.is_none()).count(),
         unreadable: files.iter().filter(|f| f.error.is_some()).count(),
-        unsafe_files: files.iter().filter(|f| !f.unsafe_globals.is_empty()).count(),
+        unsafe_files: files
+            .iter()
+            .filter(|f| !f.unsafe_globals.is_empty())
+            .count(),
         tensors: files.iter().map(|f| f.tensors).sum(),
         parameters: files.iter().map(|f| f.parameters).sum(),
         bytes: files.iter().map(|f| f.size).sum(),

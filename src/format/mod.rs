@@ -332,15 +332,20 @@ impl Checkpoint {
 
     /// The bytes of a storage.
     pub fn storage_bytes(&self, index: usize) -> Result<&[u8], FormatError> {
-        let storage = self.storages.get(index).ok_or_else(|| FormatError::Tensor {
-            tensor: format!("storage #{index}"),
-            message: "no such storage".into(),
-        })?;
+        let storage = self
+            .storages
+            .get(index)
+            .ok_or_else(|| FormatError::Tensor {
+                tensor: format!("storage #{index}"),
+                message: "no such storage".into(),
+            })?;
         match &storage.data {
             StorageData::Owned(v) => Ok(v),
             StorageData::Mapped { offset, len } => {
                 let bytes = self.bytes();
-                let end = offset.checked_add(*len).filter(|e| *e <= bytes.len() as u64);
+                let end = offset
+                    .checked_add(*len)
+                    .filter(|e| *e <= bytes.len() as u64);
                 match end {
                     Some(end) => Ok(&bytes[*offset as usize..end as usize]),
                     None => Err(FormatError::SizeClaim {
@@ -396,7 +401,11 @@ impl Checkpoint {
     /// Total number of elements over all tensors of the model state (or all tensors).
     pub fn parameter_count(&self) -> u64 {
         match self.model_state() {
-            Some(ms) => ms.entries.iter().map(|(_, i)| self.tensors[*i].numel()).sum(),
+            Some(ms) => ms
+                .entries
+                .iter()
+                .map(|(_, i)| self.tensors[*i].numel())
+                .sum(),
             None => self.tensors.iter().map(TensorInfo::numel).sum(),
         }
     }
@@ -504,12 +513,8 @@ pub fn logical_bytes<'a>(
         let mut idx = vec![0u64; ndim];
         let es = esize as usize;
         for _ in 0..numel {
-            let off: u64 = t.storage_offset
-                + idx
-                    .iter()
-                    .zip(&t.strides)
-                    .map(|(i, s)| i * s)
-                    .sum::<u64>();
+            let off: u64 =
+                t.storage_offset + idx.iter().zip(&t.strides).map(|(i, s)| i * s).sum::<u64>();
             let b = (off * esize) as usize;
             out.extend_from_slice(&storage[b..b + es]);
             for d in (0..ndim).rev() {

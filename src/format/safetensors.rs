@@ -19,7 +19,9 @@ fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {
     let len_bytes: [u8; 8] = bytes
         .get(..8)
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| FormatError::Truncated("shorter than the 8-byte safetensors header length".into()))?;
+        .ok_or_else(|| {
+            FormatError::Truncated("shorter than the 8-byte safetensors header length".into())
+        })?;
     Ok(u64::from_le_bytes(len_bytes))
 }
 
@@ -50,10 +52,11 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
             continue;
         };
         let dtype_name = format!("{:?}", info.dtype);
-        let dtype = DType::from_safetensors_name(&dtype_name).ok_or_else(|| FormatError::Tensor {
-            tensor: name.clone(),
-            message: format!("dtype {dtype_name} is not supported by tvck"),
-        })?;
+        let dtype =
+            DType::from_safetensors_name(&dtype_name).ok_or_else(|| FormatError::Tensor {
+                tensor: name.clone(),
+                message: format!("dtype {dtype_name} is not supported by tvck"),
+            })?;
         if info.shape.len() > limits::MAX_DIMS {
             return Err(FormatError::Limit(format!(
                 "tensor `{name}` has {} dimensions (limit {})",
@@ -104,19 +107,17 @@ fn describe(e: ::safetensors::SafeTensorError, bytes: &[u8], n: u64) -> FormatEr
     match e {
         E::MetadataIncompleteBuffer => {
             // Recompute what the header claims, for a useful message.
-            let claimed = serde_json::from_slice::<serde_json::Value>(
-                &bytes[8..8 + n as usize],
-            )
-            .ok()
-            .and_then(|h| {
-                h.as_object().map(|o| {
-                    o.values()
-                        .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
-                        .max()
-                        .unwrap_or(0)
+            let claimed = serde_json::from_slice::<serde_json::Value>(&bytes[8..8 + n as usize])
+                .ok()
+                .and_then(|h| {
+                    h.as_object().map(|o| {
+                        o.values()
+                            .filter_map(|t| t.get("data_offsets")?.get(1)?.as_u64())
+                            .max()
+                            .unwrap_or(0)
+                    })
                 })
-            })
-            .unwrap_or(0);
+                .unwrap_or(0);
             FormatError::SizeClaim {
                 what: "safetensors header (tensor data)".into(),
                 claimed,
@@ -150,7 +151,9 @@ mod tests {
         assert_eq!(p.tensors[0].shape, vec![2, 2]);
         assert_eq!(p.tensors[1].dtype, DType::F32);
         assert_eq!(
-            p.root.get_path("__metadata__.version").and_then(Value::as_str),
+            p.root
+                .get_path("__metadata__.version")
+                .and_then(Value::as_str),
             Some("v5.12.4")
         );
         let hdr = bytes.len() as u64 - 12;
@@ -170,7 +173,16 @@ mod tests {
             &[0; 16],
         );
         let err = read(&bytes).unwrap_err();
-        assert!(matches!(err, FormatError::SizeClaim { claimed: 4000000000000, .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                FormatError::SizeClaim {
+                    claimed: 4000000000000,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -180,14 +192,23 @@ mod tests {
         assert!(matches!(read(&bytes).unwrap_err(), FormatError::Limit(_)));
         let mut bytes = 50u64.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{}");
-        assert!(matches!(read(&bytes).unwrap_err(), FormatError::SizeClaim { .. }));
+        assert!(matches!(
+            read(&bytes).unwrap_err(),
+            FormatError::SizeClaim { .. }
+        ));
         assert!(read(b"{}").is_err());
     }
 
     #[test]
     fn rejects_inconsistent_offsets() {
-        let bytes = file(r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, &[0; 4]);
-        assert!(matches!(read(&bytes).unwrap_err(), FormatError::Safetensors(_)));
+        let bytes = file(
+            r#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+            &[0; 4],
+        );
+        assert!(matches!(
+            read(&bytes).unwrap_err(),
+            FormatError::Safetensors(_)
+        ));
         let bytes = file(r#"not json"#, &[]);
         assert!(read(&bytes).is_err());
     }

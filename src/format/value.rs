@@ -40,7 +40,9 @@ pub enum Value {
     /// `torch.float32`, or an unsafe callable (recorded as a finding).
     Global(String),
     /// What an unsafe global call would have produced. Nothing was called.
-    Blocked { global: String },
+    Blocked {
+        global: String,
+    },
 }
 
 impl Value {

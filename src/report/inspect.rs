@@ -115,9 +115,7 @@ pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport
         format: ckpt.format,
         size: ckpt.file_size,
         version: crate::arch::guess_checkpoint(ckpt),
-        model_state_key: ckpt
-            .model_state()
-            .map(|m| m.root_key.unwrap_or_default()),
+        model_state_key: ckpt.model_state().map(|m| m.root_key.unwrap_or_default()),
         epoch: metrics::epoch(&ckpt.root),
         metrics: StoredMetrics::from_root(&ckpt.root),
         parameters: ckpt.parameter_count(),
@@ -153,7 +151,11 @@ pub fn render(r: &InspectReport) -> String {
         None => out.push_str("Version:     unknown (not a TernaryVAE layout)\n"),
     }
     if let Some(k) = &r.model_state_key {
-        let where_ = if k.is_empty() { "(bare state_dict)".to_string() } else { format!("`{k}`") };
+        let where_ = if k.is_empty() {
+            "(bare state_dict)".to_string()
+        } else {
+            format!("`{k}`")
+        };
         out.push_str(&format!("Model state: {where_}\n"));
     }
     out.push_str(&format!(
@@ -171,7 +173,10 @@ pub fn render(r: &InspectReport) -> String {
         out.push_str(&format!("Fingerprint: {fp}\n"));
     }
 
-    let hashed = r.tensors.iter().any(|t| t.sha256.is_some() || t.error.is_some());
+    let hashed = r
+        .tensors
+        .iter()
+        .any(|t| t.sha256.is_some() || t.error.is_some());
     let mut header = vec!["Tensor", "DType", "Shape", "Layout"];
     if hashed {
         header.push("SHA-256");
@@ -185,7 +190,12 @@ pub fn render(r: &InspectReport) -> String {
         if let Some(o) = t.storage_offset {
             layout.push(format!("offset {o}"));
         }
-        let mut row = vec![t.name.clone(), t.dtype.clone(), shape(&t.shape), layout.join(", ")];
+        let mut row = vec![
+            t.name.clone(),
+            t.dtype.clone(),
+            shape(&t.shape),
+            layout.join(", "),
+        ];
         if hashed {
             row.push(match (&t.sha256, &t.error) {
                 (Some(h), _) => h[..16].to_string(),
@@ -207,7 +217,11 @@ pub fn render(r: &InspectReport) -> String {
         out.push_str("  none\n");
     }
     for f in &r.findings {
-        let tag = if f.kind == "unsafe_global" { "UNSAFE" } else { "note" };
+        let tag = if f.kind == "unsafe_global" {
+            "UNSAFE"
+        } else {
+            "note"
+        };
         out.push_str(&format!("  {tag}: {}\n", f.message));
     }
     out

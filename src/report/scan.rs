@@ -35,7 +35,12 @@ pub fn render(report: &ScanReport) -> String {
             Some(v) => format!("{} ({:.0}%)", v.display, v.confidence * 100.0),
             None => "unknown".into(),
         });
-        row.push(f.version.as_ref().map(|v| v.layout.clone()).unwrap_or_default());
+        row.push(
+            f.version
+                .as_ref()
+                .map(|v| v.layout.clone())
+                .unwrap_or_default(),
+        );
         row.push(f.tensors.to_string());
         row.push(thousands(f.parameters));
         row.push(human_bytes(f.size));
@@ -47,7 +52,12 @@ pub fn render(report: &ScanReport) -> String {
             format!("UNSAFE: {}", f.unsafe_globals.join(", "))
         });
         if report.hashed {
-            row.push(f.fingerprint.as_deref().map(|h| h[..12].to_string()).unwrap_or_default());
+            row.push(
+                f.fingerprint
+                    .as_deref()
+                    .map(|h| h[..12].to_string())
+                    .unwrap_or_default(),
+            );
         }
         table.add_row(row);
     }
@@ -55,7 +65,11 @@ pub fn render(report: &ScanReport) -> String {
     if !report.duplicates.is_empty() {
         out.push_str("\nDuplicate weights (same fingerprint):\n");
         for g in &report.duplicates {
-            out.push_str(&format!("  {}  {}\n", &g.fingerprint[..12], g.files.join(", ")));
+            out.push_str(&format!(
+                "  {}  {}\n",
+                &g.fingerprint[..12],
+                g.files.join(", ")
+            ));
         }
     }
     let t = &report.totals;

@@ -90,10 +90,7 @@ fn render_into(out: &mut String, v: &Value, tensors: &[TensorInfo], depth: usize
                 line(out, &pad, &format!("[{i}]"), val, tensors, depth);
             }
             if items.len() > MAX_LIST_LINES {
-                out.push_str(&format!(
-                    "{pad}… {} more\n",
-                    items.len() - MAX_LIST_LINES
-                ));
+                out.push_str(&format!("{pad}… {} more\n", items.len() - MAX_LIST_LINES));
             }
         }
         Value::Object { class, args, state } => {
@@ -118,7 +115,9 @@ fn line(out: &mut String, pad: &str, key: &str, val: &Value, tensors: &[TensorIn
         return;
     }
     match val {
-        Value::Dict(items) if !items.is_empty() && items.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) => {
+        Value::Dict(items)
+            if !items.is_empty() && items.iter().all(|(_, v)| matches!(v, Value::Tensor(_))) =>
+        {
             out.push_str(&format!("{pad}{key}: {} tensors\n", items.len()));
         }
         Value::Dict(items) if items.is_empty() => out.push_str(&format!("{pad}{key}: {{}}\n")),
@@ -231,8 +230,16 @@ mod tests {
                     },
                 )]),
             ),
-            (s("hist"), Value::List(vec![Value::Float(0.5), Value::Int(1)])),
-            (s("bad"), Value::Blocked { global: "posix.system".into() }),
+            (
+                s("hist"),
+                Value::List(vec![Value::Float(0.5), Value::Int(1)]),
+            ),
+            (
+                s("bad"),
+                Value::Blocked {
+                    global: "posix.system".into(),
+                },
+            ),
         ]);
         let text = render(&root, std::slice::from_ref(&t));
         assert_eq!(

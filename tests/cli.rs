@@ -1,0 +1,229 @@
+//! Integration tests: run the `tvck` binary on the sample checkpoints and the hostile
+//! fixtures; snapshot its table and JSON output (snapshots/ at the repo root).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tvck(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tvck"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run tvck")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+macro_rules! snap {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}
+
+#[test]
+fn scan_samples_table() {
+    let o = tvck(&["scan", "checkpoints", "--hash"], &root());
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let out = stdout(&o);
+    // The safetensors export holds the same weights as best_Q.pt (truth.json).
+    assert!(out.contains("Duplicate weights"), "{out}");
+    snap!("scan_samples_hash", out);
+}
+
+#[test]
+fn scan_samples_without_hash() {
+    let o = tvck(&["scan", "checkpoints"], &root());
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(!out.contains("Fingerprint"));
+    snap!("scan_samples", out);
+}
+
+#[test]
+fn scan_samples_json() {
+    let o = tvck(&["scan", "checkpoints", "--hash", "--json"], &root());
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 8);
+    let by = |p: &str| files.iter().find(|f| f["path"] == p).unwrap().clone();
+    let truth: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("checkpoints/truth.json")).unwrap())
+            .unwrap();
+    // Every file with a stated version is inferred as that version.
+    for (file, t) in truth.as_object().unwrap() {
+        if let Some(version) = t.get("version") {
+            assert_eq!(by(file)["version"]["display"], *version, "{file}");
+        }
+    }
+    assert_eq!(
+        by("exports/v5_12_4.safetensors")["fingerprint"],
+        by("v5_12_4/best_Q.pt")["fingerprint"]
+    );
+    assert_eq!(v["duplicates"].as_array().unwrap().len(), 1);
+    snap!(
+        "scan_samples_json",
+        serde_json::to_string_pretty(&v).unwrap()
+    );
+}
+
+#[test]
+fn inspect_each_sample() {
+    for file in [
+        "v5_5/latest.pt",
+        "v5_5_early/latest.pt",
+        "v5_11/best.pt",
+        "v5_11_homeostasis/best.pt",
+        "v5_12_4/best_Q.pt",
+        "exports/v5_12_4_state_dict.pt",
+        "exports/v5_12_4_legacy.pt",
+        "exports/v5_12_4.safetensors",
+    ] {
+        let path = format!("checkpoints/{file}");
+        let o = tvck(&["inspect", &path], &root());
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let name = format!("inspect_{}", file.replace(['/', '.'], "_"));
+        snap!(name, stdout(&o));
+    }
+}
+
+#[test]
+fn inspect_json_is_stable() {
+    let o = tvck(&["inspect", "checkpoints/v5_11/best.pt", "--json"], &root());
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["metrics"]["coverage"], 1.0);
+    assert_eq!(v["tree"]["config"]["model"]["name"], "TernaryVAEV5_11");
+    assert_eq!(
+        v["tree"]["metrics"]["mean_radius"],
+        serde_json::json!(0.4699999988079071)
+    );
+    snap!(
+        "inspect_v5_11_json",
+        serde_json::to_string_pretty(&v).unwrap()
+    );
+}
+
+fn hostile_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let src = root().join("tests/fixtures/hostile");
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn hostile_files_are_flagged_and_nothing_runs() {
+    let dir = hostile_copy();
+    // Run inside the folder: a payload that ran would create tvck-pwned.txt here.
+    let o = tvck(&["scan", ".", "--hash", "--json"], dir.path());
+    assert_eq!(o.status.code(), Some(1), "findings must give exit code 1");
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = v["files"].as_array().unwrap();
+    let by = |p: &str| {
+        files
+            .iter()
+            .find(|f| f["path"] == p)
+            .unwrap_or_else(|| panic!("{p} not scanned"))
+            .clone()
+    };
+    let unsafe_of = |p: &str| {
+        by(p)["unsafe_globals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g.as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        unsafe_of("os_system.pt")
+            .iter()
+            .any(|g| g.ends_with(".system")),
+        "{:?}",
+        by("os_system.pt")
+    );
+    assert!(unsafe_of("builtins_eval.pt").contains(&"builtins.eval".to_string()));
+    assert!(unsafe_of("legacy_os_system.pth")
+        .iter()
+        .any(|g| g.ends_with(".system")));
+    for (file, words) in [
+        ("truncated.pt", "zip"),
+        ("empty.pt", "empty"),
+        ("not_a_checkpoint.pt", "not a checkpoint"),
+        ("huge_claim.safetensors", "claims"),
+        ("bad_header_len.safetensors", "header"),
+    ] {
+        let err = by(file)["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{file} must be an error"))
+            .to_string();
+        assert!(err.to_lowercase().contains(words), "{file}: {err}");
+    }
+    for o in [
+        tvck(&["scan", "."], dir.path()),
+        tvck(&["inspect", "os_system.pt"], dir.path()),
+        tvck(&["inspect", "legacy_os_system.pth"], dir.path()),
+        tvck(&["inspect", "builtins_eval.pt"], dir.path()),
+    ] {
+        assert_eq!(o.status.code(), Some(1));
+    }
+    assert!(
+        !dir.path().join("tvck-pwned.txt").exists(),
+        "a pickle payload ran!"
+    );
+    assert!(
+        !root().join("tvck-pwned.txt").exists(),
+        "a pickle payload ran!"
+    );
+    let table = stdout(&tvck(&["scan", "."], dir.path()));
+    snap!("scan_hostile", table);
+}
+
+#[test]
+fn inspect_reports_errors_with_the_file_name() {
+    let dir = hostile_copy();
+    for f in [
+        "truncated.pt",
+        "empty.pt",
+        "not_a_checkpoint.pt",
+        "huge_claim.safetensors",
+    ] {
+        let o = tvck(&["inspect", f], dir.path());
+        assert_eq!(o.status.code(), Some(1), "{f}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.starts_with(&format!("error: {f}: ")), "{f}: {err}");
+        assert!(err.contains("hint:"), "{err}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = tvck(&["scan", "does-not-exist"], &root());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does-not-exist: no such file"));
+    assert_eq!(tvck(&["frobnicate"], &root()).status.code(), Some(2));
+    assert_eq!(
+        tvck(&["inspect", "checkpoints"], &root()).status.code(),
+        Some(2)
+    );
+}
