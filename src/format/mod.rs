@@ -236,12 +236,6 @@ pub struct Parsed {
     pub big_endian: bool,
 }
 
-impl Default for Value {
-    fn default() -> Self {
-        Value::None
-    }
-}
-
 /// A checkpoint file, read without executing anything.
 #[derive(Debug)]
 pub struct Checkpoint {

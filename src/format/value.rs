@@ -6,9 +6,10 @@
 use serde::Serialize;
 
 /// A decoded Python value.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 pub enum Value {
+    #[default]
     None,
     Bool(bool),
     Int(i64),
