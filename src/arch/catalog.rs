@@ -357,8 +357,8 @@ impl ParamDomain {
         match self.fixed {
             Some(f) => v == f,
             None => {
-                self.min.map_or(true, |m| v >= m)
-                    && self.max.map_or(true, |m| v <= m)
+                self.min.is_none_or(|m| v >= m)
+                    && self.max.is_none_or(|m| v <= m)
                     && (self.param.ty() == ParamType::Int || v == 0 || v == 1)
             }
         }

@@ -299,7 +299,7 @@ impl Votes {
     fn winner(&self) -> Option<u64> {
         let mut best: Option<(u64, u32)> = None;
         for &(v, n) in &self.0 {
-            if best.map_or(true, |(_, m)| n > m) {
+            if best.is_none_or(|(_, m)| n > m) {
                 best = Some((v, n));
             }
         }
