@@ -48,6 +48,25 @@ enum Command {
         #[arg(long)]
         no_hash: bool,
     },
+    /// Compare two checkpoints' model states, or a checkpoint and a layout, key by key.
+    ///
+    /// Exit code 0 when nothing differs, 1 when something does.
+    Diff {
+        /// First checkpoint.
+        a: PathBuf,
+        /// Second checkpoint (or use --arch).
+        #[arg(required_unless_present = "arch", conflicts_with = "arch")]
+        b: Option<PathBuf>,
+        /// Compare A with a catalog layout instead (v5_5, v5_11, v5_11_partial_freeze, v5_12, v5_12_4).
+        #[arg(long, value_name = "VERSION")]
+        arch: Option<String>,
+        /// Only keys under this prefix (e.g. `encoder_A`).
+        #[arg(long, value_name = "PREFIX")]
+        only: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// An error at the CLI edge: message, optional hint, exit code.
@@ -81,6 +100,13 @@ fn main() -> ExitCode {
             json,
             no_hash,
         } => cmd_inspect(&file, json, !no_hash),
+        Command::Diff {
+            a,
+            b,
+            arch,
+            only,
+            json,
+        } => cmd_diff(&a, b.as_deref(), arch.as_deref(), only.as_deref(), json),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -180,14 +206,7 @@ fn cmd_inspect(file: &Path, json: bool, hash: bool) -> Result<u8, CliError> {
             format!("use `tvck scan {}` for folders", file.display()),
         ));
     }
-    let ckpt = Checkpoint::open(file).map_err(|e| CliError {
-        message: e.to_string(),
-        hint: Some(
-            "tvck reads torch.save files (zip or legacy) and .safetensors; the file may be damaged or not a checkpoint"
-                .into(),
-        ),
-        code: 1,
-    })?;
+    let ckpt = open_checkpoint(file)?;
     let r = report::inspect::build(&ckpt, &file.display().to_string(), hash);
     if json {
         print_out(&to_json(&r)?)?;
@@ -195,4 +214,56 @@ fn cmd_inspect(file: &Path, json: bool, hash: bool) -> Result<u8, CliError> {
         print_out(&report::inspect::render(&r))?;
     }
     Ok(u8::from(r.has_findings()))
+}
+
+fn open_checkpoint(file: &Path) -> Result<Checkpoint, CliError> {
+    require_exists(file)?;
+    Checkpoint::open(file).map_err(|e| CliError {
+        message: e.to_string(),
+        hint: Some(
+            "tvck reads torch.save files (zip or legacy) and .safetensors; the file may be damaged or not a checkpoint"
+                .into(),
+        ),
+        code: 1,
+    })
+}
+
+fn cmd_diff(
+    a: &Path,
+    b: Option<&Path>,
+    arch: Option<&str>,
+    only: Option<&str>,
+    json: bool,
+) -> Result<u8, CliError> {
+    use tvck::diff::{self, Side};
+    let ca = open_checkpoint(a)?;
+    let cb;
+    let side_b = match (b, arch) {
+        (Some(b), _) => {
+            cb = open_checkpoint(b)?;
+            Side::Checkpoint(&cb)
+        }
+        (None, Some(v)) => {
+            let id: tvck::arch::VersionId = v.parse().map_err(|_| {
+                CliError::usage(
+                    format!("unknown version `{v}`"),
+                    "use one of v5_5, v5_11, v5_11_partial_freeze, v5_12, v5_12_4",
+                )
+            })?;
+            diff::arch_side(id, Some(&ca))
+        }
+        (None, None) => {
+            return Err(CliError::usage(
+                "nothing to compare A with",
+                "give a second checkpoint or --arch VERSION",
+            ))
+        }
+    };
+    let report = diff::diff(&Side::Checkpoint(&ca), &side_b, only);
+    if json {
+        print_out(&to_json(&report)?)?;
+    } else {
+        print_out(&report::diff::render(&report))?;
+    }
+    Ok(u8::from(report.has_differences()))
 }
