@@ -244,13 +244,16 @@ fn compare_values(a: &Side, b: &Side, x: &Entry, y: &Entry) -> KeyStatus {
     }
     let dtype = ca.tensors[ia].dtype;
     let max_abs_diff = match (to_f64(&ba, dtype), to_f64(&bb, dtype)) {
-        (Ok(va), Ok(vb)) => va
-            .iter()
-            .zip(&vb)
-            .map(|(p, q)| (p - q).abs())
-            .fold(Some(0.0f64), |m, d| {
-                m.map(|m| if d.is_nan() { f64::NAN } else { m.max(d) })
-            }),
+        (Ok(va), Ok(vb)) => Some(va.iter().zip(&vb).map(|(p, q)| (p - q).abs()).fold(
+            0.0f64,
+            |m, d| {
+                if m.is_nan() || d.is_nan() {
+                    f64::NAN
+                } else {
+                    m.max(d)
+                }
+            },
+        )),
         _ => None,
     };
     KeyStatus::Changed {
