@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use serde_json::Value as Json;
 use tvck::fingerprint;
@@ -26,22 +27,27 @@ fn python() -> PathBuf {
     p
 }
 
-fn make_cases() -> (tempfile::TempDir, BTreeMap<String, Json>) {
-    let dir = tempfile::tempdir().unwrap();
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_cases.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(dir.path())
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "make_cases.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manifest: BTreeMap<String, Json> =
-        serde_json::from_slice(&std::fs::read(dir.path().join("manifest.json")).unwrap()).unwrap();
-    (dir, manifest)
+/// Generate the cases once per test process (into Cargo's per-target temp dir).
+fn make_cases() -> &'static (PathBuf, BTreeMap<String, Json>) {
+    static CASES: OnceLock<(PathBuf, BTreeMap<String, Json>)> = OnceLock::new();
+    CASES.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pytorch-cases");
+        let _ = std::fs::remove_dir_all(&dir);
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_cases.py");
+        let out = Command::new(python())
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .expect("run python");
+        assert!(
+            out.status.success(),
+            "make_cases.py failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let manifest: BTreeMap<String, Json> =
+            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        (dir, manifest)
+    })
 }
 
 /// Dotted-path lookup through dicts (string or int keys) and lists.
@@ -65,13 +71,14 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 #[ignore = "needs PyTorch (.venv): run scripts/test"]
 fn reader_matches_pytorch() {
     let (dir, manifest) = make_cases();
+    let dir = dir.as_path();
     assert!(
         manifest.len() >= 8,
         "expected all cases, got {:?}",
         manifest.keys()
     );
-    for (file, expected) in &manifest {
-        let ckpt = Checkpoint::open(dir.path().join(file)).unwrap_or_else(|e| panic!("{e}"));
+    for (file, expected) in manifest {
+        let ckpt = Checkpoint::open(dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
         assert!(
             ckpt.findings.iter().all(|f| !f.is_unsafe()),
             "{file}: {:?}",
@@ -130,6 +137,13 @@ fn reader_matches_pytorch() {
                     Value::BigInt(s) => assert_eq!(s, &n.to_string(), "{file}:{path}"),
                     other => assert_eq!(other.as_i64(), n.as_i64(), "{file}:{path}: {other:?}"),
                 },
+                Json::Object(o) if o.contains_key("bigint") => {
+                    assert_eq!(
+                        got,
+                        &Value::BigInt(o["bigint"].as_str().unwrap().to_string()),
+                        "{file}:{path}"
+                    )
+                }
                 other => panic!("unexpected manifest value {other:?}"),
             }
         }
@@ -140,7 +154,8 @@ fn reader_matches_pytorch() {
 #[ignore = "needs PyTorch (.venv): run scripts/test"]
 fn containers_and_details() {
     let (dir, _) = make_cases();
-    let open = |f: &str| Checkpoint::open(dir.path().join(f)).unwrap();
+    let dir = dir.as_path();
+    let open = |f: &str| Checkpoint::open(dir.join(f)).unwrap();
     assert_eq!(open("training.pt").format, Format::TorchZip);
     assert_eq!(open("training_legacy.pt").format, Format::TorchLegacy);
     assert_eq!(open("weights.safetensors").format, Format::Safetensors);

@@ -29,18 +29,18 @@ fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {
 pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
     let n = header_len(bytes)?;
     let available = (bytes.len() as u64).saturating_sub(8);
-    if n > limits::MAX_SAFETENSORS_HEADER {
-        return Err(FormatError::Limit(format!(
-            "safetensors header length {n} exceeds the {} byte limit",
-            limits::MAX_SAFETENSORS_HEADER
-        )));
-    }
     if n > available {
         return Err(FormatError::SizeClaim {
             what: "safetensors header length".into(),
             claimed: n,
             available,
         });
+    }
+    if n > limits::MAX_SAFETENSORS_HEADER {
+        return Err(FormatError::Limit(format!(
+            "safetensors header length {n} exceeds the {} byte limit",
+            limits::MAX_SAFETENSORS_HEADER
+        )));
     }
     let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| describe(e, bytes, n))?;
     let data_start = 8 + n as u64;
@@ -189,7 +189,17 @@ mod tests {
     fn rejects_bad_header_length() {
         let mut bytes = (1u64 << 50).to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{}");
-        assert!(matches!(read(&bytes).unwrap_err(), FormatError::Limit(_)));
+        assert!(matches!(
+            read(&bytes).unwrap_err(),
+            FormatError::SizeClaim { .. }
+        ));
+        let mut bytes = vec![0u8; 200];
+        bytes[..8].copy_from_slice(&(150_000_000u64).to_le_bytes());
+        bytes[8] = b'{';
+        assert!(matches!(
+            read(&bytes).unwrap_err(),
+            FormatError::SizeClaim { .. }
+        ));
         let mut bytes = 50u64.to_le_bytes().to_vec();
         bytes.extend_from_slice(b"{}");
         assert!(matches!(

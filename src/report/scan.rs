@@ -17,9 +17,9 @@ pub fn render(report: &ScanReport) -> String {
     for f in &report.files {
         let mut row: Vec<String> = Vec::with_capacity(header.len());
         row.push(f.path.clone());
-        if let Some(err) = &f.error {
+        if f.error.is_some() {
             row.push("-".into());
-            row.push(format!("UNREADABLE: {err}"));
+            row.push("UNREADABLE".into());
             row.extend(std::iter::repeat_n(String::new(), 3));
             row.push(human_bytes(f.size));
             row.extend(std::iter::repeat_n(String::new(), 3));
@@ -62,6 +62,28 @@ pub fn render(report: &ScanReport) -> String {
         table.add_row(row);
     }
     let mut out = format!("{table}\n");
+    let unreadable: Vec<_> = report.files.iter().filter(|f| f.error.is_some()).collect();
+    if !unreadable.is_empty() {
+        out.push_str("\nUnreadable:\n");
+        for f in unreadable {
+            out.push_str(&format!(
+                "  {}: {}\n",
+                f.path,
+                f.error.as_deref().unwrap_or_default()
+            ));
+        }
+    }
+    let unsafe_files: Vec<_> = report
+        .files
+        .iter()
+        .filter(|f| !f.unsafe_globals.is_empty())
+        .collect();
+    if !unsafe_files.is_empty() {
+        out.push_str("\nUnsafe pickle globals (nothing was executed; torch.load(weights_only=False) would run them):\n");
+        for f in unsafe_files {
+            out.push_str(&format!("  {}: {}\n", f.path, f.unsafe_globals.join(", ")));
+        }
+    }
     if !report.duplicates.is_empty() {
         out.push_str("\nDuplicate weights (same fingerprint):\n");
         for g in &report.duplicates {

@@ -58,8 +58,12 @@ def walk(obj, prefix, tensors, values):
             walk(v, f"{prefix}.{i}" if prefix else str(i), tensors, values)
     elif isinstance(obj, (bool, np.bool_)):
         values[prefix] = bool(obj)
-    elif isinstance(obj, (int, float, np.floating, np.integer)):
-        values[prefix] = float(obj) if isinstance(obj, (float, np.floating)) else int(obj)
+    elif isinstance(obj, (float, np.floating)):
+        if np.isfinite(obj):  # JSON has no inf/NaN; the Rust test checks those itself
+            values[prefix] = float(obj)
+    elif isinstance(obj, (int, np.integer)):
+        # Beyond 64 bits JSON readers fall back to floats: keep the digits as text.
+        values[prefix] = int(obj) if -2**63 <= obj < 2**63 else {"bigint": str(obj)}
     elif isinstance(obj, str):
         values[prefix] = obj
 
