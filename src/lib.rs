@@ -3,9 +3,11 @@
 //! The library holds every concern in its own module; `src/main.rs` is a thin CLI.
 
 pub mod arch;
+pub mod config;
 pub mod diff;
 pub mod fingerprint;
 pub mod format;
 pub mod metrics;
 pub mod report;
 pub mod scan;
+pub mod yamledit;
