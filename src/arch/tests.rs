@@ -979,7 +979,9 @@ fn compatibility_matrix() {
     assert!(accepts_source("TernaryVAEV5_11", V5_11PartialFreeze));
     assert!(accepts_source("TernaryVAEV5_11_PartialFreeze", V5_11));
     assert!(accepts_source("TernaryVAEV5_11_PartialFreeze", V5_12));
-    assert!(!accepts_source("TernaryVAEV5_11_PartialFreeze", V5_12_4));
+    // v5.12.4 is of the v5.12.x family: the production configs load it into PartialFreeze.
+    assert!(accepts_source("TernaryVAEV5_11_PartialFreeze", V5_12_4));
+    assert!(!accepts_source("TernaryVAEV5_11", V5_12_4));
     assert!(!accepts_source("TernaryVAEV5_11", V5_12));
     assert!(!accepts_source("TernaryVAEV5_12", V5_11));
     assert!(accepts_source("TernaryVAEV5_12", V5_12_4));
