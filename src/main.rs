@@ -48,6 +48,21 @@ enum Command {
         #[arg(long)]
         no_hash: bool,
     },
+    /// Validate a training config before a job starts: frozen checkpoint, layout fit, sanity.
+    ///
+    /// Exit code 0 when no error, 1 when any error.
+    Check {
+        config: PathBuf,
+        /// Extra folder to resolve a relative frozen_checkpoint.path against (repeatable).
+        #[arg(long = "checkpoint-root", value_name = "DIR")]
+        checkpoint_roots: Vec<PathBuf>,
+        /// Also list config keys tvck does not model.
+        #[arg(long)]
+        strict: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare two checkpoints' model states, or a checkpoint and a layout, key by key.
     ///
     /// Exit code 0 when nothing differs, 1 when something does.
@@ -100,6 +115,12 @@ fn main() -> ExitCode {
             json,
             no_hash,
         } => cmd_inspect(&file, json, !no_hash),
+        Command::Check {
+            config,
+            checkpoint_roots,
+            strict,
+            json,
+        } => cmd_check(&config, checkpoint_roots, strict, json),
         Command::Diff {
             a,
             b,
@@ -266,4 +287,38 @@ fn cmd_diff(
         print_out(&report::diff::render(&report))?;
     }
     Ok(u8::from(report.has_differences()))
+}
+
+fn cmd_check(
+    config: &Path,
+    checkpoint_roots: Vec<PathBuf>,
+    strict: bool,
+    json: bool,
+) -> Result<u8, CliError> {
+    require_exists(config)?;
+    let cfg = tvck::config::TrainingConfig::load(config).map_err(|e| CliError {
+        message: e.to_string(),
+        hint: Some(
+            "fix the YAML at the position shown; `tvck check` reads the same file the trainer does"
+                .into(),
+        ),
+        code: 1,
+    })?;
+    let cwd = std::env::current_dir().map_err(|e| CliError {
+        message: format!("cannot read the working directory: {e}"),
+        hint: None,
+        code: 1,
+    })?;
+    let opts = tvck::check::CheckOptions {
+        checkpoint_roots,
+        cwd,
+        strict,
+    };
+    let report = tvck::check::check(&cfg, &opts);
+    if json {
+        print_out(&to_json(&report)?)?;
+    } else {
+        print_out(&report::check::render(&report))?;
+    }
+    Ok(u8::from(!report.ok()))
 }

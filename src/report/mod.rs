@@ -3,6 +3,7 @@
 //! Tables are built with comfy-table with no terminal-width dependence when output is
 //! not a terminal, so snapshots are stable. JSON shapes are documented in docs/json.md.
 
+pub mod check;
 pub mod diff;
 pub mod inspect;
 pub mod scan;

@@ -1,0 +1,1093 @@
+//! `tvck check`: validate a training config before a job starts — offline, with no
+//! Python and no torch.
+//!
+//! The rules (each a [`Finding`] with a severity, a message, the likely cause and a fix):
+//! the layout the config builds; whether its model class needs a `frozen_checkpoint` and
+//! has one; where that path resolves (like the trainer: working directory, config folder,
+//! each `--checkpoint-root`); whether the file reads safely; whether its version is one
+//! the model class accepts; and whether every tensor the trainer would load fits the
+//! model — all missing, unexpected and size-mismatched keys at once, in PyTorch's
+//! wording, with the config field that differs read back from the checkpoint's shapes.
+//! Plus sanity warnings on homeostasis, learning-rate scales and epochs.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::arch::{self, EncoderKind, KeyShape, LayoutParams, VersionId};
+use crate::config::{self, DecoderToLoad, EncoderToLoad, TrainingConfig};
+use crate::format::Checkpoint;
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// One result of a rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// Stable identifier of the rule (`frozen-checkpoint-missing`, `size-mismatch`, …).
+    pub rule: &'static str,
+    /// `file:line` of the config entry concerned, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    pub message: String,
+    /// Supporting lines (PyTorch's error text, paths tried, candidates…).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+    /// The likely cause.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// What to do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Finding {
+    fn new(severity: Severity, rule: &'static str, message: impl Into<String>) -> Finding {
+        Finding {
+            severity,
+            rule,
+            location: None,
+            message: message.into(),
+            details: Vec::new(),
+            cause: None,
+            fix: None,
+        }
+    }
+    fn at(mut self, location: Option<String>) -> Finding {
+        self.location = location;
+        self
+    }
+    fn details(mut self, details: Vec<String>) -> Finding {
+        self.details = details;
+        self
+    }
+    fn cause(mut self, cause: impl Into<String>) -> Finding {
+        self.cause = Some(cause.into());
+        self
+    }
+    fn fix(mut self, fix: impl Into<String>) -> Finding {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// Options of a check.
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Extra folders a relative `frozen_checkpoint.path` is resolved against.
+    pub checkpoint_roots: Vec<PathBuf>,
+    /// The working directory paths are resolved from (the trainer's cwd).
+    pub cwd: PathBuf,
+    /// List keys the config schema does not model.
+    pub strict: bool,
+}
+
+/// The model the config builds.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelSummary {
+    pub class: Option<String>,
+    pub version: Option<VersionId>,
+    pub layout: Option<String>,
+    #[serde(skip)]
+    pub params: Option<LayoutParams>,
+}
+
+/// The frozen checkpoint, as found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointSummary {
+    /// `frozen_checkpoint.path` as written.
+    pub configured: String,
+    /// Where it was found and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved_via: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<VersionId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layout: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored_coverage: Option<f64>,
+}
+
+/// What the trainer would load, key by key.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadPlan {
+    /// `whole model state` or the parts named by encoder_to_load / decoder_to_load.
+    pub mode: String,
+    /// Model keys filled from the checkpoint with the same key.
+    pub loaded: usize,
+    /// Model keys filled through the Frozen → improved Linear index map (from, to).
+    pub mapped: Vec<(String, String)>,
+    /// Model keys the checkpoint does not provide (left at initialisation).
+    pub missing: Vec<KeyShape>,
+    /// Checkpoint keys the model does not have (ignored).
+    pub unexpected: Vec<KeyShape>,
+    /// (key, checkpoint shape, model shape): PyTorch raises on these.
+    pub size_mismatch: Vec<(String, Vec<u64>, Vec<u64>)>,
+}
+
+/// The result of `tvck check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub config: String,
+    pub model: ModelSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_checkpoint: Option<CheckpointSummary>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<LoadPlan>,
+    pub findings: Vec<Finding>,
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.errors == 0
+    }
+
+    /// The verdict line.
+    pub fn verdict(&self) -> String {
+        let counts = format!(
+            "{} error{}, {} warning{}",
+            self.errors,
+            if self.errors == 1 { "" } else { "s" },
+            self.warnings,
+            if self.warnings == 1 { "" } else { "s" }
+        );
+        if self.ok() {
+            format!("PASS {}: ready to train ({counts})", self.config)
+        } else {
+            let first = self
+                .findings
+                .iter()
+                .find(|f| f.severity == Severity::Error)
+                .map(|f| f.message.clone())
+                .unwrap_or_default();
+            format!("FAIL {}: do not train ({counts}) — {first}", self.config)
+        }
+    }
+}
+
+/// Coverage a random encoder/decoder reaches: about 2 of 19,683 operations.
+const RANDOM_COVERAGE: &str = "about 0.01%";
+
+/// Check a parsed config.
+pub fn check(cfg: &TrainingConfig, opts: &CheckOptions) -> CheckReport {
+    let mut findings = Vec::new();
+    let class = cfg.model_name().map(str::to_string);
+    let loc = |key: &str| cfg.line_of(key).map(|_| cfg.location(key));
+
+    // The layout the config asks for.
+    let layout = arch::resolve_config(&cfg.hints());
+    let mut model = ModelSummary {
+        class: class.clone(),
+        version: None,
+        layout: None,
+        params: None,
+    };
+    match (&class, &layout) {
+        (None, _) => findings.push(
+            Finding::new(Severity::Warning, "model-class-missing", "model.name is not set: cannot tell which model the trainer builds")
+                .at(loc("model"))
+                .fix("set model.name (TernaryVAEV5_11, TernaryVAEV5_11_PartialFreeze or TernaryVAEV5_12)"),
+        ),
+        (Some(c), None) => findings.push(
+            Finding::new(Severity::Warning, "model-class-unknown", format!("model.name `{c}` is not a model class tvck knows"))
+                .at(loc("model.name"))
+                .fix("use TernaryVAEV5_11, TernaryVAEV5_11_PartialFreeze or TernaryVAEV5_12"),
+        ),
+        (Some(_), Some(l)) => {
+            model.version = Some(l.version);
+            model.layout = Some(l.params.summary());
+            model.params = Some(l.params.clone());
+            for c in &l.conflicts {
+                findings.push(
+                    Finding::new(Severity::Warning, "model-params", format!("model: {c}"))
+                        .at(loc("model")),
+                );
+            }
+        }
+    }
+
+    let requires = class.as_deref().is_some_and(arch::required_frozen);
+    let frozen_loc = loc("frozen_checkpoint.path").or_else(|| loc("frozen_checkpoint"));
+    let mut summary = None;
+    let mut plan = None;
+    match cfg.checkpoint_path() {
+        None if requires => {
+            let c = class.as_deref().unwrap_or_default();
+            let accepted = source_list(c);
+            findings.push(
+                Finding::new(
+                    Severity::Error,
+                    "frozen-checkpoint-missing",
+                    format!("{c} requires a frozen checkpoint, but frozen_checkpoint.path is {}", if cfg.line_of("frozen_checkpoint.path").is_some() { "null" } else { "not set" }),
+                )
+                .at(frozen_loc)
+                .cause(format!(
+                    "the encoder and decoder would start random: loss falls while coverage stays at {RANDOM_COVERAGE} for the whole run"
+                ))
+                .fix(format!(
+                    "set frozen_checkpoint.path to a {accepted} checkpoint with 100% coverage (`tvck check {} --auto-fix` lists candidates)",
+                    cfg.path.display()
+                )),
+            );
+        }
+        None => findings.push(
+            Finding::new(
+                Severity::Info,
+                "from-scratch",
+                format!(
+                    "no frozen checkpoint: {} trains from scratch by design",
+                    class.as_deref().unwrap_or("the model")
+                ),
+            )
+            .at(frozen_loc),
+        ),
+        Some(raw) => {
+            let (s, p) = check_checkpoint(cfg, raw, &model, requires, opts, &mut findings);
+            summary = Some(s);
+            plan = p;
+        }
+    }
+
+    sanity(cfg, &mut findings);
+    if opts.strict {
+        for key in cfg.unknown_keys() {
+            findings.push(
+                Finding::new(
+                    Severity::Info,
+                    "unknown-key",
+                    format!("`{key}` is not part of the config schema tvck knows"),
+                )
+                .at(loc(&key)),
+            );
+        }
+    }
+
+    findings.sort_by_key(|f| f.severity);
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
+    CheckReport {
+        config: cfg.path.display().to_string(),
+        model,
+        frozen_checkpoint: summary,
+        load: plan,
+        findings,
+        errors,
+        warnings,
+    }
+}
+
+fn source_list(class: &str) -> String {
+    let names: Vec<&str> = arch::compatible_sources(class)
+        .iter()
+        .map(|v| v.display_name())
+        .collect();
+    if names.is_empty() {
+        "compatible".into()
+    } else {
+        names.join(" / ")
+    }
+}
+
+fn check_checkpoint(
+    cfg: &TrainingConfig,
+    raw: &str,
+    model: &ModelSummary,
+    requires: bool,
+    opts: &CheckOptions,
+    findings: &mut Vec<Finding>,
+) -> (CheckpointSummary, Option<LoadPlan>) {
+    let loc = cfg.location("frozen_checkpoint.path");
+    let mut summary = CheckpointSummary {
+        configured: raw.to_string(),
+        resolved: None,
+        resolved_via: None,
+        version: None,
+        layout: None,
+        stored_coverage: None,
+    };
+    let severity = if requires {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+    let res = config::resolve_checkpoint_path(raw, &cfg.path, &opts.cwd, &opts.checkpoint_roots);
+    let Some((path, via)) = res.found else {
+        let roots: Vec<PathBuf> =
+            config::search_roots(&cfg.path, &opts.cwd, &opts.checkpoint_roots)
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect();
+        let near = config::nearest_candidates(raw, &roots, 5);
+        let mut details: Vec<String> = res
+            .tried
+            .iter()
+            .map(|(p, o)| format!("tried {} (relative to the {o})", p.display()))
+            .collect();
+        if near.is_empty() {
+            details.push("no checkpoint files found under those folders".into());
+        } else {
+            details.push("nearest existing checkpoints:".into());
+            details.extend(near.iter().map(|p| format!("  {}", p.display())));
+        }
+        findings.push(
+            Finding::new(severity, "frozen-checkpoint-not-found", format!("frozen_checkpoint.path `{raw}` does not exist"))
+                .at(Some(loc))
+                .details(details)
+                .cause("the trainer would fail to start, or (if it catches the error) train from random weights")
+                .fix("correct the path, run from the folder the path is relative to, or pass --checkpoint-root DIR"),
+        );
+        return (summary, None);
+    };
+    summary.resolved = Some(path.clone());
+    summary.resolved_via = Some(via);
+    findings.push(
+        Finding::new(
+            Severity::Info,
+            "frozen-checkpoint-resolved",
+            format!(
+                "frozen_checkpoint.path resolved relative to the {via}: {}",
+                path.display()
+            ),
+        )
+        .at(Some(loc.clone())),
+    );
+
+    let ckpt = match Checkpoint::open(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            findings.push(
+                Finding::new(severity, "frozen-checkpoint-unreadable", format!("cannot read the frozen checkpoint: {e}"))
+                    .at(Some(loc))
+                    .fix("point frozen_checkpoint.path at an intact checkpoint (`tvck scan DIR` lists readable ones)"),
+            );
+            return (summary, None);
+        }
+    };
+    let unsafe_globals: Vec<String> = ckpt
+        .findings
+        .iter()
+        .filter(|f| f.is_unsafe())
+        .map(|f| f.message())
+        .collect();
+    if !unsafe_globals.is_empty() {
+        findings.push(
+            Finding::new(
+                Severity::Error,
+                "frozen-checkpoint-unsafe",
+                format!("{} contains unsafe pickle globals", path.display()),
+            )
+            .at(Some(loc.clone()))
+            .details(unsafe_globals)
+            .cause("torch.load(weights_only=False) in the trainer would execute them")
+            .fix("do not load this file; use a checkpoint from a trusted run"),
+        );
+    }
+    summary.stored_coverage = crate::metrics::StoredMetrics::from_root(&ckpt.root).coverage;
+
+    let inference = arch::infer_checkpoint(&ckpt);
+    let Some(best) = inference.best else {
+        findings.push(
+            Finding::new(
+                severity,
+                "frozen-checkpoint-not-ternaryvae",
+                format!("{} holds no TernaryVAE model state", path.display()),
+            )
+            .at(Some(loc))
+            .fix("point frozen_checkpoint.path at a TernaryVAE checkpoint"),
+        );
+        return (summary, None);
+    };
+    summary.version = Some(best.version);
+    summary.layout = Some(best.params.summary());
+
+    let class = model.class.as_deref().unwrap_or_default();
+    if !class.is_empty()
+        && arch::model_class(class).is_some()
+        && !arch::accepts_source(class, best.version)
+    {
+        findings.push(
+            Finding::new(
+                Severity::Error,
+                "frozen-checkpoint-incompatible",
+                format!(
+                    "{} is a {} checkpoint; {class} loads only {} checkpoints",
+                    path.display(),
+                    best.display,
+                    source_list(class)
+                ),
+            )
+            .at(Some(loc.clone()))
+            .fix(format!(
+                "use a {} checkpoint, or a model class that accepts {}",
+                source_list(class),
+                best.display
+            )),
+        );
+    }
+    if let Some(c) = summary.stored_coverage.filter(|c| *c < 0.95) {
+        findings.push(
+            Finding::new(
+                Severity::Warning,
+                "frozen-checkpoint-low-coverage",
+                format!("the frozen checkpoint's stored coverage is {:.2}%", c * 100.0),
+            )
+            .at(Some(loc.clone()))
+            .cause("frozen parts only keep what they already reconstruct: coverage cannot rise above this while they stay frozen")
+            .fix("use a checkpoint with coverage ≥ 99.5% (`tvck check --auto-fix` ranks candidates)"),
+        );
+    }
+
+    let (Some(target_version), Some(target_params)) = (model.version, model.params.as_ref()) else {
+        return (summary, None);
+    };
+    let target = arch::expected_layout(target_version, target_params);
+    let source = arch::state_shapes(&ckpt);
+    let plan = if arch::version(best.version).family == VersionId::V5_5 {
+        let enc = cfg
+            .frozen_checkpoint
+            .as_ref()
+            .and_then(|f| f.encoder_to_load);
+        let dec = cfg
+            .frozen_checkpoint
+            .as_ref()
+            .and_then(|f| f.decoder_to_load);
+        partial_plan(&source, &target, target_params, enc, dec)
+    } else {
+        whole_plan(&source, &target)
+    };
+    report_plan(
+        cfg,
+        &plan,
+        &best.params,
+        target_params,
+        target_version,
+        &path,
+        class,
+        findings,
+    );
+    (summary, Some(plan))
+}
+
+/// Loading named parts of a v5.5 checkpoint (encoder_to_load / decoder_to_load), with the
+/// Frozen → improved Linear index map (0→0, 2→4, 4→8).
+fn partial_plan(
+    source: &[KeyShape],
+    target: &[KeyShape],
+    params: &LayoutParams,
+    enc: Option<EncoderToLoad>,
+    dec: Option<DecoderToLoad>,
+) -> LoadPlan {
+    let enc = enc.unwrap_or(EncoderToLoad::Both);
+    let dec = dec.unwrap_or(DecoderToLoad::DecoderA);
+    let mut parts: Vec<(&str, EncoderKind, &str)> = Vec::new();
+    if matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderA) {
+        parts.push(("encoder_A", params.encoder, "encoder"));
+    }
+    if matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderB) {
+        parts.push(("encoder_B", params.encoder, "encoder"));
+    }
+    if dec == DecoderToLoad::DecoderA {
+        parts.push(("decoder_A", params.decoder, "decoder"));
+    }
+    let names: Vec<&str> = parts.iter().map(|p| p.0).collect();
+    let mut plan = LoadPlan {
+        mode: if names.is_empty() {
+            "nothing (encoder_to_load and decoder_to_load are none)".into()
+        } else {
+            format!("parts of a v5.5 checkpoint: {}", names.join(", "))
+        },
+        ..LoadPlan::default()
+    };
+    let src: HashMap<&str, &Vec<u64>> = source.iter().map(|(k, s)| (k.as_str(), s)).collect();
+    for (part, kind, seq) in parts {
+        let prefix = format!("{part}.");
+        let mut used: HashSet<String> = HashSet::new();
+        for (key, shape) in target.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            let from = if kind == EncoderKind::Improved {
+                map_improved_to_frozen(key, seq)
+            } else {
+                Some(key.clone())
+            };
+            match from.as_deref().and_then(|f| src.get(f).map(|s| (f, s))) {
+                Some((f, s)) if *s == shape => {
+                    used.insert(f.to_string());
+                    if f == key {
+                        plan.loaded += 1;
+                    } else {
+                        plan.mapped.push((f.to_string(), key.clone()));
+                    }
+                }
+                Some((f, s)) => {
+                    used.insert(f.to_string());
+                    plan.size_mismatch
+                        .push((key.clone(), s.to_vec(), shape.clone()));
+                }
+                // LayerNorms of improved parts have no Frozen counterpart: left at 1 / 0.
+                None if from.is_none() => {}
+                None => plan.missing.push((key.clone(), shape.clone())),
+            }
+        }
+        for (k, s) in source.iter().filter(|(k, _)| k.starts_with(&prefix)) {
+            if !used.contains(k) {
+                plan.unexpected.push((k.clone(), s.clone()));
+            }
+        }
+    }
+    plan
+}
+
+/// For an improved encoder/decoder key, the Frozen-style key it is loaded from:
+/// `encoder.4.weight` ← `encoder.2.weight`; `None` for its LayerNorms (no counterpart).
+fn map_improved_to_frozen(key: &str, seq: &str) -> Option<String> {
+    let marker = format!(".{seq}.");
+    let Some(pos) = key.find(&marker) else {
+        return Some(key.to_string()); // fc_mu, fc_logvar
+    };
+    let rest = &key[pos + marker.len()..];
+    let (idx, tail) = rest.split_once('.')?;
+    let from = match idx {
+        "0" => "0",
+        "4" => "2",
+        "8" => "4",
+        _ => return None,
+    };
+    Some(format!("{}{marker}{from}.{tail}", &key[..pos]))
+}
+
+/// Loading the whole model state (v5.11-family checkpoints), `strict=False` semantics.
+fn whole_plan(source: &[KeyShape], target: &[KeyShape]) -> LoadPlan {
+    let mut plan = LoadPlan {
+        mode: "whole model state (v5.11-family checkpoint)".into(),
+        ..LoadPlan::default()
+    };
+    let src: HashMap<&str, &Vec<u64>> = source.iter().map(|(k, s)| (k.as_str(), s)).collect();
+    let tgt: HashSet<&str> = target.iter().map(|(k, _)| k.as_str()).collect();
+    for (key, shape) in target {
+        match src.get(key.as_str()) {
+            Some(s) if *s == shape => plan.loaded += 1,
+            Some(s) => plan
+                .size_mismatch
+                .push((key.clone(), s.to_vec(), shape.clone())),
+            None => plan.missing.push((key.clone(), shape.clone())),
+        }
+    }
+    for (k, s) in source {
+        if !tgt.contains(k.as_str()) {
+            plan.unexpected.push((k.clone(), s.clone()));
+        }
+    }
+    plan
+}
+
+fn shape_text(s: &[u64]) -> String {
+    crate::report::shape(s)
+}
+
+/// Whether a model key belongs to the parts the trainer keeps frozen (their random
+/// initialisation would ruin coverage).
+fn is_frozen_part(key: &str) -> bool {
+    key.starts_with("encoder_A.") || key.starts_with("decoder_A.")
+}
+
+/// Turn a load plan into findings: PyTorch's error text, the cause read from the shapes,
+/// and the fix.
+#[allow(clippy::too_many_arguments)]
+fn report_plan(
+    cfg: &TrainingConfig,
+    plan: &LoadPlan,
+    source: &LayoutParams,
+    target: &LayoutParams,
+    target_version: VersionId,
+    path: &Path,
+    class: &str,
+    findings: &mut Vec<Finding>,
+) {
+    let loc = Some(cfg.location("frozen_checkpoint.path"));
+    let model_name = if class.is_empty() { "the model" } else { class };
+    // Missing keys in the frozen parts are as bad as a missing checkpoint; LayerNorms
+    // inserted by the v5.5 → improved map are expected and not listed.
+    let frozen_missing: Vec<&KeyShape> = plan
+        .missing
+        .iter()
+        .filter(|(k, _)| is_frozen_part(k))
+        .collect();
+    let differences = param_differences(source, target);
+    let cause = if differences.is_empty() {
+        None
+    } else {
+        Some(format!(
+            "the checkpoint was trained with {}",
+            differences
+                .iter()
+                .map(|d| format!(
+                    "{} = {} (the config asks {})",
+                    d.field, d.checkpoint, d.config
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    };
+    let fix = fix_text(cfg, &differences, target_version, path);
+
+    if !plan.size_mismatch.is_empty() || !frozen_missing.is_empty() {
+        let mut details = vec![format!("Error(s) in loading state_dict for {model_name}:")];
+        for (k, from, to) in &plan.size_mismatch {
+            details.push(format!(
+                "size mismatch for {k}: copying a param with shape {} from checkpoint, the shape in current model is {}.",
+                shape_text(from),
+                shape_text(to)
+            ));
+        }
+        if !plan.missing.is_empty() {
+            details.push(format!(
+                "Missing key(s) in state_dict: {}.",
+                plan.missing
+                    .iter()
+                    .map(|(k, _)| format!("\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        if !plan.unexpected.is_empty() {
+            details.push(format!(
+                "Unexpected key(s) in state_dict: {}.",
+                plan.unexpected
+                    .iter()
+                    .map(|(k, _)| format!("\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        let mut what = Vec::new();
+        if !plan.size_mismatch.is_empty() {
+            what.push(format!(
+                "{} size mismatch{}",
+                plan.size_mismatch.len(),
+                if plan.size_mismatch.len() == 1 {
+                    ""
+                } else {
+                    "es"
+                }
+            ));
+        }
+        if !frozen_missing.is_empty() {
+            what.push(format!(
+                "{} frozen-part key{} missing",
+                frozen_missing.len(),
+                if frozen_missing.len() == 1 { "" } else { "s" }
+            ));
+        }
+        let mut f = Finding::new(
+            Severity::Error,
+            if plan.size_mismatch.is_empty() {
+                "frozen-parts-missing"
+            } else {
+                "size-mismatch"
+            },
+            format!(
+                "{} does not fit the model the config builds: {}",
+                path.display(),
+                what.join(", ")
+            ),
+        )
+        .at(loc.clone())
+        .details(details);
+        f.cause = Some(match (&cause, plan.size_mismatch.is_empty()) {
+            (Some(c), _) => c.clone(),
+            (None, false) => {
+                "PyTorch's load_state_dict raises on a size mismatch even with strict=False".into()
+            }
+            (None, true) => format!("those parts would stay random: coverage at {RANDOM_COVERAGE}"),
+        });
+        f.fix = Some(fix.clone());
+        findings.push(f);
+    } else {
+        let non_frozen_missing: Vec<&KeyShape> = plan
+            .missing
+            .iter()
+            .filter(|(k, _)| !is_frozen_part(k))
+            .collect();
+        if !non_frozen_missing.is_empty() {
+            findings.push(
+                Finding::new(
+                    Severity::Warning,
+                    "keys-initialised",
+                    format!(
+                        "{} model key{} not in the checkpoint will start from initialisation",
+                        non_frozen_missing.len(),
+                        if non_frozen_missing.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
+                    ),
+                )
+                .at(loc.clone())
+                .details(
+                    non_frozen_missing
+                        .iter()
+                        .map(|(k, s)| format!("{k} {}", shape_text(s)))
+                        .collect(),
+                )
+                .cause(cause.clone().unwrap_or_else(|| {
+                    "the checkpoint has no weights for these trainable parts".into()
+                })),
+            );
+        }
+        if !plan.unexpected.is_empty() {
+            findings.push(
+                Finding::new(
+                    Severity::Warning,
+                    "keys-ignored",
+                    format!(
+                        "{} checkpoint key{} the model does not have will be ignored",
+                        plan.unexpected.len(),
+                        if plan.unexpected.len() == 1 { "" } else { "s" }
+                    ),
+                )
+                .at(loc.clone())
+                .details(
+                    plan.unexpected
+                        .iter()
+                        .map(|(k, s)| format!("{k} {}", shape_text(s)))
+                        .collect(),
+                ),
+            );
+        }
+        let mapped = if plan.mapped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", {} mapped Frozen → improved (Linear 0→0, 2→4, 4→8; LayerNorms start at 1/0)",
+                plan.mapped.len()
+            )
+        };
+        findings.push(
+            Finding::new(
+                Severity::Info,
+                "load-plan",
+                format!("loads {}: {} tensors fit{mapped}", plan.mode, plan.loaded),
+            )
+            .at(loc),
+        );
+    }
+}
+
+/// A config field whose value differs from what the checkpoint's shapes say.
+#[derive(Debug, Clone, PartialEq)]
+struct ParamDifference {
+    field: &'static str,
+    checkpoint: String,
+    config: String,
+}
+
+fn param_differences(source: &LayoutParams, target: &LayoutParams) -> Vec<ParamDifference> {
+    let mut out = Vec::new();
+    let mut push = |field, a: String, b: String| {
+        if a != b {
+            out.push(ParamDifference {
+                field,
+                checkpoint: a,
+                config: b,
+            })
+        }
+    };
+    let kind = |k: EncoderKind| match k {
+        EncoderKind::Frozen => "frozen".to_string(),
+        EncoderKind::Improved => "improved".to_string(),
+    };
+    push(
+        "model.latent_dim",
+        source.latent_dim.to_string(),
+        target.latent_dim.to_string(),
+    );
+    if source.hidden_dim > 0 && target.hidden_dim > 0 {
+        push(
+            "model.hidden_dim",
+            source.hidden_dim.to_string(),
+            target.hidden_dim.to_string(),
+        );
+    }
+    if source.projection_layers > 0 && target.projection_layers > 0 {
+        push(
+            "model.projection_layers",
+            source.projection_layers.to_string(),
+            target.projection_layers.to_string(),
+        );
+        push(
+            "model.projection_dropout",
+            if source.projection_dropout {
+                "> 0"
+            } else {
+                "0"
+            }
+            .into(),
+            if target.projection_dropout {
+                "> 0"
+            } else {
+                "0"
+            }
+            .into(),
+        );
+        push(
+            "model.use_dual_projection",
+            source.dual_projection.to_string(),
+            target.dual_projection.to_string(),
+        );
+        push(
+            "model.use_controller",
+            source.controller.to_string(),
+            target.controller.to_string(),
+        );
+    }
+    push(
+        "model.encoder_type",
+        kind(source.encoder),
+        kind(target.encoder),
+    );
+    push(
+        "model.decoder_type",
+        kind(source.decoder),
+        kind(target.decoder),
+    );
+    out
+}
+
+fn fix_text(
+    cfg: &TrainingConfig,
+    diffs: &[ParamDifference],
+    target: VersionId,
+    path: &Path,
+) -> String {
+    let mut options = Vec::new();
+    let settable: Vec<String> = diffs
+        .iter()
+        .filter(|d| !d.checkpoint.starts_with('>'))
+        .map(|d| format!("{}: {}", d.field, d.checkpoint))
+        .collect();
+    if !settable.is_empty() && settable.len() == diffs.len() {
+        options.push(format!(
+            "set {} in {} to match the checkpoint",
+            settable.join(", "),
+            cfg.path.display()
+        ));
+    } else if !diffs.is_empty() {
+        options.push(format!(
+            "make the config match the checkpoint ({})",
+            diffs
+                .iter()
+                .map(|d| format!("{} {}", d.field, d.checkpoint))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    options.push(format!(
+        "migrate the checkpoint: `tvck convert {} --to {}`",
+        path.display(),
+        target.as_str()
+    ));
+    options.push(format!(
+        "or pick a fitting checkpoint: `tvck check {} --auto-fix`",
+        cfg.path.display()
+    ));
+    options.join("; ")
+}
+
+/// Sanity warnings that need no checkpoint.
+fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
+    let loc = |key: &str| cfg.line_of(key).map(|_| cfg.location(key));
+    if let Some(h) = cfg
+        .homeostasis
+        .as_ref()
+        .filter(|h| h.enabled != Some(false))
+    {
+        let unit = |key: &'static str, v: Option<f64>, findings: &mut Vec<Finding>| {
+            if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
+                findings.push(
+                    Finding::new(
+                        Severity::Warning,
+                        "homeostasis-range",
+                        format!("homeostasis.{key} = {v} is outside 0..1 (coverage is a fraction)"),
+                    )
+                    .at(loc(&format!("homeostasis.{key}")))
+                    .fix(format!("write it as a fraction, e.g. {key}: 0.995")),
+                );
+            }
+        };
+        unit(
+            "coverage_freeze_threshold",
+            h.coverage_freeze_threshold,
+            findings,
+        );
+        unit(
+            "coverage_unfreeze_threshold",
+            h.coverage_unfreeze_threshold,
+            findings,
+        );
+        unit("coverage_floor", h.coverage_floor, findings);
+        if let (Some(f), Some(u)) = (h.coverage_freeze_threshold, h.coverage_unfreeze_threshold) {
+            if u < f {
+                findings.push(
+                    Finding::new(
+                        Severity::Warning,
+                        "homeostasis-order",
+                        format!("homeostasis.coverage_unfreeze_threshold ({u}) is below coverage_freeze_threshold ({f})"),
+                    )
+                    .at(loc("homeostasis.coverage_unfreeze_threshold"))
+                    .cause("encoder_A would unfreeze at a coverage that immediately freezes it again")
+                    .fix("set coverage_unfreeze_threshold ≥ coverage_freeze_threshold (upstream: 1.0 and 0.995)"),
+                );
+            }
+        }
+        if let (Some(floor), Some(f)) = (h.coverage_floor, h.coverage_freeze_threshold) {
+            if floor > f {
+                findings.push(
+                    Finding::new(
+                        Severity::Warning,
+                        "homeostasis-order",
+                        format!("homeostasis.coverage_floor ({floor}) is above coverage_freeze_threshold ({f})"),
+                    )
+                    .at(loc("homeostasis.coverage_floor")),
+                );
+            }
+        }
+        if let (Some(w), Some(e)) = (
+            h.warmup_epochs,
+            cfg.training.as_ref().and_then(|t| t.epochs),
+        ) {
+            if e < w {
+                findings.push(
+                    Finding::new(
+                        Severity::Warning,
+                        "epochs-below-warmup",
+                        format!("training.epochs ({e}) < homeostasis.warmup_epochs ({w}): homeostasis never acts"),
+                    )
+                    .at(loc("training.epochs"))
+                    .fix(format!("train for more than {w} epochs, or lower warmup_epochs")),
+                );
+            }
+        }
+        if let (Some(p), Some(c)) = (h.hierarchy_plateau_patience, h.hierarchy_patience_ceiling) {
+            if p > c {
+                findings.push(
+                    Finding::new(
+                        Severity::Warning,
+                        "homeostasis-order",
+                        format!("homeostasis.hierarchy_plateau_patience ({p}) exceeds hierarchy_patience_ceiling ({c})"),
+                    )
+                    .at(loc("homeostasis.hierarchy_plateau_patience")),
+                );
+            }
+        }
+    }
+    if let Some(s) = cfg.option_c.as_ref().and_then(|o| o.encoder_b_lr_scale) {
+        if s >= 1.0 {
+            findings.push(
+                Finding::new(
+                    Severity::Warning,
+                    "encoder-b-lr-scale",
+                    format!("option_c.encoder_b_lr_scale = {s}: encoder_B trains at the full learning rate or more"),
+                )
+                .at(loc("option_c.encoder_b_lr_scale"))
+                .cause("a pretrained encoder_B at full lr forgets its structure (upstream uses 0.1)")
+                .fix("option_c.encoder_b_lr_scale: 0.1"),
+            );
+        }
+    }
+    let epochs = cfg.training.as_ref().and_then(|t| t.epochs);
+    if let (Some(g), Some(e)) = (
+        cfg.loss
+            .as_ref()
+            .and_then(|l| l.geodesic.as_ref())
+            .filter(|g| g.enabled != Some(false))
+            .and_then(|g| g.phase_start_epoch),
+        epochs,
+    ) {
+        if g >= e {
+            findings.push(
+                Finding::new(
+                    Severity::Info,
+                    "geodesic-never-starts",
+                    format!("loss.geodesic.phase_start_epoch ({g}) ≥ training.epochs ({e}): the geodesic loss never runs"),
+                )
+                .at(loc("loss.geodesic.phase_start_epoch")),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn improved_index_map() {
+        assert_eq!(
+            map_improved_to_frozen("encoder_A.encoder.4.weight", "encoder").as_deref(),
+            Some("encoder_A.encoder.2.weight")
+        );
+        assert_eq!(
+            map_improved_to_frozen("encoder_A.encoder.8.bias", "encoder").as_deref(),
+            Some("encoder_A.encoder.4.bias")
+        );
+        assert_eq!(
+            map_improved_to_frozen("encoder_A.encoder.1.weight", "encoder"),
+            None
+        );
+        assert_eq!(
+            map_improved_to_frozen("encoder_A.fc_mu.weight", "encoder").as_deref(),
+            Some("encoder_A.fc_mu.weight")
+        );
+        assert_eq!(
+            map_improved_to_frozen("decoder_A.decoder.8.weight", "decoder").as_deref(),
+            Some("decoder_A.decoder.4.weight")
+        );
+    }
+
+    #[test]
+    fn whole_plan_lists_everything() {
+        let src = vec![
+            ("a".to_string(), vec![2]),
+            ("b".to_string(), vec![3]),
+            ("x".to_string(), vec![1]),
+        ];
+        let tgt = vec![
+            ("a".to_string(), vec![2]),
+            ("b".to_string(), vec![4]),
+            ("c".to_string(), vec![1]),
+        ];
+        let p = whole_plan(&src, &tgt);
+        assert_eq!(p.loaded, 1);
+        assert_eq!(p.size_mismatch, vec![("b".to_string(), vec![3], vec![4])]);
+        assert_eq!(p.missing, vec![("c".to_string(), vec![1])]);
+        assert_eq!(p.unexpected, vec![("x".to_string(), vec![1])]);
+    }
+}
