@@ -236,6 +236,7 @@ pub struct Parsed {
     pub big_endian: bool,
 }
 
+#[allow(clippy::derivable_impls)] // Value lives in value.rs; keep the derive list there unchanged
 impl Default for Value {
     fn default() -> Self {
         Value::None
