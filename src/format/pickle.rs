@@ -10,6 +10,7 @@
 //! recorded as a [`Finding::UnsafeGlobal`] and calling it yields [`Value::Blocked`].
 //! Persistent ids (torch storages) and tensor rebuilds go to the host.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 
 use super::{limits, DType, Finding, FormatError, Value};
@@ -294,6 +295,9 @@ struct Vm<'a, 'h> {
     flagged: HashSet<String>,
     noted: HashSet<String>,
     budget: Budget,
+    /// Items copied and bytes cloned so far; bounded (linear in the input) so that
+    /// re-using one big memoised value many times cannot take quadratic time or memory.
+    work: Cell<u64>,
 }
 
 fn opcode_name(op: u8) -> Option<&'static str> {
@@ -391,6 +395,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             flagged: HashSet::new(),
             noted: HashSet::new(),
             budget: Budget::default(),
+            work: Cell::new(0),
         }
     }
 
@@ -471,6 +476,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     // ----- stack ------------------------------------------------------------
 
     fn add(&mut self, node: Node) -> Result<Id, FormatError> {
+        self.charge(node_weight(&node));
         if self.nodes.len() >= self.opts.max_values {
             return Err(FormatError::Limit(format!(
                 "pickle creates more than {} values ({})",
@@ -495,6 +501,17 @@ impl<'a, 'h> Vm<'a, 'h> {
             v => self.push_node(Node::Leaf(v))?,
         }
         Ok(())
+    }
+
+    fn charge(&self, n: usize) {
+        self.work.set(self.work.get().saturating_add(n as u64));
+    }
+
+    fn work_cap(&self) -> u64 {
+        // Real checkpoints use about one unit per input byte.
+        (self.data.len() as u64)
+            .saturating_mul(8)
+            .saturating_add(1 << 18)
     }
 
     fn fence(&self) -> usize {
@@ -603,17 +620,27 @@ impl<'a, 'h> Vm<'a, 'h> {
                         HKey::Float(f.to_bits())
                     }
                 }
-                Value::Str(s) => HKey::Str(s.clone()),
-                Value::Bytes(b) => HKey::Bytes(b.clone()),
+                Value::Str(s) => {
+                    self.charge(s.len());
+                    HKey::Str(s.clone())
+                }
+                Value::Bytes(b) => {
+                    self.charge(b.len());
+                    HKey::Bytes(b.clone())
+                }
                 _ => HKey::Ident(id),
             },
-            Node::Tuple(items) => HKey::Tuple(
+            Node::Tuple(items) => HKey::Tuple({
+                self.charge(items.len());
                 items
                     .iter()
                     .map(|i| self.hkey(*i, depth + 1))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Node::Global { name, .. } => HKey::Global(name.clone()),
+                    .collect::<Result<_, _>>()?
+            }),
+            Node::Global { name, .. } => {
+                self.charge(name.len());
+                HKey::Global(name.clone())
+            }
             Node::List(_) | Node::Dict(_) | Node::Set(_) => {
                 return Err(format!("unhashable {} used as a dict key", self.kind(id)))
             }
@@ -622,6 +649,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     fn dict_insert(&mut self, dict: Id, pairs: &[Id]) -> Result<(), FormatError> {
+        self.charge(pairs.len());
         let mut keys = Vec::with_capacity(pairs.len() / 2);
         for pair in pairs.chunks_exact(2) {
             keys.push(self.hkey(pair[0], 0).map_err(|m| self.err(m))?);
@@ -732,6 +760,7 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     /// `callable(*args)` for REDUCE (and INST/OBJ).
     fn call(&mut self, callable: Id, args: Vec<Id>, kwargs: Option<Id>) -> Result<Id, FormatError> {
+        self.charge(args.len());
         match &self.nodes[callable] {
             Node::Global { name, ctor } => match ctor {
                 None => {
@@ -773,6 +802,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         args: Vec<Id>,
         kwargs: Option<Id>,
     ) -> Result<Id, FormatError> {
+        self.charge(args.len());
         let kw_items: Vec<Id> = match kwargs.map(|k| &self.nodes[k]) {
             Some(Node::Dict(d)) => d.items.iter().flat_map(|(k, v)| [*k, *v]).collect(),
             _ => Vec::new(),
@@ -1221,6 +1251,13 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let top = self.pop()?;
                 return self.materialise_root(top);
             }
+            if self.work.get() > self.work_cap() {
+                return Err(FormatError::Limit(format!(
+                    "pickle does more than {} units of copying work ({}; a memo amplification?)",
+                    self.work_cap(),
+                    self.opts.location
+                )));
+            }
         }
     }
 
@@ -1647,7 +1684,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     fn value_cap(&self) -> usize {
         self.opts
             .max_values
-            .min(self.nodes.len().saturating_mul(16).saturating_add(1 << 20))
+            .min(self.nodes.len().saturating_mul(16).saturating_add(1 << 18))
     }
 
     fn byte_cap(&self) -> u64 {
@@ -1838,6 +1875,30 @@ struct Frame {
 enum Started {
     Done(Value),
     Open(Frame),
+}
+
+/// What creating `node` costs in the work budget: its items or bytes.
+fn node_weight(node: &Node) -> usize {
+    1 + match node {
+        Node::Leaf(v) => match v {
+            Value::Str(s) | Value::BigInt(s) => s.len(),
+            Value::Bytes(b) => b.len(),
+            Value::Blocked { global } => global.len(),
+            Value::NumpyScalar { dtype, value } => {
+                dtype.len()
+                    + match &**value {
+                        Value::Bytes(b) => b.len(),
+                        _ => 0,
+                    }
+            }
+            _ => 0,
+        },
+        Node::List(v) | Node::Tuple(v) | Node::Set(v) => v.len(),
+        Node::Dict(_) | Node::Storage(_) => 0,
+        Node::Global { name, .. } => name.len(),
+        Node::Object { class, args, .. } => class.len() + args.len(),
+        Node::NumpyDtype { descr, .. } => descr.len(),
+    }
 }
 
 /// `str.encode(encoding)` for the encodings pickles use.
@@ -2834,6 +2895,42 @@ mod tests {
         opts.max_values = 100;
         let e = run(BIG_P4, &mut PlainHost, &opts).unwrap_err();
         assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    }
+
+    #[test]
+    fn reusing_a_big_memoised_value_is_bounded() {
+        // One 5k-entry dict, then OrderedDict(d) rebuilt from it again and again:
+        // each copy is cheap to encode (5 bytes) but copies the whole dict.
+        let mut p = b"\x80\x02}q\x00(".to_vec();
+        for k in 0..5_000u32 {
+            p.push(b'J');
+            p.extend_from_slice(&k.to_le_bytes());
+            p.push(b'N');
+        }
+        p.extend_from_slice(b"u");
+        p.extend_from_slice(b"ccollections\nOrderedDict\nq\x01");
+        for _ in 0..2_000 {
+            p.extend_from_slice(b"h\x01h\x00\x85R0");
+        }
+        p.extend_from_slice(b"N.");
+        let start = std::time::Instant::now();
+        let e = parse_plain(&p).unwrap_err();
+        assert!(matches!(e, FormatError::Limit(_)), "{e}");
+        assert!(e.to_string().contains("copying work"), "{e}");
+        assert!(start.elapsed().as_secs() < 10);
+        // a huge name re-used by STACK_GLOBAL many times
+        let mut p = b"\x80\x04\x8e\x00\x00\x10\x00\x00\x00\x00\x00".to_vec();
+        p.extend(vec![b'x'; 1 << 20]);
+        p.extend_from_slice(b"\x94");
+        for _ in 0..10_000 {
+            p.extend_from_slice(b"h\x00h\x00\x930");
+        }
+        p.extend_from_slice(b"N.");
+        let e = parse_plain(&p).unwrap_err();
+        assert!(
+            e.to_string().contains("STACK_GLOBAL") || matches!(e, FormatError::Limit(_)),
+            "{e}"
+        );
     }
 
     #[test]

@@ -760,3 +760,422 @@ fn assign_paths(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::zip::build::{zip, Spec};
+    use crate::format::{detect_and_parse, Checkpoint, Format};
+
+    const VIEWS_PKL: &[u8] = include_bytes!("../../tests/fixtures/pickles/torch_views_p2.pkl");
+    const LEGACY_VIEWS: &[u8] = include_bytes!("../../tests/fixtures/pickles/legacy_views.pt");
+
+    fn f32s(v: &[f32], big: bool) -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| {
+                if big {
+                    x.to_be_bytes()
+                } else {
+                    x.to_le_bytes()
+                }
+            })
+            .collect()
+    }
+
+    fn floats(b: &[u8]) -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    struct Layout {
+        big: bool,
+        deflate: bool,
+        drop_step: bool,
+        short_1: bool,
+        prefix: &'static str,
+    }
+
+    const PLAIN: Layout = Layout {
+        big: false,
+        deflate: false,
+        drop_step: false,
+        short_1: false,
+        prefix: "archive",
+    };
+
+    /// A torch-style archive around `torch_views_p2.pkl`: storage 0 = 0..6 (f32),
+    /// storage 1 = 10..15 (f32), storage 2 = [7] (i64).
+    fn archive(l: Layout) -> Vec<u8> {
+        let s0 = f32s(&[0., 1., 2., 3., 4., 5.], l.big);
+        let s1 = if l.short_1 {
+            f32s(&[10., 11., 12., 13.], l.big)
+        } else {
+            f32s(&[10., 11., 12., 13., 14.], l.big)
+        };
+        let s2: Vec<u8> = if l.big {
+            7i64.to_be_bytes().to_vec()
+        } else {
+            7i64.to_le_bytes().to_vec()
+        };
+        let names: Vec<String> = [
+            "data.pkl",
+            "byteorder",
+            "data/0",
+            "data/1",
+            "data/2",
+            "version",
+        ]
+        .iter()
+        .map(|n| format!("{}/{n}", l.prefix))
+        .collect();
+        let order: &[u8] = if l.big { b"big" } else { b"little" };
+        let mut specs = vec![
+            Spec {
+                name: &names[0],
+                data: VIEWS_PKL,
+                deflate: l.deflate,
+            },
+            Spec {
+                name: &names[1],
+                data: order,
+                deflate: false,
+            },
+            Spec {
+                name: &names[2],
+                data: &s0,
+                deflate: l.deflate,
+            },
+            Spec {
+                name: &names[3],
+                data: &s1,
+                deflate: l.deflate,
+            },
+            Spec {
+                name: &names[5],
+                data: b"3\n",
+                deflate: false,
+            },
+        ];
+        if !l.drop_step {
+            specs.push(Spec {
+                name: &names[4],
+                data: &s2,
+                deflate: l.deflate,
+            });
+        }
+        zip(&specs, false)
+    }
+
+    fn open(bytes: Vec<u8>) -> Checkpoint {
+        Checkpoint::from_bytes("test.pt", bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn tensor<'c>(c: &'c Checkpoint, path: &str) -> (usize, &'c TensorInfo) {
+        c.tensors
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.path == path)
+            .unwrap_or_else(|| panic!("no tensor {path}"))
+    }
+
+    fn values(c: &Checkpoint, path: &str) -> Vec<f32> {
+        floats(&c.tensor_bytes(tensor(c, path).0).unwrap())
+    }
+
+    #[test]
+    fn views_offsets_and_shared_storages() {
+        for deflate in [false, true] {
+            let c = open(archive(Layout { deflate, ..PLAIN }));
+            assert_eq!(c.format, Format::TorchZip);
+            assert!(c.findings.is_empty(), "{:?}", c.findings);
+            assert!(!c.big_endian);
+            let paths: Vec<&str> = c.tensors.iter().map(|t| t.path.as_str()).collect();
+            assert_eq!(
+                paths,
+                [
+                    "state.a",
+                    "state.at",
+                    "state.b",
+                    "state.p",
+                    "state.step",
+                    "list.0"
+                ]
+            );
+            // three storages, `a` and `at` share one
+            assert_eq!(c.storages.len(), 3);
+            let (_, a) = tensor(&c, "state.a");
+            let (_, at) = tensor(&c, "state.at");
+            assert_eq!(a.storage, at.storage);
+            assert_eq!(c.storages[a.storage].numel, 6);
+            assert_eq!(c.storages[a.storage].dtype, DType::F32);
+            if deflate {
+                assert!(matches!(c.storages[0].data, StorageData::Owned(_)));
+            } else {
+                assert!(matches!(
+                    c.storages[0].data,
+                    StorageData::Mapped { len: 24, .. }
+                ));
+            }
+            // the transposed view is gathered
+            assert_eq!(
+                (at.shape.clone(), at.strides.clone()),
+                (vec![3, 2], vec![1, 3])
+            );
+            assert!(!at.is_contiguous());
+            assert_eq!(values(&c, "state.a"), [0., 1., 2., 3., 4., 5.]);
+            assert_eq!(values(&c, "state.at"), [0., 3., 1., 4., 2., 5.]);
+            // storage_offset
+            let (_, b) = tensor(&c, "state.b");
+            assert_eq!(b.storage_offset, 2);
+            assert_eq!(values(&c, "state.b"), [12., 13., 14.]);
+            assert_eq!(values(&c, "list.0"), [1., 4.]);
+            // parameter
+            let (_, p) = tensor(&c, "state.p");
+            assert!(p.requires_grad);
+            assert!(!b.requires_grad);
+            assert_eq!(values(&c, "state.p"), [10., 11.]);
+            // a 0-dim int64 tensor
+            let (i, step) = tensor(&c, "state.step");
+            assert_eq!((step.dtype, step.shape.len()), (DType::I64, 0));
+            assert_eq!(&*c.tensor_bytes(i).unwrap(), &7i64.to_le_bytes());
+            assert_eq!(c.root.get("epoch"), Some(&Value::Int(3)));
+            assert!(c.model_state().is_none(), "`state` is not a model-state key");
+        }
+    }
+
+    #[test]
+    fn big_endian_archives() {
+        let c = open(archive(Layout { big: true, ..PLAIN }));
+        assert!(c.big_endian);
+        assert_eq!(values(&c, "state.at"), [0., 3., 1., 4., 2., 5.]);
+        assert_eq!(values(&c, "state.b"), [12., 13., 14.]);
+        let (i, _) = tensor(&c, "state.step");
+        assert_eq!(&*c.tensor_bytes(i).unwrap(), &7i64.to_le_bytes());
+    }
+
+    #[test]
+    fn any_top_folder_name() {
+        let c = open(archive(Layout {
+            prefix: "v5_12_4_state_dict",
+            ..PLAIN
+        }));
+        assert_eq!(c.tensors.len(), 6);
+    }
+
+    #[test]
+    fn missing_and_short_storages_are_noted() {
+        let c = open(archive(Layout {
+            drop_step: true,
+            ..PLAIN
+        }));
+        let (i, step) = tensor(&c, "state.step");
+        assert_eq!(c.storages[step.storage].data, StorageData::Missing);
+        assert!(c.tensor_bytes(i).is_err());
+        assert!(c
+            .findings
+            .iter()
+            .any(|f| f.message().contains("has no entry `archive/data/2`")));
+        assert_eq!(values(&c, "state.a").len(), 6);
+
+        let c = open(archive(Layout {
+            short_1: true,
+            ..PLAIN
+        }));
+        let msgs: Vec<String> = c.findings.iter().map(Finding::message).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("declares 5 float32")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("tensor `state.b` needs 20 bytes")),
+            "{msgs:?}"
+        );
+        assert!(c.tensor_bytes(tensor(&c, "state.b").0).is_err());
+        assert_eq!(values(&c, "state.p"), [10., 11.]);
+    }
+
+    #[test]
+    fn archive_structure_errors() {
+        let no_pkl = zip(
+            &[Spec {
+                name: "a/x",
+                data: b"1",
+                deflate: false,
+            }],
+            false,
+        );
+        assert!(matches!(
+            read_zip(&no_pkl),
+            Err(FormatError::NotACheckpoint(_))
+        ));
+        let two = zip(
+            &[
+                Spec {
+                    name: "a/data.pkl",
+                    data: b"N.",
+                    deflate: false,
+                },
+                Spec {
+                    name: "b/data.pkl",
+                    data: b"N.",
+                    deflate: false,
+                },
+            ],
+            false,
+        );
+        assert!(read_zip(&two).unwrap_err().to_string().contains("several"));
+        let bad_order = zip(
+            &[
+                Spec {
+                    name: "a/data.pkl",
+                    data: b"N.",
+                    deflate: false,
+                },
+                Spec {
+                    name: "a/byteorder",
+                    data: b"middle",
+                    deflate: false,
+                },
+            ],
+            false,
+        );
+        assert!(read_zip(&bad_order)
+            .unwrap_err()
+            .to_string()
+            .contains("byteorder"));
+        let bare = zip(
+            &[Spec {
+                name: "data.pkl",
+                data: b"K\x07.",
+                deflate: false,
+            }],
+            false,
+        );
+        assert_eq!(read_zip(&bare).unwrap().root, Value::Int(7));
+        // a persistent id that is not a storage
+        let odd = zip(
+            &[Spec {
+                name: "a/data.pkl",
+                data: b"\x80\x02X\x01\x00\x00\x00xQ.",
+                deflate: false,
+            }],
+            false,
+        );
+        assert!(read_zip(&odd)
+            .unwrap_err()
+            .to_string()
+            .contains("persistent id"));
+    }
+
+    #[test]
+    fn storage_types() {
+        assert_eq!(storage_dtype("torch.FloatStorage"), Some(DType::F32));
+        assert_eq!(storage_dtype("torch.BFloat16Storage"), Some(DType::BF16));
+        assert_eq!(storage_dtype("torch.UntypedStorage"), Some(DType::U8));
+        assert_eq!(
+            storage_dtype("torch.storage.UntypedStorage"),
+            Some(DType::U8)
+        );
+        assert_eq!(storage_dtype("evil.FloatStorage"), None);
+        assert_eq!(storage_dtype("torch.NopeStorage"), None);
+    }
+
+    #[test]
+    fn legacy_stream_with_views() {
+        let (format, p) = detect_and_parse(LEGACY_VIEWS).unwrap();
+        assert_eq!(format, Format::TorchLegacy);
+        assert!(is_legacy_torch(LEGACY_VIEWS));
+        assert!(p.findings.is_empty(), "{:?}", p.findings);
+        let c = open(LEGACY_VIEWS.to_vec());
+        let paths: Vec<&str> = c.tensors.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(paths, ["a", "at", "b", "view"]);
+        assert_eq!(values(&c, "a"), [0., 1., 2., 3., 4., 5.]);
+        assert_eq!(values(&c, "at"), [0., 3., 1., 4., 2., 5.]);
+        assert_eq!(values(&c, "b"), [12., 13., 14.]);
+        // view storage v1 = elements 1..4 of storage 101; the tensor starts 1 further in
+        assert_eq!(values(&c, "view"), [12., 13.]);
+        let (_, v) = tensor(&c, "view");
+        assert_eq!(c.storages[v.storage].key, "v1");
+        assert_eq!(c.storages[v.storage].numel, 3);
+        // one storage per key (plus the view)
+        assert_eq!(c.storages.len(), 3);
+        let (_, a) = tensor(&c, "a");
+        let (_, at) = tensor(&c, "at");
+        assert_eq!(a.storage, at.storage);
+    }
+
+    #[test]
+    fn legacy_truncation_is_an_error() {
+        for cut in 1..LEGACY_VIEWS.len() {
+            let r = read_legacy(&LEGACY_VIEWS[..cut]);
+            // Cutting inside the first pickle leaves a (broken) plain pickle.
+            assert!(r.is_err(), "cut at {cut} parsed");
+        }
+        let cut = &LEGACY_VIEWS[..LEGACY_VIEWS.len() - 3];
+        let e = read_legacy(cut).unwrap_err().to_string();
+        assert!(e.contains("claims 6 elements"), "{e}");
+        // a count larger than the file
+        let mut big = LEGACY_VIEWS.to_vec();
+        let at = big.len() - 24 - 8;
+        big[at..at + 8].copy_from_slice(&i64::MAX.to_le_bytes());
+        assert!(matches!(read_legacy(&big), Err(FormatError::Truncated(_))));
+        // trailing bytes are noted
+        let mut more = LEGACY_VIEWS.to_vec();
+        more.extend_from_slice(b"xyz");
+        let p = read_legacy(&more).unwrap();
+        assert!(p
+            .findings
+            .iter()
+            .any(|f| f.message().contains("3 bytes follow")));
+    }
+
+    #[test]
+    fn plain_pickles() {
+        let (format, p) = detect_and_parse(b"\x80\x02K\x05.").unwrap();
+        assert_eq!((format, p.root), (Format::Pickle, Value::Int(5)));
+        assert!(!is_legacy_torch(b"\x80\x02K\x05."));
+        assert!(!is_legacy_torch(b"\x80"));
+        let e = read_legacy(b"\x80\x02K\x05").unwrap_err().to_string();
+        assert!(e.contains("(in pickle,"), "{e}");
+    }
+
+    #[test]
+    fn paths_follow_the_tree() {
+        let t = |i| Value::Tensor(i);
+        let root = Value::Dict(vec![
+            (
+                Value::Str("m".into()),
+                Value::Dict(vec![(Value::Int(0), t(0))]),
+            ),
+            (
+                Value::Str("l".into()),
+                Value::List(vec![Value::None, Value::Tuple(vec![t(1), t(0)])]),
+            ),
+            (
+                Value::Str("ns".into()),
+                Value::Object {
+                    class: "argparse.Namespace".into(),
+                    args: vec![],
+                    state: Some(Box::new(Value::Dict(vec![(Value::Str("w".into()), t(2))]))),
+                },
+            ),
+        ]);
+        let mut table = Table::default();
+        for _ in 0..4 {
+            table.tensors.push(TensorInfo {
+                path: String::new(),
+                dtype: DType::F32,
+                shape: vec![],
+                strides: vec![],
+                storage_offset: 0,
+                storage: 0,
+                requires_grad: false,
+            });
+        }
+        let p = finish(root, table, vec![], false);
+        let paths: Vec<&str> = p.tensors.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(paths, ["m.0", "l.1.0", "ns.w", "<tensor #3>"]);
+    }
+}
