@@ -55,6 +55,15 @@ impl Table {
                 limits::MAX_DIMS
             ));
         }
+        // No real tensor has more bytes than u64 counts (keeps numel()/nbytes() exact).
+        let fits = spec
+            .shape
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, d| acc.checked_mul(*d))
+            .is_some();
+        if !fits {
+            return Err(format!("shape {:?} is impossibly large", spec.shape));
+        }
         self.tensors.push(TensorInfo {
             path: String::new(),
             dtype,
@@ -940,7 +949,10 @@ mod tests {
             assert_eq!((step.dtype, step.shape.len()), (DType::I64, 0));
             assert_eq!(&*c.tensor_bytes(i).unwrap(), &7i64.to_le_bytes());
             assert_eq!(c.root.get("epoch"), Some(&Value::Int(3)));
-            assert!(c.model_state().is_none(), "`state` is not a model-state key");
+            assert!(
+                c.model_state().is_none(),
+                "`state` is not a model-state key"
+            );
         }
     }
 
