@@ -348,6 +348,12 @@ fn hostile_files_are_reported_not_run() {
             "{name}"
         );
         assert!(c.tensors.is_empty());
+        let want = if name.ends_with(".pth") {
+            Format::Pickle
+        } else {
+            Format::TorchZip
+        };
+        assert_eq!(c.format, want, "{name}");
     }
     let empty = Checkpoint::open(dir.join("empty.pt")).unwrap_err();
     assert!(matches!(empty.source, FormatError::Empty), "{empty}");

@@ -2763,6 +2763,85 @@ mod tests {
         assert!(err(b"Pabc\n.").contains("persistent id"));
     }
 
+    /// Records every tensor spec; storages come from `BINPERSID` as storage #3.
+    #[derive(Default)]
+    struct SpecHost {
+        specs: Vec<TensorSpec>,
+        grads: Vec<(usize, bool)>,
+    }
+
+    impl Host for SpecHost {
+        fn persistent_load(&mut self, _pid: Value) -> Result<Loaded, String> {
+            Ok(Loaded::Storage(3))
+        }
+        fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+            self.specs.push(spec);
+            Ok(self.specs.len() - 1)
+        }
+        fn set_requires_grad(&mut self, index: usize, rg: bool) {
+            self.grads.push((index, rg));
+        }
+    }
+
+    #[test]
+    fn rebuild_functions() {
+        let storage = b"X\x01\x00\x00\x00sQ";
+        let build = |func: &str, rest: &[u8]| {
+            let mut p = b"\x80\x02".to_vec();
+            p.extend_from_slice(format!("ctorch._utils\n{func}\n(").as_bytes());
+            p.extend_from_slice(storage);
+            p.extend_from_slice(rest);
+            p.extend_from_slice(b"tR.");
+            p
+        };
+        // _rebuild_tensor(storage, offset, size, stride): the old form
+        let mut h = SpecHost::default();
+        let p = build("_rebuild_tensor", b"K\x01K\x02K\x03\x86K\x01K\x02\x86");
+        assert_eq!(
+            run(&p, &mut h, &Options::new("t")).unwrap().value,
+            Value::Tensor(0)
+        );
+        assert_eq!(
+            h.specs[0],
+            TensorSpec {
+                storage: 3,
+                storage_offset: 1,
+                shape: vec![2, 3],
+                strides: vec![1, 2],
+                requires_grad: false,
+                dtype: None
+            }
+        );
+        // _rebuild_tensor_v3(..., requires_grad, hooks, dtype): explicit dtype
+        let mut h = SpecHost::default();
+        let p = build(
+            "_rebuild_tensor_v3",
+            b"K\x00K\x04\x85K\x01\x85\x88}ctorch\nfloat16\n",
+        );
+        run(&p, &mut h, &Options::new("t")).unwrap();
+        assert_eq!(h.specs[0].dtype, Some(DType::F16));
+        assert!(h.specs[0].requires_grad);
+        // _rebuild_parameter_with_state(tensor, requires_grad, hooks, state)
+        let mut h = SpecHost::default();
+        let mut p = b"\x80\x02ctorch._utils\n_rebuild_parameter_with_state\n(".to_vec();
+        p.extend_from_slice(&build("_rebuild_tensor_v2", b"K\x00))\x89}")[2..]);
+        p.pop(); // the inner STOP
+        p.extend_from_slice(b"\x88}}tR.");
+        let out = run(&p, &mut h, &Options::new("t")).unwrap();
+        assert_eq!(out.value, Value::Tensor(0));
+        assert_eq!(h.grads, vec![(0, true)]);
+        // _rebuild_from_type_v2(func, type, args, state) unwraps to func(*args)
+        let mut h = SpecHost::default();
+        let mut p = b"\x80\x02ctorch._tensor\n_rebuild_from_type_v2\n(ctorch._utils\n_rebuild_tensor_v2\nctorch\nTensor\n(".to_vec();
+        p.extend_from_slice(storage);
+        p.extend_from_slice(b"K\x00))\x89}t}tR.");
+        assert_eq!(
+            run(&p, &mut h, &Options::new("t")).unwrap().value,
+            Value::Tensor(0)
+        );
+        assert!(out.findings.is_empty());
+    }
+
     #[test]
     fn tensor_arguments_are_checked() {
         let bad: [(&[u8], &str); 4] = [
