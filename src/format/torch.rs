@@ -1,20 +1,1193 @@
-//! torch zip and legacy checkpoint layouts. (Being written.)
+//! torch zip and legacy checkpoint layouts.
+//!
+//! Both layouts pickle the checkpoint object with storages as persistent ids; the
+//! [`pickle`] VM runs with a host that turns those ids into [`Storage`]s and every
+//! `_rebuild_tensor*` call into a [`TensorInfo`]. Afterwards each tensor gets the path
+//! under which it first appears in the tree.
 
-use super::{FormatError, Parsed};
+use std::collections::{HashMap, HashSet};
 
-pub fn read_zip(_bytes: &[u8]) -> Result<Parsed, FormatError> {
-    Err(FormatError::NotACheckpoint(
-        "torch zip reader not built yet".into(),
-    ))
+use super::pickle::{self, Host, Loaded, TensorSpec};
+use super::zip::{Method, ZipArchive};
+use super::{limits, DType, Finding, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
+
+/// Largest storage we inflate into memory when an archive compresses one.
+const MAX_INFLATED_STORAGE: u64 = 1 << 30;
+
+/// The legacy magic number, `0x1950a86a20f9469cfc6c`, as the pickle VM decodes it.
+const LEGACY_MAGIC: &str = "119547037146038801333356";
+const LEGACY_PROTOCOL: i64 = 1001;
+
+/// Storages and tensors collected while a pickle runs.
+#[derive(Debug, Default)]
+struct Table {
+    storages: Vec<Storage>,
+    by_key: HashMap<(String, DType), usize>,
+    tensors: Vec<TensorInfo>,
+    notes: Vec<Finding>,
 }
 
-pub fn read_legacy(_bytes: &[u8]) -> Result<Parsed, FormatError> {
-    Err(FormatError::NotACheckpoint(
-        "legacy reader not built yet".into(),
-    ))
+/// A storage reference decoded from a persistent id.
+struct StorageRef {
+    dtype: DType,
+    key: String,
+    location: String,
+    numel: u64,
+    /// Legacy view: (view key, offset in elements, size in elements).
+    view: Option<(String, u64, u64)>,
+}
+
+impl Table {
+    fn note(&mut self, message: String) {
+        self.notes.push(Finding::Note { message });
+    }
+
+    fn rebuild(&mut self, spec: TensorSpec) -> Result<usize, String> {
+        let storage = self
+            .storages
+            .get(spec.storage)
+            .ok_or_else(|| format!("no storage #{}", spec.storage))?;
+        let dtype = spec.dtype.unwrap_or(storage.dtype);
+        if spec.shape.len() > limits::MAX_DIMS {
+            return Err(format!(
+                "{} dimensions (limit {})",
+                spec.shape.len(),
+                limits::MAX_DIMS
+            ));
+        }
+        // No real tensor has more bytes than u64 counts (keeps numel()/nbytes() exact).
+        let fits = spec
+            .shape
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, d| acc.checked_mul(*d))
+            .is_some();
+        if !fits {
+            return Err(format!("shape {:?} is impossibly large", spec.shape));
+        }
+        self.tensors.push(TensorInfo {
+            path: String::new(),
+            dtype,
+            shape: spec.shape,
+            strides: spec.strides,
+            storage_offset: spec.storage_offset,
+            storage: spec.storage,
+            requires_grad: spec.requires_grad,
+        });
+        Ok(self.tensors.len() - 1)
+    }
+
+    fn set_requires_grad(&mut self, index: usize, rg: bool) {
+        if let Some(t) = self.tensors.get_mut(index) {
+            t.requires_grad = rg;
+        }
+    }
+
+    /// The storage for `r`, created with `data()` on first sight.
+    fn storage(&mut self, r: &StorageRef, data: impl FnOnce() -> StorageData) -> usize {
+        let id = (r.key.clone(), r.dtype);
+        if let Some(&i) = self.by_key.get(&id) {
+            if self.storages[i].numel != r.numel {
+                self.note(format!(
+                    "storage `{}` is declared with {} and with {} elements; using the first",
+                    r.key, self.storages[i].numel, r.numel
+                ));
+            }
+            return i;
+        }
+        if self.by_key.keys().any(|(k, _)| *k == r.key) {
+            self.note(format!(
+                "storage `{}` is viewed with more than one dtype",
+                r.key
+            ));
+        }
+        let data = data();
+        self.storages.push(Storage {
+            key: r.key.clone(),
+            dtype: r.dtype,
+            location: r.location.clone(),
+            numel: r.numel,
+            data,
+        });
+        self.by_key.insert(id, self.storages.len() - 1);
+        self.storages.len() - 1
+    }
+}
+
+/// Decode `('storage', storage_type, key, location, numel[, view_metadata])`.
+fn parse_storage_pid(pid: &Value, legacy: bool) -> Result<StorageRef, String> {
+    let items = match pid {
+        Value::Tuple(items) | Value::List(items) => items,
+        other => return Err(format!("a {}, expected a tuple", other.kind())),
+    };
+    let typename = match items.first() {
+        Some(Value::Str(s)) => s.as_str(),
+        Some(Value::Bytes(b)) => std::str::from_utf8(b).unwrap_or("?"),
+        _ => return Err("no type name".into()),
+    };
+    if typename != "storage" {
+        return Err(format!("unsupported persistent id type `{typename}`"));
+    }
+    let want = if legacy { 6 } else { 5 };
+    if items.len() < 5 {
+        return Err(format!(
+            "storage id has {} fields, expected {want}",
+            items.len()
+        ));
+    }
+    let dtype = match &items[1] {
+        Value::Global(name) => {
+            storage_dtype(name).ok_or_else(|| format!("unknown storage type `{name}`"))?
+        }
+        // torch ≥ 2 may pass a dtype-tagged untyped storage as `torch.float32`
+        other => {
+            return Err(format!(
+                "storage type is a {}, expected a class",
+                other.kind()
+            ))
+        }
+    };
+    let key = match &items[2] {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        other => return Err(format!("storage key is a {}", other.kind())),
+    };
+    let location = match &items[3] {
+        Value::Str(s) => s.clone(),
+        _ => "?".into(),
+    };
+    let numel = match &items[4] {
+        Value::Int(n) if *n >= 0 => *n as u64,
+        other => return Err(format!("bad storage size {other:?}")),
+    };
+    let view = match items.get(5) {
+        Some(Value::Tuple(v)) if legacy => match v.as_slice() {
+            [Value::Str(k), Value::Int(o), Value::Int(s)] if *o >= 0 && *s >= 0 => {
+                Some((k.clone(), *o as u64, *s as u64))
+            }
+            _ => return Err("bad storage view metadata".into()),
+        },
+        _ => None,
+    };
+    Ok(StorageRef {
+        dtype,
+        key,
+        location,
+        numel,
+        view,
+    })
+}
+
+/// `torch.FloatStorage` → F32, `torch.UntypedStorage` → U8, a dtype global → itself.
+fn storage_dtype(global: &str) -> Option<DType> {
+    let name = global.rsplit('.').next()?;
+    if name == "UntypedStorage" {
+        return Some(DType::U8);
+    }
+    if let Some(d) = DType::from_storage_name(name) {
+        return global.starts_with("torch.").then_some(d);
+    }
+    global
+        .strip_prefix("torch.")
+        .and_then(DType::from_torch_name)
+}
+
+// ----- zip layout ---------------------------------------------------------------
+
+struct ZipHost<'z, 'a> {
+    zip: &'z ZipArchive<'a>,
+    prefix: String,
+    table: Table,
+    used_entries: HashSet<String>,
+}
+
+impl ZipHost<'_, '_> {
+    fn storage_data(&mut self, r: &StorageRef) -> (StorageData, Option<String>) {
+        let name = format!("{}data/{}", self.prefix, r.key);
+        let Some(entry) = self.zip.find(&name) else {
+            return (
+                StorageData::Missing,
+                Some(format!(
+                    "storage `{}` has no entry `{name}` in the archive",
+                    r.key
+                )),
+            );
+        };
+        self.used_entries.insert(name.clone());
+        let esize = r.dtype.size() as u64;
+        let expected = r.numel.checked_mul(esize);
+        let actual = entry.uncompressed_size;
+        let mut note = None;
+        let mut len = actual;
+        match expected {
+            Some(e) if e == actual => {}
+            Some(e) => {
+                note = Some(format!(
+                    "storage `{}` declares {} {} elements ({e} bytes) but `{name}` holds {actual} bytes",
+                    r.key, r.numel, r.dtype
+                ));
+                len = e.min(actual);
+            }
+            None => {
+                note = Some(format!("storage `{}` declares an impossible size", r.key));
+                len = actual;
+            }
+        }
+        let data = match entry.method {
+            Method::Stored => match self.zip.stored_range(entry) {
+                Ok(Some((offset, _))) => StorageData::Mapped { offset, len },
+                Ok(None) => StorageData::Missing,
+                Err(e) => {
+                    return (
+                        StorageData::Missing,
+                        Some(format!("storage `{}` cannot be read: {e}", r.key)),
+                    )
+                }
+            },
+            _ => match self.zip.read_unchecked(entry, MAX_INFLATED_STORAGE) {
+                Ok(bytes) => {
+                    let mut v = bytes.into_owned();
+                    v.truncate(len as usize);
+                    StorageData::Owned(v)
+                }
+                Err(e) => {
+                    return (
+                        StorageData::Missing,
+                        Some(format!("storage `{}` cannot be read: {e}", r.key)),
+                    )
+                }
+            },
+        };
+        (data, note)
+    }
+}
+
+impl Host for ZipHost<'_, '_> {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+        let r = parse_storage_pid(&pid, false)?;
+        if self.table.by_key.contains_key(&(r.key.clone(), r.dtype)) {
+            return Ok(Loaded::Storage(
+                self.table.storage(&r, || StorageData::Missing),
+            ));
+        }
+        let (data, note) = self.storage_data(&r);
+        if let Some(n) = note {
+            self.table.note(n);
+        }
+        Ok(Loaded::Storage(self.table.storage(&r, || data)))
+    }
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+        self.table.rebuild(spec)
+    }
+    fn set_requires_grad(&mut self, index: usize, rg: bool) {
+        self.table.set_requires_grad(index, rg);
+    }
+}
+
+/// Read a `torch.save` zip archive.
+pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    let zip = ZipArchive::parse(bytes)?;
+    // The single top folder may have any name: find `<prefix>data.pkl`.
+    let candidates: Vec<&str> = zip
+        .entries()
+        .iter()
+        .map(|e| e.name.as_str())
+        .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
+        .collect();
+    let pkl_name = match candidates.as_slice() {
+        [one] => one.to_string(),
+        [] => {
+            let names: Vec<&str> = zip
+                .entries()
+                .iter()
+                .take(5)
+                .map(|e| e.name.as_str())
+                .collect();
+            return Err(FormatError::NotACheckpoint(format!(
+                "zip archive without a data.pkl (entries: {}{})",
+                names.join(", "),
+                if zip.entries().len() > 5 { ", …" } else { "" }
+            )));
+        }
+        many => {
+            return Err(FormatError::Zip(format!(
+                "several pickles in one archive: {}",
+                many.join(", ")
+            )))
+        }
+    };
+    let prefix = pkl_name.strip_suffix("data.pkl").unwrap_or("").to_string();
+    let pkl_entry = zip
+        .find(&pkl_name)
+        .ok_or_else(|| FormatError::Zip(format!("`{pkl_name}` vanished")))?;
+    let pkl = zip.read(pkl_entry, limits::MAX_PICKLE_BYTES)?;
+
+    let big_endian = match zip.find(&format!("{prefix}byteorder")) {
+        None => false,
+        Some(e) => {
+            let b = zip.read(e, 64)?;
+            match std::str::from_utf8(&b).map(str::trim) {
+                Ok("little") => false,
+                Ok("big") => true,
+                _ => {
+                    return Err(FormatError::Zip(format!(
+                        "unknown byteorder {:?}",
+                        String::from_utf8_lossy(&b)
+                    )))
+                }
+            }
+        }
+    };
+
+    let mut host = ZipHost {
+        zip: &zip,
+        prefix: prefix.clone(),
+        table: Table::default(),
+        used_entries: HashSet::new(),
+    };
+    let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"))?;
+    let used = std::mem::take(&mut host.used_entries);
+    let mut table = host.table;
+    let unused = zip
+        .entries()
+        .iter()
+        .filter(|e| e.name.starts_with(&format!("{prefix}data/")) && !used.contains(&e.name))
+        .count();
+    if unused > 0 {
+        table.note(format!(
+            "{unused} storage entr{} in the archive that no tensor uses",
+            if unused == 1 { "y" } else { "ies" }
+        ));
+    }
+    Ok(finish(out.value, table, out.findings, big_endian))
+}
+
+// ----- legacy layout ------------------------------------------------------------
+
+#[derive(Default)]
+struct LegacyHost {
+    table: Table,
+    /// (view storage, root storage, offset in bytes, length in bytes)
+    views: Vec<(usize, usize, u64, u64)>,
+}
+
+impl Host for LegacyHost {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+        if let Value::Tuple(items) = &pid {
+            // Whole-module saves reference their class source: keep the class value.
+            if matches!(items.first(), Some(Value::Str(s)) if s == "module") {
+                return Ok(Loaded::Value(items.get(1).cloned().unwrap_or(Value::None)));
+            }
+        }
+        let r = parse_storage_pid(&pid, true)?;
+        let root = self.table.storage(&r, || StorageData::Missing);
+        match &r.view {
+            None => Ok(Loaded::Storage(root)),
+            Some((view_key, offset, size)) => {
+                let esize = r.dtype.size() as u64;
+                let vr = StorageRef {
+                    dtype: r.dtype,
+                    key: view_key.clone(),
+                    location: r.location.clone(),
+                    numel: *size,
+                    view: None,
+                };
+                let fresh = !self.table.by_key.contains_key(&(view_key.clone(), r.dtype));
+                let v = self.table.storage(&vr, || StorageData::Missing);
+                if fresh {
+                    let off = offset.checked_mul(esize).ok_or("view offset overflows")?;
+                    let len = size.checked_mul(esize).ok_or("view size overflows")?;
+                    self.views.push((v, root, off, len));
+                }
+                Ok(Loaded::Storage(v))
+            }
+        }
+    }
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+        self.table.rebuild(spec)
+    }
+    fn set_requires_grad(&mut self, index: usize, rg: bool) {
+        self.table.set_requires_grad(index, rg);
+    }
+}
+
+fn legacy_opts(n: usize, base: usize) -> pickle::Options {
+    let mut o = pickle::Options::new(format!("legacy pickle #{n}"));
+    o.base_offset = base as u64;
+    o
+}
+
+fn is_magic(v: &Value) -> bool {
+    matches!(v, Value::BigInt(s) if s == LEGACY_MAGIC)
+}
+
+/// Read a legacy (`_use_new_zipfile_serialization=False`) torch file, or a plain
+/// pickle when the stream does not start with the torch magic number.
+pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    let mut findings = Vec::new();
+    let first = pickle::run(bytes, &mut pickle::PlainHost, &legacy_opts(1, 0));
+    let first = match first {
+        Ok(o) if is_magic(&o.value) => o,
+        Ok(o) => {
+            // A plain pickle.
+            let mut findings = relocate(o.findings, "pickle");
+            if o.end < bytes.len() {
+                findings.push(Finding::Note {
+                    message: format!("{} bytes follow the pickle", bytes.len() - o.end),
+                });
+            }
+            return Ok(Parsed {
+                root: o.value,
+                findings,
+                ..Parsed::default()
+            });
+        }
+        Err(e) => return Err(relocate_err(e)),
+    };
+    let mut pos = first.end;
+    findings.extend(first.findings);
+
+    let proto = pickle::run(&bytes[pos..], &mut pickle::PlainHost, &legacy_opts(2, pos))?;
+    pos += proto.end;
+    findings.extend(proto.findings);
+    if proto.value != Value::Int(LEGACY_PROTOCOL) {
+        return Err(FormatError::NotACheckpoint(format!(
+            "legacy torch file with unsupported protocol version {:?}",
+            proto.value
+        )));
+    }
+
+    let sys = pickle::run(&bytes[pos..], &mut pickle::PlainHost, &legacy_opts(3, pos))?;
+    pos += sys.end;
+    findings.extend(sys.findings);
+    let big_endian = match sys.value.get("little_endian") {
+        Some(Value::Bool(le)) => !le,
+        _ => {
+            findings.push(Finding::Note {
+                message: "legacy sys_info has no little_endian flag; assuming little-endian".into(),
+            });
+            false
+        }
+    };
+
+    let mut host = LegacyHost::default();
+    let main = pickle::run(&bytes[pos..], &mut host, &legacy_opts(4, pos))?;
+    pos += main.end;
+    findings.extend(main.findings);
+
+    let keys_out = pickle::run(&bytes[pos..], &mut pickle::PlainHost, &legacy_opts(5, pos))?;
+    let keys_pos = pos;
+    pos += keys_out.end;
+    findings.extend(keys_out.findings);
+    let keys = match &keys_out.value {
+        Value::List(items) | Value::Tuple(items) => items,
+        other => {
+            return Err(FormatError::Pickle {
+                offset: keys_pos as u64,
+                message: format!("legacy storage key list is a {}", other.kind()),
+            })
+        }
+    };
+
+    let mut table = host.table;
+    let mut root_of_key: HashMap<String, usize> = HashMap::new();
+    for (i, s) in table.storages.iter().enumerate() {
+        root_of_key.entry(s.key.clone()).or_insert(i);
+    }
+    let views = host.views;
+    let view_ids: HashSet<usize> = views.iter().map(|v| v.0).collect();
+    let mut seen = HashSet::new();
+    for key in keys {
+        let key = match key {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            other => {
+                return Err(FormatError::Pickle {
+                    offset: keys_pos as u64,
+                    message: format!("legacy storage key is a {}", other.kind()),
+                })
+            }
+        };
+        let Some(&idx) = root_of_key.get(&key) else {
+            return Err(FormatError::NotACheckpoint(format!(
+                "legacy storage `{key}` is listed but never referenced, so its element size is unknown"
+            )));
+        };
+        if !seen.insert(key.clone()) {
+            return Err(FormatError::NotACheckpoint(format!(
+                "legacy storage `{key}` is listed twice"
+            )));
+        }
+        let esize = table.storages[idx].dtype.size() as u64;
+        let head = bytes.get(pos..pos + 8).ok_or_else(|| {
+            FormatError::Truncated(format!(
+                "legacy file cut short: storage `{key}` has no size at byte {pos} of {}",
+                bytes.len()
+            ))
+        })?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(head);
+        let count = if big_endian {
+            i64::from_be_bytes(a)
+        } else {
+            i64::from_le_bytes(a)
+        };
+        pos += 8;
+        let left = (bytes.len() - pos) as u64;
+        let nbytes = u64::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(esize))
+            .filter(|n| *n <= left)
+            .ok_or_else(|| {
+                FormatError::Truncated(format!(
+                    "legacy file cut short: storage `{key}` claims {count} elements of {esize} bytes at byte {pos}, but only {left} bytes remain"
+                ))
+            })?;
+        let declared = table.storages[idx].numel;
+        if count as u64 != declared {
+            table.note(format!(
+                "legacy storage `{key}` declares {declared} elements but holds {count}"
+            ));
+        }
+        // Every dtype view of this key shares the bytes.
+        for s in table.storages.iter_mut().filter(|s| s.key == key) {
+            let len = if s.dtype.size() as u64 == esize {
+                nbytes
+            } else {
+                nbytes / s.dtype.size() as u64 * s.dtype.size() as u64
+            };
+            s.data = StorageData::Mapped {
+                offset: pos as u64,
+                len,
+            };
+        }
+        pos += nbytes as usize;
+    }
+    for (view, root, off, len) in views {
+        let data = match &table.storages[root].data {
+            StorageData::Mapped { offset, len: rlen }
+                if off.checked_add(len).is_some_and(|e| e <= *rlen) =>
+            {
+                StorageData::Mapped {
+                    offset: offset + off,
+                    len,
+                }
+            }
+            _ => {
+                let key = table.storages[view].key.clone();
+                table.note(format!(
+                    "legacy storage view `{key}` lies outside its storage"
+                ));
+                StorageData::Missing
+            }
+        };
+        table.storages[view].data = data;
+    }
+    for i in 0..table.storages.len() {
+        if table.storages[i].data == StorageData::Missing && !view_ids.contains(&i) {
+            let key = table.storages[i].key.clone();
+            table.note(format!(
+                "legacy storage `{key}` is referenced but its data is not in the file"
+            ));
+        }
+    }
+    if pos < bytes.len() {
+        table.note(format!(
+            "{} bytes follow the last storage",
+            bytes.len() - pos
+        ));
+    }
+    Ok(finish(main.value, table, findings, big_endian))
+}
+
+/// Give findings of a plain pickle the location `loc`.
+fn relocate(findings: Vec<Finding>, loc: &str) -> Vec<Finding> {
+    findings
+        .into_iter()
+        .map(|f| match f {
+            Finding::UnsafeGlobal { global, .. } => Finding::UnsafeGlobal {
+                global,
+                location: loc.to_string(),
+            },
+            other => other,
+        })
+        .collect()
+}
+
+fn relocate_err(e: FormatError) -> FormatError {
+    match e {
+        FormatError::Pickle { offset, message } => FormatError::Pickle {
+            offset,
+            message: message.replace("(in legacy pickle #1,", "(in pickle,"),
+        },
+        other => other,
+    }
 }
 
 /// Whether a pickle stream starts with the legacy torch magic number.
-pub fn is_legacy_torch(_bytes: &[u8]) -> bool {
-    false
+pub fn is_legacy_torch(bytes: &[u8]) -> bool {
+    // The magic pickle is ~15 bytes; look no further than that (a plain pickle may be huge).
+    let head = &bytes[..bytes.len().min(64)];
+    matches!(
+        pickle::run(head, &mut pickle::PlainHost, &pickle::Options::new("head")),
+        Ok(o) if is_magic(&o.value)
+    )
+}
+
+// ----- shared -------------------------------------------------------------------
+
+/// Assign tensor paths, check views against storages, merge findings.
+fn finish(root: Value, mut table: Table, vm_findings: Vec<Finding>, big_endian: bool) -> Parsed {
+    let mut named = vec![false; table.tensors.len()];
+    let mut path = Vec::new();
+    assign_paths(&root, &mut path, &mut table.tensors, &mut named, 0);
+    for (i, t) in table.tensors.iter_mut().enumerate() {
+        if !named[i] {
+            t.path = format!("<tensor #{i}>");
+        }
+    }
+    // Views reaching past their storage (logical_bytes refuses them later).
+    let mut notes = Vec::new();
+    for t in &table.tensors {
+        let Some(s) = table.storages.get(t.storage) else {
+            continue;
+        };
+        let avail = match &s.data {
+            StorageData::Mapped { len, .. } => *len,
+            StorageData::Owned(v) => v.len() as u64,
+            StorageData::Missing => continue,
+        };
+        if let Some(need) = view_extent(t) {
+            if need > avail {
+                notes.push(format!(
+                    "tensor `{}` needs {need} bytes of storage `{}`, which holds {avail}",
+                    t.path, s.key
+                ));
+            }
+        } else {
+            notes.push(format!(
+                "tensor `{}` has an impossible shape/stride",
+                t.path
+            ));
+        }
+    }
+    for n in notes {
+        table.note(n);
+    }
+    let mut findings = Vec::new();
+    let mut seen_unsafe = HashSet::new();
+    for f in vm_findings.into_iter().chain(table.notes) {
+        if let Finding::UnsafeGlobal { global, .. } = &f {
+            if !seen_unsafe.insert(global.clone()) {
+                continue;
+            }
+        }
+        findings.push(f);
+    }
+    Parsed {
+        root,
+        tensors: table.tensors,
+        storages: table.storages,
+        findings,
+        big_endian,
+    }
+}
+
+/// Bytes of storage a view touches (0 for an empty tensor); `None` on overflow.
+fn view_extent(t: &TensorInfo) -> Option<u64> {
+    if t.shape.contains(&0) {
+        return Some(0);
+    }
+    let mut last = t.storage_offset;
+    for (d, s) in t.shape.iter().zip(&t.strides) {
+        last = last.checked_add((d - 1).checked_mul(*s)?)?;
+    }
+    last.checked_add(1)?.checked_mul(t.dtype.size() as u64)
+}
+
+fn key_segment(k: &Value) -> String {
+    match k {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::BigInt(s) => s.clone(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::None => "None".into(),
+        Value::Float(f) => f.to_string(),
+        other => format!("<{}>", other.kind()),
+    }
+}
+
+fn assign_paths(
+    v: &Value,
+    path: &mut Vec<String>,
+    tensors: &mut [TensorInfo],
+    named: &mut [bool],
+    depth: usize,
+) {
+    if depth > limits::MAX_DEPTH {
+        return;
+    }
+    let mut child = |seg: String, v: &Value, path: &mut Vec<String>| {
+        path.push(seg);
+        assign_paths(v, path, tensors, named, depth + 1);
+        path.pop();
+    };
+    match v {
+        Value::Tensor(i) => {
+            if let (Some(t), Some(n)) = (tensors.get_mut(*i), named.get_mut(*i)) {
+                if !*n {
+                    *n = true;
+                    t.path = path.join(".");
+                }
+            }
+        }
+        Value::Dict(items) => {
+            for (k, v) in items {
+                child(key_segment(k), v, path);
+            }
+        }
+        Value::List(items) | Value::Tuple(items) => {
+            for (i, v) in items.iter().enumerate() {
+                child(i.to_string(), v, path);
+            }
+        }
+        Value::Object { args, state, .. } => {
+            for (i, v) in args.iter().enumerate() {
+                child(i.to_string(), v, path);
+            }
+            if let Some(s) = state {
+                // An object's attributes read like dict keys (`args.lr`).
+                match &**s {
+                    Value::Dict(items) => {
+                        for (k, v) in items {
+                            child(key_segment(k), v, path);
+                        }
+                    }
+                    other => child("state".into(), other, path),
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::zip::build::{zip, Spec};
+    use crate::format::{detect_and_parse, Checkpoint, Format};
+
+    const VIEWS_PKL: &[u8] = include_bytes!("../../tests/fixtures/pickles/torch_views_p2.pkl");
+    const LEGACY_VIEWS: &[u8] = include_bytes!("../../tests/fixtures/pickles/legacy_views.pt");
+
+    fn f32s(v: &[f32], big: bool) -> Vec<u8> {
+        v.iter()
+            .flat_map(|x| {
+                if big {
+                    x.to_be_bytes()
+                } else {
+                    x.to_le_bytes()
+                }
+            })
+            .collect()
+    }
+
+    fn floats(b: &[u8]) -> Vec<f32> {
+        b.chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+
+    struct Layout {
+        big: bool,
+        deflate: bool,
+        drop_step: bool,
+        short_1: bool,
+        prefix: &'static str,
+    }
+
+    const PLAIN: Layout = Layout {
+        big: false,
+        deflate: false,
+        drop_step: false,
+        short_1: false,
+        prefix: "archive",
+    };
+
+    /// A torch-style archive around `torch_views_p2.pkl`: storage 0 = 0..6 (f32),
+    /// storage 1 = 10..15 (f32), storage 2 = [7] (i64).
+    fn archive(l: Layout) -> Vec<u8> {
+        let s0 = f32s(&[0., 1., 2., 3., 4., 5.], l.big);
+        let s1 = if l.short_1 {
+            f32s(&[10., 11., 12., 13.], l.big)
+        } else {
+            f32s(&[10., 11., 12., 13., 14.], l.big)
+        };
+        let s2: Vec<u8> = if l.big {
+            7i64.to_be_bytes().to_vec()
+        } else {
+            7i64.to_le_bytes().to_vec()
+        };
+        let names: Vec<String> = [
+            "data.pkl",
+            "byteorder",
+            "data/0",
+            "data/1",
+            "data/2",
+            "version",
+        ]
+        .iter()
+        .map(|n| format!("{}/{n}", l.prefix))
+        .collect();
+        let order: &[u8] = if l.big { b"big" } else { b"little" };
+        let mut specs = vec![
+            Spec {
+                name: &names[0],
+                data: VIEWS_PKL,
+                deflate: l.deflate,
+            },
+            Spec {
+                name: &names[1],
+                data: order,
+                deflate: false,
+            },
+            Spec {
+                name: &names[2],
+                data: &s0,
+                deflate: l.deflate,
+            },
+            Spec {
+                name: &names[3],
+                data: &s1,
+                deflate: l.deflate,
+            },
+            Spec {
+                name: &names[5],
+                data: b"3\n",
+                deflate: false,
+            },
+        ];
+        if !l.drop_step {
+            specs.push(Spec {
+                name: &names[4],
+                data: &s2,
+                deflate: l.deflate,
+            });
+        }
+        zip(&specs, false)
+    }
+
+    fn open(bytes: Vec<u8>) -> Checkpoint {
+        Checkpoint::from_bytes("test.pt", bytes).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn tensor<'c>(c: &'c Checkpoint, path: &str) -> (usize, &'c TensorInfo) {
+        c.tensors
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.path == path)
+            .unwrap_or_else(|| panic!("no tensor {path}"))
+    }
+
+    fn values(c: &Checkpoint, path: &str) -> Vec<f32> {
+        floats(&c.tensor_bytes(tensor(c, path).0).unwrap())
+    }
+
+    #[test]
+    fn views_offsets_and_shared_storages() {
+        for deflate in [false, true] {
+            let c = open(archive(Layout { deflate, ..PLAIN }));
+            assert_eq!(c.format, Format::TorchZip);
+            assert!(c.findings.is_empty(), "{:?}", c.findings);
+            assert!(!c.big_endian);
+            let paths: Vec<&str> = c.tensors.iter().map(|t| t.path.as_str()).collect();
+            assert_eq!(
+                paths,
+                [
+                    "state.a",
+                    "state.at",
+                    "state.b",
+                    "state.p",
+                    "state.step",
+                    "list.0"
+                ]
+            );
+            // three storages, `a` and `at` share one
+            assert_eq!(c.storages.len(), 3);
+            let (_, a) = tensor(&c, "state.a");
+            let (_, at) = tensor(&c, "state.at");
+            assert_eq!(a.storage, at.storage);
+            assert_eq!(c.storages[a.storage].numel, 6);
+            assert_eq!(c.storages[a.storage].dtype, DType::F32);
+            if deflate {
+                assert!(matches!(c.storages[0].data, StorageData::Owned(_)));
+            } else {
+                assert!(matches!(
+                    c.storages[0].data,
+                    StorageData::Mapped { len: 24, .. }
+                ));
+            }
+            // the transposed view is gathered
+            assert_eq!(
+                (at.shape.clone(), at.strides.clone()),
+                (vec![3, 2], vec![1, 3])
+            );
+            assert!(!at.is_contiguous());
+            assert_eq!(values(&c, "state.a"), [0., 1., 2., 3., 4., 5.]);
+            assert_eq!(values(&c, "state.at"), [0., 3., 1., 4., 2., 5.]);
+            // storage_offset
+            let (_, b) = tensor(&c, "state.b");
+            assert_eq!(b.storage_offset, 2);
+            assert_eq!(values(&c, "state.b"), [12., 13., 14.]);
+            assert_eq!(values(&c, "list.0"), [1., 4.]);
+            // parameter
+            let (_, p) = tensor(&c, "state.p");
+            assert!(p.requires_grad);
+            assert!(!b.requires_grad);
+            assert_eq!(values(&c, "state.p"), [10., 11.]);
+            // a 0-dim int64 tensor
+            let (i, step) = tensor(&c, "state.step");
+            assert_eq!((step.dtype, step.shape.len()), (DType::I64, 0));
+            assert_eq!(&*c.tensor_bytes(i).unwrap(), &7i64.to_le_bytes());
+            assert_eq!(c.root.get("epoch"), Some(&Value::Int(3)));
+            assert!(
+                c.model_state().is_none(),
+                "`state` is not a model-state key"
+            );
+        }
+    }
+
+    #[test]
+    fn big_endian_archives() {
+        let c = open(archive(Layout { big: true, ..PLAIN }));
+        assert!(c.big_endian);
+        assert_eq!(values(&c, "state.at"), [0., 3., 1., 4., 2., 5.]);
+        assert_eq!(values(&c, "state.b"), [12., 13., 14.]);
+        let (i, _) = tensor(&c, "state.step");
+        assert_eq!(&*c.tensor_bytes(i).unwrap(), &7i64.to_le_bytes());
+    }
+
+    #[test]
+    fn any_top_folder_name() {
+        let c = open(archive(Layout {
+            prefix: "v5_12_4_state_dict",
+            ..PLAIN
+        }));
+        assert_eq!(c.tensors.len(), 6);
+    }
+
+    #[test]
+    fn missing_and_short_storages_are_noted() {
+        let c = open(archive(Layout {
+            drop_step: true,
+            ..PLAIN
+        }));
+        let (i, step) = tensor(&c, "state.step");
+        assert_eq!(c.storages[step.storage].data, StorageData::Missing);
+        assert!(c.tensor_bytes(i).is_err());
+        assert!(c
+            .findings
+            .iter()
+            .any(|f| f.message().contains("has no entry `archive/data/2`")));
+        assert_eq!(values(&c, "state.a").len(), 6);
+
+        let c = open(archive(Layout {
+            short_1: true,
+            ..PLAIN
+        }));
+        let msgs: Vec<String> = c.findings.iter().map(Finding::message).collect();
+        assert!(
+            msgs.iter().any(|m| m.contains("declares 5 float32")),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs.iter()
+                .any(|m| m.contains("tensor `state.b` needs 20 bytes")),
+            "{msgs:?}"
+        );
+        assert!(c.tensor_bytes(tensor(&c, "state.b").0).is_err());
+        assert_eq!(values(&c, "state.p"), [10., 11.]);
+    }
+
+    #[test]
+    fn archive_structure_errors() {
+        let no_pkl = zip(
+            &[Spec {
+                name: "a/x",
+                data: b"1",
+                deflate: false,
+            }],
+            false,
+        );
+        assert!(matches!(
+            read_zip(&no_pkl),
+            Err(FormatError::NotACheckpoint(_))
+        ));
+        let two = zip(
+            &[
+                Spec {
+                    name: "a/data.pkl",
+                    data: b"N.",
+                    deflate: false,
+                },
+                Spec {
+                    name: "b/data.pkl",
+                    data: b"N.",
+                    deflate: false,
+                },
+            ],
+            false,
+        );
+        assert!(read_zip(&two).unwrap_err().to_string().contains("several"));
+        let bad_order = zip(
+            &[
+                Spec {
+                    name: "a/data.pkl",
+                    data: b"N.",
+                    deflate: false,
+                },
+                Spec {
+                    name: "a/byteorder",
+                    data: b"middle",
+                    deflate: false,
+                },
+            ],
+            false,
+        );
+        assert!(read_zip(&bad_order)
+            .unwrap_err()
+            .to_string()
+            .contains("byteorder"));
+        let bare = zip(
+            &[Spec {
+                name: "data.pkl",
+                data: b"K\x07.",
+                deflate: false,
+            }],
+            false,
+        );
+        assert_eq!(read_zip(&bare).unwrap().root, Value::Int(7));
+        // a persistent id that is not a storage
+        let odd = zip(
+            &[Spec {
+                name: "a/data.pkl",
+                data: b"\x80\x02X\x01\x00\x00\x00xQ.",
+                deflate: false,
+            }],
+            false,
+        );
+        assert!(read_zip(&odd)
+            .unwrap_err()
+            .to_string()
+            .contains("persistent id"));
+    }
+
+    #[test]
+    fn storage_types() {
+        assert_eq!(storage_dtype("torch.FloatStorage"), Some(DType::F32));
+        assert_eq!(storage_dtype("torch.BFloat16Storage"), Some(DType::BF16));
+        assert_eq!(storage_dtype("torch.UntypedStorage"), Some(DType::U8));
+        assert_eq!(
+            storage_dtype("torch.storage.UntypedStorage"),
+            Some(DType::U8)
+        );
+        assert_eq!(storage_dtype("evil.FloatStorage"), None);
+        assert_eq!(storage_dtype("torch.NopeStorage"), None);
+    }
+
+    #[test]
+    fn legacy_stream_with_views() {
+        let (format, p) = detect_and_parse(LEGACY_VIEWS).unwrap();
+        assert_eq!(format, Format::TorchLegacy);
+        assert!(is_legacy_torch(LEGACY_VIEWS));
+        assert!(p.findings.is_empty(), "{:?}", p.findings);
+        let c = open(LEGACY_VIEWS.to_vec());
+        let paths: Vec<&str> = c.tensors.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(paths, ["a", "at", "b", "view"]);
+        assert_eq!(values(&c, "a"), [0., 1., 2., 3., 4., 5.]);
+        assert_eq!(values(&c, "at"), [0., 3., 1., 4., 2., 5.]);
+        assert_eq!(values(&c, "b"), [12., 13., 14.]);
+        // view storage v1 = elements 1..4 of storage 101; the tensor starts 1 further in
+        assert_eq!(values(&c, "view"), [12., 13.]);
+        let (_, v) = tensor(&c, "view");
+        assert_eq!(c.storages[v.storage].key, "v1");
+        assert_eq!(c.storages[v.storage].numel, 3);
+        // one storage per key (plus the view)
+        assert_eq!(c.storages.len(), 3);
+        let (_, a) = tensor(&c, "a");
+        let (_, at) = tensor(&c, "at");
+        assert_eq!(a.storage, at.storage);
+    }
+
+    #[test]
+    fn legacy_truncation_is_an_error() {
+        for cut in 1..LEGACY_VIEWS.len() {
+            let r = read_legacy(&LEGACY_VIEWS[..cut]);
+            // Cutting inside the first pickle leaves a (broken) plain pickle.
+            assert!(r.is_err(), "cut at {cut} parsed");
+        }
+        let cut = &LEGACY_VIEWS[..LEGACY_VIEWS.len() - 3];
+        let e = read_legacy(cut).unwrap_err().to_string();
+        assert!(e.contains("claims 6 elements"), "{e}");
+        // a count larger than the file
+        let mut big = LEGACY_VIEWS.to_vec();
+        let at = big.len() - 24 - 8;
+        big[at..at + 8].copy_from_slice(&i64::MAX.to_le_bytes());
+        assert!(matches!(read_legacy(&big), Err(FormatError::Truncated(_))));
+        // trailing bytes are noted
+        let mut more = LEGACY_VIEWS.to_vec();
+        more.extend_from_slice(b"xyz");
+        let p = read_legacy(&more).unwrap();
+        assert!(p
+            .findings
+            .iter()
+            .any(|f| f.message().contains("3 bytes follow")));
+    }
+
+    #[test]
+    fn plain_pickles() {
+        let (format, p) = detect_and_parse(b"\x80\x02K\x05.").unwrap();
+        assert_eq!((format, p.root), (Format::Pickle, Value::Int(5)));
+        assert!(!is_legacy_torch(b"\x80\x02K\x05."));
+        assert!(!is_legacy_torch(b"\x80"));
+        let e = read_legacy(b"\x80\x02K\x05").unwrap_err().to_string();
+        assert!(e.contains("(in pickle,"), "{e}");
+    }
+
+    #[test]
+    fn paths_follow_the_tree() {
+        let t = |i| Value::Tensor(i);
+        let root = Value::Dict(vec![
+            (
+                Value::Str("m".into()),
+                Value::Dict(vec![(Value::Int(0), t(0))]),
+            ),
+            (
+                Value::Str("l".into()),
+                Value::List(vec![Value::None, Value::Tuple(vec![t(1), t(0)])]),
+            ),
+            (
+                Value::Str("ns".into()),
+                Value::Object {
+                    class: "argparse.Namespace".into(),
+                    args: vec![],
+                    state: Some(Box::new(Value::Dict(vec![(Value::Str("w".into()), t(2))]))),
+                },
+            ),
+        ]);
+        let mut table = Table::default();
+        for _ in 0..4 {
+            table.tensors.push(TensorInfo {
+                path: String::new(),
+                dtype: DType::F32,
+                shape: vec![],
+                strides: vec![],
+                storage_offset: 0,
+                storage: 0,
+                requires_grad: false,
+            });
+        }
+        let p = finish(root, table, vec![], false);
+        let paths: Vec<&str> = p.tensors.iter().map(|t| t.path.as_str()).collect();
+        assert_eq!(paths, ["m.0", "l.1.0", "ns.w", "<tensor #3>"]);
+    }
 }

@@ -1,1 +1,845 @@
-//! Defensive reader for the zip container written by `torch.save`. (Being written.)
+//! Defensive reader for the zip container written by `torch.save`.
+//!
+//! Works on the whole file as a byte slice (the mmap). Every offset and length read
+//! from the archive is checked against the slice before use, and nothing is allocated
+//! from a count the archive claims before that count has been checked. `Stored`
+//! entries are handed out as ranges of the slice (zero copy); `Deflate` entries are
+//! inflated with a hard bound on the output.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::io::Read;
+
+use super::{limits, FormatError};
+
+const SIG_LOCAL: u32 = 0x0403_4b50;
+const SIG_CENTRAL: u32 = 0x0201_4b50;
+const SIG_EOCD: u32 = 0x0605_4b50;
+const SIG_EOCD64: u32 = 0x0606_4b50;
+const SIG_EOCD64_LOCATOR: u32 = 0x0706_4b50;
+
+const EOCD_LEN: usize = 22;
+const EOCD64_LOCATOR_LEN: usize = 20;
+const EOCD64_LEN: usize = 56;
+const CENTRAL_LEN: usize = 46;
+const LOCAL_LEN: usize = 30;
+/// Largest zip comment (the EOCD is within the last 64 KiB + 22 bytes).
+const MAX_COMMENT: usize = 0xFFFF;
+
+/// Compression method of an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Stored,
+    Deflate,
+    /// Any other method (read as an error).
+    Other(u16),
+}
+
+impl Method {
+    fn from_u16(m: u16) -> Method {
+        match m {
+            0 => Method::Stored,
+            8 => Method::Deflate,
+            other => Method::Other(other),
+        }
+    }
+}
+
+/// One central-directory entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub name: String,
+    pub method: Method,
+    /// General purpose flags (bit 0: encrypted, bit 3: sizes in a data descriptor).
+    pub flags: u16,
+    pub crc32: u32,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    /// Offset of the entry's local header in the file.
+    pub local_header_offset: u64,
+}
+
+impl Entry {
+    pub fn is_encrypted(&self) -> bool {
+        self.flags & 1 != 0
+    }
+}
+
+/// A parsed zip archive over a byte slice.
+#[derive(Debug)]
+pub struct ZipArchive<'a> {
+    bytes: &'a [u8],
+    entries: Vec<Entry>,
+    by_name: HashMap<String, usize>,
+}
+
+/// Little-endian field reads over a checked slice.
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn u16(&self, at: usize) -> u16 {
+        u16::from_le_bytes([self.buf[at], self.buf[at + 1]])
+    }
+    fn u32(&self, at: usize) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.buf[at..at + 4]);
+        u32::from_le_bytes(b)
+    }
+    fn u64(&self, at: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.buf[at..at + 8]);
+        u64::from_le_bytes(b)
+    }
+}
+
+/// `len` bytes at `offset`, or `None` when they are not all inside `bytes`.
+fn slice_at(bytes: &[u8], offset: u64, len: u64) -> Option<&[u8]> {
+    let end = offset.checked_add(len)?;
+    if end > bytes.len() as u64 {
+        return None;
+    }
+    Some(&bytes[offset as usize..end as usize])
+}
+
+impl<'a> ZipArchive<'a> {
+    /// Parse the central directory of the archive in `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<ZipArchive<'a>, FormatError> {
+        let file_len = bytes.len() as u64;
+        let eocd_pos = find_eocd(bytes)?;
+        let eocd = Reader {
+            buf: &bytes[eocd_pos..eocd_pos + EOCD_LEN],
+        };
+        let disk = eocd.u16(4);
+        let cd_disk = eocd.u16(6);
+        let mut total_entries = u64::from(eocd.u16(10));
+        let mut cd_size = u64::from(eocd.u32(12));
+        let mut cd_offset = u64::from(eocd.u32(16));
+
+        // ZIP64: a locator right before the EOCD points at the EOCD64 record.
+        if eocd_pos >= EOCD64_LOCATOR_LEN {
+            let loc_pos = eocd_pos - EOCD64_LOCATOR_LEN;
+            let loc = Reader {
+                buf: &bytes[loc_pos..eocd_pos],
+            };
+            if loc.u32(0) == SIG_EOCD64_LOCATOR {
+                let rec_off = loc.u64(8);
+                let rec = slice_at(bytes, rec_off, EOCD64_LEN as u64).ok_or_else(|| {
+                    FormatError::Truncated(format!(
+                        "zip cut short: the ZIP64 end record at {rec_off} lies past the end of the {file_len}-byte file"
+                    ))
+                })?;
+                let rec = Reader { buf: rec };
+                if rec.u32(0) != SIG_EOCD64 {
+                    return Err(FormatError::Zip(format!(
+                        "no ZIP64 end record at offset {rec_off} (the locator points there)"
+                    )));
+                }
+                if rec.u32(16) != 0 || rec.u32(20) != 0 {
+                    return Err(FormatError::Zip(
+                        "multi-disk (split) archives are not supported".into(),
+                    ));
+                }
+                total_entries = rec.u64(32);
+                cd_size = rec.u64(40);
+                cd_offset = rec.u64(48);
+            } else if total_entries == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF
+            {
+                return Err(FormatError::Zip(
+                    "the end record needs ZIP64 values but there is no ZIP64 locator".into(),
+                ));
+            }
+        }
+        if disk != 0 || cd_disk != 0 {
+            return Err(FormatError::Zip(
+                "multi-disk (split) archives are not supported".into(),
+            ));
+        }
+        if total_entries > limits::MAX_ZIP_ENTRIES as u64 {
+            return Err(FormatError::Limit(format!(
+                "zip claims {total_entries} entries (limit {})",
+                limits::MAX_ZIP_ENTRIES
+            )));
+        }
+        if cd_offset > file_len {
+            return Err(FormatError::Truncated(format!(
+                "zip cut short: central directory at {cd_offset} lies past the end of the {file_len}-byte file"
+            )));
+        }
+        let cd = slice_at(bytes, cd_offset, cd_size).ok_or_else(|| {
+            FormatError::Truncated(format!(
+                "zip cut short: central directory at {cd_offset} ({cd_size} bytes) runs past the end of the {file_len}-byte file"
+            ))
+        })?;
+        // Each entry takes at least 46 bytes, which bounds the claimed count.
+        if total_entries > (cd.len() / CENTRAL_LEN) as u64 {
+            return Err(FormatError::Zip(format!(
+                "zip claims {total_entries} entries but its {cd_size}-byte central directory holds at most {}",
+                cd.len() / CENTRAL_LEN
+            )));
+        }
+        let count = total_entries as usize;
+        let mut entries = Vec::with_capacity(count.min(4096));
+        let mut by_name = HashMap::with_capacity(count.min(4096));
+        let mut pos = 0usize;
+        for i in 0..count {
+            let entry = parse_central(cd, &mut pos, i, cd_offset)?;
+            if by_name.insert(entry.name.clone(), entries.len()).is_some() {
+                return Err(FormatError::Zip(format!(
+                    "entry name `{}` appears twice (ambiguous archive)",
+                    entry.name
+                )));
+            }
+            entries.push(entry);
+        }
+        Ok(ZipArchive {
+            bytes,
+            entries,
+            by_name,
+        })
+    }
+
+    /// All entries, in central-directory order.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The entry called `name`.
+    pub fn find(&self, name: &str) -> Option<&Entry> {
+        self.by_name.get(name).map(|i| &self.entries[*i])
+    }
+
+    /// Offset of the entry's (compressed) data in the file, through its local header.
+    pub fn data_offset(&self, entry: &Entry) -> Result<u64, FormatError> {
+        let file_len = self.bytes.len() as u64;
+        let lho = entry.local_header_offset;
+        let head = slice_at(self.bytes, lho, LOCAL_LEN as u64).ok_or_else(|| {
+            FormatError::Truncated(format!(
+                "zip cut short: local header of `{}` at {lho} lies past the end of the {file_len}-byte file",
+                entry.name
+            ))
+        })?;
+        let r = Reader { buf: head };
+        if r.u32(0) != SIG_LOCAL {
+            return Err(FormatError::Zip(format!(
+                "no local header at offset {lho} for `{}`",
+                entry.name
+            )));
+        }
+        let name_len = u64::from(r.u16(26));
+        let extra_len = u64::from(r.u16(28));
+        let name_off = lho + LOCAL_LEN as u64;
+        let local_name = slice_at(self.bytes, name_off, name_len).ok_or_else(|| {
+            FormatError::Truncated(format!(
+                "zip cut short: local header of `{}` runs past the end of the {file_len}-byte file",
+                entry.name
+            ))
+        })?;
+        if local_name != entry.name.as_bytes() {
+            return Err(FormatError::Zip(format!(
+                "local header at {lho} names `{}` but the central directory says `{}`",
+                String::from_utf8_lossy(local_name),
+                entry.name
+            )));
+        }
+        let data = name_off + name_len + extra_len;
+        let end = data.checked_add(entry.compressed_size);
+        match end {
+            Some(end) if end <= file_len => Ok(data),
+            _ => Err(FormatError::Truncated(format!(
+                "zip cut short: `{}` needs {} bytes at {data} but the file has {file_len}",
+                entry.name, entry.compressed_size
+            ))),
+        }
+    }
+
+    /// For a `Stored` entry, its `(offset, len)` in the file; `None` if compressed.
+    pub fn stored_range(&self, entry: &Entry) -> Result<Option<(u64, u64)>, FormatError> {
+        if entry.method != Method::Stored || entry.is_encrypted() {
+            return Ok(None);
+        }
+        if entry.compressed_size != entry.uncompressed_size {
+            return Err(FormatError::Zip(format!(
+                "stored entry `{}` has compressed size {} but uncompressed size {}",
+                entry.name, entry.compressed_size, entry.uncompressed_size
+            )));
+        }
+        let off = self.data_offset(entry)?;
+        Ok(Some((off, entry.compressed_size)))
+    }
+
+    /// The entry's bytes: borrowed if stored, inflated if deflated. The uncompressed
+    /// size must not exceed `max_len`; the CRC-32 is checked.
+    pub fn read(&self, entry: &Entry, max_len: u64) -> Result<Cow<'a, [u8]>, FormatError> {
+        let data = self.read_unchecked(entry, max_len)?;
+        let crc = crc32(&data);
+        if crc != entry.crc32 {
+            return Err(FormatError::Zip(format!(
+                "CRC-32 mismatch in `{}`: stored {:08x}, computed {crc:08x}",
+                entry.name, entry.crc32
+            )));
+        }
+        Ok(data)
+    }
+
+    /// Like [`read`](Self::read) without the CRC check (for large storages).
+    pub fn read_unchecked(
+        &self,
+        entry: &Entry,
+        max_len: u64,
+    ) -> Result<Cow<'a, [u8]>, FormatError> {
+        if entry.is_encrypted() {
+            return Err(FormatError::Zip(format!("`{}` is encrypted", entry.name)));
+        }
+        if entry.uncompressed_size > max_len {
+            return Err(FormatError::Limit(format!(
+                "`{}` is {} bytes uncompressed (limit {max_len})",
+                entry.name, entry.uncompressed_size
+            )));
+        }
+        match entry.method {
+            Method::Stored => {
+                let (off, len) = self
+                    .stored_range(entry)?
+                    .ok_or_else(|| FormatError::Zip(format!("`{}` is not stored", entry.name)))?;
+                // stored_range checked the range against the file.
+                Ok(Cow::Borrowed(
+                    &self.bytes[off as usize..(off + len) as usize],
+                ))
+            }
+            Method::Deflate => {
+                let off = self.data_offset(entry)?;
+                let raw = &self.bytes[off as usize..(off + entry.compressed_size) as usize];
+                let declared = entry.uncompressed_size;
+                // Reserve at most what the compressed data could plausibly expand to.
+                let cap = declared.min(raw.len() as u64 * 1032 + 64).min(64 << 20) as usize;
+                let mut out = Vec::with_capacity(cap);
+                let mut dec = flate2::read::DeflateDecoder::new(raw).take(declared + 1);
+                dec.read_to_end(&mut out).map_err(|e| {
+                    FormatError::Zip(format!("cannot inflate `{}`: {e}", entry.name))
+                })?;
+                if out.len() as u64 != declared {
+                    return Err(FormatError::Zip(format!(
+                        "`{}` inflates to {}{} bytes but its header declares {declared}",
+                        entry.name,
+                        if out.len() as u64 > declared {
+                            "more than "
+                        } else {
+                            ""
+                        },
+                        out.len().min(declared as usize),
+                    )));
+                }
+                Ok(Cow::Owned(out))
+            }
+            Method::Other(m) => Err(FormatError::Zip(format!(
+                "`{}` uses unsupported compression method {m}",
+                entry.name
+            ))),
+        }
+    }
+}
+
+/// CRC-32 (IEEE) of `data`.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(data);
+    c.sum()
+}
+
+/// Position of the End Of Central Directory record.
+fn find_eocd(bytes: &[u8]) -> Result<usize, FormatError> {
+    let len = bytes.len();
+    if len < EOCD_LEN {
+        return Err(FormatError::Truncated(format!(
+            "zip cut short: {len} bytes is too small for a zip end record"
+        )));
+    }
+    let lowest = len.saturating_sub(EOCD_LEN + MAX_COMMENT);
+    let mut pos = len - EOCD_LEN;
+    let mut fallback = None;
+    loop {
+        if bytes[pos..pos + 4] == SIG_EOCD.to_le_bytes() {
+            let comment_len = usize::from(u16::from_le_bytes([bytes[pos + 20], bytes[pos + 21]]));
+            let end = pos + EOCD_LEN + comment_len;
+            if end == len {
+                return Ok(pos);
+            }
+            if end < len && fallback.is_none() {
+                fallback = Some(pos);
+            }
+        }
+        if pos == lowest {
+            break;
+        }
+        pos -= 1;
+    }
+    fallback.ok_or_else(|| {
+        FormatError::Truncated(format!(
+            "zip cut short: no end-of-central-directory record in the last {} bytes of the {len}-byte file",
+            len - lowest
+        ))
+    })
+}
+
+/// Parse the central entry at `*pos` of `cd` and advance `*pos`.
+fn parse_central(
+    cd: &[u8],
+    pos: &mut usize,
+    index: usize,
+    cd_offset: u64,
+) -> Result<Entry, FormatError> {
+    let at = *pos;
+    let bad = |what: &str| {
+        FormatError::Zip(format!(
+            "central directory entry #{index} at {}: {what}",
+            cd_offset + at as u64
+        ))
+    };
+    if cd.len() - at < CENTRAL_LEN {
+        return Err(bad("runs past the end of the central directory"));
+    }
+    let r = Reader {
+        buf: &cd[at..at + CENTRAL_LEN],
+    };
+    if r.u32(0) != SIG_CENTRAL {
+        return Err(bad("bad signature"));
+    }
+    let flags = r.u16(8);
+    let method = Method::from_u16(r.u16(10));
+    let crc32 = r.u32(16);
+    let mut compressed_size = u64::from(r.u32(20));
+    let mut uncompressed_size = u64::from(r.u32(24));
+    let name_len = usize::from(r.u16(28));
+    let extra_len = usize::from(r.u16(30));
+    let comment_len = usize::from(r.u16(32));
+    let disk_start = r.u16(34);
+    let mut local_header_offset = u64::from(r.u32(42));
+    let var_len = name_len + extra_len + comment_len;
+    if cd.len() - at - CENTRAL_LEN < var_len {
+        return Err(bad(
+            "its name/extra/comment run past the end of the central directory",
+        ));
+    }
+    let name_start = at + CENTRAL_LEN;
+    let name_bytes = &cd[name_start..name_start + name_len];
+    let name = match std::str::from_utf8(name_bytes) {
+        Ok(s) => s.to_string(),
+        Err(_) => String::from_utf8_lossy(name_bytes).into_owned(),
+    };
+    let extra = &cd[name_start + name_len..name_start + name_len + extra_len];
+
+    // ZIP64 extended information: present fields are those set to all-ones above.
+    let need_u = uncompressed_size == 0xFFFF_FFFF;
+    let need_c = compressed_size == 0xFFFF_FFFF;
+    let need_o = local_header_offset == 0xFFFF_FFFF;
+    if need_u || need_c || need_o {
+        let z64 = find_extra(extra, 0x0001)
+            .ok_or_else(|| bad("sizes need a ZIP64 extra field but there is none"))?;
+        let mut p = 0usize;
+        let mut take = |what: &str| -> Result<u64, FormatError> {
+            if z64.len() < p + 8 {
+                return Err(bad(&format!("ZIP64 extra field too short for the {what}")));
+            }
+            let v = Reader { buf: z64 }.u64(p);
+            p += 8;
+            Ok(v)
+        };
+        if need_u {
+            uncompressed_size = take("uncompressed size")?;
+        }
+        if need_c {
+            compressed_size = take("compressed size")?;
+        }
+        if need_o {
+            local_header_offset = take("local header offset")?;
+        }
+    }
+    if disk_start != 0 && disk_start != 0xFFFF {
+        return Err(bad(
+            "entry on another disk (split archives are not supported)",
+        ));
+    }
+    *pos = name_start + var_len;
+    Ok(Entry {
+        name,
+        method,
+        flags,
+        crc32,
+        compressed_size,
+        uncompressed_size,
+        local_header_offset,
+    })
+}
+
+/// The data of the extra field with header id `id`.
+fn find_extra(extra: &[u8], id: u16) -> Option<&[u8]> {
+    let mut p = 0usize;
+    while extra.len() - p >= 4 {
+        let hid = u16::from_le_bytes([extra[p], extra[p + 1]]);
+        let len = usize::from(u16::from_le_bytes([extra[p + 2], extra[p + 3]]));
+        let start = p + 4;
+        if extra.len() - start < len {
+            return None;
+        }
+        if hid == id {
+            return Some(&extra[start..start + len]);
+        }
+        p = start + len;
+    }
+    None
+}
+
+/// A minimal zip writer for tests (stored or deflated entries, optional ZIP64 records).
+#[cfg(test)]
+pub(crate) mod build {
+    use std::io::Write;
+
+    pub struct Spec<'a> {
+        pub name: &'a str,
+        pub data: &'a [u8],
+        pub deflate: bool,
+    }
+
+    /// Build an archive; `zip64` writes ZIP64 extras in every central entry and a
+    /// ZIP64 end record + locator. `align` pads local headers' extra so data starts at
+    /// a multiple of 64 (as torch does).
+    pub fn zip(entries: &[Spec<'_>], zip64: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for e in entries {
+            let payload = if e.deflate {
+                let mut enc =
+                    flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+                enc.write_all(e.data).unwrap();
+                enc.finish().unwrap()
+            } else {
+                e.data.to_vec()
+            };
+            let crc = super::crc32(e.data);
+            let offset = out.len() as u64;
+            let method: u16 = if e.deflate { 8 } else { 0 };
+            // local header (torch style: flag 0x0808 would put sizes in a descriptor;
+            // here the sizes are in the header)
+            out.extend_from_slice(&super::SIG_LOCAL.to_le_bytes());
+            out.extend_from_slice(&20u16.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(&method.to_le_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(&crc.to_le_bytes());
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+            let pad = (64 - (out.len() + 2 + e.name.len() + 4) % 64) % 64;
+            out.extend_from_slice(&((pad + 4) as u16).to_le_bytes());
+            out.extend_from_slice(e.name.as_bytes());
+            out.extend_from_slice(&0x4246u16.to_le_bytes()); // "FB" padding field
+            out.extend_from_slice(&(pad as u16).to_le_bytes());
+            out.extend(std::iter::repeat(b'Z').take(pad));
+            out.extend_from_slice(&payload);
+
+            let mut extra = Vec::new();
+            if zip64 {
+                extra.extend_from_slice(&1u16.to_le_bytes());
+                extra.extend_from_slice(&24u16.to_le_bytes());
+                extra.extend_from_slice(&(e.data.len() as u64).to_le_bytes());
+                extra.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+                extra.extend_from_slice(&offset.to_le_bytes());
+            }
+            let (cs, us, off) = if zip64 {
+                (u32::MAX, u32::MAX, u32::MAX)
+            } else {
+                (payload.len() as u32, e.data.len() as u32, offset as u32)
+            };
+            central.extend_from_slice(&super::SIG_CENTRAL.to_le_bytes());
+            central.extend_from_slice(&45u16.to_le_bytes());
+            central.extend_from_slice(&45u16.to_le_bytes());
+            central.extend_from_slice(&0u16.to_le_bytes());
+            central.extend_from_slice(&method.to_le_bytes());
+            central.extend_from_slice(&[0; 4]);
+            central.extend_from_slice(&crc.to_le_bytes());
+            central.extend_from_slice(&cs.to_le_bytes());
+            central.extend_from_slice(&us.to_le_bytes());
+            central.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+            central.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+            central.extend_from_slice(&[0; 10]); // comment len, disk, int attr, ext attr
+            central.extend_from_slice(&off.to_le_bytes());
+            central.extend_from_slice(e.name.as_bytes());
+            central.extend_from_slice(&extra);
+        }
+        let cd_offset = out.len() as u64;
+        out.extend_from_slice(&central);
+        let n = entries.len() as u64;
+        if zip64 {
+            let rec = out.len() as u64;
+            out.extend_from_slice(&super::SIG_EOCD64.to_le_bytes());
+            out.extend_from_slice(&44u64.to_le_bytes());
+            out.extend_from_slice(&45u16.to_le_bytes());
+            out.extend_from_slice(&45u16.to_le_bytes());
+            out.extend_from_slice(&[0; 8]);
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+            out.extend_from_slice(&(central.len() as u64).to_le_bytes());
+            out.extend_from_slice(&cd_offset.to_le_bytes());
+            out.extend_from_slice(&super::SIG_EOCD64_LOCATOR.to_le_bytes());
+            out.extend_from_slice(&0u32.to_le_bytes());
+            out.extend_from_slice(&rec.to_le_bytes());
+            out.extend_from_slice(&1u32.to_le_bytes());
+        }
+        out.extend_from_slice(&super::SIG_EOCD.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        let (n16, cs32, co32) = if zip64 {
+            (0xFFFFu16, u32::MAX, u32::MAX)
+        } else {
+            (n as u16, central.len() as u32, cd_offset as u32)
+        };
+        out.extend_from_slice(&n16.to_le_bytes());
+        out.extend_from_slice(&n16.to_le_bytes());
+        out.extend_from_slice(&cs32.to_le_bytes());
+        out.extend_from_slice(&co32.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::build::{zip, Spec};
+    use super::*;
+
+    fn specs<'a>(deflate: bool, big: &'a [u8]) -> Vec<Spec<'a>> {
+        vec![
+            Spec {
+                name: "archive/data.pkl",
+                data: b"\x80\x02}q\x00.",
+                deflate,
+            },
+            Spec {
+                name: "archive/data/0",
+                data: big,
+                deflate,
+            },
+        ]
+    }
+
+    #[test]
+    fn stored_entries_are_zero_copy() {
+        let big: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let z = zip(&specs(false, &big), false);
+        let a = ZipArchive::parse(&z).unwrap();
+        assert_eq!(a.entries().len(), 2);
+        let e = a.find("archive/data/0").unwrap();
+        assert_eq!(e.method, Method::Stored);
+        let (off, len) = a.stored_range(e).unwrap().unwrap();
+        assert_eq!(off % 64, 0, "data aligned like torch");
+        assert_eq!(&z[off as usize..(off + len) as usize], &big[..]);
+        let data = a.read(e, 1 << 20).unwrap();
+        assert!(matches!(data, Cow::Borrowed(_)));
+        assert_eq!(&*data, &big[..]);
+    }
+
+    #[test]
+    fn deflate_entries_are_inflated() {
+        let big = vec![7u8; 100_000];
+        let z = zip(&specs(true, &big), false);
+        assert!(z.len() < 10_000);
+        let a = ZipArchive::parse(&z).unwrap();
+        let e = a.find("archive/data/0").unwrap();
+        assert_eq!(e.method, Method::Deflate);
+        assert_eq!(a.stored_range(e).unwrap(), None);
+        assert_eq!(&*a.read(e, 1 << 20).unwrap(), &big[..]);
+        // bounded by the caller's limit
+        assert!(matches!(a.read(e, 1000), Err(FormatError::Limit(_))));
+    }
+
+    #[test]
+    fn deflate_output_never_exceeds_declared_size() {
+        let big = vec![7u8; 100_000];
+        let mut z = zip(&specs(true, &big), false);
+        // Lower the declared uncompressed size of data/0 in the central directory.
+        let a = ZipArchive::parse(&z).unwrap();
+        let _ = a;
+        let cd_pos = find_sig(&z, SIG_CENTRAL, 1);
+        z[cd_pos + 24..cd_pos + 28].copy_from_slice(&1000u32.to_le_bytes());
+        let a = ZipArchive::parse(&z).unwrap();
+        let e = a.find("archive/data/0").unwrap();
+        let err = a.read(e, 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("more than 1000"), "{err}");
+        // and a too-large declaration is caught as well
+        z[cd_pos + 24..cd_pos + 28].copy_from_slice(&200_000u32.to_le_bytes());
+        let a = ZipArchive::parse(&z).unwrap();
+        let e = a.find("archive/data/0").unwrap();
+        assert!(a.read(e, 1 << 20).is_err());
+    }
+
+    /// Position of the `nth` (0-based) occurrence of a signature.
+    fn find_sig(z: &[u8], sig: u32, nth: usize) -> usize {
+        z.windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == sig.to_le_bytes())
+            .nth(nth)
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn zip64_records_and_extras() {
+        let big: Vec<u8> = (0..5000u32).map(|i| i as u8).collect();
+        for deflate in [false, true] {
+            let z = zip(&specs(deflate, &big), true);
+            let a = ZipArchive::parse(&z).unwrap();
+            assert_eq!(a.entries().len(), 2);
+            let e = a.find("archive/data/0").unwrap();
+            assert_eq!(e.uncompressed_size, 5000);
+            assert_eq!(&*a.read(e, 1 << 20).unwrap(), &big[..]);
+        }
+    }
+
+    #[test]
+    fn comment_after_eocd() {
+        let mut z = zip(&specs(false, b"abc"), false);
+        let n = z.len();
+        z[n - 2..].copy_from_slice(&5u16.to_le_bytes());
+        z.extend_from_slice(b"hello");
+        let a = ZipArchive::parse(&z).unwrap();
+        assert_eq!(
+            &*a.read(a.find("archive/data/0").unwrap(), 10).unwrap(),
+            b"abc"
+        );
+    }
+
+    #[test]
+    fn truncated_archives_fail_cleanly() {
+        let big = vec![1u8; 700];
+        let z = zip(&specs(false, &big), false);
+        let half = &z[..z.len() / 2];
+        let err = ZipArchive::parse(half).unwrap_err();
+        assert!(matches!(err, FormatError::Truncated(_)), "{err}");
+        // Every prefix: an error or (impossible here) a parse, never a panic.
+        for cut in 0..z.len() {
+            let _ = ZipArchive::parse(&z[..cut]);
+        }
+        // Cut just the tail of the central directory: EOCD still found elsewhere? no;
+        // cut off only the last byte: the EOCD no longer fits.
+        assert!(ZipArchive::parse(&z[..z.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn central_directory_past_end_is_reported() {
+        let mut z = zip(&specs(false, b"abc"), false);
+        let n = z.len();
+        z[n - 6..n - 2].copy_from_slice(&1234u32.to_le_bytes());
+        let z = &z[..];
+        let short: Vec<u8> = z.to_vec();
+        // move the claimed central directory past the end
+        let mut s = short.clone();
+        let len = s.len() as u32;
+        s[n - 6..n - 2].copy_from_slice(&(len + 10).to_le_bytes());
+        let msg = ZipArchive::parse(&s).unwrap_err().to_string();
+        assert!(msg.contains("lies past the end"), "{msg}");
+        assert!(ZipArchive::parse(&short).is_err());
+    }
+
+    #[test]
+    fn bad_offsets_and_counts() {
+        let big = vec![1u8; 100];
+        let base = zip(&specs(false, &big), false);
+        let n = base.len();
+        // absurd entry count
+        let mut z = base.clone();
+        z[n - 12..n - 10].copy_from_slice(&0xFFF0u16.to_le_bytes());
+        assert!(ZipArchive::parse(&z).is_err());
+        // local header offset beyond the file
+        let mut z = base.clone();
+        let cd = find_sig(&z, SIG_CENTRAL, 1);
+        z[cd + 42..cd + 46].copy_from_slice(&(n as u32 + 5).to_le_bytes());
+        let a = ZipArchive::parse(&z).unwrap();
+        let e = a.find("archive/data/0").unwrap();
+        assert!(matches!(a.read(e, 1 << 20), Err(FormatError::Truncated(_))));
+        // local header offset pointing at the wrong place
+        let mut z = base.clone();
+        z[cd + 42..cd + 46].copy_from_slice(&3u32.to_le_bytes());
+        let a = ZipArchive::parse(&z).unwrap();
+        assert!(a.read(a.find("archive/data/0").unwrap(), 1 << 20).is_err());
+        // compressed size beyond the file
+        let mut z = base.clone();
+        z[cd + 20..cd + 24].copy_from_slice(&u32::MAX.to_le_bytes());
+        z[cd + 24..cd + 28].copy_from_slice(&u32::MAX.to_le_bytes());
+        // needs zip64 extra now: error at parse time
+        assert!(ZipArchive::parse(&z).is_err());
+        let mut z = base.clone();
+        z[cd + 20..cd + 24].copy_from_slice(&(n as u32).to_le_bytes());
+        z[cd + 24..cd + 28].copy_from_slice(&(n as u32).to_le_bytes());
+        let a = ZipArchive::parse(&z).unwrap();
+        assert!(a.read(a.find("archive/data/0").unwrap(), u64::MAX).is_err());
+        // name length running past the central directory
+        let mut z = base.clone();
+        z[cd + 28..cd + 30].copy_from_slice(&0xFFFFu16.to_le_bytes());
+        assert!(ZipArchive::parse(&z).is_err());
+        // corrupted data: CRC mismatch
+        let mut z = base;
+        let a = ZipArchive::parse(&z).unwrap();
+        let (off, _) = a
+            .stored_range(a.find("archive/data/0").unwrap())
+            .unwrap()
+            .unwrap();
+        z[off as usize] ^= 0xFF;
+        let a = ZipArchive::parse(&z).unwrap();
+        let msg = a
+            .read(a.find("archive/data/0").unwrap(), 1000)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("CRC"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let z = zip(
+            &[
+                Spec {
+                    name: "a/data.pkl",
+                    data: b"1",
+                    deflate: false,
+                },
+                Spec {
+                    name: "a/data.pkl",
+                    data: b"2",
+                    deflate: false,
+                },
+            ],
+            false,
+        );
+        assert!(ZipArchive::parse(&z)
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+    }
+
+    #[test]
+    fn python_written_zip() {
+        // zipfile.ZipFile(..., 'w') with one stored entry "a/x" = b"hi", one deflated
+        // "a/y" = b"hello hello hello hello" (written by CPython's zipfile).
+        let z = PY_ZIP;
+        let a = ZipArchive::parse(z).unwrap();
+        assert_eq!(&*a.read(a.find("a/x").unwrap(), 100).unwrap(), b"hi");
+        assert_eq!(
+            &*a.read(a.find("a/y").unwrap(), 100).unwrap(),
+            b"hello hello hello hello"
+        );
+    }
+
+    #[test]
+    fn python_written_zip64_local_headers() {
+        // The same entries written with force_zip64=True (ZIP64 extras in local headers).
+        let a = ZipArchive::parse(PY_ZIP64).unwrap();
+        assert_eq!(&*a.read(a.find("a/x").unwrap(), 100).unwrap(), b"hi");
+        assert_eq!(
+            &*a.read(a.find("a/y").unwrap(), 100).unwrap(),
+            b"hello hello hello hello"
+        );
+    }
+
+    const PY_ZIP: &[u8] = include_bytes!("../../tests/fixtures/zip/python.zip");
+    const PY_ZIP64: &[u8] = include_bytes!("../../tests/fixtures/zip/python64.zip");
+}
