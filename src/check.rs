@@ -218,7 +218,7 @@ pub fn check(cfg: &TrainingConfig, opts: &CheckOptions) -> CheckReport {
         (Some(_), Some(l)) => {
             model.version = Some(l.version);
             model.layout = Some(l.params.summary());
-            model.params = Some(l.params.clone());
+            model.params = Some(l.params);
             for c in &l.conflicts {
                 findings.push(
                     Finding::new(Severity::Warning, "model-params", format!("model: {c}"))
