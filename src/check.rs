@@ -366,6 +366,10 @@ fn check_checkpoint(
         );
         return (summary, None);
     };
+    let path = path
+        .strip_prefix(&opts.cwd)
+        .map(Path::to_path_buf)
+        .unwrap_or(path);
     summary.resolved = Some(path.clone());
     summary.resolved_via = Some(via);
     findings.push(
@@ -909,11 +913,14 @@ fn fix_text(
                 .join(", ")
         ));
     }
-    options.push(format!(
-        "migrate the checkpoint: `tvck convert {} --to {}`",
-        path.display(),
-        target.as_str()
-    ));
+    // Migration specs exist for these targets (migrations-specs/).
+    if matches!(target, VersionId::V5_12_4 | VersionId::V5_11) {
+        options.push(format!(
+            "migrate the checkpoint: `tvck convert {} --to {}`",
+            path.display(),
+            target.as_str()
+        ));
+    }
     options.push(format!(
         "or pick a fitting checkpoint: `tvck check {} --auto-fix`",
         cfg.path.display()

@@ -61,6 +61,10 @@ pub fn render(r: &CheckReport) -> String {
         return out;
     }
     let mut table = new_table(&["Severity", "Where", "Finding"]);
+    // Long PyTorch lines wrap inside the cell instead of widening the table.
+    table
+        .set_content_arrangement(comfy_table::ContentArrangement::Dynamic)
+        .set_width(150);
     for f in &r.findings {
         let mut text = f.message.clone();
         for d in &f.details {
