@@ -472,21 +472,13 @@ fn check_checkpoint(
     let (Some(target_version), Some(target_params)) = (model.version, model.params.as_ref()) else {
         return (summary, None);
     };
-    let target = arch::expected_layout(target_version, target_params);
-    let source = arch::state_shapes(&ckpt);
-    let plan = if arch::version(best.version).family == VersionId::V5_5 {
-        let enc = cfg
-            .frozen_checkpoint
-            .as_ref()
-            .and_then(|f| f.encoder_to_load);
-        let dec = cfg
-            .frozen_checkpoint
-            .as_ref()
-            .and_then(|f| f.decoder_to_load);
-        partial_plan(&source, &target, target_params, enc, dec)
-    } else {
-        whole_plan(&source, &target)
-    };
+    let plan = load_plan(
+        cfg,
+        &arch::state_shapes(&ckpt),
+        best.version,
+        target_version,
+        target_params,
+    );
     report_plan(
         cfg,
         &plan,
@@ -498,6 +490,44 @@ fn check_checkpoint(
         findings,
     );
     (summary, Some(plan))
+}
+
+/// What the trainer would load from a checkpoint of `source_version` with the model state
+/// `source` into the model `target_version` / `target_params`: named parts of a v5.5
+/// checkpoint (encoder_to_load / decoder_to_load), the whole state of any other.
+pub fn load_plan(
+    cfg: &TrainingConfig,
+    source: &[KeyShape],
+    source_version: VersionId,
+    target_version: VersionId,
+    target_params: &LayoutParams,
+) -> LoadPlan {
+    let target = arch::expected_layout(target_version, target_params);
+    if arch::version(source_version).family == VersionId::V5_5 {
+        let enc = cfg
+            .frozen_checkpoint
+            .as_ref()
+            .and_then(|f| f.encoder_to_load);
+        let dec = cfg
+            .frozen_checkpoint
+            .as_ref()
+            .and_then(|f| f.decoder_to_load);
+        partial_plan(source, &target, target_params, enc, dec)
+    } else {
+        whole_plan(source, &target)
+    }
+}
+
+impl LoadPlan {
+    /// Loads without an error: no size mismatch, and the frozen parts fully provided.
+    pub fn fits(&self) -> bool {
+        self.size_mismatch.is_empty() && !self.missing.iter().any(|(k, _)| is_frozen_part(k))
+    }
+
+    /// Every model key provided and every checkpoint key used.
+    pub fn exact(&self) -> bool {
+        self.fits() && self.missing.is_empty() && self.unexpected.is_empty()
+    }
 }
 
 /// Loading named parts of a v5.5 checkpoint (encoder_to_load / decoder_to_load), with the

@@ -3,6 +3,7 @@
 //! The library holds every concern in its own module; `src/main.rs` is a thin CLI.
 
 pub mod arch;
+pub mod autofix;
 pub mod check;
 pub mod config;
 pub mod diff;

@@ -59,6 +59,12 @@ enum Command {
         /// Also list config keys tvck does not model.
         #[arg(long)]
         strict: bool,
+        /// Search for fitting checkpoints and print the config fix as a diff.
+        #[arg(long)]
+        auto_fix: bool,
+        /// With --auto-fix: apply the fix (keeps CONFIG.bak; atomic replace).
+        #[arg(long, requires = "auto_fix")]
+        write: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -119,8 +125,10 @@ fn main() -> ExitCode {
             config,
             checkpoint_roots,
             strict,
+            auto_fix,
+            write,
             json,
-        } => cmd_check(&config, checkpoint_roots, strict, json),
+        } => cmd_check(&config, checkpoint_roots, strict, auto_fix, write, json),
         Command::Diff {
             a,
             b,
@@ -293,17 +301,22 @@ fn cmd_check(
     config: &Path,
     checkpoint_roots: Vec<PathBuf>,
     strict: bool,
+    auto_fix: bool,
+    write: bool,
     json: bool,
 ) -> Result<u8, CliError> {
     require_exists(config)?;
-    let cfg = tvck::config::TrainingConfig::load(config).map_err(|e| CliError {
-        message: e.to_string(),
-        hint: Some(
-            "fix the YAML at the position shown; `tvck check` reads the same file the trainer does"
-                .into(),
-        ),
-        code: 1,
-    })?;
+    let load = |path: &Path| {
+        tvck::config::TrainingConfig::load(path).map_err(|e| CliError {
+            message: e.to_string(),
+            hint: Some(
+                "fix the YAML at the position shown; `tvck check` reads the same file the trainer does"
+                    .into(),
+            ),
+            code: 1,
+        })
+    };
+    let cfg = load(config)?;
     let cwd = std::env::current_dir().map_err(|e| CliError {
         message: format!("cannot read the working directory: {e}"),
         hint: None,
@@ -315,10 +328,46 @@ fn cmd_check(
         strict,
     };
     let report = tvck::check::check(&cfg, &opts);
-    if json {
-        print_out(&to_json(&report)?)?;
-    } else {
-        print_out(&report::check::render(&report))?;
+    let fix = auto_fix.then(|| tvck::autofix::propose(&cfg, &report, &opts));
+    let mut backup = None;
+    let mut after = None;
+    if let (true, Some(new_text)) = (write, fix.as_ref().and_then(|f| f.new_text.as_deref())) {
+        let bak = tvck::autofix::write_fix(config, new_text).map_err(|e| CliError {
+            message: e.to_string(),
+            hint: Some("the config was left unchanged; copy the diff above by hand or make the folder writable".into()),
+            code: 1,
+        })?;
+        backup = Some(bak);
+        after = Some(tvck::check::check(&load(config)?, &opts));
     }
-    Ok(u8::from(!report.ok()))
+    if json {
+        #[derive(serde::Serialize)]
+        struct Out<'a> {
+            #[serde(flatten)]
+            report: &'a tvck::check::CheckReport,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            auto_fix: Option<&'a tvck::autofix::AutoFix>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            backup: Option<&'a Path>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            after_write: Option<&'a tvck::check::CheckReport>,
+        }
+        print_out(&to_json(&Out {
+            report: &report,
+            auto_fix: fix.as_ref(),
+            backup: backup.as_deref(),
+            after_write: after.as_ref(),
+        })?)?;
+    } else {
+        let mut text = report::check::render(&report);
+        if let Some(f) = &fix {
+            text.push_str(&report::check::render_autofix(f, backup.as_deref()));
+        }
+        if let Some(a) = &after {
+            text.push_str(&format!("\nAfter the fix: {}\n", a.verdict()));
+        }
+        print_out(&text)?;
+    }
+    let final_report = after.as_ref().unwrap_or(&report);
+    Ok(u8::from(!final_report.ok()))
 }

@@ -90,3 +90,54 @@ pub fn render(r: &CheckReport) -> String {
     out.push_str(&format!("\n{table}\n"));
     out
 }
+
+/// The auto-fix section: candidates, then the diff (or why there is none).
+pub fn render_autofix(fix: &crate::autofix::AutoFix, written: Option<&std::path::Path>) -> String {
+    let mut out = String::from("\nAuto-fix\n");
+    out.push_str(&format!(
+        "Searched: {}\n",
+        if fix.roots.is_empty() {
+            "(no folder exists)".to_string()
+        } else {
+            fix.roots
+                .iter()
+                .map(|r| r.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ));
+    if fix.candidates.is_empty() {
+        out.push_str("No compatible checkpoint found.\n");
+    } else {
+        let mut table = new_table(&["#", "Candidate", "Version", "Why"]);
+        for (i, c) in fix.candidates.iter().take(5).enumerate() {
+            table.add_row(vec![
+                (i + 1).to_string(),
+                c.path.clone(),
+                format!("{} ({})", c.version.display_name(), c.layout),
+                c.why.clone(),
+            ]);
+        }
+        out.push_str(&format!("{table}\n"));
+        if fix.candidates.len() > 5 {
+            out.push_str(&format!("… and {} more\n", fix.candidates.len() - 5));
+        }
+    }
+    if let Some(n) = &fix.note {
+        out.push_str(&format!("{n}\n"));
+    }
+    if !fix.diff.is_empty() {
+        out.push_str(&format!("\n{}", fix.diff));
+        if !fix.diff.ends_with('\n') {
+            out.push('\n');
+        }
+        match written {
+            Some(bak) => out.push_str(&format!(
+                "\nWritten. The original is kept as {}.\n",
+                bak.display()
+            )),
+            None => out.push_str("\nRun again with --write to apply (a .bak copy is kept).\n"),
+        }
+    }
+    out
+}
