@@ -2145,7 +2145,7 @@ fn raw_unicode_escape_decode(s: &[u8]) -> String {
             let run = i - start;
             let esc = run % 2 == 1 && i < s.len() && (s[i] == b'u' || s[i] == b'U');
             let keep = if esc { run - 1 } else { run };
-            units.resize(units.len() + keep, u32::from(b'\\'));
+            units.extend(std::iter::repeat(u32::from(b'\\')).take(keep));
             if esc {
                 let n = if s[i] == b'u' { 4 } else { 8 };
                 let hex = s
@@ -2872,7 +2872,7 @@ mod tests {
         // too many dimensions
         let mut p =
             b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(X\x01\x00\x00\x00sQK\x00(".to_vec();
-        p.extend(b"K\x01".repeat(65));
+        p.extend(std::iter::repeat(b"K\x01".as_slice()).take(65).flatten());
         p.extend_from_slice(b"t)\x89}tR.");
         let mut host = TestHost { pids: vec![s("x")] };
         let e = run(&p, &mut host, &Options::new("t"))
@@ -2932,8 +2932,8 @@ mod tests {
     fn depth_bomb_is_bounded() {
         let n = 100_000;
         let mut p = b"\x80\x02".to_vec();
-        p.extend(vec![b']'; n]);
-        p.extend(vec![b'a'; n - 1]);
+        p.extend(std::iter::repeat(b']').take(n));
+        p.extend(std::iter::repeat(b'a').take(n - 1));
         p.push(b'.');
         let e = parse_plain(&p).unwrap_err();
         assert!(matches!(e, FormatError::Limit(_)), "{e}");
@@ -2965,7 +2965,7 @@ mod tests {
         let mut p = b"\x80\x02B\x00\x00\x10\x00".to_vec();
         p.extend(vec![b'x'; 1 << 20]);
         p.extend_from_slice(b"q\x00(");
-        p.extend(b"h\x00".repeat(200));
+        p.extend(std::iter::repeat(b"h\x00".as_slice()).take(200).flatten());
         p.extend_from_slice(b"l.");
         let e = parse_plain(&p).unwrap_err();
         assert!(matches!(e, FormatError::Limit(_)), "{e}");

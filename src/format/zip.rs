@@ -536,7 +536,7 @@ pub(crate) mod build {
             out.extend_from_slice(e.name.as_bytes());
             out.extend_from_slice(&0x4246u16.to_le_bytes()); // "FB" padding field
             out.extend_from_slice(&(pad as u16).to_le_bytes());
-            out.extend(vec![b'Z'; pad]);
+            out.extend(std::iter::repeat(b'Z').take(pad));
             out.extend_from_slice(&payload);
 
             let mut extra = Vec::new();
