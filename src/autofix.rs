@@ -240,7 +240,7 @@ pub fn propose(cfg: &TrainingConfig, report: &CheckReport, opts: &CheckOptions) 
         Ok(new_text) => {
             let name = cfg.path.to_string_lossy();
             let name = name.trim_start_matches('/');
-            fix.diff = yamledit::unified_diff(&cfg.text, &new_text, &name, &name);
+            fix.diff = yamledit::unified_diff(&cfg.text, &new_text, name, name);
             fix.new_text = Some(new_text);
         }
         Err(e) => {

@@ -36,6 +36,8 @@ pub mod limits {
     pub const MAX_DIMS: usize = 64;
     /// Largest safetensors JSON header (the safetensors crate uses 100 MB).
     pub const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+    /// Largest logical size of a view that is bigger than its storage (stride-0 expansion).
+    pub const MAX_EXPANDED_VIEW_BYTES: u64 = 1 << 30;
     /// Most zip entries.
     pub const MAX_ZIP_ENTRIES: usize = 10_000_000;
 }
@@ -497,7 +499,20 @@ pub fn logical_bytes<'a>(
             )));
         }
     }
-    let nbytes = (numel * esize) as usize;
+    let nbytes64 = numel
+        .checked_mul(esize)
+        .ok_or_else(|| err(format!("shape {:?} overflows", t.shape)))?;
+    // A view may be larger than its storage only through stride-0 (expanded) dimensions.
+    // Never let an untrusted header size a huge buffer: refuse expansions past the limit.
+    if nbytes64 > storage.len() as u64 && nbytes64 > limits::MAX_EXPANDED_VIEW_BYTES {
+        return Err(err(format!(
+            "view of shape {:?} expands its {}-byte storage to {nbytes64} bytes (limit {})",
+            t.shape,
+            storage.len(),
+            limits::MAX_EXPANDED_VIEW_BYTES
+        )));
+    }
+    let nbytes = usize::try_from(nbytes64).map_err(|_| err("too large for this machine".into()))?;
     let out: Cow<'a, [u8]> = if t.is_contiguous() {
         let start = (t.storage_offset * esize) as usize;
         Cow::Borrowed(&storage[start..start + nbytes])
@@ -583,6 +598,17 @@ mod tests {
         t.dtype = DType::F32;
         let b = logical_bytes(&t, &storage, true).unwrap();
         assert_eq!(f32::from_le_bytes(b[..4].try_into().unwrap()), 1.0);
+    }
+
+    #[test]
+    fn huge_expanded_view_is_refused_without_allocating() {
+        let storage = vec![0u8; 4];
+        let t = tensor(&[1 << 40], &[0], 0);
+        let e = logical_bytes(&t, &storage, false).unwrap_err();
+        assert!(e.to_string().contains("expands"), "{e}");
+        // A small expansion is fine.
+        let t = tensor(&[3, 4], &[0, 1], 0);
+        assert_eq!(logical_bytes(&t, &storage, false).unwrap().len(), 12);
     }
 
     #[test]
