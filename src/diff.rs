@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::arch::{self, KeyShape};
+use crate::format::dtype::{bf16_to_f64, f16_to_f64};
 use crate::format::{Checkpoint, DType, FormatError};
 
 /// One side of a diff.
@@ -286,7 +287,7 @@ pub fn to_f64(bytes: &[u8], dtype: DType) -> Result<Vec<f64>, FormatError> {
         DType::Bool => bytes.iter().map(|b| f64::from(u8::from(*b != 0))).collect(),
         DType::BF16 => bytes
             .chunks_exact(2)
-            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16) as f64)
+            .map(|c| bf16_to_f64(u16::from_le_bytes([c[0], c[1]])))
             .collect(),
         DType::F16 => bytes
             .chunks_exact(2)
@@ -299,18 +300,6 @@ pub fn to_f64(bytes: &[u8], dtype: DType) -> Result<Vec<f64>, FormatError> {
             })
         }
     })
-}
-
-fn f16_to_f64(h: u16) -> f64 {
-    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let exp = i32::from((h >> 10) & 0x1f);
-    let frac = f64::from(h & 0x3ff);
-    match exp {
-        0 => sign * frac * 2f64.powi(-24),
-        31 if frac == 0.0 => sign * f64::INFINITY,
-        31 => f64::NAN,
-        _ => sign * (1.0 + frac / 1024.0) * 2f64.powi(exp - 15),
-    }
 }
 
 /// The layout of a catalog version for `diff A --arch V`: the version's defaults, with

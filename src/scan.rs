@@ -52,6 +52,24 @@ pub struct FileSummary {
 }
 
 impl FileSummary {
+    /// The summary of a file that could not be read.
+    pub fn unreadable(path: String, size: u64, error: String) -> FileSummary {
+        FileSummary {
+            path,
+            size,
+            format: None,
+            version: None,
+            tensors: 0,
+            parameters: 0,
+            model_state_key: None,
+            epoch: None,
+            metrics: StoredMetrics::default(),
+            unsafe_globals: Vec::new(),
+            fingerprint: None,
+            error: Some(error),
+        }
+    }
+
     pub fn is_flagged(&self) -> bool {
         self.error.is_some() || !self.unsafe_globals.is_empty()
     }
@@ -176,20 +194,11 @@ fn summarize_path(root: &Path, path: &Path, opts: &ScanOptions) -> FileSummary {
     let rel = relative(root, path);
     match Checkpoint::open(path) {
         Ok(ckpt) => summarize(&ckpt, rel, opts),
-        Err(e) => FileSummary {
-            path: rel,
-            size: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            format: None,
-            version: None,
-            tensors: 0,
-            parameters: 0,
-            model_state_key: None,
-            epoch: None,
-            metrics: StoredMetrics::default(),
-            unsafe_globals: Vec::new(),
-            fingerprint: None,
-            error: Some(e.source.to_string()),
-        },
+        Err(e) => FileSummary::unreadable(
+            rel,
+            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            e.source.to_string(),
+        ),
     }
 }
 
@@ -211,20 +220,11 @@ pub fn scan(
         })
         .collect();
     for e in walk_errors {
-        files.push(FileSummary {
-            path: e.clone(),
-            size: 0,
-            format: None,
-            version: None,
-            tensors: 0,
-            parameters: 0,
-            model_state_key: None,
-            epoch: None,
-            metrics: StoredMetrics::default(),
-            unsafe_globals: Vec::new(),
-            fingerprint: None,
-            error: Some(format!("cannot list: {e}")),
-        });
+        files.push(FileSummary::unreadable(
+            e.clone(),
+            0,
+            format!("cannot list: {e}"),
+        ));
     }
     let duplicates = duplicate_groups(&files);
     let totals = ScanTotals {

@@ -1,32 +1,9 @@
 //! Integration tests: run the `tvck` binary on the sample checkpoints and the hostile
 //! fixtures; snapshot its table and JSON output (snapshots/ at the repo root).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tvck(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tvck"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run tvck")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-macro_rules! snap {
-    ($name:expr, $value:expr) => {
-        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
-            insta::assert_snapshot!($name, $value);
-        })
-    };
-}
+use common::{root, stdout, tvck};
 
 #[test]
 fn scan_samples_table() {

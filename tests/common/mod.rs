@@ -1,0 +1,33 @@
+//! Helpers shared by the integration tests that run the `tvck` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run the tvck binary with `args` in `cwd`.
+pub fn tvck(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tvck"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run tvck")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).expect("tvck prints UTF-8")
+}
+
+/// Snapshot into snapshots/ at the repository root.
+#[macro_export]
+macro_rules! snap {
+    ($name:expr, $value:expr) => {
+        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+            insta::assert_snapshot!($name, $value);
+        })
+    };
+}
