@@ -325,6 +325,21 @@ pub fn arch_side(version: arch::VersionId, like: Option<&Checkpoint>) -> Side<'s
     }
 }
 
+/// The layout a training config builds, for `diff A --config X.yaml`. `None` when the
+/// config names no model class tvck knows.
+pub fn config_side(cfg: &crate::config::TrainingConfig) -> Option<Side<'static>> {
+    let layout = arch::resolve_config(&cfg.hints())?;
+    Some(Side::Layout {
+        label: format!(
+            "{} → {} ({})",
+            cfg.path.display(),
+            layout.version.display_name(),
+            layout.params.summary()
+        ),
+        keys: arch::expected_layout(layout.version, &layout.params),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

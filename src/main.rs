@@ -75,12 +75,15 @@ enum Command {
     Diff {
         /// First checkpoint.
         a: PathBuf,
-        /// Second checkpoint (or use --arch).
-        #[arg(required_unless_present = "arch", conflicts_with = "arch")]
+        /// Second checkpoint (or use --arch / --config).
+        #[arg(required_unless_present_any = ["arch", "config"], conflicts_with_all = ["arch", "config"])]
         b: Option<PathBuf>,
         /// Compare A with a catalog layout instead (v5_5, v5_11, v5_11_partial_freeze, v5_12, v5_12_4).
-        #[arg(long, value_name = "VERSION")]
+        #[arg(long, value_name = "VERSION", conflicts_with = "config")]
         arch: Option<String>,
+        /// Compare A with the model a training config builds.
+        #[arg(long, value_name = "CONFIG")]
+        config: Option<PathBuf>,
         /// Only keys under this prefix (e.g. `encoder_A`).
         #[arg(long, value_name = "PREFIX")]
         only: Option<String>,
@@ -133,9 +136,17 @@ fn main() -> ExitCode {
             a,
             b,
             arch,
+            config,
             only,
             json,
-        } => cmd_diff(&a, b.as_deref(), arch.as_deref(), only.as_deref(), json),
+        } => cmd_diff(
+            &a,
+            b.as_deref(),
+            arch.as_deref(),
+            config.as_deref(),
+            only.as_deref(),
+            json,
+        ),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -261,18 +272,33 @@ fn cmd_diff(
     a: &Path,
     b: Option<&Path>,
     arch: Option<&str>,
+    config: Option<&Path>,
     only: Option<&str>,
     json: bool,
 ) -> Result<u8, CliError> {
     use tvck::diff::{self, Side};
     let ca = open_checkpoint(a)?;
     let cb;
-    let side_b = match (b, arch) {
-        (Some(b), _) => {
+    let side_b = match (b, arch, config) {
+        (Some(b), _, _) => {
             cb = open_checkpoint(b)?;
             Side::Checkpoint(&cb)
         }
-        (None, Some(v)) => {
+        (None, None, Some(path)) => {
+            require_exists(path)?;
+            let cfg = tvck::config::TrainingConfig::load(path).map_err(|e| CliError {
+                message: e.to_string(),
+                hint: None,
+                code: 1,
+            })?;
+            diff::config_side(&cfg).ok_or_else(|| {
+                CliError::usage(
+                    format!("{}: model.name is missing or not a model class tvck knows", path.display()),
+                    "set model.name (TernaryVAEV5_11, TernaryVAEV5_11_PartialFreeze or TernaryVAEV5_12)",
+                )
+            })?
+        }
+        (None, Some(v), _) => {
             let id: tvck::arch::VersionId = v.parse().map_err(|_| {
                 CliError::usage(
                     format!("unknown version `{v}`"),
@@ -281,10 +307,10 @@ fn cmd_diff(
             })?;
             diff::arch_side(id, Some(&ca))
         }
-        (None, None) => {
+        (None, None, None) => {
             return Err(CliError::usage(
                 "nothing to compare A with",
-                "give a second checkpoint or --arch VERSION",
+                "give a second checkpoint, --arch VERSION or --config CONFIG.yaml",
             ))
         }
     };
