@@ -12,6 +12,7 @@ pub mod pickle;
 pub mod safetensors;
 pub mod torch;
 pub mod value;
+pub mod write;
 pub mod zip;
 
 use std::borrow::Cow;

@@ -1,0 +1,427 @@
+//! Writing checkpoints: torch zip (`.pt`) and `.safetensors`, plus an atomic file helper.
+//!
+//! * [`pt::write_pt`] writes a value tree and its tensors exactly in the layout
+//!   `torch.save` uses (PyTorch ≥ 1.6 zip format, pickle protocol 2), loadable with
+//!   `torch.load(path, weights_only=True)`.
+//! * [`safetensors::write_safetensors`] writes named tensors and string metadata the way
+//!   the reference `safetensors` implementation does.
+//! * [`write_atomic`] writes a file through a temporary file in the same folder, so a
+//!   reader never sees a half-written checkpoint.
+//!
+//! Tensors are given as [`TensorData`]: dtype, shape and *logical* bytes (row-major,
+//! little-endian), which is what [`Checkpoint::tensor_bytes`] yields. Whatever the
+//! source layout was (views, storage offsets, shared or big-endian storages), every
+//! tensor is written contiguous in a storage of its own.
+//!
+//! Re-writing a checkpoint that was read:
+//!
+//! ```no_run
+//! use tvck::format::Checkpoint;
+//! use tvck::format::write::{self, pt};
+//!
+//! let ckpt = Checkpoint::open("in.pt")?;
+//! let tensors = write::tensors_from_checkpoint(&ckpt)?;
+//! write::write_atomic("out.pt", false, |w| {
+//!     pt::write_pt(&ckpt.root, &tensors, &pt::PtOptions::default(), w)
+//! })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod pickle;
+pub mod pt;
+pub mod safetensors;
+pub mod zip;
+
+use std::borrow::Cow;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{limits, Checkpoint, DType, FormatError};
+
+/// Why a checkpoint could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Writing to the output stream failed.
+    #[error("write failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// A file-system step of [`write_atomic`] failed.
+    #[error("cannot {action} `{}`: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The target exists and overwriting was not asked for.
+    #[error("`{}` already exists (not overwritten; use --force to replace it)", .0.display())]
+    Exists(PathBuf),
+    /// A value of the tree cannot be written (e.g. an object that
+    /// `torch.load(weights_only=True)` would reject).
+    #[error("cannot write the value at `{path}`: {message}")]
+    Value { path: String, message: String },
+    /// A tensor's description is inconsistent or unsupported by the target format.
+    #[error("cannot write tensor `{tensor}`: {message}")]
+    Tensor { tensor: String, message: String },
+    /// Something exceeds what the format (or tvck's reader) can hold.
+    #[error("limit exceeded: {0}")]
+    Limit(String),
+    /// Bad arguments (names, options).
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+/// One tensor to write: dtype, shape and its logical bytes (row-major contiguous,
+/// little-endian; `numel × dtype.size()` bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorData<'a> {
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    pub bytes: Cow<'a, [u8]>,
+    /// Written as the `requires_grad` flag of the rebuilt tensor (`.pt` only; only
+    /// float16/bfloat16/float32/float64 and complex tensors may set it).
+    pub requires_grad: bool,
+}
+
+impl<'a> TensorData<'a> {
+    pub fn new(dtype: DType, shape: Vec<u64>, bytes: impl Into<Cow<'a, [u8]>>) -> Self {
+        TensorData {
+            dtype,
+            shape,
+            bytes: bytes.into(),
+            requires_grad: false,
+        }
+    }
+
+    /// Number of elements, `None` on overflow.
+    pub fn numel(&self) -> Option<u64> {
+        self.shape.iter().try_fold(1u64, |a, d| a.checked_mul(*d))
+    }
+
+    /// Check shape, byte length and flags; `Err` holds the reason.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.shape.len() > limits::MAX_DIMS {
+            return Err(format!(
+                "{} dimensions (limit {})",
+                self.shape.len(),
+                limits::MAX_DIMS
+            ));
+        }
+        let need = self
+            .numel()
+            .and_then(|n| n.checked_mul(self.dtype.size() as u64))
+            .ok_or_else(|| format!("shape {:?} overflows", self.shape))?;
+        if need > i64::MAX as u64 {
+            return Err(format!("shape {:?} is too large", self.shape));
+        }
+        if need != self.bytes.len() as u64 {
+            return Err(format!(
+                "shape {:?} of {} needs {need} bytes but {} were given",
+                self.shape,
+                self.dtype,
+                self.bytes.len()
+            ));
+        }
+        if self.requires_grad && !can_require_grad(self.dtype) {
+            return Err(format!(
+                "requires_grad is set on a {} tensor (only float16/bfloat16/float32/float64 and complex tensors can be written requiring grad; torch.load cannot rebuild a float8 tensor that requires grad)",
+                self.dtype
+            ));
+        }
+        Ok(())
+    }
+
+    /// Borrow as a `TensorData` with the same bytes.
+    pub fn borrowed(&self) -> TensorData<'_> {
+        TensorData {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            bytes: Cow::Borrowed(&self.bytes),
+            requires_grad: self.requires_grad,
+        }
+    }
+}
+
+/// Dtypes whose tensors `torch.load` can rebuild with `requires_grad=True` (float8
+/// goes through `_rebuild_tensor_v3`, which fails on a leaf that requires grad).
+fn can_require_grad(d: DType) -> bool {
+    matches!(
+        d,
+        DType::F64 | DType::F32 | DType::F16 | DType::BF16 | DType::C64 | DType::C128
+    )
+}
+
+/// Every tensor of a checkpoint (index `i` for `Value::Tensor(i)`), as logical bytes:
+/// borrowed from the file where the tensor is already contiguous little-endian,
+/// gathered otherwise. `write_pt(&ckpt.root, &tensors_from_checkpoint(&ckpt)?, …)`
+/// re-writes a checkpoint 1:1.
+pub fn tensors_from_checkpoint(ckpt: &Checkpoint) -> Result<Vec<TensorData<'_>>, FormatError> {
+    (0..ckpt.tensors.len())
+        .map(|i| {
+            let t = &ckpt.tensors[i];
+            Ok(TensorData {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                bytes: ckpt.tensor_bytes(i)?,
+                requires_grad: t.requires_grad,
+            })
+        })
+        .collect()
+}
+
+/// Every tensor of a checkpoint named by its path in the tree
+/// (`model_state_dict.encoder.0.weight`), in tensor order.
+pub fn path_tensors(ckpt: &Checkpoint) -> Result<Vec<(String, TensorData<'_>)>, FormatError> {
+    Ok(ckpt
+        .tensors
+        .iter()
+        .map(|t| t.path.clone())
+        .zip(tensors_from_checkpoint(ckpt)?)
+        .collect())
+}
+
+/// The tensors a weights fingerprint covers, named as the fingerprint names them: the
+/// model state dict by its keys (`encoder.0.weight`) when the checkpoint has one, else
+/// every tensor by path. Written to safetensors they give the same
+/// [`crate::fingerprint::fingerprint`] `weights` as the source.
+pub fn state_dict_tensors(ckpt: &Checkpoint) -> Result<Vec<(String, TensorData<'_>)>, FormatError> {
+    crate::fingerprint::fingerprint_tensors(ckpt)
+        .into_iter()
+        .map(|(name, i)| {
+            let t = &ckpt.tensors[i];
+            Ok((
+                name,
+                TensorData {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    bytes: ckpt.tensor_bytes(i)?,
+                    requires_grad: false,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Removes the temporary file unless the write was committed (also on panic).
+struct TempGuard {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Write `path` atomically: `write` fills a temporary file in the same folder (through
+/// a `BufWriter`), which is flushed, fsynced and renamed over `path`; then the folder
+/// is fsynced. On any error (or panic) the temporary file is removed and `path` is left
+/// as it was. Without `force` an existing `path` is never replaced
+/// ([`WriteError::Exists`]; checked again at the final link, so a file created
+/// meanwhile is not clobbered either). With `force` a replaced file keeps its
+/// permissions.
+pub fn write_atomic<T, F>(path: impl AsRef<Path>, force: bool, write: F) -> Result<T, WriteError>
+where
+    F: FnOnce(&mut BufWriter<File>) -> Result<T, WriteError>,
+{
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let path = path.as_ref();
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| WriteError::Invalid(format!("`{}` names no file", path.display())))?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let existing = std::fs::symlink_metadata(path).ok();
+    if existing.is_some() && !force {
+        return Err(WriteError::Exists(path.to_path_buf()));
+    }
+    if existing.as_ref().is_some_and(|m| m.is_dir()) {
+        return Err(WriteError::Invalid(format!(
+            "`{}` is a folder",
+            path.display()
+        )));
+    }
+    let tmp = dir.join(format!(
+        ".{}.tvck-{}-{}.tmp",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|source| WriteError::File {
+            action: "create a temporary file",
+            path: tmp.clone(),
+            source,
+        })?;
+    let mut guard = TempGuard {
+        path: tmp.clone(),
+        armed: true,
+    };
+    let fs_err = |action: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| WriteError::File {
+            action,
+            path: p,
+            source,
+        }
+    };
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    let value = write(&mut w)?;
+    let file = w
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .map_err(fs_err("write", &tmp))?;
+    if let Some(meta) = existing.as_ref().filter(|m| m.is_file()) {
+        let _ = file.set_permissions(meta.permissions());
+    }
+    file.sync_all().map_err(fs_err("fsync", &tmp))?;
+    drop(file);
+    if force {
+        std::fs::rename(&tmp, path).map_err(fs_err("rename the temporary file onto", path))?;
+    } else {
+        // A hard link fails if the target appeared meanwhile: no check-then-clobber race.
+        match std::fs::hard_link(&tmp, path) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(WriteError::Exists(path.to_path_buf()));
+            }
+            Err(_) => {
+                // File systems without hard links: check again, then rename.
+                if std::fs::symlink_metadata(path).is_ok() {
+                    return Err(WriteError::Exists(path.to_path_buf()));
+                }
+                std::fs::rename(&tmp, path)
+                    .map_err(fs_err("rename the temporary file onto", path))?;
+            }
+        }
+    }
+    guard.armed = false;
+    if let Ok(d) = File::open(&dir) {
+        // Not every platform/file system can fsync a folder; the data itself is synced.
+        let _ = d.sync_all();
+    }
+    Ok(value)
+}
+
+/// Dotted path of a value in the tree, for messages.
+pub(crate) fn join_path(segments: &[String]) -> String {
+    if segments.is_empty() {
+        "<root>".into()
+    } else {
+        segments.join(".")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tvck-"))
+            .collect()
+    }
+
+    #[test]
+    fn atomic_write_creates_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.pt");
+        let n = write_atomic(&p, false, |w| {
+            w.write_all(b"one")?;
+            Ok(3)
+        })
+        .unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        let e = write_atomic(&p, false, |w| Ok(w.write_all(b"two")?)).unwrap_err();
+        assert!(matches!(&e, WriteError::Exists(q) if q == &p), "{e}");
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        write_atomic(&p, true, |w| Ok(w.write_all(b"two")?)).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn atomic_write_cleans_up_on_error_and_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.pt");
+        let e = write_atomic(&p, false, |w| {
+            w.write_all(&[0u8; 5000])?;
+            Err::<(), _>(WriteError::Invalid("boom".into()))
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("boom"));
+        assert!(!p.exists());
+        assert!(leftovers(dir.path()).is_empty());
+        std::fs::write(&p, b"keep").unwrap();
+        let r = std::panic::catch_unwind(|| {
+            let _ = write_atomic(&p, true, |_| -> Result<(), WriteError> { panic!("inside") });
+        });
+        assert!(r.is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"keep");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn atomic_write_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write_atomic(dir.path().join("no/such/x.pt"), false, |_| Ok(())).unwrap_err();
+        assert!(
+            matches!(e, WriteError::File { .. }) && e.to_string().contains("no/such"),
+            "{e}"
+        );
+        let e = write_atomic(dir.path(), true, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("folder"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn forced_replace_keeps_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.pt");
+        std::fs::write(&p, b"x").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&p, true, |w| Ok(w.write_all(b"y")?)).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+    }
+
+    #[test]
+    fn tensor_data_validation() {
+        let ok = TensorData::new(DType::F32, vec![2, 3], vec![0u8; 24]);
+        assert!(ok.validate().is_ok());
+        let short = TensorData::new(DType::F32, vec![2, 3], vec![0u8; 23]);
+        assert!(short.validate().unwrap_err().contains("needs 24 bytes"));
+        let huge = TensorData::new(DType::F32, vec![u64::MAX, 2], vec![]);
+        assert!(huge.validate().unwrap_err().contains("overflows"));
+        let mut int_grad = TensorData::new(DType::I64, vec![1], vec![0u8; 8]);
+        int_grad.requires_grad = true;
+        assert!(int_grad.validate().unwrap_err().contains("requires_grad"));
+        let mut f8_grad = TensorData::new(DType::F8E4M3, vec![1], vec![0u8; 1]);
+        f8_grad.requires_grad = true;
+        assert!(f8_grad.validate().unwrap_err().contains("float8"));
+        let dims = TensorData::new(DType::U8, vec![1; 65], vec![0u8; 1]);
+        assert!(dims.validate().unwrap_err().contains("dimensions"));
+        assert_eq!(
+            TensorData::new(DType::U8, vec![], vec![7u8]).numel(),
+            Some(1)
+        );
+    }
+}
