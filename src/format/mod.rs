@@ -430,6 +430,10 @@ pub fn detect_and_parse(bytes: &[u8]) -> Result<(Format, Parsed), FormatError> {
     if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
         return Ok((Format::TorchZip, torch::read_zip(bytes)?));
     }
+    // Checked before the pickle test: a safetensors header length can begin with 0x80.
+    if safetensors::looks_like_safetensors(bytes) {
+        return Ok((Format::Safetensors, safetensors::read(bytes)?));
+    }
     if bytes[0] == 0x80 {
         let parsed = torch::read_legacy(bytes)?;
         let format = if parsed.storages.is_empty() && !torch::is_legacy_torch(bytes) {
@@ -438,9 +442,6 @@ pub fn detect_and_parse(bytes: &[u8]) -> Result<(Format, Parsed), FormatError> {
             Format::TorchLegacy
         };
         return Ok((format, parsed));
-    }
-    if safetensors::looks_like_safetensors(bytes) {
-        return Ok((Format::Safetensors, safetensors::read(bytes)?));
     }
     Err(FormatError::NotACheckpoint(describe_magic(bytes)))
 }

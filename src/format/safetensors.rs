@@ -11,8 +11,15 @@ use ::safetensors::SafeTensors;
 pub const METADATA_KEY: &str = "__metadata__";
 
 /// Whether the bytes look like a safetensors file (plausible header length followed by `{`).
+/// A pickle never has `{` at byte 8 after a length that fits the file, so this also tells
+/// safetensors apart from pickles whose first byte (0x80) a header length may share.
 pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
-    bytes.len() >= 9 && bytes[8] == b'{'
+    if bytes.len() < 9 || bytes[8] != b'{' {
+        return false;
+    }
+    // A header length that fits the file, or one so large it can only be a (bad) claim.
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
+    n <= bytes.len() as u64 - 8 || bytes[0] != 0x80
 }
 
 fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {
@@ -164,6 +171,20 @@ mod tests {
                 len: 8
             }
         );
+    }
+
+    #[test]
+    fn header_length_starting_with_0x80_is_not_a_pickle() {
+        // Header of 0x80 = 128 bytes: the first byte equals the pickle PROTO opcode.
+        let mut header = r#"{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}"#.to_string();
+        while header.len() < 128 {
+            header.push(' ');
+        }
+        let bytes = file(&header, &[7]);
+        assert_eq!(bytes[0], 0x80);
+        let (format, parsed) = crate::format::detect_and_parse(&bytes).unwrap();
+        assert_eq!(format, crate::format::Format::Safetensors);
+        assert_eq!(parsed.tensors.len(), 1);
     }
 
     #[test]
