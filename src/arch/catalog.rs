@@ -3,10 +3,10 @@
 //! The YAML is parsed once into [`Catalog`]; every expression is compiled and every name
 //! resolved at load time, so generating a layout is a walk over small trees.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -538,6 +538,37 @@ pub struct Catalog {
     model_classes: Vec<ModelClass>,
     components: Vec<Component>,
     derived: Vec<(String, Expr)>,
+    layouts: LayoutCache,
+}
+
+/// An expected layout generated once and shared (see [`Catalog::layout`]).
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// The keys and shapes, as [`Catalog::expected_layout`] returns them.
+    pub keys: Vec<KeyShape>,
+    /// Whether `keys[i]` is the first occurrence of its key.
+    pub first: Vec<bool>,
+}
+
+/// Most layouts kept by a [`LayoutCache`]; parameters come from untrusted files, so the
+/// cache is emptied when it is full rather than allowed to grow.
+const MAX_CACHED_LAYOUTS: usize = 256;
+
+/// Layouts by (version, restricted params). Inference asks for the same few layouts for
+/// every file of a scan.
+#[derive(Default)]
+struct LayoutCache(Mutex<HashMap<(VersionId, LayoutParams), Arc<Layout>>>);
+
+impl Clone for LayoutCache {
+    fn clone(&self) -> Self {
+        LayoutCache::default()
+    }
+}
+
+impl fmt::Debug for LayoutCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LayoutCache")
+    }
 }
 
 const MAX_NESTING: usize = 32;
@@ -671,6 +702,7 @@ impl Catalog {
             model_classes,
             components,
             derived,
+            layouts: LayoutCache::default(),
         };
         cat.check_acyclic()?;
         Ok(cat)
@@ -749,6 +781,32 @@ impl Catalog {
         let mut prefix = String::new();
         self.emit(&v.layout, &mut prefix, &env, &mut out, 0);
         out
+    }
+
+    /// [`expected_layout`](Self::expected_layout), generated once per (version, params)
+    /// and shared.
+    pub(crate) fn layout(&self, version: VersionId, params: &LayoutParams) -> Arc<Layout> {
+        let key = (version, self.version(version).restrict(params));
+        let cached = self
+            .layouts
+            .0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        if let Some(l) = cached {
+            return l;
+        }
+        let keys = self.expected_layout(version, &key.1);
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let first = keys.iter().map(|(k, _)| seen.insert(k.as_str())).collect();
+        let layout = Arc::new(Layout { keys, first });
+        if let Ok(mut m) = self.layouts.0.lock() {
+            if m.len() >= MAX_CACHED_LAYOUTS {
+                m.clear();
+            }
+            m.insert(key, Arc::clone(&layout));
+        }
+        layout
     }
 
     fn env(&self, params: &LayoutParams) -> Vec<i64> {

@@ -5,7 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::catalog::{catalog, EncoderKind, LayoutParams, ModelClass, Param, Version, VersionId};
+use super::catalog::{
+    catalog, EncoderKind, Layout, LayoutParams, ModelClass, Param, Version, VersionId,
+};
 use super::{KeyShape, Mismatch};
 use crate::format::Value;
 
@@ -227,15 +229,53 @@ impl LayoutDiff {
 struct Actual<'a> {
     keys: Vec<(&'a str, &'a [u64])>,
     map: HashMap<&'a str, (usize, &'a [u64])>,
+    /// Whether `keys[i]` is the first occurrence of its key.
+    first: Vec<bool>,
 }
 
 impl<'a> Actual<'a> {
     fn new(keys: Vec<(&'a str, &'a [u64])>) -> Self {
         let mut map = HashMap::with_capacity(keys.len());
+        let mut first = Vec::with_capacity(keys.len());
         for (i, (k, s)) in keys.iter().enumerate() {
-            map.entry(*k).or_insert((i, *s));
+            let mut fresh = false;
+            map.entry(*k).or_insert_with(|| {
+                fresh = true;
+                (i, *s)
+            });
+            first.push(fresh);
         }
-        Actual { keys, map }
+        Actual { keys, map, first }
+    }
+
+    /// [`diff`](Self::diff) against a shared layout (its duplicates already marked), with
+    /// `used` as scratch space.
+    fn diff_layout(&self, layout: &Layout, used: &mut Vec<bool>) -> LayoutDiff {
+        used.clear();
+        used.resize(self.keys.len(), false);
+        let mut d = LayoutDiff::default();
+        for ((k, s), first) in layout.keys.iter().zip(&layout.first) {
+            if !first {
+                continue;
+            }
+            match self.map.get(k.as_str()) {
+                Some(&(i, a)) => {
+                    used[i] = true;
+                    if a == s.as_slice() {
+                        d.matched += 1;
+                    } else {
+                        d.mismatched.push((k.clone(), s.clone(), a.to_vec()));
+                    }
+                }
+                None => d.missing.push((k.clone(), s.clone())),
+            }
+        }
+        for (i, (k, s)) in self.keys.iter().enumerate() {
+            if self.first[i] && !used[i] {
+                d.unexpected.push((k.to_string(), s.to_vec()));
+            }
+        }
+        d
     }
 
     fn diff<K: AsRef<str>, S: AsRef<[u64]>>(&self, expected: &[(K, S)]) -> LayoutDiff {
@@ -561,10 +601,10 @@ pub fn infer<K: AsRef<str>, S: AsRef<[u64]>>(keys: &[(K, S)], hints: &Hints) -> 
         .and_then(|c| cat.model_class(c));
 
     let mut ranked: Vec<(Candidate, usize, usize)> = Vec::with_capacity(cat.versions().len());
+    let mut used = Vec::new();
     for (order, v) in cat.versions().iter().enumerate() {
         let params = fit(v, &solved, hints);
-        let expected = cat.expected_layout(v.id, &params);
-        let d = actual.diff(&expected);
+        let d = actual.diff_layout(&cat.layout(v.id, &params), &mut used);
         let mut confidence = d.agreement();
         if class.is_some_and(|c| !c.builds.contains(&v.id)) {
             confidence *= CLASS_MISMATCH_FACTOR;
