@@ -11,7 +11,10 @@
 //! Persistent ids (torch storages) and tensor rebuilds go to the host.
 
 use std::cell::Cell;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::rc::Rc;
 
 use super::{limits, DType, Finding, FormatError, Value};
 
@@ -230,7 +233,8 @@ enum Node {
     Dict(DictNode),
     Set(Vec<Id>),
     Global {
-        name: String,
+        /// Shared: calls and references copy it often.
+        name: Rc<str>,
         ctor: Option<Ctor>,
     },
     Storage(usize),
@@ -248,22 +252,98 @@ enum Node {
 #[derive(Debug, Default)]
 struct DictNode {
     items: Vec<(Id, Id)>,
-    index: HashMap<HKey, usize>,
+    /// Key hash → position in `items` of the first key with that hash. Small dicts are
+    /// searched linearly and get an index once they outgrow [`DICT_SCAN`] items.
+    index: Option<HashMap<u64, usize, BuildHasherDefault<PassThrough>>>,
 }
 
-/// A hashable image of a dict key, with Python's equalities (True == 1 == 1.0).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum HKey {
+/// Dicts up to this many items are searched linearly (no hashing at all).
+const DICT_SCAN: usize = 16;
+
+/// A hasher for keys that already are (keyed, random) hashes.
+#[derive(Debug, Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// A dict key as compared, with Python's equalities (True == 1 == 1.0), borrowed from
+/// the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyRef<'n> {
     None,
     Int(i64),
-    Big(String),
+    Big(&'n str),
     Float(u64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Global(String),
-    Tuple(Vec<HKey>),
-    /// Hashed by identity (objects, tensors).
+    Str(&'n str),
+    Bytes(&'n [u8]),
+    Global(&'n str),
+    /// Compared item by item.
+    Tuple(&'n [Id]),
+    /// Compared by identity (objects, tensors).
     Ident(Id),
+}
+
+/// The memo: a dense table for the small keys pickles use (0, 1, 2, … in order), a map
+/// for the rest. The table grows only to about twice the number of distinct keys, so
+/// its size stays proportional to the input whatever keys a pickle claims.
+#[derive(Debug, Default)]
+struct Memo {
+    dense: Vec<Id>,
+    sparse: HashMap<u64, Id>,
+    /// Distinct keys (`MEMOIZE` uses this as its key).
+    len: usize,
+}
+
+/// A free slot of `Memo::dense`.
+const NO_ID: Id = Id::MAX;
+
+impl Memo {
+    fn get(&self, key: u64) -> Option<Id> {
+        match usize::try_from(key).ok().and_then(|k| self.dense.get(k)) {
+            Some(&id) if id != NO_ID => Some(id),
+            _ if self.sparse.is_empty() => None,
+            _ => self.sparse.get(&key).copied(),
+        }
+    }
+
+    fn insert(&mut self, key: u64, id: Id) {
+        let limit = self.len.saturating_mul(2).saturating_add(1024);
+        match usize::try_from(key) {
+            Ok(k) if k < self.dense.len() || k < limit => {
+                if k >= self.dense.len() {
+                    self.dense.resize(k + 1, NO_ID);
+                }
+                if self.dense[k] == NO_ID {
+                    // A key stored while the table was shorter moves here.
+                    if self.sparse.is_empty() || self.sparse.remove(&key).is_none() {
+                        self.len += 1;
+                    }
+                }
+                self.dense[k] = id;
+            }
+            _ => {
+                if self.sparse.insert(key, id).is_none() {
+                    self.len += 1;
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// Materialisation budget, shared by every materialisation of one run.
@@ -288,12 +368,16 @@ struct Vm<'a, 'h> {
     nodes: Vec<Node>,
     stack: Vec<Id>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Id>,
+    memo: Memo,
     host: &'h mut dyn Host,
     opts: &'h Options,
     findings: Vec<Finding>,
     flagged: HashSet<String>,
     noted: HashSet<String>,
+    /// Scratch space of `materialise`.
+    on_path: Vec<bool>,
+    /// Hashes dict keys (randomly keyed: pickles cannot choose colliding keys).
+    key_hasher: RandomState,
     budget: Budget,
     /// Items copied and bytes cloned so far; bounded (linear in the input) so that
     /// re-using one big memoised value many times cannot take quadratic time or memory.
@@ -388,12 +472,14 @@ impl<'a, 'h> Vm<'a, 'h> {
             ],
             stack: Vec::new(),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: Memo::default(),
             host,
             opts,
             findings: Vec::new(),
             flagged: HashSet::new(),
             noted: HashSet::new(),
+            on_path: Vec::new(),
+            key_hasher: RandomState::new(),
             budget: Budget::default(),
             work: Cell::new(0),
         }
@@ -545,8 +631,7 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     fn memo_get(&self, key: u64) -> Result<Id, FormatError> {
         self.memo
-            .get(&key)
-            .copied()
+            .get(key)
             .ok_or_else(|| self.err(format!("memo key {key} not found")))
     }
 
@@ -603,70 +688,144 @@ impl<'a, 'h> Vm<'a, 'h> {
         }
     }
 
-    fn hkey(&self, id: Id, depth: usize) -> Result<HKey, String> {
+    /// Check that `id` can be a dict key (hashable, not nested too deeply) and charge
+    /// the work of hashing it.
+    fn check_key(&self, id: Id, depth: usize) -> Result<(), String> {
         if depth > self.opts.max_depth {
             return Err("dict key nested too deeply".into());
         }
-        Ok(match &self.nodes[id] {
-            Node::Leaf(v) => match v {
-                Value::None => HKey::None,
-                Value::Bool(b) => HKey::Int(i64::from(*b)),
-                Value::Int(i) => HKey::Int(*i),
-                Value::BigInt(s) => HKey::Big(s.clone()),
-                Value::Float(f) => {
-                    if f.fract() == 0.0 && f.abs() < 9.0e18 {
-                        HKey::Int(*f as i64)
-                    } else {
-                        HKey::Float(f.to_bits())
-                    }
-                }
-                Value::Str(s) => {
-                    self.charge(s.len());
-                    HKey::Str(s.clone())
-                }
-                Value::Bytes(b) => {
-                    self.charge(b.len());
-                    HKey::Bytes(b.clone())
-                }
-                _ => HKey::Ident(id),
-            },
-            Node::Tuple(items) => HKey::Tuple({
+        match &self.nodes[id] {
+            Node::Leaf(Value::Str(s)) => self.charge(s.len()),
+            Node::Leaf(Value::Bytes(b)) => self.charge(b.len()),
+            Node::Tuple(items) => {
                 self.charge(items.len());
-                items
-                    .iter()
-                    .map(|i| self.hkey(*i, depth + 1))
-                    .collect::<Result<_, _>>()?
-            }),
-            Node::Global { name, .. } => {
-                self.charge(name.len());
-                HKey::Global(name.clone())
+                for i in items {
+                    self.check_key(*i, depth + 1)?;
+                }
             }
+            Node::Global { name, .. } => self.charge(name.len()),
             Node::List(_) | Node::Dict(_) | Node::Set(_) => {
                 return Err(format!("unhashable {} used as a dict key", self.kind(id)))
             }
-            _ => HKey::Ident(id),
-        })
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The comparable image of a key (checked with `check_key`).
+    fn key_ref(&self, id: Id) -> KeyRef<'_> {
+        match &self.nodes[id] {
+            Node::Leaf(v) => match v {
+                Value::None => KeyRef::None,
+                Value::Bool(b) => KeyRef::Int(i64::from(*b)),
+                Value::Int(i) => KeyRef::Int(*i),
+                Value::BigInt(s) => KeyRef::Big(s),
+                Value::Float(f) => {
+                    if f.fract() == 0.0 && f.abs() < 9.0e18 {
+                        KeyRef::Int(*f as i64)
+                    } else {
+                        KeyRef::Float(f.to_bits())
+                    }
+                }
+                Value::Str(s) => KeyRef::Str(s),
+                Value::Bytes(b) => KeyRef::Bytes(b),
+                _ => KeyRef::Ident(id),
+            },
+            Node::Tuple(items) => KeyRef::Tuple(items),
+            Node::Global { name, .. } => KeyRef::Global(name),
+            _ => KeyRef::Ident(id),
+        }
+    }
+
+    /// Whether two (checked) keys are equal as dict keys.
+    fn key_eq(&self, a: Id, b: Id) -> bool {
+        if a == b {
+            return true;
+        }
+        match (self.key_ref(a), self.key_ref(b)) {
+            (KeyRef::Tuple(x), KeyRef::Tuple(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| self.key_eq(*p, *q))
+            }
+            (x, y) => x == y,
+        }
+    }
+
+    /// A keyed hash of a (checked) key, consistent with `key_eq`.
+    fn key_hash(&self, id: Id) -> u64 {
+        let mut h = self.key_hasher.build_hasher();
+        self.hash_key_into(id, &mut h);
+        h.finish()
+    }
+
+    fn hash_key_into(&self, id: Id, h: &mut impl Hasher) {
+        match self.key_ref(id) {
+            KeyRef::Tuple(items) => {
+                h.write_u8(0xff);
+                h.write_usize(items.len());
+                for i in items {
+                    self.hash_key_into(*i, h);
+                }
+            }
+            k => k.hash(h),
+        }
     }
 
     fn dict_insert(&mut self, dict: Id, pairs: &[Id]) -> Result<(), FormatError> {
         self.charge(pairs.len());
-        let mut keys = Vec::with_capacity(pairs.len() / 2);
         for pair in pairs.chunks_exact(2) {
-            keys.push(self.hkey(pair[0], 0).map_err(|m| self.err(m))?);
+            self.check_key(pair[0], 0).map_err(|m| self.err(m))?;
         }
-        let Node::Dict(d) = &mut self.nodes[dict] else {
+        if !matches!(self.nodes[dict], Node::Dict(_)) {
+            return Ok(());
+        }
+        // Keys are never the dict itself (it is unhashable), so it can be taken out of
+        // the arena while they are compared.
+        let Node::Dict(mut d) =
+            std::mem::replace(&mut self.nodes[dict], Node::Dict(DictNode::default()))
+        else {
             return Ok(());
         };
-        for (pair, key) in pairs.chunks_exact(2).zip(keys) {
-            match d.index.get(&key) {
-                Some(&i) => d.items[i].1 = pair[1],
-                None => {
-                    d.index.insert(key, d.items.len());
-                    d.items.push((pair[0], pair[1]));
+        for pair in pairs.chunks_exact(2) {
+            self.dict_set(&mut d, pair[0], pair[1]);
+        }
+        self.nodes[dict] = Node::Dict(d);
+        Ok(())
+    }
+
+    /// `d[k] = v`: a new key goes last, an existing one keeps its place (and key).
+    fn dict_set(&self, d: &mut DictNode, k: Id, v: Id) {
+        let Some(index) = d.index.as_mut() else {
+            if let Some(i) = d.items.iter().position(|(e, _)| self.key_eq(*e, k)) {
+                d.items[i].1 = v;
+                return;
+            }
+            if d.items.len() >= DICT_SCAN {
+                let mut index = HashMap::with_capacity_and_hasher(
+                    d.items.len() * 2,
+                    BuildHasherDefault::default(),
+                );
+                for (i, (e, _)) in d.items.iter().enumerate() {
+                    index.entry(self.key_hash(*e)).or_insert(i);
                 }
+                index.entry(self.key_hash(k)).or_insert(d.items.len());
+                d.index = Some(index);
+            }
+            d.items.push((k, v));
+            return;
+        };
+        let h = self.key_hash(k);
+        match index.get(&h) {
+            Some(&i) if self.key_eq(d.items[i].0, k) => d.items[i].1 = v,
+            // Two different keys with one 64-bit keyed hash: look at every key.
+            Some(_) => match d.items.iter().position(|(e, _)| self.key_eq(*e, k)) {
+                Some(i) => d.items[i].1 = v,
+                None => d.items.push((k, v)),
+            },
+            None => {
+                index.insert(h, d.items.len());
+                d.items.push((k, v));
             }
         }
-        Ok(())
     }
 
     fn set_items(&mut self, target: Id, pairs: Vec<Id>) -> Result<(), FormatError> {
@@ -733,7 +892,10 @@ impl<'a, 'h> Vm<'a, 'h> {
                 }
                 self.new_dict(ids)?
             }
-            Value::Global(name) => self.add(Node::Global { name, ctor: None })?,
+            Value::Global(name) => self.add(Node::Global {
+                name: name.into(),
+                ctor: None,
+            })?,
             other => self.add(Node::Leaf(other))?,
         })
     }
@@ -751,7 +913,10 @@ impl<'a, 'h> Vm<'a, 'h> {
         if ctor.is_none() {
             self.flag(&full);
         }
-        self.push_node(Node::Global { name: full, ctor })
+        self.push_node(Node::Global {
+            name: full.into(),
+            ctor,
+        })
     }
 
     fn blocked(&mut self, global: String) -> Result<Id, FormatError> {
@@ -764,7 +929,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         match &self.nodes[callable] {
             Node::Global { name, ctor } => match ctor {
                 None => {
-                    let name = name.clone();
+                    let name = name.to_string();
                     self.blocked(name)
                 }
                 Some(c) => {
@@ -909,7 +1074,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                     }
                     _ => {
                         self.flag(&cls_name);
-                        self.blocked(cls_name)
+                        self.blocked(cls_name.to_string())
                     }
                 }
             }
@@ -1026,7 +1191,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                         },
                         _,
                     ) => {
-                        let fname = fname.clone();
+                        let fname = fname.to_string();
                         self.blocked(fname)
                     }
                     _ => self.uninterpreted(name, args),
@@ -1672,10 +1837,18 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     fn materialise(&mut self, id: Id) -> Result<Value, FormatError> {
-        let mut on_path = HashSet::new();
+        // Containers on the current path, by node id: reused between materialisations
+        // (a finished materialisation leaves it all false).
+        let mut on_path = std::mem::take(&mut self.on_path);
+        if on_path.len() < self.nodes.len() {
+            on_path.resize(self.nodes.len(), false);
+        }
         let mut budget = std::mem::take(&mut self.budget);
         let r = self.mat(id, &mut budget, &mut on_path);
         self.budget = budget;
+        if r.is_ok() {
+            self.on_path = on_path;
+        }
         r
     }
 
@@ -1695,12 +1868,7 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     /// Materialise node `root` without recursion (the nesting depth is bounded by
     /// `max_depth`, not by the thread's stack).
-    fn mat(
-        &self,
-        root: Id,
-        b: &mut Budget,
-        on_path: &mut HashSet<Id>,
-    ) -> Result<Value, FormatError> {
+    fn mat(&self, root: Id, b: &mut Budget, on_path: &mut [bool]) -> Result<Value, FormatError> {
         let mut frames: Vec<Frame> = Vec::new();
         let mut visit = root;
         loop {
@@ -1728,7 +1896,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                     }
                     None => {
                         let f = frames.pop().ok_or_else(|| self.err("internal"))?;
-                        on_path.remove(&f.id);
+                        on_path[f.id] = false;
                         done = Some(self.finish(f));
                         if frames.is_empty() {
                             return done.ok_or_else(|| self.err("internal"));
@@ -1789,7 +1957,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         id: Id,
         depth: usize,
         b: &mut Budget,
-        on_path: &mut HashSet<Id>,
+        on_path: &mut [bool],
     ) -> Result<Started, FormatError> {
         if depth > self.opts.max_depth {
             return Err(FormatError::Limit(format!(
@@ -1826,7 +1994,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 }
                 v.clone()
             }
-            Node::Global { name, .. } => Value::Global(name.clone()),
+            Node::Global { name, .. } => Value::Global(name.to_string()),
             Node::Storage(i) => Value::Object {
                 class: "torch.storage".into(),
                 args: vec![Value::Int(*i as i64)],
@@ -1848,13 +2016,8 @@ impl<'a, 'h> Vm<'a, 'h> {
         Ok(Started::Done(v))
     }
 
-    fn open(
-        &self,
-        id: Id,
-        children: usize,
-        on_path: &mut HashSet<Id>,
-    ) -> Result<Started, FormatError> {
-        if !on_path.insert(id) {
+    fn open(&self, id: Id, children: usize, on_path: &mut [bool]) -> Result<Started, FormatError> {
+        if std::mem::replace(&mut on_path[id], true) {
             return Err(
                 self.err("the pickle contains a reference cycle (a container inside itself)")
             );
@@ -2535,6 +2698,52 @@ mod tests {
         assert_eq!(clean(b"(I1\nI2\nd."), Value::Dict(vec![(i(1), i(2))]));
         assert!(err(b"\x80\x02}(]K\x01u.").contains("unhashable"));
         assert!(err(b"\x80\x02(K\x01d.").contains("odd number"));
+    }
+
+    #[test]
+    fn memo_keys_large_small_and_memoize() {
+        // A huge key, a key stored before the dense table reaches it (and overwritten
+        // after), thousands of small keys; MEMOIZE numbers by distinct keys (as CPython).
+        let put = |k: u32| [&b"r"[..], &k.to_le_bytes()].concat();
+        let get = |k: u32| [&b"j"[..], &k.to_le_bytes()].concat();
+        let mut p = b"\x80\x04".to_vec();
+        p.extend([&b"K\x07"[..], &put(u32::MAX), b"0"].concat());
+        p.extend([&b"K\x09"[..], &put(4096), b"0"].concat());
+        for k in 0..2100 {
+            p.extend([&b"N"[..], &put(k), b"0"].concat());
+        }
+        p.extend([&b"K\x0a"[..], &put(4096), b"0"].concat());
+        p.extend_from_slice(b"K\x0b\x940(");
+        p.extend([get(u32::MAX), get(4096), get(2102)].concat());
+        p.extend_from_slice(b"h\x05l.");
+        assert_eq!(
+            clean(&p),
+            Value::List(vec![i(7), i(10), i(11), Value::None])
+        );
+    }
+
+    #[test]
+    fn dict_keys_compare_alike_in_small_and_big_dicts() {
+        // The same updates on a dict of 4 and of 40 int keys (linear search vs index):
+        // True == 1, 2.0 == 2, (True, 2.0) == (1, 2), str keys.
+        for n in [4u8, 40] {
+            let mut p = b"\x80\x02}(".to_vec();
+            for k in 0..n {
+                p.extend_from_slice(&[b'K', k, b'K', k]);
+            }
+            p.extend_from_slice(b"u(\x88Kd");
+            p.push(b'G');
+            p.extend_from_slice(&2.0f64.to_be_bytes());
+            p.extend_from_slice(b"KfK\x01K\x02\x86K\x05\x88G");
+            p.extend_from_slice(&2.0f64.to_be_bytes());
+            p.extend_from_slice(b"\x86K\x06X\x01\x00\x00\x00aK\x07X\x01\x00\x00\x00aK\x08u.");
+            let mut want: Vec<(Value, Value)> = (0..i64::from(n)).map(|k| (i(k), i(k))).collect();
+            want[1].1 = i(100);
+            want[2].1 = i(102);
+            want.push((Value::Tuple(vec![i(1), i(2)]), i(6)));
+            want.push((s("a"), i(8)));
+            assert_eq!(clean(&p), Value::Dict(want), "{n} keys");
+        }
     }
 
     #[test]
