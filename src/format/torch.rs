@@ -22,7 +22,10 @@ const LEGACY_PROTOCOL: i64 = 1001;
 #[derive(Debug, Default)]
 struct Table {
     storages: Vec<Storage>,
-    by_key: HashMap<(String, DType), usize>,
+    /// Key → the first storage with that key.
+    by_key: HashMap<String, usize>,
+    /// `same_key[i]`: the next storage with the key of storage `i` (another dtype).
+    same_key: Vec<Option<usize>>,
     tensors: Vec<TensorInfo>,
     notes: Vec<Finding>,
 }
@@ -82,10 +85,21 @@ impl Table {
         }
     }
 
+    /// The storage with this key and dtype, if there is one yet.
+    fn find(&self, key: &str, dtype: DType) -> Option<usize> {
+        let mut i = *self.by_key.get(key)?;
+        loop {
+            if self.storages[i].dtype == dtype {
+                return Some(i);
+            }
+            i = self.same_key[i]?;
+        }
+    }
+
     /// The storage for `r`, created with `data()` on first sight.
     fn storage(&mut self, r: &StorageRef, data: impl FnOnce() -> StorageData) -> usize {
-        let id = (r.key.clone(), r.dtype);
-        if let Some(&i) = self.by_key.get(&id) {
+        let first = self.by_key.get(r.key.as_str()).copied();
+        if let Some(i) = first.and_then(|_| self.find(&r.key, r.dtype)) {
             if self.storages[i].numel != r.numel {
                 self.note(format!(
                     "storage `{}` is declared with {} and with {} elements; using the first",
@@ -94,7 +108,7 @@ impl Table {
             }
             return i;
         }
-        if self.by_key.keys().any(|(k, _)| *k == r.key) {
+        if first.is_some() {
             self.note(format!(
                 "storage `{}` is viewed with more than one dtype",
                 r.key
@@ -108,14 +122,26 @@ impl Table {
             numel: r.numel,
             data,
         });
-        self.by_key.insert(id, self.storages.len() - 1);
-        self.storages.len() - 1
+        let index = self.storages.len() - 1;
+        self.same_key.push(None);
+        match first {
+            None => {
+                self.by_key.insert(r.key.clone(), index);
+            }
+            Some(mut j) => {
+                while let Some(next) = self.same_key[j] {
+                    j = next;
+                }
+                self.same_key[j] = Some(index);
+            }
+        }
+        index
     }
 }
 
 /// Decode `('storage', storage_type, key, location, numel[, view_metadata])`.
-fn parse_storage_pid(pid: &Value, legacy: bool) -> Result<StorageRef, String> {
-    let items = match pid {
+fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, String> {
+    let mut items = match pid {
         Value::Tuple(items) | Value::List(items) => items,
         other => return Err(format!("a {}, expected a tuple", other.kind())),
     };
@@ -146,23 +172,23 @@ fn parse_storage_pid(pid: &Value, legacy: bool) -> Result<StorageRef, String> {
             ))
         }
     };
-    let key = match &items[2] {
-        Value::Str(s) => s.clone(),
+    let key = match std::mem::take(&mut items[2]) {
+        Value::Str(s) => s,
         Value::Int(i) => i.to_string(),
         other => return Err(format!("storage key is a {}", other.kind())),
     };
-    let location = match &items[3] {
-        Value::Str(s) => s.clone(),
+    let location = match std::mem::take(&mut items[3]) {
+        Value::Str(s) => s,
         _ => "?".into(),
     };
     let numel = match &items[4] {
         Value::Int(n) if *n >= 0 => *n as u64,
         other => return Err(format!("bad storage size {other:?}")),
     };
-    let view = match items.get(5) {
-        Some(Value::Tuple(v)) if legacy => match v.as_slice() {
+    let view = match items.get_mut(5) {
+        Some(Value::Tuple(v)) if legacy => match v.as_mut_slice() {
             [Value::Str(k), Value::Int(o), Value::Int(s)] if *o >= 0 && *s >= 0 => {
-                Some((k.clone(), *o as u64, *s as u64))
+                Some((std::mem::take(k), *o as u64, *s as u64))
             }
             _ => return Err("bad storage view metadata".into()),
         },
@@ -196,23 +222,27 @@ fn storage_dtype(global: &str) -> Option<DType> {
 struct ZipHost<'z, 'a> {
     zip: &'z ZipArchive<'a>,
     prefix: String,
+    /// Storage key → index of its entry `<prefix>data/<key>`.
+    data_entries: HashMap<&'z str, usize>,
     table: Table,
-    used_entries: HashSet<String>,
+    /// Entries (by index) that some storage was read from.
+    used_entries: Vec<bool>,
 }
 
 impl ZipHost<'_, '_> {
     fn storage_data(&mut self, r: &StorageRef) -> (StorageData, Option<String>) {
-        let name = format!("{}data/{}", self.prefix, r.key);
-        let Some(entry) = self.zip.find(&name) else {
+        let Some(&index) = self.data_entries.get(r.key.as_str()) else {
             return (
                 StorageData::Missing,
                 Some(format!(
-                    "storage `{}` has no entry `{name}` in the archive",
-                    r.key
+                    "storage `{}` has no entry `{}data/{}` in the archive",
+                    r.key, self.prefix, r.key
                 )),
             );
         };
-        self.used_entries.insert(name.clone());
+        let entry = &self.zip.entries()[index];
+        let name = &entry.name;
+        self.used_entries[index] = true;
         let esize = r.dtype.size() as u64;
         let expected = r.numel.checked_mul(esize);
         let actual = entry.uncompressed_size;
@@ -263,8 +293,8 @@ impl ZipHost<'_, '_> {
 
 impl Host for ZipHost<'_, '_> {
     fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
-        let r = parse_storage_pid(&pid, false)?;
-        if self.table.by_key.contains_key(&(r.key.clone(), r.dtype)) {
+        let r = parse_storage_pid(pid, false)?;
+        if self.table.find(&r.key, r.dtype).is_some() {
             return Ok(Loaded::Storage(
                 self.table.storage(&r, || StorageData::Missing),
             ));
@@ -338,20 +368,27 @@ pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
         }
     };
 
+    let data_prefix = format!("{prefix}data/");
+    let data_entries: HashMap<&str, usize> = zip
+        .entries()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.name.strip_prefix(data_prefix.as_str()).map(|k| (k, i)))
+        .collect();
     let mut host = ZipHost {
         zip: &zip,
         prefix: prefix.clone(),
+        data_entries,
         table: Table::default(),
-        used_entries: HashSet::new(),
+        used_entries: vec![false; zip.entries().len()],
     };
     let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"))?;
-    let used = std::mem::take(&mut host.used_entries);
-    let mut table = host.table;
-    let unused = zip
-        .entries()
-        .iter()
-        .filter(|e| e.name.starts_with(&format!("{prefix}data/")) && !used.contains(&e.name))
+    let unused = host
+        .data_entries
+        .values()
+        .filter(|i| !host.used_entries[**i])
         .count();
+    let mut table = host.table;
     if unused > 0 {
         table.note(format!(
             "{unused} storage entr{} in the archive that no tensor uses",
@@ -378,7 +415,7 @@ impl Host for LegacyHost {
                 return Ok(Loaded::Value(items.get(1).cloned().unwrap_or(Value::None)));
             }
         }
-        let r = parse_storage_pid(&pid, true)?;
+        let r = parse_storage_pid(pid, true)?;
         let root = self.table.storage(&r, || StorageData::Missing);
         match &r.view {
             None => Ok(Loaded::Storage(root)),
@@ -391,7 +428,7 @@ impl Host for LegacyHost {
                     numel: *size,
                     view: None,
                 };
-                let fresh = !self.table.by_key.contains_key(&(view_key.clone(), r.dtype));
+                let fresh = self.table.find(view_key, r.dtype).is_none();
                 let v = self.table.storage(&vr, || StorageData::Missing);
                 if fresh {
                     let off = offset.checked_mul(esize).ok_or("view offset overflows")?;
