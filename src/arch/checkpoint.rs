@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use crate::format::{Checkpoint, ModelStateRef};
 
+use super::infer::infer_best;
 use super::{infer, Hints, Inference, KeyShape, Mismatch};
 
 /// The version inferred for a checkpoint, as reports show it.
@@ -76,7 +77,10 @@ pub fn guess_checkpoint_with(
     ckpt: &Checkpoint,
     model_state: Option<&ModelStateRef<'_>>,
 ) -> Option<VersionGuess> {
-    let inf = infer_checkpoint_with(ckpt, model_state);
+    let inf = infer_best(
+        &borrowed_shapes(ckpt, model_state),
+        &Hints::from_checkpoint(&ckpt.root),
+    );
     let note = inf.note();
     let best = inf.best?;
     Some(VersionGuess {
