@@ -675,7 +675,7 @@ pub fn is_legacy_torch(bytes: &[u8]) -> bool {
 /// Assign tensor paths, check views against storages, merge findings.
 fn finish(root: Value, mut table: Table, vm_findings: Vec<Finding>, big_endian: bool) -> Parsed {
     let mut named = vec![false; table.tensors.len()];
-    let mut path = Vec::new();
+    let mut path = String::new();
     assign_paths(&root, &mut path, &mut table.tensors, &mut named, 0);
     for (i, t) in table.tensors.iter_mut().enumerate() {
         if !named[i] {
@@ -741,21 +741,37 @@ fn view_extent(t: &TensorInfo) -> Option<u64> {
     last.checked_add(1)?.checked_mul(t.dtype.size() as u64)
 }
 
-fn key_segment(k: &Value) -> String {
+/// Append a dict key as a path segment.
+fn push_key_segment(path: &mut String, k: &Value) {
+    use std::fmt::Write;
     match k {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::BigInt(s) => s.clone(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-        Value::None => "None".into(),
-        Value::Float(f) => f.to_string(),
-        other => format!("<{}>", other.kind()),
+        Value::Str(s) | Value::BigInt(s) => path.push_str(s),
+        Value::Int(i) => {
+            let _ = write!(path, "{i}");
+        }
+        Value::Bool(b) => path.push_str(if *b { "True" } else { "False" }),
+        Value::None => path.push_str("None"),
+        Value::Float(f) => {
+            let _ = write!(path, "{f}");
+        }
+        other => {
+            let _ = write!(path, "<{}>", other.kind());
+        }
     }
 }
 
+/// A path segment: a dict key, a position, or `state`.
+enum Segment<'v> {
+    Key(&'v Value),
+    Index(usize),
+    State,
+}
+
+/// Name every tensor by the first path it appears under: dict keys and positions joined
+/// by `.` (`path` holds the current one; `depth` is its number of segments).
 fn assign_paths(
     v: &Value,
-    path: &mut Vec<String>,
+    path: &mut String,
     tensors: &mut [TensorInfo],
     named: &mut [bool],
     depth: usize,
@@ -763,43 +779,65 @@ fn assign_paths(
     if depth > limits::MAX_DEPTH {
         return;
     }
-    let mut child = |seg: String, v: &Value, path: &mut Vec<String>| {
-        path.push(seg);
+    let mut child = |seg: Segment<'_>, v: &Value, path: &mut String| {
+        // Scalars hold no tensor: nothing to name below them.
+        if !matches!(
+            v,
+            Value::Tensor(_)
+                | Value::Dict(_)
+                | Value::List(_)
+                | Value::Tuple(_)
+                | Value::Object { .. }
+        ) {
+            return;
+        }
+        let len = path.len();
+        if depth > 0 {
+            path.push('.');
+        }
+        match seg {
+            Segment::Key(k) => push_key_segment(path, k),
+            Segment::Index(i) => {
+                use std::fmt::Write;
+                let _ = write!(path, "{i}");
+            }
+            Segment::State => path.push_str("state"),
+        }
         assign_paths(v, path, tensors, named, depth + 1);
-        path.pop();
+        path.truncate(len);
     };
     match v {
         Value::Tensor(i) => {
             if let (Some(t), Some(n)) = (tensors.get_mut(*i), named.get_mut(*i)) {
                 if !*n {
                     *n = true;
-                    t.path = path.join(".");
+                    t.path = path.clone();
                 }
             }
         }
         Value::Dict(items) => {
             for (k, v) in items {
-                child(key_segment(k), v, path);
+                child(Segment::Key(k), v, path);
             }
         }
         Value::List(items) | Value::Tuple(items) => {
             for (i, v) in items.iter().enumerate() {
-                child(i.to_string(), v, path);
+                child(Segment::Index(i), v, path);
             }
         }
         Value::Object { args, state, .. } => {
             for (i, v) in args.iter().enumerate() {
-                child(i.to_string(), v, path);
+                child(Segment::Index(i), v, path);
             }
             if let Some(s) = state {
                 // An object's attributes read like dict keys (`args.lr`).
                 match &**s {
                     Value::Dict(items) => {
                         for (k, v) in items {
-                            child(key_segment(k), v, path);
+                            child(Segment::Key(k), v, path);
                         }
                     }
-                    other => child("state".into(), other, path),
+                    other => child(Segment::State, other, path),
                 }
             }
         }
