@@ -225,9 +225,11 @@ pub fn parse_plain(data: &[u8]) -> Result<Outcome, FormatError> {
 type Id = usize;
 
 #[derive(Debug)]
-enum Node {
+enum Node<'a> {
     /// An immutable value (scalars, strings, tensors, blocked calls, numpy scalars).
     Leaf(Value),
+    /// A string borrowed from the pickle (reads as `Leaf(Value::Str)`).
+    Text(&'a str),
     List(Vec<Id>),
     Tuple(Vec<Id>),
     Dict(DictNode),
@@ -365,7 +367,7 @@ struct Vm<'a, 'h> {
     pos: usize,
     op_pos: usize,
     op: &'static str,
-    nodes: Vec<Node>,
+    nodes: Vec<Node<'a>>,
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: Memo,
@@ -460,17 +462,20 @@ fn opcode_name(op: u8) -> Option<&'static str> {
 
 impl<'a, 'h> Vm<'a, 'h> {
     fn new(data: &'a [u8], host: &'h mut dyn Host, opts: &'h Options) -> Self {
+        // About one node per four bytes of pickle; the arena still grows past this.
+        let mut nodes = Vec::with_capacity((data.len() / 4).clamp(16, 1 << 13));
+        nodes.extend([
+            Node::Leaf(Value::None),
+            Node::Leaf(Value::Bool(true)),
+            Node::Leaf(Value::Bool(false)),
+        ]);
         Vm {
             data,
             pos: 0,
             op_pos: 0,
             op: "",
-            nodes: vec![
-                Node::Leaf(Value::None),
-                Node::Leaf(Value::Bool(true)),
-                Node::Leaf(Value::Bool(false)),
-            ],
-            stack: Vec::new(),
+            nodes,
+            stack: Vec::with_capacity(64),
             marks: Vec::new(),
             memo: Memo::default(),
             host,
@@ -511,35 +516,58 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     // ----- input ------------------------------------------------------------
 
+    #[inline]
     fn take(&mut self, n: u64) -> Result<&'a [u8], FormatError> {
         let left = (self.data.len() - self.pos) as u64;
         if n > left {
-            return Err(self.err(format!(
-                "pickle cut short: needs {n} bytes at byte {}, only {left} remain",
-                self.opts.base_offset + self.pos as u64
-            )));
+            return Err(self.cut_short(n));
         }
         let s = &self.data[self.pos..self.pos + n as usize];
         self.pos += n as usize;
         Ok(s)
     }
 
+    #[cold]
+    #[inline(never)]
+    fn cut_short(&self, n: u64) -> FormatError {
+        let left = (self.data.len() - self.pos) as u64;
+        self.err(format!(
+            "pickle cut short: needs {n} bytes at byte {}, only {left} remain",
+            self.opts.base_offset + self.pos as u64
+        ))
+    }
+
+    /// The next `N` bytes.
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        match self
+            .data
+            .get(self.pos..)
+            .and_then(|rest| rest.first_chunk::<N>())
+        {
+            Some(a) => {
+                self.pos += N;
+                Ok(*a)
+            }
+            None => Err(self.cut_short(N as u64)),
+        }
+    }
+
+    #[inline]
     fn u8(&mut self) -> Result<u8, FormatError> {
-        Ok(self.take(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
+    #[inline]
     fn u16(&mut self) -> Result<u16, FormatError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        Ok(u16::from_le_bytes(self.array()?))
     }
+    #[inline]
     fn u32(&mut self) -> Result<u32, FormatError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array()?))
     }
+    #[inline]
     fn u64(&mut self) -> Result<u64, FormatError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A protocol-0 text line, without its `\n`.
@@ -561,7 +589,7 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     // ----- stack ------------------------------------------------------------
 
-    fn add(&mut self, node: Node) -> Result<Id, FormatError> {
+    fn add(&mut self, node: Node<'a>) -> Result<Id, FormatError> {
         self.charge(node_weight(&node));
         if self.nodes.len() >= self.opts.max_values {
             return Err(FormatError::Limit(format!(
@@ -573,7 +601,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         Ok(self.nodes.len() - 1)
     }
 
-    fn push_node(&mut self, node: Node) -> Result<(), FormatError> {
+    fn push_node(&mut self, node: Node<'a>) -> Result<(), FormatError> {
         let id = self.add(node)?;
         self.stack.push(id);
         Ok(())
@@ -587,6 +615,14 @@ impl<'a, 'h> Vm<'a, 'h> {
             v => self.push_node(Node::Leaf(v))?,
         }
         Ok(())
+    }
+
+    /// A UTF-8 string from the pickle (borrowed when it is valid UTF-8).
+    fn push_text(&mut self, b: &'a [u8]) -> Result<(), FormatError> {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.push_node(Node::Text(s)),
+            Err(_) => self.push_value(Value::Str(utf8(b))),
+        }
     }
 
     fn charge(&self, n: usize) {
@@ -646,6 +682,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     fn kind(&self, id: Id) -> &'static str {
         match &self.nodes[id] {
             Node::Leaf(v) => v.kind(),
+            Node::Text(_) => "str",
             Node::List(_) => "list",
             Node::Tuple(_) => "tuple",
             Node::Dict(_) => "dict",
@@ -660,6 +697,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     fn as_str(&self, id: Id) -> Option<&str> {
         match &self.nodes[id] {
             Node::Leaf(Value::Str(s)) => Some(s),
+            Node::Text(s) => Some(s),
             _ => None,
         }
     }
@@ -696,6 +734,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         }
         match &self.nodes[id] {
             Node::Leaf(Value::Str(s)) => self.charge(s.len()),
+            Node::Text(s) => self.charge(s.len()),
             Node::Leaf(Value::Bytes(b)) => self.charge(b.len()),
             Node::Tuple(items) => {
                 self.charge(items.len());
@@ -731,6 +770,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 Value::Bytes(b) => KeyRef::Bytes(b),
                 _ => KeyRef::Ident(id),
             },
+            Node::Text(s) => KeyRef::Str(s),
             Node::Tuple(items) => KeyRef::Tuple(items),
             Node::Global { name, .. } => KeyRef::Global(name),
             _ => KeyRef::Ident(id),
@@ -1222,10 +1262,12 @@ impl<'a, 'h> Vm<'a, 'h> {
         let raw: Vec<u8> = match &self.nodes[data] {
             Node::Leaf(Value::Bytes(b)) => b.clone(),
             // A Python 2 str (latin-1 characters).
-            Node::Leaf(Value::Str(t)) => match encode_str(t, "latin1") {
-                Some(b) => b,
-                None => return self.uninterpreted(name, args),
-            },
+            Node::Leaf(Value::Str(_)) | Node::Text(_) => {
+                match self.as_str(data).and_then(|t| encode_str(t, "latin1")) {
+                    Some(b) => b,
+                    None => return self.uninterpreted(name, args),
+                }
+            }
             _ => return self.uninterpreted(name, args),
         };
         let value = decode_numpy(&descr, order, &raw).unwrap_or(Value::Bytes(raw));
@@ -1552,17 +1594,17 @@ impl<'a, 'h> Vm<'a, 'h> {
             b'X' => {
                 let n = u64::from(self.u32()?);
                 let b = self.take(n)?;
-                self.push_value(Value::Str(utf8(b)))?;
+                self.push_text(b)?;
             }
             0x8c => {
                 let n = u64::from(self.u8()?);
                 let b = self.take(n)?;
-                self.push_value(Value::Str(utf8(b)))?;
+                self.push_text(b)?;
             }
             0x8d => {
                 let n = self.u64()?;
                 let b = self.take(n)?;
-                self.push_value(Value::Str(utf8(b)))?;
+                self.push_text(b)?;
             }
             b'B' => {
                 let n = u64::from(self.u32()?);
@@ -1994,6 +2036,17 @@ impl<'a, 'h> Vm<'a, 'h> {
                 }
                 v.clone()
             }
+            Node::Text(s) => {
+                b.bytes += s.len() as u64;
+                if b.bytes > self.byte_cap() {
+                    return Err(FormatError::Limit(format!(
+                        "pickle expands to more than {} bytes of strings through shared references ({})",
+                        self.byte_cap(),
+                        self.opts.location
+                    )));
+                }
+                Value::Str(s.to_string())
+            }
             Node::Global { name, .. } => Value::Global(name.to_string()),
             Node::Storage(i) => Value::Object {
                 class: "torch.storage".into(),
@@ -2041,8 +2094,9 @@ enum Started {
 }
 
 /// What creating `node` costs in the work budget: its items or bytes.
-fn node_weight(node: &Node) -> usize {
+fn node_weight(node: &Node<'_>) -> usize {
     1 + match node {
+        Node::Text(s) => s.len(),
         Node::Leaf(v) => match v {
             Value::Str(s) | Value::BigInt(s) => s.len(),
             Value::Bytes(b) => b.len(),
