@@ -133,6 +133,39 @@ pub enum Loaded {
     Storage(usize),
 }
 
+/// One item of a persistent id tuple, borrowed from the VM
+/// ([`Host::persistent_load_items`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PidItem<'v> {
+    Str(&'v str),
+    Bytes(&'v [u8]),
+    Int(i64),
+    /// A global (`torch.FloatStorage`), as [`Value::Global`].
+    Global(&'v str),
+}
+
+impl PidItem<'_> {
+    /// The item as the materialised id would hold it.
+    pub fn to_value(&self) -> Value {
+        match *self {
+            PidItem::Str(s) => Value::Str(s.to_string()),
+            PidItem::Bytes(b) => Value::Bytes(b.to_vec()),
+            PidItem::Int(i) => Value::Int(i),
+            PidItem::Global(g) => Value::Global(g.to_string()),
+        }
+    }
+
+    /// [`Value::kind`] of [`to_value`](Self::to_value).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PidItem::Str(_) => "str",
+            PidItem::Bytes(_) => "bytes",
+            PidItem::Int(_) => "int",
+            PidItem::Global(_) => "global",
+        }
+    }
+}
+
 /// The arguments of a tensor rebuild, checked (non-negative, ≤ MAX_DIMS dims).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {
@@ -154,6 +187,15 @@ pub trait Host {
     }
     /// Resolve a persistent id (`BINPERSID` / `PERSID`).
     fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String>;
+    /// Resolve a persistent id that is a tuple of strings, bytes, ints and globals (torch
+    /// storages are), given borrowed: `items` are what [`persistent_load`] would get as a
+    /// [`Value::Tuple`]. `None` (the default): the VM materialises the id and calls
+    /// [`persistent_load`].
+    ///
+    /// [`persistent_load`]: Host::persistent_load
+    fn persistent_load_items(&mut self, _items: &[PidItem<'_>]) -> Option<Result<Loaded, String>> {
+        None
+    }
     /// Register a tensor and return its index.
     fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String>;
     /// `_rebuild_parameter*` on tensor `index`.
@@ -1811,8 +1853,10 @@ impl<'a, 'h> Vm<'a, 'h> {
             }
             b'Q' => {
                 let pid = self.pop()?;
-                let pid = self.materialise(pid)?;
-                self.persistent(pid)?;
+                if !self.persistent_items(pid)? {
+                    let pid = self.materialise(pid)?;
+                    self.persistent(pid)?;
+                }
             }
             _ => return Err(self.err(format!("unknown opcode 0x{code:02x}"))),
         }
@@ -1820,10 +1864,65 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     fn persistent(&mut self, pid: Value) -> Result<(), FormatError> {
-        let loaded = self
-            .host
-            .persistent_load(pid)
-            .map_err(|m| self.err(format!("persistent id: {m}")))?;
+        let loaded = self.host.persistent_load(pid);
+        self.loaded(loaded)
+    }
+
+    /// A persistent id that is a short tuple of strings, ints and globals, offered to
+    /// the host borrowed ([`Host::persistent_load_items`]). The materialisation budget
+    /// is charged exactly as materialising it would. `false`: not such a tuple, or the
+    /// host wants the value (nothing was charged).
+    fn persistent_items(&mut self, pid: Id) -> Result<bool, FormatError> {
+        const MAX_ITEMS: usize = 8;
+        let Node::Tuple(ids) = &self.nodes[pid] else {
+            return Ok(false);
+        };
+        if ids.len() > MAX_ITEMS || self.opts.max_depth < 1 {
+            return Ok(false);
+        }
+        let mut items = [PidItem::Int(0); MAX_ITEMS];
+        for (slot, id) in items.iter_mut().zip(ids.iter()) {
+            *slot = match &self.nodes[*id] {
+                Node::Text(s) => PidItem::Str(s),
+                Node::Leaf(Value::Str(s)) => PidItem::Str(s),
+                Node::Leaf(Value::Bytes(b)) => PidItem::Bytes(b),
+                Node::Leaf(Value::Int(i)) => PidItem::Int(*i),
+                Node::Global { name, .. } => PidItem::Global(name),
+                _ => return Ok(false),
+            };
+        }
+        let items = &items[..ids.len()];
+        // The budget as `materialise` charges it: the tuple, then each item.
+        let (value_cap, byte_cap) = (self.value_cap(), self.byte_cap());
+        let (mut values, mut bytes) = (self.budget.values + 1, self.budget.bytes);
+        if values > value_cap {
+            return Err(self.values_limit());
+        }
+        for item in items {
+            values += 1;
+            if values > value_cap {
+                return Err(self.values_limit());
+            }
+            bytes += match item {
+                PidItem::Str(s) => s.len() as u64,
+                PidItem::Bytes(b) => b.len() as u64,
+                _ => 0,
+            };
+            if bytes > byte_cap {
+                return Err(self.bytes_limit());
+            }
+        }
+        let Some(loaded) = self.host.persistent_load_items(items) else {
+            return Ok(false);
+        };
+        self.budget.values = values;
+        self.budget.bytes = bytes;
+        self.loaded(loaded)?;
+        Ok(true)
+    }
+
+    fn loaded(&mut self, loaded: Result<Loaded, String>) -> Result<(), FormatError> {
+        let loaded = loaded.map_err(|m| self.err(format!("persistent id: {m}")))?;
         let id = match loaded {
             Loaded::Storage(i) => self.add(Node::Storage(i))?,
             Loaded::Value(v) => self.intern(v)?,
@@ -1900,6 +1999,24 @@ impl<'a, 'h> Vm<'a, 'h> {
         self.opts
             .max_values
             .min(self.nodes.len().saturating_mul(16).saturating_add(1 << 18))
+    }
+
+    #[cold]
+    fn values_limit(&self) -> FormatError {
+        FormatError::Limit(format!(
+            "pickle expands to more than {} values through shared references ({})",
+            self.value_cap(),
+            self.opts.location
+        ))
+    }
+
+    #[cold]
+    fn bytes_limit(&self) -> FormatError {
+        FormatError::Limit(format!(
+            "pickle expands to more than {} bytes of strings through shared references ({})",
+            self.byte_cap(),
+            self.opts.location
+        ))
     }
 
     fn byte_cap(&self) -> u64 {
@@ -2009,11 +2126,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         }
         b.values += 1;
         if b.values > self.value_cap() {
-            return Err(FormatError::Limit(format!(
-                "pickle expands to more than {} values through shared references ({})",
-                self.value_cap(),
-                self.opts.location
-            )));
+            return Err(self.values_limit());
         }
         let v = match &self.nodes[id] {
             Node::Leaf(v) => {
@@ -2028,22 +2141,14 @@ impl<'a, 'h> Vm<'a, 'h> {
                 };
                 b.bytes += bytes as u64;
                 if b.bytes > self.byte_cap() {
-                    return Err(FormatError::Limit(format!(
-                        "pickle expands to more than {} bytes of strings through shared references ({})",
-                        self.byte_cap(),
-                        self.opts.location
-                    )));
+                    return Err(self.bytes_limit());
                 }
                 v.clone()
             }
             Node::Text(s) => {
                 b.bytes += s.len() as u64;
                 if b.bytes > self.byte_cap() {
-                    return Err(FormatError::Limit(format!(
-                        "pickle expands to more than {} bytes of strings through shared references ({})",
-                        self.byte_cap(),
-                        self.opts.location
-                    )));
+                    return Err(self.bytes_limit());
                 }
                 Value::Str(s.to_string())
             }
@@ -2997,6 +3102,79 @@ mod tests {
         fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
             assert_eq!(spec.storage, 7);
             Ok(spec.shape.len())
+        }
+    }
+
+    /// Takes persistent ids borrowed (`items`) or as values, recording them as values.
+    struct ItemsHost {
+        borrowed: bool,
+        pids: Vec<Value>,
+    }
+
+    impl Host for ItemsHost {
+        fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+            self.pids.push(pid);
+            Ok(Loaded::Storage(self.pids.len()))
+        }
+        fn persistent_load_items(
+            &mut self,
+            items: &[PidItem<'_>],
+        ) -> Option<Result<Loaded, String>> {
+            if !self.borrowed {
+                return None;
+            }
+            self.pids
+                .push(Value::Tuple(items.iter().map(PidItem::to_value).collect()));
+            Some(Ok(Loaded::Storage(self.pids.len())))
+        }
+        fn rebuild_tensor(&mut self, _spec: TensorSpec) -> Result<usize, String> {
+            Err("no tensors".into())
+        }
+    }
+
+    #[test]
+    fn borrowed_persistent_ids_match_materialised_ones() {
+        // ('storage', torch.FloatStorage, '0', 'cpu', 5) memoised, then used n times; a
+        // list id and a nested tuple id (not offered borrowed); bytes and long strings.
+        let ids = |n: usize| {
+            let mut p =
+                b"\x80\x02(X\x07\x00\x00\x00storageq\x00ctorch\nFloatStorage\nq\x01".to_vec();
+            p.extend_from_slice(b"X\x01\x00\x00\x000q\x02X\x03\x00\x00\x00cpuq\x03K\x05q\x040");
+            for _ in 0..n {
+                p.extend_from_slice(b"(h\x00h\x01h\x02h\x03h\x04tQ");
+            }
+            p.extend_from_slice(
+                b"(h\x00h\x01]K\x01aK\x02tQ(h\x00lQ(C\x02abU\x01xJ\xff\xff\xff\xfftQl.",
+            );
+            p
+        };
+        for (n, max_values) in [(3, 10_000), (400, 1_000)] {
+            let p = ids(n);
+            let mut opts = Options::new("t");
+            opts.max_values = max_values;
+            let mut borrowed = ItemsHost {
+                borrowed: true,
+                pids: vec![],
+            };
+            let mut values = ItemsHost {
+                borrowed: false,
+                pids: vec![],
+            };
+            let a = run(&p, &mut borrowed, &opts).map(|o| o.value);
+            let b = run(&p, &mut values, &opts).map(|o| o.value);
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b);
+                    assert_eq!(borrowed.pids.len(), n + 3);
+                }
+                (Err(a), Err(b)) => {
+                    assert!(n > 100 && matches!(a, FormatError::Limit(_)), "{a}");
+                    assert!(a.to_string().contains("values through shared"), "{a}");
+                    assert_eq!(a.to_string(), b.to_string());
+                }
+                (a, b) => panic!("{a:?} vs {b:?}"),
+            }
+            assert_eq!(borrowed.pids, values.pids, "{n} ids");
         }
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::pickle::{self, Host, Loaded, TensorSpec};
+use super::pickle::{self, Host, Loaded, PidItem, TensorSpec};
 use super::zip::{Method, ZipArchive};
 use super::{limits, DType, Finding, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
 
@@ -203,6 +203,52 @@ fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, String> {
     })
 }
 
+/// [`parse_storage_pid`] (zip layout) for a borrowed tuple: the same results and messages.
+fn parse_storage_items(items: &[PidItem<'_>]) -> Result<StorageRef, String> {
+    let typename = match items.first() {
+        Some(PidItem::Str(s)) => *s,
+        Some(PidItem::Bytes(b)) => std::str::from_utf8(b).unwrap_or("?"),
+        _ => return Err("no type name".into()),
+    };
+    if typename != "storage" {
+        return Err(format!("unsupported persistent id type `{typename}`"));
+    }
+    if items.len() < 5 {
+        return Err(format!("storage id has {} fields, expected 5", items.len()));
+    }
+    let dtype = match items[1] {
+        PidItem::Global(name) => {
+            storage_dtype(name).ok_or_else(|| format!("unknown storage type `{name}`"))?
+        }
+        other => {
+            return Err(format!(
+                "storage type is a {}, expected a class",
+                other.kind()
+            ))
+        }
+    };
+    let key = match items[2] {
+        PidItem::Str(s) => s.to_string(),
+        PidItem::Int(i) => i.to_string(),
+        other => return Err(format!("storage key is a {}", other.kind())),
+    };
+    let location = match items[3] {
+        PidItem::Str(s) => s.to_string(),
+        _ => "?".into(),
+    };
+    let numel = match items[4] {
+        PidItem::Int(n) if n >= 0 => n as u64,
+        other => return Err(format!("bad storage size {:?}", other.to_value())),
+    };
+    Ok(StorageRef {
+        dtype,
+        key,
+        location,
+        numel,
+        view: None,
+    })
+}
+
 /// `torch.FloatStorage` → F32, `torch.UntypedStorage` → U8, a dtype global → itself.
 fn storage_dtype(global: &str) -> Option<DType> {
     let name = global.rsplit('.').next()?;
@@ -294,6 +340,21 @@ impl ZipHost<'_, '_> {
 impl Host for ZipHost<'_, '_> {
     fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
         let r = parse_storage_pid(pid, false)?;
+        self.load(r)
+    }
+    fn persistent_load_items(&mut self, items: &[PidItem<'_>]) -> Option<Result<Loaded, String>> {
+        Some(parse_storage_items(items).and_then(|r| self.load(r)))
+    }
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+        self.table.rebuild(spec)
+    }
+    fn set_requires_grad(&mut self, index: usize, rg: bool) {
+        self.table.set_requires_grad(index, rg);
+    }
+}
+
+impl ZipHost<'_, '_> {
+    fn load(&mut self, r: StorageRef) -> Result<Loaded, String> {
         if self.table.find(&r.key, r.dtype).is_some() {
             return Ok(Loaded::Storage(
                 self.table.storage(&r, || StorageData::Missing),
@@ -304,12 +365,6 @@ impl Host for ZipHost<'_, '_> {
             self.table.note(n);
         }
         Ok(Loaded::Storage(self.table.storage(&r, || data)))
-    }
-    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
-        self.table.rebuild(spec)
-    }
-    fn set_requires_grad(&mut self, index: usize, rg: bool) {
-        self.table.set_requires_grad(index, rg);
     }
 }
 
@@ -850,6 +905,62 @@ mod tests {
     use super::*;
     use crate::format::zip::build::{zip, Spec};
     use crate::format::{detect_and_parse, Checkpoint, Format};
+
+    #[test]
+    fn borrowed_storage_ids_parse_like_values() {
+        use PidItem::{Bytes, Global, Int, Str};
+        let firsts = [
+            Str("storage"),
+            Bytes(b"storage"),
+            Bytes(b"\xff"),
+            Str("x"),
+            Int(1),
+        ];
+        let types = [
+            Global("torch.FloatStorage"),
+            Global("torch.UntypedStorage"),
+            Global("torch.float16"),
+            Global("torch.Nope"),
+            Global("numpy.FloatStorage"),
+            Str("torch.FloatStorage"),
+            Int(3),
+        ];
+        let keys = [Str("0"), Int(7), Int(-2), Bytes(b"0"), Global("g")];
+        let locations = [Str("cpu"), Int(0), Bytes(b"cpu")];
+        let sizes = [
+            Int(0),
+            Int(12),
+            Int(-1),
+            Str("12"),
+            Bytes(b"1"),
+            Global("g"),
+        ];
+        let mut ids: Vec<Vec<PidItem<'_>>> = vec![vec![], vec![Str("storage")]];
+        for f in firsts {
+            for t in types {
+                for k in keys {
+                    for l in locations {
+                        for n in sizes {
+                            ids.push(vec![f, t, k, l, n]);
+                            ids.push(vec![f, t, k, l, n, Int(5)]);
+                        }
+                    }
+                    ids.push(vec![f, t, k]);
+                }
+            }
+        }
+        let show = |r: Result<StorageRef, String>| {
+            r.map(|r| (r.dtype, r.key, r.location, r.numel, r.view.is_none()))
+        };
+        for items in ids {
+            let value = Value::Tuple(items.iter().map(PidItem::to_value).collect());
+            assert_eq!(
+                show(parse_storage_items(&items)),
+                show(parse_storage_pid(value, false)),
+                "{items:?}"
+            );
+        }
+    }
 
     const VIEWS_PKL: &[u8] = include_bytes!("../../tests/fixtures/pickles/torch_views_p2.pkl");
     const LEGACY_VIEWS: &[u8] = include_bytes!("../../tests/fixtures/pickles/legacy_views.pt");
