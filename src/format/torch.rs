@@ -97,7 +97,7 @@ impl Table {
     }
 
     /// The storage for `r`, created with `data()` on first sight.
-    fn storage(&mut self, r: &StorageRef, data: impl FnOnce() -> StorageData) -> usize {
+    fn storage(&mut self, r: StorageRef, data: impl FnOnce() -> StorageData) -> usize {
         let first = self.by_key.get(r.key.as_str()).copied();
         if let Some(i) = first.and_then(|_| self.find(&r.key, r.dtype)) {
             if self.storages[i].numel != r.numel {
@@ -115,19 +115,20 @@ impl Table {
             ));
         }
         let data = data();
+        let index = self.storages.len();
+        if first.is_none() {
+            self.by_key.insert(r.key.clone(), index);
+        }
         self.storages.push(Storage {
-            key: r.key.clone(),
+            key: r.key,
             dtype: r.dtype,
-            location: r.location.clone(),
+            location: r.location,
             numel: r.numel,
             data,
         });
-        let index = self.storages.len() - 1;
         self.same_key.push(None);
         match first {
-            None => {
-                self.by_key.insert(r.key.clone(), index);
-            }
+            None => {}
             Some(mut j) => {
                 while let Some(next) = self.same_key[j] {
                     j = next;
@@ -357,14 +358,14 @@ impl ZipHost<'_, '_> {
     fn load(&mut self, r: StorageRef) -> Result<Loaded, String> {
         if self.table.find(&r.key, r.dtype).is_some() {
             return Ok(Loaded::Storage(
-                self.table.storage(&r, || StorageData::Missing),
+                self.table.storage(r, || StorageData::Missing),
             ));
         }
         let (data, note) = self.storage_data(&r);
         if let Some(n) = note {
             self.table.note(n);
         }
-        Ok(Loaded::Storage(self.table.storage(&r, || data)))
+        Ok(Loaded::Storage(self.table.storage(r, || data)))
     }
 }
 
@@ -470,21 +471,34 @@ impl Host for LegacyHost {
                 return Ok(Loaded::Value(items.get(1).cloned().unwrap_or(Value::None)));
             }
         }
-        let r = parse_storage_pid(pid, true)?;
-        let root = self.table.storage(&r, || StorageData::Missing);
-        match &r.view {
+        let StorageRef {
+            dtype,
+            key,
+            location,
+            numel,
+            view,
+        } = parse_storage_pid(pid, true)?;
+        let root = StorageRef {
+            dtype,
+            key,
+            location: location.clone(),
+            numel,
+            view: None,
+        };
+        let root = self.table.storage(root, || StorageData::Missing);
+        match view {
             None => Ok(Loaded::Storage(root)),
             Some((view_key, offset, size)) => {
-                let esize = r.dtype.size() as u64;
+                let esize = dtype.size() as u64;
+                let fresh = self.table.find(&view_key, dtype).is_none();
                 let vr = StorageRef {
-                    dtype: r.dtype,
-                    key: view_key.clone(),
-                    location: r.location.clone(),
-                    numel: *size,
+                    dtype,
+                    key: view_key,
+                    location,
+                    numel: size,
                     view: None,
                 };
-                let fresh = self.table.find(view_key, r.dtype).is_none();
-                let v = self.table.storage(&vr, || StorageData::Missing);
+                let v = self.table.storage(vr, || StorageData::Missing);
                 if fresh {
                     let off = offset.checked_mul(esize).ok_or("view offset overflows")?;
                     let len = size.checked_mul(esize).ok_or("view size overflows")?;
