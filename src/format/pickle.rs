@@ -273,7 +273,8 @@ enum Node<'a> {
     /// A string borrowed from the pickle (reads as `Leaf(Value::Str)`).
     Text(&'a str),
     List(Vec<Id>),
-    Tuple(Vec<Id>),
+    /// Items in `Vm::tuples` (tuples never change, so they share one arena).
+    Tuple(Span),
     Dict(DictNode),
     Set(Vec<Id>),
     Global {
@@ -291,6 +292,19 @@ enum Node<'a> {
         descr: String,
         order: char,
     },
+}
+
+/// A range of `Vm::tuples`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
 }
 
 #[derive(Debug, Default)]
@@ -410,6 +424,8 @@ struct Vm<'a, 'h> {
     op_pos: usize,
     op: &'static str,
     nodes: Vec<Node<'a>>,
+    /// The items of every tuple.
+    tuples: Vec<Id>,
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: Memo,
@@ -517,6 +533,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             op_pos: 0,
             op: "",
             nodes,
+            tuples: Vec::with_capacity((data.len() / 4).clamp(16, 1 << 13)),
             stack: Vec::with_capacity(64),
             marks: Vec::new(),
             memo: Memo::default(),
@@ -643,6 +660,27 @@ impl<'a, 'h> Vm<'a, 'h> {
         Ok(self.nodes.len() - 1)
     }
 
+    /// A new tuple of `items`.
+    fn tuple(&mut self, items: &[Id]) -> Result<Id, FormatError> {
+        let start = self.tuples.len();
+        self.tuples.extend_from_slice(items);
+        self.add(Node::Tuple(Span {
+            start,
+            len: items.len(),
+        }))
+    }
+
+    /// A new tuple of the stack items from `from` on (which leave the stack).
+    fn tuple_from_stack(&mut self, from: usize) -> Result<Id, FormatError> {
+        let start = self.tuples.len();
+        self.tuples.extend_from_slice(&self.stack[from..]);
+        self.stack.truncate(from);
+        self.add(Node::Tuple(Span {
+            start,
+            len: self.tuples.len() - start,
+        }))
+    }
+
     fn push_node(&mut self, node: Node<'a>) -> Result<(), FormatError> {
         let id = self.add(node)?;
         self.stack.push(id);
@@ -763,7 +801,8 @@ impl<'a, 'h> Vm<'a, 'h> {
     /// Items of a tuple or list.
     fn seq(&self, id: Id) -> Option<&[Id]> {
         match &self.nodes[id] {
-            Node::Tuple(v) | Node::List(v) | Node::Set(v) => Some(v),
+            Node::Tuple(t) => Some(&self.tuples[t.range()]),
+            Node::List(v) | Node::Set(v) => Some(v),
             _ => None,
         }
     }
@@ -778,9 +817,9 @@ impl<'a, 'h> Vm<'a, 'h> {
             Node::Leaf(Value::Str(s)) => self.charge(s.len()),
             Node::Text(s) => self.charge(s.len()),
             Node::Leaf(Value::Bytes(b)) => self.charge(b.len()),
-            Node::Tuple(items) => {
-                self.charge(items.len());
-                for i in items {
+            Node::Tuple(t) => {
+                self.charge(t.len);
+                for i in &self.tuples[t.range()] {
                     self.check_key(*i, depth + 1)?;
                 }
             }
@@ -813,7 +852,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 _ => KeyRef::Ident(id),
             },
             Node::Text(s) => KeyRef::Str(s),
-            Node::Tuple(items) => KeyRef::Tuple(items),
+            Node::Tuple(t) => KeyRef::Tuple(&self.tuples[t.range()]),
             Node::Global { name, .. } => KeyRef::Global(name),
             _ => KeyRef::Ident(id),
         }
@@ -960,11 +999,11 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.add(Node::List(ids))?
             }
             Value::Tuple(items) => {
-                let ids = items
+                let ids: Vec<Id> = items
                     .into_iter()
                     .map(|v| self.intern(v))
                     .collect::<Result<_, _>>()?;
-                self.add(Node::Tuple(ids))?
+                self.tuple(&ids)?
             }
             Value::Dict(items) => {
                 let mut ids = Vec::with_capacity(items.len() * 2);
@@ -1062,8 +1101,8 @@ impl<'a, 'h> Vm<'a, 'h> {
                         Node::Dict(d) => {
                             pairs = d.items.iter().flat_map(|(k, v)| [*k, *v]).collect();
                         }
-                        Node::List(items) | Node::Tuple(items) => {
-                            for &it in items {
+                        Node::List(_) | Node::Tuple(_) => {
+                            for &it in self.seq(src).unwrap_or(&[]) {
                                 match self.seq(it) {
                                     Some([k, v]) => pairs.extend([*k, *v]),
                                     _ => return self.uninterpreted(name, args),
@@ -1080,7 +1119,9 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let items = match args.first() {
                     None => Vec::new(),
                     Some(&src) => match &self.nodes[src] {
-                        Node::List(v) | Node::Tuple(v) | Node::Set(v) => v.clone(),
+                        Node::List(_) | Node::Tuple(_) | Node::Set(_) => {
+                            self.seq(src).unwrap_or(&[]).to_vec()
+                        }
                         Node::Dict(d) => d.items.iter().map(|(k, _)| *k).collect(),
                         _ => return self.uninterpreted(name, args),
                     },
@@ -1183,11 +1224,11 @@ impl<'a, 'h> Vm<'a, 'h> {
                 state: None,
             }),
             Ctor::TorchSize => match args.first() {
-                None => self.add(Node::Tuple(Vec::new())),
+                None => self.tuple(&[]),
                 Some(&a) => match self.seq(a) {
                     Some(items) => {
                         let items = items.to_vec();
-                        self.add(Node::Tuple(items))
+                        self.tuple(&items)
                     }
                     None => self.uninterpreted(name, args),
                 },
@@ -1412,8 +1453,8 @@ impl<'a, 'h> Vm<'a, 'h> {
                 // A (dict, slots) pair is merged; a dict is merged into the existing one.
                 let mut parts = vec![state];
                 if let Node::Tuple(t) = &self.nodes[state] {
-                    if t.len() == 2 {
-                        parts = t.clone();
+                    if t.len == 2 {
+                        parts = self.tuples[t.range()].to_vec();
                     }
                 }
                 let parts: Vec<Id> = parts.into_iter().filter(|p| *p != NONE_ID).collect();
@@ -1668,7 +1709,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             }
             // ----- containers
             b']' => self.push_node(Node::List(Vec::new()))?,
-            b')' => self.push_node(Node::Tuple(Vec::new()))?,
+            b')' => self.push_node(Node::Tuple(Span { start: 0, len: 0 }))?,
             b'}' => self.push_node(Node::Dict(DictNode::default()))?,
             0x8f => self.push_node(Node::Set(Vec::new()))?,
             b'l' => {
@@ -1676,16 +1717,20 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.push_node(Node::List(items))?;
             }
             b't' => {
-                let items = self.pop_mark()?;
-                self.push_node(Node::Tuple(items))?;
+                let m = self
+                    .marks
+                    .pop()
+                    .ok_or_else(|| self.err("no MARK on the stack"))?;
+                let id = self.tuple_from_stack(m.min(self.stack.len()))?;
+                self.stack.push(id);
             }
             0x85..=0x87 => {
                 let n = usize::from(code - 0x84);
                 if self.stack.len() < self.fence() + n {
                     return Err(self.err("stack underflow"));
                 }
-                let items = self.stack.split_off(self.stack.len() - n);
-                self.push_node(Node::Tuple(items))?;
+                let id = self.tuple_from_stack(self.stack.len() - n)?;
+                self.stack.push(id);
             }
             b'd' => {
                 let items = self.pop_mark()?;
@@ -1874,9 +1919,10 @@ impl<'a, 'h> Vm<'a, 'h> {
     /// host wants the value (nothing was charged).
     fn persistent_items(&mut self, pid: Id) -> Result<bool, FormatError> {
         const MAX_ITEMS: usize = 8;
-        let Node::Tuple(ids) = &self.nodes[pid] else {
+        let Node::Tuple(t) = &self.nodes[pid] else {
             return Ok(false);
         };
+        let ids = &self.tuples[t.range()];
         if ids.len() > MAX_ITEMS || self.opts.max_depth < 1 {
             return Ok(false);
         }
@@ -2069,7 +2115,8 @@ impl<'a, 'h> Vm<'a, 'h> {
     /// The `n`th child of container `id` (dicts: key, value, key, …; objects: args, state).
     fn child(&self, id: Id, n: usize) -> Option<Id> {
         match &self.nodes[id] {
-            Node::List(items) | Node::Tuple(items) | Node::Set(items) => items.get(n).copied(),
+            Node::List(items) | Node::Set(items) => items.get(n).copied(),
+            Node::Tuple(t) => self.tuples[t.range()].get(n).copied(),
             Node::Dict(d) => d
                 .items
                 .get(n / 2)
@@ -2163,9 +2210,8 @@ impl<'a, 'h> Vm<'a, 'h> {
                 args: vec![Value::Str(descr.clone())],
                 state: Some(Box::new(Value::Str(order.to_string()))),
             },
-            Node::List(items) | Node::Tuple(items) | Node::Set(items) => {
-                return self.open(id, items.len(), on_path)
-            }
+            Node::List(items) | Node::Set(items) => return self.open(id, items.len(), on_path),
+            Node::Tuple(t) => return self.open(id, t.len, on_path),
             Node::Dict(d) => return self.open(id, d.items.len() * 2, on_path),
             Node::Object { args, state, .. } => {
                 return self.open(id, args.len() + usize::from(state.is_some()), on_path)
@@ -2215,7 +2261,8 @@ fn node_weight(node: &Node<'_>) -> usize {
             }
             _ => 0,
         },
-        Node::List(v) | Node::Tuple(v) | Node::Set(v) => v.len(),
+        Node::List(v) | Node::Set(v) => v.len(),
+        Node::Tuple(t) => t.len,
         Node::Dict(_) | Node::Storage(_) => 0,
         Node::Global { name, .. } => name.len(),
         Node::Object { class, args, .. } => class.len() + args.len(),
