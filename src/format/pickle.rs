@@ -294,6 +294,34 @@ enum Node<'a> {
     },
 }
 
+/// Call arguments copied out of the arena (inline when there are few).
+enum Args {
+    Inline([Id; 8], usize),
+    Heap(Vec<Id>),
+}
+
+impl Args {
+    fn new(items: &[Id]) -> Args {
+        if items.len() <= 8 {
+            let mut a = [0; 8];
+            a[..items.len()].copy_from_slice(items);
+            Args::Inline(a, items.len())
+        } else {
+            Args::Heap(items.to_vec())
+        }
+    }
+}
+
+impl std::ops::Deref for Args {
+    type Target = [Id];
+    fn deref(&self) -> &[Id] {
+        match self {
+            Args::Inline(a, n) => &a[..*n],
+            Args::Heap(v) => v,
+        }
+    }
+}
+
 /// A range of `Vm::tuples`.
 #[derive(Debug, Clone, Copy)]
 struct Span {
@@ -1045,7 +1073,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     /// `callable(*args)` for REDUCE (and INST/OBJ).
-    fn call(&mut self, callable: Id, args: Vec<Id>, kwargs: Option<Id>) -> Result<Id, FormatError> {
+    fn call(&mut self, callable: Id, args: &[Id], kwargs: Option<Id>) -> Result<Id, FormatError> {
         self.charge(args.len());
         match &self.nodes[callable] {
             Node::Global { name, ctor } => match ctor {
@@ -1069,14 +1097,14 @@ impl<'a, 'h> Vm<'a, 'h> {
         }
     }
 
-    fn uninterpreted(&mut self, name: &str, args: Vec<Id>) -> Result<Id, FormatError> {
+    fn uninterpreted(&mut self, name: &str, args: &[Id]) -> Result<Id, FormatError> {
         self.note(format!(
             "{}: call of `{name}` kept uninterpreted",
             self.opts.location
         ));
         self.add(Node::Object {
             class: name.to_string(),
-            args,
+            args: args.to_vec(),
             state: None,
         })
     }
@@ -1085,7 +1113,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         &mut self,
         ctor: Ctor,
         name: &str,
-        args: Vec<Id>,
+        args: &[Id],
         kwargs: Option<Id>,
     ) -> Result<Id, FormatError> {
         self.charge(args.len());
@@ -1129,7 +1157,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.add(Node::Set(items))
             }
             Ctor::ByteArray => {
-                let bytes = match args.as_slice() {
+                let bytes = match args {
                     [] => Some(Vec::new()),
                     [b] => match &self.nodes[*b] {
                         Node::Leaf(Value::Bytes(b)) => Some(b.clone()),
@@ -1159,7 +1187,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 }
                 self.add(Node::Object {
                     class: name.to_string(),
-                    args,
+                    args: args.to_vec(),
                     state: None,
                 })
             }
@@ -1177,7 +1205,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             }
             Ctor::Reconstructor => {
                 // copyreg._reconstructor(cls, base, state): object.__new__(cls) (+ base init)
-                let (cls, base, state) = match args.as_slice() {
+                let (cls, base, state) = match args {
                     [c, b, s] => (*c, *b, *s),
                     _ => return self.uninterpreted(name, args),
                 };
@@ -1193,7 +1221,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                         } else {
                             vec![state]
                         };
-                        self.construct(c, &cls_name, init, None)
+                        self.construct(c, &cls_name, &init, None)
                     }
                     _ => {
                         self.flag(&cls_name);
@@ -1291,7 +1319,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             }
             Ctor::RebuildFromTypeV2 => {
                 // (func, new_type, args, state): only an interpreted rebuild function.
-                let (func, fargs) = match args.as_slice() {
+                let (func, fargs) = match args {
                     [f, _t, a, ..] => (*f, *a),
                     _ => return self.uninterpreted(name, args),
                 };
@@ -1305,7 +1333,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                         Some(inner),
                     ) => {
                         let (c, fname) = (*c, fname.clone());
-                        self.construct(c, &fname, inner, None)
+                        self.construct(c, &fname, &inner, None)
                     }
                     (
                         Node::Global {
@@ -1333,8 +1361,8 @@ impl<'a, 'h> Vm<'a, 'h> {
         encode_str(self.as_str(s)?, enc)
     }
 
-    fn numpy_scalar(&mut self, name: &str, args: Vec<Id>) -> Result<Id, FormatError> {
-        let (dt, data) = match args.as_slice() {
+    fn numpy_scalar(&mut self, name: &str, args: &[Id]) -> Result<Id, FormatError> {
+        let (dt, data) = match args {
             [d, b] => (*d, *b),
             _ => return self.uninterpreted(name, args),
         };
@@ -1836,10 +1864,10 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let args = self.pop()?;
                 let callable = self.pop()?;
                 let args = match self.seq(args) {
-                    Some(a) if matches!(self.nodes[args], Node::Tuple(_)) => a.to_vec(),
+                    Some(a) if matches!(self.nodes[args], Node::Tuple(_)) => Args::new(a),
                     _ => match &self.nodes[callable] {
                         Node::Global { ctor: None, .. } | Node::Leaf(Value::Blocked { .. }) => {
-                            Vec::new()
+                            Args::new(&[])
                         }
                         _ => {
                             return Err(self.err(format!(
@@ -1849,22 +1877,22 @@ impl<'a, 'h> Vm<'a, 'h> {
                         }
                     },
                 };
-                let id = self.call(callable, args, None)?;
+                let id = self.call(callable, &args, None)?;
                 self.stack.push(id);
             }
             0x81 => {
                 let args = self.pop()?;
                 let cls = self.pop()?;
-                let args = self.seq(args).map(<[Id]>::to_vec).unwrap_or_default();
-                let id = self.call(cls, args, None)?;
+                let args = Args::new(self.seq(args).unwrap_or_default());
+                let id = self.call(cls, &args, None)?;
                 self.stack.push(id);
             }
             0x92 => {
                 let kwargs = self.pop()?;
                 let args = self.pop()?;
                 let cls = self.pop()?;
-                let args = self.seq(args).map(<[Id]>::to_vec).unwrap_or_default();
-                let id = self.call(cls, args, Some(kwargs))?;
+                let args = Args::new(self.seq(args).unwrap_or_default());
+                let id = self.call(cls, &args, Some(kwargs))?;
                 self.stack.push(id);
             }
             b'i' => {
@@ -1873,16 +1901,15 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let args = self.pop_mark()?;
                 self.global(module, name)?;
                 let cls = self.pop()?;
-                let id = self.call(cls, args, None)?;
+                let id = self.call(cls, &args, None)?;
                 self.stack.push(id);
             }
             b'o' => {
-                let mut items = self.pop_mark()?;
-                if items.is_empty() {
+                let items = self.pop_mark()?;
+                let Some((&cls, args)) = items.split_first() else {
                     return Err(self.err("stack underflow"));
-                }
-                let args = items.split_off(1);
-                let id = self.call(items[0], args, None)?;
+                };
+                let id = self.call(cls, args, None)?;
                 self.stack.push(id);
             }
             b'b' => {
