@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -548,6 +549,30 @@ pub(crate) struct Layout {
     pub keys: Vec<KeyShape>,
     /// Whether `keys[i]` is the first occurrence of its key.
     pub first: Vec<bool>,
+    /// [`key_hash`] of each key.
+    pub hashes: Vec<u64>,
+}
+
+/// A hash of a state_dict key, the same for the whole process (randomly keyed, so files
+/// cannot choose colliding keys).
+pub(crate) fn key_hash(key: &str) -> u64 {
+    static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    STATE
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(key)
+}
+
+impl Layout {
+    fn new(keys: Vec<KeyShape>) -> Layout {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let first = keys.iter().map(|(k, _)| seen.insert(k.as_str())).collect();
+        let hashes = keys.iter().map(|(k, _)| key_hash(k)).collect();
+        Layout {
+            keys,
+            first,
+            hashes,
+        }
+    }
 }
 
 /// Most layouts kept by a [`LayoutCache`]; parameters come from untrusted files, so the
@@ -797,15 +822,16 @@ impl Catalog {
             return l;
         }
         let keys = self.expected_layout(version, &key.1);
-        let mut seen = std::collections::HashSet::with_capacity(keys.len());
-        let first = keys.iter().map(|(k, _)| seen.insert(k.as_str())).collect();
-        let layout = Arc::new(Layout { keys, first });
-        if let Ok(mut m) = self.layouts.0.lock() {
-            if m.len() >= MAX_CACHED_LAYOUTS {
-                m.clear();
-            }
-            m.insert(key, Arc::clone(&layout));
+        let Ok(mut m) = self.layouts.0.lock() else {
+            return Arc::new(Layout::new(keys));
+        };
+        // Versions with the same layout share it (inference then compares it once).
+        let same = m.values().find(|l| l.keys == keys).cloned();
+        let layout = same.unwrap_or_else(|| Arc::new(Layout::new(keys)));
+        if m.len() >= MAX_CACHED_LAYOUTS {
+            m.clear();
         }
+        m.insert(key, Arc::clone(&layout));
         layout
     }
 

@@ -1,13 +1,13 @@
 //! Version inference: solve the layout parameters from a state_dict's keys and shapes, then
 //! score every catalog version's expected layout against it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::catalog::{
-    catalog, EncoderKind, Layout, LayoutParams, ModelClass, Param, Version, VersionId,
+    catalog, key_hash, EncoderKind, Layout, LayoutParams, ModelClass, Param, Version, VersionId,
 };
 use super::{KeyShape, Mismatch};
 use crate::format::Value;
@@ -219,27 +219,68 @@ impl LayoutDiff {
 // Comparing layouts
 // ---------------------------------------------------------------------------------------
 
-/// Actual keys indexed once: key → (first position, shape).
+/// Actual keys indexed once: key → first position, in an open-addressing table over
+/// [`key_hash`] (layouts carry their keys' hashes, so a lookup hashes nothing).
 struct Actual<'a> {
     keys: Vec<(&'a str, &'a [u64])>,
-    map: HashMap<&'a str, (usize, &'a [u64])>,
+    hashes: Vec<u64>,
+    /// Position + 1 of the first occurrence of a key; 0 = empty slot.
+    slots: Vec<u32>,
     /// Whether `keys[i]` is the first occurrence of its key.
     first: Vec<bool>,
 }
 
 impl<'a> Actual<'a> {
     fn new(keys: Vec<(&'a str, &'a [u64])>) -> Self {
-        let mut map = HashMap::with_capacity(keys.len());
-        let mut first = Vec::with_capacity(keys.len());
-        for (i, (k, s)) in keys.iter().enumerate() {
-            let mut fresh = false;
-            map.entry(*k).or_insert_with(|| {
-                fresh = true;
-                (i, *s)
-            });
+        let hashes: Vec<u64> = keys.iter().map(|(k, _)| key_hash(k)).collect();
+        let size = (keys.len() * 2).next_power_of_two().max(8);
+        let mut a = Actual {
+            keys,
+            hashes,
+            slots: vec![0; size],
+            first: Vec::new(),
+        };
+        let mut first = Vec::with_capacity(a.keys.len());
+        for i in 0..a.keys.len() {
+            let (k, h) = (a.keys[i].0, a.hashes[i]);
+            let slot = a.slot(k, h);
+            let fresh = a.slots[slot] == 0;
+            if fresh {
+                a.slots[slot] = i as u32 + 1;
+            }
             first.push(fresh);
         }
-        Actual { keys, map, first }
+        a.first = first;
+        a
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    fn slot(&self, key: &str, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut s = hash as usize & mask;
+        loop {
+            match self.slots[s] {
+                0 => return s,
+                i => {
+                    let i = i as usize - 1;
+                    if self.hashes[i] == hash && self.keys[i].0 == key {
+                        return s;
+                    }
+                }
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// First position of `key` (whose [`key_hash`] is `hash`) and its shape.
+    fn get(&self, key: &str, hash: u64) -> Option<(usize, &'a [u64])> {
+        match self.slots[self.slot(key, hash)] {
+            0 => None,
+            i => {
+                let i = i as usize - 1;
+                Some((i, self.keys[i].1))
+            }
+        }
     }
 
     /// [`diff`](Self::diff) against a shared layout (its duplicates already marked), as
@@ -252,8 +293,8 @@ impl<'a> Actual<'a> {
             if !first {
                 continue;
             }
-            match self.map.get(k.as_str()) {
-                Some(&(i, a)) => {
+            match self.get(k, layout.hashes[j]) {
+                Some((i, a)) => {
                     used[i] = true;
                     if a == s.as_slice() {
                         d.matched += 1;
@@ -280,14 +321,14 @@ impl<'a> Actual<'a> {
             if !seen.insert(k) {
                 continue;
             }
-            match self.map.get(k) {
-                Some((_, a)) if *a == s => d.matched += 1,
+            match self.get(k, key_hash(k)) {
+                Some((_, a)) if a == s => d.matched += 1,
                 Some((_, a)) => d.mismatched.push((k.to_string(), s.to_vec(), a.to_vec())),
                 None => d.missing.push((k.to_string(), s.to_vec())),
             }
         }
         for (i, (k, s)) in self.keys.iter().enumerate() {
-            if !seen.contains(k) && self.map.get(k).is_some_and(|(first, _)| *first == i) {
+            if !seen.contains(k) && self.first[i] {
                 d.unexpected.push((k.to_string(), s.to_vec()));
             }
         }
@@ -297,7 +338,7 @@ impl<'a> Actual<'a> {
 
 /// A [`LayoutDiff`] by position: in the layout (`missing`), in the actual keys
 /// (`unexpected`), or both (`mismatched`).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Fit {
     matched: usize,
     missing: Vec<usize>,
@@ -695,7 +736,11 @@ fn infer_impl<K: AsRef<str>, S: AsRef<[u64]>>(
     for (order, v) in cat.versions().iter().enumerate() {
         let params = fit(v, &solved, hints);
         let layout = cat.layout(v.id, &params);
-        let f = actual.fit_layout(&layout, &mut used);
+        // Versions sharing a layout fit alike.
+        let f = match ranked.iter().find(|r| Arc::ptr_eq(&r.layout, &layout)) {
+            Some(r) => r.fit.clone(),
+            None => actual.fit_layout(&layout, &mut used),
+        };
         let mut confidence = f.agreement();
         if class.is_some_and(|c| !c.builds.contains(&v.id)) {
             confidence *= CLASS_MISMATCH_FACTOR;
