@@ -5,6 +5,7 @@
 //! `_rebuild_tensor*` call into a [`TensorInfo`]. Afterwards each tensor gets the path
 //! under which it first appears in the tree.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use super::pickle::{self, Host, Loaded, PidItem, TensorSpec};
@@ -18,12 +19,71 @@ const MAX_INFLATED_STORAGE: u64 = 1 << 30;
 const LEGACY_MAGIC: &str = "119547037146038801333356";
 const LEGACY_PROTOCOL: i64 = 1001;
 
+/// Storage keys → positions. torch numbers its storages `0`, `1`, …: such keys index a
+/// table directly (no hashing, no copy); any other key goes to a hash map.
+#[derive(Debug, Default)]
+struct KeyIndex<'k> {
+    /// By the number a key spells; `usize::MAX`: none.
+    numbered: Vec<usize>,
+    named: HashMap<Cow<'k, str>, usize>,
+}
+
+/// Keys spelling a number below this (canonically: no sign, no leading zero) are
+/// numbered; the table is at most this long.
+const MAX_NUMBERED: usize = 1 << 16;
+
+/// The number `key` spells canonically, if it is below [`MAX_NUMBERED`].
+fn key_number(key: &str) -> Option<usize> {
+    let b = key.as_bytes();
+    if b.is_empty()
+        || b.len() > 5
+        || !b.iter().all(u8::is_ascii_digit)
+        || (b[0] == b'0' && b.len() > 1)
+    {
+        return None;
+    }
+    let n = b.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    (n < MAX_NUMBERED).then_some(n)
+}
+
+impl<'k> KeyIndex<'k> {
+    fn get(&self, key: &str) -> Option<usize> {
+        match key_number(key) {
+            Some(n) => self.numbered.get(n).copied().filter(|i| *i != usize::MAX),
+            None => self.named.get(key).copied(),
+        }
+    }
+
+    /// Map `key` to `value`; `stored` gives the key to keep when it is not a number.
+    fn insert(&mut self, key: &str, value: usize, stored: impl FnOnce() -> Cow<'k, str>) {
+        match key_number(key) {
+            Some(n) => {
+                if n >= self.numbered.len() {
+                    self.numbered.resize(n + 1, usize::MAX);
+                }
+                self.numbered[n] = value;
+            }
+            None => {
+                self.named.insert(stored(), value);
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = usize> + '_ {
+        self.numbered
+            .iter()
+            .copied()
+            .filter(|i| *i != usize::MAX)
+            .chain(self.named.values().copied())
+    }
+}
+
 /// Storages and tensors collected while a pickle runs.
 #[derive(Debug, Default)]
 struct Table {
     storages: Vec<Storage>,
     /// Key → the first storage with that key.
-    by_key: HashMap<String, usize>,
+    by_key: KeyIndex<'static>,
     /// `same_key[i]`: the next storage with the key of storage `i` (another dtype).
     same_key: Vec<Option<usize>>,
     tensors: Vec<TensorInfo>,
@@ -87,7 +147,7 @@ impl Table {
 
     /// The storage with this key and dtype, if there is one yet.
     fn find(&self, key: &str, dtype: DType) -> Option<usize> {
-        let mut i = *self.by_key.get(key)?;
+        let mut i = self.by_key.get(key)?;
         loop {
             if self.storages[i].dtype == dtype {
                 return Some(i);
@@ -98,7 +158,7 @@ impl Table {
 
     /// The storage for `r`, created with `data()` on first sight.
     fn storage(&mut self, r: StorageRef, data: impl FnOnce() -> StorageData) -> usize {
-        let first = self.by_key.get(r.key.as_str()).copied();
+        let first = self.by_key.get(&r.key);
         if let Some(i) = first.and_then(|_| self.find(&r.key, r.dtype)) {
             if self.storages[i].numel != r.numel {
                 self.note(format!(
@@ -117,7 +177,8 @@ impl Table {
         let data = data();
         let index = self.storages.len();
         if first.is_none() {
-            self.by_key.insert(r.key.clone(), index);
+            self.by_key
+                .insert(&r.key, index, || Cow::Owned(r.key.clone()));
         }
         self.storages.push(Storage {
             key: r.key,
@@ -270,7 +331,7 @@ struct ZipHost<'z, 'a> {
     zip: &'z ZipArchive<'a>,
     prefix: String,
     /// Storage key → index of its entry `<prefix>data/<key>`.
-    data_entries: HashMap<&'z str, usize>,
+    data_entries: KeyIndex<'z>,
     table: Table,
     /// Entries (by index) that some storage was read from.
     used_entries: Vec<bool>,
@@ -278,7 +339,7 @@ struct ZipHost<'z, 'a> {
 
 impl ZipHost<'_, '_> {
     fn storage_data(&mut self, r: &StorageRef) -> (StorageData, Option<String>) {
-        let Some(&index) = self.data_entries.get(r.key.as_str()) else {
+        let Some(index) = self.data_entries.get(&r.key) else {
             return (
                 StorageData::Missing,
                 Some(format!(
@@ -425,24 +486,32 @@ pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
     };
 
     let data_prefix = format!("{prefix}data/");
-    let data_entries: HashMap<&str, usize> = zip
-        .entries()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, e)| e.name.strip_prefix(data_prefix.as_str()).map(|k| (k, i)))
-        .collect();
+    let mut data_entries = KeyIndex::default();
+    let mut count = 0;
+    for (i, e) in zip.entries().iter().enumerate() {
+        if let Some(key) = e.name.strip_prefix(data_prefix.as_str()) {
+            data_entries.insert(key, i, || Cow::Borrowed(key));
+            count += 1;
+        }
+    }
+    // Usually one storage per entry and one tensor per storage (a hint only: bounded).
+    let count = count.min(4096);
+    let mut table = Table::default();
+    table.storages.reserve(count);
+    table.same_key.reserve(count);
+    table.tensors.reserve(count);
     let mut host = ZipHost {
         zip: &zip,
         prefix: prefix.clone(),
         data_entries,
-        table: Table::default(),
+        table,
         used_entries: vec![false; zip.entries().len()],
     };
     let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"))?;
     let unused = host
         .data_entries
         .values()
-        .filter(|i| !host.used_entries[**i])
+        .filter(|i| !host.used_entries[*i])
         .count();
     let mut table = host.table;
     if unused > 0 {
@@ -919,6 +988,31 @@ mod tests {
     use super::*;
     use crate::format::zip::build::{zip, Spec};
     use crate::format::{detect_and_parse, Checkpoint, Format};
+
+    #[test]
+    fn storage_keys_by_number_or_name() {
+        for (k, n) in [("0", Some(0)), ("7", Some(7)), ("65535", Some(65535))] {
+            assert_eq!(key_number(k), n, "{k}");
+        }
+        for k in [
+            "", "00", "07", "+1", "-1", "65536", "123456", "1a", " 1", "x",
+        ] {
+            assert_eq!(key_number(k), None, "{k}");
+        }
+        let mut idx = KeyIndex::default();
+        for (i, k) in ["3", "03", "a", "0", "99999"].iter().enumerate() {
+            idx.insert(k, i, || Cow::Owned(k.to_string()));
+        }
+        for (i, k) in ["3", "03", "a", "0", "99999"].iter().enumerate() {
+            assert_eq!(idx.get(k), Some(i), "{k}");
+        }
+        for k in ["1", "2", "4", "003", "b", "9999"] {
+            assert_eq!(idx.get(k), None, "{k}");
+        }
+        let mut all: Vec<usize> = idx.values().collect();
+        all.sort();
+        assert_eq!(all, [0, 1, 2, 3, 4]);
+    }
 
     #[test]
     fn borrowed_storage_ids_parse_like_values() {
