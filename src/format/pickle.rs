@@ -450,7 +450,7 @@ struct Vm<'a, 'h> {
     data: &'a [u8],
     pos: usize,
     op_pos: usize,
-    op: &'static str,
+    op: Op,
     nodes: Vec<Node<'a>>,
     /// The items of every tuple.
     tuples: Vec<Id>,
@@ -470,6 +470,20 @@ struct Vm<'a, 'h> {
     /// Items copied and bytes cloned so far; bounded (linear in the input) so that
     /// re-using one big memoised value many times cannot take quadratic time or memory.
     work: Cell<u64>,
+}
+
+/// The opcode being executed, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    None,
+    Code(u8),
+    /// Past the last byte.
+    End,
+}
+
+/// A little-endian integer of 1 to 4 bytes.
+fn le_u32(b: &[u8]) -> u32 {
+    b.iter().rev().fold(0, |n, x| n << 8 | u32::from(*x))
 }
 
 fn opcode_name(op: u8) -> Option<&'static str> {
@@ -559,7 +573,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             data,
             pos: 0,
             op_pos: 0,
-            op: "",
+            op: Op::None,
             nodes,
             tuples: Vec::with_capacity((data.len() / 4).clamp(16, 1 << 13)),
             stack: Vec::with_capacity(64),
@@ -580,9 +594,14 @@ impl<'a, 'h> Vm<'a, 'h> {
     // ----- errors, findings -------------------------------------------------
 
     fn err(&self, message: impl std::fmt::Display) -> FormatError {
+        let op = match self.op {
+            Op::None => "",
+            Op::End => "(end)",
+            Op::Code(c) => opcode_name(c).unwrap_or("?"),
+        };
         FormatError::Pickle {
             offset: self.opts.base_offset + self.op_pos as u64,
-            message: format!("{message} (in {}, opcode {})", self.opts.location, self.op),
+            message: format!("{message} (in {}, opcode {op})", self.opts.location),
         }
     }
 
@@ -1543,40 +1562,83 @@ impl<'a, 'h> Vm<'a, 'h> {
     // ----- main loop --------------------------------------------------------
 
     fn run(&mut self) -> Result<Value, FormatError> {
+        let work_cap = self.work_cap();
         loop {
-            self.op_pos = self.pos;
-            if self.pos >= self.data.len() {
-                self.op = "(end)";
-                return Err(self.err("pickle cut short: no STOP opcode"));
-            }
-            let code = self.data[self.pos];
-            self.pos += 1;
-            self.op = match opcode_name(code) {
-                Some(n) => n,
-                None => {
-                    self.op = "?";
-                    return Err(FormatError::Pickle {
-                        offset: self.opts.base_offset + self.op_pos as u64,
-                        message: format!(
-                            "unknown opcode 0x{code:02x} at byte {} (in {})",
-                            self.opts.base_offset + self.op_pos as u64,
-                            self.opts.location
-                        ),
-                    });
-                }
-            };
-            if self.step(code)? {
-                let top = self.pop()?;
-                return self.materialise_root(top);
-            }
-            if self.work.get() > self.work_cap() {
+            // (Checked before each opcode: the same as after each one, as nothing
+            // charges work before the first opcode or after STOP.)
+            if self.work.get() > work_cap {
                 return Err(FormatError::Limit(format!(
                     "pickle does more than {} units of copying work ({}; a memo amplification?)",
                     self.work_cap(),
                     self.opts.location
                 )));
             }
+            self.op_pos = self.pos;
+            let Some(&code) = self.data.get(self.pos) else {
+                self.op = Op::End;
+                return Err(self.err("pickle cut short: no STOP opcode"));
+            };
+            self.pos += 1;
+            self.op = Op::Code(code);
+            if self.fast_step(code) {
+                continue;
+            }
+            if opcode_name(code).is_none() {
+                return Err(FormatError::Pickle {
+                    offset: self.opts.base_offset + self.op_pos as u64,
+                    message: format!(
+                        "unknown opcode 0x{code:02x} at byte {} (in {})",
+                        self.opts.base_offset + self.op_pos as u64,
+                        self.opts.location
+                    ),
+                });
+            }
+            if self.step(code)? {
+                let top = self.pop()?;
+                return self.materialise_root(top);
+            }
         }
+    }
+
+    /// The commonest opcodes that cannot fail here and charge no work (memo access,
+    /// MARK, constants), done without `step`. `false`: not done (`step` does it, and
+    /// reports any error).
+    #[inline]
+    fn fast_step(&mut self, code: u8) -> bool {
+        let arg = |n: usize| self.data.get(self.pos..self.pos + n);
+        match code {
+            b'h' | b'j' => {
+                let n = if code == b'h' { 1 } else { 4 };
+                let Some(key) = arg(n).map(le_u32) else {
+                    return false;
+                };
+                let Some(id) = self.memo.get(u64::from(key)) else {
+                    return false;
+                };
+                self.pos += n;
+                self.stack.push(id);
+            }
+            b'q' | b'r' => {
+                let n = if code == b'q' { 1 } else { 4 };
+                let Some(key) = arg(n).map(le_u32) else {
+                    return false;
+                };
+                if self.stack.len() <= self.fence() {
+                    return false;
+                }
+                let Some(&top) = self.stack.last() else {
+                    return false;
+                };
+                self.pos += n;
+                self.memo.insert(u64::from(key), top);
+            }
+            b'(' => self.marks.push(self.stack.len()),
+            b'N' => self.stack.push(NONE_ID),
+            0x88 => self.stack.push(TRUE_ID),
+            0x89 => self.stack.push(FALSE_ID),
+            _ => return false,
+        }
+        true
     }
 
     /// Execute one opcode; `true` on STOP.
