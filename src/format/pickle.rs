@@ -14,6 +14,8 @@ use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use super::PassThrough;
 use std::rc::Rc;
 
 use super::{limits, DType, Finding, FormatError, Value};
@@ -345,24 +347,6 @@ struct DictNode {
 
 /// Dicts up to this many items are searched linearly (no hashing at all).
 const DICT_SCAN: usize = 16;
-
-/// A hasher for keys that already are (keyed, random) hashes.
-#[derive(Debug, Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
-}
 
 /// A dict key as compared, with Python's equalities (True == 1 == 1.0), borrowed from
 /// the arena.
