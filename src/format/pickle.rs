@@ -380,6 +380,7 @@ struct Memo {
 const NO_ID: Id = Id::MAX;
 
 impl Memo {
+    #[inline]
     fn get(&self, key: u64) -> Option<Id> {
         match usize::try_from(key).ok().and_then(|k| self.dense.get(k)) {
             Some(&id) if id != NO_ID => Some(id),
@@ -388,7 +389,22 @@ impl Memo {
         }
     }
 
+    #[inline]
     fn insert(&mut self, key: u64, id: Id) {
+        // The usual case: the next key in order.
+        let next = self.dense.len();
+        if key == next as u64
+            && self.sparse.is_empty()
+            && next < self.len.saturating_mul(2).saturating_add(1024)
+        {
+            self.dense.push(id);
+            self.len += 1;
+            return;
+        }
+        self.insert_any(key, id);
+    }
+
+    fn insert_any(&mut self, key: u64, id: Id) {
         let limit = self.len.saturating_mul(2).saturating_add(1024);
         match usize::try_from(key) {
             Ok(k) if k < self.dense.len() || k < limit => {
@@ -470,7 +486,18 @@ fn le_u32(b: &[u8]) -> u32 {
     b.iter().rev().fold(0, |n, x| n << 8 | u32::from(*x))
 }
 
-fn opcode_name(op: u8) -> Option<&'static str> {
+/// Which bytes are opcodes.
+static KNOWN_OPCODES: [bool; 256] = {
+    let mut known = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        known[i] = opcode_name(i as u8).is_some();
+        i += 1;
+    }
+    known
+};
+
+const fn opcode_name(op: u8) -> Option<&'static str> {
     Some(match op {
         b'(' => "MARK",
         b'.' => "STOP",
@@ -864,6 +891,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     /// The comparable image of a key (checked with `check_key`).
+    #[inline]
     fn key_ref(&self, id: Id) -> KeyRef<'_> {
         match &self.nodes[id] {
             Node::Leaf(v) => match v {
@@ -1008,7 +1036,9 @@ impl<'a, 'h> Vm<'a, 'h> {
             return Err(self.err("odd number of items for a dict"));
         }
         let id = self.add(Node::Dict(DictNode::default()))?;
-        self.dict_insert(id, &pairs)?;
+        if !pairs.is_empty() {
+            self.dict_insert(id, &pairs)?;
+        }
         Ok(id)
     }
 
@@ -1567,7 +1597,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             if self.fast_step(code) {
                 continue;
             }
-            if opcode_name(code).is_none() {
+            if !KNOWN_OPCODES[usize::from(code)] {
                 return Err(FormatError::Pickle {
                     offset: self.opts.base_offset + self.op_pos as u64,
                     message: format!(
