@@ -464,6 +464,11 @@ struct Vm<'a, 'h> {
     noted: HashSet<String>,
     /// Scratch space of `materialise`.
     on_path: Vec<bool>,
+    /// The node of each small int (0..256) once one was pushed (ints are immutable, so
+    /// one node serves every push of the value).
+    small_ints: [Id; 256],
+    /// Node creations saved that way.
+    shared: usize,
     /// Hashes dict keys (randomly keyed: pickles cannot choose colliding keys).
     key_hasher: RandomState,
     budget: Budget,
@@ -596,6 +601,8 @@ impl<'a, 'h> Vm<'a, 'h> {
             flagged: HashSet::new(),
             noted: HashSet::new(),
             on_path: Vec::new(),
+            small_ints: [NO_ID; 256],
+            shared: 0,
             key_hasher: RandomState::new(),
             budget: Budget::default(),
             work: Cell::new(0),
@@ -708,14 +715,46 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     fn add(&mut self, node: Node<'a>) -> Result<Id, FormatError> {
         self.charge(node_weight(&node));
-        if self.nodes.len() >= self.opts.max_values {
-            return Err(FormatError::Limit(format!(
-                "pickle creates more than {} values ({})",
-                self.opts.max_values, self.opts.location
-            )));
+        if self.created() >= self.opts.max_values {
+            return Err(self.arena_limit());
         }
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
+    }
+
+    /// Nodes created, counting each use of a shared small int as a creation (so every
+    /// limit reads as if each had its own node).
+    fn created(&self) -> usize {
+        self.nodes.len() + self.shared
+    }
+
+    #[cold]
+    fn arena_limit(&self) -> FormatError {
+        FormatError::Limit(format!(
+            "pickle creates more than {} values ({})",
+            self.opts.max_values, self.opts.location
+        ))
+    }
+
+    /// Push the int `v` (0..256): one shared node per value, charged like a new one.
+    fn push_small_int(&mut self, v: u8) -> Result<(), FormatError> {
+        let slot = usize::from(v);
+        match self.small_ints[slot] {
+            NO_ID => {
+                let id = self.add(Node::Leaf(Value::Int(i64::from(v))))?;
+                self.small_ints[slot] = id;
+                self.stack.push(id);
+            }
+            id => {
+                self.charge(1);
+                if self.created() >= self.opts.max_values {
+                    return Err(self.arena_limit());
+                }
+                self.shared += 1;
+                self.stack.push(id);
+            }
+        }
+        Ok(())
     }
 
     /// A new tuple of `items`.
@@ -750,6 +789,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             Value::None => self.stack.push(NONE_ID),
             Value::Bool(true) => self.stack.push(TRUE_ID),
             Value::Bool(false) => self.stack.push(FALSE_ID),
+            Value::Int(i @ 0..=255) => self.push_small_int(i as u8)?,
             v => self.push_node(Node::Leaf(v))?,
         }
         Ok(())
@@ -2147,7 +2187,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     fn value_cap(&self) -> usize {
         self.opts
             .max_values
-            .min(self.nodes.len().saturating_mul(16).saturating_add(1 << 18))
+            .min(self.created().saturating_mul(16).saturating_add(1 << 18))
     }
 
     #[cold]
@@ -3565,6 +3605,22 @@ mod tests {
         opts.max_values = 100;
         let e = run(BIG_P4, &mut PlainHost, &opts).unwrap_err();
         assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    }
+
+    #[test]
+    fn shared_small_ints_count_against_the_arena() {
+        // 200 pushes of one small int: the arena limit counts each push, as before
+        // small ints shared a node.
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b"K\x01".as_slice(), 200).flatten());
+        p.extend_from_slice(b"l.");
+        let mut opts = Options::new("t");
+        opts.max_values = 100;
+        let e = run(&p, &mut PlainHost, &opts).unwrap_err();
+        assert!(e.to_string().contains("creates more than 100 values"), "{e}");
+        opts.max_values = 300;
+        let out = run(&p, &mut PlainHost, &opts).unwrap();
+        assert_eq!(out.value, Value::List(vec![i(1); 200]));
     }
 
     #[test]
