@@ -556,17 +556,24 @@ pub(crate) struct Layout {
 /// A hash of a state_dict key, the same for the whole process (randomly keyed, so files
 /// cannot choose colliding keys).
 pub(crate) fn key_hash(key: &str) -> u64 {
+    key_hasher().hash_one(key)
+}
+
+/// The hasher of [`key_hash`] (fetch it once to hash many keys).
+pub(crate) fn key_hasher() -> &'static std::collections::hash_map::RandomState {
     static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    STATE
-        .get_or_init(std::collections::hash_map::RandomState::new)
-        .hash_one(key)
+    STATE.get_or_init(std::collections::hash_map::RandomState::new)
 }
 
 impl Layout {
     fn new(keys: Vec<KeyShape>) -> Layout {
         let mut seen = std::collections::HashSet::with_capacity(keys.len());
         let first = keys.iter().map(|(k, _)| seen.insert(k.as_str())).collect();
-        let hashes = keys.iter().map(|(k, _)| key_hash(k)).collect();
+        let hasher = key_hasher();
+        let hashes = keys
+            .iter()
+            .map(|(k, _)| hasher.hash_one(k.as_str()))
+            .collect();
         Layout {
             keys,
             first,

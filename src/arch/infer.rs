@@ -2,12 +2,14 @@
 //! score every catalog version's expected layout against it.
 
 use std::collections::HashSet;
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use super::catalog::{
-    catalog, key_hash, EncoderKind, Layout, LayoutParams, ModelClass, Param, Version, VersionId,
+    catalog, key_hash, key_hasher, EncoderKind, Layout, LayoutParams, ModelClass, Param, Version,
+    VersionId,
 };
 use super::{KeyShape, Mismatch};
 use crate::format::Value;
@@ -232,7 +234,8 @@ struct Actual<'a> {
 
 impl<'a> Actual<'a> {
     fn new(keys: Vec<(&'a str, &'a [u64])>) -> Self {
-        let hashes: Vec<u64> = keys.iter().map(|(k, _)| key_hash(k)).collect();
+        let hasher = key_hasher();
+        let hashes: Vec<u64> = keys.iter().map(|(k, _)| hasher.hash_one(*k)).collect();
         let size = (keys.len() * 2).next_power_of_two().max(8);
         let mut a = Actual {
             keys,

@@ -1495,15 +1495,14 @@ impl<'a, 'h> Vm<'a, 'h> {
                     limits::MAX_DIMS
                 ));
             }
-            items
-                .iter()
-                .map(|i| {
-                    let v = self.as_int(*i).ok_or_else(|| {
-                        format!("{what} holds a {}, expected ints", self.kind(*i))
-                    })?;
-                    u64::try_from(v).map_err(|_| format!("negative {what} {v}"))
-                })
-                .collect()
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                let v = self
+                    .as_int(*i)
+                    .ok_or_else(|| format!("{what} holds a {}, expected ints", self.kind(*i)))?;
+                out.push(u64::try_from(v).map_err(|_| format!("negative {what} {v}"))?);
+            }
+            Ok(out)
         };
         let shape = dims(args[2], "size")?;
         let strides = dims(args[3], "stride")?;
@@ -3617,7 +3616,10 @@ mod tests {
         let mut opts = Options::new("t");
         opts.max_values = 100;
         let e = run(&p, &mut PlainHost, &opts).unwrap_err();
-        assert!(e.to_string().contains("creates more than 100 values"), "{e}");
+        assert!(
+            e.to_string().contains("creates more than 100 values"),
+            "{e}"
+        );
         opts.max_values = 300;
         let out = run(&p, &mut PlainHost, &opts).unwrap();
         assert_eq!(out.value, Value::List(vec![i(1); 200]));
