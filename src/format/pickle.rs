@@ -346,7 +346,7 @@ struct DictNode {
 }
 
 /// Dicts up to this many items are searched linearly (no hashing at all).
-const DICT_SCAN: usize = 16;
+const DICT_SCAN: usize = 8;
 
 /// A dict key as compared, with Python's equalities (True == 1 == 1.0), borrowed from
 /// the arena.
@@ -931,7 +931,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     /// The comparable image of a key (checked with `check_key`).
-    #[inline]
+    #[inline(always)]
     fn key_ref(&self, id: Id) -> KeyRef<'_> {
         match &self.nodes[id] {
             Node::Leaf(v) => match v {
@@ -2234,9 +2234,9 @@ impl<'a, 'h> Vm<'a, 'h> {
                     return done.ok_or_else(|| self.err("internal: empty materialisation"));
                 };
                 if let Some(v) = done.take() {
-                    top.out.push(v);
+                    top.push(v);
                 }
-                match self.child(top.id, top.out.len()) {
+                match self.child(top.id, top.done) {
                     Some(c) => {
                         visit = c;
                         break;
@@ -2276,14 +2276,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         let mut out = f.out;
         match &self.nodes[f.id] {
             Node::Tuple(_) => Value::Tuple(out),
-            Node::Dict(_) => {
-                let mut pairs = Vec::with_capacity(out.len() / 2);
-                let mut it = out.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
-                Value::Dict(pairs)
-            }
+            Node::Dict(_) => Value::Dict(f.pairs),
             Node::Object { class, args, .. } => {
                 let state = if out.len() > args.len() {
                     out.pop().map(Box::new)
@@ -2368,9 +2361,22 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.err("the pickle contains a reference cycle (a container inside itself)")
             );
         }
+        let dict = matches!(self.nodes[id], Node::Dict(_));
         Ok(Started::Open(Frame {
             id,
-            out: Vec::with_capacity(children),
+            done: 0,
+            dict,
+            out: if dict {
+                Vec::new()
+            } else {
+                Vec::with_capacity(children)
+            },
+            pairs: if dict {
+                Vec::with_capacity(children / 2)
+            } else {
+                Vec::new()
+            },
+            key: None,
         }))
     }
 }
@@ -2378,7 +2384,27 @@ impl<'a, 'h> Vm<'a, 'h> {
 /// A container being materialised: its node and the children done so far.
 struct Frame {
     id: Id,
+    /// Children done.
+    done: usize,
+    dict: bool,
+    /// Their values (dicts: in `pairs`, the key waiting for its value in `key`).
     out: Vec<Value>,
+    pairs: Vec<(Value, Value)>,
+    key: Option<Value>,
+}
+
+impl Frame {
+    fn push(&mut self, v: Value) {
+        if self.dict {
+            match self.key.take() {
+                None => self.key = Some(v),
+                Some(k) => self.pairs.push((k, v)),
+            }
+        } else {
+            self.out.push(v);
+        }
+        self.done += 1;
+    }
 }
 
 enum Started {
