@@ -147,34 +147,54 @@ impl Table {
 
     /// The storage with this key and dtype, if there is one yet.
     fn find(&self, key: &str, dtype: DType) -> Option<usize> {
-        let mut i = self.by_key.get(key)?;
+        self.lookup(key, dtype).ok()
+    }
+
+    /// `Ok`: the storage with this key and dtype; `Err`: there is none yet (with the
+    /// first storage of that key, if any).
+    fn lookup(&self, key: &str, dtype: DType) -> Result<usize, Option<usize>> {
+        let Some(first) = self.by_key.get(key) else {
+            return Err(None);
+        };
+        let mut i = first;
         loop {
             if self.storages[i].dtype == dtype {
-                return Some(i);
+                return Ok(i);
             }
-            i = self.same_key[i]?;
+            match self.same_key[i] {
+                Some(next) => i = next,
+                None => return Err(Some(first)),
+            }
         }
     }
 
     /// The storage for `r`, created with `data()` on first sight.
     fn storage(&mut self, r: StorageRef, data: impl FnOnce() -> StorageData) -> usize {
-        let first = self.by_key.get(&r.key);
-        if let Some(i) = first.and_then(|_| self.find(&r.key, r.dtype)) {
-            if self.storages[i].numel != r.numel {
-                self.note(format!(
-                    "storage `{}` is declared with {} and with {} elements; using the first",
-                    r.key, self.storages[i].numel, r.numel
-                ));
-            }
-            return i;
+        match self.lookup(&r.key, r.dtype) {
+            Ok(i) => self.seen(i, &r),
+            Err(first) => self.create(r, first, data()),
         }
+    }
+
+    /// Storage `i` referenced again by `r`.
+    fn seen(&mut self, i: usize, r: &StorageRef) -> usize {
+        if self.storages[i].numel != r.numel {
+            self.note(format!(
+                "storage `{}` is declared with {} and with {} elements; using the first",
+                r.key, self.storages[i].numel, r.numel
+            ));
+        }
+        i
+    }
+
+    /// A new storage for `r`; `first`: the first storage with its key, if any.
+    fn create(&mut self, r: StorageRef, first: Option<usize>, data: StorageData) -> usize {
         if first.is_some() {
             self.note(format!(
                 "storage `{}` is viewed with more than one dtype",
                 r.key
             ));
         }
-        let data = data();
         let index = self.storages.len();
         if first.is_none() {
             self.by_key
@@ -417,16 +437,15 @@ impl Host for ZipHost<'_, '_> {
 
 impl ZipHost<'_, '_> {
     fn load(&mut self, r: StorageRef) -> Result<Loaded, String> {
-        if self.table.find(&r.key, r.dtype).is_some() {
-            return Ok(Loaded::Storage(
-                self.table.storage(r, || StorageData::Missing),
-            ));
-        }
+        let first = match self.table.lookup(&r.key, r.dtype) {
+            Ok(i) => return Ok(Loaded::Storage(self.table.seen(i, &r))),
+            Err(first) => first,
+        };
         let (data, note) = self.storage_data(&r);
         if let Some(n) = note {
             self.table.note(n);
         }
-        Ok(Loaded::Storage(self.table.storage(r, || data)))
+        Ok(Loaded::Storage(self.table.create(r, first, data)))
     }
 }
 
