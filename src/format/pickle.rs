@@ -715,11 +715,25 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     fn add(&mut self, node: Node<'a>) -> Result<Id, FormatError> {
         self.charge(node_weight(&node));
-        if self.created() >= self.opts.max_values {
+        if !self.has_room() {
             return Err(self.arena_limit());
         }
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
+    }
+
+    /// Whether another node may be created.
+    #[inline]
+    fn has_room(&self) -> bool {
+        self.created() < self.opts.max_values
+    }
+
+    /// `add` after `has_room` said yes.
+    #[inline]
+    fn add_in_room(&mut self, node: Node<'a>) -> Id {
+        self.charge(node_weight(&node));
+        self.nodes.push(node);
+        self.nodes.len() - 1
     }
 
     /// Nodes created, counting each use of a shared small int as a creation (so every
@@ -776,6 +790,18 @@ impl<'a, 'h> Vm<'a, 'h> {
             start,
             len: self.tuples.len() - start,
         }))
+    }
+
+    /// `tuple_from_stack` after `has_room` said yes; the tuple is pushed.
+    fn push_tuple_in_room(&mut self, from: usize) {
+        let start = self.tuples.len();
+        self.tuples.extend_from_slice(&self.stack[from..]);
+        self.stack.truncate(from);
+        let id = self.add_in_room(Node::Tuple(Span {
+            start,
+            len: self.tuples.len() - start,
+        }));
+        self.stack.push(id);
     }
 
     fn push_node(&mut self, node: Node<'a>) -> Result<(), FormatError> {
@@ -1689,6 +1715,78 @@ impl<'a, 'h> Vm<'a, 'h> {
             b'N' => self.stack.push(NONE_ID),
             0x88 => self.stack.push(TRUE_ID),
             0x89 => self.stack.push(FALSE_ID),
+            // BININT1 of an int already seen: its shared node.
+            b'K' => {
+                let Some(&v) = self.data.get(self.pos) else {
+                    return false;
+                };
+                let id = self.small_ints[usize::from(v)];
+                if id == NO_ID || !self.has_room() {
+                    return false;
+                }
+                self.pos += 1;
+                self.charge(1);
+                self.shared += 1;
+                self.stack.push(id);
+            }
+            b')' => {
+                if !self.has_room() {
+                    return false;
+                }
+                let id = self.add_in_room(Node::Tuple(Span { start: 0, len: 0 }));
+                self.stack.push(id);
+            }
+            // BININT2 past the shared small ints
+            b'M' => {
+                let Some(v) = arg(2).map(le_u32) else {
+                    return false;
+                };
+                if v < 256 || !self.has_room() {
+                    return false;
+                }
+                self.pos += 2;
+                let id = self.add_in_room(Node::Leaf(Value::Int(i64::from(v))));
+                self.stack.push(id);
+            }
+            // TUPLE1..3, TUPLE
+            0x85..=0x87 => {
+                let n = usize::from(code - 0x84);
+                if self.stack.len() < self.fence() + n || !self.has_room() {
+                    return false;
+                }
+                self.push_tuple_in_room(self.stack.len() - n);
+            }
+            b't' => {
+                let Some(&m) = self.marks.last() else {
+                    return false;
+                };
+                if !self.has_room() {
+                    return false;
+                }
+                self.marks.pop();
+                self.push_tuple_in_room(m.min(self.stack.len()));
+            }
+            // BINUNICODE, SHORT_BINUNICODE of valid UTF-8
+            b'X' | 0x8c => {
+                let w = if code == b'X' { 4 } else { 1 };
+                let Some(n) = arg(w).map(|b| le_u32(b) as usize) else {
+                    return false;
+                };
+                let start = self.pos + w;
+                let Some(text) = self
+                    .data
+                    .get(start..start.saturating_add(n))
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                else {
+                    return false;
+                };
+                if !self.has_room() {
+                    return false;
+                }
+                self.pos = start + n;
+                let id = self.add_in_room(Node::Text(text));
+                self.stack.push(id);
+            }
             _ => return false,
         }
         true
