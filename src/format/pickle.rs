@@ -1662,6 +1662,18 @@ impl<'a, 'h> Vm<'a, 'h> {
             if self.fast_step(code) {
                 continue;
             }
+            // The commonest heavy opcodes, without going through `step`.
+            match code {
+                b'R' => {
+                    self.reduce()?;
+                    continue;
+                }
+                b'Q' => {
+                    self.binpersid()?;
+                    continue;
+                }
+                _ => {}
+            }
             if !KNOWN_OPCODES[usize::from(code)] {
                 return Err(FormatError::Pickle {
                     offset: self.opts.base_offset + self.op_pos as u64,
@@ -2073,26 +2085,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let id = self.blocked(g)?;
                 self.stack.push(id);
             }
-            b'R' => {
-                let args = self.pop()?;
-                let callable = self.pop()?;
-                let args = match self.seq(args) {
-                    Some(a) if matches!(self.nodes[args], Node::Tuple(_)) => Args::new(a),
-                    _ => match &self.nodes[callable] {
-                        Node::Global { ctor: None, .. } | Node::Leaf(Value::Blocked { .. }) => {
-                            Args::new(&[])
-                        }
-                        _ => {
-                            return Err(self.err(format!(
-                                "arguments are a {}, expected a tuple",
-                                self.kind(args)
-                            )))
-                        }
-                    },
-                };
-                let id = self.call(callable, &args, None)?;
-                self.stack.push(id);
-            }
+            b'R' => self.reduce()?,
             0x81 => {
                 let args = self.pop()?;
                 let cls = self.pop()?;
@@ -2136,16 +2129,43 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let pid = Value::Str(utf8(l));
                 self.persistent(pid)?;
             }
-            b'Q' => {
-                let pid = self.pop()?;
-                if !self.persistent_items(pid)? {
-                    let pid = self.materialise(pid)?;
-                    self.persistent(pid)?;
-                }
-            }
+            b'Q' => self.binpersid()?,
             _ => return Err(self.err(format!("unknown opcode 0x{code:02x}"))),
         }
         Ok(false)
+    }
+
+    /// REDUCE.
+    fn reduce(&mut self) -> Result<(), FormatError> {
+        let args = self.pop()?;
+        let callable = self.pop()?;
+        let args = match self.seq(args) {
+            Some(a) if matches!(self.nodes[args], Node::Tuple(_)) => Args::new(a),
+            _ => match &self.nodes[callable] {
+                Node::Global { ctor: None, .. } | Node::Leaf(Value::Blocked { .. }) => {
+                    Args::new(&[])
+                }
+                _ => {
+                    return Err(self.err(format!(
+                        "arguments are a {}, expected a tuple",
+                        self.kind(args)
+                    )))
+                }
+            },
+        };
+        let id = self.call(callable, &args, None)?;
+        self.stack.push(id);
+        Ok(())
+    }
+
+    /// BINPERSID.
+    fn binpersid(&mut self) -> Result<(), FormatError> {
+        let pid = self.pop()?;
+        if !self.persistent_items(pid)? {
+            let pid = self.materialise(pid)?;
+            self.persistent(pid)?;
+        }
+        Ok(())
     }
 
     fn persistent(&mut self, pid: Value) -> Result<(), FormatError> {

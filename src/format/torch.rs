@@ -333,7 +333,10 @@ fn parse_storage_items(items: &[PidItem<'_>]) -> Result<StorageRef, String> {
 
 /// `torch.FloatStorage` → F32, `torch.UntypedStorage` → U8, a dtype global → itself.
 fn storage_dtype(global: &str) -> Option<DType> {
-    let name = global.rfind('.').map_or(global, |i| &global[i + 1..]);
+    let name = match global.bytes().rposition(|b| b == b'.') {
+        Some(i) => &global[i + 1..],
+        None => global,
+    };
     if name == "UntypedStorage" {
         return Some(DType::U8);
     }
