@@ -380,7 +380,7 @@ struct Memo {
 const NO_ID: Id = Id::MAX;
 
 impl Memo {
-    #[inline]
+    #[inline(always)]
     fn get(&self, key: u64) -> Option<Id> {
         match usize::try_from(key).ok().and_then(|k| self.dense.get(k)) {
             Some(&id) if id != NO_ID => Some(id),
@@ -389,7 +389,7 @@ impl Memo {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn insert(&mut self, key: u64, id: Id) {
         // The usual case: the next key in order.
         let next = self.dense.len();
@@ -404,6 +404,7 @@ impl Memo {
         self.insert_any(key, id);
     }
 
+    #[inline(never)]
     fn insert_any(&mut self, key: u64, id: Id) {
         let limit = self.len.saturating_mul(2).saturating_add(1024);
         match usize::try_from(key) {
@@ -594,7 +595,11 @@ impl<'a, 'h> Vm<'a, 'h> {
             tuples: Vec::with_capacity((data.len() / 4).clamp(16, 1 << 13)),
             stack: Vec::with_capacity(64),
             marks: Vec::new(),
-            memo: Memo::default(),
+            memo: Memo {
+                // About one memo entry per 16 bytes of pickle (a hint only).
+                dense: Vec::with_capacity((data.len() / 16).clamp(16, 1 << 12)),
+                ..Memo::default()
+            },
             host,
             opts,
             findings: Vec::new(),
