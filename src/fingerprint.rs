@@ -11,7 +11,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::format::{Checkpoint, FormatError};
+use crate::format::{Checkpoint, FormatError, ModelStateRef};
 
 /// A SHA-256 digest.
 pub type Hash = [u8; 32];
@@ -52,8 +52,19 @@ pub struct Fingerprint {
 /// The tensors a fingerprint covers: the model state's (by state_dict key) when the
 /// checkpoint has one, else every tensor by path.
 pub fn fingerprint_tensors(ckpt: &Checkpoint) -> Vec<(String, usize)> {
-    match ckpt.model_state() {
-        Some(ms) => ms.entries,
+    fingerprint_tensors_of(ckpt, ckpt.model_state_ref().as_ref())
+}
+
+fn fingerprint_tensors_of(
+    ckpt: &Checkpoint,
+    model_state: Option<&ModelStateRef<'_>>,
+) -> Vec<(String, usize)> {
+    match model_state {
+        Some(ms) => ms
+            .entries
+            .iter()
+            .map(|&(k, i)| (k.to_string(), i))
+            .collect(),
         None => ckpt
             .tensors
             .iter()
@@ -65,7 +76,15 @@ pub fn fingerprint_tensors(ckpt: &Checkpoint) -> Vec<(String, usize)> {
 
 /// Hash every tensor of the model state and combine them into the weights fingerprint.
 pub fn fingerprint(ckpt: &Checkpoint) -> Result<Fingerprint, FormatError> {
-    let mut tensors = fingerprint_tensors(ckpt)
+    fingerprint_with(ckpt, ckpt.model_state_ref().as_ref())
+}
+
+/// [`fingerprint`] for an already computed model state.
+pub fn fingerprint_with(
+    ckpt: &Checkpoint,
+    model_state: Option<&ModelStateRef<'_>>,
+) -> Result<Fingerprint, FormatError> {
+    let mut tensors = fingerprint_tensors_of(ckpt, model_state)
         .into_iter()
         .map(|(name, index)| {
             Ok(TensorDigest {

@@ -157,17 +157,18 @@ fn relative(root: &Path, path: &Path) -> String {
 
 /// Summarise one opened checkpoint.
 pub fn summarize(ckpt: &Checkpoint, display_path: String, opts: &ScanOptions) -> FileSummary {
-    let model_state = ckpt.model_state();
+    // Computed once and shared by everything below.
+    let model_state = ckpt.model_state_ref();
     let mut summary = FileSummary {
         path: display_path,
         size: ckpt.file_size,
         format: Some(ckpt.format),
-        version: crate::arch::guess_checkpoint(ckpt),
+        version: crate::arch::guess_checkpoint_with(ckpt, model_state.as_ref()),
         tensors: ckpt.tensors.len(),
-        parameters: ckpt.parameter_count(),
+        parameters: ckpt.parameter_count_of(model_state.as_ref()),
         model_state_key: model_state
             .as_ref()
-            .map(|m| m.root_key.clone().unwrap_or_default()),
+            .map(|m| m.root_key.unwrap_or_default().to_string()),
         epoch: metrics::epoch(&ckpt.root),
         metrics: StoredMetrics::from_root(&ckpt.root),
         unsafe_globals: ckpt
@@ -182,7 +183,7 @@ pub fn summarize(ckpt: &Checkpoint, display_path: String, opts: &ScanOptions) ->
         error: None,
     };
     if opts.hash {
-        match fingerprint::fingerprint(ckpt) {
+        match fingerprint::fingerprint_with(ckpt, model_state.as_ref()) {
             Ok(fp) => summary.fingerprint = Some(fingerprint::hex(&fp.weights)),
             Err(e) => summary.error = Some(format!("hashing failed: {e}")),
         }

@@ -3,10 +3,11 @@
 //! The YAML is parsed once into [`Catalog`]; every expression is compiled and every name
 //! resolved at load time, so generating a layout is a walk over small trees.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::str::FromStr;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -538,6 +539,68 @@ pub struct Catalog {
     model_classes: Vec<ModelClass>,
     components: Vec<Component>,
     derived: Vec<(String, Expr)>,
+    layouts: LayoutCache,
+}
+
+/// An expected layout generated once and shared (see [`Catalog::layout`]).
+#[derive(Debug)]
+pub(crate) struct Layout {
+    /// The keys and shapes, as [`Catalog::expected_layout`] returns them.
+    pub keys: Vec<KeyShape>,
+    /// Whether `keys[i]` is the first occurrence of its key.
+    pub first: Vec<bool>,
+    /// [`key_hash`] of each key.
+    pub hashes: Vec<u64>,
+}
+
+/// A hash of a state_dict key, the same for the whole process (randomly keyed, so files
+/// cannot choose colliding keys).
+pub(crate) fn key_hash(key: &str) -> u64 {
+    key_hasher().hash_one(key)
+}
+
+/// The hasher of [`key_hash`] (fetch it once to hash many keys).
+pub(crate) fn key_hasher() -> &'static std::collections::hash_map::RandomState {
+    static STATE: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    STATE.get_or_init(std::collections::hash_map::RandomState::new)
+}
+
+impl Layout {
+    fn new(keys: Vec<KeyShape>) -> Layout {
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let first = keys.iter().map(|(k, _)| seen.insert(k.as_str())).collect();
+        let hasher = key_hasher();
+        let hashes = keys
+            .iter()
+            .map(|(k, _)| hasher.hash_one(k.as_str()))
+            .collect();
+        Layout {
+            keys,
+            first,
+            hashes,
+        }
+    }
+}
+
+/// Most layouts kept by a [`LayoutCache`]; parameters come from untrusted files, so the
+/// cache is emptied when it is full rather than allowed to grow.
+const MAX_CACHED_LAYOUTS: usize = 256;
+
+/// Layouts by (version, restricted params). Inference asks for the same few layouts for
+/// every file of a scan.
+#[derive(Default)]
+struct LayoutCache(Mutex<HashMap<(VersionId, LayoutParams), Arc<Layout>>>);
+
+impl Clone for LayoutCache {
+    fn clone(&self) -> Self {
+        LayoutCache::default()
+    }
+}
+
+impl fmt::Debug for LayoutCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LayoutCache")
+    }
 }
 
 const MAX_NESTING: usize = 32;
@@ -671,6 +734,7 @@ impl Catalog {
             model_classes,
             components,
             derived,
+            layouts: LayoutCache::default(),
         };
         cat.check_acyclic()?;
         Ok(cat)
@@ -749,6 +813,33 @@ impl Catalog {
         let mut prefix = String::new();
         self.emit(&v.layout, &mut prefix, &env, &mut out, 0);
         out
+    }
+
+    /// [`expected_layout`](Self::expected_layout), generated once per (version, params)
+    /// and shared.
+    pub(crate) fn layout(&self, version: VersionId, params: &LayoutParams) -> Arc<Layout> {
+        let key = (version, self.version(version).restrict(params));
+        let cached = self
+            .layouts
+            .0
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&key).cloned());
+        if let Some(l) = cached {
+            return l;
+        }
+        let keys = self.expected_layout(version, &key.1);
+        let Ok(mut m) = self.layouts.0.lock() else {
+            return Arc::new(Layout::new(keys));
+        };
+        // Versions with the same layout share it (inference then compares it once).
+        let same = m.values().find(|l| l.keys == keys).cloned();
+        let layout = same.unwrap_or_else(|| Arc::new(Layout::new(keys)));
+        if m.len() >= MAX_CACHED_LAYOUTS {
+            m.clear();
+        }
+        m.insert(key, Arc::clone(&layout));
+        layout
     }
 
     fn env(&self, params: &LayoutParams) -> Vec<i64> {

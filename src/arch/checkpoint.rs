@@ -3,8 +3,9 @@
 
 use serde::Serialize;
 
-use crate::format::Checkpoint;
+use crate::format::{Checkpoint, ModelStateRef};
 
+use super::infer::infer_best;
 use super::{infer, Hints, Inference, KeyShape, Mismatch};
 
 /// The version inferred for a checkpoint, as reports show it.
@@ -33,11 +34,22 @@ pub struct VersionGuess {
 
 /// The model state's (key, shape) list, in file order.
 pub fn state_shapes(ckpt: &Checkpoint) -> Vec<KeyShape> {
-    ckpt.model_state()
+    borrowed_shapes(ckpt, ckpt.model_state_ref().as_ref())
+        .into_iter()
+        .map(|(k, s)| (k.to_string(), s.to_vec()))
+        .collect()
+}
+
+/// The model state's (key, shape) list borrowed from the checkpoint.
+fn borrowed_shapes<'a>(
+    ckpt: &'a Checkpoint,
+    model_state: Option<&ModelStateRef<'a>>,
+) -> Vec<(&'a str, &'a [u64])> {
+    model_state
         .map(|ms| {
             ms.entries
-                .into_iter()
-                .map(|(k, i)| (k, ckpt.tensors[i].shape.clone()))
+                .iter()
+                .map(|&(k, i)| (k, ckpt.tensors[i].shape.as_slice()))
                 .collect()
         })
         .unwrap_or_default()
@@ -45,12 +57,30 @@ pub fn state_shapes(ckpt: &Checkpoint) -> Vec<KeyShape> {
 
 /// Full inference for a checkpoint.
 pub fn infer_checkpoint(ckpt: &Checkpoint) -> Inference {
-    infer(&state_shapes(ckpt), &Hints::from_checkpoint(&ckpt.root))
+    infer_checkpoint_with(ckpt, ckpt.model_state_ref().as_ref())
+}
+
+fn infer_checkpoint_with(ckpt: &Checkpoint, model_state: Option<&ModelStateRef<'_>>) -> Inference {
+    infer(
+        &borrowed_shapes(ckpt, model_state),
+        &Hints::from_checkpoint(&ckpt.root),
+    )
 }
 
 /// The best version for a checkpoint, or `None` when no TernaryVAE layout fits.
 pub fn guess_checkpoint(ckpt: &Checkpoint) -> Option<VersionGuess> {
-    let inf = infer_checkpoint(ckpt);
+    guess_checkpoint_with(ckpt, ckpt.model_state_ref().as_ref())
+}
+
+/// [`guess_checkpoint`] for an already computed model state.
+pub fn guess_checkpoint_with(
+    ckpt: &Checkpoint,
+    model_state: Option<&ModelStateRef<'_>>,
+) -> Option<VersionGuess> {
+    let inf = infer_best(
+        &borrowed_shapes(ckpt, model_state),
+        &Hints::from_checkpoint(&ckpt.root),
+    );
     let note = inf.note();
     let best = inf.best?;
     Some(VersionGuess {

@@ -1,11 +1,16 @@
 //! Version inference: solve the layout parameters from a state_dict's keys and shapes, then
 //! score every catalog version's expected layout against it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::catalog::{catalog, EncoderKind, LayoutParams, ModelClass, Param, Version, VersionId};
+use super::catalog::{
+    catalog, key_hash, key_hasher, EncoderKind, Layout, LayoutParams, ModelClass, Param, Version,
+    VersionId,
+};
 use super::{KeyShape, Mismatch};
 use crate::format::Value;
 
@@ -155,13 +160,6 @@ impl Candidate {
     pub fn summary(&self) -> String {
         self.params.summary()
     }
-
-    fn same_fit(&self, other: &Candidate) -> bool {
-        self.matched == other.matched
-            && self.missing == other.missing
-            && self.unexpected == other.unexpected
-            && self.mismatched == other.mismatched
-    }
 }
 
 /// The result of [`infer`].
@@ -223,19 +221,99 @@ impl LayoutDiff {
 // Comparing layouts
 // ---------------------------------------------------------------------------------------
 
-/// Actual keys indexed once: key → (first position, shape).
+/// Actual keys indexed once: key → first position, in an open-addressing table over
+/// [`key_hash`] (layouts carry their keys' hashes, so a lookup hashes nothing).
 struct Actual<'a> {
     keys: Vec<(&'a str, &'a [u64])>,
-    map: HashMap<&'a str, (usize, &'a [u64])>,
+    hashes: Vec<u64>,
+    /// Position + 1 of the first occurrence of a key; 0 = empty slot.
+    slots: Vec<u32>,
+    /// Whether `keys[i]` is the first occurrence of its key.
+    first: Vec<bool>,
 }
 
 impl<'a> Actual<'a> {
     fn new(keys: Vec<(&'a str, &'a [u64])>) -> Self {
-        let mut map = HashMap::with_capacity(keys.len());
-        for (i, (k, s)) in keys.iter().enumerate() {
-            map.entry(*k).or_insert((i, *s));
+        let hasher = key_hasher();
+        let hashes: Vec<u64> = keys.iter().map(|(k, _)| hasher.hash_one(*k)).collect();
+        let size = (keys.len() * 2).next_power_of_two().max(8);
+        let mut a = Actual {
+            keys,
+            hashes,
+            slots: vec![0; size],
+            first: Vec::new(),
+        };
+        let mut first = Vec::with_capacity(a.keys.len());
+        for i in 0..a.keys.len() {
+            let (k, h) = (a.keys[i].0, a.hashes[i]);
+            let slot = a.slot(k, h);
+            let fresh = a.slots[slot] == 0;
+            if fresh {
+                a.slots[slot] = i as u32 + 1;
+            }
+            first.push(fresh);
         }
-        Actual { keys, map }
+        a.first = first;
+        a
+    }
+
+    /// The slot holding `key`, or the empty slot where it would go.
+    fn slot(&self, key: &str, hash: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut s = hash as usize & mask;
+        loop {
+            match self.slots[s] {
+                0 => return s,
+                i => {
+                    let i = i as usize - 1;
+                    if self.hashes[i] == hash && self.keys[i].0 == key {
+                        return s;
+                    }
+                }
+            }
+            s = (s + 1) & mask;
+        }
+    }
+
+    /// First position of `key` (whose [`key_hash`] is `hash`) and its shape.
+    fn get(&self, key: &str, hash: u64) -> Option<(usize, &'a [u64])> {
+        match self.slots[self.slot(key, hash)] {
+            0 => None,
+            i => {
+                let i = i as usize - 1;
+                Some((i, self.keys[i].1))
+            }
+        }
+    }
+
+    /// [`diff`](Self::diff) against a shared layout (its duplicates already marked), as
+    /// positions rather than copies; `used` is scratch space.
+    fn fit_layout(&self, layout: &Layout, used: &mut Vec<bool>) -> Fit {
+        used.clear();
+        used.resize(self.keys.len(), false);
+        let mut d = Fit::default();
+        for (j, ((k, s), first)) in layout.keys.iter().zip(&layout.first).enumerate() {
+            if !first {
+                continue;
+            }
+            match self.get(k, layout.hashes[j]) {
+                Some((i, a)) => {
+                    used[i] = true;
+                    if a == s.as_slice() {
+                        d.matched += 1;
+                    } else {
+                        d.mismatched.push((j, i));
+                    }
+                }
+                None => d.missing.push(j),
+            }
+        }
+        for (i, used) in used.iter().enumerate() {
+            if self.first[i] && !used {
+                d.unexpected.push(i);
+            }
+        }
+        d
     }
 
     fn diff<K: AsRef<str>, S: AsRef<[u64]>>(&self, expected: &[(K, S)]) -> LayoutDiff {
@@ -246,18 +324,97 @@ impl<'a> Actual<'a> {
             if !seen.insert(k) {
                 continue;
             }
-            match self.map.get(k) {
-                Some((_, a)) if *a == s => d.matched += 1,
+            match self.get(k, key_hash(k)) {
+                Some((_, a)) if a == s => d.matched += 1,
                 Some((_, a)) => d.mismatched.push((k.to_string(), s.to_vec(), a.to_vec())),
                 None => d.missing.push((k.to_string(), s.to_vec())),
             }
         }
         for (i, (k, s)) in self.keys.iter().enumerate() {
-            if !seen.contains(k) && self.map.get(k).is_some_and(|(first, _)| *first == i) {
+            if !seen.contains(k) && self.first[i] {
                 d.unexpected.push((k.to_string(), s.to_vec()));
             }
         }
         d
+    }
+}
+
+/// A [`LayoutDiff`] by position: in the layout (`missing`), in the actual keys
+/// (`unexpected`), or both (`mismatched`).
+#[derive(Default, Clone)]
+struct Fit {
+    matched: usize,
+    missing: Vec<usize>,
+    unexpected: Vec<usize>,
+    mismatched: Vec<(usize, usize)>,
+}
+
+impl Fit {
+    fn agreement(&self) -> f64 {
+        let total =
+            self.matched + self.missing.len() + self.unexpected.len() + self.mismatched.len();
+        if total == 0 {
+            0.0
+        } else {
+            self.matched as f64 / total as f64
+        }
+    }
+}
+
+/// One version scored, before its differences are written out.
+struct Scored {
+    version: VersionId,
+    params: LayoutParams,
+    confidence: f64,
+    layout: Arc<Layout>,
+    fit: Fit,
+    deviations: usize,
+    order: usize,
+}
+
+impl Scored {
+    /// Whether both versions fit the keys alike: the same number matched and the same
+    /// missing, unexpected and mismatched keys and shapes (compared in place).
+    fn same_fit(&self, other: &Scored, actual: &Actual<'_>) -> bool {
+        let (a, b) = (&self.fit, &other.fit);
+        fn key(l: &Layout, j: usize) -> (&str, &[u64]) {
+            (l.keys[j].0.as_str(), l.keys[j].1.as_slice())
+        }
+        a.matched == b.matched
+            && a.unexpected == b.unexpected
+            && a.missing.len() == b.missing.len()
+            && a.mismatched.len() == b.mismatched.len()
+            && a.missing
+                .iter()
+                .zip(&b.missing)
+                .all(|(x, y)| key(&self.layout, *x) == key(&other.layout, *y))
+            && a.mismatched.iter().zip(&b.mismatched).all(|(x, y)| {
+                key(&self.layout, x.0) == key(&other.layout, y.0)
+                    && actual.keys[x.1].1 == actual.keys[y.1].1
+            })
+    }
+
+    fn candidate(&self, actual: &Actual<'_>) -> Candidate {
+        let f = &self.fit;
+        let l = &self.layout.keys;
+        Candidate {
+            version: self.version,
+            display: &catalog().version(self.version).display,
+            params: self.params,
+            confidence: self.confidence,
+            matched: f.matched,
+            missing: f.missing.iter().map(|j| l[*j].clone()).collect(),
+            unexpected: f
+                .unexpected
+                .iter()
+                .map(|i| (actual.keys[*i].0.to_string(), actual.keys[*i].1.to_vec()))
+                .collect(),
+            mismatched: f
+                .mismatched
+                .iter()
+                .map(|(j, i)| (l[*j].0.clone(), l[*j].1.clone(), actual.keys[*i].1.to_vec()))
+                .collect(),
+        }
     }
 }
 
@@ -533,6 +690,23 @@ fn fit(version: &Version, solved: &[Option<i64>], hints: &Hints) -> LayoutParams
 ///
 /// Linear in the number of keys; no allocation proportional to anything else.
 pub fn infer<K: AsRef<str>, S: AsRef<[u64]>>(keys: &[(K, S)], hints: &Hints) -> Inference {
+    infer_impl(keys, hints, true)
+}
+
+/// [`infer`] without `candidates` (only `best`, `ambiguous_with`, `stripped_prefix` and
+/// `notes`), which spares writing out every other version's differences.
+pub(crate) fn infer_best<K: AsRef<str>, S: AsRef<[u64]>>(
+    keys: &[(K, S)],
+    hints: &Hints,
+) -> Inference {
+    infer_impl(keys, hints, false)
+}
+
+fn infer_impl<K: AsRef<str>, S: AsRef<[u64]>>(
+    keys: &[(K, S)],
+    hints: &Hints,
+    all_candidates: bool,
+) -> Inference {
     let mut out = Inference::default();
     let mut pairs: Vec<(&str, &[u64])> =
         keys.iter().map(|(k, s)| (k.as_ref(), s.as_ref())).collect();
@@ -560,62 +734,70 @@ pub fn infer<K: AsRef<str>, S: AsRef<[u64]>>(keys: &[(K, S)], hints: &Hints) -> 
         .as_deref()
         .and_then(|c| cat.model_class(c));
 
-    let mut ranked: Vec<(Candidate, usize, usize)> = Vec::with_capacity(cat.versions().len());
+    let mut ranked: Vec<Scored> = Vec::with_capacity(cat.versions().len());
+    let mut used = Vec::new();
     for (order, v) in cat.versions().iter().enumerate() {
         let params = fit(v, &solved, hints);
-        let expected = cat.expected_layout(v.id, &params);
-        let d = actual.diff(&expected);
-        let mut confidence = d.agreement();
+        let layout = cat.layout(v.id, &params);
+        // Versions sharing a layout fit alike.
+        let f = match ranked.iter().find(|r| Arc::ptr_eq(&r.layout, &layout)) {
+            Some(r) => r.fit.clone(),
+            None => actual.fit_layout(&layout, &mut used),
+        };
+        let mut confidence = f.agreement();
         if class.is_some_and(|c| !c.builds.contains(&v.id)) {
             confidence *= CLASS_MISMATCH_FACTOR;
         }
-        let cand = Candidate {
+        ranked.push(Scored {
             version: v.id,
-            display: &cat.version(v.id).display,
             params,
             confidence,
-            matched: d.matched,
-            missing: d.missing,
-            unexpected: d.unexpected,
-            mismatched: d.mismatched,
-        };
-        ranked.push((cand, v.deviations(&params), order));
+            layout,
+            fit: f,
+            deviations: v.deviations(&params),
+            order,
+        });
     }
-    if ranked.iter().all(|(c, _, _)| c.matched == 0) {
+    if ranked.iter().all(|c| c.fit.matched == 0) {
         out.notes
             .push("no key of any catalog layout is present".into());
         return out;
     }
     ranked.sort_by(|a, b| {
-        b.0.confidence
-            .total_cmp(&a.0.confidence)
-            .then(a.1.cmp(&b.1))
-            .then(a.2.cmp(&b.2))
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(a.deviations.cmp(&b.deviations))
+            .then(a.order.cmp(&b.order))
     });
-    let deviations: Vec<usize> = ranked.iter().map(|r| r.1).collect();
-    out.candidates = ranked.into_iter().map(|r| r.0).collect();
+    if all_candidates {
+        out.candidates = ranked.iter().map(|r| r.candidate(&actual)).collect();
+    }
 
-    let top = &out.candidates[0];
+    let top = &ranked[0];
     if top.confidence < MIN_CONFIDENCE {
         out.notes.push(format!(
             "no catalog layout fits: closest is {} at {:.0}%",
-            top.display,
+            top.version.display_name(),
             top.confidence * 100.0
         ));
         return out;
     }
-    let best = top.clone();
-    out.ambiguous_with = out.candidates[1..]
+    let best = match out.candidates.first() {
+        Some(c) => c.clone(),
+        None => top.candidate(&actual),
+    };
+    out.ambiguous_with = ranked[1..]
         .iter()
-        .filter(|c| c.same_fit(&best))
+        .filter(|c| c.same_fit(top, &actual))
         .map(|c| c.version)
         .collect();
+    let ranked_versions: Vec<(VersionId, usize)> =
+        ranked.iter().map(|r| (r.version, r.deviations)).collect();
     notes_for(
         &mut out.notes,
         &best,
         &out.ambiguous_with,
-        &deviations,
-        &out.candidates,
+        &ranked_versions,
         hints,
         class,
     );
@@ -630,23 +812,22 @@ fn names(ids: &[VersionId]) -> String {
         .join(", ")
 }
 
+/// `ranked`: every version with its deviations from canonical, best first.
 fn notes_for(
     notes: &mut Vec<String>,
     best: &Candidate,
     ambiguous: &[VersionId],
-    deviations: &[usize],
-    candidates: &[Candidate],
+    ranked: &[(VersionId, usize)],
     hints: &Hints,
     class: Option<&ModelClass>,
 ) {
     let cat = catalog();
     if !ambiguous.is_empty() {
         let others = names(ambiguous);
-        let canonical = candidates
+        let canonical = ranked
             .iter()
-            .zip(deviations)
-            .filter(|(c, _)| ambiguous.contains(&c.version))
-            .all(|(_, d)| *d > deviations[0]);
+            .filter(|(v, _)| ambiguous.contains(v))
+            .all(|(_, d)| *d > ranked[0].1);
         let why = if canonical {
             format!("the canonical layout for {}", best.summary())
         } else {

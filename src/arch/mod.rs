@@ -29,7 +29,9 @@ mod checkpoint;
 mod expr;
 mod infer;
 
-pub use checkpoint::{guess_checkpoint, infer_checkpoint, state_shapes, VersionGuess};
+pub use checkpoint::{
+    guess_checkpoint, guess_checkpoint_with, infer_checkpoint, state_shapes, VersionGuess,
+};
 
 pub use catalog::{
     catalog, Catalog, EncoderKind, LayoutParams, ModelClass, Param, ParamDomain, Version,

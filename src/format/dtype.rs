@@ -95,7 +95,27 @@ impl DType {
     /// From a legacy storage class name (`FloatStorage`, `cuda.FloatStorage` is not accepted here:
     /// pass the last path component).
     pub fn from_storage_name(name: &str) -> Option<DType> {
-        Self::ALL.into_iter().find(|d| d.storage_name() == name)
+        // The inverse of `storage_name` (checked by the tests), as one match.
+        Some(match name {
+            "DoubleStorage" => DType::F64,
+            "FloatStorage" => DType::F32,
+            "HalfStorage" => DType::F16,
+            "BFloat16Storage" => DType::BF16,
+            "LongStorage" => DType::I64,
+            "IntStorage" => DType::I32,
+            "ShortStorage" => DType::I16,
+            "CharStorage" => DType::I8,
+            "ByteStorage" => DType::U8,
+            "UInt16Storage" => DType::U16,
+            "UInt32Storage" => DType::U32,
+            "UInt64Storage" => DType::U64,
+            "BoolStorage" => DType::Bool,
+            "ComplexFloatStorage" => DType::C64,
+            "ComplexDoubleStorage" => DType::C128,
+            "Float8_e4m3fnStorage" => DType::F8E4M3,
+            "Float8_e5m2Storage" => DType::F8E5M2,
+            _ => return None,
+        })
     }
 
     /// From a torch dtype attribute name (`torch.float32` → `float32`); accepts aliases.

@@ -43,6 +43,24 @@ pub mod limits {
     pub const MAX_ZIP_ENTRIES: usize = 10_000_000;
 }
 
+/// A hasher for keys that already are (keyed, random) hashes.
+#[derive(Debug, Default)]
+pub(crate) struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 /// Which container a checkpoint came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -373,12 +391,24 @@ impl Checkpoint {
     /// The model state dict: under `model_state_dict`, `model_state`, `model`, or the
     /// root itself when the file is a bare state_dict.
     pub fn model_state(&self) -> Option<ModelState> {
+        self.model_state_ref().map(|ms| ModelState {
+            root_key: ms.root_key.map(str::to_string),
+            entries: ms
+                .entries
+                .into_iter()
+                .map(|(k, i)| (k.to_string(), i))
+                .collect(),
+        })
+    }
+
+    /// [`model_state`](Self::model_state) borrowing its keys from the tree.
+    pub fn model_state_ref(&self) -> Option<ModelStateRef<'_>> {
         for key in MODEL_STATE_KEYS {
             if let Some(v @ Value::Dict(_)) = self.root.get(key) {
                 let entries = state_entries(v);
                 if !entries.is_empty() {
-                    return Some(ModelState {
-                        root_key: Some(key.to_string()),
+                    return Some(ModelStateRef {
+                        root_key: Some(key),
                         entries,
                     });
                 }
@@ -388,7 +418,7 @@ impl Checkpoint {
         if entries.is_empty() {
             None
         } else {
-            Some(ModelState {
+            Some(ModelStateRef {
                 root_key: None,
                 entries,
             })
@@ -397,7 +427,12 @@ impl Checkpoint {
 
     /// Total number of elements over all tensors of the model state (or all tensors).
     pub fn parameter_count(&self) -> u64 {
-        match self.model_state() {
+        self.parameter_count_of(self.model_state_ref().as_ref())
+    }
+
+    /// [`parameter_count`](Self::parameter_count) for an already computed model state.
+    pub fn parameter_count_of(&self, model_state: Option<&ModelStateRef<'_>>) -> u64 {
+        match model_state {
             Some(ms) => ms
                 .entries
                 .iter()
@@ -408,13 +443,22 @@ impl Checkpoint {
     }
 }
 
+/// [`ModelState`] borrowing from its checkpoint.
+#[derive(Debug, Clone)]
+pub struct ModelStateRef<'a> {
+    /// The top-level key it was found under; `None` for a bare state_dict.
+    pub root_key: Option<&'static str>,
+    /// (state_dict key, index into `Checkpoint::tensors`), in file order.
+    pub entries: Vec<(&'a str, usize)>,
+}
+
 /// The direct tensor entries of a state-dict-like dict.
-fn state_entries(v: &Value) -> Vec<(String, usize)> {
+fn state_entries(v: &Value) -> Vec<(&str, usize)> {
     match v {
         Value::Dict(items) => items
             .iter()
             .filter_map(|(k, v)| match (k, v) {
-                (Value::Str(k), Value::Tensor(i)) => Some((k.clone(), *i)),
+                (Value::Str(k), Value::Tensor(i)) => Some((k.as_str(), *i)),
                 _ => None,
             })
             .collect(),

@@ -11,7 +11,12 @@
 //! Persistent ids (torch storages) and tensor rebuilds go to the host.
 
 use std::cell::Cell;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+
+use super::PassThrough;
+use std::rc::Rc;
 
 use super::{limits, DType, Finding, FormatError, Value};
 
@@ -130,6 +135,39 @@ pub enum Loaded {
     Storage(usize),
 }
 
+/// One item of a persistent id tuple, borrowed from the VM
+/// ([`Host::persistent_load_items`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PidItem<'v> {
+    Str(&'v str),
+    Bytes(&'v [u8]),
+    Int(i64),
+    /// A global (`torch.FloatStorage`), as [`Value::Global`].
+    Global(&'v str),
+}
+
+impl PidItem<'_> {
+    /// The item as the materialised id would hold it.
+    pub fn to_value(&self) -> Value {
+        match *self {
+            PidItem::Str(s) => Value::Str(s.to_string()),
+            PidItem::Bytes(b) => Value::Bytes(b.to_vec()),
+            PidItem::Int(i) => Value::Int(i),
+            PidItem::Global(g) => Value::Global(g.to_string()),
+        }
+    }
+
+    /// [`Value::kind`] of [`to_value`](Self::to_value).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PidItem::Str(_) => "str",
+            PidItem::Bytes(_) => "bytes",
+            PidItem::Int(_) => "int",
+            PidItem::Global(_) => "global",
+        }
+    }
+}
+
 /// The arguments of a tensor rebuild, checked (non-negative, ≤ MAX_DIMS dims).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorSpec {
@@ -151,6 +189,15 @@ pub trait Host {
     }
     /// Resolve a persistent id (`BINPERSID` / `PERSID`).
     fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String>;
+    /// Resolve a persistent id that is a tuple of strings, bytes, ints and globals (torch
+    /// storages are), given borrowed: `items` are what [`persistent_load`] would get as a
+    /// [`Value::Tuple`]. `None` (the default): the VM materialises the id and calls
+    /// [`persistent_load`].
+    ///
+    /// [`persistent_load`]: Host::persistent_load
+    fn persistent_load_items(&mut self, _items: &[PidItem<'_>]) -> Option<Result<Loaded, String>> {
+        None
+    }
     /// Register a tensor and return its index.
     fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String>;
     /// `_rebuild_parameter*` on tensor `index`.
@@ -222,15 +269,19 @@ pub fn parse_plain(data: &[u8]) -> Result<Outcome, FormatError> {
 type Id = usize;
 
 #[derive(Debug)]
-enum Node {
+enum Node<'a> {
     /// An immutable value (scalars, strings, tensors, blocked calls, numpy scalars).
     Leaf(Value),
+    /// A string borrowed from the pickle (reads as `Leaf(Value::Str)`).
+    Text(&'a str),
     List(Vec<Id>),
-    Tuple(Vec<Id>),
+    /// Items in `Vm::tuples` (tuples never change, so they share one arena).
+    Tuple(Span),
     Dict(DictNode),
     Set(Vec<Id>),
     Global {
-        name: String,
+        /// Shared: calls and references copy it often.
+        name: Rc<str>,
         ctor: Option<Ctor>,
     },
     Storage(usize),
@@ -245,25 +296,141 @@ enum Node {
     },
 }
 
+/// Call arguments copied out of the arena (inline when there are few).
+enum Args {
+    Inline([Id; 8], usize),
+    Heap(Vec<Id>),
+}
+
+impl Args {
+    fn new(items: &[Id]) -> Args {
+        if items.len() <= 8 {
+            let mut a = [0; 8];
+            a[..items.len()].copy_from_slice(items);
+            Args::Inline(a, items.len())
+        } else {
+            Args::Heap(items.to_vec())
+        }
+    }
+}
+
+impl std::ops::Deref for Args {
+    type Target = [Id];
+    fn deref(&self) -> &[Id] {
+        match self {
+            Args::Inline(a, n) => &a[..*n],
+            Args::Heap(v) => v,
+        }
+    }
+}
+
+/// A range of `Vm::tuples`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    len: usize,
+}
+
+impl Span {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start..self.start + self.len
+    }
+}
+
 #[derive(Debug, Default)]
 struct DictNode {
     items: Vec<(Id, Id)>,
-    index: HashMap<HKey, usize>,
+    /// Key hash → position in `items` of the first key with that hash. Small dicts are
+    /// searched linearly and get an index once they outgrow [`DICT_SCAN`] items.
+    index: Option<HashMap<u64, usize, BuildHasherDefault<PassThrough>>>,
 }
 
-/// A hashable image of a dict key, with Python's equalities (True == 1 == 1.0).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum HKey {
+/// Dicts up to this many items are searched linearly (no hashing at all).
+const DICT_SCAN: usize = 8;
+
+/// A dict key as compared, with Python's equalities (True == 1 == 1.0), borrowed from
+/// the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum KeyRef<'n> {
     None,
     Int(i64),
-    Big(String),
+    Big(&'n str),
     Float(u64),
-    Str(String),
-    Bytes(Vec<u8>),
-    Global(String),
-    Tuple(Vec<HKey>),
-    /// Hashed by identity (objects, tensors).
+    Str(&'n str),
+    Bytes(&'n [u8]),
+    Global(&'n str),
+    /// Compared item by item.
+    Tuple(&'n [Id]),
+    /// Compared by identity (objects, tensors).
     Ident(Id),
+}
+
+/// The memo: a dense table for the small keys pickles use (0, 1, 2, … in order), a map
+/// for the rest. The table grows only to about twice the number of distinct keys, so
+/// its size stays proportional to the input whatever keys a pickle claims.
+#[derive(Debug, Default)]
+struct Memo {
+    dense: Vec<Id>,
+    sparse: HashMap<u64, Id>,
+    /// Distinct keys (`MEMOIZE` uses this as its key).
+    len: usize,
+}
+
+/// A free slot of `Memo::dense`.
+const NO_ID: Id = Id::MAX;
+
+impl Memo {
+    #[inline(always)]
+    fn get(&self, key: u64) -> Option<Id> {
+        match usize::try_from(key).ok().and_then(|k| self.dense.get(k)) {
+            Some(&id) if id != NO_ID => Some(id),
+            _ if self.sparse.is_empty() => None,
+            _ => self.sparse.get(&key).copied(),
+        }
+    }
+
+    #[inline(always)]
+    fn insert(&mut self, key: u64, id: Id) {
+        // The usual case: the next key in order.
+        let next = self.dense.len();
+        if key == next as u64
+            && self.sparse.is_empty()
+            && next < self.len.saturating_mul(2).saturating_add(1024)
+        {
+            self.dense.push(id);
+            self.len += 1;
+            return;
+        }
+        self.insert_any(key, id);
+    }
+
+    #[inline(never)]
+    fn insert_any(&mut self, key: u64, id: Id) {
+        let limit = self.len.saturating_mul(2).saturating_add(1024);
+        match usize::try_from(key) {
+            Ok(k) if k < self.dense.len() || k < limit => {
+                if k >= self.dense.len() {
+                    self.dense.resize(k + 1, NO_ID);
+                }
+                if self.dense[k] == NO_ID {
+                    // A key stored while the table was shorter moves here.
+                    if self.sparse.is_empty() || self.sparse.remove(&key).is_none() {
+                        self.len += 1;
+                    }
+                }
+                self.dense[k] = id;
+            }
+            _ => {
+                if self.sparse.insert(key, id).is_none() {
+                    self.len += 1;
+                }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
 }
 
 /// Materialisation budget, shared by every materialisation of one run.
@@ -284,23 +451,59 @@ struct Vm<'a, 'h> {
     data: &'a [u8],
     pos: usize,
     op_pos: usize,
-    op: &'static str,
-    nodes: Vec<Node>,
+    op: Op,
+    nodes: Vec<Node<'a>>,
+    /// The items of every tuple.
+    tuples: Vec<Id>,
     stack: Vec<Id>,
     marks: Vec<usize>,
-    memo: HashMap<u64, Id>,
+    memo: Memo,
     host: &'h mut dyn Host,
     opts: &'h Options,
     findings: Vec<Finding>,
     flagged: HashSet<String>,
     noted: HashSet<String>,
+    /// Scratch space of `materialise`.
+    on_path: Vec<bool>,
+    /// The node of each small int (0..256) once one was pushed (ints are immutable, so
+    /// one node serves every push of the value).
+    small_ints: [Id; 256],
+    /// Node creations saved that way.
+    shared: usize,
+    /// Hashes dict keys (randomly keyed: pickles cannot choose colliding keys).
+    key_hasher: RandomState,
     budget: Budget,
     /// Items copied and bytes cloned so far; bounded (linear in the input) so that
     /// re-using one big memoised value many times cannot take quadratic time or memory.
     work: Cell<u64>,
 }
 
-fn opcode_name(op: u8) -> Option<&'static str> {
+/// The opcode being executed, for messages.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    None,
+    Code(u8),
+    /// Past the last byte.
+    End,
+}
+
+/// A little-endian integer of 1 to 4 bytes.
+fn le_u32(b: &[u8]) -> u32 {
+    b.iter().rev().fold(0, |n, x| n << 8 | u32::from(*x))
+}
+
+/// Which bytes are opcodes.
+static KNOWN_OPCODES: [bool; 256] = {
+    let mut known = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        known[i] = opcode_name(i as u8).is_some();
+        i += 1;
+    }
+    known
+};
+
+const fn opcode_name(op: u8) -> Option<&'static str> {
     Some(match op {
         b'(' => "MARK",
         b'.' => "STOP",
@@ -376,24 +579,36 @@ fn opcode_name(op: u8) -> Option<&'static str> {
 
 impl<'a, 'h> Vm<'a, 'h> {
     fn new(data: &'a [u8], host: &'h mut dyn Host, opts: &'h Options) -> Self {
+        // About one node per four bytes of pickle; the arena still grows past this.
+        let mut nodes = Vec::with_capacity((data.len() / 4).clamp(16, 1 << 13));
+        nodes.extend([
+            Node::Leaf(Value::None),
+            Node::Leaf(Value::Bool(true)),
+            Node::Leaf(Value::Bool(false)),
+        ]);
         Vm {
             data,
             pos: 0,
             op_pos: 0,
-            op: "",
-            nodes: vec![
-                Node::Leaf(Value::None),
-                Node::Leaf(Value::Bool(true)),
-                Node::Leaf(Value::Bool(false)),
-            ],
-            stack: Vec::new(),
+            op: Op::None,
+            nodes,
+            tuples: Vec::with_capacity((data.len() / 4).clamp(16, 1 << 13)),
+            stack: Vec::with_capacity(64),
             marks: Vec::new(),
-            memo: HashMap::new(),
+            memo: Memo {
+                // About one memo entry per 16 bytes of pickle (a hint only).
+                dense: Vec::with_capacity((data.len() / 16).clamp(16, 1 << 12)),
+                ..Memo::default()
+            },
             host,
             opts,
             findings: Vec::new(),
             flagged: HashSet::new(),
             noted: HashSet::new(),
+            on_path: Vec::new(),
+            small_ints: [NO_ID; 256],
+            shared: 0,
+            key_hasher: RandomState::new(),
             budget: Budget::default(),
             work: Cell::new(0),
         }
@@ -402,9 +617,14 @@ impl<'a, 'h> Vm<'a, 'h> {
     // ----- errors, findings -------------------------------------------------
 
     fn err(&self, message: impl std::fmt::Display) -> FormatError {
+        let op = match self.op {
+            Op::None => "",
+            Op::End => "(end)",
+            Op::Code(c) => opcode_name(c).unwrap_or("?"),
+        };
         FormatError::Pickle {
             offset: self.opts.base_offset + self.op_pos as u64,
-            message: format!("{message} (in {}, opcode {})", self.opts.location, self.op),
+            message: format!("{message} (in {}, opcode {op})", self.opts.location),
         }
     }
 
@@ -425,35 +645,58 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     // ----- input ------------------------------------------------------------
 
+    #[inline]
     fn take(&mut self, n: u64) -> Result<&'a [u8], FormatError> {
         let left = (self.data.len() - self.pos) as u64;
         if n > left {
-            return Err(self.err(format!(
-                "pickle cut short: needs {n} bytes at byte {}, only {left} remain",
-                self.opts.base_offset + self.pos as u64
-            )));
+            return Err(self.cut_short(n));
         }
         let s = &self.data[self.pos..self.pos + n as usize];
         self.pos += n as usize;
         Ok(s)
     }
 
+    #[cold]
+    #[inline(never)]
+    fn cut_short(&self, n: u64) -> FormatError {
+        let left = (self.data.len() - self.pos) as u64;
+        self.err(format!(
+            "pickle cut short: needs {n} bytes at byte {}, only {left} remain",
+            self.opts.base_offset + self.pos as u64
+        ))
+    }
+
+    /// The next `N` bytes.
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], FormatError> {
+        match self
+            .data
+            .get(self.pos..)
+            .and_then(|rest| rest.first_chunk::<N>())
+        {
+            Some(a) => {
+                self.pos += N;
+                Ok(*a)
+            }
+            None => Err(self.cut_short(N as u64)),
+        }
+    }
+
+    #[inline]
     fn u8(&mut self) -> Result<u8, FormatError> {
-        Ok(self.take(1)?[0])
+        Ok(self.array::<1>()?[0])
     }
+    #[inline]
     fn u16(&mut self) -> Result<u16, FormatError> {
-        let b = self.take(2)?;
-        Ok(u16::from_le_bytes([b[0], b[1]]))
+        Ok(u16::from_le_bytes(self.array()?))
     }
+    #[inline]
     fn u32(&mut self) -> Result<u32, FormatError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        Ok(u32::from_le_bytes(self.array()?))
     }
+    #[inline]
     fn u64(&mut self) -> Result<u64, FormatError> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Ok(u64::from_le_bytes(a))
+        Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A protocol-0 text line, without its `\n`.
@@ -475,19 +718,98 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     // ----- stack ------------------------------------------------------------
 
-    fn add(&mut self, node: Node) -> Result<Id, FormatError> {
+    fn add(&mut self, node: Node<'a>) -> Result<Id, FormatError> {
         self.charge(node_weight(&node));
-        if self.nodes.len() >= self.opts.max_values {
-            return Err(FormatError::Limit(format!(
-                "pickle creates more than {} values ({})",
-                self.opts.max_values, self.opts.location
-            )));
+        if !self.has_room() {
+            return Err(self.arena_limit());
         }
         self.nodes.push(node);
         Ok(self.nodes.len() - 1)
     }
 
-    fn push_node(&mut self, node: Node) -> Result<(), FormatError> {
+    /// Whether another node may be created.
+    #[inline]
+    fn has_room(&self) -> bool {
+        self.created() < self.opts.max_values
+    }
+
+    /// `add` after `has_room` said yes.
+    #[inline]
+    fn add_in_room(&mut self, node: Node<'a>) -> Id {
+        self.charge(node_weight(&node));
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// Nodes created, counting each use of a shared small int as a creation (so every
+    /// limit reads as if each had its own node).
+    fn created(&self) -> usize {
+        self.nodes.len() + self.shared
+    }
+
+    #[cold]
+    fn arena_limit(&self) -> FormatError {
+        FormatError::Limit(format!(
+            "pickle creates more than {} values ({})",
+            self.opts.max_values, self.opts.location
+        ))
+    }
+
+    /// Push the int `v` (0..256): one shared node per value, charged like a new one.
+    fn push_small_int(&mut self, v: u8) -> Result<(), FormatError> {
+        let slot = usize::from(v);
+        match self.small_ints[slot] {
+            NO_ID => {
+                let id = self.add(Node::Leaf(Value::Int(i64::from(v))))?;
+                self.small_ints[slot] = id;
+                self.stack.push(id);
+            }
+            id => {
+                self.charge(1);
+                if self.created() >= self.opts.max_values {
+                    return Err(self.arena_limit());
+                }
+                self.shared += 1;
+                self.stack.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A new tuple of `items`.
+    fn tuple(&mut self, items: &[Id]) -> Result<Id, FormatError> {
+        let start = self.tuples.len();
+        self.tuples.extend_from_slice(items);
+        self.add(Node::Tuple(Span {
+            start,
+            len: items.len(),
+        }))
+    }
+
+    /// A new tuple of the stack items from `from` on (which leave the stack).
+    fn tuple_from_stack(&mut self, from: usize) -> Result<Id, FormatError> {
+        let start = self.tuples.len();
+        self.tuples.extend_from_slice(&self.stack[from..]);
+        self.stack.truncate(from);
+        self.add(Node::Tuple(Span {
+            start,
+            len: self.tuples.len() - start,
+        }))
+    }
+
+    /// `tuple_from_stack` after `has_room` said yes; the tuple is pushed.
+    fn push_tuple_in_room(&mut self, from: usize) {
+        let start = self.tuples.len();
+        self.tuples.extend_from_slice(&self.stack[from..]);
+        self.stack.truncate(from);
+        let id = self.add_in_room(Node::Tuple(Span {
+            start,
+            len: self.tuples.len() - start,
+        }));
+        self.stack.push(id);
+    }
+
+    fn push_node(&mut self, node: Node<'a>) -> Result<(), FormatError> {
         let id = self.add(node)?;
         self.stack.push(id);
         Ok(())
@@ -498,9 +820,18 @@ impl<'a, 'h> Vm<'a, 'h> {
             Value::None => self.stack.push(NONE_ID),
             Value::Bool(true) => self.stack.push(TRUE_ID),
             Value::Bool(false) => self.stack.push(FALSE_ID),
+            Value::Int(i @ 0..=255) => self.push_small_int(i as u8)?,
             v => self.push_node(Node::Leaf(v))?,
         }
         Ok(())
+    }
+
+    /// A UTF-8 string from the pickle (borrowed when it is valid UTF-8).
+    fn push_text(&mut self, b: &'a [u8]) -> Result<(), FormatError> {
+        match std::str::from_utf8(b) {
+            Ok(s) => self.push_node(Node::Text(s)),
+            Err(_) => self.push_value(Value::Str(utf8(b))),
+        }
     }
 
     fn charge(&self, n: usize) {
@@ -545,8 +876,7 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     fn memo_get(&self, key: u64) -> Result<Id, FormatError> {
         self.memo
-            .get(&key)
-            .copied()
+            .get(key)
             .ok_or_else(|| self.err(format!("memo key {key} not found")))
     }
 
@@ -561,6 +891,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     fn kind(&self, id: Id) -> &'static str {
         match &self.nodes[id] {
             Node::Leaf(v) => v.kind(),
+            Node::Text(_) => "str",
             Node::List(_) => "list",
             Node::Tuple(_) => "tuple",
             Node::Dict(_) => "dict",
@@ -575,6 +906,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     fn as_str(&self, id: Id) -> Option<&str> {
         match &self.nodes[id] {
             Node::Leaf(Value::Str(s)) => Some(s),
+            Node::Text(s) => Some(s),
             _ => None,
         }
     }
@@ -598,75 +930,153 @@ impl<'a, 'h> Vm<'a, 'h> {
     /// Items of a tuple or list.
     fn seq(&self, id: Id) -> Option<&[Id]> {
         match &self.nodes[id] {
-            Node::Tuple(v) | Node::List(v) | Node::Set(v) => Some(v),
+            Node::Tuple(t) => Some(&self.tuples[t.range()]),
+            Node::List(v) | Node::Set(v) => Some(v),
             _ => None,
         }
     }
 
-    fn hkey(&self, id: Id, depth: usize) -> Result<HKey, String> {
+    /// Check that `id` can be a dict key (hashable, not nested too deeply) and charge
+    /// the work of hashing it.
+    fn check_key(&self, id: Id, depth: usize) -> Result<(), String> {
         if depth > self.opts.max_depth {
             return Err("dict key nested too deeply".into());
         }
-        Ok(match &self.nodes[id] {
-            Node::Leaf(v) => match v {
-                Value::None => HKey::None,
-                Value::Bool(b) => HKey::Int(i64::from(*b)),
-                Value::Int(i) => HKey::Int(*i),
-                Value::BigInt(s) => HKey::Big(s.clone()),
-                Value::Float(f) => {
-                    if f.fract() == 0.0 && f.abs() < 9.0e18 {
-                        HKey::Int(*f as i64)
-                    } else {
-                        HKey::Float(f.to_bits())
-                    }
+        match &self.nodes[id] {
+            Node::Leaf(Value::Str(s)) => self.charge(s.len()),
+            Node::Text(s) => self.charge(s.len()),
+            Node::Leaf(Value::Bytes(b)) => self.charge(b.len()),
+            Node::Tuple(t) => {
+                self.charge(t.len);
+                for i in &self.tuples[t.range()] {
+                    self.check_key(*i, depth + 1)?;
                 }
-                Value::Str(s) => {
-                    self.charge(s.len());
-                    HKey::Str(s.clone())
-                }
-                Value::Bytes(b) => {
-                    self.charge(b.len());
-                    HKey::Bytes(b.clone())
-                }
-                _ => HKey::Ident(id),
-            },
-            Node::Tuple(items) => HKey::Tuple({
-                self.charge(items.len());
-                items
-                    .iter()
-                    .map(|i| self.hkey(*i, depth + 1))
-                    .collect::<Result<_, _>>()?
-            }),
-            Node::Global { name, .. } => {
-                self.charge(name.len());
-                HKey::Global(name.clone())
             }
+            Node::Global { name, .. } => self.charge(name.len()),
             Node::List(_) | Node::Dict(_) | Node::Set(_) => {
                 return Err(format!("unhashable {} used as a dict key", self.kind(id)))
             }
-            _ => HKey::Ident(id),
-        })
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The comparable image of a key (checked with `check_key`).
+    #[inline(always)]
+    fn key_ref(&self, id: Id) -> KeyRef<'_> {
+        match &self.nodes[id] {
+            Node::Leaf(v) => match v {
+                Value::None => KeyRef::None,
+                Value::Bool(b) => KeyRef::Int(i64::from(*b)),
+                Value::Int(i) => KeyRef::Int(*i),
+                Value::BigInt(s) => KeyRef::Big(s),
+                Value::Float(f) => {
+                    if f.fract() == 0.0 && f.abs() < 9.0e18 {
+                        KeyRef::Int(*f as i64)
+                    } else {
+                        KeyRef::Float(f.to_bits())
+                    }
+                }
+                Value::Str(s) => KeyRef::Str(s),
+                Value::Bytes(b) => KeyRef::Bytes(b),
+                _ => KeyRef::Ident(id),
+            },
+            Node::Text(s) => KeyRef::Str(s),
+            Node::Tuple(t) => KeyRef::Tuple(&self.tuples[t.range()]),
+            Node::Global { name, .. } => KeyRef::Global(name),
+            _ => KeyRef::Ident(id),
+        }
+    }
+
+    /// Whether two (checked) keys are equal as dict keys.
+    fn key_eq(&self, a: Id, b: Id) -> bool {
+        if a == b {
+            return true;
+        }
+        match (self.key_ref(a), self.key_ref(b)) {
+            (KeyRef::Tuple(x), KeyRef::Tuple(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(p, q)| self.key_eq(*p, *q))
+            }
+            (x, y) => x == y,
+        }
+    }
+
+    /// A keyed hash of a (checked) key, consistent with `key_eq`.
+    fn key_hash(&self, id: Id) -> u64 {
+        let mut h = self.key_hasher.build_hasher();
+        self.hash_key_into(id, &mut h);
+        h.finish()
+    }
+
+    fn hash_key_into(&self, id: Id, h: &mut impl Hasher) {
+        match self.key_ref(id) {
+            KeyRef::Tuple(items) => {
+                h.write_u8(0xff);
+                h.write_usize(items.len());
+                for i in items {
+                    self.hash_key_into(*i, h);
+                }
+            }
+            k => k.hash(h),
+        }
     }
 
     fn dict_insert(&mut self, dict: Id, pairs: &[Id]) -> Result<(), FormatError> {
         self.charge(pairs.len());
-        let mut keys = Vec::with_capacity(pairs.len() / 2);
         for pair in pairs.chunks_exact(2) {
-            keys.push(self.hkey(pair[0], 0).map_err(|m| self.err(m))?);
+            self.check_key(pair[0], 0).map_err(|m| self.err(m))?;
         }
-        let Node::Dict(d) = &mut self.nodes[dict] else {
+        if !matches!(self.nodes[dict], Node::Dict(_)) {
+            return Ok(());
+        }
+        // Keys are never the dict itself (it is unhashable), so it can be taken out of
+        // the arena while they are compared.
+        let Node::Dict(mut d) =
+            std::mem::replace(&mut self.nodes[dict], Node::Dict(DictNode::default()))
+        else {
             return Ok(());
         };
-        for (pair, key) in pairs.chunks_exact(2).zip(keys) {
-            match d.index.get(&key) {
-                Some(&i) => d.items[i].1 = pair[1],
-                None => {
-                    d.index.insert(key, d.items.len());
-                    d.items.push((pair[0], pair[1]));
+        for pair in pairs.chunks_exact(2) {
+            self.dict_set(&mut d, pair[0], pair[1]);
+        }
+        self.nodes[dict] = Node::Dict(d);
+        Ok(())
+    }
+
+    /// `d[k] = v`: a new key goes last, an existing one keeps its place (and key).
+    fn dict_set(&self, d: &mut DictNode, k: Id, v: Id) {
+        let Some(index) = d.index.as_mut() else {
+            if let Some(i) = d.items.iter().position(|(e, _)| self.key_eq(*e, k)) {
+                d.items[i].1 = v;
+                return;
+            }
+            if d.items.len() >= DICT_SCAN {
+                let mut index = HashMap::with_capacity_and_hasher(
+                    d.items.len() * 2,
+                    BuildHasherDefault::default(),
+                );
+                for (i, (e, _)) in d.items.iter().enumerate() {
+                    index.entry(self.key_hash(*e)).or_insert(i);
                 }
+                index.entry(self.key_hash(k)).or_insert(d.items.len());
+                d.index = Some(index);
+            }
+            d.items.push((k, v));
+            return;
+        };
+        let h = self.key_hash(k);
+        match index.get(&h) {
+            Some(&i) if self.key_eq(d.items[i].0, k) => d.items[i].1 = v,
+            // Two different keys with one 64-bit keyed hash: look at every key.
+            Some(_) => match d.items.iter().position(|(e, _)| self.key_eq(*e, k)) {
+                Some(i) => d.items[i].1 = v,
+                None => d.items.push((k, v)),
+            },
+            None => {
+                index.insert(h, d.items.len());
+                d.items.push((k, v));
             }
         }
-        Ok(())
     }
 
     fn set_items(&mut self, target: Id, pairs: Vec<Id>) -> Result<(), FormatError> {
@@ -697,7 +1107,9 @@ impl<'a, 'h> Vm<'a, 'h> {
             return Err(self.err("odd number of items for a dict"));
         }
         let id = self.add(Node::Dict(DictNode::default()))?;
-        self.dict_insert(id, &pairs)?;
+        if !pairs.is_empty() {
+            self.dict_insert(id, &pairs)?;
+        }
         Ok(id)
     }
 
@@ -719,11 +1131,11 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.add(Node::List(ids))?
             }
             Value::Tuple(items) => {
-                let ids = items
+                let ids: Vec<Id> = items
                     .into_iter()
                     .map(|v| self.intern(v))
                     .collect::<Result<_, _>>()?;
-                self.add(Node::Tuple(ids))?
+                self.tuple(&ids)?
             }
             Value::Dict(items) => {
                 let mut ids = Vec::with_capacity(items.len() * 2);
@@ -733,7 +1145,10 @@ impl<'a, 'h> Vm<'a, 'h> {
                 }
                 self.new_dict(ids)?
             }
-            Value::Global(name) => self.add(Node::Global { name, ctor: None })?,
+            Value::Global(name) => self.add(Node::Global {
+                name: name.into(),
+                ctor: None,
+            })?,
             other => self.add(Node::Leaf(other))?,
         })
     }
@@ -751,7 +1166,10 @@ impl<'a, 'h> Vm<'a, 'h> {
         if ctor.is_none() {
             self.flag(&full);
         }
-        self.push_node(Node::Global { name: full, ctor })
+        self.push_node(Node::Global {
+            name: full.into(),
+            ctor,
+        })
     }
 
     fn blocked(&mut self, global: String) -> Result<Id, FormatError> {
@@ -759,12 +1177,12 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     /// `callable(*args)` for REDUCE (and INST/OBJ).
-    fn call(&mut self, callable: Id, args: Vec<Id>, kwargs: Option<Id>) -> Result<Id, FormatError> {
+    fn call(&mut self, callable: Id, args: &[Id], kwargs: Option<Id>) -> Result<Id, FormatError> {
         self.charge(args.len());
         match &self.nodes[callable] {
             Node::Global { name, ctor } => match ctor {
                 None => {
-                    let name = name.clone();
+                    let name = name.to_string();
                     self.blocked(name)
                 }
                 Some(c) => {
@@ -783,14 +1201,14 @@ impl<'a, 'h> Vm<'a, 'h> {
         }
     }
 
-    fn uninterpreted(&mut self, name: &str, args: Vec<Id>) -> Result<Id, FormatError> {
+    fn uninterpreted(&mut self, name: &str, args: &[Id]) -> Result<Id, FormatError> {
         self.note(format!(
             "{}: call of `{name}` kept uninterpreted",
             self.opts.location
         ));
         self.add(Node::Object {
             class: name.to_string(),
-            args,
+            args: args.to_vec(),
             state: None,
         })
     }
@@ -799,7 +1217,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         &mut self,
         ctor: Ctor,
         name: &str,
-        args: Vec<Id>,
+        args: &[Id],
         kwargs: Option<Id>,
     ) -> Result<Id, FormatError> {
         self.charge(args.len());
@@ -815,8 +1233,8 @@ impl<'a, 'h> Vm<'a, 'h> {
                         Node::Dict(d) => {
                             pairs = d.items.iter().flat_map(|(k, v)| [*k, *v]).collect();
                         }
-                        Node::List(items) | Node::Tuple(items) => {
-                            for &it in items {
+                        Node::List(_) | Node::Tuple(_) => {
+                            for &it in self.seq(src).unwrap_or(&[]) {
                                 match self.seq(it) {
                                     Some([k, v]) => pairs.extend([*k, *v]),
                                     _ => return self.uninterpreted(name, args),
@@ -833,7 +1251,9 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let items = match args.first() {
                     None => Vec::new(),
                     Some(&src) => match &self.nodes[src] {
-                        Node::List(v) | Node::Tuple(v) | Node::Set(v) => v.clone(),
+                        Node::List(_) | Node::Tuple(_) | Node::Set(_) => {
+                            self.seq(src).unwrap_or(&[]).to_vec()
+                        }
                         Node::Dict(d) => d.items.iter().map(|(k, _)| *k).collect(),
                         _ => return self.uninterpreted(name, args),
                     },
@@ -841,7 +1261,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.add(Node::Set(items))
             }
             Ctor::ByteArray => {
-                let bytes = match args.as_slice() {
+                let bytes = match args {
                     [] => Some(Vec::new()),
                     [b] => match &self.nodes[*b] {
                         Node::Leaf(Value::Bytes(b)) => Some(b.clone()),
@@ -871,7 +1291,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                 }
                 self.add(Node::Object {
                     class: name.to_string(),
-                    args,
+                    args: args.to_vec(),
                     state: None,
                 })
             }
@@ -889,7 +1309,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             }
             Ctor::Reconstructor => {
                 // copyreg._reconstructor(cls, base, state): object.__new__(cls) (+ base init)
-                let (cls, base, state) = match args.as_slice() {
+                let (cls, base, state) = match args {
                     [c, b, s] => (*c, *b, *s),
                     _ => return self.uninterpreted(name, args),
                 };
@@ -905,11 +1325,11 @@ impl<'a, 'h> Vm<'a, 'h> {
                         } else {
                             vec![state]
                         };
-                        self.construct(c, &cls_name, init, None)
+                        self.construct(c, &cls_name, &init, None)
                     }
                     _ => {
                         self.flag(&cls_name);
-                        self.blocked(cls_name)
+                        self.blocked(cls_name.to_string())
                     }
                 }
             }
@@ -936,11 +1356,11 @@ impl<'a, 'h> Vm<'a, 'h> {
                 state: None,
             }),
             Ctor::TorchSize => match args.first() {
-                None => self.add(Node::Tuple(Vec::new())),
+                None => self.tuple(&[]),
                 Some(&a) => match self.seq(a) {
                     Some(items) => {
                         let items = items.to_vec();
-                        self.add(Node::Tuple(items))
+                        self.tuple(&items)
                     }
                     None => self.uninterpreted(name, args),
                 },
@@ -1003,7 +1423,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             }
             Ctor::RebuildFromTypeV2 => {
                 // (func, new_type, args, state): only an interpreted rebuild function.
-                let (func, fargs) = match args.as_slice() {
+                let (func, fargs) = match args {
                     [f, _t, a, ..] => (*f, *a),
                     _ => return self.uninterpreted(name, args),
                 };
@@ -1017,7 +1437,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                         Some(inner),
                     ) => {
                         let (c, fname) = (*c, fname.clone());
-                        self.construct(c, &fname, inner, None)
+                        self.construct(c, &fname, &inner, None)
                     }
                     (
                         Node::Global {
@@ -1026,7 +1446,7 @@ impl<'a, 'h> Vm<'a, 'h> {
                         },
                         _,
                     ) => {
-                        let fname = fname.clone();
+                        let fname = fname.to_string();
                         self.blocked(fname)
                     }
                     _ => self.uninterpreted(name, args),
@@ -1045,8 +1465,8 @@ impl<'a, 'h> Vm<'a, 'h> {
         encode_str(self.as_str(s)?, enc)
     }
 
-    fn numpy_scalar(&mut self, name: &str, args: Vec<Id>) -> Result<Id, FormatError> {
-        let (dt, data) = match args.as_slice() {
+    fn numpy_scalar(&mut self, name: &str, args: &[Id]) -> Result<Id, FormatError> {
+        let (dt, data) = match args {
             [d, b] => (*d, *b),
             _ => return self.uninterpreted(name, args),
         };
@@ -1057,10 +1477,12 @@ impl<'a, 'h> Vm<'a, 'h> {
         let raw: Vec<u8> = match &self.nodes[data] {
             Node::Leaf(Value::Bytes(b)) => b.clone(),
             // A Python 2 str (latin-1 characters).
-            Node::Leaf(Value::Str(t)) => match encode_str(t, "latin1") {
-                Some(b) => b,
-                None => return self.uninterpreted(name, args),
-            },
+            Node::Leaf(Value::Str(_)) | Node::Text(_) => {
+                match self.as_str(data).and_then(|t| encode_str(t, "latin1")) {
+                    Some(b) => b,
+                    None => return self.uninterpreted(name, args),
+                }
+            }
             _ => return self.uninterpreted(name, args),
         };
         let value = decode_numpy(&descr, order, &raw).unwrap_or(Value::Bytes(raw));
@@ -1104,15 +1526,14 @@ impl<'a, 'h> Vm<'a, 'h> {
                     limits::MAX_DIMS
                 ));
             }
-            items
-                .iter()
-                .map(|i| {
-                    let v = self.as_int(*i).ok_or_else(|| {
-                        format!("{what} holds a {}, expected ints", self.kind(*i))
-                    })?;
-                    u64::try_from(v).map_err(|_| format!("negative {what} {v}"))
-                })
-                .collect()
+            let mut out = Vec::with_capacity(items.len());
+            for i in items {
+                let v = self
+                    .as_int(*i)
+                    .ok_or_else(|| format!("{what} holds a {}, expected ints", self.kind(*i)))?;
+                out.push(u64::try_from(v).map_err(|_| format!("negative {what} {v}"))?);
+            }
+            Ok(out)
         };
         let shape = dims(args[2], "size")?;
         let strides = dims(args[3], "stride")?;
@@ -1163,8 +1584,8 @@ impl<'a, 'h> Vm<'a, 'h> {
                 // A (dict, slots) pair is merged; a dict is merged into the existing one.
                 let mut parts = vec![state];
                 if let Node::Tuple(t) = &self.nodes[state] {
-                    if t.len() == 2 {
-                        parts = t.clone();
+                    if t.len == 2 {
+                        parts = self.tuples[t.range()].to_vec();
                     }
                 }
                 let parts: Vec<Id> = parts.into_iter().filter(|p| *p != NONE_ID).collect();
@@ -1225,40 +1646,167 @@ impl<'a, 'h> Vm<'a, 'h> {
     // ----- main loop --------------------------------------------------------
 
     fn run(&mut self) -> Result<Value, FormatError> {
+        let work_cap = self.work_cap();
         loop {
-            self.op_pos = self.pos;
-            if self.pos >= self.data.len() {
-                self.op = "(end)";
-                return Err(self.err("pickle cut short: no STOP opcode"));
-            }
-            let code = self.data[self.pos];
-            self.pos += 1;
-            self.op = match opcode_name(code) {
-                Some(n) => n,
-                None => {
-                    self.op = "?";
-                    return Err(FormatError::Pickle {
-                        offset: self.opts.base_offset + self.op_pos as u64,
-                        message: format!(
-                            "unknown opcode 0x{code:02x} at byte {} (in {})",
-                            self.opts.base_offset + self.op_pos as u64,
-                            self.opts.location
-                        ),
-                    });
-                }
-            };
-            if self.step(code)? {
-                let top = self.pop()?;
-                return self.materialise_root(top);
-            }
-            if self.work.get() > self.work_cap() {
+            // (Checked before each opcode: the same as after each one, as nothing
+            // charges work before the first opcode or after STOP.)
+            if self.work.get() > work_cap {
                 return Err(FormatError::Limit(format!(
                     "pickle does more than {} units of copying work ({}; a memo amplification?)",
                     self.work_cap(),
                     self.opts.location
                 )));
             }
+            self.op_pos = self.pos;
+            let Some(&code) = self.data.get(self.pos) else {
+                self.op = Op::End;
+                return Err(self.err("pickle cut short: no STOP opcode"));
+            };
+            self.pos += 1;
+            self.op = Op::Code(code);
+            if self.fast_step(code) {
+                continue;
+            }
+            // The commonest heavy opcodes, without going through `step`.
+            match code {
+                b'R' => {
+                    self.reduce()?;
+                    continue;
+                }
+                b'Q' => {
+                    self.binpersid()?;
+                    continue;
+                }
+                _ => {}
+            }
+            if !KNOWN_OPCODES[usize::from(code)] {
+                return Err(FormatError::Pickle {
+                    offset: self.opts.base_offset + self.op_pos as u64,
+                    message: format!(
+                        "unknown opcode 0x{code:02x} at byte {} (in {})",
+                        self.opts.base_offset + self.op_pos as u64,
+                        self.opts.location
+                    ),
+                });
+            }
+            if self.step(code)? {
+                let top = self.pop()?;
+                return self.materialise_root(top);
+            }
         }
+    }
+
+    /// The commonest opcodes that cannot fail here and charge no work (memo access,
+    /// MARK, constants), done without `step`. `false`: not done (`step` does it, and
+    /// reports any error).
+    #[inline]
+    fn fast_step(&mut self, code: u8) -> bool {
+        let arg = |n: usize| self.data.get(self.pos..self.pos + n);
+        match code {
+            b'h' | b'j' => {
+                let n = if code == b'h' { 1 } else { 4 };
+                let Some(key) = arg(n).map(le_u32) else {
+                    return false;
+                };
+                let Some(id) = self.memo.get(u64::from(key)) else {
+                    return false;
+                };
+                self.pos += n;
+                self.stack.push(id);
+            }
+            b'q' | b'r' => {
+                let n = if code == b'q' { 1 } else { 4 };
+                let Some(key) = arg(n).map(le_u32) else {
+                    return false;
+                };
+                if self.stack.len() <= self.fence() {
+                    return false;
+                }
+                let Some(&top) = self.stack.last() else {
+                    return false;
+                };
+                self.pos += n;
+                self.memo.insert(u64::from(key), top);
+            }
+            b'(' => self.marks.push(self.stack.len()),
+            b'N' => self.stack.push(NONE_ID),
+            0x88 => self.stack.push(TRUE_ID),
+            0x89 => self.stack.push(FALSE_ID),
+            // BININT1 of an int already seen: its shared node.
+            b'K' => {
+                let Some(&v) = self.data.get(self.pos) else {
+                    return false;
+                };
+                let id = self.small_ints[usize::from(v)];
+                if id == NO_ID || !self.has_room() {
+                    return false;
+                }
+                self.pos += 1;
+                self.charge(1);
+                self.shared += 1;
+                self.stack.push(id);
+            }
+            b')' => {
+                if !self.has_room() {
+                    return false;
+                }
+                let id = self.add_in_room(Node::Tuple(Span { start: 0, len: 0 }));
+                self.stack.push(id);
+            }
+            // BININT2 past the shared small ints
+            b'M' => {
+                let Some(v) = arg(2).map(le_u32) else {
+                    return false;
+                };
+                if v < 256 || !self.has_room() {
+                    return false;
+                }
+                self.pos += 2;
+                let id = self.add_in_room(Node::Leaf(Value::Int(i64::from(v))));
+                self.stack.push(id);
+            }
+            // TUPLE1..3, TUPLE
+            0x85..=0x87 => {
+                let n = usize::from(code - 0x84);
+                if self.stack.len() < self.fence() + n || !self.has_room() {
+                    return false;
+                }
+                self.push_tuple_in_room(self.stack.len() - n);
+            }
+            b't' => {
+                let Some(&m) = self.marks.last() else {
+                    return false;
+                };
+                if !self.has_room() {
+                    return false;
+                }
+                self.marks.pop();
+                self.push_tuple_in_room(m.min(self.stack.len()));
+            }
+            // BINUNICODE, SHORT_BINUNICODE of valid UTF-8
+            b'X' | 0x8c => {
+                let w = if code == b'X' { 4 } else { 1 };
+                let Some(n) = arg(w).map(|b| le_u32(b) as usize) else {
+                    return false;
+                };
+                let start = self.pos + w;
+                let Some(text) = self
+                    .data
+                    .get(start..start.saturating_add(n))
+                    .and_then(|b| std::str::from_utf8(b).ok())
+                else {
+                    return false;
+                };
+                if !self.has_room() {
+                    return false;
+                }
+                self.pos = start + n;
+                let id = self.add_in_room(Node::Text(text));
+                self.stack.push(id);
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// Execute one opcode; `true` on STOP.
@@ -1387,17 +1935,17 @@ impl<'a, 'h> Vm<'a, 'h> {
             b'X' => {
                 let n = u64::from(self.u32()?);
                 let b = self.take(n)?;
-                self.push_value(Value::Str(utf8(b)))?;
+                self.push_text(b)?;
             }
             0x8c => {
                 let n = u64::from(self.u8()?);
                 let b = self.take(n)?;
-                self.push_value(Value::Str(utf8(b)))?;
+                self.push_text(b)?;
             }
             0x8d => {
                 let n = self.u64()?;
                 let b = self.take(n)?;
-                self.push_value(Value::Str(utf8(b)))?;
+                self.push_text(b)?;
             }
             b'B' => {
                 let n = u64::from(self.u32()?);
@@ -1419,7 +1967,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             }
             // ----- containers
             b']' => self.push_node(Node::List(Vec::new()))?,
-            b')' => self.push_node(Node::Tuple(Vec::new()))?,
+            b')' => self.push_node(Node::Tuple(Span { start: 0, len: 0 }))?,
             b'}' => self.push_node(Node::Dict(DictNode::default()))?,
             0x8f => self.push_node(Node::Set(Vec::new()))?,
             b'l' => {
@@ -1427,16 +1975,20 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.push_node(Node::List(items))?;
             }
             b't' => {
-                let items = self.pop_mark()?;
-                self.push_node(Node::Tuple(items))?;
+                let m = self
+                    .marks
+                    .pop()
+                    .ok_or_else(|| self.err("no MARK on the stack"))?;
+                let id = self.tuple_from_stack(m.min(self.stack.len()))?;
+                self.stack.push(id);
             }
             0x85..=0x87 => {
                 let n = usize::from(code - 0x84);
                 if self.stack.len() < self.fence() + n {
                     return Err(self.err("stack underflow"));
                 }
-                let items = self.stack.split_off(self.stack.len() - n);
-                self.push_node(Node::Tuple(items))?;
+                let id = self.tuple_from_stack(self.stack.len() - n)?;
+                self.stack.push(id);
             }
             b'd' => {
                 let items = self.pop_mark()?;
@@ -1538,39 +2090,20 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let id = self.blocked(g)?;
                 self.stack.push(id);
             }
-            b'R' => {
-                let args = self.pop()?;
-                let callable = self.pop()?;
-                let args = match self.seq(args) {
-                    Some(a) if matches!(self.nodes[args], Node::Tuple(_)) => a.to_vec(),
-                    _ => match &self.nodes[callable] {
-                        Node::Global { ctor: None, .. } | Node::Leaf(Value::Blocked { .. }) => {
-                            Vec::new()
-                        }
-                        _ => {
-                            return Err(self.err(format!(
-                                "arguments are a {}, expected a tuple",
-                                self.kind(args)
-                            )))
-                        }
-                    },
-                };
-                let id = self.call(callable, args, None)?;
-                self.stack.push(id);
-            }
+            b'R' => self.reduce()?,
             0x81 => {
                 let args = self.pop()?;
                 let cls = self.pop()?;
-                let args = self.seq(args).map(<[Id]>::to_vec).unwrap_or_default();
-                let id = self.call(cls, args, None)?;
+                let args = Args::new(self.seq(args).unwrap_or_default());
+                let id = self.call(cls, &args, None)?;
                 self.stack.push(id);
             }
             0x92 => {
                 let kwargs = self.pop()?;
                 let args = self.pop()?;
                 let cls = self.pop()?;
-                let args = self.seq(args).map(<[Id]>::to_vec).unwrap_or_default();
-                let id = self.call(cls, args, Some(kwargs))?;
+                let args = Args::new(self.seq(args).unwrap_or_default());
+                let id = self.call(cls, &args, Some(kwargs))?;
                 self.stack.push(id);
             }
             b'i' => {
@@ -1579,16 +2112,15 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let args = self.pop_mark()?;
                 self.global(module, name)?;
                 let cls = self.pop()?;
-                let id = self.call(cls, args, None)?;
+                let id = self.call(cls, &args, None)?;
                 self.stack.push(id);
             }
             b'o' => {
-                let mut items = self.pop_mark()?;
-                if items.is_empty() {
+                let items = self.pop_mark()?;
+                let Some((&cls, args)) = items.split_first() else {
                     return Err(self.err("stack underflow"));
-                }
-                let args = items.split_off(1);
-                let id = self.call(items[0], args, None)?;
+                };
+                let id = self.call(cls, args, None)?;
                 self.stack.push(id);
             }
             b'b' => {
@@ -1602,21 +2134,106 @@ impl<'a, 'h> Vm<'a, 'h> {
                 let pid = Value::Str(utf8(l));
                 self.persistent(pid)?;
             }
-            b'Q' => {
-                let pid = self.pop()?;
-                let pid = self.materialise(pid)?;
-                self.persistent(pid)?;
-            }
+            b'Q' => self.binpersid()?,
             _ => return Err(self.err(format!("unknown opcode 0x{code:02x}"))),
         }
         Ok(false)
     }
 
+    /// REDUCE.
+    fn reduce(&mut self) -> Result<(), FormatError> {
+        let args = self.pop()?;
+        let callable = self.pop()?;
+        let args = match self.seq(args) {
+            Some(a) if matches!(self.nodes[args], Node::Tuple(_)) => Args::new(a),
+            _ => match &self.nodes[callable] {
+                Node::Global { ctor: None, .. } | Node::Leaf(Value::Blocked { .. }) => {
+                    Args::new(&[])
+                }
+                _ => {
+                    return Err(self.err(format!(
+                        "arguments are a {}, expected a tuple",
+                        self.kind(args)
+                    )))
+                }
+            },
+        };
+        let id = self.call(callable, &args, None)?;
+        self.stack.push(id);
+        Ok(())
+    }
+
+    /// BINPERSID.
+    fn binpersid(&mut self) -> Result<(), FormatError> {
+        let pid = self.pop()?;
+        if !self.persistent_items(pid)? {
+            let pid = self.materialise(pid)?;
+            self.persistent(pid)?;
+        }
+        Ok(())
+    }
+
     fn persistent(&mut self, pid: Value) -> Result<(), FormatError> {
-        let loaded = self
-            .host
-            .persistent_load(pid)
-            .map_err(|m| self.err(format!("persistent id: {m}")))?;
+        let loaded = self.host.persistent_load(pid);
+        self.loaded(loaded)
+    }
+
+    /// A persistent id that is a short tuple of strings, ints and globals, offered to
+    /// the host borrowed ([`Host::persistent_load_items`]). The materialisation budget
+    /// is charged exactly as materialising it would. `false`: not such a tuple, or the
+    /// host wants the value (nothing was charged).
+    fn persistent_items(&mut self, pid: Id) -> Result<bool, FormatError> {
+        const MAX_ITEMS: usize = 8;
+        let Node::Tuple(t) = &self.nodes[pid] else {
+            return Ok(false);
+        };
+        let ids = &self.tuples[t.range()];
+        if ids.len() > MAX_ITEMS || self.opts.max_depth < 1 {
+            return Ok(false);
+        }
+        let mut items = [PidItem::Int(0); MAX_ITEMS];
+        for (slot, id) in items.iter_mut().zip(ids.iter()) {
+            *slot = match &self.nodes[*id] {
+                Node::Text(s) => PidItem::Str(s),
+                Node::Leaf(Value::Str(s)) => PidItem::Str(s),
+                Node::Leaf(Value::Bytes(b)) => PidItem::Bytes(b),
+                Node::Leaf(Value::Int(i)) => PidItem::Int(*i),
+                Node::Global { name, .. } => PidItem::Global(name),
+                _ => return Ok(false),
+            };
+        }
+        let items = &items[..ids.len()];
+        // The budget as `materialise` charges it: the tuple, then each item.
+        let (value_cap, byte_cap) = (self.value_cap(), self.byte_cap());
+        let (mut values, mut bytes) = (self.budget.values + 1, self.budget.bytes);
+        if values > value_cap {
+            return Err(self.values_limit());
+        }
+        for item in items {
+            values += 1;
+            if values > value_cap {
+                return Err(self.values_limit());
+            }
+            bytes += match item {
+                PidItem::Str(s) => s.len() as u64,
+                PidItem::Bytes(b) => b.len() as u64,
+                _ => 0,
+            };
+            if bytes > byte_cap {
+                return Err(self.bytes_limit());
+            }
+        }
+        let Some(loaded) = self.host.persistent_load_items(items) else {
+            return Ok(false);
+        };
+        self.budget.values = values;
+        self.budget.bytes = bytes;
+        self.loaded(loaded)?;
+        Ok(true)
+    }
+
+    fn loaded(&mut self, loaded: Result<Loaded, String>) -> Result<(), FormatError> {
+        let loaded = loaded.map_err(|m| self.err(format!("persistent id: {m}")))?;
         let id = match loaded {
             Loaded::Storage(i) => self.add(Node::Storage(i))?,
             Loaded::Value(v) => self.intern(v)?,
@@ -1672,10 +2289,18 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     fn materialise(&mut self, id: Id) -> Result<Value, FormatError> {
-        let mut on_path = HashSet::new();
+        // Containers on the current path, by node id: reused between materialisations
+        // (a finished materialisation leaves it all false).
+        let mut on_path = std::mem::take(&mut self.on_path);
+        if on_path.len() < self.nodes.len() {
+            on_path.resize(self.nodes.len(), false);
+        }
         let mut budget = std::mem::take(&mut self.budget);
         let r = self.mat(id, &mut budget, &mut on_path);
         self.budget = budget;
+        if r.is_ok() {
+            self.on_path = on_path;
+        }
         r
     }
 
@@ -1684,7 +2309,25 @@ impl<'a, 'h> Vm<'a, 'h> {
     fn value_cap(&self) -> usize {
         self.opts
             .max_values
-            .min(self.nodes.len().saturating_mul(16).saturating_add(1 << 18))
+            .min(self.created().saturating_mul(16).saturating_add(1 << 18))
+    }
+
+    #[cold]
+    fn values_limit(&self) -> FormatError {
+        FormatError::Limit(format!(
+            "pickle expands to more than {} values through shared references ({})",
+            self.value_cap(),
+            self.opts.location
+        ))
+    }
+
+    #[cold]
+    fn bytes_limit(&self) -> FormatError {
+        FormatError::Limit(format!(
+            "pickle expands to more than {} bytes of strings through shared references ({})",
+            self.byte_cap(),
+            self.opts.location
+        ))
     }
 
     fn byte_cap(&self) -> u64 {
@@ -1695,12 +2338,7 @@ impl<'a, 'h> Vm<'a, 'h> {
 
     /// Materialise node `root` without recursion (the nesting depth is bounded by
     /// `max_depth`, not by the thread's stack).
-    fn mat(
-        &self,
-        root: Id,
-        b: &mut Budget,
-        on_path: &mut HashSet<Id>,
-    ) -> Result<Value, FormatError> {
+    fn mat(&self, root: Id, b: &mut Budget, on_path: &mut [bool]) -> Result<Value, FormatError> {
         let mut frames: Vec<Frame> = Vec::new();
         let mut visit = root;
         loop {
@@ -1719,16 +2357,16 @@ impl<'a, 'h> Vm<'a, 'h> {
                     return done.ok_or_else(|| self.err("internal: empty materialisation"));
                 };
                 if let Some(v) = done.take() {
-                    top.out.push(v);
+                    top.push(v);
                 }
-                match self.child(top.id, top.out.len()) {
+                match self.child(top.id, top.done) {
                     Some(c) => {
                         visit = c;
                         break;
                     }
                     None => {
                         let f = frames.pop().ok_or_else(|| self.err("internal"))?;
-                        on_path.remove(&f.id);
+                        on_path[f.id] = false;
                         done = Some(self.finish(f));
                         if frames.is_empty() {
                             return done.ok_or_else(|| self.err("internal"));
@@ -1742,7 +2380,8 @@ impl<'a, 'h> Vm<'a, 'h> {
     /// The `n`th child of container `id` (dicts: key, value, key, …; objects: args, state).
     fn child(&self, id: Id, n: usize) -> Option<Id> {
         match &self.nodes[id] {
-            Node::List(items) | Node::Tuple(items) | Node::Set(items) => items.get(n).copied(),
+            Node::List(items) | Node::Set(items) => items.get(n).copied(),
+            Node::Tuple(t) => self.tuples[t.range()].get(n).copied(),
             Node::Dict(d) => d
                 .items
                 .get(n / 2)
@@ -1760,14 +2399,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         let mut out = f.out;
         match &self.nodes[f.id] {
             Node::Tuple(_) => Value::Tuple(out),
-            Node::Dict(_) => {
-                let mut pairs = Vec::with_capacity(out.len() / 2);
-                let mut it = out.into_iter();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    pairs.push((k, v));
-                }
-                Value::Dict(pairs)
-            }
+            Node::Dict(_) => Value::Dict(f.pairs),
             Node::Object { class, args, .. } => {
                 let state = if out.len() > args.len() {
                     out.pop().map(Box::new)
@@ -1789,7 +2421,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         id: Id,
         depth: usize,
         b: &mut Budget,
-        on_path: &mut HashSet<Id>,
+        on_path: &mut [bool],
     ) -> Result<Started, FormatError> {
         if depth > self.opts.max_depth {
             return Err(FormatError::Limit(format!(
@@ -1799,11 +2431,7 @@ impl<'a, 'h> Vm<'a, 'h> {
         }
         b.values += 1;
         if b.values > self.value_cap() {
-            return Err(FormatError::Limit(format!(
-                "pickle expands to more than {} values through shared references ({})",
-                self.value_cap(),
-                self.opts.location
-            )));
+            return Err(self.values_limit());
         }
         let v = match &self.nodes[id] {
             Node::Leaf(v) => {
@@ -1818,15 +2446,18 @@ impl<'a, 'h> Vm<'a, 'h> {
                 };
                 b.bytes += bytes as u64;
                 if b.bytes > self.byte_cap() {
-                    return Err(FormatError::Limit(format!(
-                        "pickle expands to more than {} bytes of strings through shared references ({})",
-                        self.byte_cap(),
-                        self.opts.location
-                    )));
+                    return Err(self.bytes_limit());
                 }
                 v.clone()
             }
-            Node::Global { name, .. } => Value::Global(name.clone()),
+            Node::Text(s) => {
+                b.bytes += s.len() as u64;
+                if b.bytes > self.byte_cap() {
+                    return Err(self.bytes_limit());
+                }
+                Value::Str(s.to_string())
+            }
+            Node::Global { name, .. } => Value::Global(name.to_string()),
             Node::Storage(i) => Value::Object {
                 class: "torch.storage".into(),
                 args: vec![Value::Int(*i as i64)],
@@ -1837,9 +2468,8 @@ impl<'a, 'h> Vm<'a, 'h> {
                 args: vec![Value::Str(descr.clone())],
                 state: Some(Box::new(Value::Str(order.to_string()))),
             },
-            Node::List(items) | Node::Tuple(items) | Node::Set(items) => {
-                return self.open(id, items.len(), on_path)
-            }
+            Node::List(items) | Node::Set(items) => return self.open(id, items.len(), on_path),
+            Node::Tuple(t) => return self.open(id, t.len, on_path),
             Node::Dict(d) => return self.open(id, d.items.len() * 2, on_path),
             Node::Object { args, state, .. } => {
                 return self.open(id, args.len() + usize::from(state.is_some()), on_path)
@@ -1848,20 +2478,28 @@ impl<'a, 'h> Vm<'a, 'h> {
         Ok(Started::Done(v))
     }
 
-    fn open(
-        &self,
-        id: Id,
-        children: usize,
-        on_path: &mut HashSet<Id>,
-    ) -> Result<Started, FormatError> {
-        if !on_path.insert(id) {
+    fn open(&self, id: Id, children: usize, on_path: &mut [bool]) -> Result<Started, FormatError> {
+        if std::mem::replace(&mut on_path[id], true) {
             return Err(
                 self.err("the pickle contains a reference cycle (a container inside itself)")
             );
         }
+        let dict = matches!(self.nodes[id], Node::Dict(_));
         Ok(Started::Open(Frame {
             id,
-            out: Vec::with_capacity(children),
+            done: 0,
+            dict,
+            out: if dict {
+                Vec::new()
+            } else {
+                Vec::with_capacity(children)
+            },
+            pairs: if dict {
+                Vec::with_capacity(children / 2)
+            } else {
+                Vec::new()
+            },
+            key: None,
         }))
     }
 }
@@ -1869,7 +2507,27 @@ impl<'a, 'h> Vm<'a, 'h> {
 /// A container being materialised: its node and the children done so far.
 struct Frame {
     id: Id,
+    /// Children done.
+    done: usize,
+    dict: bool,
+    /// Their values (dicts: in `pairs`, the key waiting for its value in `key`).
     out: Vec<Value>,
+    pairs: Vec<(Value, Value)>,
+    key: Option<Value>,
+}
+
+impl Frame {
+    fn push(&mut self, v: Value) {
+        if self.dict {
+            match self.key.take() {
+                None => self.key = Some(v),
+                Some(k) => self.pairs.push((k, v)),
+            }
+        } else {
+            self.out.push(v);
+        }
+        self.done += 1;
+    }
 }
 
 enum Started {
@@ -1878,8 +2536,9 @@ enum Started {
 }
 
 /// What creating `node` costs in the work budget: its items or bytes.
-fn node_weight(node: &Node) -> usize {
+fn node_weight(node: &Node<'_>) -> usize {
     1 + match node {
+        Node::Text(s) => s.len(),
         Node::Leaf(v) => match v {
             Value::Str(s) | Value::BigInt(s) => s.len(),
             Value::Bytes(b) => b.len(),
@@ -1893,7 +2552,8 @@ fn node_weight(node: &Node) -> usize {
             }
             _ => 0,
         },
-        Node::List(v) | Node::Tuple(v) | Node::Set(v) => v.len(),
+        Node::List(v) | Node::Set(v) => v.len(),
+        Node::Tuple(t) => t.len,
         Node::Dict(_) | Node::Storage(_) => 0,
         Node::Global { name, .. } => name.len(),
         Node::Object { class, args, .. } => class.len() + args.len(),
@@ -2538,6 +3198,52 @@ mod tests {
     }
 
     #[test]
+    fn memo_keys_large_small_and_memoize() {
+        // A huge key, a key stored before the dense table reaches it (and overwritten
+        // after), thousands of small keys; MEMOIZE numbers by distinct keys (as CPython).
+        let put = |k: u32| [&b"r"[..], &k.to_le_bytes()].concat();
+        let get = |k: u32| [&b"j"[..], &k.to_le_bytes()].concat();
+        let mut p = b"\x80\x04".to_vec();
+        p.extend([&b"K\x07"[..], &put(u32::MAX), b"0"].concat());
+        p.extend([&b"K\x09"[..], &put(4096), b"0"].concat());
+        for k in 0..2100 {
+            p.extend([&b"N"[..], &put(k), b"0"].concat());
+        }
+        p.extend([&b"K\x0a"[..], &put(4096), b"0"].concat());
+        p.extend_from_slice(b"K\x0b\x940(");
+        p.extend([get(u32::MAX), get(4096), get(2102)].concat());
+        p.extend_from_slice(b"h\x05l.");
+        assert_eq!(
+            clean(&p),
+            Value::List(vec![i(7), i(10), i(11), Value::None])
+        );
+    }
+
+    #[test]
+    fn dict_keys_compare_alike_in_small_and_big_dicts() {
+        // The same updates on a dict of 4 and of 40 int keys (linear search vs index):
+        // True == 1, 2.0 == 2, (True, 2.0) == (1, 2), str keys.
+        for n in [4u8, 40] {
+            let mut p = b"\x80\x02}(".to_vec();
+            for k in 0..n {
+                p.extend_from_slice(&[b'K', k, b'K', k]);
+            }
+            p.extend_from_slice(b"u(\x88Kd");
+            p.push(b'G');
+            p.extend_from_slice(&2.0f64.to_be_bytes());
+            p.extend_from_slice(b"KfK\x01K\x02\x86K\x05\x88G");
+            p.extend_from_slice(&2.0f64.to_be_bytes());
+            p.extend_from_slice(b"\x86K\x06X\x01\x00\x00\x00aK\x07X\x01\x00\x00\x00aK\x08u.");
+            let mut want: Vec<(Value, Value)> = (0..i64::from(n)).map(|k| (i(k), i(k))).collect();
+            want[1].1 = i(100);
+            want[2].1 = i(102);
+            want.push((Value::Tuple(vec![i(1), i(2)]), i(6)));
+            want.push((s("a"), i(8)));
+            assert_eq!(clean(&p), Value::Dict(want), "{n} keys");
+        }
+    }
+
+    #[test]
     fn mark_pop_dup() {
         assert_eq!(clean(b"\x80\x02K\x01K\x020."), i(1));
         assert_eq!(clean(b"\x80\x02K\x01(K\x02K\x031."), i(1));
@@ -2734,6 +3440,79 @@ mod tests {
         fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
             assert_eq!(spec.storage, 7);
             Ok(spec.shape.len())
+        }
+    }
+
+    /// Takes persistent ids borrowed (`items`) or as values, recording them as values.
+    struct ItemsHost {
+        borrowed: bool,
+        pids: Vec<Value>,
+    }
+
+    impl Host for ItemsHost {
+        fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+            self.pids.push(pid);
+            Ok(Loaded::Storage(self.pids.len()))
+        }
+        fn persistent_load_items(
+            &mut self,
+            items: &[PidItem<'_>],
+        ) -> Option<Result<Loaded, String>> {
+            if !self.borrowed {
+                return None;
+            }
+            self.pids
+                .push(Value::Tuple(items.iter().map(PidItem::to_value).collect()));
+            Some(Ok(Loaded::Storage(self.pids.len())))
+        }
+        fn rebuild_tensor(&mut self, _spec: TensorSpec) -> Result<usize, String> {
+            Err("no tensors".into())
+        }
+    }
+
+    #[test]
+    fn borrowed_persistent_ids_match_materialised_ones() {
+        // ('storage', torch.FloatStorage, '0', 'cpu', 5) memoised, then used n times; a
+        // list id and a nested tuple id (not offered borrowed); bytes and long strings.
+        let ids = |n: usize| {
+            let mut p =
+                b"\x80\x02(X\x07\x00\x00\x00storageq\x00ctorch\nFloatStorage\nq\x01".to_vec();
+            p.extend_from_slice(b"X\x01\x00\x00\x000q\x02X\x03\x00\x00\x00cpuq\x03K\x05q\x040");
+            for _ in 0..n {
+                p.extend_from_slice(b"(h\x00h\x01h\x02h\x03h\x04tQ");
+            }
+            p.extend_from_slice(
+                b"(h\x00h\x01]K\x01aK\x02tQ(h\x00lQ(C\x02abU\x01xJ\xff\xff\xff\xfftQl.",
+            );
+            p
+        };
+        for (n, max_values) in [(3, 10_000), (400, 1_000)] {
+            let p = ids(n);
+            let mut opts = Options::new("t");
+            opts.max_values = max_values;
+            let mut borrowed = ItemsHost {
+                borrowed: true,
+                pids: vec![],
+            };
+            let mut values = ItemsHost {
+                borrowed: false,
+                pids: vec![],
+            };
+            let a = run(&p, &mut borrowed, &opts).map(|o| o.value);
+            let b = run(&p, &mut values, &opts).map(|o| o.value);
+            match (a, b) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a, b);
+                    assert_eq!(borrowed.pids.len(), n + 3);
+                }
+                (Err(a), Err(b)) => {
+                    assert!(n > 100 && matches!(a, FormatError::Limit(_)), "{a}");
+                    assert!(a.to_string().contains("values through shared"), "{a}");
+                    assert_eq!(a.to_string(), b.to_string());
+                }
+                (a, b) => panic!("{a:?} vs {b:?}"),
+            }
+            assert_eq!(borrowed.pids, values.pids, "{n} ids");
         }
     }
 
@@ -2974,6 +3753,25 @@ mod tests {
         opts.max_values = 100;
         let e = run(BIG_P4, &mut PlainHost, &opts).unwrap_err();
         assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    }
+
+    #[test]
+    fn shared_small_ints_count_against_the_arena() {
+        // 200 pushes of one small int: the arena limit counts each push, as before
+        // small ints shared a node.
+        let mut p = b"\x80\x02(".to_vec();
+        p.extend(std::iter::repeat_n(b"K\x01".as_slice(), 200).flatten());
+        p.extend_from_slice(b"l.");
+        let mut opts = Options::new("t");
+        opts.max_values = 100;
+        let e = run(&p, &mut PlainHost, &opts).unwrap_err();
+        assert!(
+            e.to_string().contains("creates more than 100 values"),
+            "{e}"
+        );
+        opts.max_values = 300;
+        let out = run(&p, &mut PlainHost, &opts).unwrap();
+        assert_eq!(out.value, Value::List(vec![i(1); 200]));
     }
 
     #[test]

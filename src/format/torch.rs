@@ -5,9 +5,10 @@
 //! `_rebuild_tensor*` call into a [`TensorInfo`]. Afterwards each tensor gets the path
 //! under which it first appears in the tree.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use super::pickle::{self, Host, Loaded, TensorSpec};
+use super::pickle::{self, Host, Loaded, PidItem, TensorSpec};
 use super::zip::{Method, ZipArchive};
 use super::{limits, DType, Finding, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
 
@@ -18,11 +19,73 @@ const MAX_INFLATED_STORAGE: u64 = 1 << 30;
 const LEGACY_MAGIC: &str = "119547037146038801333356";
 const LEGACY_PROTOCOL: i64 = 1001;
 
+/// Storage keys → positions. torch numbers its storages `0`, `1`, …: such keys index a
+/// table directly (no hashing, no copy); any other key goes to a hash map.
+#[derive(Debug, Default)]
+struct KeyIndex<'k> {
+    /// By the number a key spells; `usize::MAX`: none.
+    numbered: Vec<usize>,
+    named: HashMap<Cow<'k, str>, usize>,
+}
+
+/// Keys spelling a number below this (canonically: no sign, no leading zero) are
+/// numbered; the table is at most this long.
+const MAX_NUMBERED: usize = 1 << 16;
+
+/// The number `key` spells canonically, if it is below [`MAX_NUMBERED`].
+fn key_number(key: &str) -> Option<usize> {
+    let b = key.as_bytes();
+    if b.is_empty()
+        || b.len() > 5
+        || !b.iter().all(u8::is_ascii_digit)
+        || (b[0] == b'0' && b.len() > 1)
+    {
+        return None;
+    }
+    let n = b.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    (n < MAX_NUMBERED).then_some(n)
+}
+
+impl<'k> KeyIndex<'k> {
+    fn get(&self, key: &str) -> Option<usize> {
+        match key_number(key) {
+            Some(n) => self.numbered.get(n).copied().filter(|i| *i != usize::MAX),
+            None => self.named.get(key).copied(),
+        }
+    }
+
+    /// Map `key` to `value`; `stored` gives the key to keep when it is not a number.
+    fn insert(&mut self, key: &str, value: usize, stored: impl FnOnce() -> Cow<'k, str>) {
+        match key_number(key) {
+            Some(n) => {
+                if n >= self.numbered.len() {
+                    self.numbered.resize(n + 1, usize::MAX);
+                }
+                self.numbered[n] = value;
+            }
+            None => {
+                self.named.insert(stored(), value);
+            }
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = usize> + '_ {
+        self.numbered
+            .iter()
+            .copied()
+            .filter(|i| *i != usize::MAX)
+            .chain(self.named.values().copied())
+    }
+}
+
 /// Storages and tensors collected while a pickle runs.
 #[derive(Debug, Default)]
 struct Table {
     storages: Vec<Storage>,
-    by_key: HashMap<(String, DType), usize>,
+    /// Key → the first storage with that key.
+    by_key: KeyIndex<'static>,
+    /// `same_key[i]`: the next storage with the key of storage `i` (another dtype).
+    same_key: Vec<Option<usize>>,
     tensors: Vec<TensorInfo>,
     notes: Vec<Finding>,
 }
@@ -82,40 +145,85 @@ impl Table {
         }
     }
 
-    /// The storage for `r`, created with `data()` on first sight.
-    fn storage(&mut self, r: &StorageRef, data: impl FnOnce() -> StorageData) -> usize {
-        let id = (r.key.clone(), r.dtype);
-        if let Some(&i) = self.by_key.get(&id) {
-            if self.storages[i].numel != r.numel {
-                self.note(format!(
-                    "storage `{}` is declared with {} and with {} elements; using the first",
-                    r.key, self.storages[i].numel, r.numel
-                ));
+    /// The storage with this key and dtype, if there is one yet.
+    fn find(&self, key: &str, dtype: DType) -> Option<usize> {
+        self.lookup(key, dtype).ok()
+    }
+
+    /// `Ok`: the storage with this key and dtype; `Err`: there is none yet (with the
+    /// first storage of that key, if any).
+    fn lookup(&self, key: &str, dtype: DType) -> Result<usize, Option<usize>> {
+        let Some(first) = self.by_key.get(key) else {
+            return Err(None);
+        };
+        let mut i = first;
+        loop {
+            if self.storages[i].dtype == dtype {
+                return Ok(i);
             }
-            return i;
+            match self.same_key[i] {
+                Some(next) => i = next,
+                None => return Err(Some(first)),
+            }
         }
-        if self.by_key.keys().any(|(k, _)| *k == r.key) {
+    }
+
+    /// The storage for `r`, created with `data()` on first sight.
+    fn storage(&mut self, r: StorageRef, data: impl FnOnce() -> StorageData) -> usize {
+        match self.lookup(&r.key, r.dtype) {
+            Ok(i) => self.seen(i, &r),
+            Err(first) => self.create(r, first, data()),
+        }
+    }
+
+    /// Storage `i` referenced again by `r`.
+    fn seen(&mut self, i: usize, r: &StorageRef) -> usize {
+        if self.storages[i].numel != r.numel {
+            self.note(format!(
+                "storage `{}` is declared with {} and with {} elements; using the first",
+                r.key, self.storages[i].numel, r.numel
+            ));
+        }
+        i
+    }
+
+    /// A new storage for `r`; `first`: the first storage with its key, if any.
+    fn create(&mut self, r: StorageRef, first: Option<usize>, data: StorageData) -> usize {
+        if first.is_some() {
             self.note(format!(
                 "storage `{}` is viewed with more than one dtype",
                 r.key
             ));
         }
-        let data = data();
+        let index = self.storages.len();
+        if first.is_none() {
+            self.by_key
+                .insert(&r.key, index, || Cow::Owned(r.key.clone()));
+        }
         self.storages.push(Storage {
-            key: r.key.clone(),
+            key: r.key,
             dtype: r.dtype,
-            location: r.location.clone(),
+            location: r.location,
             numel: r.numel,
             data,
         });
-        self.by_key.insert(id, self.storages.len() - 1);
-        self.storages.len() - 1
+        self.same_key.push(None);
+        match first {
+            None => {}
+            Some(mut j) => {
+                while let Some(next) = self.same_key[j] {
+                    j = next;
+                }
+                self.same_key[j] = Some(index);
+            }
+        }
+        index
     }
 }
 
 /// Decode `('storage', storage_type, key, location, numel[, view_metadata])`.
-fn parse_storage_pid(pid: &Value, legacy: bool) -> Result<StorageRef, String> {
-    let items = match pid {
+fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, String> {
+    let mut items = match pid {
         Value::Tuple(items) | Value::List(items) => items,
         other => return Err(format!("a {}, expected a tuple", other.kind())),
     };
@@ -146,23 +254,23 @@ fn parse_storage_pid(pid: &Value, legacy: bool) -> Result<StorageRef, String> {
             ))
         }
     };
-    let key = match &items[2] {
-        Value::Str(s) => s.clone(),
+    let key = match std::mem::take(&mut items[2]) {
+        Value::Str(s) => s,
         Value::Int(i) => i.to_string(),
         other => return Err(format!("storage key is a {}", other.kind())),
     };
-    let location = match &items[3] {
-        Value::Str(s) => s.clone(),
+    let location = match std::mem::take(&mut items[3]) {
+        Value::Str(s) => s,
         _ => "?".into(),
     };
     let numel = match &items[4] {
         Value::Int(n) if *n >= 0 => *n as u64,
         other => return Err(format!("bad storage size {other:?}")),
     };
-    let view = match items.get(5) {
-        Some(Value::Tuple(v)) if legacy => match v.as_slice() {
+    let view = match items.get_mut(5) {
+        Some(Value::Tuple(v)) if legacy => match v.as_mut_slice() {
             [Value::Str(k), Value::Int(o), Value::Int(s)] if *o >= 0 && *s >= 0 => {
-                Some((k.clone(), *o as u64, *s as u64))
+                Some((std::mem::take(k), *o as u64, *s as u64))
             }
             _ => return Err("bad storage view metadata".into()),
         },
@@ -177,9 +285,58 @@ fn parse_storage_pid(pid: &Value, legacy: bool) -> Result<StorageRef, String> {
     })
 }
 
+/// [`parse_storage_pid`] (zip layout) for a borrowed tuple: the same results and messages.
+fn parse_storage_items(items: &[PidItem<'_>]) -> Result<StorageRef, String> {
+    let typename = match items.first() {
+        Some(PidItem::Str(s)) => *s,
+        Some(PidItem::Bytes(b)) => std::str::from_utf8(b).unwrap_or("?"),
+        _ => return Err("no type name".into()),
+    };
+    if typename != "storage" {
+        return Err(format!("unsupported persistent id type `{typename}`"));
+    }
+    if items.len() < 5 {
+        return Err(format!("storage id has {} fields, expected 5", items.len()));
+    }
+    let dtype = match items[1] {
+        PidItem::Global(name) => {
+            storage_dtype(name).ok_or_else(|| format!("unknown storage type `{name}`"))?
+        }
+        other => {
+            return Err(format!(
+                "storage type is a {}, expected a class",
+                other.kind()
+            ))
+        }
+    };
+    let key = match items[2] {
+        PidItem::Str(s) => s.to_string(),
+        PidItem::Int(i) => i.to_string(),
+        other => return Err(format!("storage key is a {}", other.kind())),
+    };
+    let location = match items[3] {
+        PidItem::Str(s) => s.to_string(),
+        _ => "?".into(),
+    };
+    let numel = match items[4] {
+        PidItem::Int(n) if n >= 0 => n as u64,
+        other => return Err(format!("bad storage size {:?}", other.to_value())),
+    };
+    Ok(StorageRef {
+        dtype,
+        key,
+        location,
+        numel,
+        view: None,
+    })
+}
+
 /// `torch.FloatStorage` → F32, `torch.UntypedStorage` → U8, a dtype global → itself.
 fn storage_dtype(global: &str) -> Option<DType> {
-    let name = global.rsplit('.').next()?;
+    let name = match global.bytes().rposition(|b| b == b'.') {
+        Some(i) => &global[i + 1..],
+        None => global,
+    };
     if name == "UntypedStorage" {
         return Some(DType::U8);
     }
@@ -196,23 +353,27 @@ fn storage_dtype(global: &str) -> Option<DType> {
 struct ZipHost<'z, 'a> {
     zip: &'z ZipArchive<'a>,
     prefix: String,
+    /// Storage key → index of its entry `<prefix>data/<key>`.
+    data_entries: KeyIndex<'z>,
     table: Table,
-    used_entries: HashSet<String>,
+    /// Entries (by index) that some storage was read from.
+    used_entries: Vec<bool>,
 }
 
 impl ZipHost<'_, '_> {
     fn storage_data(&mut self, r: &StorageRef) -> (StorageData, Option<String>) {
-        let name = format!("{}data/{}", self.prefix, r.key);
-        let Some(entry) = self.zip.find(&name) else {
+        let Some(index) = self.data_entries.get(&r.key) else {
             return (
                 StorageData::Missing,
                 Some(format!(
-                    "storage `{}` has no entry `{name}` in the archive",
-                    r.key
+                    "storage `{}` has no entry `{}data/{}` in the archive",
+                    r.key, self.prefix, r.key
                 )),
             );
         };
-        self.used_entries.insert(name.clone());
+        let entry = &self.zip.entries()[index];
+        let name = &entry.name;
+        self.used_entries[index] = true;
         let esize = r.dtype.size() as u64;
         let expected = r.numel.checked_mul(esize);
         let actual = entry.uncompressed_size;
@@ -263,23 +424,31 @@ impl ZipHost<'_, '_> {
 
 impl Host for ZipHost<'_, '_> {
     fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
-        let r = parse_storage_pid(&pid, false)?;
-        if self.table.by_key.contains_key(&(r.key.clone(), r.dtype)) {
-            return Ok(Loaded::Storage(
-                self.table.storage(&r, || StorageData::Missing),
-            ));
-        }
-        let (data, note) = self.storage_data(&r);
-        if let Some(n) = note {
-            self.table.note(n);
-        }
-        Ok(Loaded::Storage(self.table.storage(&r, || data)))
+        let r = parse_storage_pid(pid, false)?;
+        self.load(r)
+    }
+    fn persistent_load_items(&mut self, items: &[PidItem<'_>]) -> Option<Result<Loaded, String>> {
+        Some(parse_storage_items(items).and_then(|r| self.load(r)))
     }
     fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
         self.table.rebuild(spec)
     }
     fn set_requires_grad(&mut self, index: usize, rg: bool) {
         self.table.set_requires_grad(index, rg);
+    }
+}
+
+impl ZipHost<'_, '_> {
+    fn load(&mut self, r: StorageRef) -> Result<Loaded, String> {
+        let first = match self.table.lookup(&r.key, r.dtype) {
+            Ok(i) => return Ok(Loaded::Storage(self.table.seen(i, &r))),
+            Err(first) => first,
+        };
+        let (data, note) = self.storage_data(&r);
+        if let Some(n) = note {
+            self.table.note(n);
+        }
+        Ok(Loaded::Storage(self.table.create(r, first, data)))
     }
 }
 
@@ -338,20 +507,35 @@ pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
         }
     };
 
+    let data_prefix = format!("{prefix}data/");
+    let mut data_entries = KeyIndex::default();
+    let mut count = 0;
+    for (i, e) in zip.entries().iter().enumerate() {
+        if let Some(key) = e.name.strip_prefix(data_prefix.as_str()) {
+            data_entries.insert(key, i, || Cow::Borrowed(key));
+            count += 1;
+        }
+    }
+    // Usually one storage per entry and one tensor per storage (a hint only: bounded).
+    let count = count.min(4096);
+    let mut table = Table::default();
+    table.storages.reserve(count);
+    table.same_key.reserve(count);
+    table.tensors.reserve(count);
     let mut host = ZipHost {
         zip: &zip,
         prefix: prefix.clone(),
-        table: Table::default(),
-        used_entries: HashSet::new(),
+        data_entries,
+        table,
+        used_entries: vec![false; zip.entries().len()],
     };
     let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"))?;
-    let used = std::mem::take(&mut host.used_entries);
-    let mut table = host.table;
-    let unused = zip
-        .entries()
-        .iter()
-        .filter(|e| e.name.starts_with(&format!("{prefix}data/")) && !used.contains(&e.name))
+    let unused = host
+        .data_entries
+        .values()
+        .filter(|i| !host.used_entries[*i])
         .count();
+    let mut table = host.table;
     if unused > 0 {
         table.note(format!(
             "{unused} storage entr{} in the archive that no tensor uses",
@@ -378,21 +562,34 @@ impl Host for LegacyHost {
                 return Ok(Loaded::Value(items.get(1).cloned().unwrap_or(Value::None)));
             }
         }
-        let r = parse_storage_pid(&pid, true)?;
-        let root = self.table.storage(&r, || StorageData::Missing);
-        match &r.view {
+        let StorageRef {
+            dtype,
+            key,
+            location,
+            numel,
+            view,
+        } = parse_storage_pid(pid, true)?;
+        let root = StorageRef {
+            dtype,
+            key,
+            location: location.clone(),
+            numel,
+            view: None,
+        };
+        let root = self.table.storage(root, || StorageData::Missing);
+        match view {
             None => Ok(Loaded::Storage(root)),
             Some((view_key, offset, size)) => {
-                let esize = r.dtype.size() as u64;
+                let esize = dtype.size() as u64;
+                let fresh = self.table.find(&view_key, dtype).is_none();
                 let vr = StorageRef {
-                    dtype: r.dtype,
-                    key: view_key.clone(),
-                    location: r.location.clone(),
-                    numel: *size,
+                    dtype,
+                    key: view_key,
+                    location,
+                    numel: size,
                     view: None,
                 };
-                let fresh = !self.table.by_key.contains_key(&(view_key.clone(), r.dtype));
-                let v = self.table.storage(&vr, || StorageData::Missing);
+                let v = self.table.storage(vr, || StorageData::Missing);
                 if fresh {
                     let off = offset.checked_mul(esize).ok_or("view offset overflows")?;
                     let len = size.checked_mul(esize).ok_or("view size overflows")?;
@@ -638,7 +835,7 @@ pub fn is_legacy_torch(bytes: &[u8]) -> bool {
 /// Assign tensor paths, check views against storages, merge findings.
 fn finish(root: Value, mut table: Table, vm_findings: Vec<Finding>, big_endian: bool) -> Parsed {
     let mut named = vec![false; table.tensors.len()];
-    let mut path = Vec::new();
+    let mut path = String::new();
     assign_paths(&root, &mut path, &mut table.tensors, &mut named, 0);
     for (i, t) in table.tensors.iter_mut().enumerate() {
         if !named[i] {
@@ -704,21 +901,37 @@ fn view_extent(t: &TensorInfo) -> Option<u64> {
     last.checked_add(1)?.checked_mul(t.dtype.size() as u64)
 }
 
-fn key_segment(k: &Value) -> String {
+/// Append a dict key as a path segment.
+fn push_key_segment(path: &mut String, k: &Value) {
+    use std::fmt::Write;
     match k {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        Value::BigInt(s) => s.clone(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-        Value::None => "None".into(),
-        Value::Float(f) => f.to_string(),
-        other => format!("<{}>", other.kind()),
+        Value::Str(s) | Value::BigInt(s) => path.push_str(s),
+        Value::Int(i) => {
+            let _ = write!(path, "{i}");
+        }
+        Value::Bool(b) => path.push_str(if *b { "True" } else { "False" }),
+        Value::None => path.push_str("None"),
+        Value::Float(f) => {
+            let _ = write!(path, "{f}");
+        }
+        other => {
+            let _ = write!(path, "<{}>", other.kind());
+        }
     }
 }
 
+/// A path segment: a dict key, a position, or `state`.
+enum Segment<'v> {
+    Key(&'v Value),
+    Index(usize),
+    State,
+}
+
+/// Name every tensor by the first path it appears under: dict keys and positions joined
+/// by `.` (`path` holds the current one; `depth` is its number of segments).
 fn assign_paths(
     v: &Value,
-    path: &mut Vec<String>,
+    path: &mut String,
     tensors: &mut [TensorInfo],
     named: &mut [bool],
     depth: usize,
@@ -726,43 +939,65 @@ fn assign_paths(
     if depth > limits::MAX_DEPTH {
         return;
     }
-    let mut child = |seg: String, v: &Value, path: &mut Vec<String>| {
-        path.push(seg);
+    let mut child = |seg: Segment<'_>, v: &Value, path: &mut String| {
+        // Scalars hold no tensor: nothing to name below them.
+        if !matches!(
+            v,
+            Value::Tensor(_)
+                | Value::Dict(_)
+                | Value::List(_)
+                | Value::Tuple(_)
+                | Value::Object { .. }
+        ) {
+            return;
+        }
+        let len = path.len();
+        if depth > 0 {
+            path.push('.');
+        }
+        match seg {
+            Segment::Key(k) => push_key_segment(path, k),
+            Segment::Index(i) => {
+                use std::fmt::Write;
+                let _ = write!(path, "{i}");
+            }
+            Segment::State => path.push_str("state"),
+        }
         assign_paths(v, path, tensors, named, depth + 1);
-        path.pop();
+        path.truncate(len);
     };
     match v {
         Value::Tensor(i) => {
             if let (Some(t), Some(n)) = (tensors.get_mut(*i), named.get_mut(*i)) {
                 if !*n {
                     *n = true;
-                    t.path = path.join(".");
+                    t.path = path.clone();
                 }
             }
         }
         Value::Dict(items) => {
             for (k, v) in items {
-                child(key_segment(k), v, path);
+                child(Segment::Key(k), v, path);
             }
         }
         Value::List(items) | Value::Tuple(items) => {
             for (i, v) in items.iter().enumerate() {
-                child(i.to_string(), v, path);
+                child(Segment::Index(i), v, path);
             }
         }
         Value::Object { args, state, .. } => {
             for (i, v) in args.iter().enumerate() {
-                child(i.to_string(), v, path);
+                child(Segment::Index(i), v, path);
             }
             if let Some(s) = state {
                 // An object's attributes read like dict keys (`args.lr`).
                 match &**s {
                     Value::Dict(items) => {
                         for (k, v) in items {
-                            child(key_segment(k), v, path);
+                            child(Segment::Key(k), v, path);
                         }
                     }
-                    other => child("state".into(), other, path),
+                    other => child(Segment::State, other, path),
                 }
             }
         }
@@ -775,6 +1010,87 @@ mod tests {
     use super::*;
     use crate::format::zip::build::{zip, Spec};
     use crate::format::{detect_and_parse, Checkpoint, Format};
+
+    #[test]
+    fn storage_keys_by_number_or_name() {
+        for (k, n) in [("0", Some(0)), ("7", Some(7)), ("65535", Some(65535))] {
+            assert_eq!(key_number(k), n, "{k}");
+        }
+        for k in [
+            "", "00", "07", "+1", "-1", "65536", "123456", "1a", " 1", "x",
+        ] {
+            assert_eq!(key_number(k), None, "{k}");
+        }
+        let mut idx = KeyIndex::default();
+        for (i, k) in ["3", "03", "a", "0", "99999"].iter().enumerate() {
+            idx.insert(k, i, || Cow::Owned(k.to_string()));
+        }
+        for (i, k) in ["3", "03", "a", "0", "99999"].iter().enumerate() {
+            assert_eq!(idx.get(k), Some(i), "{k}");
+        }
+        for k in ["1", "2", "4", "003", "b", "9999"] {
+            assert_eq!(idx.get(k), None, "{k}");
+        }
+        let mut all: Vec<usize> = idx.values().collect();
+        all.sort();
+        assert_eq!(all, [0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn borrowed_storage_ids_parse_like_values() {
+        use PidItem::{Bytes, Global, Int, Str};
+        let firsts = [
+            Str("storage"),
+            Bytes(b"storage"),
+            Bytes(b"\xff"),
+            Str("x"),
+            Int(1),
+        ];
+        let types = [
+            Global("torch.FloatStorage"),
+            Global("torch.UntypedStorage"),
+            Global("torch.float16"),
+            Global("torch.Nope"),
+            Global("numpy.FloatStorage"),
+            Str("torch.FloatStorage"),
+            Int(3),
+        ];
+        let keys = [Str("0"), Int(7), Int(-2), Bytes(b"0"), Global("g")];
+        let locations = [Str("cpu"), Int(0), Bytes(b"cpu")];
+        let sizes = [
+            Int(0),
+            Int(12),
+            Int(-1),
+            Str("12"),
+            Bytes(b"1"),
+            Global("g"),
+        ];
+        let mut ids: Vec<Vec<PidItem<'_>>> = vec![vec![], vec![Str("storage")]];
+        for f in firsts {
+            for t in types {
+                for k in keys {
+                    for l in locations {
+                        for n in sizes {
+                            ids.push(vec![f, t, k, l, n]);
+                            ids.push(vec![f, t, k, l, n, Int(5)]);
+                        }
+                    }
+                    ids.push(vec![f, t, k]);
+                }
+            }
+        }
+        let show = |r: Result<StorageRef, String>| {
+            r.map(|r| (r.dtype, r.key, r.location, r.numel, r.view.is_none()))
+        };
+        for items in ids {
+            let value = Value::Tuple(items.iter().map(PidItem::to_value).collect());
+            assert_eq!(
+                show(parse_storage_items(&items)),
+                show(parse_storage_pid(value, false)),
+                "{items:?}"
+            );
+        }
+    }
 
     const VIEWS_PKL: &[u8] = include_bytes!("../../tests/fixtures/pickles/torch_views_p2.pkl");
     const LEGACY_VIEWS: &[u8] = include_bytes!("../../tests/fixtures/pickles/legacy_views.pt");

@@ -7,10 +7,12 @@
 //! inflated with a hard bound on the output.
 
 use std::borrow::Cow;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault};
 use std::io::Read;
 
-use super::{limits, FormatError};
+use super::{limits, FormatError, PassThrough};
 
 const SIG_LOCAL: u32 = 0x0403_4b50;
 const SIG_CENTRAL: u32 = 0x0201_4b50;
@@ -70,7 +72,59 @@ impl Entry {
 pub struct ZipArchive<'a> {
     bytes: &'a [u8],
     entries: Vec<Entry>,
-    by_name: HashMap<String, usize>,
+    by_name: NameIndex,
+}
+
+/// Entries by name: the (randomly keyed) hash of a name → the entry. Names whose hash
+/// another name already has (never seen in practice) are searched linearly.
+#[derive(Debug)]
+struct NameIndex {
+    hasher: RandomState,
+    by_hash: HashMap<u64, usize, BuildHasherDefault<PassThrough>>,
+    collided: Vec<usize>,
+}
+
+impl NameIndex {
+    fn new(capacity: usize) -> NameIndex {
+        NameIndex {
+            hasher: RandomState::new(),
+            by_hash: HashMap::with_capacity_and_hasher(capacity, BuildHasherDefault::default()),
+            collided: Vec::new(),
+        }
+    }
+
+    fn get(&self, entries: &[Entry], name: &str) -> Option<usize> {
+        let h = self.hasher.hash_one(name);
+        match self.by_hash.get(&h) {
+            Some(&i) if entries[i].name == name => Some(i),
+            Some(_) => self
+                .collided
+                .iter()
+                .copied()
+                .find(|i| entries[*i].name == name),
+            None => None,
+        }
+    }
+
+    /// Index `entries[index]`; `false` when its name is already taken.
+    fn insert(&mut self, entries: &[Entry], index: usize) -> bool {
+        let name = entries[index].name.as_str();
+        let h = self.hasher.hash_one(name);
+        match self.by_hash.get(&h) {
+            None => {
+                self.by_hash.insert(h, index);
+                true
+            }
+            Some(&i) if entries[i].name == name => false,
+            Some(_) => {
+                if self.collided.iter().any(|i| entries[*i].name == name) {
+                    return false;
+                }
+                self.collided.push(index);
+                true
+            }
+        }
+    }
 }
 
 /// Little-endian field reads over a checked slice.
@@ -180,18 +234,17 @@ impl<'a> ZipArchive<'a> {
             )));
         }
         let count = total_entries as usize;
-        let mut entries = Vec::with_capacity(count.min(4096));
-        let mut by_name = HashMap::with_capacity(count.min(4096));
+        let mut entries: Vec<Entry> = Vec::with_capacity(count.min(4096));
+        let mut by_name = NameIndex::new(count.min(4096));
         let mut pos = 0usize;
         for i in 0..count {
-            let entry = parse_central(cd, &mut pos, i, cd_offset)?;
-            if by_name.insert(entry.name.clone(), entries.len()).is_some() {
+            entries.push(parse_central(cd, &mut pos, i, cd_offset)?);
+            if !by_name.insert(&entries, i) {
                 return Err(FormatError::Zip(format!(
                     "entry name `{}` appears twice (ambiguous archive)",
-                    entry.name
+                    entries[i].name
                 )));
             }
-            entries.push(entry);
         }
         Ok(ZipArchive {
             bytes,
@@ -207,7 +260,9 @@ impl<'a> ZipArchive<'a> {
 
     /// The entry called `name`.
     pub fn find(&self, name: &str) -> Option<&Entry> {
-        self.by_name.get(name).map(|i| &self.entries[*i])
+        self.by_name
+            .get(&self.entries, name)
+            .map(|i| &self.entries[i])
     }
 
     /// Offset of the entry's (compressed) data in the file, through its local header.

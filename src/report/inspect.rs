@@ -110,15 +110,18 @@ pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport
             message: f.message(),
         })
         .collect();
+    let model_state = ckpt.model_state_ref();
     InspectReport {
         path: display_path.to_string(),
         format: ckpt.format,
         size: ckpt.file_size,
-        version: crate::arch::guess_checkpoint(ckpt),
-        model_state_key: ckpt.model_state().map(|m| m.root_key.unwrap_or_default()),
+        version: crate::arch::guess_checkpoint_with(ckpt, model_state.as_ref()),
+        model_state_key: model_state
+            .as_ref()
+            .map(|m| m.root_key.unwrap_or_default().to_string()),
         epoch: metrics::epoch(&ckpt.root),
         metrics: StoredMetrics::from_root(&ckpt.root),
-        parameters: ckpt.parameter_count(),
+        parameters: ckpt.parameter_count_of(model_state.as_ref()),
         fingerprint,
         tensors,
         tree: tree::to_json(&ckpt.root, &ckpt.tensors),
