@@ -284,43 +284,23 @@ pub fn write_fix(config: &Path, new_text: &str) -> Result<PathBuf, WriteError> {
         source,
     };
     let original = std::fs::read(config).map_err(write_err)?;
-    atomic_write(&bak, &original, &dir).map_err(|source| WriteError::Backup {
+    atomic_write(&bak, &original).map_err(|source| WriteError::Backup {
         path: bak.clone(),
         source,
     })?;
-    atomic_write(config, new_text.as_bytes(), &dir).map_err(write_err)?;
+    atomic_write(config, new_text.as_bytes()).map_err(write_err)?;
     Ok(bak)
 }
 
-/// Write `bytes` to `path` through a temporary file in `dir`, fsync, rename, fsync the
-/// folder. The temporary file is removed on failure.
-pub fn atomic_write(path: &Path, bytes: &[u8], dir: &Path) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tvck-{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            let _ = f.set_permissions(meta.permissions());
-        }
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+/// Write `bytes` to `path` atomically (temporary file in the same folder, fsync,
+/// rename, fsync the folder), replacing an existing file. The temporary file is removed
+/// on failure.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    crate::format::write::write_atomic(path, true, |w| Ok(w.write_all(bytes)?)).map_err(|e| match e
+    {
+        crate::format::write::WriteError::Io(io) => io,
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -332,7 +312,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.yaml");
         std::fs::write(&p, "a: 1\n").unwrap();
-        atomic_write(&p, b"a: 2\n", dir.path()).unwrap();
+        atomic_write(&p, b"a: 2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "a: 2\n");
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -341,7 +321,7 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty());
         // A folder that does not exist fails cleanly.
-        assert!(atomic_write(&dir.path().join("no/x"), b"", &dir.path().join("no")).is_err());
+        assert!(atomic_write(&dir.path().join("no/x"), b"").is_err());
     }
 
     #[test]
