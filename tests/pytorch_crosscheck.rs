@@ -6,6 +6,9 @@
 //! Needs the project's Python environment: run `scripts/test`, which creates it and runs
 //! these tests (they are `#[ignore]`d in a plain `cargo test`).
 
+mod common;
+
+use common::python;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
@@ -14,18 +17,6 @@ use std::sync::OnceLock;
 use serde_json::Value as Json;
 use tvck::fingerprint;
 use tvck::format::{Checkpoint, Format, Value};
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("TVCK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "Python with PyTorch not found at {}: run scripts/test (it creates .venv)",
-        p.display()
-    );
-    p
-}
 
 /// Generate the cases once per test process (into Cargo's per-target temp dir).
 fn make_cases() -> &'static (PathBuf, BTreeMap<String, Json>) {

@@ -9,6 +9,9 @@
 //!   `safetensors.torch.load_file` load what tvck wrote (`tests/python/check_written.py`).
 //!   Run with `scripts/test`, or `TVCK_PYTHON=…/python cargo test -- --include-ignored`.
 
+mod common;
+
+use common::python;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -481,18 +484,6 @@ fn numpy_scalars_become_plain_floats() {
 }
 
 // ----- PyTorch interop -----------------------------------------------------------
-
-fn python() -> PathBuf {
-    let p = std::env::var_os("TVCK_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
-    assert!(
-        p.exists(),
-        "Python with PyTorch not found at {}: set TVCK_PYTHON or run scripts/test (it creates .venv)",
-        p.display()
-    );
-    p
-}
 
 /// Which dicts the default `OrderedDicts::ModelState` rule writes as `OrderedDict`
 /// (mirrors `Checkpoint::model_state`).

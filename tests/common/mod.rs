@@ -22,6 +22,20 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("tvck prints UTF-8")
 }
 
+/// The project's Python with PyTorch: `TVCK_PYTHON`, else `.venv/bin/python` (made by
+/// scripts/test). Panics when absent: the tests that need it must never pass silently.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("TVCK_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "Python with PyTorch not found at {}: set TVCK_PYTHON or run scripts/test (it creates .venv)",
+        p.display()
+    );
+    p
+}
+
 /// Snapshot into snapshots/ at the repository root.
 #[macro_export]
 macro_rules! snap {
