@@ -10,6 +10,7 @@ pub mod diff;
 pub mod fingerprint;
 pub mod format;
 pub mod metrics;
+pub mod migrate;
 pub mod report;
 pub mod scan;
 pub mod yamledit;

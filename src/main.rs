@@ -69,6 +69,38 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Migrate a checkpoint (or a folder of them) to another layout with declarative specs.
+    ///
+    /// Exit code 0 when every file converted (or a dry run planned it), 1 when any failed,
+    /// 2 on usage errors (an existing output without --force, a bad version…).
+    Convert {
+        /// Checkpoint file (or folder with --recursive).
+        input: PathBuf,
+        /// Target version (v5_11, v5_12_4).
+        #[arg(long, value_name = "VERSION")]
+        to: String,
+        /// Output file (folder with --recursive). Default: IN's folder, `<stem>.<VERSION>.<ext>`.
+        #[arg(short = 'o', long = "output", value_name = "OUT")]
+        output: Option<PathBuf>,
+        /// Output format (default: from OUT's extension, else pt).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+        /// Print the plan; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace an existing OUT (never the input).
+        #[arg(long)]
+        force: bool,
+        /// Convert every checkpoint under the folder IN into the same tree under -o DIR.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+        /// Also load migration specs from this folder (*.yaml; same name replaces a built-in).
+        #[arg(long, value_name = "DIR")]
+        specs: Option<PathBuf>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compare two checkpoints' model states, or a checkpoint and a layout, key by key.
     ///
     /// Exit code 0 when nothing differs, 1 when something does.
@@ -91,6 +123,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Pt,
+    Safetensors,
 }
 
 /// An error at the CLI edge: message, optional hint, exit code.
@@ -132,6 +170,27 @@ fn main() -> ExitCode {
             write,
             json,
         } => cmd_check(&config, checkpoint_roots, strict, auto_fix, write, json),
+        Command::Convert {
+            input,
+            to,
+            output,
+            format,
+            dry_run,
+            force,
+            recursive,
+            specs,
+            json,
+        } => cmd_convert(ConvertArgs {
+            input,
+            to,
+            output,
+            format,
+            dry_run,
+            force,
+            recursive,
+            specs,
+            json,
+        }),
         Command::Diff {
             a,
             b,
@@ -396,4 +455,146 @@ fn cmd_check(
     }
     let final_report = after.as_ref().unwrap_or(&report);
     Ok(u8::from(!final_report.ok()))
+}
+
+struct ConvertArgs {
+    input: PathBuf,
+    to: String,
+    output: Option<PathBuf>,
+    format: Option<FormatArg>,
+    dry_run: bool,
+    force: bool,
+    recursive: bool,
+    specs: Option<PathBuf>,
+    json: bool,
+}
+
+fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
+    use tvck::migrate::{self, ConvertOptions, MigrateError, OutputFormat, SpecSet};
+    require_exists(&a.input)?;
+    let to: tvck::arch::VersionId = a.to.parse().map_err(|_| {
+        CliError::usage(
+            format!("unknown target version `{}`", a.to),
+            "use one of v5_11, v5_12_4 (the versions migration specs lead to)",
+        )
+    })?;
+    let specs = match &a.specs {
+        Some(dir) => SpecSet::with_dir(dir),
+        None => SpecSet::embedded(),
+    }
+    .map_err(|e| CliError {
+        message: e.to_string(),
+        hint: Some("see docs/migrations.md for the spec format".into()),
+        code: 2,
+    })?;
+    let format = match (a.format, &a.output) {
+        (Some(FormatArg::Pt), _) => OutputFormat::Pt,
+        (Some(FormatArg::Safetensors), _) => OutputFormat::Safetensors,
+        (None, Some(o)) if !a.recursive => OutputFormat::from_path(o).unwrap_or(OutputFormat::Pt),
+        (None, _) => OutputFormat::Pt,
+    };
+    let opts = ConvertOptions {
+        to,
+        format,
+        force: a.force,
+        dry_run: a.dry_run,
+    };
+    if a.recursive || a.input.is_dir() {
+        if !a.input.is_dir() {
+            return Err(CliError::usage(
+                format!(
+                    "--recursive needs a folder; {} is a file",
+                    a.input.display()
+                ),
+                "drop --recursive to convert one file",
+            ));
+        }
+        let Some(out_dir) = a.output.clone() else {
+            return Err(CliError::usage(
+                format!("{} is a folder: name the output folder", a.input.display()),
+                format!(
+                    "tvck convert {} --recursive --to {} -o OUT_DIR",
+                    a.input.display(),
+                    a.to
+                ),
+            ));
+        };
+        if out_dir.is_file() {
+            return Err(CliError::usage(
+                format!(
+                    "-o {} is a file; a folder conversion writes into a folder",
+                    out_dir.display()
+                ),
+                "choose a folder (it is created if needed)",
+            ));
+        }
+        let pb = progress_bar();
+        pb.set_prefix("converting");
+        let report = migrate::convert_tree(
+            &a.input,
+            &out_dir,
+            &specs,
+            &opts,
+            |n| pb.set_length(n as u64),
+            |f| {
+                pb.set_message(f.input.display().to_string());
+                pb.inc(1);
+            },
+        );
+        pb.finish_and_clear();
+        if a.json {
+            print_out(&to_json(&report)?)?;
+        } else {
+            print_out(&report::convert::render_tree(&report))?;
+        }
+        return Ok(u8::from(
+            report.failed() > 0 || !report.walk_errors.is_empty(),
+        ));
+    }
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| migrate::default_output(&a.input, to, format));
+    if output.is_dir() {
+        return Err(CliError::usage(
+            format!("-o {} is a folder", output.display()),
+            "name the output file, e.g. -o best.v5_12_4.pt",
+        ));
+    }
+    if !a.dry_run && !a.force && output.exists() {
+        return Err(CliError::usage(
+            format!("{} already exists", output.display()),
+            "pass --force to replace it, or choose another -o",
+        ));
+    }
+    match migrate::convert_file(&a.input, &output, &specs, &opts) {
+        Ok(c) => {
+            if a.json {
+                print_out(&to_json(&c)?)?;
+            } else {
+                print_out(&report::convert::render_converted(&c, &output, a.dry_run))?;
+            }
+            Ok(0)
+        }
+        Err(e) => {
+            let hint = match &e {
+                MigrateError::Violation(_) => Some("nothing was written; fix the spec (docs/migrations.md) or pass --specs DIR with one that fits".to_string()),
+                MigrateError::NotAccepted { .. } => Some("write a spec for this layout (docs/migrations.md) and pass --specs DIR".to_string()),
+                MigrateError::NoPath { .. } => Some("tvck inspect shows the file's version; --specs DIR adds specs".to_string()),
+                MigrateError::SameFile { .. } => Some("tvck never overwrites its input".to_string()),
+                MigrateError::Write(tvck::format::write::WriteError::Exists(_)) => Some("pass --force to replace it".to_string()),
+                _ => None,
+            };
+            let code = match &e {
+                MigrateError::SameFile { .. }
+                | MigrateError::Write(tvck::format::write::WriteError::Exists(_)) => 2,
+                _ => 1,
+            };
+            Err(CliError {
+                message: format!("{}: {e}", a.input.display()),
+                hint,
+                code,
+            })
+        }
+    }
 }

@@ -203,6 +203,22 @@ fn tree() -> impl Strategy<Value = Value> {
 }
 
 /// `{"tree": tree, "tensors": [T0, T1, …], "again": T0}` (T0 referenced twice).
+/// `v` with every tensor index `j` replaced by `map(j)`.
+fn renumber(v: &Value, map: &dyn Fn(usize) -> usize) -> Value {
+    match v {
+        Value::Tensor(j) => Value::Tensor(map(*j)),
+        Value::List(items) => Value::List(items.iter().map(|x| renumber(x, map)).collect()),
+        Value::Tuple(items) => Value::Tuple(items.iter().map(|x| renumber(x, map)).collect()),
+        Value::Dict(items) => Value::Dict(
+            items
+                .iter()
+                .map(|(k, x)| (k.clone(), renumber(x, map)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 fn root_with(tree: Value, n: usize) -> Value {
     let mut items = vec![
         (s("tree"), tree),
@@ -276,10 +292,7 @@ proptest! {
         meta in prop::collection::btree_map("[a-z.]{1,8}", any::<String>(), 0..3),
         tree in tree(),
     ) {
-        let names: Vec<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
-        let root = root_with(tree, tensors.len());
-        let mut meta = meta;
-        meta.insert(TREE_KEY.into(), st::tree_json(&root, &names).unwrap());
+        // Without a tree: flat tensors by name, metadata under `__metadata__`.
         let c = Checkpoint::from_bytes("s.safetensors", write_st_bytes(&tensors, &meta))
             .unwrap_or_else(|e| panic!("{e}"));
         prop_assert_eq!(c.format, Format::Safetensors);
@@ -289,17 +302,40 @@ proptest! {
             prop_assert_eq!((c.tensors[i].dtype, &c.tensors[i].shape), (t.dtype, &t.shape));
             prop_assert_eq!(&*c.tensor_bytes(i).unwrap(), &*t.bytes);
         }
-        let got_meta: BTreeMap<String, String> = match c.root.get("__metadata__") {
-            Some(Value::Dict(items)) => items
-                .iter()
-                .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string()))
-                .collect(),
-            other => panic!("no metadata: {other:?}"),
+        if !meta.is_empty() {
+            let got_meta: BTreeMap<String, String> = match c.root.get("__metadata__") {
+                Some(Value::Dict(items)) => items
+                    .iter()
+                    .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_str().unwrap().to_string()))
+                    .collect(),
+                other => panic!("no metadata: {other:?}"),
+            };
+            prop_assert_eq!(&got_meta, &meta);
+        }
+
+        // With a tvck tree: the reader gives the checkpoint's own tree back.
+        let names: Vec<String> = tensors.iter().map(|(n, _)| n.clone()).collect();
+        let root = root_with(tree, tensors.len());
+        let mut meta = meta;
+        meta.insert(TREE_KEY.into(), st::tree_json(&root, &names).unwrap());
+        let c = Checkpoint::from_bytes("s.safetensors", write_st_bytes(&tensors, &meta))
+            .unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(c.tensors.len(), tensors.len());
+        let listed = match c.root.get("tensors") {
+            Some(Value::List(items)) => items.clone(),
+            other => panic!("no tensor list: {other:?}"),
         };
-        prop_assert_eq!(&got_meta, &meta);
-        let back = st::tree_from_json(&got_meta[TREE_KEY], |n| names.iter().position(|x| x == n))
-            .unwrap();
-        prop_assert!(same(&back, &root));
+        prop_assert_eq!(listed.len(), tensors.len());
+        let mut to_source = vec![usize::MAX; tensors.len()];
+        for (i, v) in listed.iter().enumerate() {
+            let Value::Tensor(j) = v else { panic!("not a tensor: {v:?}") };
+            to_source[*j] = i;
+            let t = &tensors[i].1;
+            prop_assert_eq!((c.tensors[*j].dtype, &c.tensors[*j].shape), (t.dtype, &t.shape));
+            prop_assert_eq!(&*c.tensor_bytes(*j).unwrap(), &*t.bytes);
+            prop_assert_eq!(&c.tensors[*j].path, &format!("tensors.{i}"));
+        }
+        prop_assert!(same(&renumber(&c.root, &|j| to_source[j]), &root));
     }
 }
 
@@ -439,14 +475,17 @@ fn every_sample_rewrites_losslessly() {
             );
             assert_eq!(c.tensor_bytes(i).unwrap(), s.tensor_bytes(j).unwrap());
         }
-        let json = s
-            .root
-            .get_path("__metadata__")
-            .and_then(|m| m.get(TREE_KEY))
-            .and_then(Value::as_str)
-            .unwrap();
-        let tree = st::tree_from_json(json, |n| names.iter().position(|x| x == n)).unwrap();
-        assert!(same(&tree, &c.root), "{stem}: tree differs");
+        // The reader rebuilds the tree from `tvck.tree`: the same tree, tensors renumbered.
+        let to_source = |j: usize| {
+            c.tensors
+                .iter()
+                .position(|t| t.path == s.tensors[j].path)
+                .unwrap()
+        };
+        assert!(
+            same(&renumber(&s.root, &to_source), &c.root),
+            "{stem}: tree differs"
+        );
 
         // .safetensors of the model state (state-dict keys): same weights fingerprint
         let sd = write::state_dict_tensors(&c).unwrap();

@@ -26,7 +26,7 @@
 
 mod catalog;
 mod checkpoint;
-mod expr;
+pub(crate) mod expr;
 mod infer;
 
 pub use checkpoint::{

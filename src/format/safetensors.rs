@@ -4,7 +4,7 @@
 //! tensor's dtype × shape, and the data to end exactly at the end of the file); tensor
 //! data is never copied here: each tensor becomes a [`StorageData::Mapped`] range.
 
-use super::{limits, DType, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
+use super::{limits, DType, Finding, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
 use ::safetensors::SafeTensors;
 
 /// Key under which the header's free-form `__metadata__` strings appear in the root dict.
@@ -96,6 +96,44 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
         });
         items.push((Value::Str(name), Value::Tensor(index)));
     }
+    // A tree written by tvck (`tvck.tree`): the checkpoint's own structure, tensors by name.
+    if let Some(tree) = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(crate::format::write::safetensors::TREE_KEY))
+    {
+        let index: std::collections::HashMap<&str, usize> = parsed
+            .tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.path.as_str(), i))
+            .collect();
+        match crate::format::write::safetensors::tree_from_json(tree, |n| index.get(n).copied()) {
+            Ok(root) => {
+                // Tensor paths follow the tree (the first place a tensor appears), as for a
+                // pickle.
+                let mut paths = Vec::new();
+                collect_paths(&root, &mut Vec::new(), &mut paths);
+                let mut done = vec![false; parsed.tensors.len()];
+                for (i, p) in paths {
+                    if let (Some(t), Some(d)) = (parsed.tensors.get_mut(i), done.get_mut(i)) {
+                        if !*d {
+                            t.path = p;
+                            *d = true;
+                        }
+                    }
+                }
+                parsed.root = root;
+                return Ok(parsed);
+            }
+            Err(e) => parsed.findings.push(Finding::Note {
+                message: format!(
+                    "the `{}` metadata does not decode ({e}); showing the flat tensors",
+                    crate::format::write::safetensors::TREE_KEY
+                ),
+            }),
+        }
+    }
     if let Some(meta) = metadata.metadata() {
         let mut entries: Vec<(&String, &String)> = meta.iter().collect();
         entries.sort();
@@ -107,6 +145,31 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
     }
     parsed.root = Value::Dict(items);
     Ok(parsed)
+}
+
+fn collect_paths(v: &Value, path: &mut Vec<String>, out: &mut Vec<(usize, String)>) {
+    match v {
+        Value::Tensor(i) => out.push((*i, path.join("."))),
+        Value::Dict(items) => {
+            for (k, v) in items {
+                path.push(match k {
+                    Value::Str(s) => s.clone(),
+                    Value::Int(i) => i.to_string(),
+                    other => format!("{other:?}"),
+                });
+                collect_paths(v, path, out);
+                path.pop();
+            }
+        }
+        Value::List(items) | Value::Tuple(items) => {
+            for (i, v) in items.iter().enumerate() {
+                path.push(i.to_string());
+                collect_paths(v, path, out);
+                path.pop();
+            }
+        }
+        _ => {}
+    }
 }
 
 fn describe(e: ::safetensors::SafeTensorError, bytes: &[u8], n: u64) -> FormatError {

@@ -4,6 +4,7 @@
 //! not a terminal, so snapshots are stable. JSON shapes are documented in docs/json.md.
 
 pub mod check;
+pub mod convert;
 pub mod diff;
 pub mod inspect;
 pub mod scan;

@@ -228,6 +228,22 @@ pub fn write_atomic<T, F>(path: impl AsRef<Path>, force: bool, write: F) -> Resu
 where
     F: FnOnce(&mut BufWriter<File>) -> Result<T, WriteError>,
 {
+    write_atomic_verified(path, force, write, |_| Ok(()))
+}
+
+/// [`write_atomic`] with a check of the finished temporary file (re-read it, compare
+/// hashes…) before it takes `path`'s name: when `verify` fails, the temporary file is
+/// removed and `path` is left as it was.
+pub fn write_atomic_verified<T, F, V>(
+    path: impl AsRef<Path>,
+    force: bool,
+    write: F,
+    verify: V,
+) -> Result<T, WriteError>
+where
+    F: FnOnce(&mut BufWriter<File>) -> Result<T, WriteError>,
+    V: FnOnce(&Path) -> Result<(), WriteError>,
+{
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let path = path.as_ref();
     let file_name = path
@@ -285,6 +301,7 @@ where
     }
     file.sync_all().map_err(fs_err("fsync", &tmp))?;
     drop(file);
+    verify(&tmp)?;
     if force {
         std::fs::rename(&tmp, path).map_err(fs_err("rename the temporary file onto", path))?;
     } else {

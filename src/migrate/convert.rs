@@ -1,0 +1,706 @@
+//! Executing a plan: the new state, the output tree (model state under the same root key,
+//! other entries kept / dropped / rewritten, numpy scalars as plain numbers, a `migration`
+//! record), written atomically and verified against the plan before it takes OUT's name.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::ops;
+use super::plan::{Action, Plan};
+use super::{plan_checkpoint, MigrateError, SpecSet};
+use crate::arch::VersionId;
+use crate::format::write::{self, pt, safetensors as st, TensorData, WriteError};
+use crate::format::{Checkpoint, Value};
+
+/// Output container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    Pt,
+    Safetensors,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Pt => "pt",
+            OutputFormat::Safetensors => "safetensors",
+        }
+    }
+
+    /// The format a path's extension names, if any.
+    pub fn from_path(p: &Path) -> Option<OutputFormat> {
+        match p.extension()?.to_str()? {
+            "safetensors" => Some(OutputFormat::Safetensors),
+            "pt" | "pth" | "ckpt" | "bin" => Some(OutputFormat::Pt),
+            _ => None,
+        }
+    }
+}
+
+/// Options of [`convert_file`].
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    pub to: VersionId,
+    pub format: OutputFormat,
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// A tensor the output must hold.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Expected {
+    pub key: String,
+    pub shape: Vec<u64>,
+    pub dtype: crate::format::DType,
+    /// SHA-256 (hex) of the logical bytes: the source tensor's for copies.
+    pub sha256: String,
+}
+
+/// The result of converting one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Converted {
+    pub plan: Plan,
+    /// Where the output was written (None for a dry run or when nothing had to change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+    pub format: OutputFormat,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Tensors re-read from the output and checked (hash, shape, dtype).
+    pub verified: usize,
+}
+
+/// The output of a plan, ready to write.
+pub struct Output<'a> {
+    pub root: Value,
+    pub tensors: Vec<TensorData<'a>>,
+    /// Safetensors names, one per tensor.
+    pub names: Vec<String>,
+    /// The model state the file must hold, in order.
+    pub expected: Vec<Expected>,
+    /// Safetensors metadata carried over from a bare safetensors input.
+    pub carried_metadata: BTreeMap<String, String>,
+    /// The migration record (also inside `root` unless the state is bare).
+    pub record: Value,
+}
+
+fn sha_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// UTC `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
+pub fn utc_text(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn s(v: &str) -> Value {
+    Value::Str(v.to_string())
+}
+
+fn migration_record(plan: &Plan) -> Value {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let specs = plan
+        .steps
+        .iter()
+        .map(|st| {
+            Value::Dict(vec![
+                (s("name"), s(&st.spec)),
+                (s("sha256"), s(&st.spec_sha256)),
+                (s("from_version"), s(st.from_version)),
+                (s("to_version"), s(st.to_version)),
+            ])
+        })
+        .collect();
+    Value::Dict(vec![
+        (s("from_version"), s(plan.source_version)),
+        (s("to_version"), s(plan.target_version)),
+        (s("specs"), Value::List(specs)),
+        (s("tool"), s(&format!("tvck {}", env!("CARGO_PKG_VERSION")))),
+        (s("utc"), s(&utc_text(now))),
+    ])
+}
+
+/// Run the plan's tensor operations on `ckpt`'s model state and build the output tree.
+pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, MigrateError> {
+    // The source state.
+    let mut state: Vec<(String, TensorData<'a>)> = Vec::new();
+    if let Some(ms) = ckpt.model_state_ref() {
+        for &(k, i) in &ms.entries {
+            let t = &ckpt.tensors[i];
+            state.push((
+                k.to_string(),
+                TensorData {
+                    dtype: t.dtype,
+                    shape: t.shape.clone(),
+                    bytes: ckpt.tensor_bytes(i)?,
+                    requires_grad: t.requires_grad,
+                },
+            ));
+        }
+    }
+    for step in &plan.steps {
+        let by_key: HashMap<&str, &TensorData<'a>> =
+            state.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        let mut next = Vec::new();
+        for row in &step.rows {
+            let Some((key, shape)) = &row.to else {
+                continue;
+            };
+            let src = row
+                .from
+                .as_ref()
+                .and_then(|(k, _)| by_key.get(k.as_str()).copied());
+            let op_err = |message: String| MigrateError::Op {
+                rule: row.rule,
+                key: key.clone(),
+                message,
+            };
+            let data = match (&row.action, src) {
+                (Action::Same, Some(t)) => TensorData {
+                    dtype: t.dtype,
+                    shape: shape.clone(),
+                    bytes: t.bytes.clone(),
+                    requires_grad: t.requires_grad,
+                },
+                (Action::Init(init), _) => TensorData {
+                    dtype: row.dtype,
+                    shape: shape.clone(),
+                    bytes: Cow::Owned(
+                        ops::init_tensor(init, row.dtype, shape, key).map_err(op_err)?,
+                    ),
+                    requires_grad: true,
+                },
+                (Action::Slice(r), Some(t)) => {
+                    let (sh, b) = ops::slice(t.dtype, &t.shape, &t.bytes, r).map_err(op_err)?;
+                    TensorData {
+                        dtype: t.dtype,
+                        shape: sh,
+                        bytes: Cow::Owned(b),
+                        requires_grad: t.requires_grad,
+                    }
+                }
+                (Action::Pad(p, value), Some(t)) => {
+                    let (sh, b) =
+                        ops::pad(t.dtype, &t.shape, &t.bytes, p, *value).map_err(op_err)?;
+                    TensorData {
+                        dtype: t.dtype,
+                        shape: sh,
+                        bytes: Cow::Owned(b),
+                        requires_grad: t.requires_grad,
+                    }
+                }
+                (Action::Transpose(perm), Some(t)) => {
+                    let (sh, b) =
+                        ops::transpose(t.dtype, &t.shape, &t.bytes, perm).map_err(op_err)?;
+                    TensorData {
+                        dtype: t.dtype,
+                        shape: sh,
+                        bytes: Cow::Owned(b),
+                        requires_grad: t.requires_grad,
+                    }
+                }
+                (_, None) => return Err(op_err("its source tensor is missing".into())),
+                (Action::Drop, _) => continue,
+            };
+            if data.shape != *shape {
+                return Err(op_err(format!(
+                    "produced {:?}, the plan says {:?}",
+                    data.shape, shape
+                )));
+            }
+            next.push((key.clone(), data));
+        }
+        state = next;
+    }
+
+    let expected: Vec<Expected> = state
+        .iter()
+        .map(|(k, t)| Expected {
+            key: k.clone(),
+            shape: t.shape.clone(),
+            dtype: t.dtype,
+            sha256: sha_hex(&t.bytes),
+        })
+        .collect();
+    let record = migration_record(plan);
+
+    // The rest of the tree.
+    let n_state = state.len();
+    let mut names: Vec<String> = state.iter().map(|(k, _)| k.clone()).collect();
+    let mut tensors: Vec<TensorData<'a>> = state.into_iter().map(|(_, t)| t).collect();
+    let state_dict = Value::Dict(
+        names
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (Value::Str(k.clone()), Value::Tensor(i)))
+            .collect(),
+    );
+    let mut carried_metadata = BTreeMap::new();
+    let root = match &plan.model_state_key {
+        None => {
+            if let Some(Value::Dict(meta)) = ckpt.root.get(crate::format::safetensors::METADATA_KEY)
+            {
+                for (k, v) in meta {
+                    if let (Value::Str(k), Value::Str(v)) = (k, v) {
+                        if k != st::TREE_KEY {
+                            carried_metadata.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            state_dict
+        }
+        Some(msk) => {
+            let mut root = ckpt.root.clone();
+            for step in &plan.steps {
+                for e in step.entries.iter().filter(|e| e.applies) {
+                    match (e.action, &e.set) {
+                        ("drop", _) => remove_path(&mut root, &e.key),
+                        ("set", Some(v)) => set_path(&mut root, &e.key, v.clone()),
+                        _ => {}
+                    }
+                }
+            }
+            set_path(&mut root, msk, Value::None);
+            let mut path = Vec::new();
+            let mut root = carry(ckpt, root, &mut tensors, &mut names, &mut path)?;
+            set_path(&mut root, msk, state_dict);
+            if let Value::Dict(items) = &mut root {
+                items.retain(|(k, _)| !matches!(k, Value::Str(s) if s == "migration"));
+                items.push((Value::Str("migration".into()), record.clone()));
+            }
+            root
+        }
+    };
+    debug_assert!(tensors.len() >= n_state);
+    Ok(Output {
+        root,
+        tensors,
+        names,
+        expected,
+        carried_metadata,
+        record,
+    })
+}
+
+fn key_text(k: &Value) -> String {
+    match k {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Copy the non-model tree: tensors renumbered after the model state, numpy scalars as plain
+/// numbers; anything torch.load(weights_only=True) could not load is an error naming it.
+fn carry<'a>(
+    ckpt: &'a Checkpoint,
+    v: Value,
+    tensors: &mut Vec<TensorData<'a>>,
+    names: &mut Vec<String>,
+    path: &mut Vec<String>,
+) -> Result<Value, MigrateError> {
+    Ok(match v {
+        Value::Tensor(i) => {
+            let t = &ckpt.tensors[i];
+            tensors.push(TensorData {
+                dtype: t.dtype,
+                shape: t.shape.clone(),
+                bytes: ckpt.tensor_bytes(i)?,
+                requires_grad: t.requires_grad,
+            });
+            names.push(path.join("."));
+            Value::Tensor(tensors.len() - 1)
+        }
+        Value::NumpyScalar { value, .. } => *value,
+        Value::List(items) => Value::List(carry_all(ckpt, items, tensors, names, path)?),
+        Value::Tuple(items) => Value::Tuple(carry_all(ckpt, items, tensors, names, path)?),
+        Value::Dict(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (k, v) in items {
+                path.push(key_text(&k));
+                let v = carry(ckpt, v, tensors, names, path)?;
+                path.pop();
+                out.push((k, v));
+            }
+            Value::Dict(out)
+        }
+        Value::Blocked { global } => {
+            return Err(MigrateError::Tree(format!(
+                "`{}` is the result of the unsafe call `{global}`",
+                path.join(".")
+            )))
+        }
+        other => other,
+    })
+}
+
+fn carry_all<'a>(
+    ckpt: &'a Checkpoint,
+    items: Vec<Value>,
+    tensors: &mut Vec<TensorData<'a>>,
+    names: &mut Vec<String>,
+    path: &mut Vec<String>,
+) -> Result<Vec<Value>, MigrateError> {
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            path.push(i.to_string());
+            let r = carry(ckpt, v, tensors, names, path);
+            path.pop();
+            r
+        })
+        .collect()
+}
+
+fn dict_mut<'v>(v: &'v mut Value, key: &str) -> Option<&'v mut Value> {
+    match v {
+        Value::Dict(items) => items
+            .iter_mut()
+            .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
+            .map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn parent_mut<'v>(root: &'v mut Value, path: &str) -> Option<(&'v mut Value, String)> {
+    let mut parts: Vec<&str> = path.split('.').collect();
+    let last = parts.pop()?.to_string();
+    let mut at = root;
+    for p in parts {
+        at = dict_mut(at, p)?;
+    }
+    Some((at, last))
+}
+
+fn remove_path(root: &mut Value, path: &str) {
+    if let Some((Value::Dict(items), last)) = parent_mut(root, path) {
+        items.retain(|(k, _)| !matches!(k, Value::Str(s) if *s == last));
+    }
+}
+
+fn set_path(root: &mut Value, path: &str, value: Value) {
+    if let Some((parent, last)) = parent_mut(root, path) {
+        if let Some(slot) = dict_mut(parent, &last) {
+            *slot = value;
+        } else if let Value::Dict(items) = parent {
+            items.push((Value::Str(last), value));
+        }
+    }
+}
+
+/// Write `out` to `path` and verify it before it takes the name.
+pub fn write_output(
+    out: &Output<'_>,
+    path: &Path,
+    format: OutputFormat,
+    force: bool,
+    bare: bool,
+) -> Result<(u64, usize), MigrateError> {
+    let verify = |tmp: &Path| verify_file(tmp, &out.expected);
+    let bytes = match format {
+        OutputFormat::Pt => write::write_atomic_verified(
+            path,
+            force,
+            |w| pt::write_pt(&out.root, &out.tensors, &pt::PtOptions::default(), w),
+            verify,
+        )?,
+        OutputFormat::Safetensors => {
+            let mut meta = out.carried_metadata.clone();
+            meta.insert("format".into(), "pt".into());
+            if bare {
+                meta.insert(
+                    "tvck.migration".into(),
+                    st::tree_json(&out.record, &[]).map_err(MigrateError::Write)?,
+                );
+            } else {
+                meta.insert(st::TREE_KEY.into(), st::tree_json(&out.root, &out.names)?);
+            }
+            let named: Vec<(String, TensorData<'_>)> = out
+                .names
+                .iter()
+                .cloned()
+                .zip(out.tensors.iter().map(TensorData::borrowed))
+                .collect();
+            write::write_atomic_verified(
+                path,
+                force,
+                |w| st::write_safetensors(&named, &meta, w),
+                verify,
+            )?
+        }
+    };
+    Ok((bytes, out.expected.len()))
+}
+
+/// Re-read a written file: its model state must be exactly `expected` (keys, order, shapes,
+/// dtypes, SHA-256 of every tensor).
+pub fn verify_file(path: &Path, expected: &[Expected]) -> Result<(), WriteError> {
+    let fail =
+        |m: String| WriteError::Invalid(format!("verification of the written file failed: {m}"));
+    let ckpt = Checkpoint::open(path).map_err(|e| fail(e.to_string()))?;
+    let ms = ckpt
+        .model_state_ref()
+        .ok_or_else(|| fail("no model state in the written file".into()))?;
+    let mut problems = Vec::new();
+    let written: HashMap<&str, usize> = ms.entries.iter().map(|&(k, i)| (k, i)).collect();
+    if ms.entries.len() != expected.len() {
+        problems.push(format!(
+            "{} tensors written, {} planned",
+            ms.entries.len(),
+            expected.len()
+        ));
+    }
+    for e in expected {
+        let Some(&i) = written.get(e.key.as_str()) else {
+            problems.push(format!("`{}` is missing", e.key));
+            continue;
+        };
+        let t = &ckpt.tensors[i];
+        let k = &e.key;
+        if t.shape != e.shape || t.dtype != e.dtype {
+            problems.push(format!(
+                "`{k}` is {} {:?}, the plan says {} {:?}",
+                t.dtype, t.shape, e.dtype, e.shape
+            ));
+            continue;
+        }
+        match ckpt.tensor_bytes(i) {
+            Ok(b) if sha_hex(&b) == e.sha256 => {}
+            Ok(_) => problems.push(format!("`{k}`: SHA-256 differs from the planned bytes")),
+            Err(err) => problems.push(format!("`{k}`: {err}")),
+        }
+    }
+    if problems.len() > 8 {
+        let more = problems.len() - 8;
+        problems.truncate(8);
+        problems.push(format!("… and {more} more"));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(problems.join("; ")))
+    }
+}
+
+/// The default output path: `<dir>/<stem>.<version>.<ext>` next to the input.
+pub fn default_output(input: &Path, to: VersionId, format: OutputFormat) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    input.with_file_name(format!("{stem}.{}.{}", to.as_str(), format.extension()))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Plan, and unless `dry_run`, convert `input` into `output`.
+pub fn convert_file(
+    input: &Path,
+    output: &Path,
+    specs: &SpecSet,
+    opts: &ConvertOptions,
+) -> Result<Converted, MigrateError> {
+    if same_file(input, output) {
+        return Err(MigrateError::SameFile {
+            path: output.to_path_buf(),
+        });
+    }
+    let ckpt = Checkpoint::open(input)?;
+    let plan = plan_checkpoint(&ckpt, opts.to, specs)?;
+    if opts.dry_run || plan.is_noop() {
+        return Ok(Converted {
+            plan,
+            output: None,
+            format: opts.format,
+            bytes: None,
+            verified: 0,
+        });
+    }
+    let out = execute(&ckpt, &plan)?;
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| WriteError::File {
+            action: "create the output folder",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let (bytes, verified) = write_output(
+        &out,
+        output,
+        opts.format,
+        opts.force,
+        plan.model_state_key.is_none(),
+    )?;
+    Ok(Converted {
+        plan,
+        output: Some(output.to_path_buf()),
+        format: opts.format,
+        bytes: Some(bytes),
+        verified,
+    })
+}
+
+/// What happened to one file of a folder conversion.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileOutcome {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    /// converted, planned (dry run), unchanged (already the target), failed.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Converted>,
+}
+
+/// A folder conversion.
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeReport {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub files: Vec<FileOutcome>,
+    /// Folder entries that could not be read.
+    pub walk_errors: Vec<String>,
+}
+
+impl TreeReport {
+    pub fn failed(&self) -> usize {
+        self.files.iter().filter(|f| f.status == "failed").count()
+    }
+}
+
+/// Convert every checkpoint under `input` into the same relative place under `output`
+/// (extension set by the format). A file that fails is reported and skipped; the rest convert.
+/// `on_total` gets the file count, `on_file` each outcome as it is done.
+pub fn convert_tree(
+    input: &Path,
+    output: &Path,
+    specs: &SpecSet,
+    opts: &ConvertOptions,
+    on_total: impl FnOnce(usize),
+    mut on_file: impl FnMut(&FileOutcome),
+) -> TreeReport {
+    let (files, walk_errors) = crate::scan::discover(input);
+    // Never descend into the output folder when it lies inside the input.
+    let out_abs = std::fs::canonicalize(output).ok();
+    let files: Vec<PathBuf> = files
+        .into_iter()
+        .filter(|f| {
+            out_abs
+                .as_ref()
+                .is_none_or(|o| std::fs::canonicalize(f).map_or(true, |c| !c.starts_with(o)))
+        })
+        .collect();
+    on_total(files.len());
+    let mut outcomes = Vec::new();
+    for f in files {
+        let rel = f.strip_prefix(input).unwrap_or(&f);
+        let target = output.join(rel).with_extension(opts.format.extension());
+        let outcome = match target
+            .parent()
+            .map(|p| {
+                if opts.dry_run {
+                    Ok(())
+                } else {
+                    std::fs::create_dir_all(p)
+                }
+            })
+            .transpose()
+            .map_err(|e| format!("cannot create the folder for `{}`: {e}", target.display()))
+            .and_then(|_| convert_file(&f, &target, specs, opts).map_err(|e| e.to_string()))
+        {
+            Ok(r) => FileOutcome {
+                input: f.clone(),
+                output: target,
+                status: if r.plan.is_noop() {
+                    "unchanged"
+                } else if opts.dry_run {
+                    "planned"
+                } else {
+                    "converted"
+                },
+                source_version: Some(r.plan.source_version),
+                error: None,
+                result: Some(r),
+            },
+            Err(e) => FileOutcome {
+                input: f.clone(),
+                output: target,
+                status: "failed",
+                source_version: None,
+                error: Some(e),
+                result: None,
+            },
+        };
+        on_file(&outcome);
+        outcomes.push(outcome);
+    }
+    TreeReport {
+        input: input.to_path_buf(),
+        output: output.to_path_buf(),
+        files: outcomes,
+        walk_errors,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_text_is_civil_time() {
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_text(1_796_045_045), "2026-11-30T13:24:05Z");
+    }
+
+    #[test]
+    fn paths_are_set_and_removed() {
+        let mut root = Value::Dict(vec![(
+            s("config"),
+            Value::Dict(vec![(s("model"), Value::Dict(vec![(s("name"), s("A"))]))]),
+        )]);
+        set_path(&mut root, "config.model.name", s("B"));
+        set_path(&mut root, "config.model.layers", Value::Int(2));
+        set_path(&mut root, "nothing.here", Value::Int(1));
+        assert_eq!(root.get_path("config.model.name"), Some(&s("B")));
+        assert_eq!(root.get_path("config.model.layers"), Some(&Value::Int(2)));
+        assert!(root.get("nothing").is_none());
+        remove_path(&mut root, "config.model");
+        assert!(root.get_path("config.model").is_none());
+    }
+}

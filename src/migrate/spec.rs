@@ -1,0 +1,959 @@
+//! Migration specs: the YAML schema (docs/migrations.md) and its compiled form.
+//!
+//! A spec is checked when it loads (every rule: op, patterns, captures, shapes, initialisers)
+//! and again against each checkpoint it is applied to ([`super::plan`]).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::ops::Init;
+use super::pattern::Pattern;
+use crate::arch::expr::{self, Expr};
+use crate::arch::{LayoutParams, VersionId};
+use crate::format::{DType, Value};
+
+/// Symbols usable in shape expressions: L = latent_dim, H = hidden_dim,
+/// R = max(32, H / 2) (the radius net width; 0 without a projection).
+pub const SYMBOLS: [&str; 3] = ["L", "H", "R"];
+
+/// The symbol values of a layout, in [`SYMBOLS`] order.
+pub fn symbol_env(p: &LayoutParams) -> [i64; 3] {
+    let l = p.latent_dim as i64;
+    let h = p.hidden_dim as i64;
+    let r = if h > 0 { (h / 2).max(32) } else { 0 };
+    [l, h, r]
+}
+
+fn symbol_slot(name: &str) -> Option<usize> {
+    SYMBOLS.iter().position(|s| *s == name)
+}
+
+/// A shape written with symbols (`[H, L]`).
+#[derive(Debug, Clone)]
+pub struct ShapeExpr {
+    text: String,
+    dims: Vec<Expr>,
+}
+
+impl ShapeExpr {
+    fn parse(text: &str) -> Result<ShapeExpr, String> {
+        let t = text.trim();
+        let inner = t
+            .strip_prefix('[')
+            .and_then(|s| s.strip_suffix(']'))
+            .ok_or_else(|| format!("shape `{t}` must be written in brackets, e.g. `[H, L]`"))?;
+        let dims = if inner.trim().is_empty() {
+            Vec::new()
+        } else {
+            inner
+                .split(',')
+                .map(|d| {
+                    expr::parse(d.trim(), &symbol_slot).map_err(|e| {
+                        format!("shape `{t}`: {e} (symbols: L, H, R; integers; + - * / max min)")
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(ShapeExpr {
+            text: t.to_string(),
+            dims,
+        })
+    }
+
+    /// The shape for a layout's symbol values.
+    pub fn eval(&self, env: &[i64; 3]) -> Result<Vec<u64>, String> {
+        self.dims
+            .iter()
+            .map(|d| {
+                let v = d.eval(env);
+                u64::try_from(v)
+                    .map_err(|_| format!("shape `{}` gives a negative size {v}", self.text))
+            })
+            .collect()
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// One integer expression over the symbols (a slice bound, a fan-in).
+#[derive(Debug, Clone)]
+pub struct DimExpr(Expr);
+
+impl DimExpr {
+    pub fn eval(&self, env: &[i64; 3]) -> i64 {
+        self.0.eval(env)
+    }
+}
+
+/// An initialiser whose parameters may use symbols (linear_default's fan_in).
+#[derive(Debug, Clone)]
+pub enum InitSpec {
+    Fixed(Init),
+    LinearDefault { fan_in: DimExpr, seed: u64 },
+}
+
+impl InitSpec {
+    pub fn resolve(&self, env: &[i64; 3]) -> Init {
+        match self {
+            InitSpec::Fixed(i) => i.clone(),
+            InitSpec::LinearDefault { fan_in, seed } => Init::LinearDefault {
+                fan_in: fan_in.eval(env).max(0) as u64,
+                seed: *seed,
+            },
+        }
+    }
+}
+
+/// What a rule does.
+#[derive(Debug, Clone)]
+pub enum OpKind {
+    /// Same values; `to` may name another key.
+    Copy,
+    /// Same values under another key.
+    Rename,
+    /// Same values under two or more keys.
+    Duplicate,
+    /// Not carried over.
+    Drop,
+    /// A new tensor (no source).
+    Init,
+    /// `source[a:b, …]`, one range per dimension (symbols allowed).
+    Slice(Vec<(DimExpr, DimExpr)>),
+    /// Pad each dimension with (before, after) elements of `value`.
+    Pad(Vec<(DimExpr, DimExpr)>, f64),
+    /// Same bytes, another shape.
+    Reshape,
+    /// Permute the dimensions.
+    Transpose(Vec<usize>),
+}
+
+impl OpKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpKind::Copy => "copy",
+            OpKind::Rename => "rename",
+            OpKind::Duplicate => "duplicate",
+            OpKind::Drop => "drop",
+            OpKind::Init => "init",
+            OpKind::Slice(_) => "slice",
+            OpKind::Pad(..) => "pad",
+            OpKind::Reshape => "reshape",
+            OpKind::Transpose(_) => "transpose",
+        }
+    }
+}
+
+/// One tensor of a rule: the rule's key itself, or `key.suffix` for each entry of `tensors:`.
+#[derive(Debug, Clone)]
+pub struct TensorRule {
+    pub suffix: Option<String>,
+    /// Asserted source shape (source layout symbols).
+    pub from_shape: Option<ShapeExpr>,
+    /// Asserted target shape (target layout symbols).
+    pub to_shape: Option<ShapeExpr>,
+    pub init: Option<InitSpec>,
+    pub dtype: DType,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// 1-based position in the spec.
+    pub number: usize,
+    pub op: OpKind,
+    pub from: Option<Pattern>,
+    pub to: Vec<Pattern>,
+    pub allowed: BTreeMap<String, Vec<String>>,
+    pub tensors: Vec<TensorRule>,
+    /// For `init`: only where no other rule produced the key.
+    pub fallback: bool,
+    pub note: Option<String>,
+}
+
+impl Rule {
+    /// The from pattern of one tensor rule.
+    pub fn from_pattern(&self, t: &TensorRule) -> Option<Pattern> {
+        let p = self.from.as_ref()?;
+        Some(match &t.suffix {
+            Some(s) => p.with_suffix(s),
+            None => p.clone(),
+        })
+    }
+
+    /// The to patterns of one tensor rule.
+    pub fn to_patterns(&self, t: &TensorRule) -> Vec<Pattern> {
+        self.to
+            .iter()
+            .map(|p| match &t.suffix {
+                Some(s) => p.with_suffix(s),
+                None => p.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What happens to a non-model entry of the checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryAction {
+    Keep,
+    Drop,
+    Set(Value),
+}
+
+/// A rule for a non-model entry (`optimizer_state_dict`, `config.model.name`).
+#[derive(Debug, Clone)]
+pub struct EntryRule {
+    /// Dotted path from the checkpoint's root.
+    pub key: String,
+    pub action: EntryAction,
+    /// Printed when the rule applies.
+    pub warn: Option<String>,
+}
+
+/// Target layout parameter: a fixed value or the source's.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamValue {
+    Source,
+    Value(String),
+}
+
+/// A compiled migration spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub name: String,
+    pub description: String,
+    /// `embedded:v5_11_to_v5_12_4.yaml` or the file path.
+    pub origin: String,
+    /// SHA-256 (hex) of the spec file's bytes.
+    pub sha256: String,
+    pub from: VersionId,
+    /// Source layout parameter → accepted values.
+    pub accepts: BTreeMap<String, Vec<String>>,
+    pub to: VersionId,
+    pub params: BTreeMap<String, ParamValue>,
+    pub rules: Vec<Rule>,
+    pub entries: Vec<EntryRule>,
+}
+
+/// Layout parameter names a spec may name, with their value as text.
+pub fn param_text(p: &LayoutParams, name: &str) -> Option<String> {
+    Some(match name {
+        "latent_dim" => p.latent_dim.to_string(),
+        "hidden_dim" => p.hidden_dim.to_string(),
+        "projection_layers" => p.projection_layers.to_string(),
+        "projection_dropout" => p.projection_dropout.to_string(),
+        "dual_projection" => p.dual_projection.to_string(),
+        "share_direction" => p.share_direction.to_string(),
+        "controller" => p.controller.to_string(),
+        "state_net" => p.state_net.to_string(),
+        "encoder" => serde_yaml::to_string(&p.encoder).ok()?.trim().to_string(),
+        "decoder" => serde_yaml::to_string(&p.decoder).ok()?.trim().to_string(),
+        _ => return None,
+    })
+}
+
+/// Set a layout parameter from its text form.
+pub fn set_param(p: &mut LayoutParams, name: &str, value: &str) -> Result<(), String> {
+    let bad = || format!("`{name}: {value}` is not a valid value");
+    let int = || value.parse::<u64>().map_err(|_| bad());
+    let boolean = || value.parse::<bool>().map_err(|_| bad());
+    let kind = || match value {
+        "frozen" => Ok(crate::arch::EncoderKind::Frozen),
+        "improved" => Ok(crate::arch::EncoderKind::Improved),
+        _ => Err(bad()),
+    };
+    match name {
+        "latent_dim" => p.latent_dim = int()?,
+        "hidden_dim" => p.hidden_dim = int()?,
+        "projection_layers" => p.projection_layers = int()?,
+        "projection_dropout" => p.projection_dropout = boolean()?,
+        "dual_projection" => p.dual_projection = boolean()?,
+        "share_direction" => p.share_direction = boolean()?,
+        "controller" => p.controller = boolean()?,
+        "state_net" => p.state_net = boolean()?,
+        "encoder" => p.encoder = kind()?,
+        "decoder" => p.decoder = kind()?,
+        _ => return Err(format!("unknown layout parameter `{name}`")),
+    }
+    Ok(())
+}
+
+const PARAM_NAMES: [&str; 10] = [
+    "latent_dim",
+    "hidden_dim",
+    "projection_layers",
+    "projection_dropout",
+    "dual_projection",
+    "share_direction",
+    "controller",
+    "state_net",
+    "encoder",
+    "decoder",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    #[serde(default)]
+    description: String,
+    from: RawFrom,
+    to: RawTo,
+    rules: Vec<RawRule>,
+    #[serde(default)]
+    entries: Vec<RawEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFrom {
+    version: String,
+    #[serde(default)]
+    accepts: BTreeMap<String, Vec<serde_yaml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTo {
+    version: String,
+    #[serde(default)]
+    params: BTreeMap<String, serde_yaml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    op: String,
+    from: Option<String>,
+    to: Option<OneOrMany>,
+    #[serde(default, rename = "where")]
+    where_: BTreeMap<String, Vec<serde_yaml::Value>>,
+    shape: Option<String>,
+    init: Option<serde_yaml::Value>,
+    dtype: Option<String>,
+    tensors: Option<serde_yaml::Mapping>,
+    #[serde(default)]
+    fallback: bool,
+    ranges: Option<Vec<[serde_yaml::Value; 2]>>,
+    pad: Option<Vec<[serde_yaml::Value; 2]>>,
+    value: Option<f64>,
+    perm: Option<Vec<usize>>,
+    note: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTensor {
+    shape: String,
+    init: Option<serde_yaml::Value>,
+    dtype: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    key: String,
+    action: String,
+    value: Option<serde_yaml::Value>,
+    warn: Option<String>,
+}
+
+/// A YAML scalar as the text patterns and parameters compare against.
+fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::String(s) => Some(s.clone()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// A YAML value as a checkpoint value (for `set`).
+pub fn yaml_to_value(v: &serde_yaml::Value) -> Result<Value, String> {
+    Ok(match v {
+        serde_yaml::Value::Null => Value::None,
+        serde_yaml::Value::Bool(b) => Value::Bool(*b),
+        serde_yaml::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64().ok_or("number out of range")?),
+        },
+        serde_yaml::Value::String(s) => Value::Str(s.clone()),
+        serde_yaml::Value::Sequence(items) => {
+            Value::List(items.iter().map(yaml_to_value).collect::<Result<_, _>>()?)
+        }
+        serde_yaml::Value::Mapping(m) => Value::Dict(
+            m.iter()
+                .map(|(k, v)| {
+                    let k = scalar_text(k).ok_or("mapping keys must be scalars")?;
+                    Ok((Value::Str(k), yaml_to_value(v)?))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        serde_yaml::Value::Tagged(_) => return Err("tagged YAML values are not supported".into()),
+    })
+}
+
+fn parse_dtype(s: Option<&str>) -> Result<DType, String> {
+    match s {
+        None => Ok(DType::F32),
+        Some(s) => DType::from_torch_name(s)
+            .filter(|d| super::ops::numeric(*d))
+            .ok_or_else(|| format!("unknown or unsupported dtype `{s}` (float32, float64, float16, bfloat16, int64, …)")),
+    }
+}
+
+fn parse_init(v: &serde_yaml::Value) -> Result<InitSpec, String> {
+    use serde_yaml::Value as Y;
+    let fixed = |i| Ok(InitSpec::Fixed(i));
+    match v {
+        Y::String(s) => match s.as_str() {
+            "ones" => fixed(Init::Fill(1.0)),
+            "zeros" => fixed(Init::Fill(0.0)),
+            "identity" => fixed(Init::Identity),
+            other => Err(format!(
+                "unknown initialiser `{other}` (ones, zeros, identity, {{fill: x}}, {{normal|uniform|xavier_uniform|xavier_normal|linear_default: …, seed: n}})"
+            )),
+        },
+        Y::Mapping(m) => {
+            let get = |k: &str| m.get(Y::String(k.into()));
+            for k in m.keys() {
+                let k = scalar_text(k).unwrap_or_default();
+                if ![
+                    "fill",
+                    "seed",
+                    "normal",
+                    "uniform",
+                    "xavier_uniform",
+                    "xavier_normal",
+                    "linear_default",
+                ]
+                .contains(&k.as_str())
+                {
+                    return Err(format!("unknown initialiser field `{k}`"));
+                }
+            }
+            if let Some(x) = get("fill") {
+                return x
+                    .as_f64()
+                    .map(|x| InitSpec::Fixed(Init::Fill(x)))
+                    .ok_or_else(|| "fill needs a number".to_string());
+            }
+            let seed = get("seed").and_then(|s| s.as_u64()).ok_or(
+                "a random initialiser must state its seed (`seed: 42`), so the conversion is reproducible",
+            )?;
+            let num = |args: Option<&Y>, k: &str, default: Option<f64>| -> Result<f64, String> {
+                match args.and_then(|a| a.get(k)) {
+                    Some(x) => x.as_f64().ok_or_else(|| format!("`{k}` needs a number")),
+                    None => default.ok_or_else(|| format!("`{k}` is required")),
+                }
+            };
+            if let Some(a) = get("normal") {
+                return fixed(Init::Normal {
+                    mean: num(Some(a), "mean", Some(0.0))?,
+                    std: num(Some(a), "std", None)?,
+                    seed,
+                });
+            }
+            if let Some(a) = get("uniform") {
+                return fixed(Init::Uniform {
+                    low: num(Some(a), "low", None)?,
+                    high: num(Some(a), "high", None)?,
+                    seed,
+                });
+            }
+            if let Some(a) = get("xavier_uniform") {
+                return fixed(Init::XavierUniform {
+                    gain: num(Some(a), "gain", Some(1.0))?,
+                    seed,
+                });
+            }
+            if let Some(a) = get("xavier_normal") {
+                return fixed(Init::XavierNormal {
+                    gain: num(Some(a), "gain", Some(1.0))?,
+                    seed,
+                });
+            }
+            if let Some(a) = get("linear_default") {
+                let f = a
+                    .get("fan_in")
+                    .and_then(scalar_text)
+                    .ok_or("linear_default needs `fan_in` (an expression such as `H`)")?;
+                let fan_in = expr::parse(&f, &symbol_slot)
+                    .map(DimExpr)
+                    .map_err(|e| format!("fan_in: {e}"))?;
+                return Ok(InitSpec::LinearDefault { fan_in, seed });
+            }
+            Err("an initialiser mapping needs one of fill, normal, uniform, xavier_uniform, xavier_normal, linear_default".into())
+        }
+        _ => Err("an initialiser is a name (ones, zeros, identity) or a mapping".into()),
+    }
+}
+
+fn parse_pairs(
+    v: &[[serde_yaml::Value; 2]],
+    what: &str,
+) -> Result<Vec<(DimExpr, DimExpr)>, String> {
+    v.iter()
+        .map(|[a, b]| {
+            let e = |x: &serde_yaml::Value| {
+                let t = scalar_text(x)
+                    .ok_or_else(|| format!("{what}: bounds are numbers or expressions"))?;
+                expr::parse(&t, &symbol_slot)
+                    .map(DimExpr)
+                    .map_err(|e| format!("{what}: {e}"))
+            };
+            Ok((e(a)?, e(b)?))
+        })
+        .collect()
+}
+
+/// Split `"[a] -> [b]"`.
+fn split_arrow(s: &str) -> Result<(Option<ShapeExpr>, Option<ShapeExpr>), String> {
+    match s.split_once("->") {
+        Some((a, b)) => Ok((Some(ShapeExpr::parse(a)?), Some(ShapeExpr::parse(b)?))),
+        None => Ok((Some(ShapeExpr::parse(s)?), None)),
+    }
+}
+
+impl Spec {
+    /// Parse and check a spec. `origin` names it in messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Spec, String> {
+        let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+        let version = |v: &str| {
+            v.parse::<VersionId>()
+                .map_err(|_| format!("unknown version `{v}`"))
+        };
+        let from = version(&raw.from.version)?;
+        let to = version(&raw.to.version)?;
+        let mut accepts = BTreeMap::new();
+        for (k, vals) in raw.from.accepts {
+            if !PARAM_NAMES.contains(&k.as_str()) {
+                return Err(format!(
+                    "from.accepts: unknown layout parameter `{k}` (one of {})",
+                    PARAM_NAMES.join(", ")
+                ));
+            }
+            let vals = vals
+                .iter()
+                .map(|v| {
+                    scalar_text(v).ok_or_else(|| format!("from.accepts.{k}: values are scalars"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            accepts.insert(k, vals);
+        }
+        let mut params = BTreeMap::new();
+        for (k, v) in raw.to.params {
+            let text =
+                scalar_text(&v).ok_or_else(|| format!("to.params.{k}: a scalar or `source`"))?;
+            let pv = if text == "source" {
+                ParamValue::Source
+            } else {
+                set_param(&mut LayoutParams::default(), &k, &text)
+                    .map_err(|e| format!("to.params: {e}"))?;
+                ParamValue::Value(text)
+            };
+            params.insert(k, pv);
+        }
+        let rules = raw
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| compile_rule(i + 1, r).map_err(|e| format!("rule {}: {e}", i + 1)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let entries = raw
+            .entries
+            .into_iter()
+            .map(|e| {
+                let action = match (e.action.as_str(), &e.value) {
+                    ("keep", None) => EntryAction::Keep,
+                    ("drop", None) => EntryAction::Drop,
+                    ("set", Some(v)) => EntryAction::Set(
+                        yaml_to_value(v).map_err(|m| format!("entry `{}`: {m}", e.key))?,
+                    ),
+                    ("set", None) => {
+                        return Err(format!("entry `{}`: `set` needs a `value`", e.key))
+                    }
+                    (a @ ("keep" | "drop"), Some(_)) => {
+                        return Err(format!("entry `{}`: `{a}` takes no `value`", e.key))
+                    }
+                    (other, _) => {
+                        return Err(format!(
+                            "entry `{}`: unknown action `{other}` (keep, drop, set)",
+                            e.key
+                        ))
+                    }
+                };
+                if e.key.is_empty() || e.key.split('.').any(str::is_empty) {
+                    return Err(format!("entry key `{}` is not a dotted path", e.key));
+                }
+                Ok(EntryRule {
+                    key: e.key,
+                    action,
+                    warn: e.warn,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Spec {
+            name: raw.name,
+            description: raw.description.trim().to_string(),
+            origin: origin.to_string(),
+            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            from,
+            accepts,
+            to,
+            params,
+            rules,
+            entries,
+        })
+    }
+}
+
+fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
+    let op = match r.op.as_str() {
+        "copy" => OpKind::Copy,
+        "rename" => OpKind::Rename,
+        "duplicate" => OpKind::Duplicate,
+        "drop" => OpKind::Drop,
+        "init" => OpKind::Init,
+        "slice" => OpKind::Slice(parse_pairs(
+            r.ranges.as_deref().ok_or("`slice` needs `ranges: [[start, end], …]`")?,
+            "ranges",
+        )?),
+        "pad" => OpKind::Pad(
+            parse_pairs(
+                r.pad.as_deref().ok_or("`pad` needs `pad: [[before, after], …]`")?,
+                "pad",
+            )?,
+            r.value.unwrap_or(0.0),
+        ),
+        "reshape" => OpKind::Reshape,
+        "transpose" => OpKind::Transpose(r.perm.clone().ok_or("`transpose` needs `perm: [1, 0]`")?),
+        other => {
+            return Err(format!(
+                "unknown op `{other}` (copy, rename, duplicate, drop, init, slice, pad, reshape, transpose)"
+            ))
+        }
+    };
+    let name = op.name();
+    if r.ranges.is_some() && !matches!(op, OpKind::Slice(_)) {
+        return Err(format!("`ranges` belongs to slice, not {name}"));
+    }
+    if (r.pad.is_some() || r.value.is_some()) && !matches!(op, OpKind::Pad(..)) {
+        return Err(format!("`pad`/`value` belong to pad, not {name}"));
+    }
+    if r.perm.is_some() && !matches!(op, OpKind::Transpose(_)) {
+        return Err(format!("`perm` belongs to transpose, not {name}"));
+    }
+    let from = r.from.as_deref().map(Pattern::parse).transpose()?;
+    let to: Vec<Pattern> = match r.to {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![Pattern::parse(&s)?],
+        Some(OneOrMany::Many(v)) => v
+            .iter()
+            .map(|s| Pattern::parse(s))
+            .collect::<Result<_, _>>()?,
+    };
+    match (&op, from.is_some(), to.len()) {
+        (OpKind::Init, true, _) => {
+            return Err("`init` creates a tensor: it has `to`, no `from`".into())
+        }
+        (OpKind::Init, false, 1) => {}
+        (OpKind::Drop, true, 0) => {}
+        (OpKind::Drop, _, _) => return Err("`drop` has `from` and no `to`".into()),
+        (OpKind::Duplicate, true, n) if n >= 2 => {}
+        (OpKind::Duplicate, _, _) => {
+            return Err("`duplicate` has `from` and a list of two or more `to` keys".into())
+        }
+        (_, true, 1) => {}
+        (_, _, _) => return Err(format!("`{name}` needs `from` and one `to`")),
+    }
+    if r.fallback && !matches!(op, OpKind::Init) {
+        return Err("`fallback` applies to `init` rules only".into());
+    }
+    if matches!(op, OpKind::Rename)
+        && from.as_ref().map(Pattern::text) == to.first().map(Pattern::text)
+    {
+        return Err("`rename` needs a `to` different from `from` (use copy)".into());
+    }
+    // Captures: `to` may only use what `from` binds; `init` captures need a `where` list.
+    let bound: Vec<String> = from
+        .iter()
+        .flat_map(|p| p.captures().map(str::to_string))
+        .collect();
+    let mut allowed = BTreeMap::new();
+    for (k, vals) in &r.where_ {
+        let vals = vals
+            .iter()
+            .map(|v| scalar_text(v).ok_or_else(|| format!("where.{k}: values are scalars")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if vals.is_empty() {
+            return Err(format!("where.{k} lists no values"));
+        }
+        allowed.insert(k.clone(), vals);
+    }
+    let used: Vec<String> = from
+        .iter()
+        .chain(&to)
+        .flat_map(|p| p.captures().map(str::to_string))
+        .collect();
+    for k in allowed.keys() {
+        if !used.contains(k) {
+            return Err(format!(
+                "where.{k}: no pattern of the rule has a capture `{{{k}}}`"
+            ));
+        }
+    }
+    for p in &to {
+        for c in p.captures() {
+            let ok = if from.is_some() {
+                bound.iter().any(|b| b == c)
+            } else {
+                allowed.contains_key(c)
+            };
+            if !ok {
+                return Err(if from.is_some() {
+                    format!("`to: {p}` uses `{{{c}}}`, which `from` does not capture")
+                } else {
+                    format!("`to: {p}` uses `{{{c}}}`: an init rule lists its values in `where: {{{c}: [...]}}`")
+                });
+            }
+        }
+        if p.text().contains('*') && p.captures().count() > 0 && from.is_none() {
+            return Err("init keys cannot use multi-segment captures".into());
+        }
+    }
+    let rule_init = r.init.as_ref().map(parse_init).transpose()?;
+    if rule_init.is_some() && !matches!(op, OpKind::Init) {
+        return Err(format!("`init` belongs to init rules, not {name}"));
+    }
+    let rule_dtype = parse_dtype(r.dtype.as_deref())?;
+    let make = |suffix: Option<String>,
+                shape: Option<&str>,
+                init: Option<InitSpec>,
+                dtype: DType|
+     -> Result<TensorRule, String> {
+        let what = suffix
+            .as_deref()
+            .map(|s| format!("tensors.{s}: "))
+            .unwrap_or_default();
+        let (a, b) = match shape {
+            Some(s) => split_arrow(s).map_err(|e| format!("{what}{e}"))?,
+            None => (None, None),
+        };
+        let (from_shape, to_shape) = match &op {
+            OpKind::Drop => {
+                if b.is_some() {
+                    return Err(format!("{what}a dropped tensor has only a source shape (`[16, 64]`)"));
+                }
+                (a, None)
+            }
+            OpKind::Init => {
+                if b.is_some() || a.is_none() {
+                    return Err(format!("{what}a new tensor states its shape: `shape: \"[64]\"`"));
+                }
+                (None, a)
+            }
+            _ => match (a, b) {
+                (Some(a), Some(b)) => (Some(a), Some(b)),
+                _ => {
+                    return Err(format!(
+                        "{what}`{name}` asserts source and target shapes: `shape: \"[16, 64] -> [16, 64]\"`"
+                    ))
+                }
+            },
+        };
+        let init = init.or_else(|| rule_init.clone());
+        if matches!(op, OpKind::Init) && init.is_none() {
+            return Err(format!(
+                "{what}an init rule says how: `init: ones` (or zeros, identity, seeded …)"
+            ));
+        }
+        Ok(TensorRule {
+            suffix,
+            from_shape,
+            to_shape,
+            init,
+            dtype,
+        })
+    };
+    let tensors = match &r.tensors {
+        None => vec![make(None, r.shape.as_deref(), None, rule_dtype)?],
+        Some(map) => {
+            if r.shape.is_some() {
+                return Err("give either `shape` or `tensors`, not both".into());
+            }
+            if map.is_empty() {
+                return Err("`tensors` lists no tensors".into());
+            }
+            map.iter()
+                .map(|(k, v)| {
+                    let suffix = scalar_text(k).ok_or("tensor names are strings")?;
+                    if suffix.is_empty() || suffix.contains(['{', '}']) {
+                        return Err(format!("tensor name `{suffix}` is not a plain name"));
+                    }
+                    match v {
+                        serde_yaml::Value::String(s) => {
+                            make(Some(suffix), Some(s), None, rule_dtype)
+                        }
+                        serde_yaml::Value::Null if matches!(op, OpKind::Drop) => {
+                            make(Some(suffix), None, None, rule_dtype)
+                        }
+                        other => {
+                            let t: RawTensor = serde_yaml::from_value(other.clone())
+                                .map_err(|e| format!("tensors.{suffix}: {e}"))?;
+                            let init = t
+                                .init
+                                .as_ref()
+                                .map(parse_init)
+                                .transpose()
+                                .map_err(|e| format!("tensors.{suffix}: {e}"))?;
+                            if init.is_some() && !matches!(op, OpKind::Init) {
+                                return Err(format!(
+                                    "tensors.{suffix}: `init` belongs to init rules"
+                                ));
+                            }
+                            let dtype = match t.dtype.as_deref() {
+                                Some(d) => parse_dtype(Some(d))?,
+                                None => rule_dtype,
+                            };
+                            make(Some(suffix), Some(&t.shape), init, dtype)
+                        }
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    if !matches!(op, OpKind::Drop)
+        && tensors
+            .iter()
+            .any(|t| t.from_shape.is_none() && t.to_shape.is_none())
+    {
+        return Err("every tensor states its shape".into());
+    }
+    Ok(Rule {
+        number,
+        op,
+        from,
+        to,
+        allowed,
+        tensors,
+        fallback: r.fallback,
+        note: r.note,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(rules: &str) -> Result<Spec, String> {
+        let text =
+            format!("name: t\nfrom: {{version: v5_11}}\nto: {{version: v5_12_4}}\nrules:\n{rules}");
+        Spec::parse(&text, "test")
+    }
+
+    #[test]
+    fn a_minimal_spec_compiles() {
+        let s = spec(
+            "  - {op: copy, from: 'encoder_{X}.fc_mu', to: 'encoder_{X}.fc_mu', tensors: {weight: '[L, 64] -> [L, 64]', bias: '[L] -> [L]'}}\n  - {op: init, to: 'encoder_{X}.encoder.1', where: {X: [A, B]}, init: ones, tensors: {weight: '[256]'}}\n  - {op: drop, from: 'decoder_B.{rest*}'}\n",
+        )
+        .unwrap();
+        assert_eq!(s.rules.len(), 3);
+        assert_eq!(s.rules[0].tensors.len(), 2);
+        let env = [16, 64, 32];
+        assert_eq!(
+            s.rules[0].tensors[0]
+                .from_shape
+                .as_ref()
+                .unwrap()
+                .eval(&env)
+                .unwrap(),
+            vec![16, 64]
+        );
+        assert_eq!(s.sha256.len(), 64);
+    }
+
+    #[test]
+    fn rule_errors_are_specific() {
+        let cases = [
+            (
+                "  - {op: move, from: a, to: b, shape: '[1] -> [1]'}",
+                "unknown op",
+            ),
+            (
+                "  - {op: copy, from: a, to: b}",
+                "asserts source and target shapes",
+            ),
+            (
+                "  - {op: copy, from: a, to: 'b.{X}', shape: '[1] -> [1]'}",
+                "does not capture",
+            ),
+            (
+                "  - {op: init, to: 'b.{X}', shape: '[1]', init: ones}",
+                "where",
+            ),
+            (
+                "  - {op: init, to: b, shape: '[1]', init: {normal: {std: 1}}}",
+                "seed",
+            ),
+            ("  - {op: init, to: b, shape: '[1]'}", "says how"),
+            (
+                "  - {op: duplicate, from: a, to: b, shape: '[1] -> [1]'}",
+                "two or more",
+            ),
+            (
+                "  - {op: copy, from: a, to: b, shape: '[Q] -> [1]'}",
+                "symbols",
+            ),
+            (
+                "  - {op: rename, from: a, to: a, shape: '[1] -> [1]'}",
+                "different",
+            ),
+            (
+                "  - {op: copy, from: a, to: b, shape: '[1] -> [1]', fallback: true}",
+                "fallback",
+            ),
+            (
+                "  - {op: slice, from: a, to: b, shape: '[4] -> [2]'}",
+                "ranges",
+            ),
+            (
+                "  - {op: copy, from: a, to: b, shape: '[1] -> [1]', bogus: 1}",
+                "bogus",
+            ),
+        ];
+        for (rule, want) in cases {
+            let err = spec(rule).unwrap_err();
+            assert!(err.contains(want), "{rule}: {err}");
+        }
+    }
+
+    #[test]
+    fn params_and_entries() {
+        let text = "name: t\nfrom: {version: v5_11, accepts: {projection_layers: [1]}}\nto: {version: v5_12_4, params: {latent_dim: source, projection_layers: 2}}\nrules: []\nentries:\n  - {key: optimizer_state_dict, action: drop, warn: gone}\n  - {key: config.model.projection_layers, action: set, value: 2}\n";
+        let s = Spec::parse(text, "t").unwrap();
+        assert_eq!(s.params["latent_dim"], ParamValue::Source);
+        assert_eq!(s.entries[1].action, EntryAction::Set(Value::Int(2)));
+        assert!(
+            Spec::parse(&text.replace("projection_layers: [1]", "layers: [1]"), "t")
+                .unwrap_err()
+                .contains("unknown layout parameter")
+        );
+        assert!(
+            Spec::parse(&text.replace("action: drop", "action: nuke"), "t")
+                .unwrap_err()
+                .contains("unknown action")
+        );
+    }
+}
