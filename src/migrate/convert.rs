@@ -681,6 +681,77 @@ pub fn convert_tree(
 mod tests {
     use super::*;
 
+    fn one_tensor_output(sha256: String) -> Output<'static> {
+        let bytes: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        Output {
+            root: Value::Dict(vec![
+                (s("epoch"), Value::Int(3)),
+                (
+                    s("model_state_dict"),
+                    Value::Dict(vec![(s("w"), Value::Tensor(0))]),
+                ),
+            ]),
+            tensors: vec![TensorData::new(crate::format::DType::F32, vec![2], bytes)],
+            names: vec!["w".into()],
+            expected: vec![Expected {
+                key: "w".into(),
+                shape: vec![2],
+                dtype: crate::format::DType::F32,
+                sha256,
+            }],
+            carried_metadata: BTreeMap::new(),
+            record: Value::None,
+        }
+    }
+
+    #[test]
+    fn a_file_that_fails_verification_never_takes_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = sha_hex(
+            &[1.0f32, 2.0]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        for format in [OutputFormat::Pt, OutputFormat::Safetensors] {
+            let out = dir.path().join(format!("ok.{}", format.extension()));
+            let (_, n) =
+                write_output(&one_tensor_output(good.clone()), &out, format, false, false).unwrap();
+            assert_eq!(n, 1);
+            assert!(out.exists());
+
+            let bad = dir.path().join(format!("bad.{}", format.extension()));
+            let err = write_output(
+                &one_tensor_output("00".repeat(32)),
+                &bad,
+                format,
+                false,
+                false,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("verification") && err.contains("SHA-256"),
+                "{err}"
+            );
+            assert!(!bad.exists());
+        }
+        // Only the two good files: no temporary file left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // A missing or reshaped tensor is named too.
+        let out = dir.path().join("ok.pt");
+        let mut e = one_tensor_output(good).expected;
+        e[0].shape = vec![1, 2];
+        let err = verify_file(&out, &e).unwrap_err().to_string();
+        assert!(
+            err.contains("`w` is float32 [2], the plan says float32 [1, 2]"),
+            "{err}"
+        );
+        e[0].key = "v".into();
+        let err = verify_file(&out, &e).unwrap_err().to_string();
+        assert!(err.contains("`v` is missing"), "{err}");
+    }
+
     #[test]
     fn utc_text_is_civil_time() {
         assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
