@@ -956,4 +956,25 @@ mod tests {
                 .contains("unknown action")
         );
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+        /// Any text, and the shipped spec with any run of lines removed or any line
+        /// duplicated, parses or errors: never a panic.
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,200}", cut in 0usize..400, len in 0usize..12, dup in 0usize..400) {
+            let _ = Spec::parse(&text, "prop");
+            let lines: Vec<&str> = super::super::EMBEDDED_SPECS[1].1.lines().collect();
+            let a = cut.min(lines.len());
+            let b = (a + len).min(lines.len());
+            let cut_text = [&lines[..a], &lines[b..]].concat().join("\n");
+            let _ = Spec::parse(&cut_text, "prop");
+            let mut d = lines.clone();
+            let i = dup.min(d.len().saturating_sub(1));
+            if !d.is_empty() {
+                d.insert(i, d[i]);
+            }
+            let _ = Spec::parse(&d.join("\n"), "prop");
+        }
+    }
 }
