@@ -140,8 +140,12 @@ impl TensorInfo {
         strides
     }
 
-    /// Whether the view is row-major contiguous (size-1 dims ignore their stride).
+    /// Whether the view is row-major contiguous (size-1 dims ignore their stride; an empty
+    /// tensor is contiguous, as in PyTorch).
     pub fn is_contiguous(&self) -> bool {
+        if self.shape.contains(&0) {
+            return true;
+        }
         let mut expected = 1u64;
         for (dim, stride) in self.shape.iter().zip(&self.strides).rev() {
             if *dim != 1 && *stride != expected {
@@ -559,6 +563,10 @@ pub fn logical_bytes<'a>(
         )));
     }
     let nbytes = usize::try_from(nbytes64).map_err(|_| err("too large for this machine".into()))?;
+    if numel == 0 {
+        // An empty view reads nothing, whatever its offset says.
+        return Ok(Cow::Borrowed(&[]));
+    }
     let out: Cow<'a, [u8]> = if t.is_contiguous() {
         let start = (t.storage_offset * esize) as usize;
         Cow::Borrowed(&storage[start..start + nbytes])
@@ -661,6 +669,10 @@ mod tests {
     fn empty_tensor() {
         let t = tensor(&[0, 3], &[3, 1], 0);
         assert!(logical_bytes(&t, &[], false).unwrap().is_empty());
+        // An empty view whose offset lies past its storage reads nothing (no panic).
+        let t = tensor(&[0, 2], &[0, 0], 5);
+        assert!(logical_bytes(&t, &[0u8; 4], false).unwrap().is_empty());
+        assert!(t.is_contiguous());
     }
 
     #[test]
