@@ -11,6 +11,11 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use tvck::format::Checkpoint;
+
+/// mimalloc: the pickle trees of many small checkpoints are allocation-heavy (see
+/// docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tvck::report;
 use tvck::scan::{self, ScanOptions};
 

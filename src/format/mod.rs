@@ -90,6 +90,18 @@ impl Format {
 pub enum StorageData {
     /// `len` bytes at `offset` in the file (read in place through the mmap).
     Mapped { offset: u64, len: u64 },
+    /// The first `len` bytes of a stored (uncompressed) zip entry, read in place. Where its
+    /// data starts is only known from its local header, which is read (and checked) when the
+    /// bytes are first needed: `scan` without hashing never touches it.
+    ZipEntry {
+        /// Offset of the entry's local header.
+        local_header_offset: u64,
+        /// The entry's name (the local header must repeat it).
+        name: String,
+        /// The entry's size in the archive.
+        entry_size: u64,
+        len: u64,
+    },
     /// Bytes that had to be decompressed.
     Owned(Vec<u8>),
     /// The pickle references a storage the file does not contain.
@@ -374,6 +386,19 @@ impl Checkpoint {
                     }),
                 }
             }
+            StorageData::ZipEntry {
+                local_header_offset,
+                name,
+                entry_size,
+                len,
+            } => {
+                let bytes = self.bytes();
+                let offset =
+                    zip::local_data_offset(bytes, *local_header_offset, name, *entry_size)?;
+                // local_data_offset checked offset + entry_size <= file length.
+                let len = (*len).min(*entry_size);
+                Ok(&bytes[offset as usize..(offset + len) as usize])
+            }
             StorageData::Missing => Err(FormatError::Tensor {
                 tensor: format!("storage `{}`", storage.key),
                 message: "its data is missing from the file".into(),
@@ -604,6 +629,30 @@ pub fn logical_bytes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_corrupt_local_header_is_found_when_the_bytes_are_read() {
+        use crate::format::write::{pt, TensorData};
+        let root = Value::Dict(vec![(Value::Str("w".into()), Value::Tensor(0))]);
+        let t = [TensorData::new(DType::F32, vec![2], vec![0u8; 8])];
+        let mut bytes = Vec::new();
+        pt::write_pt(&root, &t, &pt::PtOptions::default(), &mut bytes).unwrap();
+        let lho = zip::ZipArchive::parse(&bytes)
+            .unwrap()
+            .find("archive/data/0")
+            .unwrap()
+            .local_header_offset as usize;
+        bytes[lho] = b'X';
+        // Opening reads headers and the pickle only: fine.
+        let c = Checkpoint::from_bytes("c.pt", bytes).unwrap();
+        assert_eq!(c.tensors.len(), 1);
+        // Reading the tensor finds the damage, with the entry named.
+        let e = c.tensor_bytes(0).unwrap_err().to_string();
+        assert!(
+            e.contains("no local header") && e.contains("archive/data/0"),
+            "{e}"
+        );
+    }
 
     fn tensor(shape: &[u64], strides: &[u64], offset: u64) -> TensorInfo {
         TensorInfo {

@@ -394,15 +394,22 @@ impl ZipHost<'_, '_> {
             }
         }
         let data = match entry.method {
-            Method::Stored => match self.zip.stored_range(entry) {
-                Ok(Some((offset, _))) => StorageData::Mapped { offset, len },
-                Ok(None) => StorageData::Missing,
-                Err(e) => {
-                    return (
-                        StorageData::Missing,
-                        Some(format!("storage `{}` cannot be read: {e}", r.key)),
-                    )
-                }
+            Method::Stored if entry.is_encrypted() => StorageData::Missing,
+            Method::Stored if entry.compressed_size != entry.uncompressed_size => {
+                return (
+                    StorageData::Missing,
+                    Some(format!(
+                        "storage `{}` cannot be read: stored entry `{name}` has compressed size {} but uncompressed size {}",
+                        r.key, entry.compressed_size, entry.uncompressed_size
+                    )),
+                )
+            }
+            // The local header is read when the bytes are first needed (not by `scan`).
+            Method::Stored => StorageData::ZipEntry {
+                local_header_offset: entry.local_header_offset,
+                name: name.clone(),
+                entry_size: entry.compressed_size,
+                len,
             },
             _ => match self.zip.read_unchecked(entry, MAX_INFLATED_STORAGE) {
                 Ok(bytes) => {
@@ -849,7 +856,7 @@ fn finish(root: Value, mut table: Table, vm_findings: Vec<Finding>, big_endian: 
             continue;
         };
         let avail = match &s.data {
-            StorageData::Mapped { len, .. } => *len,
+            StorageData::Mapped { len, .. } | StorageData::ZipEntry { len, .. } => *len,
             StorageData::Owned(v) => v.len() as u64,
             StorageData::Missing => continue,
         };
@@ -1237,9 +1244,10 @@ mod tests {
             if deflate {
                 assert!(matches!(c.storages[0].data, StorageData::Owned(_)));
             } else {
+                // read in place; the local header is only read on access
                 assert!(matches!(
                     c.storages[0].data,
-                    StorageData::Mapped { len: 24, .. }
+                    StorageData::ZipEntry { len: 24, .. }
                 ));
             }
             // the transposed view is gathered

@@ -267,46 +267,12 @@ impl<'a> ZipArchive<'a> {
 
     /// Offset of the entry's (compressed) data in the file, through its local header.
     pub fn data_offset(&self, entry: &Entry) -> Result<u64, FormatError> {
-        let file_len = self.bytes.len() as u64;
-        let lho = entry.local_header_offset;
-        let head = slice_at(self.bytes, lho, LOCAL_LEN as u64).ok_or_else(|| {
-            FormatError::Truncated(format!(
-                "zip cut short: local header of `{}` at {lho} lies past the end of the {file_len}-byte file",
-                entry.name
-            ))
-        })?;
-        let r = Reader { buf: head };
-        if r.u32(0) != SIG_LOCAL {
-            return Err(FormatError::Zip(format!(
-                "no local header at offset {lho} for `{}`",
-                entry.name
-            )));
-        }
-        let name_len = u64::from(r.u16(26));
-        let extra_len = u64::from(r.u16(28));
-        let name_off = lho + LOCAL_LEN as u64;
-        let local_name = slice_at(self.bytes, name_off, name_len).ok_or_else(|| {
-            FormatError::Truncated(format!(
-                "zip cut short: local header of `{}` runs past the end of the {file_len}-byte file",
-                entry.name
-            ))
-        })?;
-        if local_name != entry.name.as_bytes() {
-            return Err(FormatError::Zip(format!(
-                "local header at {lho} names `{}` but the central directory says `{}`",
-                String::from_utf8_lossy(local_name),
-                entry.name
-            )));
-        }
-        let data = name_off + name_len + extra_len;
-        let end = data.checked_add(entry.compressed_size);
-        match end {
-            Some(end) if end <= file_len => Ok(data),
-            _ => Err(FormatError::Truncated(format!(
-                "zip cut short: `{}` needs {} bytes at {data} but the file has {file_len}",
-                entry.name, entry.compressed_size
-            ))),
-        }
+        local_data_offset(
+            self.bytes,
+            entry.local_header_offset,
+            &entry.name,
+            entry.compressed_size,
+        )
     }
 
     /// For a `Stored` entry, its `(offset, len)` in the file; `None` if compressed.
@@ -547,6 +513,50 @@ fn find_extra(extra: &[u8], id: u16) -> Option<&[u8]> {
 }
 
 /// A minimal zip writer for tests (stored or deflated entries, optional ZIP64 records).
+/// Where a stored entry's data starts: read its local header at `lho` in `bytes` (signature,
+/// name = `name`, lengths) and check that `size` bytes fit in the file. Readers call this
+/// lazily, for the entries whose bytes they actually need.
+pub fn local_data_offset(
+    bytes: &[u8],
+    lho: u64,
+    name: &str,
+    size: u64,
+) -> Result<u64, FormatError> {
+    let file_len = bytes.len() as u64;
+    let head = slice_at(bytes, lho, LOCAL_LEN as u64).ok_or_else(|| {
+        FormatError::Truncated(format!(
+            "zip cut short: local header of `{name}` at {lho} lies past the end of the {file_len}-byte file"
+        ))
+    })?;
+    let r = Reader { buf: head };
+    if r.u32(0) != SIG_LOCAL {
+        return Err(FormatError::Zip(format!(
+            "no local header at offset {lho} for `{name}`"
+        )));
+    }
+    let name_len = u64::from(r.u16(26));
+    let extra_len = u64::from(r.u16(28));
+    let name_off = lho + LOCAL_LEN as u64;
+    let local_name = slice_at(bytes, name_off, name_len).ok_or_else(|| {
+        FormatError::Truncated(format!(
+            "zip cut short: local header of `{name}` runs past the end of the {file_len}-byte file"
+        ))
+    })?;
+    if local_name != name.as_bytes() {
+        return Err(FormatError::Zip(format!(
+            "local header at {lho} names `{}` but the central directory says `{name}`",
+            String::from_utf8_lossy(local_name),
+        )));
+    }
+    let data = name_off + name_len + extra_len;
+    match data.checked_add(size) {
+        Some(end) if end <= file_len => Ok(data),
+        _ => Err(FormatError::Truncated(format!(
+            "zip cut short: `{name}` needs {size} bytes at {data} but the file has {file_len}"
+        ))),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod build {
     use std::io::Write;
