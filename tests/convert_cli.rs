@@ -570,6 +570,78 @@ fn a_folder_converts_with_the_bad_file_reported_and_skipped() {
     assert!(versions.iter().all(|v| *v == "v5_12_4"), "{versions:?}");
 }
 
+/// A v5.12 (v5.12.0–3: frozen-style encoders, dual 2-layer projection, controller)
+/// checkpoint written with tvck's own writer, with distinct pseudo-random values: no shared
+/// fixture has this layout.
+fn write_v5_12(path: &Path) {
+    use tvck::arch::{self, VersionId};
+    use tvck::format::write::{self, pt, TensorData};
+    use tvck::format::DType;
+    let layout = arch::expected_layout(VersionId::V5_12, &arch::default_params(VersionId::V5_12));
+    let mut x: u32 = 12345;
+    let mut tensors = Vec::new();
+    let mut state = Vec::new();
+    for (k, shape) in &layout {
+        let n: u64 = shape.iter().product();
+        let bytes: Vec<u8> = (0..n)
+            .flat_map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((x >> 8) as f32 / (1u32 << 24) as f32 - 0.5).to_le_bytes()
+            })
+            .collect();
+        tensors.push(TensorData::new(DType::F32, shape.clone(), bytes));
+        state.push((Value::Str(k.clone()), Value::Tensor(tensors.len() - 1)));
+    }
+    let s = |v: &str| Value::Str(v.into());
+    let root = Value::Dict(vec![
+        (s("epoch"), Value::Int(5)),
+        (s("model_state_dict"), Value::Dict(state)),
+        (
+            s("config"),
+            Value::Dict(vec![(
+                s("model"),
+                Value::Dict(vec![
+                    (s("name"), s("TernaryVAEV5_12")),
+                    (s("encoder_type"), s("frozen")),
+                ]),
+            )]),
+        ),
+    ]);
+    write::write_atomic(path, false, |w| {
+        pt::write_pt(&root, &tensors, &pt::PtOptions::default(), w)
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_v5_12_checkpoint_converts_through_its_own_spec() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("v5_12.pt");
+    write_v5_12(&src);
+    let o = run(&[
+        "convert",
+        src.to_str().unwrap(),
+        "--to",
+        "v5_12_4",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let plan = &json_of(&o)["plan"];
+    assert_eq!(plan["source_version"], "v5_12");
+    assert_eq!(plan["steps"][0]["spec"], "v5_12_to_v5_12_4");
+    assert_eq!(plan["steps"][0]["summary"]["initialised"], 16);
+    let out = dir.path().join("out.pt");
+    let j = convert_and_inspect(src.to_str().unwrap(), &out);
+    assert_eq!(j["version"]["version"], "v5_12_4");
+    assert_eq!(j["version"]["confidence"], 1.0);
+}
+
 /// Every conversion, checked by real PyTorch (tests/python/check_converted.py).
 #[test]
 #[ignore = "needs the Python environment with torch 2.13 (scripts/test sets it up)"]
@@ -577,7 +649,10 @@ fn pytorch_loads_every_conversion_strictly() {
     let py = python();
     let dir = tempfile::tempdir().unwrap();
     let mut cases = Vec::new();
-    let mut conversions: Vec<(&str, &str, &str)> = Vec::new();
+    let v5_12 = dir.path().join("v5_12.pt");
+    write_v5_12(&v5_12);
+    let v5_12 = v5_12.to_str().unwrap().to_string();
+    let mut conversions: Vec<(&str, &str, &str)> = vec![(&v5_12, "v5_12_4", "pt")];
     for s in OLD {
         conversions.push((s, "v5_12_4", "pt"));
         conversions.push((s, "v5_12_4", "safetensors"));

@@ -29,7 +29,7 @@ pub use spec::Spec;
 use crate::arch::VersionId;
 
 /// The specs shipped in the binary: (file name, text).
-pub const EMBEDDED_SPECS: [(&str, &str); 2] = [
+pub const EMBEDDED_SPECS: [(&str, &str); 3] = [
     (
         "v5_5_to_v5_11.yaml",
         include_str!("../../migrations-specs/v5_5_to_v5_11.yaml"),
@@ -37,6 +37,10 @@ pub const EMBEDDED_SPECS: [(&str, &str); 2] = [
     (
         "v5_11_to_v5_12_4.yaml",
         include_str!("../../migrations-specs/v5_11_to_v5_12_4.yaml"),
+    ),
+    (
+        "v5_12_to_v5_12_4.yaml",
+        include_str!("../../migrations-specs/v5_12_to_v5_12_4.yaml"),
     ),
 ];
 
@@ -245,6 +249,10 @@ mod tests {
             ),
             ["v5_11_to_v5_12_4"]
         );
+        assert_eq!(
+            names(set.path(VersionId::V5_12, VersionId::V5_12_4).unwrap()),
+            ["v5_12_to_v5_12_4"]
+        );
         assert!(set
             .path(VersionId::V5_12_4, VersionId::V5_12_4)
             .unwrap()
@@ -259,7 +267,7 @@ mod tests {
         let text = format!("# a user copy\n{}", EMBEDDED_SPECS[1].1);
         std::fs::write(dir.path().join("mine.yaml"), &text).unwrap();
         let set = SpecSet::with_dir(dir.path()).unwrap();
-        assert_eq!(set.specs.len(), 2);
+        assert_eq!(set.specs.len(), 3);
         assert!(set.specs.iter().any(|s| s.origin.ends_with("mine.yaml")));
         std::fs::write(dir.path().join("zbad.yaml"), "name: x\nrules: 3\n").unwrap();
         let err = SpecSet::with_dir(dir.path()).unwrap_err().to_string();
