@@ -99,6 +99,27 @@ pub fn fingerprint_with(
     Ok(Fingerprint { weights, tensors })
 }
 
+/// [`fingerprint`] reusing tensor hashes already computed (`known[i]` for tensor `i`, e.g.
+/// by `inspect`, which hashes every tensor anyway); missing ones are computed.
+pub fn fingerprint_reusing(
+    ckpt: &Checkpoint,
+    known: &[Option<Hash>],
+) -> Result<Fingerprint, FormatError> {
+    let mut tensors = fingerprint_tensors(ckpt)
+        .into_iter()
+        .map(|(name, index)| {
+            let hash = match known.get(index).copied().flatten() {
+                Some(h) => h,
+                None => tensor_hash(ckpt, index)?,
+            };
+            Ok(TensorDigest { hash, name, index })
+        })
+        .collect::<Result<Vec<_>, FormatError>>()?;
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let weights = combine(ckpt, &tensors);
+    Ok(Fingerprint { weights, tensors })
+}
+
 fn combine(ckpt: &Checkpoint, tensors: &[TensorDigest]) -> Hash {
     let mut h = Sha256::new();
     for t in tensors {
@@ -158,5 +179,18 @@ mod tests {
             &[1, 2, 3],
         );
         assert_ne!(fingerprint(&c).unwrap().weights, fa.weights);
+    }
+
+    #[test]
+    fn reusing_known_hashes_gives_the_same_fingerprint() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/v5_11/best.pt");
+        let c = Checkpoint::open(path).unwrap();
+        let all: Vec<Option<Hash>> = (0..c.tensors.len())
+            .map(|i| Some(tensor_hash(&c, i).unwrap()))
+            .collect();
+        let fresh = fingerprint(&c).unwrap();
+        assert_eq!(fingerprint_reusing(&c, &all).unwrap(), fresh);
+        assert_eq!(fingerprint_reusing(&c, &[]).unwrap(), fresh);
     }
 }

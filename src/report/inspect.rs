@@ -67,11 +67,18 @@ impl InspectReport {
 /// Build the report for one checkpoint (hashing every tensor when `hash`).
 pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport {
     let mut tensors = Vec::with_capacity(ckpt.tensors.len());
+    let mut hashes = Vec::with_capacity(ckpt.tensors.len());
     for (i, t) in ckpt.tensors.iter().enumerate() {
         let (sha256, error) = if hash {
             match fingerprint::tensor_hash(ckpt, i) {
-                Ok(h) => (Some(fingerprint::hex(&h)), None),
-                Err(e) => (None, Some(e.to_string())),
+                Ok(h) => {
+                    hashes.push(Some(h));
+                    (Some(fingerprint::hex(&h)), None)
+                }
+                Err(e) => {
+                    hashes.push(None);
+                    (None, Some(e.to_string()))
+                }
             }
         } else {
             (None, None)
@@ -93,7 +100,8 @@ pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport
         });
     }
     let fingerprint = if hash {
-        fingerprint::fingerprint(ckpt)
+        // Each tensor is hashed once: the fingerprint reuses the hashes above.
+        fingerprint::fingerprint_reusing(ckpt, &hashes)
             .ok()
             .map(|f| fingerprint::hex(&f.weights))
     } else {
