@@ -78,34 +78,7 @@ enum Command {
     ///
     /// Exit code 0 when every file converted (or a dry run planned it), 1 when any failed,
     /// 2 on usage errors (an existing output without --force, a bad version…).
-    Convert {
-        /// Checkpoint file (or folder with --recursive).
-        input: PathBuf,
-        /// Target version (v5_11, v5_12_4).
-        #[arg(long, value_name = "VERSION")]
-        to: String,
-        /// Output file (folder with --recursive). Default: IN's folder, `<stem>.<VERSION>.<ext>`.
-        #[arg(short = 'o', long = "output", value_name = "OUT")]
-        output: Option<PathBuf>,
-        /// Output format (default: from OUT's extension, else pt).
-        #[arg(long, value_enum)]
-        format: Option<FormatArg>,
-        /// Print the plan; write nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Replace an existing OUT (never the input).
-        #[arg(long)]
-        force: bool,
-        /// Convert every checkpoint under the folder IN into the same tree under -o DIR.
-        #[arg(long, short = 'r')]
-        recursive: bool,
-        /// Also load migration specs from this folder (*.yaml; same name replaces a built-in).
-        #[arg(long, value_name = "DIR")]
-        specs: Option<PathBuf>,
-        /// Print JSON instead of tables.
-        #[arg(long)]
-        json: bool,
-    },
+    Convert(ConvertArgs),
     /// Compare two checkpoints' model states, or a checkpoint and a layout, key by key.
     ///
     /// Exit code 0 when nothing differs, 1 when something does.
@@ -175,27 +148,7 @@ fn main() -> ExitCode {
             write,
             json,
         } => cmd_check(&config, checkpoint_roots, strict, auto_fix, write, json),
-        Command::Convert {
-            input,
-            to,
-            output,
-            format,
-            dry_run,
-            force,
-            recursive,
-            specs,
-            json,
-        } => cmd_convert(ConvertArgs {
-            input,
-            to,
-            output,
-            format,
-            dry_run,
-            force,
-            recursive,
-            specs,
-            json,
-        }),
+        Command::Convert(args) => cmd_convert(args),
         Command::Diff {
             a,
             b,
@@ -462,15 +415,33 @@ fn cmd_check(
     Ok(u8::from(!final_report.ok()))
 }
 
+#[derive(clap::Args)]
 struct ConvertArgs {
+    /// Checkpoint file (or folder with --recursive).
     input: PathBuf,
+    /// Target version (v5_11, v5_12_4).
+    #[arg(long, value_name = "VERSION")]
     to: String,
+    /// Output file (folder with --recursive). Default: IN's folder, `<stem>.<VERSION>.<ext>`.
+    #[arg(short = 'o', long = "output", value_name = "OUT")]
     output: Option<PathBuf>,
+    /// Output format (default: from OUT's extension, else pt).
+    #[arg(long, value_enum)]
     format: Option<FormatArg>,
+    /// Print the plan; write nothing.
+    #[arg(long)]
     dry_run: bool,
+    /// Replace an existing OUT (never the input).
+    #[arg(long)]
     force: bool,
+    /// Convert every checkpoint under the folder IN into the same tree under -o DIR.
+    #[arg(long, short = 'r')]
     recursive: bool,
+    /// Also load migration specs from this folder (*.yaml; same name replaces a built-in).
+    #[arg(long, value_name = "DIR")]
     specs: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
     json: bool,
 }
 

@@ -425,10 +425,9 @@ fn a_spec_that_does_not_fit_is_rejected_with_every_key_listed() {
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
-#[test]
-fn a_malformed_spec_is_named() {
-    let specs = broken_spec_dir(|t| t.replace("op: rename", "op: rname"));
-    let o = run(&[
+/// `tvck convert <v5.11 sample> --to v5_12_4 --dry-run --specs DIR`.
+fn dry_run_with_specs(specs: &tempfile::TempDir) -> std::process::Output {
+    run(&[
         "convert",
         OLD[0],
         "--to",
@@ -436,7 +435,13 @@ fn a_malformed_spec_is_named() {
         "--dry-run",
         "--specs",
         specs.path().to_str().unwrap(),
-    ]);
+    ])
+}
+
+#[test]
+fn a_malformed_spec_is_named() {
+    let specs = broken_spec_dir(|t| t.replace("op: rename", "op: rname"));
+    let o = dry_run_with_specs(&specs);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -455,15 +460,7 @@ fn a_layout_the_spec_does_not_accept_is_refused() {
             "    projection_layers: [1]\n    dual_projection: [true]\n",
         )
     });
-    let o = run(&[
-        "convert",
-        OLD[0],
-        "--to",
-        "v5_12_4",
-        "--dry-run",
-        "--specs",
-        specs.path().to_str().unwrap(),
-    ]);
+    let o = dry_run_with_specs(&specs);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
