@@ -12,4 +12,6 @@ pub mod format;
 pub mod metrics;
 pub mod report;
 pub mod scan;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod yamledit;
