@@ -19,6 +19,8 @@ pub struct EvalReport {
     pub checkpoint: PathBuf,
     pub version: VersionId,
     pub layout: String,
+    /// The model built (layout parameters, curvature, max radius, …).
+    pub spec: ModelSpec,
     /// Tensors loaded into the model.
     pub loaded: usize,
     pub metrics: EvalMetrics,
@@ -90,6 +92,7 @@ pub fn eval_checkpoint(
         checkpoint: path.to_path_buf(),
         version: best.version,
         layout: best.summary(),
+        spec,
         loaded,
         metrics,
     })

@@ -20,7 +20,7 @@ use super::TrainError;
 pub const LN_EPS: f64 = 1e-5;
 
 /// Everything besides the layout that the forward pass needs.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct ModelSpec {
     pub version: VersionId,
     pub params: LayoutParams,
