@@ -365,3 +365,81 @@ fn ctrl_c_ends_the_epoch_and_writes_latest() {
         Some(last_epoch)
     );
 }
+
+#[test]
+fn partial_freeze_v5_12_4_trains_with_homeostasis() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let config = "tests/fixtures/configs/train_v5_12_4_partial.yaml";
+    let (o, text) = train(&["--config", config, "--epochs", "3", "--out", out]);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("whole model state"), "{text}");
+    let lines = jsonl(dir.path());
+    assert_eq!(lines.len(), 4);
+    // Starts with encoder_A frozen, encoder_B trainable; after the 1-epoch warmup the
+    // coverage gate (100% ≥ coverage_unfreeze_threshold) unfreezes encoder_A, logged.
+    assert_eq!(lines[0]["freeze"]["encoder_a"], Json::Bool(true));
+    assert_eq!(lines[0]["freeze"]["encoder_b"], Json::Bool(false));
+    let ev = &lines[1]["events"][0];
+    assert_eq!(
+        (ev["kind"].as_str(), ev["component"].as_str()),
+        (Some("unfreeze"), Some("encoder_A"))
+    );
+    assert_eq!(lines[1]["freeze"]["encoder_a"], Json::Bool(false));
+    assert!(text.contains("unfreeze encoder_A"), "{text}");
+    for l in &lines {
+        assert!(l["metrics"]["coverage"].as_f64().unwrap() >= 0.99, "{l}");
+    }
+    let h0 = lines[0]["metrics"]["hierarchy_b"].as_f64().unwrap();
+    let h3 = lines[3]["metrics"]["hierarchy_b"].as_f64().unwrap();
+    assert!(h3 < h0, "{h0} → {h3}");
+    // The v5.12.4 layout is kept; encoder_B (trainable) changed.
+    let c = Checkpoint::open(dir.path().join("latest.pt")).unwrap();
+    let best = arch::infer_checkpoint(&c).best.unwrap();
+    assert!(
+        best.is_exact() && best.version == VersionId::V5_12_4,
+        "{best:?}"
+    );
+    let src = Checkpoint::open(root().join("checkpoints/v5_12_4/best_Q.pt")).unwrap();
+    let bytes = |ck: &Checkpoint, k: &str| {
+        let ms = ck.model_state().unwrap();
+        let i = ms.entries.iter().find(|(n, _)| n == k).unwrap().1;
+        ck.tensor_bytes(i).unwrap().into_owned()
+    };
+    let k = "encoder_B.encoder.0.weight";
+    assert_ne!(bytes(&c, k), bytes(&src, k));
+    assert!(c
+        .root
+        .get_path("homeostasis_state.freeze.encoder_a")
+        .is_some());
+}
+
+#[test]
+fn v5_5_weights_into_improved_encoders_stop_at_step_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (o, text) = train(&[
+        "--config",
+        "tests/fixtures/configs/train_v5_5_to_improved.yaml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let step4 = text
+        .lines()
+        .find(|l| l.starts_with("[4/6]"))
+        .expect("step 4");
+    assert!(
+        step4.contains("12 through the v5.5 → improved index map"),
+        "{step4}"
+    );
+    let step5 = text
+        .lines()
+        .find(|l| l.starts_with("[5/6]"))
+        .expect("step 5");
+    assert!(
+        step5.contains("CRITICAL") && step5.contains("LayerNorms inserted"),
+        "{step5}"
+    );
+    assert!(!out.exists());
+}

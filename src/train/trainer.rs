@@ -298,6 +298,7 @@ pub fn train(
 
     // 4. Frozen parts.
     const S4: &str = "load frozen parts";
+    let mut mapped = 0;
     if let Some((path, src_version)) = &source {
         let ckpt = Checkpoint::open(path).map_err(|e| {
             step(4, S4, StepStatus::Failed, e.to_string());
@@ -307,6 +308,7 @@ pub fn train(
             step(4, S4, StepStatus::Failed, e.to_string());
             refuse(4, S4, e.to_string())
         })?;
+        mapped = fl.plan.mapped.len();
         step(
             4,
             S4,
@@ -330,6 +332,10 @@ pub fn train(
     let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
     if cov < CRITICAL_COVERAGE && plan.requires_frozen {
         let cause = match &source {
+            Some((p, _)) if mapped > 0 => format!(
+                "the Frozen-style v5.5 weights of {} were mapped into improved encoders/decoder (0→0, 2→4, 4→8) with LayerNorms inserted at weight 1, bias 0, which changes the function: use a checkpoint with improved encoders (v5.12.4) or encoder_type/decoder_type frozen",
+                p.display()
+            ),
             Some((p, _)) => format!(
                 "the frozen checkpoint {} does not hold a trained encoder_A/decoder_A (a partially trained or wrong checkpoint?)",
                 p.display()
