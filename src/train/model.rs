@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use tch::nn::{Init, VarStore};
-use tch::{Device, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::arch::{self, EncoderKind, LayoutParams, VersionId};
 use crate::config::ModelConfig;
@@ -103,6 +103,24 @@ pub struct Output {
     pub curvature: Option<Tensor>,
 }
 
+/// encoder_A's (mu, logvar) and decoder_A's logits, computed without gradients.
+pub struct FrozenA {
+    pub mu: Tensor,
+    pub logvar: Tensor,
+    pub logits: Tensor,
+}
+
+impl FrozenA {
+    /// The rows `idx`.
+    pub fn rows(&self, idx: &Tensor) -> FrozenA {
+        FrozenA {
+            mu: self.mu.index_select(0, idx),
+            logvar: self.logvar.index_select(0, idx),
+            logits: self.logits.index_select(0, idx),
+        }
+    }
+}
+
 /// A model: its variables in a VarStore, named as the state_dict.
 pub struct Model {
     pub vs: VarStore,
@@ -110,6 +128,34 @@ pub struct Model {
     /// state_dict keys with their shapes, in module order.
     pub keys: Vec<(String, Vec<i64>)>,
     vars: HashMap<String, Tensor>,
+}
+
+/// Dropout with probability `p` in training mode, an identity otherwise. Same function
+/// as `F.dropout` (zero with probability p, survivors scaled by 1/(1 − p)), with a cheaper
+/// mask: 16-bit uniform integers, three from each 64-bit random draw (libtorch's own
+/// Bernoulli kernel draws 64 bits per element and dominated the epoch). p is rounded to a
+/// multiple of 1/65536 (0.1 → 0.100006) and the scale uses that exact keep probability.
+pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
+    if !train || p <= 0.0 {
+        return x.shallow_clone();
+    }
+    let n = x.numel() as i64;
+    let rows = (n + 2) / 3;
+    let bits = Tensor::randint_low(0, 1 << 48, [rows], (Kind::Int64, x.device()));
+    let u = bits
+        .view_dtype(Kind::Int16)
+        .view([rows, 4])
+        .narrow(1, 0, 3)
+        .reshape([-1])
+        .narrow(0, 0, n)
+        .view(x.size().as_slice());
+    let t = (p * 65536.0).round().clamp(0.0, 65536.0) as i64;
+    let keep = u.ge(-32768 + t);
+    let q = (65536 - t) as f64 / 65536.0;
+    if q <= 0.0 {
+        return x.zeros_like();
+    }
+    x * keep * (1.0 / q)
 }
 
 /// The inverse softplus of `c` (what `manifold.isp_c` holds for curvature `c`).
@@ -226,10 +272,11 @@ impl Model {
                 let mut h = x.shallow_clone();
                 for (lin, ln) in [(0, 1), (4, 5), (8, 9)] {
                     h = self.linear(&format!("{part}.encoder.{lin}"), &h);
-                    h = self
-                        .layer_norm(&format!("{part}.encoder.{ln}"), &h)
-                        .silu()
-                        .dropout(p, train);
+                    h = dropout(
+                        &self.layer_norm(&format!("{part}.encoder.{ln}"), &h).silu(),
+                        p,
+                        train,
+                    );
                 }
                 h
             }
@@ -255,10 +302,13 @@ impl Model {
                 let mut h = z.shallow_clone();
                 for (lin, ln) in [(0, 1), (4, 5)] {
                     h = self.linear(&format!("decoder_A.decoder.{lin}"), &h);
-                    h = self
-                        .layer_norm(&format!("decoder_A.decoder.{ln}"), &h)
-                        .silu()
-                        .dropout(p, train);
+                    h = dropout(
+                        &self
+                            .layer_norm(&format!("decoder_A.decoder.{ln}"), &h)
+                            .silu(),
+                        p,
+                        train,
+                    );
                 }
                 self.linear("decoder_A.decoder.8", &h)
             }
@@ -287,10 +337,7 @@ impl Model {
             if let Some(ln) = ln {
                 h = self.layer_norm(&format!("{prefix}.{ln}"), &h);
             }
-            h = h.silu();
-            if p > 0.0 {
-                h = h.dropout(p, train);
-            }
+            h = dropout(&h.silu(), p, train);
         }
         self.linear(&format!("{prefix}.{out}"), &h)
     }
@@ -322,9 +369,32 @@ impl Model {
     /// The forward pass. `mode` says which parts run in training mode; z is sampled
     /// (`mu + eps·exp(logvar/2)`) for an encoder in training mode, `mu` otherwise.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Output {
-        let (mu_a, logvar_a) = self.encode("encoder_A", x, mode.encoder_a);
+        self.forward_with(x, mode, None)
+    }
+
+    /// encoder_A and decoder_A in eval mode without gradients, for every row of `x`:
+    /// while both are frozen they are constant functions, so the trainer computes them
+    /// once and hands the rows of each batch to [`Model::forward_with`].
+    pub fn frozen_a(&self, x: &Tensor) -> FrozenA {
+        tch::no_grad(|| {
+            let (mu, logvar) = self.encode("encoder_A", x, false);
+            let logits = self.decode_a(&mu, false);
+            FrozenA { mu, logvar, logits }
+        })
+    }
+
+    /// [`Model::forward`] with encoder_A / decoder_A outputs given (the batch's rows of a
+    /// [`FrozenA`]) instead of computed.
+    pub fn forward_with(&self, x: &Tensor, mode: Mode, a: Option<FrozenA>) -> Output {
+        let (mu_a, logvar_a, logits_a) = match a {
+            Some(a) => (a.mu, a.logvar, a.logits),
+            None => {
+                let (mu, logvar) = self.encode("encoder_A", x, mode.encoder_a);
+                let logits = self.decode_a(&mu, mode.decoder_a);
+                (mu, logvar, logits)
+            }
+        };
         let (mu_b, logvar_b) = self.encode("encoder_B", x, mode.encoder_b);
-        let logits_a = self.decode_a(&mu_a, mode.decoder_a);
         let (z_a_hyp, z_b_hyp, curvature) = if self.spec.has_projection() {
             let sample = |mu: &Tensor, logvar: &Tensor, train: bool| {
                 if train {
@@ -396,7 +466,6 @@ pub fn part_of(key: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Kind;
 
     fn spec(v: VersionId) -> ModelSpec {
         ModelSpec::new(v, arch::default_params(v), None)
@@ -432,6 +501,50 @@ mod tests {
             .double_value(&[]);
         assert!(max_norm < 0.95 + 1e-6, "{max_norm}");
         assert!((out.curvature.unwrap().double_value(&[]) - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn cached_frozen_a_gives_the_same_forward() {
+        tch::manual_seed(2);
+        let m = Model::new(spec(VersionId::V5_12_4), Device::Cpu).unwrap();
+        let x = Tensor::randn([64, 9], (Kind::Float, Device::Cpu));
+        let idx = Tensor::from_slice(&[3i64, 0, 63, 7]);
+        let cache = m.frozen_a(&x);
+        let a = m.forward(&x.index_select(0, &idx), Mode::EVAL);
+        let b = m.forward_with(&x.index_select(0, &idx), Mode::EVAL, Some(cache.rows(&idx)));
+        for (p, q) in [(&a.mu_a, &b.mu_a), (&a.logits_a, &b.logits_a)] {
+            let d = (p - q).abs().max().double_value(&[]);
+            assert!(d < 1e-5, "{d}");
+        }
+        let d = (a.z_b_hyp.unwrap() - b.z_b_hyp.unwrap())
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert_eq!(d, 0.0);
+    }
+
+    #[test]
+    fn dropout_drops_p_and_rescales() {
+        tch::manual_seed(3);
+        let x = Tensor::ones([1000, 101], (Kind::Float, Device::Cpu));
+        let y = dropout(&x, 0.1, true);
+        let zeros = y.eq(0.0).sum(Kind::Float).double_value(&[]) / x.numel() as f64;
+        assert!((zeros - 0.1).abs() < 0.005, "{zeros}");
+        // Survivors scaled by 1/q: the mean stays 1.
+        assert!((y.mean(Kind::Float).double_value(&[]) - 1.0).abs() < 0.01);
+        let kept: Vec<f32> = Vec::try_from(&y.flatten(0, -1)).unwrap();
+        let scale = 65536.0 / (65536.0 - 6554.0);
+        assert!(kept
+            .iter()
+            .all(|&v| v == 0.0 || (f64::from(v) - scale).abs() < 1e-6));
+        assert_eq!(
+            dropout(&x, 0.1, false).eq_tensor(&x).all().int64_value(&[]),
+            1
+        );
+        // Gradients flow through the mask.
+        let w = Tensor::ones([4, 6], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        dropout(&w, 0.5, true).sum(Kind::Float).backward();
+        assert_eq!(w.grad().size(), vec![4, 6]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::f64::consts::PI;
 
 use serde::Serialize;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// One parameter group: its name (`projection`, `encoder_A`, …), learning-rate scale
 /// (relative to the scheduled base lr) and parameters (state_dict key, tensor).
@@ -16,14 +16,41 @@ pub struct Group {
     pub params: Vec<(String, Tensor)>,
 }
 
-/// AdamW state.
+/// Where each parameter sits in a group's flat buffers: (key, offset, numel, shape).
+pub type FlatLayout = Vec<(String, i64, i64, Vec<i64>)>;
+
+/// The moments of one parameter group, kept flat (the group's parameters concatenated in
+/// order), so a step is a constant number of kernels per group plus one per parameter.
+pub struct GroupState {
+    pub layout: FlatLayout,
+    pub exp_avg: Tensor,
+    pub exp_avg_sq: Tensor,
+    pub step: u64,
+}
+
+impl GroupState {
+    /// The moments of parameter `key`: (exp_avg, exp_avg_sq, step).
+    pub fn of(&self, key: &str) -> Option<(Tensor, Tensor, u64)> {
+        self.layout
+            .iter()
+            .find(|l| l.0 == key)
+            .map(|(_, off, n, shape)| {
+                (
+                    self.exp_avg.narrow(0, *off, *n).view(shape.as_slice()),
+                    self.exp_avg_sq.narrow(0, *off, *n).view(shape.as_slice()),
+                    self.step,
+                )
+            })
+    }
+}
+
+/// AdamW state, by group name.
 pub struct AdamW {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
-    /// key → (exp_avg, exp_avg_sq, step).
-    pub state: HashMap<String, (Tensor, Tensor, u64)>,
+    pub state: HashMap<String, GroupState>,
 }
 
 impl AdamW {
@@ -42,81 +69,134 @@ impl AdamW {
         self.state.clear();
     }
 
-    /// One step over `groups` with base learning rate `lr`.
-    pub fn step(&mut self, groups: &[Group], lr: f64) {
+    /// The moments of parameter `key`, whatever its group.
+    pub fn moments(&self, key: &str) -> Option<(Tensor, Tensor, u64)> {
+        self.state.values().find_map(|g| g.of(key))
+    }
+
+    /// Clip the gradients of every group to a total 2-norm of `max_norm` (as
+    /// `clip_grad_norm_`: scaled by max_norm / (norm + 1e-6) when above; `max_norm <= 0`
+    /// disables it), then one AdamW step with base learning rate `lr` (each group at
+    /// `lr · lr_scale`). Parameters without a gradient are skipped, as in PyTorch.
+    /// Returns the total gradient norm before clipping.
+    pub fn step(&mut self, groups: &[Group], grads: &[Vec<Tensor>], lr: f64, max_norm: f64) -> f64 {
         tch::no_grad(|| {
-            for g in groups {
-                let lr = lr * g.lr_scale;
-                for (key, p) in &g.params {
-                    let grad = p.grad();
+            // Flat gradients per group.
+            let mut flat: Vec<(usize, FlatLayout, Tensor)> = Vec::new();
+            for (gi, g) in groups.iter().enumerate() {
+                let mut layout = Vec::new();
+                let mut parts = Vec::new();
+                let mut off = 0;
+                for ((key, p), grad) in g.params.iter().zip(&grads[gi]) {
                     if !grad.defined() {
                         continue;
                     }
-                    let (m, v, step) = self
-                        .state
-                        .entry(key.clone())
-                        .or_insert_with(|| (p.zeros_like(), p.zeros_like(), 0));
-                    *step += 1;
-                    let mut p = p.shallow_clone();
-                    let _ = p.g_mul_scalar_(1.0 - lr * self.weight_decay);
-                    let _ = m.g_mul_scalar_(self.beta1);
-                    let _ = m.g_add_(&(&grad * (1.0 - self.beta1)));
-                    let _ = v.g_mul_scalar_(self.beta2);
-                    let _ = v.g_add_(&(&grad * &grad * (1.0 - self.beta2)));
-                    let bc1 = 1.0 - self.beta1.powi(*step as i32);
-                    let bc2 = 1.0 - self.beta2.powi(*step as i32);
-                    let denom = v.sqrt() / bc2.sqrt() + self.eps;
-                    let _ = p.g_add_(&(&*m / denom * (-lr / bc1)));
+                    let n = p.numel() as i64;
+                    layout.push((key.clone(), off, n, p.size()));
+                    parts.push(grad.reshape([-1]));
+                    off += n;
+                }
+                if !parts.is_empty() {
+                    flat.push((gi, layout, Tensor::cat(&parts, 0)));
                 }
             }
+            if flat.is_empty() {
+                return 0.0;
+            }
+            let sq: Vec<Tensor> = flat
+                .iter()
+                .map(|(_, _, g)| g.square().sum(Kind::Float))
+                .collect();
+            let total = Tensor::stack(&sq, 0)
+                .sum(Kind::Float)
+                .sqrt()
+                .double_value(&[]);
+            let coef = if max_norm > 0.0 {
+                (max_norm / (total + 1e-6)).min(1.0)
+            } else {
+                1.0
+            };
+            for (gi, layout, mut grad) in flat {
+                let g = &groups[gi];
+                if coef < 1.0 {
+                    let _ = grad.g_mul_scalar_(coef);
+                }
+                let lr = lr * g.lr_scale;
+                let st = self
+                    .state
+                    .entry(g.name.clone())
+                    .or_insert_with(|| GroupState {
+                        layout: Vec::new(),
+                        exp_avg: Tensor::new(),
+                        exp_avg_sq: Tensor::new(),
+                        step: 0,
+                    });
+                if st.layout != layout {
+                    // First step, or another set of parameters: fresh moments.
+                    st.layout = layout;
+                    st.exp_avg = grad.zeros_like();
+                    st.exp_avg_sq = grad.zeros_like();
+                    st.step = 0;
+                }
+                st.step += 1;
+                let _ = st.exp_avg.lerp_(&grad, 1.0 - self.beta1);
+                let _ = st.exp_avg_sq.g_mul_scalar_(self.beta2);
+                let _ = st.exp_avg_sq.g_add_(&(grad.square() * (1.0 - self.beta2)));
+                let bc1 = 1.0 - self.beta1.powi(st.step as i32);
+                let bc2 = 1.0 - self.beta2.powi(st.step as i32);
+                let denom = st.exp_avg_sq.sqrt() / bc2.sqrt() + self.eps;
+                let update = &st.exp_avg / denom * (-lr / bc1);
+                let decay = 1.0 - lr * self.weight_decay;
+                let params: HashMap<&str, &Tensor> =
+                    g.params.iter().map(|(k, p)| (k.as_str(), p)).collect();
+                for (key, off, n, shape) in &st.layout {
+                    let mut p = params[key.as_str()].shallow_clone();
+                    // Decoupled weight decay, then the Adam step.
+                    let _ = p.g_mul_scalar_(decay);
+                    let _ = p.g_add_(&update.narrow(0, *off, *n).view(shape.as_slice()));
+                }
+            }
+            total
         })
     }
 }
 
-/// Zero every gradient of `groups`.
-pub fn zero_grad(groups: &[Group]) {
-    for g in groups {
-        for (_, p) in &g.params {
-            let mut p = p.shallow_clone();
-            p.zero_grad();
-        }
+/// The gradients of `loss` with respect to every parameter of `groups` (`autograd.grad`:
+/// fresh tensors, nothing accumulated into `.grad`, so nothing to zero); a parameter the
+/// loss does not depend on gets an undefined tensor.
+pub fn gradients(loss: &Tensor, groups: &[Group]) -> Vec<Vec<Tensor>> {
+    let params: Vec<&Tensor> = groups
+        .iter()
+        .flat_map(|g| g.params.iter().map(|(_, p)| p))
+        .collect();
+    let mut flat = if loss.requires_grad() && !params.is_empty() {
+        Tensor::run_backward(&[loss], &params, false, false)
+    } else {
+        Vec::new()
     }
-}
-
-/// `torch.nn.utils.clip_grad_norm_`: the total 2-norm of the gradients; when above
-/// `max_norm` every gradient is scaled by max_norm / (norm + 1e-6). Returns the norm.
-pub fn clip_grad_norm(groups: &[Group], max_norm: f64) -> f64 {
-    tch::no_grad(|| {
-        let grads: Vec<Tensor> = groups
-            .iter()
-            .flat_map(|g| g.params.iter())
-            .map(|(_, p)| p.grad())
-            .filter(Tensor::defined)
-            .collect();
-        if grads.is_empty() {
-            return 0.0;
-        }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
-        let total = Tensor::stack(&norms, 0).norm().double_value(&[]);
-        let coef = (max_norm / (total + 1e-6)).min(1.0);
-        if max_norm > 0.0 && coef < 1.0 {
-            for g in &grads {
-                let mut g = g.shallow_clone();
-                let _ = g.g_mul_scalar_(coef);
-            }
-        }
-        total
-    })
+    .into_iter();
+    groups
+        .iter()
+        .map(|g| {
+            g.params
+                .iter()
+                .map(|_| flat.next().unwrap_or_default())
+                .collect()
+        })
+        .collect()
 }
 
 /// The gradient norm of the parameters whose keys start with `prefix`.
-pub fn grad_norm_of(groups: &[Group], prefix: &str) -> Option<f64> {
+pub fn grad_norm_of(groups: &[Group], grads: &[Vec<Tensor>], prefix: &str) -> Option<f64> {
     let mut sq = 0.0;
     let mut any = false;
-    for (k, p) in groups.iter().flat_map(|g| g.params.iter()) {
+    let pairs = groups
+        .iter()
+        .zip(grads)
+        .flat_map(|(g, gr)| g.params.iter().map(|(k, _)| k).zip(gr));
+    for (k, g) in pairs {
         if k.starts_with(prefix) {
             any = true;
-            let g = p.grad();
             if g.defined() {
                 let n = g.norm().double_value(&[]);
                 sq += n * n;
@@ -209,7 +289,8 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use std::ops::Not;
+    use tch::Device;
 
     #[test]
     fn schedules() {
@@ -236,14 +317,14 @@ mod tests {
         // First Adam step: m̂/√v̂ = g/|g| → p -= lr·sign(g) (after weight decay).
         let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
         let loss = (&p * Tensor::from_slice(&[3.0f32, -0.5])).sum(Kind::Float);
-        loss.backward();
         let groups = vec![Group {
             name: "g".into(),
             lr_scale: 1.0,
             params: vec![("p".into(), p.shallow_clone())],
         }];
+        let grads = gradients(&loss, &groups);
         let mut opt = AdamW::new(0.1);
-        opt.step(&groups, 0.01);
+        opt.step(&groups, &grads, 0.01, 0.0);
         let got: Vec<f32> = Vec::try_from(&p.detach().to_device(Device::Cpu)).unwrap();
         let want = [1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) + 0.01];
         for (g, w) in got.iter().zip(want) {
@@ -252,18 +333,44 @@ mod tests {
     }
 
     #[test]
-    fn clipping_scales_to_max_norm() {
-        let p = Tensor::from_slice(&[0.0f32, 0.0]).set_requires_grad(true);
-        (&p * Tensor::from_slice(&[3.0f32, 4.0]))
-            .sum(Kind::Float)
-            .backward();
-        let groups = vec![Group {
-            name: "g".into(),
-            lr_scale: 1.0,
-            params: vec![("p".into(), p.shallow_clone())],
-        }];
-        let n = clip_grad_norm(&groups, 1.0);
-        assert!((n - 5.0).abs() < 1e-6);
-        assert!((p.grad().norm().double_value(&[]) - 1.0).abs() < 1e-5);
+    fn matches_torch_adamw_with_clipping_over_steps() {
+        // PyTorch 2.13: torch.optim.AdamW([{p}, {q}], lr=0.1, weight_decay=0.01), each step
+        // after clip_grad_norm_([p, q], 1.0); p0 = [1, -2], q0 = [0.5],
+        // loss = 3·p0 − 0.5·p1 + 4·q0². Three steps give grad norms 5.02494, 4.41185,
+        // 3.87158 and p = [0.69683611, -1.69383919], q = [0.20053607].
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let q = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
+        let groups = vec![
+            Group {
+                name: "a".into(),
+                lr_scale: 1.0,
+                params: vec![("p".into(), p.shallow_clone())],
+            },
+            Group {
+                name: "b".into(),
+                lr_scale: 1.0,
+                params: vec![("q".into(), q.shallow_clone())],
+            },
+        ];
+        let mut opt = AdamW::new(0.01);
+        for want in [5.024_937_6, 4.411_85, 3.871_582_5] {
+            let loss = (&p * Tensor::from_slice(&[3.0f32, -0.5])).sum(Kind::Float)
+                + (&q * &q * 4.0).sum(Kind::Float);
+            let grads = gradients(&loss, &groups);
+            // d(4q²)/dq = 8q.
+            let gq = grad_norm_of(&groups, &grads, "q").unwrap();
+            assert!((gq - 8.0 * q.double_value(&[0]).abs()).abs() < 1e-5, "{gq}");
+            assert!(p.grad().defined().not(), "nothing accumulates into .grad");
+            let n = opt.step(&groups, &grads, 0.1, 1.0);
+            assert!((n - want).abs() < 1e-5, "{n} vs {want}");
+        }
+        let got: Vec<f32> = Vec::try_from(&p.detach()).unwrap();
+        let gq: Vec<f32> = Vec::try_from(&q.detach()).unwrap();
+        let want = [0.696_836_1f32, -1.693_839_2, 0.200_536_07];
+        for (g, w) in got.iter().chain(&gq).zip(want) {
+            assert!((g - w).abs() < 1e-5, "{got:?} {gq:?}");
+        }
+        let (m, _, step) = opt.moments("q").unwrap();
+        assert_eq!((m.size(), step), (vec![1], 3));
     }
 }

@@ -121,6 +121,26 @@ fn refuse(step: u8, name: &'static str, message: String) -> TrainError {
     }
 }
 
+/// glibc's malloc returns freed blocks above its trim threshold to the kernel and maps
+/// large ones fresh; the trainer frees and re-allocates the same activation buffers every
+/// batch, so each batch paid page faults. Keep them in the heap instead.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: mallopt only changes allocator tuning parameters; any value is valid.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 /// Run the validated flow and train. `on_step` receives each checklist line as it is
 /// decided, `on_line` every other progress line (epoch summaries, events).
 pub fn train(
@@ -377,6 +397,7 @@ pub fn train(
 
     // 6. Train.
     const S6: &str = "train";
+    keep_freed_memory();
     let out_dir = match &opts.out {
         Some(o) => opts.cwd.join(o),
         None => match cfg.checkpoints.as_ref().and_then(|c| c.save_dir.clone()) {
@@ -567,12 +588,13 @@ impl<'a> Run<'a> {
         add("encoder_A", a_scale, !self.freeze.encoder_a);
         add("encoder_B", b_scale, !self.freeze.encoder_b);
         // decoder_A trains only in a model class without a frozen checkpoint.
-        add(
-            "decoder_A",
-            a_scale,
-            !self.partial_freeze && !self.freeze.encoder_a,
-        );
+        add("decoder_A", a_scale, !self.decoder_frozen());
         groups
+    }
+
+    /// Whether decoder_A gets no gradient (see [`Run::groups`]).
+    fn decoder_frozen(&self) -> bool {
+        self.partial_freeze || self.freeze.encoder_a
     }
 
     fn mode(&self) -> Mode {
@@ -601,26 +623,27 @@ impl<'a> Run<'a> {
             valuations: &self.ds.v,
             epoch: epoch0,
         };
+        // encoder_A and decoder_A frozen (eval mode, no gradient): constant functions,
+        // computed once for the epoch instead of once per batch.
+        let frozen_a = (!mode.encoder_a && !mode.decoder_a && self.decoder_frozen())
+            .then(|| self.model.frozen_a(&self.ds.x));
         let mut start = 0;
         while start < n {
             let len = self.batch_size.min(n - start);
             let idx = perm.narrow(0, start, len);
             start += len;
             let batch = self.ds.batch(&idx);
-            let out = self.model.forward(&batch.x, mode);
+            let a = frozen_a.as_ref().map(|f| f.rows(&idx));
+            let out = self.model.forward_with(&batch.x, mode, a);
             let (Some(za), Some(zb), Some(c)) = (&out.z_a_hyp, &out.z_b_hyp, &out.curvature) else {
                 break;
             };
             let (loss, vals) = losses::total_loss(&inputs, &batch, za, zb, c, &out.logits_a);
-            optim::zero_grad(groups);
-            if loss.requires_grad() {
-                loss.backward();
-            }
-            grad_norm = optim::clip_grad_norm(groups, self.max_grad_norm);
+            let grads = optim::gradients(&loss, groups);
             if ctrl.is_none() {
-                ctrl = optim::grad_norm_of(groups, "controller.");
+                ctrl = optim::grad_norm_of(groups, &grads, "controller.");
             }
-            self.opt.step(groups, lr);
+            grad_norm = self.opt.step(groups, &grads, lr, self.max_grad_norm);
             sum.add(&vals);
             batches += 1;
         }
@@ -825,12 +848,11 @@ impl<'a> Run<'a> {
         for (name, scale, keys) in &groups {
             let mut ids = Vec::new();
             for k in keys {
-                if let Some((mo, v, st)) = self.opt.state.get(k) {
-                    let (mo, v) = (mo.shallow_clone(), v.shallow_clone());
+                if let Some((mo, v, st)) = self.opt.moments(k) {
                     state.push((
                         Value::Int(index),
                         dict(vec![
-                            ("step", Value::Float(*st as f64)),
+                            ("step", Value::Float(st as f64)),
                             ("exp_avg", tb.tensor(&mo)),
                             ("exp_avg_sq", tb.tensor(&v)),
                         ]),
@@ -884,7 +906,12 @@ impl<'a> Run<'a> {
     }
 
     fn groups_snapshot(&self) -> Vec<(String, f64, Vec<String>)> {
-        let mut keys: Vec<&String> = self.opt.state.keys().collect();
+        let mut keys: Vec<&String> = self
+            .opt
+            .state
+            .values()
+            .flat_map(|g| g.layout.iter().map(|l| &l.0))
+            .collect();
         keys.sort_by_key(|k| {
             self.model
                 .keys
