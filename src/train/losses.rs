@@ -228,19 +228,26 @@ fn pairs(n: i64, k: i64, device: tch::Device) -> (Tensor, Tensor) {
     )
 }
 
-fn radial_loss(s: &RadialSettings, r: &Tensor, v: &Tensor, inp: &LossInputs) -> Tensor {
+// The per-embedding losses below take both embeddings at once: `r2` [2, B] holds the
+// radii of z_A (row 0) and z_B (row 1), `z2` [2, B, L] the points, and each returns
+// loss(A) + loss(B), computed with one set of kernels for both (the same random pairs
+// serve both rows).
+
+fn radial_loss(s: &RadialSettings, r2: &Tensor, v: &Tensor, inp: &LossInputs) -> Tensor {
     let vf = v.to_kind(Kind::Float);
     let t = inp.targets.index_select(0, v);
-    let w = if s.valuation_weighting {
-        (&vf * 0.4).exp() + 1.0
+    let n = r2.size()[1];
+    let sq = (r2 - &t).square();
+    let weighted = if s.valuation_weighting {
+        sq * ((&vf * 0.4).exp() + 1.0)
     } else {
-        vf.ones_like()
+        sq
     };
-    let primary = (w * (r - &t).square()).mean(Kind::Float);
-    let n = r.size()[0];
-    let (i, j) = pairs(n, n.min(1000), r.device());
+    // Σ over both rows / B = mean(A) + mean(B).
+    let primary = weighted.sum(Kind::Float) / n as f64;
+    let (i, j) = pairs(n, n.min(1000), r2.device());
     let (vi, vj) = (vf.index_select(0, &i), vf.index_select(0, &j));
-    let (ri, rj) = (r.index_select(0, &i), r.index_select(0, &j));
+    let (ri, rj) = (r2.index_select(1, &i), r2.index_select(1, &j));
     let step = (inp.settings.outer - inp.settings.inner) / 9.0;
     let mask = vi.gt_tensor(&vj).to_kind(Kind::Float);
     let viol = ((&vi - &vj) * (step * 0.5) - (rj - ri)).relu() * &mask;
@@ -248,42 +255,46 @@ fn radial_loss(s: &RadialSettings, r: &Tensor, v: &Tensor, inp: &LossInputs) -> 
     primary + margin * s.margin_weight
 }
 
-fn rank_loss(s: &RankSettings, r: &Tensor, v: &Tensor) -> Tensor {
-    let n = r.size()[0];
+fn rank_loss(s: &RankSettings, r2: &Tensor, v: &Tensor) -> Tensor {
+    let n = r2.size()[1];
     let vf = v.to_kind(Kind::Float);
-    let (i, j) = pairs(n, s.n_pairs, r.device());
+    let (i, j) = pairs(n, s.n_pairs, r2.device());
     let dv = vf.index_select(0, &i) - vf.index_select(0, &j);
-    let dr = r.index_select(0, &j) - r.index_select(0, &i);
+    let dr = r2.index_select(1, &j) - r2.index_select(1, &i);
     let p = (-dv.sign() * dr / s.temperature).sigmoid();
     let w = dv.abs();
-    (&w * p).sum(Kind::Float) / w.sum(Kind::Float).clamp_min(1e-8)
+    (p * &w).sum(Kind::Float) / w.sum(Kind::Float).clamp_min(1e-8)
 }
 
 fn geodesic_loss(
     s: &GeodesicSettings,
-    z: &Tensor,
+    z2: &Tensor,
     idx: &Tensor,
     c: &Tensor,
     inp: &LossInputs,
 ) -> Tensor {
-    let n = z.size()[0];
-    let (i, j) = pairs(n, s.n_pairs, z.device());
+    let n = z2.size()[1];
+    let (i, j) = pairs(n, s.n_pairs, z2.device());
     let diff = (idx.index_select(0, &i) - idx.index_select(0, &j)).abs();
     let vdiff = inp.valuations.index_select(0, &diff).to_kind(Kind::Float);
     let target = (-vdiff / s.valuation_scale).exp() * s.max_target_distance;
-    let d = poincare_distance(&z.index_select(0, &i), &z.index_select(0, &j), c);
-    d.smooth_l1_loss(&target, Reduction::Mean, 1.0)
+    let d = poincare_distance(&z2.index_select(1, &i), &z2.index_select(1, &j), c);
+    // mean over the rows × rows = Σ of the per-row means
+    let rows = z2.size()[0] as f64;
+    d.smooth_l1_loss(&target.expand_as(&d), Reduction::Mean, 1.0) * rows
 }
 
-fn zero_loss(s: &ZeroSettings, r: &Tensor, zero_v: &Tensor, inp: &LossInputs) -> Tensor {
+fn zero_loss(s: &ZeroSettings, r2: &Tensor, zero_v: &Tensor, inp: &LossInputs) -> Tensor {
     let t = inp.targets.index_select(0, zero_v);
-    let val = r.smooth_l1_loss(&t, Reduction::Mean, 1.0);
+    let rows = r2.size()[0] as f64;
+    let val = r2.smooth_l1_loss(&t.expand_as(r2), Reduction::Mean, 1.0) * rows;
     let zf = zero_v.to_kind(Kind::Float);
-    let (dz, dr) = (&zf - zf.mean(Kind::Float), r - r.mean(Kind::Float));
-    let cov = (&dz * &dr).mean(Kind::Float);
-    let corr =
-        cov / ((dz.square().mean(Kind::Float) * dr.square().mean(Kind::Float)).sqrt() + 1e-8);
-    let sparsity = (corr + 0.3).square();
+    let dz = &zf - zf.mean(Kind::Float);
+    let dr = r2 - r2.mean_dim([1i64].as_slice(), true, Kind::Float);
+    let cov = (&dr * &dz).mean_dim([1i64].as_slice(), false, Kind::Float);
+    let var_r = dr.square().mean_dim([1i64].as_slice(), false, Kind::Float);
+    let corr = cov / ((var_r * dz.square().mean(Kind::Float)).sqrt() + 1e-8);
+    let sparsity = (corr + 0.3).square().sum(Kind::Float);
     val * s.valuation_weight + sparsity * s.sparsity_weight
 }
 
@@ -350,8 +361,9 @@ pub fn total_loss(
     logits_a: &Tensor,
 ) -> (Tensor, LossValues) {
     let s = inp.settings;
-    let ra = radius(z_a, c);
-    let rb = radius(z_b, c);
+    let z2 = Tensor::stack(&[z_a, z_b], 0);
+    let r2 = radius(&z2, c);
+    let rb = r2.get(1);
     let mut total = rb.sum(Kind::Float) * 0.0;
     let mut vals = LossValues::default();
     if let Some(rs) = &s.rich {
@@ -364,24 +376,23 @@ pub fn total_loss(
         total += t;
     }
     if let Some(rs) = &s.radial {
-        let l = radial_loss(rs, &ra, &batch.v, inp) + radial_loss(rs, &rb, &batch.v, inp);
+        let l = radial_loss(rs, &r2, &batch.v, inp);
         vals.radial = l.double_value(&[]);
         total += l * rs.weight;
     }
     if let Some(rs) = &s.rank {
-        let l = rank_loss(rs, &ra, &batch.v) + rank_loss(rs, &rb, &batch.v);
+        let l = rank_loss(rs, &r2, &batch.v);
         vals.rank = l.double_value(&[]);
         total += l * rs.weight;
     }
     if let Some(zs) = &s.zero {
-        let l = zero_loss(zs, &ra, &batch.zero_v, inp) + zero_loss(zs, &rb, &batch.zero_v, inp);
+        let l = zero_loss(zs, &r2, &batch.zero_v, inp);
         vals.zero_structure = l.double_value(&[]);
         total += l * zs.weight;
     }
     if let Some(gs) = &s.geodesic {
         if inp.epoch >= gs.phase_start_epoch {
-            let l = geodesic_loss(gs, z_a, &batch.idx, c, inp)
-                + geodesic_loss(gs, z_b, &batch.idx, c, inp);
+            let l = geodesic_loss(gs, &z2, &batch.idx, c, inp);
             vals.geodesic = l.double_value(&[]);
             total += l * gs.weight;
         }
@@ -408,6 +419,67 @@ mod tests {
         let a = poincare_distance(&y, &z, &c).double_value(&[0]);
         let b = poincare_distance(&z, &y, &c).double_value(&[0]);
         assert!((a - b).abs() < 1e-5, "{a} {b}");
+    }
+
+    /// Each per-embedding loss of [A; B] equals loss(A) + loss(B) with the same pairs.
+    #[test]
+    fn stacked_losses_are_the_sum_of_the_rows() {
+        let cfg = crate::config::TrainingConfig::from_str(
+            "loss:\n  radial: {}\n  rank: {n_pairs: 300}\n  geodesic: {n_pairs: 300}\n  zero_structure: {}\n",
+            "x.yaml",
+        )
+        .unwrap();
+        let s = LossSettings::from_config(cfg.loss.as_ref());
+        let ds = crate::train::data::Dataset::new(Device::Cpu);
+        let idx = Tensor::arange_start(100, 356, (Kind::Int64, Device::Cpu));
+        let batch = ds.batch(&idx);
+        let targets = s.targets(Device::Cpu);
+        let ones = Tensor::ones([10], (Kind::Float, Device::Cpu));
+        let inp = LossInputs {
+            settings: &s,
+            targets: &targets,
+            var_orig: &ones,
+            valuations: &ds.v,
+            epoch: 0,
+        };
+        tch::manual_seed(9);
+        let z2 = Tensor::rand([2, 256, 4], (Kind::Float, Device::Cpu)) * 0.4;
+        let c = Tensor::from(1.0f32);
+        let r2 = radius(&z2, &c);
+        type F<'a> = Box<dyn Fn(&Tensor, &Tensor) -> Tensor + 'a>;
+        let losses: Vec<(&str, F)> = vec![
+            (
+                "radial",
+                Box::new(|r, _| radial_loss(s.radial.as_ref().unwrap(), r, &batch.v, &inp)),
+            ),
+            (
+                "rank",
+                Box::new(|r, _| rank_loss(s.rank.as_ref().unwrap(), r, &batch.v)),
+            ),
+            (
+                "zero",
+                Box::new(|r, _| zero_loss(s.zero.as_ref().unwrap(), r, &batch.zero_v, &inp)),
+            ),
+            (
+                "geodesic",
+                Box::new(|_, z| {
+                    geodesic_loss(s.geodesic.as_ref().unwrap(), z, &batch.idx, &c, &inp)
+                }),
+            ),
+        ];
+        for (name, f) in losses {
+            tch::manual_seed(1);
+            let both = f(&r2, &z2).double_value(&[]);
+            let mut rows = 0.0;
+            for k in 0..2 {
+                tch::manual_seed(1);
+                rows += f(&r2.narrow(0, k, 1), &z2.narrow(0, k, 1)).double_value(&[]);
+            }
+            assert!(
+                (both - rows).abs() < 1e-5 * rows.abs().max(1.0),
+                "{name}: {both} vs {rows}"
+            );
+        }
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub struct Model {
 
 /// Dropout with probability `p` in training mode, an identity otherwise. Same function
 /// as `F.dropout` (zero with probability p, survivors scaled by 1/(1 − p)), with a cheaper
-/// mask: 16-bit uniform integers, three from each 64-bit random draw (libtorch's own
+/// mask: 16-bit uniform integers, four from each 64-bit random draw (libtorch's own
 /// Bernoulli kernel draws 64 bits per element and dominated the epoch). p is rounded to a
 /// multiple of 1/65536 (0.1 → 0.100006) and the scale uses that exact keep probability.
 pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
@@ -140,13 +140,12 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Tensor {
         return x.shallow_clone();
     }
     let n = x.numel() as i64;
-    let rows = (n + 2) / 3;
-    let bits = Tensor::randint_low(0, 1 << 48, [rows], (Kind::Int64, x.device()));
+    let rows = (n + 3) / 4;
+    // random_(from = i64::MIN, to = None): all 64 bits uniform.
+    let mut bits = Tensor::empty([rows], (Kind::Int64, x.device()));
+    let _ = bits.random_from_(i64::MIN, None);
     let u = bits
         .view_dtype(Kind::Int16)
-        .view([rows, 4])
-        .narrow(1, 0, 3)
-        .reshape([-1])
         .narrow(0, 0, n)
         .view(x.size().as_slice());
     let t = (p * 65536.0).round().clamp(0.0, 65536.0) as i64;
