@@ -316,6 +316,23 @@ fn same_seed_same_metrics_jsonl() {
     let c = std::fs::read(run("c", "4").join("metrics.jsonl")).unwrap();
     assert_eq!(a, b, "same seed, same metrics.jsonl");
     assert_ne!(a, c, "another seed trains differently");
+    // Also with dropout, trainable encoders and the homeostasis (v5.12.4 PartialFreeze).
+    let partial = |name: &str| -> Vec<u8> {
+        let out = dir.path().join(name);
+        let (o, text) = train(&[
+            "--config",
+            "tests/fixtures/configs/train_v5_12_4_partial.yaml",
+            "--epochs",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{text}");
+        std::fs::read(out.join("metrics.jsonl")).unwrap()
+    };
+    assert_eq!(partial("p1"), partial("p2"));
 }
 
 #[test]
