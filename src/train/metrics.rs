@@ -20,19 +20,30 @@ pub struct EvalMetrics {
     pub coverage: f64,
     /// Operations reconstructed exactly (of 19,683).
     pub covered: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hierarchy_a: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub hierarchy_b: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub richness_a: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub richness_b: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dist_corr_a: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dist_corr_b: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub r_v0: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub r_v9: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mean_radius: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub std_radius: Option<f64>,
-    #[serde(rename = "Q")]
+    #[serde(rename = "Q", skip_serializing_if = "Option::is_none")]
     pub q: Option<f64>,
     /// The curvature the radii were measured with.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub curvature: Option<f64>,
 }
 

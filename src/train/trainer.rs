@@ -601,7 +601,7 @@ impl<'a> Run<'a> {
         Mode {
             encoder_a: !self.freeze.encoder_a,
             encoder_b: !self.freeze.encoder_b,
-            decoder_a: false,
+            decoder_a: !self.decoder_frozen(),
             projection: true,
         }
     }
