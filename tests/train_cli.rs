@@ -117,6 +117,46 @@ fn eval_matches_the_pytorch_reference() {
 }
 
 #[test]
+fn eval_takes_projection_settings_from_a_config() {
+    // v5.11 config: learnable_curvature absent → c = curvature (1.0), not softplus(isp_c).
+    let o = tvck(
+        &[
+            "eval",
+            "checkpoints/v5_11/best.pt",
+            "--config",
+            "tests/fixtures/upstream-configs/v5_11.yaml",
+            "--json",
+        ],
+        &root(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: Json = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["spec"]["learnable_curvature"], Json::Bool(false));
+    assert_eq!(r["spec"]["max_radius"].as_f64(), Some(0.95));
+    assert_eq!(r["metrics"]["curvature"].as_f64(), Some(1.0));
+    assert_eq!(r["metrics"]["covered"].as_u64(), Some(19683));
+    // The text output names every metric.
+    let o = tvck(&["eval", "checkpoints/v5_12_4/best_Q.pt"], &root());
+    let text = stdout(&o);
+    for k in [
+        "coverage",
+        "hierarchy_B",
+        "richness_A",
+        "dist_corr_B",
+        "r_v9",
+        "std_radius",
+        "Q",
+    ] {
+        assert!(text.contains(k), "{k}: {text}");
+    }
+}
+
+#[test]
 fn eval_refuses_what_it_cannot_evaluate() {
     let o = tvck(&["eval", "checkpoints/truth.json"], &root());
     assert_eq!(o.status.code(), Some(1));
