@@ -20,7 +20,7 @@ use super::data::{Dataset, N_LEVELS, N_OPS};
 use super::homeostasis::{self, Event, FreezeState, Homeostasis};
 use super::losses::{self, LossInputs, LossSettings, LossValues};
 use super::metrics::{evaluate, EvalMetrics};
-use super::model::{part_of, Mode, Model, ModelSpec};
+use super::model::{part_of, FrozenA, Mode, Model, ModelSpec};
 use super::optim::{self, AdamW, Group, Schedule};
 use super::save::{self, dict, TreeBuilder};
 use super::{load, plot, TrainError};
@@ -468,6 +468,8 @@ struct Run<'a> {
     best_q: Option<f64>,
     events: Vec<Event>,
     notes: Vec<String>,
+    /// encoder_A / decoder_A outputs for every operation while both are frozen.
+    frozen_a: Option<FrozenA>,
 }
 
 impl<'a> Run<'a> {
@@ -557,6 +559,7 @@ impl<'a> Run<'a> {
             best_q: None,
             events: Vec::new(),
             notes: note.into_iter().collect(),
+            frozen_a: None,
         })
     }
 
@@ -616,6 +619,16 @@ impl<'a> Run<'a> {
         let mut grad_norm = 0.0;
         let mut ctrl = None;
         let mode = self.mode();
+        // encoder_A and decoder_A frozen (eval mode, no gradient, not in the optimizer):
+        // constant functions, computed once while they stay frozen instead of per batch.
+        if !mode.encoder_a && !mode.decoder_a {
+            if self.frozen_a.is_none() {
+                self.frozen_a = Some(self.model.frozen_a(&self.ds.x));
+            }
+        } else {
+            self.frozen_a = None;
+        }
+        let frozen_a = self.frozen_a.as_ref();
         let inputs = LossInputs {
             settings: &self.losses,
             targets: &self.targets,
@@ -623,17 +636,13 @@ impl<'a> Run<'a> {
             valuations: &self.ds.v,
             epoch: epoch0,
         };
-        // encoder_A and decoder_A frozen (eval mode, no gradient): constant functions,
-        // computed once for the epoch instead of once per batch.
-        let frozen_a = (!mode.encoder_a && !mode.decoder_a && self.decoder_frozen())
-            .then(|| self.model.frozen_a(&self.ds.x));
         let mut start = 0;
         while start < n {
             let len = self.batch_size.min(n - start);
             let idx = perm.narrow(0, start, len);
             start += len;
             let batch = self.ds.batch(&idx);
-            let a = frozen_a.as_ref().map(|f| f.rows(&idx));
+            let a = frozen_a.map(|f| f.rows(&idx));
             let out = self.model.forward_with(&batch.x, mode, a);
             let (Some(za), Some(zb), Some(c)) = (&out.z_a_hyp, &out.z_b_hyp, &out.curvature) else {
                 break;
