@@ -834,7 +834,10 @@ impl<'a> Run<'a> {
             "freeze": self.freeze,
             "events": events,
         });
-        writeln!(out, "{line}").map_err(|e| TrainError::Io(e.to_string()))?;
+        // Flushed per line: `tail -f metrics.jsonl` follows a run live.
+        writeln!(out, "{line}")
+            .and_then(|_| out.flush())
+            .map_err(|e| TrainError::Io(e.to_string()))?;
         self.history.push(plot::Point {
             epoch,
             loss: losses.map(|l| l.total),
