@@ -121,8 +121,16 @@ def main():
         "",
     ]
     doc = os.path.join(ROOT, "docs", "benchmarks.md")
+    # Keep the trainer section (scripts/bench-train writes it).
+    marker = "<!-- trainer benchmark (scripts/bench-train) -->"
+    tail = ""
+    if os.path.exists(doc):
+        with open(doc) as fh:
+            old = fh.read()
+        if marker in old:
+            tail = "\n" + marker + old.split(marker, 1)[1]
     with open(doc, "w") as fh:
-        fh.write("\n".join(lines))
+        fh.write("\n".join(lines) + tail)
     print("\n".join(lines))
 
 

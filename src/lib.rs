@@ -13,4 +13,6 @@ pub mod metrics;
 pub mod migrate;
 pub mod report;
 pub mod scan;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod yamledit;

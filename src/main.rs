@@ -101,6 +101,49 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a checkpoint's model on all 19,683 operations (libtorch; `--features train`).
+    ///
+    /// Coverage, hierarchy_A/B, richness_A/B, dist_corr_A/B, r_v0, r_v9, mean/std radius, Q.
+    /// Exit code 0 when evaluated, 1 when the checkpoint cannot be evaluated.
+    Eval {
+        checkpoint: PathBuf,
+        /// Training config for the projection settings (curvature, max radius); default:
+        /// the config stored in the checkpoint.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a TernaryVAE v5.11-family model through the validated flow (libtorch;
+    /// `--features train`).
+    ///
+    /// Exit code 0 when training ran (also when interrupted with Ctrl-C), 1 when a
+    /// checklist step refused (invalid config, incompatible checkpoint, critical initial
+    /// coverage) or training failed.
+    Train {
+        /// The training config (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Epochs (default: training.epochs).
+        #[arg(long)]
+        epochs: Option<u64>,
+        /// Seed of every random choice (init, shuffling, pairs, dropout).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Output folder (default: checkpoints.save_dir of the config).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Train even when the initial coverage is critical (< 5%).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -164,6 +207,20 @@ fn main() -> ExitCode {
             only.as_deref(),
             json,
         ),
+        Command::Eval {
+            checkpoint,
+            config,
+            device,
+            json,
+        } => cmd_eval(&checkpoint, config.as_deref(), &device, json),
+        Command::Train {
+            config,
+            epochs,
+            seed,
+            device,
+            out,
+            force,
+        } => cmd_train(&config, epochs, seed, &device, out, force),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -573,4 +630,141 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
             })
         }
     }
+}
+
+#[cfg(not(feature = "train"))]
+fn no_train_feature(cmd: &str) -> Result<u8, CliError> {
+    Err(CliError::usage(
+        format!("`tvck {cmd}` needs libtorch: this tvck was built without the `train` feature"),
+        "build with `cargo build --release --features train` (scripts/python-env provides libtorch 2.13.0)",
+    ))
+}
+
+#[cfg(not(feature = "train"))]
+fn cmd_eval(_: &Path, _: Option<&Path>, _: &str, _: bool) -> Result<u8, CliError> {
+    no_train_feature("eval")
+}
+
+#[cfg(not(feature = "train"))]
+fn cmd_train(
+    _: &Path,
+    _: Option<u64>,
+    _: u64,
+    _: &str,
+    _: Option<PathBuf>,
+    _: bool,
+) -> Result<u8, CliError> {
+    no_train_feature("train")
+}
+
+#[cfg(feature = "train")]
+fn train_error(e: tvck::train::TrainError) -> CliError {
+    use tvck::train::TrainError;
+    match e {
+        TrainError::Usage(m) => CliError::usage(m, "see `tvck train --help`"),
+        other => CliError {
+            message: other.to_string(),
+            hint: None,
+            code: 1,
+        },
+    }
+}
+
+#[cfg(feature = "train")]
+fn cmd_eval(file: &Path, config: Option<&Path>, device: &str, json: bool) -> Result<u8, CliError> {
+    require_exists(file)?;
+    if let Some(c) = config {
+        require_exists(c)?;
+    }
+    let device = tvck::train::parse_device(device).map_err(train_error)?;
+    let r = tvck::train::eval_checkpoint(file, config, device).map_err(train_error)?;
+    if json {
+        print_out(&to_json(&r)?)?;
+        return Ok(0);
+    }
+    let m = &r.metrics;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.6}"));
+    let mut t = format!(
+        "{}: {} {} ({} tensors loaded)\n  coverage      {:.6} ({} of 19683)\n",
+        r.checkpoint.display(),
+        r.version.display_name(),
+        r.layout,
+        r.loaded,
+        m.coverage,
+        m.covered
+    );
+    for (name, v) in [
+        ("hierarchy_A", m.hierarchy_a),
+        ("hierarchy_B", m.hierarchy_b),
+        ("richness_A", m.richness_a),
+        ("richness_B", m.richness_b),
+        ("dist_corr_A", m.dist_corr_a),
+        ("dist_corr_B", m.dist_corr_b),
+        ("r_v0", m.r_v0),
+        ("r_v9", m.r_v9),
+        ("mean_radius", m.mean_radius),
+        ("std_radius", m.std_radius),
+        ("Q", m.q),
+    ] {
+        t.push_str(&format!("  {name:<13} {}\n", opt(v)));
+    }
+    print_out(&t)?;
+    Ok(0)
+}
+
+#[cfg(feature = "train")]
+fn cmd_train(
+    config: &Path,
+    epochs: Option<u64>,
+    seed: u64,
+    device: &str,
+    out: Option<PathBuf>,
+    force: bool,
+) -> Result<u8, CliError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    require_exists(config)?;
+    let device = tvck::train::parse_device(device).map_err(train_error)?;
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    // Ctrl-C: finish the current epoch, write latest.pt, stop. A second Ctrl-C exits.
+    let _ = ctrlc::set_handler(move || {
+        if f.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nCtrl-C: finishing the current epoch, then writing latest.pt");
+    });
+    let opts = tvck::train::TrainOptions {
+        config: config.to_path_buf(),
+        epochs,
+        seed,
+        device,
+        out,
+        force,
+        cwd: std::env::current_dir().map_err(|e| CliError {
+            message: format!("no working directory: {e}"),
+            hint: None,
+            code: 1,
+        })?,
+        progress: true,
+        interrupt: Some(flag),
+    };
+    let mut on_step = |s: &tvck::train::Step| println!("{s}");
+    let mut on_line = |l: &str| println!("{l}");
+    let r = tvck::train::train(&opts, &mut on_step, &mut on_line).map_err(train_error)?;
+    let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.4}"));
+    println!(
+        "done: {} epoch{}{}; coverage {:.2}% → {:.2}%, hierarchy_B {} → {} (best {}), best Q {}; outputs in {}",
+        r.epochs_run,
+        if r.epochs_run == 1 { "" } else { "s" },
+        if r.interrupted { " (interrupted)" } else { "" },
+        r.initial.coverage * 100.0,
+        r.last.coverage * 100.0,
+        opt(r.initial.hierarchy_b),
+        opt(r.last.hierarchy_b),
+        opt(r.best_hierarchy),
+        opt(r.best_q),
+        r.out_dir.display()
+    );
+    Ok(0)
 }

@@ -214,3 +214,23 @@ fn usage_errors_exit_2() {
         Some(2)
     );
 }
+
+/// Without the `train` feature the trainer's subcommands exist and say how to get them.
+#[cfg(not(feature = "train"))]
+#[test]
+fn eval_and_train_need_the_train_feature() {
+    for args in [
+        &["eval", "checkpoints/v5_11/best.pt"][..],
+        &[
+            "train",
+            "--config",
+            "tests/fixtures/configs/train_v5_11_smoke.yaml",
+        ][..],
+    ] {
+        let o = tvck(args, &root());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("--features train"), "{err}");
+        assert!(stdout(&o).is_empty());
+    }
+}

@@ -1,0 +1,76 @@
+//! The libtorch trainer (cargo feature `train`): `tvck eval` and `tvck train`.
+//!
+//! * [`model`]: the TernaryVAE modules built from a version's layout, their variables
+//!   named exactly as the state_dict keys.
+//! * [`load`]: checkpoint (tvck's reader) → VarStore; [`save`]: VarStore → `.pt` (tvck's
+//!   writer), loadable by `torch.load(weights_only=True)`.
+//! * [`data`], [`metrics`], [`losses`], [`optim`], [`homeostasis`]: the pieces of
+//!   training.md; [`trainer`]: the validated flow; [`plot`]: the per-epoch plot.
+//! * [`eval`]: coverage and the radius metrics of a checkpoint.
+
+pub mod data;
+pub mod eval;
+pub mod homeostasis;
+pub mod load;
+pub mod losses;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod plot;
+pub mod save;
+pub mod trainer;
+
+pub use eval::{eval_checkpoint, EvalReport};
+pub use trainer::{train, Step, StepStatus, TrainOptions, TrainReport};
+
+/// Why evaluation or training stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// Bad arguments (unknown device, CUDA not available, …).
+    #[error("{0}")]
+    Usage(String),
+    /// A checklist step refused to go on (config invalid, incompatible checkpoint,
+    /// critical initial coverage, …): `step` is its number.
+    #[error("step {step} ({name}) failed: {message}")]
+    Refused {
+        step: u8,
+        name: &'static str,
+        message: String,
+    },
+    /// The checkpoint could not be read or does not fit.
+    #[error("{0}")]
+    Load(String),
+    /// The model could not be built.
+    #[error("model: {0}")]
+    Model(String),
+    /// Writing an output failed.
+    #[error("cannot save: {0}")]
+    Save(String),
+    /// Any other I/O failure.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// `cpu` or `cuda` (`cuda:N`) as a tch device.
+pub fn parse_device(s: &str) -> Result<tch::Device, TrainError> {
+    match s {
+        "cpu" => Ok(tch::Device::Cpu),
+        _ if s == "cuda" || s.starts_with("cuda:") => {
+            let n: usize = s
+                .strip_prefix("cuda:")
+                .map(|n| n.parse())
+                .transpose()
+                .map_err(|_| TrainError::Usage(format!("bad device `{s}`")))?
+                .unwrap_or(0);
+            if !tch::Cuda::is_available() {
+                return Err(TrainError::Usage(
+                    "--device cuda: CUDA is not available to libtorch on this machine".into(),
+                ));
+            }
+            Ok(tch::Device::Cuda(n))
+        }
+        _ => Err(TrainError::Usage(format!(
+            "unknown device `{s}` (cpu, cuda, cuda:N)"
+        ))),
+    }
+}

@@ -1,0 +1,972 @@
+//! `tvck train`: the validated flow (each step a checklist line with its result), then
+//! training with monitoring, homeostasis, checkpoints, metrics.jsonl and the plot.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::json;
+use tch::{Kind, Tensor};
+
+use crate::arch;
+use crate::check::{self, CheckOptions};
+use crate::config::TrainingConfig;
+use crate::format::{Checkpoint, Value};
+
+use super::data::{Dataset, N_LEVELS, N_OPS};
+use super::homeostasis::{self, Event, FreezeState, Homeostasis};
+use super::losses::{self, LossInputs, LossSettings, LossValues};
+use super::metrics::{evaluate, EvalMetrics};
+use super::model::{part_of, FrozenA, Mode, Model, ModelSpec};
+use super::optim::{self, AdamW, Group, Schedule};
+use super::save::{self, dict, TreeBuilder};
+use super::{load, plot, TrainError};
+
+/// Initial coverage below this with a frozen checkpoint required: CRITICAL.
+pub const CRITICAL_COVERAGE: f64 = 0.05;
+/// Initial coverage below this (and above the critical one): warning.
+pub const HEALTHY_COVERAGE: f64 = 0.95;
+
+/// Options of `tvck train`.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub config: PathBuf,
+    /// Overrides `training.epochs`.
+    pub epochs: Option<u64>,
+    pub seed: u64,
+    pub device: tch::Device,
+    /// Overrides `checkpoints.save_dir`.
+    pub out: Option<PathBuf>,
+    /// Train although the initial coverage is critical.
+    pub force: bool,
+    /// The working directory relative paths are resolved from.
+    pub cwd: PathBuf,
+    /// Show a live progress bar (only drawn on a terminal).
+    pub progress: bool,
+    /// Set (e.g. by Ctrl-C) to end training after the current epoch.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+/// A checklist step's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepStatus {
+    Ok,
+    Warning,
+    Failed,
+    Critical,
+}
+
+impl StepStatus {
+    pub fn label(self) -> &'static str {
+        match self {
+            StepStatus::Ok => "OK",
+            StepStatus::Warning => "WARNING",
+            StepStatus::Failed => "FAILED",
+            StepStatus::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// One checklist line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub number: u8,
+    pub name: &'static str,
+    pub status: StepStatus,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "[{}/6] {:<28} {:<8} {}",
+            self.number,
+            self.name,
+            self.status.label(),
+            self.detail
+        )
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub out_dir: PathBuf,
+    pub epochs_run: u64,
+    pub interrupted: bool,
+    pub initial: EvalMetrics,
+    pub last: EvalMetrics,
+    pub best_hierarchy: Option<f64>,
+    pub best_q: Option<f64>,
+    pub events: Vec<Event>,
+}
+
+/// Which parts a model class trains, besides the homeostasis.
+struct Plan {
+    class: String,
+    partial_freeze: bool,
+    requires_frozen: bool,
+}
+
+fn refuse(step: u8, name: &'static str, message: String) -> TrainError {
+    TrainError::Refused {
+        step,
+        name,
+        message,
+    }
+}
+
+/// glibc's malloc returns freed blocks above its trim threshold to the kernel and maps
+/// large ones fresh; the trainer frees and re-allocates the same activation buffers every
+/// batch, so each batch paid page faults. Keep them in the heap instead.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: mallopt only changes allocator tuning parameters; any value is valid.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
+/// Run the validated flow and train. `on_step` receives each checklist line as it is
+/// decided, `on_line` every other progress line (epoch summaries, events).
+pub fn train(
+    opts: &TrainOptions,
+    on_step: &mut dyn FnMut(&Step),
+    on_line: &mut dyn FnMut(&str),
+) -> Result<TrainReport, TrainError> {
+    let mut step = |n: u8, name: &'static str, status: StepStatus, detail: String| {
+        let s = Step {
+            number: n,
+            name,
+            status,
+            detail,
+        };
+        on_step(&s);
+        s
+    };
+
+    // 1. Config.
+    const S1: &str = "load and validate config";
+    let cfg = TrainingConfig::load(opts.cwd.join(&opts.config)).map_err(|e| {
+        step(1, S1, StepStatus::Failed, e.to_string());
+        refuse(1, S1, e.to_string())
+    })?;
+    // Paths are resolved like `tvck check` run from the working directory.
+    let mut rel_cfg = cfg.clone();
+    rel_cfg.path = opts.config.clone();
+    let report = check::check(
+        &rel_cfg,
+        &CheckOptions {
+            cwd: opts.cwd.clone(),
+            ..CheckOptions::default()
+        },
+    );
+    if !report.ok() {
+        let errors: Vec<String> = report
+            .findings
+            .iter()
+            .filter(|f| f.severity == check::Severity::Error)
+            .map(|f| match &f.cause {
+                Some(c) => format!("{} ({c})", f.message),
+                None => f.message.clone(),
+            })
+            .collect();
+        let msg = format!(
+            "{} — no training started (run `tvck check {}` for details)",
+            errors.join("; "),
+            opts.config.display()
+        );
+        step(1, S1, StepStatus::Failed, msg.clone());
+        return Err(refuse(1, S1, msg));
+    }
+    let (Some(version), Some(params)) = (report.model.version, report.model.params) else {
+        let msg = "the config builds no known model".to_string();
+        step(1, S1, StepStatus::Failed, msg.clone());
+        return Err(refuse(1, S1, msg));
+    };
+    let class = report.model.class.clone().unwrap_or_default();
+    let plan = Plan {
+        partial_freeze: class == "TernaryVAEV5_11_PartialFreeze",
+        requires_frozen: arch::required_frozen(&class),
+        class,
+    };
+    step(
+        1,
+        S1,
+        if report.warnings > 0 {
+            StepStatus::Warning
+        } else {
+            StepStatus::Ok
+        },
+        format!(
+            "{} → {} {} ({} warning{})",
+            plan.class,
+            arch::version(version).display,
+            params.summary(),
+            report.warnings,
+            if report.warnings == 1 { "" } else { "s" }
+        ),
+    );
+
+    // 2. Checkpoint compatibility.
+    const S2: &str = "checkpoint compatibility";
+    let frozen = report.frozen_checkpoint.as_ref().and_then(|f| {
+        f.resolved
+            .clone()
+            .map(|p| (p, f.version, f.layout.clone().unwrap_or_default()))
+    });
+    let source = match &frozen {
+        Some((p, Some(v), layout)) => {
+            let fits = report.load.as_ref().is_some_and(|l| l.fits());
+            if !arch::accepts_source(&plan.class, *v) || !fits {
+                let msg = format!(
+                    "{} ({} {layout}) cannot initialise {}",
+                    p.display(),
+                    arch::version(*v).display,
+                    plan.class
+                );
+                step(2, S2, StepStatus::Failed, msg.clone());
+                return Err(refuse(2, S2, msg));
+            }
+            step(
+                2,
+                S2,
+                StepStatus::Ok,
+                format!(
+                    "{} is {} {layout}, accepted by {}",
+                    p.display(),
+                    arch::version(*v).display,
+                    plan.class
+                ),
+            );
+            Some((p.clone(), *v))
+        }
+        Some((p, None, _)) => {
+            let msg = format!("{}: no TernaryVAE layout fits it", p.display());
+            step(2, S2, StepStatus::Failed, msg.clone());
+            return Err(refuse(2, S2, msg));
+        }
+        None if plan.requires_frozen => {
+            let msg = format!(
+                "{} requires a frozen checkpoint and none resolves",
+                plan.class
+            );
+            step(2, S2, StepStatus::Failed, msg.clone());
+            return Err(refuse(2, S2, msg));
+        }
+        None => {
+            step(
+                2,
+                S2,
+                StepStatus::Ok,
+                format!(
+                    "no frozen checkpoint: {} trains from its initialisation",
+                    plan.class
+                ),
+            );
+            None
+        }
+    };
+
+    // 3. Model.
+    const S3: &str = "build model, verify layout";
+    tch::manual_seed(opts.seed as i64);
+    let spec = ModelSpec::new(version, params, cfg.model.as_ref());
+    let model = Model::new(spec, opts.device).inspect_err(|e| {
+        step(3, S3, StepStatus::Failed, e.to_string());
+    })?;
+    let expected = arch::expected_layout(version, &params);
+    let named = model.vs.variables();
+    let layout_ok = named.len() == expected.len()
+        && expected.iter().all(|(k, s)| {
+            named
+                .get(k)
+                .is_some_and(|t| t.size().iter().map(|&d| d as u64).eq(s.iter().copied()))
+        });
+    if !layout_ok {
+        let msg = "the built model's variables differ from the catalog layout".to_string();
+        step(3, S3, StepStatus::Failed, msg.clone());
+        return Err(refuse(3, S3, msg));
+    }
+    let n_params: i64 = named.values().map(|t| t.numel() as i64).sum();
+    step(
+        3,
+        S3,
+        StepStatus::Ok,
+        format!(
+            "{} {}: {} tensors, {} parameters, layout verified",
+            arch::version(version).display,
+            params.summary(),
+            expected.len(),
+            n_params
+        ),
+    );
+
+    // 4. Frozen parts.
+    const S4: &str = "load frozen parts";
+    let mut mapped = 0;
+    if let Some((path, src_version)) = &source {
+        let ckpt = Checkpoint::open(path).map_err(|e| {
+            step(4, S4, StepStatus::Failed, e.to_string());
+            refuse(4, S4, e.to_string())
+        })?;
+        let fl = load::load_frozen(&model, &cfg, &ckpt, *src_version).map_err(|e| {
+            step(4, S4, StepStatus::Failed, e.to_string());
+            refuse(4, S4, e.to_string())
+        })?;
+        mapped = fl.plan.mapped.len();
+        step(
+            4,
+            S4,
+            StepStatus::Ok,
+            format!(
+                "{}: {} tensors copied ({} through the v5.5 → improved index map 0→0, 2→4, 4→8)",
+                fl.plan.mode,
+                fl.copied.len(),
+                fl.plan.mapped.len()
+            ),
+        );
+    } else {
+        step(4, S4, StepStatus::Ok, "nothing to load".into());
+    }
+
+    // 5. Initial coverage.
+    const S5: &str = "initial coverage";
+    let ds = Dataset::new(opts.device);
+    let initial = evaluate(&model, &ds);
+    let cov = initial.coverage;
+    let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
+    if cov < CRITICAL_COVERAGE && plan.requires_frozen {
+        let cause = match &source {
+            Some((p, _)) if mapped > 0 => format!(
+                "the Frozen-style v5.5 weights of {} were mapped into improved encoders/decoder (0→0, 2→4, 4→8) with LayerNorms inserted at weight 1, bias 0, which changes the function: use a checkpoint with improved encoders (v5.12.4) or encoder_type/decoder_type frozen",
+                p.display()
+            ),
+            Some((p, _)) => format!(
+                "the frozen checkpoint {} does not hold a trained encoder_A/decoder_A (a partially trained or wrong checkpoint?)",
+                p.display()
+            ),
+            None => "no frozen checkpoint was loaded: a random encoder/decoder".into(),
+        };
+        let msg = format!(
+            "CRITICAL: initial coverage {cov_text} < {:.0}% with a frozen checkpoint required — likely cause: {cause}; frozen parts would never reach coverage",
+            CRITICAL_COVERAGE * 100.0
+        );
+        if !opts.force {
+            step(
+                5,
+                S5,
+                StepStatus::Critical,
+                format!("{msg}; refusing (use --force to train anyway)"),
+            );
+            return Err(refuse(5, S5, msg));
+        }
+        step(
+            5,
+            S5,
+            StepStatus::Critical,
+            format!("{msg}; continuing because of --force"),
+        );
+    } else if cov < HEALTHY_COVERAGE {
+        step(
+            5,
+            S5,
+            StepStatus::Warning,
+            format!(
+                "{cov_text}: below the healthy {:.0}%",
+                HEALTHY_COVERAGE * 100.0
+            ),
+        );
+    } else {
+        step(5, S5, StepStatus::Ok, cov_text);
+    }
+
+    // 6. Train.
+    const S6: &str = "train";
+    keep_freed_memory();
+    let out_dir = match &opts.out {
+        Some(o) => opts.cwd.join(o),
+        None => match cfg.checkpoints.as_ref().and_then(|c| c.save_dir.clone()) {
+            Some(d) => opts.cwd.join(d),
+            None => opts.cwd.join("runs").join(
+                opts.config
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().to_string())
+                    .unwrap_or_else(|| "run".into()),
+            ),
+        },
+    };
+    fs::create_dir_all(&out_dir).map_err(|e| {
+        let msg = format!("cannot create {}: {e}", out_dir.display());
+        step(6, S6, StepStatus::Failed, msg.clone());
+        TrainError::Io(msg)
+    })?;
+    let mut run = Run::new(
+        &cfg,
+        &model,
+        &ds,
+        &plan,
+        opts,
+        out_dir.clone(),
+        initial.clone(),
+    )?;
+    step(
+        6,
+        S6,
+        StepStatus::Ok,
+        format!(
+            "{} epochs, batch {}, lr {}, seed {}, output {}",
+            run.epochs,
+            run.batch_size,
+            run.base_lr,
+            opts.seed,
+            out_dir.display()
+        ),
+    );
+    run.run(on_line)
+}
+
+/// Training state.
+struct Run<'a> {
+    cfg: &'a TrainingConfig,
+    model: &'a Model,
+    ds: &'a Dataset,
+    opts: &'a TrainOptions,
+    out_dir: PathBuf,
+    epochs: u64,
+    batch_size: i64,
+    base_lr: f64,
+    max_grad_norm: f64,
+    eval_every: u64,
+    schedule: Schedule,
+    losses: LossSettings,
+    targets: Tensor,
+    var_orig: Tensor,
+    opt: AdamW,
+    homeo: Option<Homeostasis>,
+    freeze: FreezeState,
+    partial_freeze: bool,
+    lr_scales: (f64, f64),
+    coverage_freeze_threshold: f64,
+    initial: EvalMetrics,
+    history: Vec<plot::Point>,
+    best_hierarchy: Option<f64>,
+    best_q: Option<f64>,
+    events: Vec<Event>,
+    notes: Vec<String>,
+    /// encoder_A / decoder_A outputs for every operation while both are frozen.
+    frozen_a: Option<FrozenA>,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        cfg: &'a TrainingConfig,
+        model: &'a Model,
+        ds: &'a Dataset,
+        plan: &Plan,
+        opts: &'a TrainOptions,
+        out_dir: PathBuf,
+        initial: EvalMetrics,
+    ) -> Result<Run<'a>, TrainError> {
+        let t = cfg.training.clone().unwrap_or_default();
+        let epochs = opts.epochs.or(t.epochs).unwrap_or(100);
+        let (schedule, note) = Schedule::from_config(t.scheduler.as_ref(), epochs);
+        let losses = LossSettings::from_config(cfg.loss.as_ref());
+        let targets = losses.targets(opts.device);
+        let oc = cfg.option_c.clone().unwrap_or_default();
+        let hs = homeostasis::Settings::from_config(cfg.homeostasis.as_ref());
+        let coverage_freeze_threshold = hs.coverage_freeze_threshold;
+        let freeze_b = oc.freeze_encoder_b.unwrap_or(false);
+        let homeo = (plan.partial_freeze && hs.enabled).then(|| Homeostasis::new(hs, freeze_b));
+        let freeze = if plan.partial_freeze {
+            FreezeState {
+                encoder_a: true,
+                encoder_b: freeze_b,
+                controller: false,
+            }
+        } else if plan.requires_frozen {
+            // TernaryVAEV5_11: the frozen encoders and decoder never train.
+            FreezeState {
+                encoder_a: true,
+                encoder_b: true,
+                controller: false,
+            }
+        } else {
+            FreezeState {
+                encoder_a: false,
+                encoder_b: false,
+                controller: false,
+            }
+        };
+        // var_orig: per-level variance of z_B's radii at the start (all operations).
+        let var_orig = tch::no_grad(|| {
+            let out = model.forward(&ds.x, Mode::EVAL);
+            match (&out.z_b_hyp, &out.curvature) {
+                (Some(z), Some(c)) => {
+                    let r = losses::radius(z, c);
+                    let onehot = ds.v.one_hot(N_LEVELS as i64).to_kind(Kind::Float);
+                    losses::level_variance(&r, &onehot).0
+                }
+                _ => Tensor::ones([N_LEVELS as i64], (Kind::Float, opts.device)),
+            }
+        });
+        if !model.spec.has_projection() {
+            return Err(TrainError::Model(
+                "a v5.5 model has no hyperbolic projection: tvck trains the v5.11 family".into(),
+            ));
+        }
+        Ok(Run {
+            cfg,
+            model,
+            ds,
+            opts,
+            out_dir,
+            epochs,
+            batch_size: t.batch_size.unwrap_or(512).max(1) as i64,
+            base_lr: t.lr.unwrap_or(1e-3),
+            max_grad_norm: t.max_grad_norm.unwrap_or(1.0),
+            eval_every: t.eval_every.unwrap_or(1).max(1),
+            schedule,
+            losses,
+            targets,
+            var_orig,
+            opt: AdamW::new(t.weight_decay.unwrap_or(1e-4)),
+            homeo,
+            freeze,
+            partial_freeze: plan.partial_freeze,
+            lr_scales: (
+                oc.encoder_a_lr_scale.unwrap_or(0.05),
+                oc.encoder_b_lr_scale.unwrap_or(0.1),
+            ),
+            coverage_freeze_threshold,
+            initial,
+            history: Vec::new(),
+            best_hierarchy: None,
+            best_q: None,
+            events: Vec::new(),
+            notes: note.into_iter().collect(),
+            frozen_a: None,
+        })
+    }
+
+    /// The optimizer's parameter groups for the current freeze state; frozen parts get
+    /// no gradient (requires_grad off).
+    fn groups(&self) -> Vec<Group> {
+        let (a_scale, b_scale) = self.lr_scales;
+        let mut groups: Vec<Group> = Vec::new();
+        let mut add = |name: &str, scale: f64, trainable: bool| {
+            let keys = self.model.part_keys(name);
+            let params: Vec<(String, Tensor)> = keys
+                .into_iter()
+                .filter(|k| !k.ends_with("_ema"))
+                .filter_map(|k| self.model.var(&k).map(|t| (k, t)))
+                .collect();
+            for (_, t) in &params {
+                let _ = t.set_requires_grad(trainable);
+            }
+            if trainable && !params.is_empty() {
+                groups.push(Group {
+                    name: name.to_string(),
+                    lr_scale: scale,
+                    params,
+                });
+            }
+        };
+        add("projection", 1.0, true);
+        add("controller", 1.0, !self.freeze.controller);
+        add("encoder_A", a_scale, !self.freeze.encoder_a);
+        add("encoder_B", b_scale, !self.freeze.encoder_b);
+        // decoder_A trains only in a model class without a frozen checkpoint.
+        add("decoder_A", a_scale, !self.decoder_frozen());
+        groups
+    }
+
+    /// Whether decoder_A gets no gradient (see [`Run::groups`]).
+    fn decoder_frozen(&self) -> bool {
+        self.partial_freeze || self.freeze.encoder_a
+    }
+
+    fn mode(&self) -> Mode {
+        Mode {
+            encoder_a: !self.freeze.encoder_a,
+            encoder_b: !self.freeze.encoder_b,
+            decoder_a: !self.decoder_frozen(),
+            projection: true,
+        }
+    }
+
+    /// One epoch over all operations in shuffled batches: mean losses, last grad norm,
+    /// controller grad norm.
+    fn epoch(&mut self, groups: &[Group], epoch0: u64, lr: f64) -> (LossValues, f64, Option<f64>) {
+        let n = N_OPS as i64;
+        let perm = Tensor::randperm(n, (Kind::Int64, self.opts.device));
+        let mut sum = LossValues::default();
+        let mut batches = 0;
+        let mut grad_norm = 0.0;
+        let mut ctrl = None;
+        let mode = self.mode();
+        // encoder_A and decoder_A frozen (eval mode, no gradient, not in the optimizer):
+        // constant functions, computed once while they stay frozen instead of per batch.
+        if !mode.encoder_a && !mode.decoder_a {
+            if self.frozen_a.is_none() {
+                self.frozen_a = Some(self.model.frozen_a(&self.ds.x));
+            }
+        } else {
+            self.frozen_a = None;
+        }
+        let frozen_a = self.frozen_a.as_ref();
+        let inputs = LossInputs {
+            settings: &self.losses,
+            targets: &self.targets,
+            var_orig: &self.var_orig,
+            valuations: &self.ds.v,
+            epoch: epoch0,
+        };
+        let mut start = 0;
+        while start < n {
+            let len = self.batch_size.min(n - start);
+            let idx = perm.narrow(0, start, len);
+            start += len;
+            let batch = self.ds.batch(&idx);
+            let a = frozen_a.map(|f| f.rows(&idx));
+            let out = self.model.forward_with(&batch.x, mode, a);
+            let (Some(za), Some(zb), Some(c)) = (&out.z_a_hyp, &out.z_b_hyp, &out.curvature) else {
+                break;
+            };
+            let (loss, vals) = losses::total_loss(&inputs, &batch, za, zb, c, &out.logits_a);
+            let grads = optim::gradients(&loss, groups);
+            if ctrl.is_none() {
+                ctrl = optim::grad_norm_of(groups, &grads, "controller.");
+            }
+            grad_norm = self.opt.step(groups, &grads, lr, self.max_grad_norm);
+            sum.add(&vals);
+            batches += 1;
+        }
+        if batches > 0 {
+            sum.scale(1.0 / f64::from(batches));
+        }
+        (sum, grad_norm, ctrl)
+    }
+
+    fn run(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<TrainReport, TrainError> {
+        let metrics_path = self.out_dir.join("metrics.jsonl");
+        let mut jsonl = BufWriter::new(File::create(&metrics_path).map_err(|e| {
+            TrainError::Io(format!("cannot create {}: {e}", metrics_path.display()))
+        })?);
+        for n in &self.notes {
+            on_line(&format!("note: {n}"));
+        }
+        // Epoch 0: the state training starts from.
+        let initial = self.initial.clone();
+        self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
+        self.track_best(0, &initial)?;
+        let bar = (self.opts.progress && std::io::stderr().is_terminal()).then(|| {
+            let b = indicatif::ProgressBar::new(self.epochs);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} epochs [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            b
+        });
+        let mut groups = self.groups();
+        let mut last = initial.clone();
+        let mut epochs_run = 0;
+        let mut interrupted = false;
+        for epoch in 1..=self.epochs {
+            let lr = self.schedule.lr(self.base_lr, epoch - 1);
+            let (losses, grad_norm, ctrl) = self.epoch(&groups, epoch - 1, lr);
+            epochs_run = epoch;
+            let eval_now = epoch % self.eval_every == 0 || epoch == self.epochs;
+            let mut events = Vec::new();
+            let metrics = if eval_now {
+                let m = evaluate(self.model, self.ds);
+                if m.coverage < self.coverage_freeze_threshold
+                    && initial.coverage >= self.coverage_freeze_threshold
+                {
+                    events.push(Event {
+                        epoch,
+                        kind: "coverage_drop",
+                        component: "encoder_A",
+                        message: format!(
+                            "WARNING: coverage dropped to {:.4}% (< freeze threshold {:.2}%)",
+                            m.coverage * 100.0,
+                            self.coverage_freeze_threshold * 100.0
+                        ),
+                    });
+                }
+                if let Some(h) = &mut self.homeo {
+                    let ev = h.update(
+                        epoch,
+                        m.coverage,
+                        m.hierarchy_b.unwrap_or(0.0),
+                        m.q.unwrap_or(0.0),
+                        ctrl,
+                    );
+                    if h.state != self.freeze {
+                        self.freeze = h.state;
+                        // A change of freeze state rebuilds the optimizer's groups.
+                        groups = self.groups();
+                        self.opt.reset();
+                    }
+                    events.extend(ev);
+                }
+                self.track_best(epoch, &m)?;
+                last = m.clone();
+                Some(m)
+            } else {
+                None
+            };
+            for e in &events {
+                on_line(&format!(
+                    "epoch {epoch}: {} {}: {}",
+                    e.kind, e.component, e.message
+                ));
+            }
+            self.record(
+                &mut jsonl,
+                epoch,
+                Some(&losses),
+                Some(lr),
+                Some(grad_norm),
+                metrics.as_ref(),
+                &events,
+            )?;
+            self.events.extend(events);
+            let summary = format!(
+                "loss {:.4} cov {:.2}% hier_B {:+.4} Q {:.3}",
+                losses.total,
+                last.coverage * 100.0,
+                last.hierarchy_b.unwrap_or(0.0),
+                last.q.unwrap_or(0.0)
+            );
+            match &bar {
+                Some(b) => {
+                    b.set_position(epoch);
+                    b.set_message(summary);
+                }
+                None if metrics.is_some() => {
+                    on_line(&format!("epoch {epoch}/{}: {summary}", self.epochs))
+                }
+                None => {}
+            }
+            self.save("latest.pt", epoch, &last)?;
+            if self
+                .opts
+                .interrupt
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::SeqCst))
+            {
+                interrupted = true;
+                on_line(&format!(
+                    "interrupted: epoch {epoch} finished, latest.pt written"
+                ));
+                break;
+            }
+        }
+        if let Some(b) = bar {
+            b.finish();
+        }
+        jsonl
+            .flush()
+            .map_err(|e| TrainError::Io(format!("{}: {e}", metrics_path.display())))?;
+        plot::write_plot(&self.out_dir.join("training.svg"), &self.history)?;
+        Ok(TrainReport {
+            out_dir: self.out_dir.clone(),
+            epochs_run,
+            interrupted,
+            initial,
+            last,
+            best_hierarchy: self.best_hierarchy,
+            best_q: self.best_q,
+            events: self.events.clone(),
+        })
+    }
+
+    fn track_best(&mut self, epoch: u64, m: &EvalMetrics) -> Result<(), TrainError> {
+        if let Some(h) = m.hierarchy_b {
+            if self.best_hierarchy.is_none_or(|b| h < b) {
+                self.best_hierarchy = Some(h);
+                self.save("best.pt", epoch, m)?;
+            }
+        }
+        if let Some(q) = m.q {
+            if self.best_q.is_none_or(|b| q > b) {
+                self.best_q = Some(q);
+                self.save("best_Q.pt", epoch, m)?;
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        out: &mut impl Write,
+        epoch: u64,
+        losses: Option<&LossValues>,
+        lr: Option<f64>,
+        grad_norm: Option<f64>,
+        metrics: Option<&EvalMetrics>,
+        events: &[Event],
+    ) -> Result<(), TrainError> {
+        let line = json!({
+            "epoch": epoch,
+            "lr": lr,
+            "loss": losses,
+            "grad_norm": grad_norm,
+            "metrics": metrics,
+            "freeze": self.freeze,
+            "events": events,
+        });
+        // Flushed per line: `tail -f metrics.jsonl` follows a run live.
+        writeln!(out, "{line}")
+            .and_then(|_| out.flush())
+            .map_err(|e| TrainError::Io(e.to_string()))?;
+        self.history.push(plot::Point {
+            epoch,
+            loss: losses.map(|l| l.total),
+            coverage: metrics.map(|m| m.coverage),
+            hierarchy: metrics.and_then(|m| m.hierarchy_b),
+            q: metrics.and_then(|m| m.q),
+        });
+        Ok(())
+    }
+
+    /// The checkpoint dict of the upstream trainer.
+    fn checkpoint_tree(&self, epoch: u64, m: &EvalMetrics) -> (Value, TreeBuilder) {
+        let mut tb = TreeBuilder::default();
+        let state_dict = tb.state_dict(self.model);
+        // optimizer_state_dict: PyTorch's shape (state by parameter index, param_groups).
+        let groups = self.groups_snapshot();
+        let mut index = 0i64;
+        let mut state = Vec::new();
+        let mut param_groups = Vec::new();
+        for (name, scale, keys) in &groups {
+            let mut ids = Vec::new();
+            for k in keys {
+                if let Some((mo, v, st)) = self.opt.moments(k) {
+                    state.push((
+                        Value::Int(index),
+                        dict(vec![
+                            ("step", Value::Float(st as f64)),
+                            ("exp_avg", tb.tensor(&mo)),
+                            ("exp_avg_sq", tb.tensor(&v)),
+                        ]),
+                    ));
+                }
+                ids.push(Value::Int(index));
+                index += 1;
+            }
+            param_groups.push(dict(vec![
+                ("name", Value::Str(name.clone())),
+                ("lr", Value::Float(self.base_lr * scale)),
+                (
+                    "betas",
+                    Value::Tuple(vec![
+                        Value::Float(self.opt.beta1),
+                        Value::Float(self.opt.beta2),
+                    ]),
+                ),
+                ("eps", Value::Float(self.opt.eps)),
+                ("weight_decay", Value::Float(self.opt.weight_decay)),
+                ("params", Value::List(ids)),
+            ]));
+        }
+        let metrics_json = serde_json::to_value(self.checkpoint_metrics(m)).unwrap_or_default();
+        let homeo = serde_json::to_value(json!({
+            "freeze": self.freeze,
+            "controller": self.homeo,
+        }))
+        .unwrap_or_default();
+        let root = dict(vec![
+            ("epoch", Value::Int(epoch as i64)),
+            ("model_state_dict", state_dict),
+            (
+                "optimizer_state_dict",
+                dict(vec![
+                    ("state", Value::Dict(state)),
+                    ("param_groups", Value::List(param_groups)),
+                ]),
+            ),
+            ("metrics", save::json_value(&metrics_json)),
+            ("config", save::yaml_value(&self.cfg.raw)),
+            ("homeostasis_state", save::json_value(&homeo)),
+            ("best_Q", self.best_q.map_or(Value::None, Value::Float)),
+            ("seed", Value::Int(self.opts.seed as i64)),
+            (
+                "trainer",
+                Value::Str(format!("tvck {}", env!("CARGO_PKG_VERSION"))),
+            ),
+        ]);
+        (root, tb)
+    }
+
+    fn groups_snapshot(&self) -> Vec<(String, f64, Vec<String>)> {
+        let mut keys: Vec<&String> = self
+            .opt
+            .state
+            .values()
+            .flat_map(|g| g.layout.iter().map(|l| &l.0))
+            .collect();
+        keys.sort_by_key(|k| {
+            self.model
+                .keys
+                .iter()
+                .position(|(m, _)| m == *k)
+                .unwrap_or(usize::MAX)
+        });
+        let mut out: Vec<(String, f64, Vec<String>)> = Vec::new();
+        for k in keys {
+            let part = part_of(k).to_string();
+            let scale = match part.as_str() {
+                "encoder_A" | "decoder_A" => self.lr_scales.0,
+                "encoder_B" => self.lr_scales.1,
+                _ => 1.0,
+            };
+            match out.iter_mut().find(|(p, _, _)| *p == part) {
+                Some(g) => g.2.push(k.clone()),
+                None => out.push((part, scale, vec![k.clone()])),
+            }
+        }
+        out
+    }
+
+    /// Metrics under the upstream key names.
+    fn checkpoint_metrics(&self, m: &EvalMetrics) -> serde_json::Value {
+        json!({
+            "coverage": m.coverage,
+            "hierarchy_A": m.hierarchy_a,
+            "hierarchy_B": m.hierarchy_b,
+            "richness_A": m.richness_a,
+            "richness_B": m.richness_b,
+            "dist_corr_A": m.dist_corr_a,
+            "dist_corr_B": m.dist_corr_b,
+            "r_v0": m.r_v0,
+            "r_v9": m.r_v9,
+            "mean_radius": m.mean_radius,
+            "std_radius": m.std_radius,
+            "Q": m.q,
+        })
+    }
+
+    fn save(&self, name: &str, epoch: u64, m: &EvalMetrics) -> Result<(), TrainError> {
+        let (root, tb) = self.checkpoint_tree(epoch, m);
+        save::write_checkpoint(&self.out_dir.join(name), &root, &tb.tensors)
+    }
+}

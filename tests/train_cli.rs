@@ -1,0 +1,502 @@
+//! `tvck eval` and `tvck train` (cargo feature `train`, libtorch from `.venv`):
+//!
+//! * eval: coverage of every shared fixture equals truth.json exactly (the float32 value
+//!   PyTorch computed and the operation count), and every metric agrees with an
+//!   independent PyTorch reference (`tests/python/eval_reference.py`) on the same weights;
+//! * train: the v5.11 smoke run from the v5.5 fixture (coverage stays 1.0, hierarchy_B
+//!   falls, checkpoints re-read by tvck and by `torch.load(weights_only=True)`), the
+//!   refusals at step 1 (`path: null`) and step 5 (v5.5-early coverage), determinism for a
+//!   fixed seed, and Ctrl-C ending the epoch with latest.pt written.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{python, root, stdout, tvck};
+use serde_json::Value as Json;
+use tvck::arch::{self, VersionId};
+use tvck::format::Checkpoint;
+
+const N_OPS: f64 = 19683.0;
+const SMOKE: &str = "tests/fixtures/configs/train_v5_11_smoke.yaml";
+
+fn eval_json(ckpt: &str) -> Json {
+    let o = tvck(&["eval", ckpt, "--json"], &root());
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(&stdout(&o)).expect("eval JSON")
+}
+
+fn reference(ckpt: &str, spec: &Json) -> Json {
+    let out = Command::new(python())
+        .arg(root().join("tests/python/eval_reference.py"))
+        .arg(root().join(ckpt))
+        .arg(spec.to_string())
+        .output()
+        .expect("run the PyTorch reference");
+    assert!(
+        out.status.success(),
+        "eval_reference.py failed on {ckpt}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("reference JSON")
+}
+
+#[test]
+fn eval_coverage_equals_truth_json() {
+    let truth: Json = serde_json::from_str(
+        &std::fs::read_to_string(root().join("checkpoints/truth.json")).unwrap(),
+    )
+    .unwrap();
+    let mut checked = 0;
+    for (file, t) in truth.as_object().unwrap() {
+        let Some(cov) = t
+            .get("coverage")
+            .or_else(|| t.get("coverage_A"))
+            .and_then(Json::as_f64)
+        else {
+            continue;
+        };
+        let r = eval_json(&format!("checkpoints/{file}"));
+        let m = &r["metrics"];
+        let covered = m["covered"].as_u64().unwrap();
+        // truth.json holds PyTorch's float32 mean: equal as float32, equal as a count.
+        assert_eq!(covered, (cov * N_OPS).round() as u64, "{file}");
+        assert_eq!(m["coverage"].as_f64().unwrap() as f32, cov as f32, "{file}");
+        checked += 1;
+    }
+    // v5_5, v5_5_early (≈ 2.97%), v5_11, v5_12_4.
+    assert_eq!(checked, 4);
+}
+
+#[test]
+fn eval_matches_the_pytorch_reference() {
+    const METRICS: [&str; 11] = [
+        "hierarchy_a",
+        "hierarchy_b",
+        "richness_a",
+        "richness_b",
+        "dist_corr_a",
+        "dist_corr_b",
+        "r_v0",
+        "r_v9",
+        "mean_radius",
+        "std_radius",
+        "Q",
+    ];
+    for ckpt in [
+        "checkpoints/v5_5/latest.pt",
+        "checkpoints/v5_5_early/latest.pt",
+        "checkpoints/v5_11/best.pt",
+        "checkpoints/v5_11_homeostasis/best.pt",
+        "checkpoints/v5_12_4/best_Q.pt",
+        "checkpoints/exports/v5_12_4_legacy.pt",
+        "checkpoints/exports/v5_12_4_state_dict.pt",
+    ] {
+        let r = eval_json(ckpt);
+        let m = &r["metrics"];
+        let py = reference(ckpt, &r["spec"]);
+        assert_eq!(m["covered"], py["covered"], "{ckpt}: coverage");
+        let has_projection = r["spec"]["params"]["hidden_dim"].as_u64() > Some(0);
+        for k in METRICS {
+            if !has_projection {
+                assert!(m[k].is_null() && py.get(k).is_none(), "{ckpt}: {k}");
+                continue;
+            }
+            let (a, b) = (m[k].as_f64().unwrap(), py[k].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-4, "{ckpt}: {k} tvck {a} vs PyTorch {b}");
+        }
+    }
+}
+
+#[test]
+fn eval_takes_projection_settings_from_a_config() {
+    // v5.11 config: learnable_curvature absent → c = curvature (1.0), not softplus(isp_c).
+    let o = tvck(
+        &[
+            "eval",
+            "checkpoints/v5_11/best.pt",
+            "--config",
+            "tests/fixtures/upstream-configs/v5_11.yaml",
+            "--json",
+        ],
+        &root(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: Json = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(r["spec"]["learnable_curvature"], Json::Bool(false));
+    assert_eq!(r["spec"]["max_radius"].as_f64(), Some(0.95));
+    assert_eq!(r["metrics"]["curvature"].as_f64(), Some(1.0));
+    assert_eq!(r["metrics"]["covered"].as_u64(), Some(19683));
+    // The text output names every metric.
+    let o = tvck(&["eval", "checkpoints/v5_12_4/best_Q.pt"], &root());
+    let text = stdout(&o);
+    for k in [
+        "coverage",
+        "hierarchy_B",
+        "richness_A",
+        "dist_corr_B",
+        "r_v9",
+        "std_radius",
+        "Q",
+    ] {
+        assert!(text.contains(k), "{k}: {text}");
+    }
+}
+
+#[test]
+fn eval_refuses_what_it_cannot_evaluate() {
+    let o = tvck(&["eval", "checkpoints/truth.json"], &root());
+    assert_eq!(o.status.code(), Some(1));
+    let o = tvck(&["eval", "no/such.pt"], &root());
+    assert_eq!(o.status.code(), Some(2));
+    let o = tvck(
+        &["eval", "checkpoints/v5_11/best.pt", "--device", "tpu"],
+        &root(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
+
+fn train(args: &[&str]) -> (std::process::Output, String) {
+    let mut all = vec!["train"];
+    all.extend_from_slice(args);
+    let o = tvck(&all, &root());
+    let text = stdout(&o);
+    (o, text)
+}
+
+fn jsonl(dir: &Path) -> Vec<Json> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+#[test]
+fn smoke_run_v5_11_from_the_v5_5_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let (o, text) = train(&[
+        "--config", SMOKE, "--epochs", "4", "--seed", "7", "--out", out,
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for n in 1..=6 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("[{n}/6]")))
+            .unwrap_or_else(|| panic!("no step {n}:\n{text}"));
+        assert!(line.contains(" OK "), "{line}");
+    }
+    let lines = jsonl(dir.path());
+    assert_eq!(lines.len(), 5, "epoch 0 (initial) + 4 epochs");
+    for (e, l) in lines.iter().enumerate() {
+        assert_eq!(l["epoch"].as_u64(), Some(e as u64));
+        // Frozen encoder_A / decoder_A: coverage stays exactly 1.0.
+        assert_eq!(l["metrics"]["coverage"].as_f64(), Some(1.0), "epoch {e}");
+        assert_eq!(l["freeze"]["encoder_a"], Json::Bool(true));
+        if e > 0 {
+            assert!(l["loss"]["total"].as_f64().unwrap().is_finite());
+            assert!(l["lr"].as_f64().unwrap() > 0.0);
+        }
+    }
+    let h0 = lines[0]["metrics"]["hierarchy_b"].as_f64().unwrap();
+    let h_end = lines[4]["metrics"]["hierarchy_b"].as_f64().unwrap();
+    assert!(h_end < h0, "hierarchy_B must fall: {h0} → {h_end}");
+    // Checkpoints re-read by tvck: the v5.11 layout, the metrics, the frozen encoder.
+    let source = Checkpoint::open(root().join("checkpoints/v5_5/latest.pt")).unwrap();
+    for name in ["best.pt", "best_Q.pt", "latest.pt"] {
+        let c = Checkpoint::open(dir.path().join(name)).unwrap();
+        let inf = arch::infer_checkpoint(&c);
+        let best = inf.best.unwrap();
+        assert!(best.is_exact(), "{name}");
+        assert!(matches!(
+            best.version,
+            VersionId::V5_11 | VersionId::V5_11PartialFreeze
+        ));
+        assert!(c
+            .root
+            .get("metrics")
+            .and_then(|m| m.get("hierarchy_B"))
+            .is_some());
+        assert!(c.root.get("optimizer_state_dict").is_some() && c.root.get("config").is_some());
+        let ms = c.model_state().unwrap();
+        let src = source.model_state().unwrap();
+        let get = |ck: &Checkpoint, st: &tvck::format::ModelState, k: &str| {
+            let i = st.entries.iter().find(|(n, _)| n == k).unwrap().1;
+            ck.tensor_bytes(i).unwrap().into_owned()
+        };
+        for k in [
+            "encoder_A.encoder.0.weight",
+            "decoder_A.decoder.4.bias",
+            "encoder_B.fc_mu.weight",
+        ] {
+            assert_eq!(
+                get(&c, &ms, k),
+                get(&source, &src, k),
+                "{name}: {k} must stay frozen"
+            );
+        }
+    }
+    let latest = Checkpoint::open(dir.path().join("latest.pt")).unwrap();
+    assert_eq!(latest.root.get("epoch").and_then(|e| e.as_i64()), Some(4));
+    // … by `tvck scan`, and by PyTorch.
+    let o = tvck(&["scan", out, "--json"], &root());
+    assert_eq!(o.status.code(), Some(0));
+    let script = "import sys, torch\nfor n in ('best.pt', 'best_Q.pt', 'latest.pt'):\n    d = torch.load(sys.argv[1] + '/' + n, weights_only=True)\n    sd = d['model_state_dict']\n    assert type(sd).__name__ == 'OrderedDict' and len(sd) == 37, n\n    assert d['metrics']['coverage'] == 1.0, n\n    print(n, d['epoch'])\n";
+    let py = Command::new(python())
+        .args(["-c", script, out])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&py.stdout).lines().count(), 3);
+    let svg = std::fs::read_to_string(dir.path().join("training.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("hierarchy_B"));
+}
+
+#[test]
+fn path_null_is_refused_at_step_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (o, text) = train(&[
+        "--config",
+        "tests/fixtures/upstream-configs/v5_12_5_relaxed_D_from_scratch.yaml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let step1 = text
+        .lines()
+        .find(|l| l.starts_with("[1/6]"))
+        .expect("step 1");
+    assert!(
+        step1.contains("FAILED") && step1.contains("frozen_checkpoint.path is null"),
+        "{step1}"
+    );
+    assert!(!text.contains("[2/6]"), "nothing after step 1:\n{text}");
+    assert!(!out.exists(), "no training output");
+}
+
+#[test]
+fn v5_5_early_checkpoint_stops_at_step_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let config = "tests/fixtures/configs/train_v5_5_early.yaml";
+    let (o, text) = train(&["--config", config, "--out", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let step5 = text
+        .lines()
+        .find(|l| l.starts_with("[5/6]"))
+        .expect("step 5");
+    assert!(
+        step5.contains("CRITICAL") && step5.contains("2.97%"),
+        "{step5}"
+    );
+    assert!(
+        step5.contains("likely cause") && step5.contains("v5_5_early"),
+        "{step5}"
+    );
+    assert!(!text.contains("[6/6]") && !out.exists());
+    // --force trains anyway (and says so).
+    let (o, text) = train(&[
+        "--config",
+        config,
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--force",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("continuing because of --force"));
+    assert_eq!(jsonl(&out).len(), 2);
+}
+
+#[test]
+fn same_seed_same_metrics_jsonl() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, seed: &str| -> PathBuf {
+        let out = dir.path().join(name);
+        let (o, text) = train(&[
+            "--config",
+            SMOKE,
+            "--epochs",
+            "3",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{text}");
+        out
+    };
+    let a = std::fs::read(run("a", "3").join("metrics.jsonl")).unwrap();
+    let b = std::fs::read(run("b", "3").join("metrics.jsonl")).unwrap();
+    let c = std::fs::read(run("c", "4").join("metrics.jsonl")).unwrap();
+    assert_eq!(a, b, "same seed, same metrics.jsonl");
+    assert_ne!(a, c, "another seed trains differently");
+    // Also with dropout, trainable encoders and the homeostasis (v5.12.4 PartialFreeze).
+    let partial = |name: &str| -> Vec<u8> {
+        let out = dir.path().join(name);
+        let (o, text) = train(&[
+            "--config",
+            "tests/fixtures/configs/train_v5_12_4_partial.yaml",
+            "--epochs",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{text}");
+        std::fs::read(out.join("metrics.jsonl")).unwrap()
+    };
+    assert_eq!(partial("p1"), partial("p2"));
+}
+
+#[test]
+fn ctrl_c_ends_the_epoch_and_writes_latest() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let child = Command::new(env!("CARGO_BIN_EXE_tvck"))
+        .args([
+            "train",
+            "--config",
+            SMOKE,
+            "--epochs",
+            "500",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for a trained epoch in metrics.jsonl, then interrupt.
+    let start = Instant::now();
+    while !std::fs::read_to_string(out.join("metrics.jsonl")).is_ok_and(|s| s.lines().count() >= 2)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "training did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("interrupted"), "{text}");
+    let lines = jsonl(&out);
+    let last_epoch = lines.last().unwrap()["epoch"].as_i64().unwrap();
+    assert!(last_epoch < 500);
+    let latest = Checkpoint::open(out.join("latest.pt")).unwrap();
+    assert_eq!(
+        latest.root.get("epoch").and_then(|e| e.as_i64()),
+        Some(last_epoch)
+    );
+}
+
+#[test]
+fn partial_freeze_v5_12_4_trains_with_homeostasis() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let config = "tests/fixtures/configs/train_v5_12_4_partial.yaml";
+    let (o, text) = train(&["--config", config, "--epochs", "3", "--out", out]);
+    assert_eq!(o.status.code(), Some(0), "{text}");
+    assert!(text.contains("whole model state"), "{text}");
+    let lines = jsonl(dir.path());
+    assert_eq!(lines.len(), 4);
+    // Starts with encoder_A frozen, encoder_B trainable; after the 1-epoch warmup the
+    // coverage gate (100% ≥ coverage_unfreeze_threshold) unfreezes encoder_A, logged.
+    assert_eq!(lines[0]["freeze"]["encoder_a"], Json::Bool(true));
+    assert_eq!(lines[0]["freeze"]["encoder_b"], Json::Bool(false));
+    let ev = &lines[1]["events"][0];
+    assert_eq!(
+        (ev["kind"].as_str(), ev["component"].as_str()),
+        (Some("unfreeze"), Some("encoder_A"))
+    );
+    assert_eq!(lines[1]["freeze"]["encoder_a"], Json::Bool(false));
+    assert!(text.contains("unfreeze encoder_A"), "{text}");
+    for l in &lines {
+        assert!(l["metrics"]["coverage"].as_f64().unwrap() >= 0.99, "{l}");
+    }
+    let h0 = lines[0]["metrics"]["hierarchy_b"].as_f64().unwrap();
+    let h3 = lines[3]["metrics"]["hierarchy_b"].as_f64().unwrap();
+    assert!(h3 < h0, "{h0} → {h3}");
+    // The v5.12.4 layout is kept; encoder_B (trainable) changed.
+    let c = Checkpoint::open(dir.path().join("latest.pt")).unwrap();
+    let best = arch::infer_checkpoint(&c).best.unwrap();
+    assert!(
+        best.is_exact() && best.version == VersionId::V5_12_4,
+        "{best:?}"
+    );
+    let src = Checkpoint::open(root().join("checkpoints/v5_12_4/best_Q.pt")).unwrap();
+    let bytes = |ck: &Checkpoint, k: &str| {
+        let ms = ck.model_state().unwrap();
+        let i = ms.entries.iter().find(|(n, _)| n == k).unwrap().1;
+        ck.tensor_bytes(i).unwrap().into_owned()
+    };
+    let k = "encoder_B.encoder.0.weight";
+    assert_ne!(bytes(&c, k), bytes(&src, k));
+    assert!(c
+        .root
+        .get_path("homeostasis_state.freeze.encoder_a")
+        .is_some());
+}
+
+#[test]
+fn v5_5_weights_into_improved_encoders_stop_at_step_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let (o, text) = train(&[
+        "--config",
+        "tests/fixtures/configs/train_v5_5_to_improved.yaml",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let step4 = text
+        .lines()
+        .find(|l| l.starts_with("[4/6]"))
+        .expect("step 4");
+    assert!(
+        step4.contains("12 through the v5.5 → improved index map"),
+        "{step4}"
+    );
+    let step5 = text
+        .lines()
+        .find(|l| l.starts_with("[5/6]"))
+        .expect("step 5");
+    assert!(
+        step5.contains("CRITICAL") && step5.contains("LayerNorms inserted"),
+        "{step5}"
+    );
+    assert!(!out.exists());
+}
