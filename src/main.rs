@@ -169,8 +169,31 @@ impl CliError {
     }
 }
 
+/// No transparent huge pages for this process's heap (all commands but the trainer's): mimalloc would back its arenas with
+/// 2 MB pages that the kernel zeroes whole, for a few kB of pickle nodes per file (5× the
+/// resident memory of a scan, and no faster; docs/benchmarks.md).
+#[cfg(target_os = "linux")]
+fn no_huge_pages() {
+    extern "C" {
+        fn prctl(option: i32, arg2: u64, arg3: u64, arg4: u64, arg5: u64) -> i32;
+    }
+    const PR_SET_THP_DISABLE: i32 = 41;
+    // SAFETY: prctl(PR_SET_THP_DISABLE) only changes this process's paging policy; a
+    // failure (old kernel) leaves the default, which is also correct.
+    unsafe {
+        prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn no_huge_pages() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The trainer's tensors do profit from huge pages: keep the default for it.
+    if !matches!(cli.command, Command::Eval { .. } | Command::Train { .. }) {
+        no_huge_pages();
+    }
     let result = match cli.command {
         Command::Scan {
             dir,
