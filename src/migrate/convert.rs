@@ -278,13 +278,7 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
         Some(msk) => {
             let mut root = ckpt.root.clone();
             for step in &plan.steps {
-                for e in step.entries.iter().filter(|e| e.applies) {
-                    match (e.action, &e.set) {
-                        ("drop", _) => remove_path(&mut root, &e.key),
-                        ("set", Some(v)) => set_path(&mut root, &e.key, v.clone()),
-                        _ => {}
-                    }
-                }
+                apply_entries(&mut root, &step.entries);
             }
             set_path(&mut root, msk, Value::None);
             let mut path = Vec::new();
@@ -306,6 +300,17 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
         carried_metadata,
         record,
     })
+}
+
+/// Apply a step's entry rules (drop, set) to a tree.
+pub(crate) fn apply_entries(root: &mut Value, entries: &[super::EntryPlan]) {
+    for e in entries.iter().filter(|e| e.applies) {
+        match (e.action, &e.set) {
+            ("drop", _) => remove_path(root, &e.key),
+            ("set", Some(v)) => set_path(root, &e.key, v.clone()),
+            _ => {}
+        }
+    }
 }
 
 fn key_text(k: &Value) -> String {

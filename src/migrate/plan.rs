@@ -681,12 +681,19 @@ pub fn plan_checkpoint(
         })
         .unwrap_or_default();
     let chain = specs.path(best.version, to)?;
+    let spec_warnings: Vec<String> = chain
+        .iter()
+        .flat_map(|s| s.warn.iter().map(move |w| format!("{}: {w}", s.name)))
+        .collect();
     let mut steps = Vec::new();
     let mut version = best.version;
     let mut params = best.params;
     let mut current = state;
+    // Each step's entry rules see the tree as the previous steps left it.
+    let mut root = ckpt.root.clone();
     for spec in chain {
-        let step = plan_step(spec, version, &params, &current, &ckpt.root)?;
+        let step = plan_step(spec, version, &params, &current, &root)?;
+        super::convert::apply_entries(&mut root, &step.entries);
         current = step
             .rows
             .iter()
@@ -702,7 +709,7 @@ pub fn plan_checkpoint(
         params = step.to_params;
         steps.push(step);
     }
-    let mut warnings = Vec::new();
+    let mut warnings = spec_warnings;
     if let Some(n) = inference.note() {
         warnings.push(n);
     }

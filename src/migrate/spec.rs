@@ -226,6 +226,8 @@ pub enum ParamValue {
 pub struct Spec {
     pub name: String,
     pub description: String,
+    /// Warnings printed with every plan that uses the spec.
+    pub warn: Vec<String>,
     /// `embedded:v5_11_to_v5_12_4.yaml` or the file path.
     pub origin: String,
     /// SHA-256 (hex) of the spec file's bytes.
@@ -301,6 +303,9 @@ struct RawSpec {
     name: String,
     #[serde(default)]
     description: String,
+    /// Printed with every plan that uses the spec.
+    #[serde(default)]
+    warn: Vec<String>,
     from: RawFrom,
     to: RawTo,
     rules: Vec<RawRule>,
@@ -607,6 +612,7 @@ impl Spec {
         Ok(Spec {
             name: raw.name,
             description: raw.description.trim().to_string(),
+            warn: raw.warn,
             origin: origin.to_string(),
             sha256: hex::encode(Sha256::digest(text.as_bytes())),
             from,
