@@ -222,12 +222,111 @@ pub enum Schedule {
         t_mult: u64,
         eta_min: f64,
     },
+    /// `multi_phase_cosine`: consecutive epoch ranges, each with its own scale of the base
+    /// rate and its own annealing, restarted at the phase's first epoch.
+    MultiPhase {
+        phases: Vec<Phase>,
+        eta_min: f64,
+    },
+}
+
+/// One phase of a `multi_phase_cosine` schedule (`epoch_range: [start, end]`,
+/// `base_lr_scale`, `annealing`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+    pub scale: f64,
+    pub annealing: Annealing,
+}
+
+/// How the rate moves within a phase.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Annealing {
+    /// The phase's rate throughout.
+    Constant,
+    /// Cosine with warm restarts (`T_0`, `T_mult`) from the phase's start; with `T_max`
+    /// and no `T_0`, one cosine over `T_max` epochs.
+    Cosine { t_0: u64, t_mult: u64 },
+    /// Straight down from the phase's rate to eta_min at the phase's end.
+    LinearDecay,
+}
+
+impl Phase {
+    /// Phases from `training.scheduler.phases` (the raw YAML list).
+    pub fn parse_list(v: &serde_yaml::Value) -> Result<Vec<Phase>, String> {
+        let list = v.as_sequence().ok_or("scheduler.phases is not a list")?;
+        let mut out: Vec<Phase> = Vec::new();
+        for (i, p) in list.iter().enumerate() {
+            let get = |k: &str| p.get(k);
+            let range = get("epoch_range")
+                .and_then(|r| r.as_sequence())
+                .filter(|r| r.len() == 2)
+                .and_then(|r| Some((r[0].as_u64()?, r[1].as_u64()?)))
+                .ok_or_else(|| format!("scheduler.phases[{i}].epoch_range is not [start, end]"))?;
+            if range.1 <= range.0 {
+                return Err(format!("scheduler.phases[{i}].epoch_range is empty"));
+            }
+            if let Some(prev) = out.last() {
+                if range.0 < prev.end {
+                    return Err(format!(
+                        "scheduler.phases[{i}] overlaps the phase before it"
+                    ));
+                }
+            }
+            let int = |k: &str| get(k).and_then(serde_yaml::Value::as_u64);
+            let annealing = match get("annealing").and_then(|a| a.as_str()).unwrap_or("constant") {
+                "constant" | "none" => Annealing::Constant,
+                "cosine" | "cosine_annealing" | "cosine_warmup_restart" => {
+                    let t_0 = int("T_0").or(int("T_max")).unwrap_or(range.1 - range.0);
+                    Annealing::Cosine {
+                        t_0: t_0.max(1),
+                        t_mult: int("T_mult").unwrap_or(1).max(1),
+                    }
+                }
+                "linear" | "linear_decay" => Annealing::LinearDecay,
+                other => {
+                    return Err(format!(
+                        "scheduler.phases[{i}].annealing `{other}` is not one of constant, cosine, linear_decay"
+                    ))
+                }
+            };
+            out.push(Phase {
+                name: get("name")
+                    .and_then(|n| n.as_str())
+                    .unwrap_or("")
+                    .to_string(),
+                start: range.0,
+                end: range.1,
+                scale: get("base_lr_scale")
+                    .and_then(serde_yaml::Value::as_f64)
+                    .unwrap_or(1.0),
+                annealing,
+            });
+        }
+        if out.is_empty() {
+            return Err("scheduler.phases is empty".into());
+        }
+        Ok(out)
+    }
+}
+
+fn warm_restarts(base: f64, eta_min: f64, epoch: u64, t_0: u64, t_mult: u64) -> f64 {
+    let (mut t_cur, mut t_i) = (epoch, t_0);
+    while t_cur >= t_i {
+        t_cur -= t_i;
+        t_i = t_i.saturating_mul(t_mult);
+    }
+    eta_min + (base - eta_min) * (1.0 + (PI * t_cur as f64 / t_i as f64).cos()) / 2.0
 }
 
 impl Schedule {
     /// From `training.scheduler` (unknown types are constant, reported by the caller).
     pub fn from_config(
         s: Option<&crate::config::Scheduler>,
+        phases: Option<&serde_yaml::Value>,
         epochs: u64,
     ) -> (Schedule, Option<String>) {
         let Some(s) = s else {
@@ -252,6 +351,17 @@ impl Schedule {
                 },
                 None,
             ),
+            Some("multi_phase_cosine" | "multi_phase") => match phases.map(Phase::parse_list) {
+                Some(Ok(phases)) => (Schedule::MultiPhase { phases, eta_min }, None),
+                Some(Err(e)) => (
+                    Schedule::Constant,
+                    Some(format!("{e}: constant learning rate")),
+                ),
+                None => (
+                    Schedule::Constant,
+                    Some("multi_phase_cosine without `phases`: constant learning rate".into()),
+                ),
+            },
             None | Some("none" | "constant") => (Schedule::Constant, None),
             Some(other) => (
                 Schedule::Constant,
@@ -274,13 +384,29 @@ impl Schedule {
                 t_0,
                 t_mult,
                 eta_min,
+            } => warm_restarts(base, eta_min, epoch, t_0, t_mult),
+            Schedule::MultiPhase {
+                ref phases,
+                eta_min,
             } => {
-                let (mut t_cur, mut t_i) = (epoch, t_0);
-                while t_cur >= t_i {
-                    t_cur -= t_i;
-                    t_i *= t_mult;
+                // The phase holding the epoch; before the first, the first; after the last,
+                // the last (held at its final rate).
+                let p = phases
+                    .iter()
+                    .rev()
+                    .find(|p| p.start <= epoch)
+                    .unwrap_or(&phases[0]);
+                let rate = base * p.scale;
+                let t = epoch.saturating_sub(p.start).min(p.end - p.start);
+                match p.annealing {
+                    Annealing::Constant => rate,
+                    Annealing::Cosine { t_0, t_mult } => {
+                        warm_restarts(rate, eta_min, t, t_0, t_mult)
+                    }
+                    Annealing::LinearDecay => {
+                        eta_min + (rate - eta_min) * (1.0 - t as f64 / (p.end - p.start) as f64)
+                    }
                 }
-                eta_min + (base - eta_min) * (1.0 + (PI * t_cur as f64 / t_i as f64).cos()) / 2.0
             }
         }
     }
@@ -291,6 +417,39 @@ mod tests {
     use super::*;
     use std::ops::Not;
     use tch::Device;
+
+    #[test]
+    fn multi_phase_schedule() {
+        let yaml: serde_yaml::Value = serde_yaml::from_str(
+            "- {name: a, epoch_range: [0, 150], base_lr_scale: 1.0, annealing: cosine, T_0: 25, T_mult: 2}\n- {name: b, epoch_range: [150, 350], base_lr_scale: 0.3, annealing: constant}\n- {name: c, epoch_range: [350, 500], base_lr_scale: 0.1, annealing: linear_decay}\n",
+        )
+        .unwrap();
+        let phases = Phase::parse_list(&yaml).unwrap();
+        let s = Schedule::MultiPhase {
+            phases,
+            eta_min: 0.0,
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(s.lr(1.0, 0), 1.0));
+        assert!(close(s.lr(1.0, 25), 1.0)); // warm restart after T_0
+        assert!(s.lr(1.0, 24) < 0.01);
+        assert!(close(s.lr(1.0, 75), 1.0)); // then T_0·T_mult = 50 epochs
+        assert!(close(s.lr(1.0, 200), 0.3));
+        assert!(close(s.lr(1.0, 350), 0.1));
+        assert!(close(s.lr(1.0, 425), 0.05));
+        assert!(close(s.lr(1.0, 600), 0.0)); // past the last phase: its final rate
+        let bad: serde_yaml::Value = serde_yaml::from_str("- {epoch_range: [5, 5]}").unwrap();
+        assert!(Phase::parse_list(&bad).unwrap_err().contains("empty"));
+        let (sched, note) = Schedule::from_config(
+            Some(&crate::config::Scheduler {
+                kind: Some("multi_phase_cosine".into()),
+                ..Default::default()
+            }),
+            Some(&yaml),
+            500,
+        );
+        assert!(matches!(sched, Schedule::MultiPhase { .. }) && note.is_none());
+    }
 
     #[test]
     fn schedules() {

@@ -484,7 +484,11 @@ impl<'a> Run<'a> {
     ) -> Result<Run<'a>, TrainError> {
         let t = cfg.training.clone().unwrap_or_default();
         let epochs = opts.epochs.or(t.epochs).unwrap_or(100);
-        let (schedule, note) = Schedule::from_config(t.scheduler.as_ref(), epochs);
+        let (schedule, note) = Schedule::from_config(
+            t.scheduler.as_ref(),
+            cfg.get("training.scheduler.phases"),
+            epochs,
+        );
         let losses = LossSettings::from_config(cfg.loss.as_ref());
         let targets = losses.targets(opts.device);
         let oc = cfg.option_c.clone().unwrap_or_default();
