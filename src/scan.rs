@@ -191,15 +191,40 @@ pub fn summarize(ckpt: &Checkpoint, display_path: String, opts: &ScanOptions) ->
     summary
 }
 
+/// Files up to this size are read whole into a recycled buffer when hashing; larger ones
+/// are mapped, so memory never grows with a huge checkpoint.
+pub const READ_WHOLE_LIMIT: u64 = 64 << 20;
+
+thread_local! {
+    /// Each worker's read buffer, reused file after file when hashing.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn summarize_path(root: &Path, path: &Path, opts: &ScanOptions) -> FileSummary {
     let rel = relative(root, path);
+    let unreadable = |rel: String, e: crate::format::ReadError| {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        FileSummary::unreadable(rel, size, e.source.to_string())
+    };
+    let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= READ_WHOLE_LIMIT);
+    if opts.hash && small {
+        // Every byte of the model state is read: one read() into a recycled buffer beats
+        // mapping the pages (docs/benchmarks.md). Memory: one such file per worker; larger
+        // files are mapped.
+        let buf = BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let (summary, buf) = match Checkpoint::open_into(path, buf) {
+            Ok(ckpt) => {
+                let s = summarize(&ckpt, rel, opts);
+                (s, ckpt.into_buffer())
+            }
+            Err((e, buf)) => (unreadable(rel, e), buf),
+        };
+        BUFFER.with(|b| *b.borrow_mut() = buf);
+        return summary;
+    }
     match Checkpoint::open(path) {
         Ok(ckpt) => summarize(&ckpt, rel, opts),
-        Err(e) => FileSummary::unreadable(
-            rel,
-            std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-            e.source.to_string(),
-        ),
+        Err(e) => unreadable(rel, e),
     }
 }
 

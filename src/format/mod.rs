@@ -322,6 +322,46 @@ impl Checkpoint {
         Self::from_source(path.to_path_buf(), Source::Mmap(mmap))
     }
 
+    /// Open and parse a checkpoint by reading it whole into `buf` (cleared first; its
+    /// capacity is reused): for callers that read every byte anyway (hashing), one `read`
+    /// into a recycled buffer costs less than mapping and unmapping the file's pages
+    /// (docs/benchmarks.md). The buffer comes back with [`Checkpoint::into_buffer`], or
+    /// with the error.
+    pub fn open_into(
+        path: impl AsRef<Path>,
+        mut buf: Vec<u8>,
+    ) -> Result<Checkpoint, (ReadError, Vec<u8>)> {
+        use std::io::Read;
+        let path = path.as_ref();
+        buf.clear();
+        let read = File::open(path).and_then(|mut f| {
+            let len = f.metadata()?.len();
+            buf.reserve(usize::try_from(len).unwrap_or(0));
+            f.read_to_end(&mut buf)
+        });
+        let fail = |source: FormatError, buf: Vec<u8>| {
+            let path = path.to_path_buf();
+            (ReadError { path, source }, buf)
+        };
+        match read {
+            Err(e) => Err(fail(FormatError::Io(e), buf)),
+            Ok(0) => Err(fail(FormatError::Empty, buf)),
+            Ok(_) => match Self::from_source(path.to_path_buf(), Source::Owned(buf)) {
+                Ok(c) => Ok(c),
+                // from_source consumed the buffer: hand back a fresh one.
+                Err(source) => Err(fail(source, Vec::new())),
+            },
+        }
+    }
+
+    /// The buffer of a checkpoint read with [`Checkpoint::open_into`] (empty for a mapped one).
+    pub fn into_buffer(self) -> Vec<u8> {
+        match self.source {
+            Source::Owned(v) => v,
+            Source::Mmap(_) => Vec::new(),
+        }
+    }
+
     /// Parse bytes already in memory (`path` is only used in messages).
     pub fn from_bytes(path: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<Checkpoint, ReadError> {
         let path = path.into();
@@ -629,6 +669,39 @@ pub fn logical_bytes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_into_reads_like_open_and_recycles_its_buffer() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints");
+        let mut buf = Vec::new();
+        for f in [
+            "v5_11/best.pt",
+            "exports/v5_12_4.safetensors",
+            "exports/v5_12_4_legacy.pt",
+        ] {
+            let mapped = Checkpoint::open(root.join(f)).unwrap();
+            let read = Checkpoint::open_into(root.join(f), buf).unwrap();
+            assert_eq!(read.tensors, mapped.tensors, "{f}");
+            assert_eq!(read.root, mapped.root, "{f}");
+            for i in 0..mapped.tensors.len() {
+                assert_eq!(
+                    read.tensor_bytes(i).unwrap(),
+                    mapped.tensor_bytes(i).unwrap()
+                );
+            }
+            buf = read.into_buffer();
+            assert_eq!(buf.len() as u64, mapped.file_size);
+        }
+        let cap = buf.capacity();
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pt");
+        std::fs::write(&empty, b"").unwrap();
+        let (e, buf) = Checkpoint::open_into(&empty, buf).unwrap_err();
+        assert!(matches!(e.source, FormatError::Empty));
+        assert_eq!(buf.capacity(), cap, "the buffer comes back with the error");
+        let (e, _) = Checkpoint::open_into(dir.path().join("missing.pt"), buf).unwrap_err();
+        assert!(matches!(e.source, FormatError::Io(_)));
+    }
 
     #[test]
     fn a_corrupt_local_header_is_found_when_the_bytes_are_read() {
