@@ -57,9 +57,19 @@ fn slice_pad_transpose_reshape_and_seeded_init_end_to_end() {
     add("extra.short", vec![60], &mut state);
     add("extra.t", vec![64, 16], &mut state);
     add("extra.flat", vec![512], &mut state);
+    // A non-model tensor the tree holds twice (as torch.save keeps a shared tensor).
+    tensors.push(TensorData::new(DType::F32, vec![3], f32s([1.0, 2.0, 3.0])));
+    let shared = Value::Tensor(tensors.len() - 1);
     let root = Value::Dict(vec![
         (Value::Str("epoch".into()), Value::Int(7)),
         (Value::Str("model".into()), Value::Dict(state)),
+        (
+            Value::Str("ema".into()),
+            Value::Dict(vec![
+                (Value::Str("a".into()), shared.clone()),
+                (Value::Str("b".into()), shared),
+            ]),
+        ),
     ]);
     let src = dir.path().join("synthetic.pt");
     write::write_atomic(&src, false, |w| {
@@ -148,4 +158,13 @@ fn slice_pad_transpose_reshape_and_seeded_init_end_to_end() {
         .iter()
         .all(|(k, _)| !k.starts_with("decoder_B") && !k.starts_with("state_net")));
     assert_eq!(r.root.get("epoch"), Some(&Value::Int(7)));
+    // The shared tensor is carried once, both places pointing at it, named by its first path.
+    let (Some(Value::Tensor(a)), Some(Value::Tensor(b))) =
+        (r.root.get_path("ema.a"), r.root.get_path("ema.b"))
+    else {
+        panic!("ema: {:?}", r.root.get("ema"));
+    };
+    assert_eq!(a, b);
+    assert_eq!(r.tensors[*a].path, "ema.a");
+    assert_eq!(back(&r.tensor_bytes(*a).unwrap()), [1.0, 2.0, 3.0]);
 }

@@ -335,7 +335,22 @@ impl Param {
         }
     }
 
-    fn from_name(name: &str) -> Option<Param> {
+    /// Parse this parameter's value as [`Param::format_value`] writes it (`2`, `true`,
+    /// `improved`) into the catalog's integer.
+    pub fn parse_value(self, text: &str) -> Option<i64> {
+        match self.ty() {
+            ParamType::Int => text.parse::<u64>().ok().and_then(|v| i64::try_from(v).ok()),
+            ParamType::Bool => text.parse::<bool>().ok().map(i64::from),
+            ParamType::Kind => match text {
+                "frozen" => Some(0),
+                "improved" => Some(1),
+                _ => None,
+            },
+        }
+    }
+
+    /// The parameter called `name` ([`Param::name`]).
+    pub fn from_name(name: &str) -> Option<Param> {
         Param::ALL.iter().copied().find(|p| p.name() == name)
     }
 }

@@ -110,17 +110,12 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
             .collect();
         match crate::format::write::safetensors::tree_from_json(tree, |n| index.get(n).copied()) {
             Ok(root) => {
-                // Tensor paths follow the tree (the first place a tensor appears), as for a
-                // pickle.
-                let mut paths = Vec::new();
-                collect_paths(&root, &mut Vec::new(), &mut paths);
-                let mut done = vec![false; parsed.tensors.len()];
-                for (i, p) in paths {
-                    if let (Some(t), Some(d)) = (parsed.tensors.get_mut(i), done.get_mut(i)) {
-                        if !*d {
-                            t.path = p;
-                            *d = true;
-                        }
+                // Tensor paths follow the tree, as for a pickle; a tensor the tree does not
+                // reach keeps its safetensors name.
+                let paths = crate::format::torch::tensor_paths(&root, parsed.tensors.len());
+                for (t, p) in parsed.tensors.iter_mut().zip(paths) {
+                    if let Some(p) = p {
+                        t.path = p;
                     }
                 }
                 parsed.root = root;
@@ -145,31 +140,6 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
     }
     parsed.root = Value::Dict(items);
     Ok(parsed)
-}
-
-fn collect_paths(v: &Value, path: &mut Vec<String>, out: &mut Vec<(usize, String)>) {
-    match v {
-        Value::Tensor(i) => out.push((*i, path.join("."))),
-        Value::Dict(items) => {
-            for (k, v) in items {
-                path.push(match k {
-                    Value::Str(s) => s.clone(),
-                    Value::Int(i) => i.to_string(),
-                    other => format!("{other:?}"),
-                });
-                collect_paths(v, path, out);
-                path.pop();
-            }
-        }
-        Value::List(items) | Value::Tuple(items) => {
-            for (i, v) in items.iter().enumerate() {
-                path.push(i.to_string());
-                collect_paths(v, path, out);
-                path.pop();
-            }
-        }
-        _ => {}
-    }
 }
 
 fn describe(e: ::safetensors::SafeTensorError, bytes: &[u8], n: u64) -> FormatError {

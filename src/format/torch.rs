@@ -841,13 +841,9 @@ pub fn is_legacy_torch(bytes: &[u8]) -> bool {
 
 /// Assign tensor paths, check views against storages, merge findings.
 fn finish(root: Value, mut table: Table, vm_findings: Vec<Finding>, big_endian: bool) -> Parsed {
-    let mut named = vec![false; table.tensors.len()];
-    let mut path = String::new();
-    assign_paths(&root, &mut path, &mut table.tensors, &mut named, 0);
-    for (i, t) in table.tensors.iter_mut().enumerate() {
-        if !named[i] {
-            t.path = format!("<tensor #{i}>");
-        }
+    let paths = tensor_paths(&root, table.tensors.len());
+    for (i, (t, p)) in table.tensors.iter_mut().zip(paths).enumerate() {
+        t.path = p.unwrap_or_else(|| format!("<tensor #{i}>"));
     }
     // Views reaching past their storage (logical_bytes refuses them later).
     let mut notes = Vec::new();
@@ -934,15 +930,18 @@ enum Segment<'v> {
     State,
 }
 
-/// Name every tensor by the first path it appears under: dict keys and positions joined
-/// by `.` (`path` holds the current one; `depth` is its number of segments).
-fn assign_paths(
-    v: &Value,
-    path: &mut String,
-    tensors: &mut [TensorInfo],
-    named: &mut [bool],
-    depth: usize,
-) {
+/// Each of the `count` tensors' path in `root`: the first path it appears under, dict
+/// keys and positions joined by `.` (`model_state_dict.encoder_A.encoder.0.weight`);
+/// `None` for a tensor the tree never reaches.
+pub(crate) fn tensor_paths(root: &Value, count: usize) -> Vec<Option<String>> {
+    let mut paths = vec![None; count];
+    assign_paths(root, &mut String::new(), &mut paths, 0);
+    paths
+}
+
+/// Name every tensor not yet named by the current path (`path`; `depth` is its number of
+/// segments), then descend.
+fn assign_paths(v: &Value, path: &mut String, paths: &mut [Option<String>], depth: usize) {
     if depth > limits::MAX_DEPTH {
         return;
     }
@@ -970,16 +969,13 @@ fn assign_paths(
             }
             Segment::State => path.push_str("state"),
         }
-        assign_paths(v, path, tensors, named, depth + 1);
+        assign_paths(v, path, paths, depth + 1);
         path.truncate(len);
     };
     match v {
         Value::Tensor(i) => {
-            if let (Some(t), Some(n)) = (tensors.get_mut(*i), named.get_mut(*i)) {
-                if !*n {
-                    *n = true;
-                    t.path = path.clone();
-                }
+            if let Some(slot @ None) = paths.get_mut(*i) {
+                *slot = Some(path.clone());
             }
         }
         Value::Dict(items) => {

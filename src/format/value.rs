@@ -122,3 +122,85 @@ impl Value {
         }
     }
 }
+
+impl Value {
+    /// A YAML value as plain data (a training config, a migration spec's `set` value):
+    /// tags are dropped (the tagged value is kept), mapping keys become strings (non-string
+    /// keys as their YAML text).
+    pub fn from_yaml(v: &serde_yaml::Value) -> Value {
+        use serde_yaml::Value as Y;
+        match v {
+            Y::Null => Value::None,
+            Y::Bool(b) => Value::Bool(*b),
+            Y::Number(n) => n
+                .as_i64()
+                .map(Value::Int)
+                .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
+            Y::String(s) => Value::Str(s.clone()),
+            Y::Sequence(items) => Value::List(items.iter().map(Value::from_yaml).collect()),
+            Y::Mapping(m) => Value::Dict(
+                m.iter()
+                    .map(|(k, v)| {
+                        let key = match k {
+                            Y::String(s) => s.clone(),
+                            other => serde_yaml::to_string(other)
+                                .unwrap_or_default()
+                                .trim()
+                                .to_string(),
+                        };
+                        (Value::Str(key), Value::from_yaml(v))
+                    })
+                    .collect(),
+            ),
+            Y::Tagged(t) => Value::from_yaml(&t.value),
+        }
+    }
+
+    /// A JSON value as plain data (objects become string-keyed dicts, in order).
+    pub fn from_json(v: &serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        match v {
+            J::Null => Value::None,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => n
+                .as_i64()
+                .map(Value::Int)
+                .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(a) => Value::List(a.iter().map(Value::from_json).collect()),
+            J::Object(o) => Value::Dict(
+                o.iter()
+                    .map(|(k, v)| (Value::Str(k.clone()), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod conversion_tests {
+    use super::Value;
+
+    #[test]
+    fn yaml_and_json_become_plain_values() {
+        let y: serde_yaml::Value =
+            serde_yaml::from_str("a: 1\nb: [true, 0.5, x]\n2: !t null\n").unwrap();
+        let s = |x: &str| Value::Str(x.into());
+        assert_eq!(
+            Value::from_yaml(&y),
+            Value::Dict(vec![
+                (s("a"), Value::Int(1)),
+                (
+                    s("b"),
+                    Value::List(vec![Value::Bool(true), Value::Float(0.5), s("x")])
+                ),
+                (s("2"), Value::None),
+            ])
+        );
+        let j: serde_json::Value = serde_json::from_str(r#"{"q": 1.5, "n": null}"#).unwrap();
+        assert_eq!(
+            Value::from_json(&j),
+            Value::Dict(vec![(s("q"), Value::Float(1.5)), (s("n"), Value::None)])
+        );
+    }
+}

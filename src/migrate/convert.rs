@@ -251,10 +251,10 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
 
     // The rest of the tree.
     let n_state = state.len();
-    let mut names: Vec<String> = state.iter().map(|(k, _)| k.clone()).collect();
+    let state_keys: Vec<String> = state.iter().map(|(k, _)| k.clone()).collect();
     let mut tensors: Vec<TensorData<'a>> = state.into_iter().map(|(_, t)| t).collect();
     let state_dict = Value::Dict(
-        names
+        state_keys
             .iter()
             .enumerate()
             .map(|(i, k)| (Value::Str(k.clone()), Value::Tensor(i)))
@@ -281,8 +281,7 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
                 apply_entries(&mut root, &step.entries);
             }
             set_path(&mut root, msk, Value::None);
-            let mut path = Vec::new();
-            let mut root = carry(ckpt, root, &mut tensors, &mut names, &mut path)?;
+            let mut root = carry(ckpt, root, &mut tensors, &mut HashMap::new())?;
             set_path(&mut root, msk, state_dict);
             if let Value::Dict(items) = &mut root {
                 items.retain(|(k, _)| !matches!(k, Value::Str(s) if s == "migration"));
@@ -291,7 +290,18 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
             root
         }
     };
-    debug_assert!(tensors.len() >= n_state);
+    // Safetensors names: the model state by its keys, the other tensors by their path.
+    let paths = crate::format::torch::tensor_paths(&root, tensors.len());
+    let names = state_keys
+        .into_iter()
+        .chain(
+            paths
+                .into_iter()
+                .enumerate()
+                .skip(n_state)
+                .map(|(i, p)| p.unwrap_or_else(|| format!("<tensor #{i}>"))),
+        )
+        .collect();
     Ok(Output {
         root,
         tensors,
@@ -313,25 +323,19 @@ pub(crate) fn apply_entries(root: &mut Value, entries: &[super::EntryPlan]) {
     }
 }
 
-fn key_text(k: &Value) -> String {
-    match k {
-        Value::Str(s) => s.clone(),
-        Value::Int(i) => i.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Copy the non-model tree: tensors renumbered after the model state, numpy scalars as plain
-/// numbers; anything torch.load(weights_only=True) could not load is an error naming it.
+/// Copy the non-model tree: its tensors appended after the model state (a tensor the tree
+/// shares stays one tensor), numpy scalars as plain numbers.
 fn carry<'a>(
     ckpt: &'a Checkpoint,
     v: Value,
     tensors: &mut Vec<TensorData<'a>>,
-    names: &mut Vec<String>,
-    path: &mut Vec<String>,
+    carried: &mut HashMap<usize, usize>,
 ) -> Result<Value, MigrateError> {
     Ok(match v {
         Value::Tensor(i) => {
+            if let Some(&j) = carried.get(&i) {
+                return Ok(Value::Tensor(j));
+            }
             let t = &ckpt.tensors[i];
             tensors.push(TensorData {
                 dtype: t.dtype,
@@ -339,49 +343,35 @@ fn carry<'a>(
                 bytes: ckpt.tensor_bytes(i)?,
                 requires_grad: t.requires_grad,
             });
-            names.push(path.join("."));
+            carried.insert(i, tensors.len() - 1);
             Value::Tensor(tensors.len() - 1)
         }
         Value::NumpyScalar { value, .. } => *value,
-        Value::List(items) => Value::List(carry_all(ckpt, items, tensors, names, path)?),
-        Value::Tuple(items) => Value::Tuple(carry_all(ckpt, items, tensors, names, path)?),
-        Value::Dict(items) => {
-            let mut out = Vec::with_capacity(items.len());
-            for (k, v) in items {
-                path.push(key_text(&k));
-                let v = carry(ckpt, v, tensors, names, path)?;
-                path.pop();
-                out.push((k, v));
-            }
-            Value::Dict(out)
-        }
+        Value::List(items) => Value::List(
+            items
+                .into_iter()
+                .map(|v| carry(ckpt, v, tensors, carried))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Tuple(items) => Value::Tuple(
+            items
+                .into_iter()
+                .map(|v| carry(ckpt, v, tensors, carried))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Dict(items) => Value::Dict(
+            items
+                .into_iter()
+                .map(|(k, v)| Ok((k, carry(ckpt, v, tensors, carried)?)))
+                .collect::<Result<_, MigrateError>>()?,
+        ),
         Value::Blocked { global } => {
             return Err(MigrateError::Tree(format!(
-                "`{}` is the result of the unsafe call `{global}`",
-                path.join(".")
+                "the checkpoint holds the result of the unsafe call `{global}`"
             )))
         }
         other => other,
     })
-}
-
-fn carry_all<'a>(
-    ckpt: &'a Checkpoint,
-    items: Vec<Value>,
-    tensors: &mut Vec<TensorData<'a>>,
-    names: &mut Vec<String>,
-    path: &mut Vec<String>,
-) -> Result<Vec<Value>, MigrateError> {
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| {
-            path.push(i.to_string());
-            let r = carry(ckpt, v, tensors, names, path);
-            path.pop();
-            r
-        })
-        .collect()
 }
 
 fn dict_mut<'v>(v: &'v mut Value, key: &str) -> Option<&'v mut Value> {

@@ -8,7 +8,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::format::DType;
+use crate::format::{logical_bytes, DType, TensorInfo};
 
 /// How a new tensor is filled.
 #[derive(Debug, Clone, PartialEq)]
@@ -307,19 +307,33 @@ pub fn slice(
         }
     }
     let out_shape: Vec<u64> = ranges.iter().map(|&(a, b)| b - a).collect();
-    let es = dtype.size();
-    let st = strides(shape);
-    let mut out = Vec::with_capacity(numel(&out_shape)? as usize * es);
-    for_each_index(&out_shape, |idx| {
-        let off: usize = idx
-            .iter()
-            .zip(ranges)
-            .zip(&st)
-            .map(|((&i, &(a, _)), &s)| (i + a as usize) * s)
-            .sum();
-        out.extend_from_slice(&bytes[off * es..(off + 1) * es]);
-    });
-    Ok((out_shape, out))
+    // A slice is a view with the source's strides, starting at the ranges' corner.
+    let strides = TensorInfo::contiguous_strides(shape);
+    let offset = ranges.iter().zip(&strides).map(|(&(a, _), s)| a * s).sum();
+    let bytes = gather(dtype, &out_shape, strides, offset, bytes)?;
+    Ok((out_shape, bytes))
+}
+
+/// The row-major bytes of a strided view of `storage` (the reader's gather).
+fn gather(
+    dtype: DType,
+    shape: &[u64],
+    strides: Vec<u64>,
+    offset: u64,
+    storage: &[u8],
+) -> Result<Vec<u8>, String> {
+    let view = TensorInfo {
+        path: String::new(),
+        dtype,
+        shape: shape.to_vec(),
+        strides,
+        storage_offset: offset,
+        storage: 0,
+        requires_grad: false,
+    };
+    logical_bytes(&view, storage, false)
+        .map(std::borrow::Cow::into_owned)
+        .map_err(|e| e.to_string())
 }
 
 /// Pad each dimension with `before`/`after` elements of `value`.
@@ -391,14 +405,11 @@ pub fn transpose(
         ));
     }
     let out_shape: Vec<u64> = perm.iter().map(|&p| shape[p]).collect();
-    let es = dtype.size();
-    let st = strides(shape);
-    let mut out = Vec::with_capacity(bytes.len());
-    for_each_index(&out_shape, |idx| {
-        let off: usize = idx.iter().zip(perm).map(|(&i, &p)| i * st[p]).sum();
-        out.extend_from_slice(&bytes[off * es..(off + 1) * es]);
-    });
-    Ok((out_shape, out))
+    // A transpose is a view with permuted strides.
+    let src = TensorInfo::contiguous_strides(shape);
+    let strides = perm.iter().map(|&p| src[p]).collect();
+    let bytes = gather(dtype, &out_shape, strides, 0, bytes)?;
+    Ok((out_shape, bytes))
 }
 
 /// Check a reshape keeps the element count (the bytes do not change).

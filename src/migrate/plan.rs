@@ -158,13 +158,6 @@ impl Violation {
     }
 }
 
-fn shape_text(s: &[u64]) -> String {
-    format!(
-        "[{}]",
-        s.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
-    )
-}
-
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -176,7 +169,7 @@ impl fmt::Display for Violation {
             if !ks.is_empty() {
                 writeln!(f, "  {title} ({}):", ks.len())?;
                 for (k, s) in ks {
-                    writeln!(f, "    {k} {}", shape_text(s))?;
+                    writeln!(f, "    {k} {}", crate::report::shape(s))?;
                 }
             }
             Ok(())
@@ -321,8 +314,8 @@ pub fn plan_step(
                     "rule {}: `{}` is {} in the checkpoint, the rule asserts {} ({})",
                     rule.number,
                     t.key,
-                    shape_text(&t.shape),
-                    shape_text(&want),
+                    crate::report::shape(&t.shape),
+                    crate::report::shape(&want),
                     fs.text()
                 )),
                 Err(e) => v.shapes.push(format!("rule {}: {e}", rule.number)),
@@ -375,7 +368,10 @@ pub fn plan_step(
                 {
                     Ok(r.iter().map(|(a, b)| b - a).collect())
                 } else {
-                    Err(format!("ranges {r:?} do not fit {}", shape_text(&t.shape)))
+                    Err(format!(
+                        "ranges {r:?} do not fit {}",
+                        crate::report::shape(&t.shape)
+                    ))
                 };
                 let d = format!(
                     "[{}]",
@@ -398,7 +394,7 @@ pub fn plan_step(
                     Err(format!(
                         "{} pad pairs for {}",
                         p.len(),
-                        shape_text(&t.shape)
+                        crate::report::shape(&t.shape)
                     ))
                 };
                 let d = format!("{p:?} with {value}");
@@ -411,7 +407,7 @@ pub fn plan_step(
                     } else {
                         Err(format!(
                             "perm {perm:?} does not fit {}",
-                            shape_text(&t.shape)
+                            crate::report::shape(&t.shape)
                         ))
                     };
                 (
@@ -437,8 +433,8 @@ pub fn plan_step(
                     "rule {}: `{}` becomes {}, the rule asserts {} ({})",
                     rule.number,
                     t.key,
-                    shape_text(&out_shape),
-                    shape_text(&want),
+                    crate::report::shape(&out_shape),
+                    crate::report::shape(&want),
                     ts.text()
                 )),
                 Err(e) => v.shapes.push(format!("rule {}: {e}", rule.number)),
@@ -519,9 +515,9 @@ pub fn plan_step(
             Some(&i) if layout[i].1 != *s => v.shapes.push(format!(
                 "rule {}: `{k}` is produced as {}, the {} layout has {}",
                 r.rule,
-                shape_text(s),
+                crate::report::shape(s),
                 spec.to.as_str(),
-                shape_text(&layout[i].1)
+                crate::report::shape(&layout[i].1)
             )),
             Some(_) => {}
         }
@@ -537,10 +533,9 @@ pub fn plan_step(
     rows.sort_by_key(|r| layout_index[r.to.as_ref().expect("target").0.as_str()]);
     let mut summary = Summary::default();
     for r in &rows {
-        match (&r.action, r.op) {
-            (Action::Same, "duplicate") => summary.copied += 1,
-            (Action::Same, _) => summary.copied += 1,
-            (Action::Init(_), _) => summary.initialised += 1,
+        match r.action {
+            Action::Same => summary.copied += 1,
+            Action::Init(_) => summary.initialised += 1,
             _ => summary.transformed += 1,
         }
     }
@@ -603,7 +598,12 @@ fn plan_entries(spec: &Spec, root: &Value) -> Vec<EntryPlan> {
             let (action, applies, value, set) = match &e.action {
                 EntryAction::Keep => ("keep", present, None, None),
                 EntryAction::Drop => ("drop", present, None, None),
-                EntryAction::Set(v) => ("set", parent_dict, Some(value_text(v)), Some(v.clone())),
+                EntryAction::Set(v) => (
+                    "set",
+                    parent_dict,
+                    Some(crate::report::tree::value_text(v)),
+                    Some(v.clone()),
+                ),
             };
             EntryPlan {
                 key: e.key.clone(),
@@ -615,30 +615,6 @@ fn plan_entries(spec: &Spec, root: &Value) -> Vec<EntryPlan> {
             }
         })
         .collect()
-}
-
-/// A short Python-like rendering of a plain value.
-pub fn value_text(v: &Value) -> String {
-    match v {
-        Value::None => "None".into(),
-        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => format!("{f:?}"),
-        Value::Str(s) => format!("{s:?}"),
-        Value::List(items) => format!(
-            "[{}]",
-            items.iter().map(value_text).collect::<Vec<_>>().join(", ")
-        ),
-        Value::Dict(items) => format!(
-            "{{{}}}",
-            items
-                .iter()
-                .map(|(k, v)| format!("{}: {}", value_text(k), value_text(v)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => format!("{other:?}"),
-    }
 }
 
 /// The plan for converting `ckpt` to `to` with `specs`.

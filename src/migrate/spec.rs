@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use super::ops::Init;
 use super::pattern::Pattern;
 use crate::arch::expr::{self, Expr};
-use crate::arch::{LayoutParams, VersionId};
+use crate::arch::{LayoutParams, Param, VersionId};
 use crate::format::{DType, Value};
 
 /// Symbols usable in shape expressions: L = latent_dim, H = hidden_dim,
@@ -241,61 +241,27 @@ pub struct Spec {
     pub entries: Vec<EntryRule>,
 }
 
-/// Layout parameter names a spec may name, with their value as text.
+/// A layout parameter's value as text (`2`, `true`, `improved`); `None` for a name that is
+/// not a layout parameter ([`Param::name`]).
 pub fn param_text(p: &LayoutParams, name: &str) -> Option<String> {
-    Some(match name {
-        "latent_dim" => p.latent_dim.to_string(),
-        "hidden_dim" => p.hidden_dim.to_string(),
-        "projection_layers" => p.projection_layers.to_string(),
-        "projection_dropout" => p.projection_dropout.to_string(),
-        "dual_projection" => p.dual_projection.to_string(),
-        "share_direction" => p.share_direction.to_string(),
-        "controller" => p.controller.to_string(),
-        "state_net" => p.state_net.to_string(),
-        "encoder" => serde_yaml::to_string(&p.encoder).ok()?.trim().to_string(),
-        "decoder" => serde_yaml::to_string(&p.decoder).ok()?.trim().to_string(),
-        _ => return None,
-    })
+    Param::from_name(name).map(|q| q.format_value(q.get(p)))
 }
 
 /// Set a layout parameter from its text form.
 pub fn set_param(p: &mut LayoutParams, name: &str, value: &str) -> Result<(), String> {
-    let bad = || format!("`{name}: {value}` is not a valid value");
-    let int = || value.parse::<u64>().map_err(|_| bad());
-    let boolean = || value.parse::<bool>().map_err(|_| bad());
-    let kind = || match value {
-        "frozen" => Ok(crate::arch::EncoderKind::Frozen),
-        "improved" => Ok(crate::arch::EncoderKind::Improved),
-        _ => Err(bad()),
-    };
-    match name {
-        "latent_dim" => p.latent_dim = int()?,
-        "hidden_dim" => p.hidden_dim = int()?,
-        "projection_layers" => p.projection_layers = int()?,
-        "projection_dropout" => p.projection_dropout = boolean()?,
-        "dual_projection" => p.dual_projection = boolean()?,
-        "share_direction" => p.share_direction = boolean()?,
-        "controller" => p.controller = boolean()?,
-        "state_net" => p.state_net = boolean()?,
-        "encoder" => p.encoder = kind()?,
-        "decoder" => p.decoder = kind()?,
-        _ => return Err(format!("unknown layout parameter `{name}`")),
-    }
+    let param =
+        Param::from_name(name).ok_or_else(|| format!("unknown layout parameter `{name}`"))?;
+    let v = param
+        .parse_value(value)
+        .ok_or_else(|| format!("`{name}: {value}` is not a valid value"))?;
+    param.set(p, v);
     Ok(())
 }
 
-const PARAM_NAMES: [&str; 10] = [
-    "latent_dim",
-    "hidden_dim",
-    "projection_layers",
-    "projection_dropout",
-    "dual_projection",
-    "share_direction",
-    "controller",
-    "state_net",
-    "encoder",
-    "decoder",
-];
+/// Every layout parameter name, for messages.
+fn param_names() -> String {
+    Param::ALL.map(Param::name).join(", ")
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -382,31 +348,6 @@ fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
         serde_yaml::Value::Bool(b) => Some(b.to_string()),
         _ => None,
     }
-}
-
-/// A YAML value as a checkpoint value (for `set`).
-pub fn yaml_to_value(v: &serde_yaml::Value) -> Result<Value, String> {
-    Ok(match v {
-        serde_yaml::Value::Null => Value::None,
-        serde_yaml::Value::Bool(b) => Value::Bool(*b),
-        serde_yaml::Value::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64().ok_or("number out of range")?),
-        },
-        serde_yaml::Value::String(s) => Value::Str(s.clone()),
-        serde_yaml::Value::Sequence(items) => {
-            Value::List(items.iter().map(yaml_to_value).collect::<Result<_, _>>()?)
-        }
-        serde_yaml::Value::Mapping(m) => Value::Dict(
-            m.iter()
-                .map(|(k, v)| {
-                    let k = scalar_text(k).ok_or("mapping keys must be scalars")?;
-                    Ok((Value::Str(k), yaml_to_value(v)?))
-                })
-                .collect::<Result<_, String>>()?,
-        ),
-        serde_yaml::Value::Tagged(_) => return Err("tagged YAML values are not supported".into()),
-    })
 }
 
 fn parse_dtype(s: Option<&str>) -> Result<DType, String> {
@@ -543,10 +484,10 @@ impl Spec {
         let to = version(&raw.to.version)?;
         let mut accepts = BTreeMap::new();
         for (k, vals) in raw.from.accepts {
-            if !PARAM_NAMES.contains(&k.as_str()) {
+            if Param::from_name(&k).is_none() {
                 return Err(format!(
                     "from.accepts: unknown layout parameter `{k}` (one of {})",
-                    PARAM_NAMES.join(", ")
+                    param_names()
                 ));
             }
             let vals = vals
@@ -583,9 +524,7 @@ impl Spec {
                 let action = match (e.action.as_str(), &e.value) {
                     ("keep", None) => EntryAction::Keep,
                     ("drop", None) => EntryAction::Drop,
-                    ("set", Some(v)) => EntryAction::Set(
-                        yaml_to_value(v).map_err(|m| format!("entry `{}`: {m}", e.key))?,
-                    ),
+                    ("set", Some(v)) => EntryAction::Set(Value::from_yaml(v)),
                     ("set", None) => {
                         return Err(format!("entry `{}`: `set` needs a `value`", e.key))
                     }
@@ -943,6 +882,25 @@ mod tests {
             let err = spec(rule).unwrap_err();
             assert!(err.contains(want), "{rule}: {err}");
         }
+    }
+
+    #[test]
+    fn layout_parameters_round_trip_through_text() {
+        use crate::arch::{self, VersionId};
+        let p = arch::default_params(VersionId::V5_12_4);
+        let mut q = LayoutParams::default();
+        for param in Param::ALL {
+            let text = param_text(&p, param.name()).unwrap();
+            set_param(&mut q, param.name(), &text).unwrap();
+        }
+        assert_eq!(q, p);
+        assert_eq!(param_text(&p, "encoder").as_deref(), Some("improved"));
+        assert!(set_param(&mut q, "encoder", "fancy")
+            .unwrap_err()
+            .contains("not a valid value"));
+        assert!(set_param(&mut q, "layers", "2")
+            .unwrap_err()
+            .contains("unknown layout parameter"));
     }
 
     #[test]

@@ -61,6 +61,25 @@ fn scalar_text(v: &Value, tensors: &[TensorInfo]) -> Option<String> {
     })
 }
 
+/// One line of Python-like text for a plain value, containers inline
+/// (`{"a": [1, True]}`); tensors as `tensor #i`.
+pub fn value_text(v: &Value) -> String {
+    let join = |items: &[Value]| items.iter().map(value_text).collect::<Vec<_>>().join(", ");
+    match v {
+        Value::List(items) => format!("[{}]", join(items)),
+        Value::Tuple(items) => format!("({})", join(items)),
+        Value::Dict(items) => format!(
+            "{{{}}}",
+            items
+                .iter()
+                .map(|(k, v)| format!("{}: {}", value_text(k), value_text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => scalar_text(other, &[]).unwrap_or_else(|| format!("<{}>", other.kind())),
+    }
+}
+
 fn is_leaf(v: &Value) -> bool {
     !matches!(
         v,

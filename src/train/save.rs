@@ -67,58 +67,6 @@ pub fn dict(items: Vec<(&str, Value)>) -> Value {
     )
 }
 
-/// A YAML document as a checkpoint value (`config`).
-pub fn yaml_value(v: &serde_yaml::Value) -> Value {
-    use serde_yaml::Value as Y;
-    match v {
-        Y::Null => Value::None,
-        Y::Bool(b) => Value::Bool(*b),
-        Y::Number(n) => n
-            .as_i64()
-            .map(Value::Int)
-            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
-        Y::String(s) => Value::Str(s.clone()),
-        Y::Sequence(items) => Value::List(items.iter().map(yaml_value).collect()),
-        Y::Mapping(m) => Value::Dict(
-            m.iter()
-                .map(|(k, v)| {
-                    let key = match k {
-                        Y::String(s) => Value::Str(s.clone()),
-                        other => Value::Str(
-                            serde_yaml::to_string(other)
-                                .unwrap_or_default()
-                                .trim()
-                                .to_string(),
-                        ),
-                    };
-                    (key, yaml_value(v))
-                })
-                .collect(),
-        ),
-        Y::Tagged(t) => yaml_value(&t.value),
-    }
-}
-
-/// A JSON value (metrics, homeostasis state) as a checkpoint value.
-pub fn json_value(v: &serde_json::Value) -> Value {
-    use serde_json::Value as J;
-    match v {
-        J::Null => Value::None,
-        J::Bool(b) => Value::Bool(*b),
-        J::Number(n) => n
-            .as_i64()
-            .map(Value::Int)
-            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
-        J::String(s) => Value::Str(s.clone()),
-        J::Array(a) => Value::List(a.iter().map(json_value).collect()),
-        J::Object(o) => Value::Dict(
-            o.iter()
-                .map(|(k, v)| (Value::Str(k.clone()), json_value(v)))
-                .collect(),
-        ),
-    }
-}
-
 /// Write `root` with `tensors` to `path` atomically (replacing it).
 pub fn write_checkpoint(
     path: &Path,

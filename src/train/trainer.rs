@@ -908,9 +908,9 @@ impl<'a> Run<'a> {
                     ("param_groups", Value::List(param_groups)),
                 ]),
             ),
-            ("metrics", save::json_value(&metrics_json)),
-            ("config", save::yaml_value(&self.cfg.raw)),
-            ("homeostasis_state", save::json_value(&homeo)),
+            ("metrics", Value::from_json(&metrics_json)),
+            ("config", Value::from_yaml(&self.cfg.raw)),
+            ("homeostasis_state", Value::from_json(&homeo)),
             ("best_Q", self.best_q.map_or(Value::None, Value::Float)),
             ("seed", Value::Int(self.opts.seed as i64)),
             (
