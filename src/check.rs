@@ -133,8 +133,9 @@ pub struct CheckpointSummary {
 pub struct LoadPlan {
     /// `whole model state` or the parts named by encoder_to_load / decoder_to_load.
     pub mode: String,
-    /// Model keys filled from the checkpoint with the same key.
-    pub loaded: usize,
+    /// Model keys filled from the checkpoint with the same key (JSON: their count).
+    #[serde(serialize_with = "serialize_count")]
+    pub loaded: Vec<String>,
     /// Model keys filled through the Frozen → improved Linear index map (from, to).
     pub mapped: Vec<(String, String)>,
     /// Model keys the checkpoint does not provide (left at initialisation).
@@ -143,6 +144,10 @@ pub struct LoadPlan {
     pub unexpected: Vec<KeyShape>,
     /// (key, checkpoint shape, model shape): PyTorch raises on these.
     pub size_mismatch: Vec<(String, Vec<u64>, Vec<u64>)>,
+}
+
+fn serialize_count<S: serde::Serializer>(keys: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(keys.len() as u64)
 }
 
 /// The result of `tvck check`.
@@ -574,7 +579,7 @@ fn partial_plan(
                 Some((f, s)) if *s == shape => {
                     used.insert(f.to_string());
                     if f == key {
-                        plan.loaded += 1;
+                        plan.loaded.push(key.clone());
                     } else {
                         plan.mapped.push((f.to_string(), key.clone()));
                     }
@@ -626,7 +631,7 @@ fn whole_plan(source: &[KeyShape], target: &[KeyShape]) -> LoadPlan {
     let tgt: HashSet<&str> = target.iter().map(|(k, _)| k.as_str()).collect();
     for (key, shape) in target {
         match src.get(key.as_str()) {
-            Some(s) if *s == shape => plan.loaded += 1,
+            Some(s) if *s == shape => plan.loaded.push(key.clone()),
             Some(s) => plan
                 .size_mismatch
                 .push((key.clone(), s.to_vec(), shape.clone())),
@@ -828,7 +833,11 @@ fn report_plan(
             Finding::new(
                 Severity::Info,
                 "load-plan",
-                format!("loads {}: {} tensors fit{mapped}", plan.mode, plan.loaded),
+                format!(
+                    "loads {}: {} tensors fit{mapped}",
+                    plan.mode,
+                    plan.loaded.len()
+                ),
             )
             .at(loc),
         );
@@ -1122,7 +1131,7 @@ mod tests {
             ("c".to_string(), vec![1]),
         ];
         let p = whole_plan(&src, &tgt);
-        assert_eq!(p.loaded, 1);
+        assert_eq!(p.loaded.len(), 1);
         assert_eq!(p.size_mismatch, vec![("b".to_string(), vec![3], vec![4])]);
         assert_eq!(p.missing, vec![("c".to_string(), vec![1])]);
         assert_eq!(p.unexpected, vec![("x".to_string(), vec![1])]);

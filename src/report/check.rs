@@ -49,7 +49,7 @@ pub fn render(r: &CheckReport) -> String {
         out.push_str(&format!(
             "Load plan:         {}: {} fit, {} mapped, {} size mismatches, {} missing, {} unexpected\n",
             p.mode,
-            p.loaded,
+            p.loaded.len(),
             p.mapped.len(),
             p.size_mismatch.len(),
             p.missing.len(),

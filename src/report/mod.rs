@@ -6,6 +6,8 @@
 pub mod check;
 pub mod convert;
 pub mod diff;
+#[cfg(feature = "train")]
+pub mod eval;
 pub mod inspect;
 pub mod scan;
 pub mod tree;

@@ -121,35 +121,6 @@ pub fn load_strict(model: &Model, ckpt: &Checkpoint) -> Result<usize, TrainError
     Ok(pairs.len())
 }
 
-/// Load only the keys of `parts` (e.g. encoder_A, decoder_A of a v5.5 checkpoint into a
-/// v5.5 model built for evaluation), strictly within those parts.
-pub fn load_parts(model: &Model, ckpt: &Checkpoint, parts: &[&str]) -> Result<usize, TrainError> {
-    let (index, shapes) = model_state(ckpt)?;
-    let src: HashMap<&str, &Vec<u64>> = shapes.iter().map(|(k, s)| (k.as_str(), s)).collect();
-    let mut pairs = Vec::new();
-    for part in parts {
-        for key in model.part_keys(part) {
-            let dims = &model
-                .keys
-                .iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, d)| d.clone());
-            let want: Vec<u64> = dims.iter().flatten().map(|&d| d as u64).collect();
-            match src.get(key.as_str()) {
-                Some(s) if **s == want => pairs.push((key.clone(), key)),
-                Some(s) => {
-                    return Err(TrainError::Load(format!(
-                        "size mismatch for {key}: checkpoint {s:?}, model {want:?}"
-                    )))
-                }
-                None => return Err(TrainError::Load(format!("missing key {key}"))),
-            }
-        }
-    }
-    copy_pairs(model, ckpt, &index, &pairs)?;
-    Ok(pairs.len())
-}
-
 /// What [`load_frozen`] did.
 #[derive(Debug, Clone)]
 pub struct FrozenLoad {

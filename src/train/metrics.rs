@@ -161,6 +161,12 @@ fn level_mean(radii: &[f64], v: &[usize], l: usize) -> f64 {
 
 /// Evaluate `model` on every operation, in eval mode, without gradients.
 pub fn evaluate(model: &Model, ds: &Dataset) -> EvalMetrics {
+    evaluate_with_radii(model, ds).0
+}
+
+/// [`evaluate`], also handing back z_B's Poincaré radii of every operation (float32 [N];
+/// `None` without a projection), which the trainer's richness loss starts from.
+pub fn evaluate_with_radii(model: &Model, ds: &Dataset) -> (EvalMetrics, Option<Tensor>) {
     tch::no_grad(|| {
         let out = model.forward(&ds.x, Mode::EVAL);
         let pred = out.logits_a.argmax(-1, false);
@@ -172,7 +178,7 @@ pub fn evaluate(model: &Model, ds: &Dataset) -> EvalMetrics {
             ..EvalMetrics::default()
         };
         let (Some(za), Some(zb), Some(c)) = (&out.z_a_hyp, &out.z_b_hyp, &out.curvature) else {
-            return m;
+            return (m, None);
         };
         let v = &ds.v_host;
         let vf: Vec<f64> = v.iter().map(|&x| x as f64).collect();
@@ -180,10 +186,8 @@ pub fn evaluate(model: &Model, ds: &Dataset) -> EvalMetrics {
             .into_iter()
             .map(f64::from)
             .collect();
-        let rb: Vec<f64> = to_vec_f32(&poincare_radius(zb, c))
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        let rb_tensor = poincare_radius(zb, c);
+        let rb: Vec<f64> = to_vec_f32(&rb_tensor).into_iter().map(f64::from).collect();
         let dim = za.size()[1] as usize;
         let ha = spearman(&vf, &ra);
         let hb = spearman(&vf, &rb);
@@ -202,7 +206,7 @@ pub fn evaluate(model: &Model, ds: &Dataset) -> EvalMetrics {
         m.std_radius = Some(var.sqrt());
         m.q = Some(dcb + 1.5 * hb.abs());
         m.curvature = Some(c.double_value(&[]));
-        m
+        (m, Some(rb_tensor))
     })
 }
 

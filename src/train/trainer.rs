@@ -19,7 +19,7 @@ use crate::format::{Checkpoint, Value};
 use super::data::{Dataset, N_LEVELS, N_OPS};
 use super::homeostasis::{self, Event, FreezeState, Homeostasis};
 use super::losses::{self, LossInputs, LossSettings, LossValues};
-use super::metrics::{evaluate, EvalMetrics};
+use super::metrics::{evaluate, evaluate_with_radii, EvalMetrics};
 use super::model::{part_of, FrozenA, Mode, Model, ModelSpec};
 use super::optim::{self, AdamW, Group, Schedule};
 use super::save::{self, dict, TreeBuilder};
@@ -104,6 +104,30 @@ pub struct TrainReport {
     pub best_hierarchy: Option<f64>,
     pub best_q: Option<f64>,
     pub events: Vec<Event>,
+}
+
+/// Which bests an evaluation is.
+#[derive(Debug, Clone, Copy, Default)]
+struct Best {
+    hierarchy: bool,
+    q: bool,
+}
+
+impl Best {
+    /// The checkpoints to write: best.pt / best_Q.pt for the bests, and latest.pt.
+    fn files(self, latest: bool) -> Vec<&'static str> {
+        let mut f = Vec::new();
+        if self.hierarchy {
+            f.push("best.pt");
+        }
+        if self.q {
+            f.push("best_Q.pt");
+        }
+        if latest {
+            f.push("latest.pt");
+        }
+        f
+    }
 }
 
 /// Which parts a model class trains, besides the homeostasis.
@@ -347,7 +371,7 @@ pub fn train(
     // 5. Initial coverage.
     const S5: &str = "initial coverage";
     let ds = Dataset::new(opts.device);
-    let initial = evaluate(&model, &ds);
+    let (initial, initial_radii) = evaluate_with_radii(&model, &ds);
     let cov = initial.coverage;
     let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
     if cov < CRITICAL_COVERAGE && plan.requires_frozen {
@@ -422,7 +446,7 @@ pub fn train(
         &plan,
         opts,
         out_dir.clone(),
-        initial.clone(),
+        (initial.clone(), initial_radii),
     )?;
     step(
         6,
@@ -442,7 +466,6 @@ pub fn train(
 
 /// Training state.
 struct Run<'a> {
-    cfg: &'a TrainingConfig,
     model: &'a Model,
     ds: &'a Dataset,
     opts: &'a TrainOptions,
@@ -470,6 +493,8 @@ struct Run<'a> {
     notes: Vec<String>,
     /// encoder_A / decoder_A outputs for every operation while both are frozen.
     frozen_a: Option<FrozenA>,
+    /// The config, as every checkpoint stores it.
+    config_value: Value,
 }
 
 impl<'a> Run<'a> {
@@ -480,7 +505,8 @@ impl<'a> Run<'a> {
         plan: &Plan,
         opts: &'a TrainOptions,
         out_dir: PathBuf,
-        initial: EvalMetrics,
+        // Step 5's evaluation and z_B's radii.
+        (initial, initial_radii): (EvalMetrics, Option<Tensor>),
     ) -> Result<Run<'a>, TrainError> {
         let t = cfg.training.clone().unwrap_or_default();
         let epochs = opts.epochs.or(t.epochs).unwrap_or(100);
@@ -516,17 +542,14 @@ impl<'a> Run<'a> {
                 controller: false,
             }
         };
-        // var_orig: per-level variance of z_B's radii at the start (all operations).
-        let var_orig = tch::no_grad(|| {
-            let out = model.forward(&ds.x, Mode::EVAL);
-            match (&out.z_b_hyp, &out.curvature) {
-                (Some(z), Some(c)) => {
-                    let r = losses::radius(z, c);
-                    let onehot = ds.v.one_hot(N_LEVELS as i64).to_kind(Kind::Float);
-                    losses::level_variance(&r, &onehot).0
-                }
-                _ => Tensor::ones([N_LEVELS as i64], (Kind::Float, opts.device)),
+        // var_orig: per-level variance of z_B's radii at the start (all operations), from
+        // the initial evaluation (step 5).
+        let var_orig = tch::no_grad(|| match &initial_radii {
+            Some(r) => {
+                let onehot = ds.v.one_hot(N_LEVELS as i64).to_kind(Kind::Float);
+                losses::level_variance(r, &onehot).0
             }
+            None => Tensor::ones([N_LEVELS as i64], (Kind::Float, opts.device)),
         });
         if !model.spec.has_projection() {
             return Err(TrainError::Model(
@@ -534,7 +557,6 @@ impl<'a> Run<'a> {
             ));
         }
         Ok(Run {
-            cfg,
             model,
             ds,
             opts,
@@ -564,6 +586,7 @@ impl<'a> Run<'a> {
             events: Vec::new(),
             notes: note.into_iter().collect(),
             frozen_a: None,
+            config_value: Value::from_yaml(&cfg.raw),
         })
     }
 
@@ -677,7 +700,8 @@ impl<'a> Run<'a> {
         // Epoch 0: the state training starts from.
         let initial = self.initial.clone();
         self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
-        self.track_best(0, &initial)?;
+        let best = self.update_best(&initial);
+        self.save(&best.files(false), 0, &initial)?;
         let bar = (self.opts.progress && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(self.epochs);
             b.set_style(
@@ -693,6 +717,7 @@ impl<'a> Run<'a> {
         let mut epochs_run = 0;
         let mut interrupted = false;
         for epoch in 1..=self.epochs {
+            let mut best = Best::default();
             let lr = self.schedule.lr(self.base_lr, epoch - 1);
             let (losses, grad_norm, ctrl) = self.epoch(&groups, epoch - 1, lr);
             epochs_run = epoch;
@@ -730,7 +755,7 @@ impl<'a> Run<'a> {
                     }
                     events.extend(ev);
                 }
-                self.track_best(epoch, &m)?;
+                best = self.update_best(&m);
                 last = m.clone();
                 Some(m)
             } else {
@@ -769,7 +794,9 @@ impl<'a> Run<'a> {
                 }
                 None => {}
             }
-            self.save("latest.pt", epoch, &last)?;
+            // latest.pt, and best.pt / best_Q.pt when this evaluation is a new best: one
+            // checkpoint, built once.
+            self.save(&best.files(true), epoch, &last)?;
             if self
                 .opts
                 .interrupt
@@ -802,20 +829,22 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn track_best(&mut self, epoch: u64, m: &EvalMetrics) -> Result<(), TrainError> {
+    /// Take `m` into the best hierarchy / best Q so far; which bests it is.
+    fn update_best(&mut self, m: &EvalMetrics) -> Best {
+        let mut best = Best::default();
         if let Some(h) = m.hierarchy_b {
             if self.best_hierarchy.is_none_or(|b| h < b) {
                 self.best_hierarchy = Some(h);
-                self.save("best.pt", epoch, m)?;
+                best.hierarchy = true;
             }
         }
         if let Some(q) = m.q {
             if self.best_q.is_none_or(|b| q > b) {
                 self.best_q = Some(q);
-                self.save("best_Q.pt", epoch, m)?;
+                best.q = true;
             }
         }
-        Ok(())
+        best
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -909,7 +938,7 @@ impl<'a> Run<'a> {
                 ]),
             ),
             ("metrics", Value::from_json(&metrics_json)),
-            ("config", Value::from_yaml(&self.cfg.raw)),
+            ("config", self.config_value.clone()),
             ("homeostasis_state", Value::from_json(&homeo)),
             ("best_Q", self.best_q.map_or(Value::None, Value::Float)),
             ("seed", Value::Int(self.opts.seed as i64)),
@@ -969,8 +998,15 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn save(&self, name: &str, epoch: u64, m: &EvalMetrics) -> Result<(), TrainError> {
+    /// Write the checkpoint of `epoch` to each of `names` (built once).
+    fn save(&self, names: &[&str], epoch: u64, m: &EvalMetrics) -> Result<(), TrainError> {
+        if names.is_empty() {
+            return Ok(());
+        }
         let (root, tb) = self.checkpoint_tree(epoch, m);
-        save::write_checkpoint(&self.out_dir.join(name), &root, &tb.tensors)
+        for name in names {
+            save::write_checkpoint(&self.out_dir.join(name), &root, &tb.tensors)?;
+        }
+        Ok(())
     }
 }
