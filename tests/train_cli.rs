@@ -471,8 +471,12 @@ fn partial_freeze_v5_12_4_trains_with_homeostasis() {
         .is_some());
 }
 
+/// v5.5 weights loaded into improved encoders/decoder (0→0, 2→4, 4→8, LayerNorms inserted at
+/// 1 / 0) lose most of their coverage: step 5 warns and names the cause. The coverage the
+/// trainer measures is the one `tvck eval` measures on the same weights written by
+/// `tvck convert` (the same index map and LayerNorm insertion).
 #[test]
-fn v5_5_weights_into_improved_encoders_stop_at_step_5() {
+fn v5_5_weights_into_improved_encoders_warn_at_step_5() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let (o, text) = train(&[
@@ -481,22 +485,44 @@ fn v5_5_weights_into_improved_encoders_stop_at_step_5() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert_eq!(o.status.code(), Some(0), "{text}");
     let step4 = text
         .lines()
         .find(|l| l.starts_with("[4/6]"))
         .expect("step 4");
     assert!(
-        step4.contains("12 through the v5.5 → improved index map"),
+        step4.contains("26 tensors copied (12 through the v5.5 → improved index map"),
         "{step4}"
     );
     let step5 = text
         .lines()
         .find(|l| l.starts_with("[5/6]"))
         .expect("step 5");
+    let converted = dir.path().join("converted.pt");
+    let c = tvck(
+        &[
+            "convert",
+            "checkpoints/v5_5/latest.pt",
+            "--to",
+            "v5_12_4",
+            "-o",
+            converted.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    assert_eq!(c.status.code(), Some(0));
+    let covered = eval_json(converted.to_str().unwrap())["metrics"]["covered"]
+        .as_u64()
+        .unwrap();
     assert!(
-        step5.contains("CRITICAL") && step5.contains("LayerNorms inserted"),
+        covered > 19_683 / 20 && covered < 19_683 * 95 / 100,
+        "{covered}"
+    );
+    assert!(
+        step5.contains("WARNING")
+            && step5.contains(&format!("({covered} of 19683)"))
+            && step5.contains("LayerNorms inserted"),
         "{step5}"
     );
-    assert!(!out.exists());
+    assert!(out.join("latest.pt").exists());
 }

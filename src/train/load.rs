@@ -5,9 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use tch::{Kind, Tensor};
 
-use crate::arch::{self, EncoderKind, KeyShape, VersionId};
-use crate::check::{load_plan, LoadPlan};
-use crate::config::{DecoderToLoad, EncoderToLoad, TrainingConfig};
+use crate::arch::KeyShape;
+use crate::check::LoadPlan;
 use crate::format::{Checkpoint, DType};
 
 use super::model::Model;
@@ -129,19 +128,17 @@ pub struct FrozenLoad {
     pub copied: Vec<(String, String)>,
 }
 
-/// Load `frozen_checkpoint` as the trainer does (domain.md §7): from a v5.5 checkpoint
-/// the parts named by encoder_to_load / decoder_to_load (Frozen → improved through the
-/// Linear index map 0→0, 2→4, 4→8; LayerNorms left at 1 / 0); from a v5.11-family
-/// checkpoint the whole model state (`strict=False`, but a size mismatch is an error as
-/// in PyTorch).
+/// Load `frozen_checkpoint` as the trainer does (domain.md §7), following `plan` (the
+/// load plan `tvck check` made for this config and checkpoint, [`crate::check::load_plan`]):
+/// from a v5.5 checkpoint the parts named by encoder_to_load / decoder_to_load (Frozen →
+/// improved through the Linear index map 0→0, 2→4, 4→8; LayerNorms left at 1 / 0), from a
+/// v5.11-family checkpoint the whole model state (`strict=False`, but a size mismatch is an
+/// error as in PyTorch).
 pub fn load_frozen(
     model: &Model,
-    cfg: &TrainingConfig,
     ckpt: &Checkpoint,
-    source: VersionId,
+    plan: &LoadPlan,
 ) -> Result<FrozenLoad, TrainError> {
-    let (index, shapes) = model_state(ckpt)?;
-    let plan = load_plan(cfg, &shapes, source, model.spec.version, &model.spec.params);
     if !plan.size_mismatch.is_empty() {
         let list: Vec<String> = plan
             .size_mismatch
@@ -150,52 +147,16 @@ pub fn load_frozen(
             .collect();
         return Err(TrainError::Load(list.join("; ")));
     }
-    let src: HashMap<&str, &Vec<u64>> = shapes.iter().map(|(k, s)| (k.as_str(), s)).collect();
-    let mapped_to: HashSet<&str> = plan.mapped.iter().map(|(_, to)| to.as_str()).collect();
-    let parts: Option<Vec<&str>> = (arch::version(source).family == VersionId::V5_5).then(|| {
-        let f = cfg.frozen_checkpoint.as_ref();
-        let enc = f
-            .and_then(|f| f.encoder_to_load)
-            .unwrap_or(EncoderToLoad::Both);
-        let dec = f
-            .and_then(|f| f.decoder_to_load)
-            .unwrap_or(DecoderToLoad::DecoderA);
-        let mut p = Vec::new();
-        if matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderA) {
-            p.push("encoder_A");
-        }
-        if matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderB) {
-            p.push("encoder_B");
-        }
-        if dec == DecoderToLoad::DecoderA {
-            p.push("decoder_A");
-        }
-        p
-    });
-    let mut copied: Vec<(String, String)> = plan.mapped.clone();
-    for (key, dims) in &model.keys {
-        if mapped_to.contains(key.as_str()) {
-            continue;
-        }
-        if let Some(parts) = &parts {
-            if !parts.contains(&super::model::part_of(key)) {
-                continue;
-            }
-            // Improved LayerNorms have no v5.5 counterpart even when a key of the
-            // same name exists at another index.
-            let improved = match super::model::part_of(key) {
-                "decoder_A" => model.spec.params.decoder == EncoderKind::Improved,
-                _ => model.spec.params.encoder == EncoderKind::Improved,
-            };
-            if improved && !key.contains("fc_") {
-                continue;
-            }
-        }
-        let want: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
-        if src.get(key.as_str()).is_some_and(|s| **s == want) {
-            copied.push((key.clone(), key.clone()));
-        }
-    }
+    let (index, _) = model_state(ckpt)?;
+    let copied: Vec<(String, String)> = plan
+        .mapped
+        .iter()
+        .cloned()
+        .chain(plan.loaded.iter().map(|k| (k.clone(), k.clone())))
+        .collect();
     copy_pairs(model, ckpt, &index, &copied)?;
-    Ok(FrozenLoad { plan, copied })
+    Ok(FrozenLoad {
+        plan: plan.clone(),
+        copied,
+    })
 }

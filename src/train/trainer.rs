@@ -277,7 +277,7 @@ pub fn train(
                     plan.class
                 ),
             );
-            Some((p.clone(), *v))
+            Some(p.clone())
         }
         Some((p, None, _)) => {
             let msg = format!("{}: no TernaryVAE layout fits it", p.display());
@@ -343,15 +343,21 @@ pub fn train(
     // 4. Frozen parts.
     const S4: &str = "load frozen parts";
     let mut mapped = 0;
-    if let Some((path, src_version)) = &source {
+    if let Some(path) = &source {
         let ckpt = Checkpoint::open(path).map_err(|e| {
             step(4, S4, StepStatus::Failed, e.to_string());
             refuse(4, S4, e.to_string())
         })?;
-        let fl = load::load_frozen(&model, &cfg, &ckpt, *src_version).map_err(|e| {
-            step(4, S4, StepStatus::Failed, e.to_string());
-            refuse(4, S4, e.to_string())
-        })?;
+        // The load plan step 1 (`tvck check`) made for this config and checkpoint.
+        let fl = report
+            .load
+            .as_ref()
+            .ok_or_else(|| TrainError::Load("no load plan for the frozen checkpoint".into()))
+            .and_then(|plan| load::load_frozen(&model, &ckpt, plan))
+            .map_err(|e| {
+                step(4, S4, StepStatus::Failed, e.to_string());
+                refuse(4, S4, e.to_string())
+            })?;
         mapped = fl.plan.mapped.len();
         step(
             4,
@@ -376,11 +382,11 @@ pub fn train(
     let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
     if cov < CRITICAL_COVERAGE && plan.requires_frozen {
         let cause = match &source {
-            Some((p, _)) if mapped > 0 => format!(
+            Some(p) if mapped > 0 => format!(
                 "the Frozen-style v5.5 weights of {} were mapped into improved encoders/decoder (0→0, 2→4, 4→8) with LayerNorms inserted at weight 1, bias 0, which changes the function: use a checkpoint with improved encoders (v5.12.4) or encoder_type/decoder_type frozen",
                 p.display()
             ),
-            Some((p, _)) => format!(
+            Some(p) => format!(
                 "the frozen checkpoint {} does not hold a trained encoder_A/decoder_A (a partially trained or wrong checkpoint?)",
                 p.display()
             ),
@@ -406,12 +412,17 @@ pub fn train(
             format!("{msg}; continuing because of --force"),
         );
     } else if cov < HEALTHY_COVERAGE {
+        let cause = if mapped > 0 {
+            " — likely cause: Frozen-style v5.5 weights mapped into improved encoders/decoder (0→0, 2→4, 4→8) with LayerNorms inserted at weight 1, bias 0, which changes the function"
+        } else {
+            ""
+        };
         step(
             5,
             S5,
             StepStatus::Warning,
             format!(
-                "{cov_text}: below the healthy {:.0}%",
+                "{cov_text}: below the healthy {:.0}%{cause}",
                 HEALTHY_COVERAGE * 100.0
             ),
         );
