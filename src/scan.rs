@@ -1,8 +1,11 @@
 //! `tvck scan`: every checkpoint under a folder, summarised.
 //!
 //! Without hashing only the containers' headers and pickles are read (tensor data is
-//! never touched). With hashing, files are hashed in parallel (rayon), each mapped,
-//! hashed and unmapped in turn, so memory stays bounded by the files in flight.
+//! never touched), files in parallel (rayon). With hashing, each worker takes a small
+//! batch of files at a time (up to [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes), reads
+//! them into recycled buffers and hashes all their tensors together, which the
+//! multi-buffer SHA-256 engine ([`fingerprint::many`]) needs to be fast; memory stays
+//! bounded by the batches in flight, not the tree.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +15,7 @@ use serde::Serialize;
 
 use crate::arch::VersionGuess;
 use crate::fingerprint;
-use crate::format::{Checkpoint, Format};
+use crate::format::{Checkpoint, Format, ModelStateRef};
 use crate::metrics::{self, StoredMetrics};
 
 /// File endings `scan` looks at (case-insensitive).
@@ -159,16 +162,30 @@ fn relative(root: &Path, path: &Path) -> String {
 pub fn summarize(ckpt: &Checkpoint, display_path: String, opts: &ScanOptions) -> FileSummary {
     // Computed once and shared by everything below.
     let model_state = ckpt.model_state_ref();
-    let mut summary = FileSummary {
+    let mut summary = describe(ckpt, display_path, model_state.as_ref());
+    if opts.hash {
+        set_fingerprint(
+            &mut summary,
+            fingerprint::fingerprint_with(ckpt, model_state.as_ref()),
+        );
+    }
+    summary
+}
+
+/// Everything but the fingerprint.
+fn describe(
+    ckpt: &Checkpoint,
+    display_path: String,
+    model_state: Option<&ModelStateRef<'_>>,
+) -> FileSummary {
+    FileSummary {
         path: display_path,
         size: ckpt.file_size,
         format: Some(ckpt.format),
-        version: crate::arch::guess_checkpoint_with(ckpt, model_state.as_ref()),
+        version: crate::arch::guess_checkpoint_with(ckpt, model_state),
         tensors: ckpt.tensors.len(),
-        parameters: ckpt.parameter_count_of(model_state.as_ref()),
-        model_state_key: model_state
-            .as_ref()
-            .map(|m| m.root_key.unwrap_or_default().to_string()),
+        parameters: ckpt.parameter_count_of(model_state),
+        model_state_key: model_state.map(|m| m.root_key.unwrap_or_default().to_string()),
         epoch: metrics::epoch(&ckpt.root),
         metrics: StoredMetrics::from_root(&ckpt.root),
         unsafe_globals: ckpt
@@ -181,51 +198,197 @@ pub fn summarize(ckpt: &Checkpoint, display_path: String, opts: &ScanOptions) ->
             .collect(),
         fingerprint: None,
         error: None,
-    };
-    if opts.hash {
-        match fingerprint::fingerprint_with(ckpt, model_state.as_ref()) {
-            Ok(fp) => summary.fingerprint = Some(fingerprint::hex(&fp.weights)),
-            Err(e) => summary.error = Some(format!("hashing failed: {e}")),
-        }
     }
-    summary
+}
+
+fn set_fingerprint(
+    summary: &mut FileSummary,
+    fp: Result<fingerprint::Fingerprint, crate::format::FormatError>,
+) {
+    match fp {
+        Ok(fp) => summary.fingerprint = Some(fingerprint::hex(&fp.weights)),
+        Err(e) => summary.error = Some(format!("hashing failed: {e}")),
+    }
 }
 
 /// Files up to this size are read whole into a recycled buffer when hashing; larger ones
 /// are mapped, so memory never grows with a huge checkpoint.
 pub const READ_WHOLE_LIMIT: u64 = 64 << 20;
 
-thread_local! {
-    /// Each worker's read buffer, reused file after file when hashing.
-    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+/// A hashing batch closes at this many files...
+pub const BATCH_FILES: usize = 4;
+/// ...or before it would pass this many bytes (a larger file makes a batch alone).
+pub const BATCH_BYTES: u64 = 16 << 20;
+
+fn unreadable(path: &Path, rel: String, e: crate::format::ReadError) -> FileSummary {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    FileSummary::unreadable(rel, size, e.source.to_string())
 }
 
 fn summarize_path(root: &Path, path: &Path, opts: &ScanOptions) -> FileSummary {
     let rel = relative(root, path);
-    let unreadable = |rel: String, e: crate::format::ReadError| {
-        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        FileSummary::unreadable(rel, size, e.source.to_string())
-    };
-    let small = std::fs::metadata(path).is_ok_and(|m| m.len() <= READ_WHOLE_LIMIT);
-    if opts.hash && small {
-        // Every byte of the model state is read: one read() into a recycled buffer beats
-        // mapping the pages (docs/benchmarks.md). Memory: one such file per worker; larger
-        // files are mapped.
-        let buf = BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let (summary, buf) = match Checkpoint::open_into(path, buf) {
-            Ok(ckpt) => {
-                let s = summarize(&ckpt, rel, opts);
-                (s, ckpt.into_buffer())
-            }
-            Err((e, buf)) => (unreadable(rel, e), buf),
-        };
-        BUFFER.with(|b| *b.borrow_mut() = buf);
-        return summary;
-    }
     match Checkpoint::open(path) {
         Ok(ckpt) => summarize(&ckpt, rel, opts),
-        Err(e) => unreadable(rel, e),
+        Err(e) => unreadable(path, rel, e),
     }
+}
+
+/// One hashing worker's read buffers, recycled from batch to batch: a fresh page costs
+/// more than hashing its bytes (docs/benchmarks.md). At most one buffer larger than
+/// [`BATCH_BYTES`] is kept, so a worker holds at most a batch plus the largest file read.
+#[derive(Default)]
+struct Pool {
+    bufs: Vec<Vec<u8>>,
+}
+
+impl Pool {
+    /// A buffer for a `size`-byte file: the smallest kept one that fits, else a new one
+    /// (rounded up, so that it fits the next files too; a kept one is dropped for it).
+    fn take(&mut self, size: u64) -> Vec<u8> {
+        let fits = self
+            .bufs
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.capacity() as u64 >= size)
+            .min_by_key(|(_, b)| b.capacity())
+            .map(|(i, _)| i);
+        match fits {
+            Some(i) => self.bufs.swap_remove(i),
+            None => {
+                self.bufs.pop();
+                let cap = usize::try_from(size.next_power_of_two()).unwrap_or(usize::MAX);
+                Vec::with_capacity(cap.max(1 << 20))
+            }
+        }
+    }
+
+    fn give(&mut self, buf: Vec<u8>) {
+        let large = |b: &Vec<u8>| b.capacity() as u64 > BATCH_BYTES;
+        if buf.capacity() == 0 {
+            return;
+        }
+        if large(&buf) {
+            if let Some(i) = self.bufs.iter().position(large) {
+                if self.bufs[i].capacity() >= buf.capacity() {
+                    return;
+                }
+                self.bufs.swap_remove(i);
+            }
+        }
+        self.bufs.push(buf);
+    }
+}
+
+/// Open one file for hashing: read into a buffer from `pool` (sparsely: only what the
+/// fingerprint needs, see [`Checkpoint::open_sparse_into`]) when at most
+/// [`READ_WHOLE_LIMIT`] bytes, else mapped.
+fn open_for_hashing(
+    path: &Path,
+    size: u64,
+    pool: &mut Pool,
+) -> Result<Checkpoint, crate::format::ReadError> {
+    if size > READ_WHOLE_LIMIT {
+        return Checkpoint::open(path);
+    }
+    let mut ckpt = match Checkpoint::open_sparse_into(path, pool.take(size)) {
+        Ok(c) => c,
+        Err((e, buf)) => {
+            pool.give(buf);
+            return Err(e);
+        }
+    };
+    // Only the bytes the fingerprint hashes (not, say, the optimizer's).
+    let wanted = fingerprint::fingerprint_storages(&ckpt, ckpt.model_state_ref().as_ref());
+    match ckpt.load_storages(&wanted) {
+        Ok(()) => Ok(ckpt),
+        Err(source) => {
+            let path = path.to_path_buf();
+            pool.give(ckpt.into_buffer());
+            Err(crate::format::ReadError { path, source })
+        }
+    }
+}
+
+/// `scan --hash`: workers take batches of files from a shared queue and hash each
+/// batch's tensors together. Summaries come back in `paths` order.
+fn scan_hashing(
+    root: &Path,
+    paths: &[PathBuf],
+    on_file: &(impl Fn(&FileSummary) + Sync),
+) -> Vec<FileSummary> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let next = AtomicUsize::new(0);
+    let size_of = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let per_worker = rayon::broadcast(|_| {
+        let mut done: Vec<(usize, FileSummary)> = Vec::new();
+        let mut pool = Pool::default();
+        // A file taken from the queue that did not fit the previous batch.
+        let mut carried: Option<(usize, u64)> = None;
+        loop {
+            let mut batch: Vec<(usize, Result<Checkpoint, crate::format::ReadError>)> = Vec::new();
+            let mut bytes = 0u64;
+            while batch.len() < BATCH_FILES {
+                let (i, size) = match carried.take() {
+                    Some(c) => c,
+                    None => {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = paths.get(i) else { break };
+                        (i, size_of(p))
+                    }
+                };
+                if !batch.is_empty() && bytes + size > BATCH_BYTES {
+                    carried = Some((i, size));
+                    break;
+                }
+                bytes += size;
+                batch.push((i, open_for_hashing(&paths[i], size, &mut pool)));
+            }
+            if batch.is_empty() {
+                break;
+            }
+            // Model states line up with the batch; unreadable files have none.
+            let states: Vec<Option<(&Checkpoint, Option<ModelStateRef<'_>>)>> = batch
+                .iter()
+                .map(|(_, r)| r.as_ref().ok().map(|c| (c, c.model_state_ref())))
+                .collect();
+            let items: Vec<_> = states
+                .iter()
+                .flatten()
+                .map(|(c, m)| (*c, m.as_ref()))
+                .collect();
+            let mut fingerprints = fingerprint::fingerprint_batch(&items).into_iter();
+            let mut summaries = Vec::with_capacity(batch.len());
+            for ((i, r), state) in batch.iter().zip(&states) {
+                let rel = relative(root, &paths[*i]);
+                let summary = match state {
+                    Some((ckpt, model_state)) => {
+                        let mut s = describe(ckpt, rel, model_state.as_ref());
+                        set_fingerprint(&mut s, fingerprints.next().expect("one per file"));
+                        s
+                    }
+                    None => {
+                        let error = r.as_ref().err().map(|e| e.source.to_string());
+                        let size = size_of(&paths[*i]);
+                        FileSummary::unreadable(rel, size, error.unwrap_or_default())
+                    }
+                };
+                on_file(&summary);
+                summaries.push((*i, summary));
+            }
+            drop(items);
+            drop(states);
+            for (_, r) in batch {
+                if let Ok(c) = r {
+                    pool.give(c.into_buffer());
+                }
+            }
+            done.extend(summaries);
+        }
+        done
+    });
+    let mut all: Vec<(usize, FileSummary)> = per_worker.into_iter().flatten().collect();
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, s)| s).collect()
 }
 
 /// Scan a folder (or one file). `on_file` is called once per finished file (for progress).
@@ -237,14 +400,18 @@ pub fn scan(
 ) -> ScanReport {
     let (paths, walk_errors) = discover(root);
     on_start(paths.len());
-    let mut files: Vec<FileSummary> = paths
-        .par_iter()
-        .map(|p| {
-            let s = summarize_path(root, p, opts);
-            on_file(&s);
-            s
-        })
-        .collect();
+    let mut files: Vec<FileSummary> = if opts.hash {
+        scan_hashing(root, &paths, &on_file)
+    } else {
+        paths
+            .par_iter()
+            .map(|p| {
+                let s = summarize_path(root, p, opts);
+                on_file(&s);
+                s
+            })
+            .collect()
+    };
     for e in walk_errors {
         files.push(FileSummary::unreadable(
             e.clone(),
@@ -296,6 +463,34 @@ pub fn duplicate_groups(files: &[FileSummary]) -> Vec<DuplicateGroup> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_recycles_the_best_fit_and_keeps_one_large_buffer() {
+        let mut pool = Pool::default();
+        pool.give(Vec::new()); // nothing to keep
+        assert!(pool.bufs.is_empty());
+        pool.give(Vec::with_capacity(2 << 20));
+        pool.give(Vec::with_capacity(1 << 20));
+        let b = pool.take(500_000);
+        assert_eq!(b.capacity(), 1 << 20, "the smallest that fits");
+        pool.give(b);
+        // None fits: a new rounded-up buffer, and one kept buffer is let go.
+        let b = pool.take(3 << 20);
+        assert_eq!(b.capacity(), 4 << 20);
+        assert_eq!(pool.bufs.len(), 1);
+        pool.give(b);
+        let large = (BATCH_BYTES as usize) * 2;
+        pool.give(Vec::with_capacity(large));
+        pool.give(Vec::with_capacity(large * 2));
+        pool.give(Vec::with_capacity(large));
+        let big: Vec<usize> = pool
+            .bufs
+            .iter()
+            .map(|b| b.capacity())
+            .filter(|&c| c as u64 > BATCH_BYTES)
+            .collect();
+        assert_eq!(big, vec![large * 2], "only the largest large buffer stays");
+    }
 
     #[test]
     fn extensions() {

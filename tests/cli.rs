@@ -234,3 +234,72 @@ fn eval_and_train_need_the_train_feature() {
         assert!(stdout(&o).is_empty());
     }
 }
+
+/// A tree of many files, readable and not: the sample checkpoints three times over and
+/// the hostile fixtures in between.
+fn mixed_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = root().join("checkpoints");
+    for copy in ["a", "b", "c"] {
+        for e in walkdir::WalkDir::new(&samples).into_iter().flatten() {
+            if e.file_type().is_file() && e.path().extension().is_some_and(|x| x != "json") {
+                let rel = e.path().strip_prefix(&samples).unwrap();
+                let dst = dir.path().join(copy).join(rel);
+                std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+                std::fs::copy(e.path(), dst).unwrap();
+            }
+        }
+    }
+    for e in std::fs::read_dir(root().join("tests/fixtures/hostile")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join("b").join(e.file_name())).unwrap();
+    }
+    dir
+}
+
+fn scan_json(dir: &std::path::Path, extra: &[&str], engine: Option<&str>) -> serde_json::Value {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tvck"));
+    cmd.args(["scan", ".", "--hash", "--json"])
+        .args(extra)
+        .current_dir(dir);
+    if let Some(e) = engine {
+        cmd.env("TVCK_HASH_ENGINE", e);
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(1), "the hostile files are findings");
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn hashing_gives_the_same_fingerprints_whatever_the_engine_and_batching() {
+    let dir = mixed_tree();
+    let base = scan_json(dir.path(), &[], None);
+    assert_eq!(scan_json(dir.path(), &[], Some("sha2")), base);
+    assert_eq!(scan_json(dir.path(), &["-j", "1"], None), base);
+    assert_eq!(scan_json(dir.path(), &["-j", "3"], Some("sha2")), base);
+    let files = base["files"].as_array().unwrap();
+    let paths: Vec<&str> = files.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort();
+    assert_eq!(paths, sorted, "files come back in path order");
+    // Each readable file's fingerprint is the one `inspect` (a whole-file read, one
+    // tensor at a time) computes.
+    let mut checked = 0;
+    for f in files {
+        let Some(fp) = f["fingerprint"].as_str() else {
+            assert!(f["error"].is_string(), "{f}");
+            continue;
+        };
+        let path = f["path"].as_str().unwrap();
+        let o = tvck(&["inspect", path, "--json"], dir.path());
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["fingerprint"].as_str(), Some(fp), "{path}");
+        checked += 1;
+    }
+    assert!(checked >= 24, "{checked} files fingerprinted");
+    // Three copies of each sample: every group holds a multiple of three files.
+    for g in base["duplicates"].as_array().unwrap() {
+        let n = g["files"].as_array().unwrap().len();
+        assert_eq!(n % 3, 0, "{g}");
+    }
+}

@@ -10,6 +10,8 @@
 pub mod dtype;
 pub mod pickle;
 pub mod safetensors;
+#[cfg(unix)]
+pub mod sparse;
 pub mod torch;
 pub mod value;
 pub mod write;
@@ -230,6 +232,9 @@ pub enum FormatError {
     Limit(String),
     #[error("tensor `{tensor}`: {message}")]
     Tensor { tensor: String, message: String },
+    /// A storage of a sparsely opened file that [`Checkpoint::load_storages`] did not read.
+    #[error("storage `{0}` was not read (the file was opened without it)")]
+    NotLoaded(String),
 }
 
 /// A [`FormatError`] with the file it came from.
@@ -241,17 +246,37 @@ pub struct ReadError {
     pub source: FormatError,
 }
 
-/// The bytes of a file: memory-mapped, or owned (for tests and in-memory use).
+/// The bytes of a file: memory-mapped, owned (read whole, or in memory for tests), or
+/// owned with holes (read sparsely, see [`sparse`]).
 pub enum Source {
     Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
+    #[cfg(unix)]
+    Sparse {
+        /// File-sized; the bytes in `holes` are not the file's.
+        buf: Vec<u8>,
+        file: File,
+        holes: sparse::Holes,
+    },
 }
 
 impl Source {
+    /// The file's bytes (for a sparse source, only those outside its holes are).
     pub fn bytes(&self) -> &[u8] {
         match self {
             Source::Mmap(m) => m,
             Source::Owned(v) => v,
+            #[cfg(unix)]
+            Source::Sparse { buf, .. } => buf,
+        }
+    }
+
+    /// Whether any byte of `[start, end)` is unread.
+    fn unread(&self, start: u64, end: u64) -> bool {
+        match self {
+            #[cfg(unix)]
+            Source::Sparse { holes, .. } => holes.overlaps(start, end),
+            _ => false,
         }
     }
 }
@@ -358,8 +383,74 @@ impl Checkpoint {
     pub fn into_buffer(self) -> Vec<u8> {
         match self.source {
             Source::Owned(v) => v,
+            #[cfg(unix)]
+            Source::Sparse { buf, .. } => buf,
             Source::Mmap(_) => Vec::new(),
         }
+    }
+
+    /// Like [`Checkpoint::open_into`], but a `torch.save` zip is read without its stored
+    /// storage entries, which [`Checkpoint::load_storages`] reads when they are wanted
+    /// (`scan --hash` reads the model state's and skips, say, the optimizer's). Until then
+    /// their bytes are refused with [`FormatError::NotLoaded`]. Other files, and zips
+    /// shaped unlike `torch.save`'s, are read whole.
+    pub fn open_sparse_into(
+        path: impl AsRef<Path>,
+        mut buf: Vec<u8>,
+    ) -> Result<Checkpoint, (ReadError, Vec<u8>)> {
+        let path = path.as_ref();
+        #[cfg(unix)]
+        {
+            let fail = |e: std::io::Error, buf: Vec<u8>| {
+                let source = FormatError::Io(e);
+                let path = path.to_path_buf();
+                (ReadError { path, source }, buf)
+            };
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => return Err(fail(e, buf)),
+            };
+            let len = match file.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => return Err(fail(e, buf)),
+            };
+            match sparse::read(&file, len, &mut buf) {
+                Err(e) => return Err(fail(e, buf)),
+                Ok(None) => {}
+                Ok(Some(holes)) => {
+                    let source = Source::Sparse { buf, file, holes };
+                    return Self::from_source(path.to_path_buf(), source).map_err(|source| {
+                        let path = path.to_path_buf();
+                        (ReadError { path, source }, Vec::new())
+                    });
+                }
+            }
+        }
+        Self::open_into(path, buf)
+    }
+
+    /// Read the bytes of these storages if the checkpoint was opened sparsely (else there
+    /// is nothing to do).
+    pub fn load_storages(&mut self, storages: &[usize]) -> Result<(), FormatError> {
+        #[cfg(unix)]
+        if let Source::Sparse { buf, file, holes } = &mut self.source {
+            if holes.is_empty() {
+                return Ok(());
+            }
+            let starts: Vec<u64> = storages
+                .iter()
+                .filter_map(|&i| match self.storages.get(i).map(|s| &s.data) {
+                    Some(StorageData::ZipEntry {
+                        local_header_offset,
+                        ..
+                    }) => Some(*local_header_offset),
+                    _ => None,
+                })
+                .collect();
+            holes.fill(file, buf, &starts)?;
+        }
+        let _ = storages;
+        Ok(())
     }
 
     /// Parse bytes already in memory (`path` is only used in messages).
@@ -433,10 +524,19 @@ impl Checkpoint {
                 len,
             } => {
                 let bytes = self.bytes();
+                let not_loaded = || FormatError::NotLoaded(storage.key.clone());
+                // A local header is 30 bytes and the name.
+                let header_end = local_header_offset.saturating_add(30 + name.len() as u64);
+                if self.source.unread(*local_header_offset, header_end) {
+                    return Err(not_loaded());
+                }
                 let offset =
                     zip::local_data_offset(bytes, *local_header_offset, name, *entry_size)?;
                 // local_data_offset checked offset + entry_size <= file length.
                 let len = (*len).min(*entry_size);
+                if self.source.unread(offset, offset + len) {
+                    return Err(not_loaded());
+                }
                 Ok(&bytes[offset as usize..(offset + len) as usize])
             }
             StorageData::Missing => Err(FormatError::Tensor {

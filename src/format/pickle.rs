@@ -1080,7 +1080,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     fn set_items(&mut self, target: Id, pairs: Vec<Id>) -> Result<(), FormatError> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(self.err("odd number of items for a dict"));
         }
         match &self.nodes[target] {
@@ -1103,7 +1103,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     }
 
     fn new_dict(&mut self, pairs: Vec<Id>) -> Result<Id, FormatError> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(self.err("odd number of items for a dict"));
         }
         let id = self.add(Node::Dict(DictNode::default()))?;
@@ -2385,7 +2385,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             Node::Dict(d) => d
                 .items
                 .get(n / 2)
-                .map(|(k, v)| if n % 2 == 0 { *k } else { *v }),
+                .map(|(k, v)| if n.is_multiple_of(2) { *k } else { *v }),
             Node::Object { args, state, .. } => match n.cmp(&args.len()) {
                 std::cmp::Ordering::Less => Some(args[n]),
                 std::cmp::Ordering::Equal => *state,

@@ -404,6 +404,73 @@ fn find_eocd(bytes: &[u8]) -> Result<usize, FormatError> {
     })
 }
 
+/// For a reader that has only the last bytes of a file (`tail`, the file being `file_len`
+/// bytes long): the offset of the central directory, if the archive ends the plain way.
+/// That is: an end record found by the same backward search as [`ZipArchive::parse`]'s
+/// (the highest one whose comment reaches exactly the end of the file), inside `tail`,
+/// a ZIP64 end record (if a locator points at one) also inside `tail`, and a directory
+/// that ends before the end record. `None` for anything else: the caller then reads the
+/// whole file.
+/// The returned offset is where the directory (or the ZIP64 end record before it)
+/// starts: the end of the entries' data. [`ZipArchive::parse`] on a buffer whose bytes
+/// from there (or from the start of `tail`, if lower) to the end are the file's reads
+/// nothing below that.
+pub fn tail_directory(tail: &[u8], file_len: u64) -> Option<u64> {
+    let t = tail.len();
+    if t < EOCD_LEN || t as u64 > file_len {
+        return None;
+    }
+    let tail_start = file_len - t as u64;
+    let mut pos = t - EOCD_LEN;
+    let eocd = loop {
+        if tail[pos..pos + 4] == SIG_EOCD.to_le_bytes() {
+            let comment_len = usize::from(u16::from_le_bytes([tail[pos + 20], tail[pos + 21]]));
+            if pos + EOCD_LEN + comment_len == t {
+                break pos;
+            }
+        }
+        if pos == 0 {
+            return None;
+        }
+        pos -= 1;
+    };
+    let eocd_at = tail_start + eocd as u64;
+    let r = Reader {
+        buf: &tail[eocd..eocd + EOCD_LEN],
+    };
+    let (mut cd_size, mut cd_offset) = (u64::from(r.u32(12)), u64::from(r.u32(16)));
+    // What `parse` reads lowest: the directory, or the ZIP64 end record.
+    let mut lowest = cd_offset;
+    // `parse` looks for a ZIP64 locator in the 20 bytes before the end record.
+    if eocd_at >= EOCD64_LOCATOR_LEN as u64 {
+        let loc = eocd.checked_sub(EOCD64_LOCATOR_LEN)?; // not in `tail`: give up
+        let l = Reader {
+            buf: &tail[loc..eocd],
+        };
+        if l.u32(0) == SIG_EOCD64_LOCATOR {
+            // `torch.save` always writes ZIP64 end records: read the one the locator
+            // points at if it is in `tail` (it comes right before the locator).
+            let rec_off = l.u64(8);
+            let start = usize::try_from(rec_off.checked_sub(tail_start)?).ok()?;
+            let rec = tail.get(start..start.checked_add(EOCD64_LEN)?)?;
+            let rec = Reader { buf: rec };
+            if rec.u32(0) != SIG_EOCD64 || rec.u32(16) != 0 || rec.u32(20) != 0 {
+                return None;
+            }
+            cd_size = rec.u64(40);
+            cd_offset = rec.u64(48);
+            lowest = cd_offset.min(rec_off);
+        } else if r.u16(10) == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
+            return None;
+        }
+    }
+    // The directory must end at or before the end record.
+    match cd_offset.checked_add(cd_size) {
+        Some(end) if end <= eocd_at => Some(lowest),
+        _ => None,
+    }
+}
+
 /// Parse the central entry at `*pos` of `cd` and advance `*pos`.
 fn parse_central(
     cd: &[u8],
@@ -903,6 +970,65 @@ mod tests {
             &*a.read(a.find("a/y").unwrap(), 100).unwrap(),
             b"hello hello hello hello"
         );
+    }
+
+    #[test]
+    fn tail_directory_is_all_parse_reads() {
+        let big = vec![7u8; 3000];
+        for zip64 in [false, true] {
+            let z = build::zip(&specs(false, &big), zip64);
+            let whole = ZipArchive::parse(&z).unwrap().entries().to_vec();
+            let cd = find_sig(&z, SIG_CENTRAL, 0) as u64;
+            for t in [22, 100, 200, 400, 1000, z.len()] {
+                let tail_start = z.len() - t;
+                // The end record and the 20 bytes before it (or the ZIP64 records).
+                let needs = if zip64 { 98 } else { 42 };
+                let Some(dir) = tail_directory(&z[tail_start..], z.len() as u64) else {
+                    assert!(t < needs, "zip64 {zip64}, tail {t}");
+                    continue;
+                };
+                assert_eq!(dir, cd, "zip64 {zip64}, tail {t}");
+                // Garbage below what parse needs changes nothing.
+                let from = (dir as usize).min(tail_start);
+                let mut holey = z.clone();
+                holey[..from].fill(0xAA);
+                let parsed = ZipArchive::parse(&holey).unwrap();
+                assert_eq!(parsed.entries(), &whole[..], "zip64 {zip64}, tail {t}");
+            }
+        }
+    }
+
+    #[test]
+    fn tail_directory_declines_what_it_cannot_vouch_for() {
+        let big = vec![7u8; 3000];
+        let z = build::zip(&specs(false, &big), false);
+        let n = z.len() as u64;
+        assert_eq!(tail_directory(&z[z.len() - 21..], n), None, "too short");
+        assert_eq!(tail_directory(&[], n), None);
+        assert_eq!(tail_directory(&z, n - 1), None, "longer than the file");
+        // An end record whose comment does not reach the end is not the one parse takes.
+        let mut commented = z.clone();
+        commented.extend_from_slice(b"trailing");
+        let len = commented.len() as u64;
+        assert_eq!(
+            tail_directory(&commented[commented.len() - 200..], len),
+            None
+        );
+        // With a matching comment length it is found again.
+        let at = find_sig(&commented, SIG_EOCD, 0);
+        commented[at + 20..at + 22].copy_from_slice(&8u16.to_le_bytes());
+        assert!(tail_directory(&commented[commented.len() - 200..], len).is_some());
+        assert!(ZipArchive::parse(&commented).is_ok());
+        // A directory claimed to run into the end record.
+        let mut bad = z.clone();
+        let at = find_sig(&bad, SIG_EOCD, 0);
+        bad[at + 12..at + 16].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(tail_directory(&bad[bad.len() - 200..], n), None);
+        // ZIP64 with the end record outside the tail.
+        let z64 = build::zip(&specs(false, &big), true);
+        let n64 = z64.len() as u64;
+        assert_eq!(tail_directory(&z64[z64.len() - 40..], n64), None);
+        assert!(tail_directory(&z64[z64.len() - 98..], n64).is_some());
     }
 
     const PY_ZIP: &[u8] = include_bytes!("../../tests/fixtures/zip/python.zip");

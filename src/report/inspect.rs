@@ -68,20 +68,23 @@ impl InspectReport {
 pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport {
     let mut tensors = Vec::with_capacity(ckpt.tensors.len());
     let mut hashes = Vec::with_capacity(ckpt.tensors.len());
-    for (i, t) in ckpt.tensors.iter().enumerate() {
-        let (sha256, error) = if hash {
-            match fingerprint::tensor_hash(ckpt, i) {
-                Ok(h) => {
-                    hashes.push(Some(h));
-                    (Some(fingerprint::hex(&h)), None)
-                }
-                Err(e) => {
-                    hashes.push(None);
-                    (None, Some(e.to_string()))
-                }
+    let all: Vec<usize> = if hash {
+        (0..ckpt.tensors.len()).collect()
+    } else {
+        Vec::new()
+    };
+    let mut results = fingerprint::tensor_hashes(ckpt, &all).into_iter();
+    for t in &ckpt.tensors {
+        let (sha256, error) = match results.next() {
+            Some(Ok(h)) => {
+                hashes.push(Some(h));
+                (Some(fingerprint::hex(&h)), None)
             }
-        } else {
-            (None, None)
+            Some(Err(e)) => {
+                hashes.push(None);
+                (None, Some(e.to_string()))
+            }
+            None => (None, None),
         };
         tensors.push(TensorRow {
             name: t.path.clone(),

@@ -8,6 +8,13 @@
 //!   `name \0 dtype \0 ndim:u64le dims:u64le… tensor_hash[32]`. It does not depend on the
 //!   file name, key order, the key the state sits under, or the container.
 //!   Files with no model state use every tensor, by path.
+//!
+//! Tensors are hashed many at a time ([`many`]): on CPUs with AVX-512, 16 messages run
+//! side by side, so callers with many files (scan) hand over a batch of checkpoints.
+
+pub mod many;
+
+use std::borrow::Cow;
 
 use sha2::{Digest, Sha256};
 
@@ -30,6 +37,18 @@ pub fn short(hash: &Hash) -> String {
 pub fn tensor_hash(ckpt: &Checkpoint, index: usize) -> Result<Hash, FormatError> {
     let bytes = ckpt.tensor_bytes(index)?;
     Ok(Sha256::digest(&bytes).into())
+}
+
+/// SHA-256 of the logical bytes of each tensor in `indices`, hashed together.
+pub fn tensor_hashes(ckpt: &Checkpoint, indices: &[usize]) -> Vec<Result<Hash, FormatError>> {
+    let bytes: Vec<Result<Cow<'_, [u8]>, FormatError>> =
+        indices.iter().map(|&i| ckpt.tensor_bytes(i)).collect();
+    let msgs: Vec<&[u8]> = bytes.iter().flatten().map(|b| &b[..]).collect();
+    let mut hashes = many::sha256_many(&msgs).into_iter();
+    bytes
+        .into_iter()
+        .map(|b| b.map(|_| hashes.next().expect("one hash per readable tensor")))
+        .collect()
 }
 
 /// One named tensor of a fingerprint.
@@ -79,24 +98,71 @@ pub fn fingerprint(ckpt: &Checkpoint) -> Result<Fingerprint, FormatError> {
     fingerprint_with(ckpt, ckpt.model_state_ref().as_ref())
 }
 
+/// The storages whose bytes a fingerprint reads (for [`Checkpoint::load_storages`]).
+pub fn fingerprint_storages(
+    ckpt: &Checkpoint,
+    model_state: Option<&ModelStateRef<'_>>,
+) -> Vec<usize> {
+    let mut s: Vec<usize> = fingerprint_tensors_of(ckpt, model_state)
+        .into_iter()
+        .map(|(_, i)| ckpt.tensors[i].storage)
+        .collect();
+    s.sort_unstable();
+    s.dedup();
+    s
+}
+
 /// [`fingerprint`] for an already computed model state.
 pub fn fingerprint_with(
     ckpt: &Checkpoint,
     model_state: Option<&ModelStateRef<'_>>,
 ) -> Result<Fingerprint, FormatError> {
-    let mut tensors = fingerprint_tensors_of(ckpt, model_state)
-        .into_iter()
-        .map(|(name, index)| {
-            Ok(TensorDigest {
-                hash: tensor_hash(ckpt, index)?,
-                name,
-                index,
-            })
+    fingerprint_batch(&[(ckpt, model_state)])
+        .pop()
+        .expect("one result per checkpoint")
+}
+
+/// Fingerprints of several checkpoints (each with its model state, if any), their tensors
+/// hashed together: the multi-buffer engine is fastest with many messages at once, and
+/// one file alone may hold only a few large tensors. A checkpoint whose tensor bytes
+/// cannot be read gets its error; the others are unaffected.
+pub fn fingerprint_batch(
+    items: &[(&Checkpoint, Option<&ModelStateRef<'_>>)],
+) -> Vec<Result<Fingerprint, FormatError>> {
+    // Every item's tensors and their bytes, or the item's first error.
+    type Bytes<'a> = Vec<(String, usize, Cow<'a, [u8]>)>;
+    let gathered: Vec<Result<Bytes<'_>, FormatError>> = items
+        .iter()
+        .map(|&(ckpt, ms)| {
+            fingerprint_tensors_of(ckpt, ms)
+                .into_iter()
+                .map(|(name, index)| Ok((name, index, ckpt.tensor_bytes(index)?)))
+                .collect()
         })
-        .collect::<Result<Vec<_>, FormatError>>()?;
-    tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    let weights = combine(ckpt, &tensors);
-    Ok(Fingerprint { weights, tensors })
+        .collect();
+    let msgs: Vec<&[u8]> = gathered
+        .iter()
+        .flatten()
+        .flat_map(|ts| ts.iter().map(|(_, _, b)| &b[..]))
+        .collect();
+    let hashes = many::sha256_many(&msgs);
+    drop(msgs);
+    let mut hashes = hashes.into_iter();
+    items
+        .iter()
+        .zip(gathered)
+        .map(|(&(ckpt, _), g)| {
+            let tensors = g?
+                .into_iter()
+                .map(|(name, index, _)| TensorDigest {
+                    name,
+                    index,
+                    hash: hashes.next().expect("one hash per tensor"),
+                })
+                .collect();
+            Ok(assemble(ckpt, tensors))
+        })
+        .collect()
 }
 
 /// [`fingerprint`] reusing tensor hashes already computed (`known[i]` for tensor `i`, e.g.
@@ -105,19 +171,31 @@ pub fn fingerprint_reusing(
     ckpt: &Checkpoint,
     known: &[Option<Hash>],
 ) -> Result<Fingerprint, FormatError> {
-    let mut tensors = fingerprint_tensors(ckpt)
+    let wanted = fingerprint_tensors(ckpt);
+    let missing: Vec<usize> = wanted
+        .iter()
+        .map(|&(_, i)| i)
+        .filter(|&i| known.get(i).copied().flatten().is_none())
+        .collect();
+    let mut computed = tensor_hashes(ckpt, &missing).into_iter();
+    let tensors = wanted
         .into_iter()
         .map(|(name, index)| {
             let hash = match known.get(index).copied().flatten() {
                 Some(h) => h,
-                None => tensor_hash(ckpt, index)?,
+                None => computed.next().expect("one result per missing tensor")?,
             };
             Ok(TensorDigest { hash, name, index })
         })
         .collect::<Result<Vec<_>, FormatError>>()?;
+    Ok(assemble(ckpt, tensors))
+}
+
+/// Sort by name and combine into the weights fingerprint.
+fn assemble(ckpt: &Checkpoint, mut tensors: Vec<TensorDigest>) -> Fingerprint {
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let weights = combine(ckpt, &tensors);
-    Ok(Fingerprint { weights, tensors })
+    Fingerprint { weights, tensors }
 }
 
 fn combine(ckpt: &Checkpoint, tensors: &[TensorDigest]) -> Hash {
