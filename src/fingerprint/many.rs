@@ -356,57 +356,6 @@ mod x16 {
         }
         o
     }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use sha2::{Digest, Sha256};
-
-        fn sha2_all(msgs: &[&[u8]]) -> Vec<Hash> {
-            msgs.iter().map(|m| Sha256::digest(m).into()).collect()
-        }
-
-        #[test]
-        fn sixteen_lanes_match_sha2_at_every_lane_count() {
-            if !crate::fingerprint::many::avx512_available() {
-                // Nothing of this engine can run here; what can be checked is that it is
-                // never chosen (the sha2 path is tested below).
-                assert_eq!(
-                    crate::fingerprint::many::Engine::detect(),
-                    crate::fingerprint::many::Engine::Sha2
-                );
-                eprintln!("no AVX-512 on this CPU: the 16-lane engine is not used here");
-                return;
-            }
-            let data: Vec<u8> = (0..70_000u32)
-                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-                .collect();
-            // Lengths around every block boundary, including 55/56 (padding spills) and 0.
-            let lens = [
-                0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096, 65_537,
-            ];
-            for n in 1..=40 {
-                let msgs: Vec<&[u8]> = (0..n)
-                    .map(|i| {
-                        let len = lens[(i * 7) % lens.len()];
-                        &data[i..i + len]
-                    })
-                    .collect();
-                // min_lanes = 1 keeps the 16-lane engine on to the last block.
-                assert_eq!(
-                    hash_all(&msgs, 1),
-                    sha2_all(&msgs),
-                    "{n} messages, all lanes"
-                );
-                assert_eq!(hash_all(&msgs, 8), sha2_all(&msgs), "{n} messages");
-                assert_eq!(
-                    hash_all(&msgs, 17),
-                    sha2_all(&msgs),
-                    "{n} messages, no lanes"
-                );
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -416,6 +365,45 @@ mod tests {
 
     fn sha2_all(msgs: &[&[u8]]) -> Vec<Hash> {
         msgs.iter().map(|m| Sha256::digest(m).into()).collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_lanes_match_sha2_at_every_lane_count() {
+        if !avx512_available() {
+            // Nothing of this engine can run here; what can be checked is that it is
+            // never chosen (the sha2 path is tested below).
+            assert_eq!(Engine::detect(), Engine::Sha2);
+            eprintln!("no AVX-512 on this CPU: the 16-lane engine is not used here");
+            return;
+        }
+        let data: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        // Lengths around every block boundary, including 55/56 (padding spills) and 0.
+        let lens = [
+            0, 1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 129, 1000, 4096, 65_537,
+        ];
+        for n in 1..=40 {
+            let msgs: Vec<&[u8]> = (0..n)
+                .map(|i| {
+                    let len = lens[(i * 7) % lens.len()];
+                    &data[i..i + len]
+                })
+                .collect();
+            // min_lanes = 1 keeps the 16-lane engine on to the last block.
+            assert_eq!(
+                x16::hash_all(&msgs, 1),
+                sha2_all(&msgs),
+                "{n} messages, all lanes"
+            );
+            assert_eq!(x16::hash_all(&msgs, 8), sha2_all(&msgs), "{n} messages");
+            assert_eq!(
+                x16::hash_all(&msgs, 17),
+                sha2_all(&msgs),
+                "{n} messages, no lanes"
+            );
+        }
     }
 
     #[test]
