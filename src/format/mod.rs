@@ -483,7 +483,9 @@ impl Checkpoint {
         })
     }
 
-    /// The raw file bytes.
+    /// The raw file bytes. For a checkpoint from [`Checkpoint::open_sparse_into`], the
+    /// storages not loaded yet are not among them (their places hold other bytes): go
+    /// through [`Checkpoint::tensor_bytes`], which refuses them.
     pub fn bytes(&self) -> &[u8] {
         self.source.bytes()
     }
