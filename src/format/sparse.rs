@@ -47,7 +47,7 @@ impl Holes {
 
     /// Read the holes that start at the given offsets (the local header offsets of stored
     /// storage entries; others are ignored) from `file` into `buf`, together with
-    /// anything between holes closer than [`MERGE_GAP`], and forget every hole read.
+    /// anything between holes closer than `MERGE_GAP` (64 KiB), and forget every hole read.
     pub fn fill(&mut self, file: &File, buf: &mut [u8], starts: &[u64]) -> std::io::Result<()> {
         let mut wanted: Vec<(u64, u64)> = starts
             .iter()
