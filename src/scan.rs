@@ -3,7 +3,8 @@
 //! Without hashing only the containers' headers and pickles are read (tensor data is
 //! never touched), files in parallel (rayon). With hashing, each worker takes a small
 //! batch of files at a time (up to [`BATCH_FILES`] files or [`BATCH_BYTES`] bytes), reads
-//! them into recycled buffers and hashes all their tensors together, which the
+//! them into recycled buffers (only the bytes the fingerprint needs, see
+//! [`crate::format::sparse`]) and hashes all their tensors together, which the
 //! multi-buffer SHA-256 engine ([`fingerprint::many`]) needs to be fast; memory stays
 //! bounded by the batches in flight, not the tree.
 

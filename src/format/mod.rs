@@ -393,7 +393,8 @@ impl Checkpoint {
     /// storage entries, which [`Checkpoint::load_storages`] reads when they are wanted
     /// (`scan --hash` reads the model state's and skips, say, the optimizer's). Until then
     /// their bytes are refused with [`FormatError::NotLoaded`]. Other files, and zips
-    /// shaped unlike `torch.save`'s, are read whole.
+    /// shaped unlike `torch.save`'s, are read whole. Like `open_into`, it holds the file
+    /// in memory (`buf` grows to the file's length): map large files instead.
     pub fn open_sparse_into(
         path: impl AsRef<Path>,
         mut buf: Vec<u8>,
