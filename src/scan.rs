@@ -221,7 +221,7 @@ pub const BATCH_FILES: usize = 4;
 /// ...or before it would pass this many bytes (a larger file makes a batch alone).
 pub const BATCH_BYTES: u64 = 16 << 20;
 
-fn unreadable(path: &Path, rel: String, e: crate::format::ReadError) -> FileSummary {
+fn unreadable(path: &Path, rel: String, e: &crate::format::ReadError) -> FileSummary {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     FileSummary::unreadable(rel, size, e.source.to_string())
 }
@@ -230,7 +230,7 @@ fn summarize_path(root: &Path, path: &Path, opts: &ScanOptions) -> FileSummary {
     let rel = relative(root, path);
     match Checkpoint::open(path) {
         Ok(ckpt) => summarize(&ckpt, rel, opts),
-        Err(e) => unreadable(path, rel, e),
+        Err(e) => unreadable(path, rel, &e),
     }
 }
 
@@ -347,31 +347,27 @@ fn scan_hashing(
             if batch.is_empty() {
                 break;
             }
-            // Model states line up with the batch; unreadable files have none.
-            let states: Vec<Option<(&Checkpoint, Option<ModelStateRef<'_>>)>> = batch
+            // Model states line up with the batch (none for an unreadable file).
+            let states: Vec<Option<ModelStateRef<'_>>> = batch
                 .iter()
-                .map(|(_, r)| r.as_ref().ok().map(|c| (c, c.model_state_ref())))
+                .map(|(_, r)| r.as_ref().ok().and_then(Checkpoint::model_state_ref))
                 .collect();
-            let items: Vec<_> = states
+            let items: Vec<_> = batch
                 .iter()
-                .flatten()
-                .map(|(c, m)| (*c, m.as_ref()))
+                .zip(&states)
+                .filter_map(|((_, r), m)| r.as_ref().ok().map(|c| (c, m.as_ref())))
                 .collect();
             let mut fingerprints = fingerprint::fingerprint_batch(&items).into_iter();
             let mut summaries = Vec::with_capacity(batch.len());
-            for ((i, r), state) in batch.iter().zip(&states) {
+            for ((i, r), model_state) in batch.iter().zip(&states) {
                 let rel = relative(root, &paths[*i]);
-                let summary = match state {
-                    Some((ckpt, model_state)) => {
+                let summary = match r {
+                    Ok(ckpt) => {
                         let mut s = describe(ckpt, rel, model_state.as_ref());
                         set_fingerprint(&mut s, fingerprints.next().expect("one per file"));
                         s
                     }
-                    None => {
-                        let error = r.as_ref().err().map(|e| e.source.to_string());
-                        let size = size_of(&paths[*i]);
-                        FileSummary::unreadable(rel, size, error.unwrap_or_default())
-                    }
+                    Err(e) => unreadable(&paths[*i], rel, e),
                 };
                 on_file(&summary);
                 summaries.push((*i, summary));

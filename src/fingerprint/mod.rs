@@ -72,23 +72,23 @@ pub struct Fingerprint {
 /// checkpoint has one, else every tensor by path.
 pub fn fingerprint_tensors(ckpt: &Checkpoint) -> Vec<(String, usize)> {
     fingerprint_tensors_of(ckpt, ckpt.model_state_ref().as_ref())
+        .into_iter()
+        .map(|(name, i)| (name.to_string(), i))
+        .collect()
 }
 
-fn fingerprint_tensors_of(
-    ckpt: &Checkpoint,
-    model_state: Option<&ModelStateRef<'_>>,
-) -> Vec<(String, usize)> {
+/// [`fingerprint_tensors`], names borrowed.
+fn fingerprint_tensors_of<'a>(
+    ckpt: &'a Checkpoint,
+    model_state: Option<&ModelStateRef<'a>>,
+) -> Vec<(&'a str, usize)> {
     match model_state {
-        Some(ms) => ms
-            .entries
-            .iter()
-            .map(|&(k, i)| (k.to_string(), i))
-            .collect(),
+        Some(ms) => ms.entries.clone(),
         None => ckpt
             .tensors
             .iter()
             .enumerate()
-            .map(|(i, t)| (t.path.clone(), i))
+            .map(|(i, t)| (t.path.as_str(), i))
             .collect(),
     }
 }
@@ -130,7 +130,7 @@ pub fn fingerprint_batch(
     items: &[(&Checkpoint, Option<&ModelStateRef<'_>>)],
 ) -> Vec<Result<Fingerprint, FormatError>> {
     // Every item's tensors and their bytes, or the item's first error.
-    type Bytes<'a> = Vec<(String, usize, Cow<'a, [u8]>)>;
+    type Bytes<'a> = Vec<(&'a str, usize, Cow<'a, [u8]>)>;
     let gathered: Vec<Result<Bytes<'_>, FormatError>> = items
         .iter()
         .map(|&(ckpt, ms)| {
@@ -155,7 +155,7 @@ pub fn fingerprint_batch(
             let tensors = g?
                 .into_iter()
                 .map(|(name, index, _)| TensorDigest {
-                    name,
+                    name: name.to_string(),
                     index,
                     hash: hashes.next().expect("one hash per tensor"),
                 })
@@ -171,7 +171,8 @@ pub fn fingerprint_reusing(
     ckpt: &Checkpoint,
     known: &[Option<Hash>],
 ) -> Result<Fingerprint, FormatError> {
-    let wanted = fingerprint_tensors(ckpt);
+    let model_state = ckpt.model_state_ref();
+    let wanted = fingerprint_tensors_of(ckpt, model_state.as_ref());
     let missing: Vec<usize> = wanted
         .iter()
         .map(|&(_, i)| i)
@@ -185,6 +186,7 @@ pub fn fingerprint_reusing(
                 Some(h) => h,
                 None => computed.next().expect("one result per missing tensor")?,
             };
+            let name = name.to_string();
             Ok(TensorDigest { hash, name, index })
         })
         .collect::<Result<Vec<_>, FormatError>>()?;

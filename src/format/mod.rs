@@ -354,29 +354,50 @@ impl Checkpoint {
     /// with the error.
     pub fn open_into(
         path: impl AsRef<Path>,
+        buf: Vec<u8>,
+    ) -> Result<Checkpoint, (ReadError, Vec<u8>)> {
+        let path = path.as_ref();
+        let opened = File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
+        match opened {
+            Ok((len, file)) => Self::read_whole(path, file, len, buf),
+            Err(e) => Err(Self::io_failure(path, e, buf)),
+        }
+    }
+
+    /// Read the opened `file` (`len` bytes by its metadata) whole into `buf` and parse it.
+    fn read_whole(
+        path: &Path,
+        mut file: File,
+        len: u64,
         mut buf: Vec<u8>,
     ) -> Result<Checkpoint, (ReadError, Vec<u8>)> {
         use std::io::Read;
-        let path = path.as_ref();
         buf.clear();
-        let read = File::open(path).and_then(|mut f| {
-            let len = f.metadata()?.len();
-            buf.reserve(usize::try_from(len).unwrap_or(0));
-            f.read_to_end(&mut buf)
-        });
-        let fail = |source: FormatError, buf: Vec<u8>| {
-            let path = path.to_path_buf();
-            (ReadError { path, source }, buf)
-        };
-        match read {
-            Err(e) => Err(fail(FormatError::Io(e), buf)),
-            Ok(0) => Err(fail(FormatError::Empty, buf)),
-            Ok(_) => match Self::from_source(path.to_path_buf(), Source::Owned(buf)) {
-                Ok(c) => Ok(c),
+        buf.reserve(usize::try_from(len).unwrap_or(0));
+        match file.read_to_end(&mut buf) {
+            Err(e) => Err(Self::io_failure(path, e, buf)),
+            Ok(0) => {
+                let path = path.to_path_buf();
+                Err((
+                    ReadError {
+                        path,
+                        source: FormatError::Empty,
+                    },
+                    buf,
+                ))
+            }
+            Ok(_) => Self::from_source(path.to_path_buf(), Source::Owned(buf)).map_err(|source| {
                 // from_source consumed the buffer: hand back a fresh one.
-                Err(source) => Err(fail(source, Vec::new())),
-            },
+                let path = path.to_path_buf();
+                (ReadError { path, source }, Vec::new())
+            }),
         }
+    }
+
+    fn io_failure(path: &Path, e: std::io::Error, buf: Vec<u8>) -> (ReadError, Vec<u8>) {
+        let path = path.to_path_buf();
+        let source = FormatError::Io(e);
+        (ReadError { path, source }, buf)
     }
 
     /// The buffer of a checkpoint read with [`Checkpoint::open_into`] (empty for a mapped one).
@@ -400,34 +421,24 @@ impl Checkpoint {
         mut buf: Vec<u8>,
     ) -> Result<Checkpoint, (ReadError, Vec<u8>)> {
         let path = path.as_ref();
+        let (len, file) = match File::open(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+            Ok(opened) => opened,
+            Err(e) => return Err(Self::io_failure(path, e, buf)),
+        };
         #[cfg(unix)]
-        {
-            let fail = |e: std::io::Error, buf: Vec<u8>| {
-                let source = FormatError::Io(e);
-                let path = path.to_path_buf();
-                (ReadError { path, source }, buf)
-            };
-            let file = match File::open(path) {
-                Ok(f) => f,
-                Err(e) => return Err(fail(e, buf)),
-            };
-            let len = match file.metadata() {
-                Ok(m) => m.len(),
-                Err(e) => return Err(fail(e, buf)),
-            };
-            match sparse::read(&file, len, &mut buf) {
-                Err(e) => return Err(fail(e, buf)),
-                Ok(None) => {}
-                Ok(Some(holes)) => {
-                    let source = Source::Sparse { buf, file, holes };
-                    return Self::from_source(path.to_path_buf(), source).map_err(|source| {
-                        let path = path.to_path_buf();
-                        (ReadError { path, source }, Vec::new())
-                    });
-                }
+        match sparse::read(&file, len, &mut buf) {
+            Err(e) => return Err(Self::io_failure(path, e, buf)),
+            Ok(None) => {}
+            Ok(Some(holes)) => {
+                let source = Source::Sparse { buf, file, holes };
+                return Self::from_source(path.to_path_buf(), source).map_err(|source| {
+                    let path = path.to_path_buf();
+                    (ReadError { path, source }, Vec::new())
+                });
             }
         }
-        Self::open_into(path, buf)
+        // Not read sparsely (`sparse::read` only used positioned reads): read it whole.
+        Self::read_whole(path, file, len, buf)
     }
 
     /// Read the bytes of these storages if the checkpoint was opened sparsely (else there
@@ -528,8 +539,8 @@ impl Checkpoint {
             } => {
                 let bytes = self.bytes();
                 let not_loaded = || FormatError::NotLoaded(storage.key.clone());
-                // A local header is 30 bytes and the name.
-                let header_end = local_header_offset.saturating_add(30 + name.len() as u64);
+                let header_end =
+                    local_header_offset.saturating_add((zip::LOCAL_LEN + name.len()) as u64);
                 if self.source.unread(*local_header_offset, header_end) {
                     return Err(not_loaded());
                 }

@@ -150,16 +150,10 @@ pub fn read(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<
 
 /// The folder prefix of the archive's single `data.pkl`, as `read_zip` finds it.
 fn prefix(archive: &ZipArchive<'_>) -> Option<String> {
-    let mut found = archive
-        .entries()
-        .iter()
-        .map(|e| e.name.as_str())
-        .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1));
-    let one = found.next()?;
-    if found.next().is_some() {
-        return None;
+    match super::torch::pickle_names(archive.entries()).as_slice() {
+        [one] => Some(one.strip_suffix("data.pkl").unwrap_or("").to_string()),
+        _ => None,
     }
-    Some(one.strip_suffix("data.pkl").unwrap_or("").to_string())
 }
 
 fn is_hole(entry: &zip::Entry, prefix: &str) -> bool {

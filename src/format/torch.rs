@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use super::pickle::{self, Host, Loaded, PidItem, TensorSpec};
-use super::zip::{Method, ZipArchive};
+use super::zip::{self, Method, ZipArchive};
 use super::{limits, DType, Finding, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
 
 /// Largest storage we inflate into memory when an archive compresses one.
@@ -393,24 +393,19 @@ impl ZipHost<'_, '_> {
                 len = actual;
             }
         }
-        let data = match entry.method {
-            Method::Stored if entry.is_encrypted() => StorageData::Missing,
-            Method::Stored if entry.compressed_size != entry.uncompressed_size => {
-                return (
-                    StorageData::Missing,
-                    Some(format!(
-                        "storage `{}` cannot be read: stored entry `{name}` has compressed size {} but uncompressed size {}",
-                        r.key, entry.compressed_size, entry.uncompressed_size
-                    )),
-                )
+        let data = match (entry.method, zip::stored_len(entry)) {
+            (_, Err(e)) => {
+                let note = format!("storage `{}` cannot be read: {e}", r.key);
+                return (StorageData::Missing, Some(note));
             }
             // The local header is read when the bytes are first needed (not by `scan`).
-            Method::Stored => StorageData::ZipEntry {
+            (_, Ok(Some(entry_size))) => StorageData::ZipEntry {
                 local_header_offset: entry.local_header_offset,
                 name: name.clone(),
-                entry_size: entry.compressed_size,
+                entry_size,
                 len,
             },
+            (Method::Stored, Ok(None)) => StorageData::Missing, // encrypted
             _ => match self.zip.read_unchecked(entry, MAX_INFLATED_STORAGE) {
                 Ok(bytes) => {
                     let mut v = bytes.into_owned();
@@ -459,16 +454,20 @@ impl ZipHost<'_, '_> {
     }
 }
 
-/// Read a `torch.save` zip archive.
-pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
-    let zip = ZipArchive::parse(bytes)?;
-    // The single top folder may have any name: find `<prefix>data.pkl`.
-    let candidates: Vec<&str> = zip
-        .entries()
+/// The entries that may be the archive's pickle: `data.pkl` at the top or in the single
+/// top folder, which may have any name (`<prefix>data.pkl`). A `torch.save` file has one.
+pub(crate) fn pickle_names(entries: &[zip::Entry]) -> Vec<&str> {
+    entries
         .iter()
         .map(|e| e.name.as_str())
         .filter(|n| *n == "data.pkl" || (n.ends_with("/data.pkl") && n.matches('/').count() == 1))
-        .collect();
+        .collect()
+}
+
+/// Read a `torch.save` zip archive.
+pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    let zip = ZipArchive::parse(bytes)?;
+    let candidates = pickle_names(zip.entries());
     let pkl_name = match candidates.as_slice() {
         [one] => one.to_string(),
         [] => {

@@ -24,7 +24,8 @@ const EOCD_LEN: usize = 22;
 const EOCD64_LOCATOR_LEN: usize = 20;
 const EOCD64_LEN: usize = 56;
 const CENTRAL_LEN: usize = 46;
-const LOCAL_LEN: usize = 30;
+/// Fixed part of a local header (the name and extra field follow).
+pub const LOCAL_LEN: usize = 30;
 /// Largest zip comment (the EOCD is within the last 64 KiB + 22 bytes).
 const MAX_COMMENT: usize = 0xFFFF;
 
@@ -161,55 +162,13 @@ impl<'a> ZipArchive<'a> {
     /// Parse the central directory of the archive in `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<ZipArchive<'a>, FormatError> {
         let file_len = bytes.len() as u64;
-        let eocd_pos = find_eocd(bytes)?;
-        let eocd = Reader {
-            buf: &bytes[eocd_pos..eocd_pos + EOCD_LEN],
-        };
-        let disk = eocd.u16(4);
-        let cd_disk = eocd.u16(6);
-        let mut total_entries = u64::from(eocd.u16(10));
-        let mut cd_size = u64::from(eocd.u32(12));
-        let mut cd_offset = u64::from(eocd.u32(16));
-
-        // ZIP64: a locator right before the EOCD points at the EOCD64 record.
-        if eocd_pos >= EOCD64_LOCATOR_LEN {
-            let loc_pos = eocd_pos - EOCD64_LOCATOR_LEN;
-            let loc = Reader {
-                buf: &bytes[loc_pos..eocd_pos],
-            };
-            if loc.u32(0) == SIG_EOCD64_LOCATOR {
-                let rec_off = loc.u64(8);
-                let rec = slice_at(bytes, rec_off, EOCD64_LEN as u64).ok_or_else(|| {
-                    FormatError::Truncated(format!(
-                        "zip cut short: the ZIP64 end record at {rec_off} lies past the end of the {file_len}-byte file"
-                    ))
-                })?;
-                let rec = Reader { buf: rec };
-                if rec.u32(0) != SIG_EOCD64 {
-                    return Err(FormatError::Zip(format!(
-                        "no ZIP64 end record at offset {rec_off} (the locator points there)"
-                    )));
-                }
-                if rec.u32(16) != 0 || rec.u32(20) != 0 {
-                    return Err(FormatError::Zip(
-                        "multi-disk (split) archives are not supported".into(),
-                    ));
-                }
-                total_entries = rec.u64(32);
-                cd_size = rec.u64(40);
-                cd_offset = rec.u64(48);
-            } else if total_entries == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF
-            {
-                return Err(FormatError::Zip(
-                    "the end record needs ZIP64 values but there is no ZIP64 locator".into(),
-                ));
-            }
-        }
-        if disk != 0 || cd_disk != 0 {
-            return Err(FormatError::Zip(
-                "multi-disk (split) archives are not supported".into(),
-            ));
-        }
+        let (eocd_pos, _) = find_eocd(bytes)?;
+        let EndRecords {
+            total_entries,
+            cd_size,
+            cd_offset,
+            ..
+        } = end_records(bytes, file_len, eocd_pos)?;
         if total_entries > limits::MAX_ZIP_ENTRIES as u64 {
             return Err(FormatError::Limit(format!(
                 "zip claims {total_entries} entries (limit {})",
@@ -277,17 +236,11 @@ impl<'a> ZipArchive<'a> {
 
     /// For a `Stored` entry, its `(offset, len)` in the file; `None` if compressed.
     pub fn stored_range(&self, entry: &Entry) -> Result<Option<(u64, u64)>, FormatError> {
-        if entry.method != Method::Stored || entry.is_encrypted() {
+        let Some(len) = stored_len(entry)? else {
             return Ok(None);
-        }
-        if entry.compressed_size != entry.uncompressed_size {
-            return Err(FormatError::Zip(format!(
-                "stored entry `{}` has compressed size {} but uncompressed size {}",
-                entry.name, entry.compressed_size, entry.uncompressed_size
-            )));
-        }
+        };
         let off = self.data_offset(entry)?;
-        Ok(Some((off, entry.compressed_size)))
+        Ok(Some((off, len)))
     }
 
     /// The entry's bytes: borrowed if stored, inflated if deflated. The uncompressed
@@ -362,6 +315,22 @@ impl<'a> ZipArchive<'a> {
     }
 }
 
+/// For a `Stored` (unencrypted) entry, its length, checked from the central directory
+/// alone (where its data starts needs the local header: [`local_data_offset`]); `None` if
+/// compressed or encrypted.
+pub fn stored_len(entry: &Entry) -> Result<Option<u64>, FormatError> {
+    if entry.method != Method::Stored || entry.is_encrypted() {
+        return Ok(None);
+    }
+    if entry.compressed_size != entry.uncompressed_size {
+        return Err(FormatError::Zip(format!(
+            "stored entry `{}` has compressed size {} but uncompressed size {}",
+            entry.name, entry.compressed_size, entry.uncompressed_size
+        )));
+    }
+    Ok(Some(entry.compressed_size))
+}
+
 /// CRC-32 (IEEE) of `data`.
 pub fn crc32(data: &[u8]) -> u32 {
     let mut c = flate2::Crc::new();
@@ -370,7 +339,9 @@ pub fn crc32(data: &[u8]) -> u32 {
 }
 
 /// Position of the End Of Central Directory record.
-fn find_eocd(bytes: &[u8]) -> Result<usize, FormatError> {
+/// Position of the End Of Central Directory record, and whether its comment reaches
+/// exactly the end of `bytes` (else it is the highest record that at least fits).
+fn find_eocd(bytes: &[u8]) -> Result<(usize, bool), FormatError> {
     let len = bytes.len();
     if len < EOCD_LEN {
         return Err(FormatError::Truncated(format!(
@@ -385,7 +356,7 @@ fn find_eocd(bytes: &[u8]) -> Result<usize, FormatError> {
             let comment_len = usize::from(u16::from_le_bytes([bytes[pos + 20], bytes[pos + 21]]));
             let end = pos + EOCD_LEN + comment_len;
             if end == len {
-                return Ok(pos);
+                return Ok((pos, true));
             }
             if end < len && fallback.is_none() {
                 fallback = Some(pos);
@@ -396,7 +367,7 @@ fn find_eocd(bytes: &[u8]) -> Result<usize, FormatError> {
         }
         pos -= 1;
     }
-    fallback.ok_or_else(|| {
+    fallback.map(|pos| (pos, false)).ok_or_else(|| {
         FormatError::Truncated(format!(
             "zip cut short: no end-of-central-directory record in the last {} bytes of the {len}-byte file",
             len - lowest
@@ -416,59 +387,100 @@ fn find_eocd(bytes: &[u8]) -> Result<usize, FormatError> {
 /// from there (or from the start of `tail`, if lower) to the end are the file's reads
 /// nothing below that.
 pub fn tail_directory(tail: &[u8], file_len: u64) -> Option<u64> {
-    let t = tail.len();
-    if t < EOCD_LEN || t as u64 > file_len {
+    if tail.len() as u64 > file_len {
         return None;
     }
-    let tail_start = file_len - t as u64;
-    let mut pos = t - EOCD_LEN;
-    let eocd = loop {
-        if tail[pos..pos + 4] == SIG_EOCD.to_le_bytes() {
-            let comment_len = usize::from(u16::from_le_bytes([tail[pos + 20], tail[pos + 21]]));
-            if pos + EOCD_LEN + comment_len == t {
-                break pos;
-            }
-        }
-        if pos == 0 {
-            return None;
-        }
-        pos -= 1;
-    };
-    let eocd_at = tail_start + eocd as u64;
-    let r = Reader {
-        buf: &tail[eocd..eocd + EOCD_LEN],
-    };
-    let (mut cd_size, mut cd_offset) = (u64::from(r.u32(12)), u64::from(r.u32(16)));
-    // What `parse` reads lowest: the directory, or the ZIP64 end record.
-    let mut lowest = cd_offset;
-    // `parse` looks for a ZIP64 locator in the 20 bytes before the end record.
-    if eocd_at >= EOCD64_LOCATOR_LEN as u64 {
-        let loc = eocd.checked_sub(EOCD64_LOCATOR_LEN)?; // not in `tail`: give up
-        let l = Reader {
-            buf: &tail[loc..eocd],
-        };
-        if l.u32(0) == SIG_EOCD64_LOCATOR {
-            // `torch.save` always writes ZIP64 end records: read the one the locator
-            // points at if it is in `tail` (it comes right before the locator).
-            let rec_off = l.u64(8);
-            let start = usize::try_from(rec_off.checked_sub(tail_start)?).ok()?;
-            let rec = tail.get(start..start.checked_add(EOCD64_LEN)?)?;
-            let rec = Reader { buf: rec };
-            if rec.u32(0) != SIG_EOCD64 || rec.u32(16) != 0 || rec.u32(20) != 0 {
-                return None;
-            }
-            cd_size = rec.u64(40);
-            cd_offset = rec.u64(48);
-            lowest = cd_offset.min(rec_off);
-        } else if r.u16(10) == 0xFFFF || cd_size == 0xFFFF_FFFF || cd_offset == 0xFFFF_FFFF {
-            return None;
-        }
+    let (eocd, exact) = find_eocd(tail).ok()?;
+    if !exact {
+        return None; // `parse` would look further down for an exact one
     }
+    let r = end_records(tail, file_len, eocd).ok()?;
+    let eocd_at = file_len - tail.len() as u64 + eocd as u64;
     // The directory must end at or before the end record.
-    match cd_offset.checked_add(cd_size) {
-        Some(end) if end <= eocd_at => Some(lowest),
+    match r.cd_offset.checked_add(r.cd_size) {
+        Some(end) if end <= eocd_at => Some(
+            r.zip64_record
+                .map_or(r.cd_offset, |rec| rec.min(r.cd_offset)),
+        ),
         _ => None,
     }
+}
+
+/// What the end records say.
+struct EndRecords {
+    total_entries: u64,
+    cd_size: u64,
+    cd_offset: u64,
+    /// Offset of the ZIP64 end record, when a locator points at one.
+    zip64_record: Option<u64>,
+}
+
+/// Read the end record at `eocd` in `window`, the last bytes of a `file_len`-byte file
+/// (the whole file for [`ZipArchive::parse`]), with the ZIP64 records it leads to. A
+/// record outside `window` is an error.
+fn end_records(window: &[u8], file_len: u64, eocd: usize) -> Result<EndRecords, FormatError> {
+    let base = file_len - window.len() as u64;
+    let r = Reader {
+        buf: &window[eocd..eocd + EOCD_LEN],
+    };
+    let disk = r.u16(4);
+    let cd_disk = r.u16(6);
+    let mut out = EndRecords {
+        total_entries: u64::from(r.u16(10)),
+        cd_size: u64::from(r.u32(12)),
+        cd_offset: u64::from(r.u32(16)),
+        zip64_record: None,
+    };
+    // ZIP64: a locator right before the EOCD points at the EOCD64 record.
+    if base + eocd as u64 >= EOCD64_LOCATOR_LEN as u64 {
+        let loc_pos = eocd.checked_sub(EOCD64_LOCATOR_LEN).ok_or_else(|| {
+            FormatError::Truncated("the bytes before the zip end record were not read".into())
+        })?;
+        let loc = Reader {
+            buf: &window[loc_pos..eocd],
+        };
+        if loc.u32(0) == SIG_EOCD64_LOCATOR {
+            let rec_off = loc.u64(8);
+            let in_window = rec_off.checked_sub(base).ok_or_else(|| {
+                FormatError::Truncated(format!(
+                    "the ZIP64 end record at {rec_off} lies before the bytes read"
+                ))
+            })?;
+            let rec = slice_at(window, in_window, EOCD64_LEN as u64).ok_or_else(|| {
+                FormatError::Truncated(format!(
+                    "zip cut short: the ZIP64 end record at {rec_off} lies past the end of the {file_len}-byte file"
+                ))
+            })?;
+            let rec = Reader { buf: rec };
+            if rec.u32(0) != SIG_EOCD64 {
+                return Err(FormatError::Zip(format!(
+                    "no ZIP64 end record at offset {rec_off} (the locator points there)"
+                )));
+            }
+            if rec.u32(16) != 0 || rec.u32(20) != 0 {
+                return Err(FormatError::Zip(
+                    "multi-disk (split) archives are not supported".into(),
+                ));
+            }
+            out.total_entries = rec.u64(32);
+            out.cd_size = rec.u64(40);
+            out.cd_offset = rec.u64(48);
+            out.zip64_record = Some(rec_off);
+        } else if out.total_entries == 0xFFFF
+            || out.cd_size == 0xFFFF_FFFF
+            || out.cd_offset == 0xFFFF_FFFF
+        {
+            return Err(FormatError::Zip(
+                "the end record needs ZIP64 values but there is no ZIP64 locator".into(),
+            ));
+        }
+    }
+    if disk != 0 || cd_disk != 0 {
+        return Err(FormatError::Zip(
+            "multi-disk (split) archives are not supported".into(),
+        ));
+    }
+    Ok(out)
 }
 
 /// Parse the central entry at `*pos` of `cd` and advance `*pos`.
