@@ -400,12 +400,7 @@ fn check_checkpoint(
             return (summary, None);
         }
     };
-    let unsafe_globals: Vec<String> = ckpt
-        .findings
-        .iter()
-        .filter(|f| f.is_unsafe())
-        .map(|f| f.message())
-        .collect();
+    let unsafe_globals = ckpt.unsafe_global_messages();
     if !unsafe_globals.is_empty() {
         findings.push(
             Finding::new(

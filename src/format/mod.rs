@@ -506,6 +506,15 @@ impl Checkpoint {
         self.findings.iter().any(Finding::is_unsafe)
     }
 
+    /// Each unsafe-global finding's message (the global and where it was met).
+    pub fn unsafe_global_messages(&self) -> Vec<String> {
+        self.findings
+            .iter()
+            .filter(|f| f.is_unsafe())
+            .map(Finding::message)
+            .collect()
+    }
+
     /// The bytes of a storage.
     pub fn storage_bytes(&self, index: usize) -> Result<&[u8], FormatError> {
         let storage = self

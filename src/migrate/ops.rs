@@ -48,11 +48,6 @@ impl Init {
             }
         }
     }
-
-    /// Whether the values depend on a seed.
-    pub fn seeded(&self) -> bool {
-        !matches!(self, Init::Fill(_) | Init::Identity)
-    }
 }
 
 /// Whether values can be encoded in `dtype` by [`encode`].
@@ -253,15 +248,6 @@ pub fn init_tensor(init: &Init, dtype: DType, shape: &[u64], key: &str) -> Resul
     Ok(out)
 }
 
-/// Row-major strides in elements.
-fn strides(shape: &[u64]) -> Vec<usize> {
-    let mut s = vec![1usize; shape.len()];
-    for d in (0..shape.len().saturating_sub(1)).rev() {
-        s[d] = s[d + 1] * shape[d + 1] as usize;
-    }
-    s
-}
-
 /// Visit every index of `shape` in row-major order.
 fn for_each_index(shape: &[u64], mut f: impl FnMut(&[usize])) {
     if shape.contains(&0) {
@@ -285,13 +271,8 @@ fn for_each_index(shape: &[u64], mut f: impl FnMut(&[usize])) {
     }
 }
 
-/// `tensor[r0.0..r0.1, r1.0..r1.1, …]`: one range per dimension.
-pub fn slice(
-    dtype: DType,
-    shape: &[u64],
-    bytes: &[u8],
-    ranges: &[(u64, u64)],
-) -> Result<(Vec<u64>, Vec<u8>), String> {
+/// The shape `slice` makes of `shape`, or why the ranges do not fit it.
+pub fn slice_shape(shape: &[u64], ranges: &[(u64, u64)]) -> Result<Vec<u64>, String> {
     if ranges.len() != shape.len() {
         return Err(format!(
             "slice gives {} ranges for a {}-D tensor {shape:?}",
@@ -306,7 +287,51 @@ pub fn slice(
             ));
         }
     }
-    let out_shape: Vec<u64> = ranges.iter().map(|&(a, b)| b - a).collect();
+    Ok(ranges.iter().map(|&(a, b)| b - a).collect())
+}
+
+/// The shape `pad` makes of `shape`, or why the pairs do not fit it.
+pub fn pad_shape(shape: &[u64], pads: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+    if pads.len() != shape.len() {
+        return Err(format!(
+            "pad gives {} pairs for a {}-D tensor {shape:?}",
+            pads.len(),
+            shape.len()
+        ));
+    }
+    shape
+        .iter()
+        .zip(pads)
+        .map(|(&n, &(a, b))| n.checked_add(a).and_then(|x| x.checked_add(b)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| "pad overflows".to_string())
+}
+
+/// The shape `transpose` makes of `shape`, or why `perm` is not a permutation of its
+/// dimensions.
+pub fn transpose_shape(shape: &[u64], perm: &[usize]) -> Result<Vec<u64>, String> {
+    let mut seen = vec![false; shape.len()];
+    if perm.len() != shape.len()
+        || perm
+            .iter()
+            .any(|&p| p >= shape.len() || std::mem::replace(&mut seen[p], true))
+    {
+        return Err(format!(
+            "transpose order {perm:?} is not a permutation of the {} dimensions of {shape:?}",
+            shape.len()
+        ));
+    }
+    Ok(perm.iter().map(|&p| shape[p]).collect())
+}
+
+/// `tensor[r0.0..r0.1, r1.0..r1.1, …]`: one range per dimension.
+pub fn slice(
+    dtype: DType,
+    shape: &[u64],
+    bytes: &[u8],
+    ranges: &[(u64, u64)],
+) -> Result<(Vec<u64>, Vec<u8>), String> {
+    let out_shape = slice_shape(shape, ranges)?;
     // A slice is a view with the source's strides, starting at the ranges' corner.
     let strides = TensorInfo::contiguous_strides(shape);
     let offset = ranges.iter().zip(&strides).map(|(&(a, _), s)| a * s).sum();
@@ -344,19 +369,7 @@ pub fn pad(
     pads: &[(u64, u64)],
     value: f64,
 ) -> Result<(Vec<u64>, Vec<u8>), String> {
-    if pads.len() != shape.len() {
-        return Err(format!(
-            "pad gives {} pairs for a {}-D tensor {shape:?}",
-            pads.len(),
-            shape.len()
-        ));
-    }
-    let out_shape: Vec<u64> = shape
-        .iter()
-        .zip(pads)
-        .map(|(&n, &(a, b))| n.checked_add(a).and_then(|x| x.checked_add(b)))
-        .collect::<Option<_>>()
-        .ok_or("pad overflows")?;
+    let out_shape = pad_shape(shape, pads)?;
     let total = numel(&out_shape)?;
     if total > crate::format::limits::MAX_EXPANDED_VIEW_BYTES / dtype.size() as u64 {
         return Err(format!("padded shape {out_shape:?} is too large"));
@@ -365,7 +378,7 @@ pub fn pad(
     let mut fill = Vec::new();
     encode(dtype, value, &mut fill)?;
     let mut out = Vec::with_capacity(total as usize * es);
-    let st = strides(shape);
+    let st = TensorInfo::contiguous_strides(shape);
     for_each_index(&out_shape, |idx| {
         let mut off = 0usize;
         let mut inside = true;
@@ -375,7 +388,7 @@ pub fn pad(
                 inside = false;
                 break;
             }
-            off += (i - a) * s;
+            off += (i - a) * s as usize;
         }
         if inside {
             out.extend_from_slice(&bytes[off * es..(off + 1) * es]);
@@ -393,18 +406,7 @@ pub fn transpose(
     bytes: &[u8],
     perm: &[usize],
 ) -> Result<(Vec<u64>, Vec<u8>), String> {
-    let mut seen = vec![false; shape.len()];
-    if perm.len() != shape.len()
-        || perm
-            .iter()
-            .any(|&p| p >= shape.len() || std::mem::replace(&mut seen[p], true))
-    {
-        return Err(format!(
-            "transpose order {perm:?} is not a permutation of the {} dimensions of {shape:?}",
-            shape.len()
-        ));
-    }
-    let out_shape: Vec<u64> = perm.iter().map(|&p| shape[p]).collect();
+    let out_shape = transpose_shape(shape, perm)?;
     // A transpose is a view with permuted strides.
     let src = TensorInfo::contiguous_strides(shape);
     let strides = perm.iter().map(|&p| src[p]).collect();

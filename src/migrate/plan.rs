@@ -107,22 +107,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The final tensors: (key, shape, dtype), in order.
-    pub fn targets(&self) -> Vec<(&str, &[u64], DType)> {
-        self.steps
-            .last()
-            .map(|s| {
-                s.rows
-                    .iter()
-                    .filter_map(|r| {
-                        r.to.as_ref()
-                            .map(|(k, sh)| (k.as_str(), sh.as_slice(), r.dtype))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
     /// Whether nothing changes (the checkpoint already has the target layout).
     pub fn is_noop(&self) -> bool {
         self.steps.is_empty()
@@ -624,15 +608,9 @@ pub fn plan_checkpoint(
     specs: &SpecSet,
 ) -> Result<Plan, MigrateError> {
     if ckpt.has_unsafe_globals() {
-        let globals: Vec<String> = ckpt
-            .findings
-            .iter()
-            .filter(|f| f.is_unsafe())
-            .map(|f| f.message())
-            .collect();
         return Err(MigrateError::Unsafe {
             path: ckpt.path.clone(),
-            globals: globals.join(", "),
+            globals: ckpt.unsafe_global_messages().join(", "),
         });
     }
     let ms = ckpt.model_state_ref();
