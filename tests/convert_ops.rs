@@ -34,10 +34,9 @@ const SPEC_EDITS: [(&str, &str); 3] = [
     ),
 ];
 
-#[test]
-fn slice_pad_transpose_reshape_and_seeded_init_end_to_end() {
-    let dir = tempfile::tempdir().unwrap();
-    // A v5.5 model state (values = element index) plus four extra tensors.
+/// A v5.5 model state (values = element index) plus four extra tensors, written to
+/// `dir/synthetic.pt`.
+fn synthetic(dir: &std::path::Path) -> std::path::PathBuf {
     let layout = arch::expected_layout(VersionId::V5_5, &arch::default_params(VersionId::V5_5));
     let mut tensors: Vec<TensorData<'static>> = Vec::new();
     let mut state = Vec::new();
@@ -71,22 +70,34 @@ fn slice_pad_transpose_reshape_and_seeded_init_end_to_end() {
             ]),
         ),
     ]);
-    let src = dir.path().join("synthetic.pt");
+    let src = dir.join("synthetic.pt");
     write::write_atomic(&src, false, |w| {
         pt::write_pt(&root, &tensors, &pt::PtOptions::default(), w)
     })
     .unwrap();
 
-    // The user spec: the embedded v5.5 → v5.11 spec with the edits above.
+    src
+}
+
+/// The embedded v5.5 → v5.11 spec with `edits`, as a spec folder in `dir`.
+fn specs_with(dir: &std::path::Path, edits: &[(&str, &str)]) -> SpecSet {
     let mut text = migrate::EMBEDDED_SPECS[0].1.to_string();
-    for (from, to) in SPEC_EDITS {
+    for (from, to) in edits {
         assert!(text.contains(from), "edit target missing: {from}");
         text = text.replace(from, to);
     }
-    let specs_dir = dir.path().join("specs");
+    let specs_dir = dir.join("specs");
     std::fs::create_dir(&specs_dir).unwrap();
     std::fs::write(specs_dir.join("v5_5_to_v5_11.yaml"), &text).unwrap();
-    let specs = SpecSet::with_dir(&specs_dir).unwrap();
+    SpecSet::with_dir(&specs_dir).unwrap()
+}
+
+#[test]
+fn slice_pad_transpose_reshape_and_seeded_init_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = synthetic(dir.path());
+    // The user spec: the embedded v5.5 → v5.11 spec with the edits above.
+    let specs = specs_with(dir.path(), &SPEC_EDITS);
 
     let out = dir.path().join("out.pt");
     let opts = ConvertOptions {
@@ -167,4 +178,48 @@ fn slice_pad_transpose_reshape_and_seeded_init_end_to_end() {
     assert_eq!(a, b);
     assert_eq!(r.tensors[*a].path, "ema.a");
     assert_eq!(back(&r.tensor_bytes(*a).unwrap()), [1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn the_dry_run_refuses_what_the_executor_would() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = synthetic(dir.path());
+    let opts = ConvertOptions {
+        to: VersionId::V5_11,
+        format: OutputFormat::Pt,
+        force: false,
+        dry_run: true,
+    };
+    // A transpose order that is no permutation, and a slice bound below zero.
+    let bad_perm = [
+        SPEC_EDITS[0],
+        (
+            SPEC_EDITS[1].0,
+            &*SPEC_EDITS[1].1.replace("perm: [1, 0]", "perm: [0, 0]"),
+        ),
+    ];
+    let bad_bound = [
+        (
+            SPEC_EDITS[0].0,
+            &*SPEC_EDITS[0]
+                .1
+                .replace("[[0, 64], [2, 18]]", "[[0, 64], [L - 20, 18]]"),
+        ),
+        SPEC_EDITS[1],
+    ];
+    for (name, edits, words) in [
+        ("perm", &bad_perm[..], "not a permutation"),
+        ("bound", &bad_bound[..], "bound -4 is negative"),
+    ] {
+        let sub = dir.path().join(name);
+        std::fs::create_dir(&sub).unwrap();
+        let specs = specs_with(&sub, edits);
+        let out = sub.join("out.pt");
+        let e = migrate::convert_file(&src, &out, &specs, &opts)
+            .err()
+            .unwrap_or_else(|| panic!("{name}: the dry run accepted the spec"))
+            .to_string();
+        assert!(e.contains(words), "{name}: {e}");
+        assert!(!out.exists());
+    }
 }

@@ -317,17 +317,20 @@ pub fn plan_step(
             });
             continue;
         }
+        // Range bounds in the source's symbols; a negative one is a spec error.
         let eval_ranges = |pairs: &[(spec::DimExpr, spec::DimExpr)]| {
             pairs
                 .iter()
                 .map(|(a, b)| {
-                    (
-                        a.eval(&env_src).max(0) as u64,
-                        b.eval(&env_src).max(0) as u64,
-                    )
+                    let bound = |e: &spec::DimExpr| {
+                        let v = e.eval(&env_src);
+                        u64::try_from(v).map_err(|_| format!("bound {v} is negative"))
+                    };
+                    Ok((bound(a)?, bound(b)?))
                 })
-                .collect::<Vec<_>>()
+                .collect::<Result<Vec<_>, String>>()
         };
+        // The shape rules are the executor's own (ops), so the plan refuses what it would.
         let (action, out_shape, detail) = match &rule.op {
             OpKind::Copy | OpKind::Rename | OpKind::Duplicate => {
                 (Action::Same, Ok(t.shape.clone()), String::new())
@@ -347,16 +350,11 @@ pub fn plan_step(
             }
             OpKind::Slice(pairs) => {
                 let r = eval_ranges(pairs);
-                let shape = if r.len() == t.shape.len()
-                    && r.iter().zip(&t.shape).all(|(&(a, b), &n)| a <= b && b <= n)
-                {
-                    Ok(r.iter().map(|(a, b)| b - a).collect())
-                } else {
-                    Err(format!(
-                        "ranges {r:?} do not fit {}",
-                        crate::report::shape(&t.shape)
-                    ))
-                };
+                let shape = r
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|r| ops::slice_shape(&t.shape, r));
+                let r = r.unwrap_or_default();
                 let d = format!(
                     "[{}]",
                     r.iter()
@@ -368,38 +366,19 @@ pub fn plan_step(
             }
             OpKind::Pad(pairs, value) => {
                 let p = eval_ranges(pairs);
-                let shape = if p.len() == t.shape.len() {
-                    Ok(t.shape
-                        .iter()
-                        .zip(&p)
-                        .map(|(n, (a, b))| n + a + b)
-                        .collect())
-                } else {
-                    Err(format!(
-                        "{} pad pairs for {}",
-                        p.len(),
-                        crate::report::shape(&t.shape)
-                    ))
-                };
+                let shape = p
+                    .as_ref()
+                    .map_err(Clone::clone)
+                    .and_then(|p| ops::pad_shape(&t.shape, p));
+                let p = p.unwrap_or_default();
                 let d = format!("{p:?} with {value}");
                 (Action::Pad(p, *value), shape, d)
             }
-            OpKind::Transpose(perm) => {
-                let shape =
-                    if perm.len() == t.shape.len() && perm.iter().all(|&p| p < t.shape.len()) {
-                        Ok(perm.iter().map(|&p| t.shape[p]).collect())
-                    } else {
-                        Err(format!(
-                            "perm {perm:?} does not fit {}",
-                            crate::report::shape(&t.shape)
-                        ))
-                    };
-                (
-                    Action::Transpose(perm.clone()),
-                    shape,
-                    format!("perm {perm:?}"),
-                )
-            }
+            OpKind::Transpose(perm) => (
+                Action::Transpose(perm.clone()),
+                ops::transpose_shape(&t.shape, perm),
+                format!("perm {perm:?}"),
+            ),
             OpKind::Drop | OpKind::Init => unreachable!("handled above / no from"),
         };
         let out_shape = match out_shape {
