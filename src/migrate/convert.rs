@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use super::ops;
 use super::plan::{Action, Plan};
@@ -87,10 +86,6 @@ pub struct Output<'a> {
     pub carried_metadata: BTreeMap<String, String>,
     /// The migration record (also inside `root` unless the state is bare).
     pub record: Value,
-}
-
-fn sha_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// UTC `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
@@ -238,13 +233,16 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
         state = next;
     }
 
+    let bytes: Vec<&[u8]> = state.iter().map(|(_, t)| &t.bytes[..]).collect();
+    let hashes = crate::fingerprint::many::sha256_many(&bytes);
     let expected: Vec<Expected> = state
         .iter()
-        .map(|(k, t)| Expected {
+        .zip(hashes)
+        .map(|((k, t), h)| Expected {
             key: k.clone(),
             shape: t.shape.clone(),
             dtype: t.dtype,
-            sha256: sha_hex(&t.bytes),
+            sha256: crate::fingerprint::hex(&h),
         })
         .collect();
     let record = migration_record(plan);
@@ -472,22 +470,32 @@ pub fn verify_file(path: &Path, expected: &[Expected]) -> Result<(), WriteError>
             expected.len()
         ));
     }
+    // The tensors whose shape and dtype match, their bytes hashed together.
+    let fits = |e: &Expected, i: usize| {
+        let t = &ckpt.tensors[i];
+        t.shape == e.shape && t.dtype == e.dtype
+    };
+    let to_hash: Vec<usize> = expected
+        .iter()
+        .filter_map(|e| written.get(e.key.as_str()).copied().filter(|&i| fits(e, i)))
+        .collect();
+    let mut hashes = crate::fingerprint::tensor_hashes(&ckpt, &to_hash).into_iter();
     for e in expected {
-        let Some(&i) = written.get(e.key.as_str()) else {
-            problems.push(format!("`{}` is missing", e.key));
+        let k = &e.key;
+        let Some(&i) = written.get(k.as_str()) else {
+            problems.push(format!("`{k}` is missing"));
             continue;
         };
-        let t = &ckpt.tensors[i];
-        let k = &e.key;
-        if t.shape != e.shape || t.dtype != e.dtype {
+        if !fits(e, i) {
+            let t = &ckpt.tensors[i];
             problems.push(format!(
                 "`{k}` is {} {:?}, the plan says {} {:?}",
                 t.dtype, t.shape, e.dtype, e.shape
             ));
             continue;
         }
-        match ckpt.tensor_bytes(i) {
-            Ok(b) if sha_hex(&b) == e.sha256 => {}
+        match hashes.next().expect("one hash per fitting tensor") {
+            Ok(h) if crate::fingerprint::hex(&h) == e.sha256 => {}
             Ok(_) => problems.push(format!("`{k}`: SHA-256 differs from the planned bytes")),
             Err(err) => problems.push(format!("`{k}`: {err}")),
         }
@@ -625,19 +633,8 @@ pub fn convert_tree(
     for f in files {
         let rel = f.strip_prefix(input).unwrap_or(&f);
         let target = output.join(rel).with_extension(opts.format.extension());
-        let outcome = match target
-            .parent()
-            .map(|p| {
-                if opts.dry_run {
-                    Ok(())
-                } else {
-                    std::fs::create_dir_all(p)
-                }
-            })
-            .transpose()
-            .map_err(|e| format!("cannot create the folder for `{}`: {e}", target.display()))
-            .and_then(|_| convert_file(&f, &target, specs, opts).map_err(|e| e.to_string()))
-        {
+        // convert_file creates the target's folder when it writes.
+        let outcome = match convert_file(&f, &target, specs, opts).map_err(|e| e.to_string()) {
             Ok(r) => FileOutcome {
                 input: f.clone(),
                 output: target,
@@ -702,12 +699,8 @@ mod tests {
     #[test]
     fn a_file_that_fails_verification_never_takes_the_name() {
         let dir = tempfile::tempdir().unwrap();
-        let good = sha_hex(
-            &[1.0f32, 2.0]
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        );
+        let bytes: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let good = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
         for format in [OutputFormat::Pt, OutputFormat::Safetensors] {
             let out = dir.path().join(format!("ok.{}", format.extension()));
             let (_, n) =
