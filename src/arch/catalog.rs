@@ -554,6 +554,8 @@ pub struct Catalog {
     model_classes: Vec<ModelClass>,
     components: Vec<Component>,
     derived: Vec<(String, Expr)>,
+    /// Expression variables: the parameters' names, then the derived ones ([`Catalog::env`]).
+    vars: Vec<String>,
     layouts: LayoutCache,
 }
 
@@ -749,6 +751,7 @@ impl Catalog {
             model_classes,
             components,
             derived,
+            vars,
             layouts: LayoutCache::default(),
         };
         cat.check_acyclic()?;
@@ -857,7 +860,14 @@ impl Catalog {
         layout
     }
 
-    fn env(&self, params: &LayoutParams) -> Vec<i64> {
+    /// The slot of an expression variable (a parameter or a derived name such as `L`, `H`,
+    /// `R`) in [`Catalog::env`].
+    pub(crate) fn var_slot(&self, name: &str) -> Option<usize> {
+        self.vars.iter().position(|v| v == name)
+    }
+
+    /// The values of every expression variable for a layout.
+    pub(crate) fn env(&self, params: &LayoutParams) -> Vec<i64> {
         let mut env: Vec<i64> = Param::ALL.iter().map(|p| p.get(params)).collect();
         for (_, e) in &self.derived {
             let v = e.eval(&env);

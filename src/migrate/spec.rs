@@ -14,20 +14,15 @@ use crate::arch::expr::{self, Expr};
 use crate::arch::{LayoutParams, Param, VersionId};
 use crate::format::{DType, Value};
 
-/// Symbols usable in shape expressions: L = latent_dim, H = hidden_dim,
-/// R = max(32, H / 2) (the radius net width; 0 without a projection).
-pub const SYMBOLS: [&str; 3] = ["L", "H", "R"];
-
-/// The symbol values of a layout, in [`SYMBOLS`] order.
-pub fn symbol_env(p: &LayoutParams) -> [i64; 3] {
-    let l = p.latent_dim as i64;
-    let h = p.hidden_dim as i64;
-    let r = if h > 0 { (h / 2).max(32) } else { 0 };
-    [l, h, r]
+/// The symbol values of a layout. Shape expressions use the catalog's variables
+/// (src/arch/catalog.yaml `derived`): L = latent_dim, H = hidden_dim, R = max(32, H / 2)
+/// (the radius net width), and the parameters by name.
+pub fn symbol_env(p: &LayoutParams) -> Vec<i64> {
+    crate::arch::catalog().env(p)
 }
 
 fn symbol_slot(name: &str) -> Option<usize> {
-    SYMBOLS.iter().position(|s| *s == name)
+    crate::arch::catalog().var_slot(name)
 }
 
 /// A shape written with symbols (`[H, L]`).
@@ -63,7 +58,7 @@ impl ShapeExpr {
     }
 
     /// The shape for a layout's symbol values.
-    pub fn eval(&self, env: &[i64; 3]) -> Result<Vec<u64>, String> {
+    pub fn eval(&self, env: &[i64]) -> Result<Vec<u64>, String> {
         self.dims
             .iter()
             .map(|d| {
@@ -84,7 +79,7 @@ impl ShapeExpr {
 pub struct DimExpr(Expr);
 
 impl DimExpr {
-    pub fn eval(&self, env: &[i64; 3]) -> i64 {
+    pub fn eval(&self, env: &[i64]) -> i64 {
         self.0.eval(env)
     }
 }
@@ -97,7 +92,7 @@ pub enum InitSpec {
 }
 
 impl InitSpec {
-    pub fn resolve(&self, env: &[i64; 3]) -> Init {
+    pub fn resolve(&self, env: &[i64]) -> Init {
         match self {
             InitSpec::Fixed(i) => i.clone(),
             InitSpec::LinearDefault { fan_in, seed } => Init::LinearDefault {
@@ -816,7 +811,10 @@ mod tests {
         .unwrap();
         assert_eq!(s.rules.len(), 3);
         assert_eq!(s.rules[0].tensors.len(), 2);
-        let env = [16, 64, 32];
+        // L = 16, H = 64 (so R = 32).
+        let mut params = crate::arch::default_params(VersionId::V5_12_4);
+        (params.latent_dim, params.hidden_dim) = (16, 64);
+        let env = symbol_env(&params);
         assert_eq!(
             s.rules[0].tensors[0]
                 .from_shape
