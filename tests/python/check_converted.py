@@ -22,100 +22,37 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 
-def linear_stack(sizes, improved, dropout=0.1):
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(nn.Linear(a, b))
-        if improved:
-            layers += [nn.LayerNorm(b), nn.SiLU(), nn.Dropout(dropout)]
-        else:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers)
+# The modules as the eval reference builds them from domain.md (this script's folder is
+# on sys.path when it runs).
+from eval_reference import (  # noqa: E402
+    controller,
+    frozen_decoder,
+    frozen_encoder,
+    improved_decoder,
+    improved_encoder,
+    projection,
+)
 
 
-class Encoder(nn.Module):
-    def __init__(self, latent, improved):
-        super().__init__()
-        self.encoder = linear_stack([9, 256, 128, 64], improved)
-        self.fc_mu = nn.Linear(64, latent)
-        self.fc_logvar = nn.Linear(64, latent)
+def V5_12_4(latent=16, hidden=64):
+    m = nn.Module()
+    m.encoder_A = improved_encoder(latent)
+    m.encoder_B = improved_encoder(latent)
+    m.decoder_A = improved_decoder(latent)
+    m.projection = nn.Module()
+    m.projection.proj_A = projection(latent, hidden, 2, True, 1.0)
+    m.projection.proj_B = projection(latent, hidden, 2, True, 1.0)
+    m.controller = controller()
+    return m
 
 
-class Decoder(nn.Module):
-    def __init__(self, latent, improved):
-        super().__init__()
-        if improved:
-            self.decoder = nn.Sequential(
-                nn.Linear(latent, 32), nn.LayerNorm(32), nn.SiLU(), nn.Dropout(0.1),
-                nn.Linear(32, 64), nn.LayerNorm(64), nn.SiLU(), nn.Dropout(0.1),
-                nn.Linear(64, 27))
-        else:
-            self.decoder = nn.Sequential(
-                nn.Linear(latent, 32), nn.ReLU(), nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 27))
-
-
-class Manifold(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.isp_c = nn.Parameter(torch.tensor(0.5413))
-
-
-class HyperbolicProjection(nn.Module):
-    def __init__(self, latent, hidden, n_layers, dropout):
-        super().__init__()
-        self.manifold = Manifold()
-        radius = max(32, hidden // 2)
-        d = [nn.Linear(latent, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-        if dropout > 0:
-            d.append(nn.Dropout(dropout))
-        for _ in range(n_layers - 1):
-            d += [nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.SiLU()]
-            if dropout > 0:
-                d.append(nn.Dropout(dropout))
-        d.append(nn.Linear(hidden, latent))
-        self.direction_net = nn.Sequential(*d)
-        r = [nn.Linear(latent, radius), nn.SiLU()]
-        if dropout > 0:
-            r.append(nn.Dropout(dropout))
-        for _ in range(n_layers - 1):
-            r += [nn.Linear(radius, radius), nn.SiLU()]
-            if dropout > 0:
-                r.append(nn.Dropout(dropout))
-        r += [nn.Linear(radius, 1), nn.Sigmoid()]
-        self.radius_net = nn.Sequential(*r)
-
-
-class DualProjection(nn.Module):
-    def __init__(self, *args):
-        super().__init__()
-        self.proj_A = HyperbolicProjection(*args)
-        self.proj_B = HyperbolicProjection(*args)
-
-
-class Controller(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 32), nn.LayerNorm(32), nn.SiLU(),
-                                 nn.Linear(32, 32), nn.SiLU(), nn.Linear(32, 6))
-
-
-class V5_12_4(nn.Module):
-    def __init__(self, latent=16, hidden=64):
-        super().__init__()
-        self.encoder_A = Encoder(latent, True)
-        self.encoder_B = Encoder(latent, True)
-        self.decoder_A = Decoder(latent, True)
-        self.projection = DualProjection(latent, hidden, 2, 0.1)
-        self.controller = Controller()
-
-
-class V5_11(nn.Module):
-    def __init__(self, latent=16, hidden=64):
-        super().__init__()
-        self.encoder_A = Encoder(latent, False)
-        self.encoder_B = Encoder(latent, False)
-        self.decoder_A = Decoder(latent, False)
-        self.projection = HyperbolicProjection(latent, hidden, 1, 0.0)
+def V5_11(latent=16, hidden=64):
+    m = nn.Module()
+    m.encoder_A = frozen_encoder(latent)
+    m.encoder_B = frozen_encoder(latent)
+    m.decoder_A = frozen_decoder(latent)
+    m.projection = projection(latent, hidden, 1, False, 1.0)
+    return m
 
 
 MODEL_KEYS = ("model_state_dict", "model_state", "model")
