@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 use crate::arch;
 use crate::check::{self, CheckOptions};
 use crate::config::TrainingConfig;
-use crate::format::{Checkpoint, Value};
+use crate::format::Value;
 
 use super::data::{Dataset, N_LEVELS, N_OPS};
 use super::homeostasis::{self, Event, FreezeState, Homeostasis};
@@ -192,7 +192,8 @@ pub fn train(
     // Paths are resolved like `tvck check` run from the working directory.
     let mut rel_cfg = cfg.clone();
     rel_cfg.path = opts.config.clone();
-    let report = check::check(
+    // The frozen checkpoint check opened is the one step 4 loads from: read once.
+    let (report, frozen_ckpt) = check::check_keeping_checkpoint(
         &rel_cfg,
         &CheckOptions {
             cwd: opts.cwd.clone(),
@@ -344,16 +345,18 @@ pub fn train(
     const S4: &str = "load frozen parts";
     let mut mapped = 0;
     if let Some(path) = &source {
-        let ckpt = Checkpoint::open(path).map_err(|e| {
-            step(4, S4, StepStatus::Failed, e.to_string());
-            refuse(4, S4, e.to_string())
-        })?;
-        // The load plan step 1 (`tvck check`) made for this config and checkpoint.
-        let fl = report
-            .load
-            .as_ref()
-            .ok_or_else(|| TrainError::Load("no load plan for the frozen checkpoint".into()))
-            .and_then(|plan| load::load_frozen(&model, &ckpt, plan))
+        // The checkpoint and load plan step 1 (`tvck check`) read and made for this config;
+        // the checkpoint is dropped once its frozen parts are copied.
+        let fl = frozen_ckpt
+            .ok_or_else(|| {
+                TrainError::Load(format!("{} was not read by the check", path.display()))
+            })
+            .and_then(|ckpt| {
+                let plan = report.load.as_ref().ok_or_else(|| {
+                    TrainError::Load("no load plan for the frozen checkpoint".into())
+                })?;
+                load::load_frozen(&model, &ckpt, plan)
+            })
             .map_err(|e| {
                 step(4, S4, StepStatus::Failed, e.to_string());
                 refuse(4, S4, e.to_string())
