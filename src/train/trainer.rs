@@ -935,7 +935,7 @@ impl<'a> Run<'a> {
                 ("params", Value::List(ids)),
             ]));
         }
-        let metrics_json = serde_json::to_value(self.checkpoint_metrics(m)).unwrap_or_default();
+        let metrics_json = checkpoint_metrics(m);
         let homeo = serde_json::to_value(json!({
             "freeze": self.freeze,
             "controller": self.homeo,
@@ -994,24 +994,6 @@ impl<'a> Run<'a> {
         out
     }
 
-    /// Metrics under the upstream key names.
-    fn checkpoint_metrics(&self, m: &EvalMetrics) -> serde_json::Value {
-        json!({
-            "coverage": m.coverage,
-            "hierarchy_A": m.hierarchy_a,
-            "hierarchy_B": m.hierarchy_b,
-            "richness_A": m.richness_a,
-            "richness_B": m.richness_b,
-            "dist_corr_A": m.dist_corr_a,
-            "dist_corr_B": m.dist_corr_b,
-            "r_v0": m.r_v0,
-            "r_v9": m.r_v9,
-            "mean_radius": m.mean_radius,
-            "std_radius": m.std_radius,
-            "Q": m.q,
-        })
-    }
-
     /// Write the checkpoint of `epoch` to each of `names` (built once).
     fn save(&self, names: &[&str], epoch: u64, m: &EvalMetrics) -> Result<(), TrainError> {
         if names.is_empty() {
@@ -1022,5 +1004,76 @@ impl<'a> Run<'a> {
             save::write_checkpoint(&self.out_dir.join(name), &root, &tb.tensors)?;
         }
         Ok(())
+    }
+}
+
+/// A checkpoint's `metrics` dict: the upstream key names ([`crate::metrics::key`], the
+/// table `tvck scan` / `inspect` read them through); `null` for what the model lacks.
+fn checkpoint_metrics(m: &EvalMetrics) -> serde_json::Value {
+    use crate::metrics::key;
+    let pairs = [
+        (key::COVERAGE, Some(m.coverage)),
+        (key::HIERARCHY_A, m.hierarchy_a),
+        (key::HIERARCHY_B, m.hierarchy_b),
+        (key::RICHNESS_A, m.richness_a),
+        (key::RICHNESS_B, m.richness_b),
+        (key::DIST_CORR_A, m.dist_corr_a),
+        (key::DIST_CORR_B, m.dist_corr_b),
+        (key::R_V0, m.r_v0),
+        (key::R_V9, m.r_v9),
+        (key::MEAN_RADIUS, m.mean_radius),
+        (key::STD_RADIUS, m.std_radius),
+        (key::Q, m.q),
+    ];
+    serde_json::Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::StoredMetrics;
+
+    #[test]
+    fn checkpoint_metrics_read_back_by_scan() {
+        let m = EvalMetrics {
+            coverage: 0.99,
+            covered: 19_486,
+            hierarchy_a: Some(-0.5),
+            hierarchy_b: Some(-0.8),
+            richness_a: Some(0.001),
+            richness_b: Some(0.002),
+            dist_corr_a: Some(0.31),
+            dist_corr_b: Some(0.32),
+            r_v0: Some(0.9),
+            r_v9: Some(0.1),
+            mean_radius: Some(0.6),
+            std_radius: Some(0.2),
+            q: Some(1.52),
+            curvature: Some(1.0),
+        };
+        let root = Value::Dict(vec![(
+            Value::Str("metrics".into()),
+            Value::from_json(&checkpoint_metrics(&m)),
+        )]);
+        let s = StoredMetrics::from_root(&root);
+        assert_eq!(s.coverage, Some(0.99));
+        assert_eq!(s.hierarchy, Some(-0.8));
+        assert_eq!(s.hierarchy_a, Some(-0.5));
+        assert_eq!(s.richness, Some(0.002));
+        assert_eq!(s.dist_corr, Some(0.31));
+        assert_eq!(s.r_v0, Some(0.9));
+        assert_eq!(s.r_v9, Some(0.1));
+        assert_eq!(s.mean_radius, Some(0.6));
+        assert_eq!(s.std_radius, Some(0.2));
+        assert_eq!(s.q, Some(1.52));
+        assert_eq!(s.coverage_source, None);
+        // z_B's dist_corr under the name next to z_A's.
+        let dict = checkpoint_metrics(&m);
+        assert_eq!(dict[crate::metrics::key::DIST_CORR_B].as_f64(), Some(0.32));
     }
 }
