@@ -145,28 +145,9 @@ fn refuse(step: u8, name: &'static str, message: String) -> TrainError {
     }
 }
 
-/// glibc's malloc returns freed blocks above its trim threshold to the kernel and maps
-/// large ones fresh; the trainer frees and re-allocates the same activation buffers every
-/// batch, so each batch paid page faults. Keep them in the heap instead.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    const M_TRIM_THRESHOLD: i32 = -1;
-    const M_MMAP_THRESHOLD: i32 = -3;
-    // SAFETY: mallopt only changes allocator tuning parameters; any value is valid.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
 /// Run the validated flow and train. `on_step` receives each checklist line as it is
-/// decided, `on_line` every other progress line (epoch summaries, events).
+/// decided, `on_line` every other progress line (epoch summaries, events). The process
+/// allocator is left to the caller (`tvck train` tunes it once step 5 is decided).
 pub fn train(
     opts: &TrainOptions,
     on_step: &mut dyn FnMut(&Step),
@@ -435,7 +416,6 @@ pub fn train(
 
     // 6. Train.
     const S6: &str = "train";
-    keep_freed_memory();
     let out_dir = match &opts.out {
         Some(o) => opts.cwd.join(o),
         None => match cfg.checkpoints.as_ref().and_then(|c| c.save_dir.clone()) {
