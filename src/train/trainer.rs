@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use crate::arch;
+use crate::arch::{self, VersionId};
 use crate::check::{self, CheckOptions};
 use crate::config::TrainingConfig;
 use crate::format::Value;
@@ -137,6 +137,12 @@ struct Plan {
     requires_frozen: bool,
 }
 
+/// Whether `class` is TernaryVAEV5_11_PartialFreeze (homeostasis, encoder_B trainable):
+/// in the catalog, the class that builds the v5.11 (PartialFreeze) version.
+fn is_partial_freeze(class: &str) -> bool {
+    arch::model_class(class).is_some_and(|c| c.builds.contains(&VersionId::V5_11PartialFreeze))
+}
+
 fn refuse(step: u8, name: &'static str, message: String) -> TrainError {
     TrainError::Refused {
         step,
@@ -206,7 +212,7 @@ pub fn train(
     };
     let class = report.model.class.clone().unwrap_or_default();
     let plan = Plan {
-        partial_freeze: class == "TernaryVAEV5_11_PartialFreeze",
+        partial_freeze: is_partial_freeze(&class),
         requires_frozen: arch::required_frozen(&class),
         class,
     };
@@ -1017,6 +1023,21 @@ fn checkpoint_metrics(m: &EvalMetrics) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::metrics::StoredMetrics;
+
+    #[test]
+    fn partial_freeze_class_from_the_catalog() {
+        assert!(is_partial_freeze("TernaryVAEV5_11_PartialFreeze"));
+        assert!(is_partial_freeze("models.TernaryVAEV5_11_PartialFreeze"));
+        for other in [
+            "TernaryVAEV5_11",
+            "TernaryVAEV5_12",
+            "DualNeuralVAEV5",
+            "",
+            "X",
+        ] {
+            assert!(!is_partial_freeze(other), "{other}");
+        }
+    }
 
     #[test]
     fn checkpoint_metrics_read_back_by_scan() {
