@@ -606,11 +606,7 @@ impl<'a> Run<'a> {
                 let _ = t.set_requires_grad(trainable);
             }
             if trainable && !params.is_empty() {
-                groups.push(Group {
-                    name: name.to_string(),
-                    lr_scale: scale,
-                    params,
-                });
+                groups.push(Group::new(name, scale, params));
             }
         };
         add("projection", 1.0, true);
