@@ -334,7 +334,7 @@ pub fn train(
     if let Some(path) = &source {
         // The checkpoint and load plan step 1 (`tvck check`) read and made for this config;
         // the checkpoint is dropped once its frozen parts are copied.
-        let fl = frozen_ckpt
+        let (load_plan, fl) = frozen_ckpt
             .ok_or_else(|| {
                 TrainError::Load(format!("{} was not read by the check", path.display()))
             })
@@ -342,22 +342,22 @@ pub fn train(
                 let plan = report.load.as_ref().ok_or_else(|| {
                     TrainError::Load("no load plan for the frozen checkpoint".into())
                 })?;
-                load::load_frozen(&model, &ckpt, plan)
+                load::load_frozen(&model, &ckpt, plan).map(|fl| (plan, fl))
             })
             .map_err(|e| {
                 step(4, S4, StepStatus::Failed, e.to_string());
                 refuse(4, S4, e.to_string())
             })?;
-        mapped = fl.plan.mapped.len();
+        mapped = load_plan.mapped.len();
         step(
             4,
             S4,
             StepStatus::Ok,
             format!(
                 "{}: {} tensors copied ({} through the v5.5 → improved index map 0→0, 2→4, 4→8)",
-                fl.plan.mode,
+                load_plan.mode,
                 fl.copied.len(),
-                fl.plan.mapped.len()
+                load_plan.mapped.len()
             ),
         );
     } else {
