@@ -593,9 +593,8 @@ impl<'a> Run<'a> {
     /// The optimizer's parameter groups for the current freeze state; frozen parts get
     /// no gradient (requires_grad off).
     fn groups(&self) -> Vec<Group> {
-        let (a_scale, b_scale) = self.lr_scales;
         let mut groups: Vec<Group> = Vec::new();
-        let mut add = |name: &str, scale: f64, trainable: bool| {
+        let mut add = |name: &str, trainable: bool| {
             let keys = self.model.part_keys(name);
             let params: Vec<(String, Tensor)> = keys
                 .into_iter()
@@ -606,16 +605,26 @@ impl<'a> Run<'a> {
                 let _ = t.set_requires_grad(trainable);
             }
             if trainable && !params.is_empty() {
-                groups.push(Group::new(name, scale, params));
+                groups.push(Group::new(name, self.lr_scale(name), params));
             }
         };
-        add("projection", 1.0, true);
-        add("controller", 1.0, !self.freeze.controller);
-        add("encoder_A", a_scale, !self.freeze.encoder_a);
-        add("encoder_B", b_scale, !self.freeze.encoder_b);
+        add("projection", true);
+        add("controller", !self.freeze.controller);
+        add("encoder_A", !self.freeze.encoder_a);
+        add("encoder_B", !self.freeze.encoder_b);
         // decoder_A trains only in a model class without a frozen checkpoint.
-        add("decoder_A", a_scale, !self.decoder_frozen());
+        add("decoder_A", !self.decoder_frozen());
         groups
+    }
+
+    /// The learning-rate scale of a part's group (option_c: encoder_A and decoder_A at
+    /// encoder_a_lr_scale, encoder_B at encoder_b_lr_scale, the rest at the base rate).
+    fn lr_scale(&self, part: &str) -> f64 {
+        match part {
+            "encoder_A" | "decoder_A" => self.lr_scales.0,
+            "encoder_B" => self.lr_scales.1,
+            _ => 1.0,
+        }
     }
 
     /// Whether decoder_A gets no gradient (see [`Run::groups`]).
@@ -963,11 +972,7 @@ impl<'a> Run<'a> {
         let mut out: Vec<(String, f64, Vec<String>)> = Vec::new();
         for k in keys {
             let part = part_of(k).to_string();
-            let scale = match part.as_str() {
-                "encoder_A" | "decoder_A" => self.lr_scales.0,
-                "encoder_B" => self.lr_scales.1,
-                _ => 1.0,
-            };
+            let scale = self.lr_scale(&part);
             match out.iter_mut().find(|(p, _, _)| *p == part) {
                 Some(g) => g.2.push(k.clone()),
                 None => out.push((part, scale, vec![k.clone()])),
