@@ -197,6 +197,15 @@ const RANDOM_COVERAGE: &str = "about 0.01%";
 
 /// Check a parsed config.
 pub fn check(cfg: &TrainingConfig, opts: &CheckOptions) -> CheckReport {
+    check_keeping_checkpoint(cfg, opts).0
+}
+
+/// [`check`], also handing back the frozen checkpoint it opened (when it resolved and was
+/// readable), so that a caller loading from it (`tvck train`) does not read it again.
+pub fn check_keeping_checkpoint(
+    cfg: &TrainingConfig,
+    opts: &CheckOptions,
+) -> (CheckReport, Option<Checkpoint>) {
     let mut findings = Vec::new();
     let class = cfg.model_name().map(str::to_string);
     let loc = |key: &str| cfg.line_of(key).map(|_| cfg.location(key));
@@ -237,6 +246,7 @@ pub fn check(cfg: &TrainingConfig, opts: &CheckOptions) -> CheckReport {
     let frozen_loc = loc("frozen_checkpoint.path").or_else(|| loc("frozen_checkpoint"));
     let mut summary = None;
     let mut plan = None;
+    let mut checkpoint = None;
     match cfg.checkpoint_path() {
         None if requires => {
             let c = class.as_deref().unwrap_or_default();
@@ -269,9 +279,10 @@ pub fn check(cfg: &TrainingConfig, opts: &CheckOptions) -> CheckReport {
             .at(frozen_loc),
         ),
         Some(raw) => {
-            let (s, p) = check_checkpoint(cfg, raw, &model, requires, opts, &mut findings);
+            let (s, p, c) = check_checkpoint(cfg, raw, &model, requires, opts, &mut findings);
             summary = Some(s);
             plan = p;
+            checkpoint = c;
         }
     }
 
@@ -298,7 +309,7 @@ pub fn check(cfg: &TrainingConfig, opts: &CheckOptions) -> CheckReport {
         .iter()
         .filter(|f| f.severity == Severity::Warning)
         .count();
-    CheckReport {
+    let report = CheckReport {
         config: cfg.path.display().to_string(),
         model,
         frozen_checkpoint: summary,
@@ -306,7 +317,8 @@ pub fn check(cfg: &TrainingConfig, opts: &CheckOptions) -> CheckReport {
         findings,
         errors,
         warnings,
-    }
+    };
+    (report, checkpoint)
 }
 
 fn source_list(class: &str) -> String {
@@ -328,7 +340,7 @@ fn check_checkpoint(
     requires: bool,
     opts: &CheckOptions,
     findings: &mut Vec<Finding>,
-) -> (CheckpointSummary, Option<LoadPlan>) {
+) -> (CheckpointSummary, Option<LoadPlan>, Option<Checkpoint>) {
     let loc = cfg.location("frozen_checkpoint.path");
     let mut summary = CheckpointSummary {
         configured: raw.to_string(),
@@ -369,7 +381,7 @@ fn check_checkpoint(
                 .cause("the trainer would fail to start, or (if it catches the error) train from random weights")
                 .fix("correct the path, run from the folder the path is relative to, or pass --checkpoint-root DIR"),
         );
-        return (summary, None);
+        return (summary, None, None);
     };
     let path = path
         .strip_prefix(&opts.cwd)
@@ -397,7 +409,7 @@ fn check_checkpoint(
                     .at(Some(loc))
                     .fix("point frozen_checkpoint.path at an intact checkpoint (`tvck scan DIR` lists readable ones)"),
             );
-            return (summary, None);
+            return (summary, None, None);
         }
     };
     let unsafe_globals = ckpt.unsafe_global_messages();
@@ -427,7 +439,7 @@ fn check_checkpoint(
             .at(Some(loc))
             .fix("point frozen_checkpoint.path at a TernaryVAE checkpoint"),
         );
-        return (summary, None);
+        return (summary, None, Some(ckpt));
     };
     summary.version = Some(best.version);
     summary.layout = Some(best.params.summary());
@@ -470,7 +482,7 @@ fn check_checkpoint(
     }
 
     let (Some(target_version), Some(target_params)) = (model.version, model.params.as_ref()) else {
-        return (summary, None);
+        return (summary, None, Some(ckpt));
     };
     let plan = load_plan(
         cfg,
@@ -489,7 +501,7 @@ fn check_checkpoint(
         class,
         findings,
     );
-    (summary, Some(plan))
+    (summary, Some(plan), Some(ckpt))
 }
 
 /// What the trainer would load from a checkpoint of `source_version` with the model state

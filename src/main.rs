@@ -188,6 +188,27 @@ fn no_huge_pages() {
 #[cfg(not(target_os = "linux"))]
 fn no_huge_pages() {}
 
+/// glibc's malloc returns freed blocks above its trim threshold to the kernel and maps
+/// large ones fresh; the trainer frees and re-allocates the same activation buffers every
+/// batch, so each batch paid page faults. Keep them in the heap instead (`tvck train`,
+/// from its training step on).
+#[cfg(all(feature = "train", target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    extern "C" {
+        fn mallopt(param: i32, value: i32) -> i32;
+    }
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: mallopt only changes allocator tuning parameters; any value is valid.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+#[cfg(all(feature = "train", not(all(target_os = "linux", target_env = "gnu"))))]
+fn keep_freed_memory() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The trainer's tensors do profit from huge pages: keep the default for it.
@@ -746,7 +767,14 @@ fn cmd_train(
         progress: true,
         interrupt: Some(flag),
     };
-    let mut on_step = |s: &tvck::train::Step| println!("{s}");
+    let mut on_step = |s: &tvck::train::Step| {
+        println!("{s}");
+        // Step 5 decided, training (step 6) follows: only its batches profit, so the
+        // allocator is tuned from here on (the frozen checkpoint read before is freed).
+        if s.number == 5 {
+            keep_freed_memory();
+        }
+    };
     let mut on_line = |l: &str| println!("{l}");
     let r = tvck::train::train(&opts, &mut on_step, &mut on_line).map_err(train_error)?;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.4}"));

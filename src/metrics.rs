@@ -35,6 +35,26 @@ pub struct StoredMetrics {
     pub coverage_source: Option<String>,
 }
 
+/// The keys of a checkpoint's `metrics` dict that tvck's trainer writes (the upstream
+/// names, domain.md §5), one table for the writer and for [`StoredMetrics::from_root`],
+/// which also reads the older aliases next to them.
+pub mod key {
+    pub const COVERAGE: &str = "coverage";
+    pub const HIERARCHY_A: &str = "hierarchy_A";
+    pub const HIERARCHY_B: &str = "hierarchy_B";
+    pub const RICHNESS_A: &str = "richness_A";
+    pub const RICHNESS_B: &str = "richness_B";
+    /// dist_corr of z_A: the upstream `distance_corr_A` (read as `dist_corr`).
+    pub const DIST_CORR_A: &str = "distance_corr_A";
+    /// dist_corr of z_B, named like z_A's.
+    pub const DIST_CORR_B: &str = "distance_corr_B";
+    pub const R_V0: &str = "r_v0";
+    pub const R_V9: &str = "r_v9";
+    pub const MEAN_RADIUS: &str = "mean_radius";
+    pub const STD_RADIUS: &str = "std_radius";
+    pub const Q: &str = "Q";
+}
+
 fn first(metrics: Option<&Value>, keys: &[&str]) -> Option<f64> {
     let m = metrics?;
     keys.iter()
@@ -54,16 +74,16 @@ impl StoredMetrics {
     pub fn from_root(root: &Value) -> StoredMetrics {
         let m = root.get("metrics");
         let mut out = StoredMetrics {
-            coverage: first(m, &["coverage", "coverage_A"]),
-            hierarchy: first(m, &["hierarchy_B", "hierarchy", "radial_corr_B"]),
-            hierarchy_a: first(m, &["hierarchy_A", "radial_corr_A"]),
-            richness: first(m, &["richness", "richness_B"]),
-            r_v0: first(m, &["r_v0", "radius_v0"]),
-            r_v9: first(m, &["r_v9", "radius_v9"]),
-            mean_radius: first(m, &["mean_radius", "mean_radius_A"]),
-            std_radius: first(m, &["std_radius"]),
-            dist_corr: first(m, &["distance_corr_A", "dist_corr"]),
-            q: first(m, &["Q"]).or_else(|| root.get("best_Q").and_then(Value::as_f64)),
+            coverage: first(m, &[key::COVERAGE, "coverage_A"]),
+            hierarchy: first(m, &[key::HIERARCHY_B, "hierarchy", "radial_corr_B"]),
+            hierarchy_a: first(m, &[key::HIERARCHY_A, "radial_corr_A"]),
+            richness: first(m, &["richness", key::RICHNESS_B]),
+            r_v0: first(m, &[key::R_V0, "radius_v0"]),
+            r_v9: first(m, &[key::R_V9, "radius_v9"]),
+            mean_radius: first(m, &[key::MEAN_RADIUS, "mean_radius_A"]),
+            std_radius: first(m, &[key::STD_RADIUS]),
+            dist_corr: first(m, &[key::DIST_CORR_A, "dist_corr"]),
+            q: first(m, &[key::Q]).or_else(|| root.get("best_Q").and_then(Value::as_f64)),
             coverage_source: None,
         };
         if out.coverage.is_none() {

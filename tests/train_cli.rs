@@ -260,6 +260,19 @@ fn smoke_run_v5_11_from_the_v5_5_fixture() {
     // … by `tvck scan`, and by PyTorch.
     let o = tvck(&["scan", out, "--json"], &root());
     assert_eq!(o.status.code(), Some(0));
+    // Its metrics under the names the scan reads (dist_corr is z_A's `distance_corr_A`).
+    let scan: Json = serde_json::from_str(&stdout(&o)).unwrap();
+    let pts: Vec<&Json> = scan["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"].as_str().is_some_and(|p| p.ends_with(".pt")))
+        .collect();
+    assert_eq!(pts.len(), 3, "{scan}");
+    for f in pts {
+        assert!(f["metrics"]["dist_corr"].as_f64().is_some(), "{f}");
+        assert_eq!(f["metrics"]["coverage"].as_f64(), Some(1.0), "{f}");
+    }
     let script = "import sys, torch\nfor n in ('best.pt', 'best_Q.pt', 'latest.pt'):\n    d = torch.load(sys.argv[1] + '/' + n, weights_only=True)\n    sd = d['model_state_dict']\n    assert type(sd).__name__ == 'OrderedDict' and len(sd) == 37, n\n    assert d['metrics']['coverage'] == 1.0, n\n    print(n, d['epoch'])\n";
     let py = Command::new(python())
         .args(["-c", script, out])

@@ -1,7 +1,7 @@
 //! The data: the 3^9 = 19,683 ternary operations, their digits and valuations
 //! (domain.md §1), as plain Rust values and as tensors.
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Number of operations.
 pub const N_OPS: usize = 19_683;
@@ -93,9 +93,6 @@ pub struct Batch {
     /// The operation indices (int64).
     pub idx: Tensor,
 }
-
-/// The int64 kind used for indices.
-pub const INDEX: Kind = Kind::Int64;
 
 #[cfg(test)]
 mod tests {

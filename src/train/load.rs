@@ -1,11 +1,11 @@
 //! Checkpoint → model: tensors read by tvck's own reader (libtorch cannot read a pickled
 //! OrderedDict state_dict) and copied into the model's VarStore variables.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use tch::{Kind, Tensor};
 
-use crate::arch::KeyShape;
+use crate::arch;
 use crate::check::LoadPlan;
 use crate::format::{Checkpoint, DType};
 
@@ -38,36 +38,29 @@ pub fn tensor_of(ckpt: &Checkpoint, index: usize) -> Result<Tensor, TrainError> 
     Ok(t.to_kind(Kind::Float))
 }
 
-/// The checkpoint's model state: key → tensor index, and its (key, shape) list.
-pub fn model_state(
-    ckpt: &Checkpoint,
-) -> Result<(HashMap<String, usize>, Vec<KeyShape>), TrainError> {
-    let ms = ckpt.model_state().ok_or_else(|| {
+/// The checkpoint's model state: key → tensor index.
+fn state_index(ckpt: &Checkpoint) -> Result<HashMap<&str, usize>, TrainError> {
+    let ms = ckpt.model_state_ref().ok_or_else(|| {
         TrainError::Load(format!(
             "`{}` holds no model state (no model_state_dict / model_state / model, not a bare state_dict)",
             ckpt.path.display()
         ))
     })?;
-    let shapes = ms
-        .entries
-        .iter()
-        .map(|(k, i)| (k.clone(), ckpt.tensors[*i].shape.clone()))
-        .collect();
-    Ok((ms.entries.into_iter().collect(), shapes))
+    Ok(ms.entries.into_iter().collect())
 }
 
 /// Copy `(from, to)` pairs: checkpoint key → model key.
 fn copy_pairs(
     model: &Model,
     ckpt: &Checkpoint,
-    index: &HashMap<String, usize>,
+    index: &HashMap<&str, usize>,
     pairs: &[(String, String)],
 ) -> Result<(), TrainError> {
     let device = model.vs.device();
     tch::no_grad(|| {
         for (from, to) in pairs {
             let i = index
-                .get(from)
+                .get(from.as_str())
                 .ok_or_else(|| TrainError::Load(format!("checkpoint has no `{from}`")))?;
             let src = tensor_of(ckpt, *i)?.to_device(device);
             let mut dst = model
@@ -90,32 +83,35 @@ fn copy_pairs(
 /// Load the whole model state (`load_state_dict(strict=True)`): every model key must be
 /// in the checkpoint with its shape, and nothing else may be there.
 pub fn load_strict(model: &Model, ckpt: &Checkpoint) -> Result<usize, TrainError> {
-    let (index, shapes) = model_state(ckpt)?;
-    let src: HashMap<&str, &Vec<u64>> = shapes.iter().map(|(k, s)| (k.as_str(), s)).collect();
-    let mut problems = Vec::new();
-    let mut pairs = Vec::new();
-    let model_keys: HashSet<&str> = model.keys.iter().map(|(k, _)| k.as_str()).collect();
-    for (key, dims) in &model.keys {
-        let want: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
-        match src.get(key.as_str()) {
-            Some(s) if **s == want => pairs.push((key.clone(), key.clone())),
-            Some(s) => problems.push(format!(
-                "size mismatch for {key}: checkpoint {s:?}, model {want:?}"
-            )),
-            None => problems.push(format!("missing key {key}")),
-        }
-    }
-    for (k, _) in &shapes {
-        if !model_keys.contains(k.as_str()) {
-            problems.push(format!("unexpected key {k}"));
-        }
-    }
-    if !problems.is_empty() {
+    let index = state_index(ckpt)?;
+    let expected: Vec<(&str, Vec<u64>)> = model
+        .keys
+        .iter()
+        .map(|(k, dims)| (k.as_str(), dims.iter().map(|&d| d as u64).collect()))
+        .collect();
+    let diff = arch::compare_layout(&expected, &arch::state_shapes(ckpt));
+    if !diff.is_empty() {
+        let problems: Vec<String> = diff
+            .mismatched
+            .iter()
+            .map(|(k, want, s)| format!("size mismatch for {k}: checkpoint {s:?}, model {want:?}"))
+            .chain(diff.missing.iter().map(|(k, _)| format!("missing key {k}")))
+            .chain(
+                diff.unexpected
+                    .iter()
+                    .map(|(k, _)| format!("unexpected key {k}")),
+            )
+            .collect();
         return Err(TrainError::Load(format!(
             "the checkpoint does not fit the model: {}",
             problems.join("; ")
         )));
     }
+    let pairs: Vec<(String, String)> = model
+        .keys
+        .iter()
+        .map(|(k, _)| (k.clone(), k.clone()))
+        .collect();
     copy_pairs(model, ckpt, &index, &pairs)?;
     Ok(pairs.len())
 }
@@ -123,7 +119,6 @@ pub fn load_strict(model: &Model, ckpt: &Checkpoint) -> Result<usize, TrainError
 /// What [`load_frozen`] did.
 #[derive(Debug, Clone)]
 pub struct FrozenLoad {
-    pub plan: LoadPlan,
     /// (checkpoint key, model key) pairs copied.
     pub copied: Vec<(String, String)>,
 }
@@ -147,7 +142,7 @@ pub fn load_frozen(
             .collect();
         return Err(TrainError::Load(list.join("; ")));
     }
-    let (index, _) = model_state(ckpt)?;
+    let index = state_index(ckpt)?;
     let copied: Vec<(String, String)> = plan
         .mapped
         .iter()
@@ -155,8 +150,88 @@ pub fn load_frozen(
         .chain(plan.loaded.iter().map(|k| (k.clone(), k.clone())))
         .collect();
     copy_pairs(model, ckpt, &index, &copied)?;
-    Ok(FrozenLoad {
-        plan: plan.clone(),
-        copied,
-    })
+    Ok(FrozenLoad { copied })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::VersionId;
+    use crate::format::Value;
+    use crate::train::model::ModelSpec;
+    use crate::train::save::{self, TreeBuilder};
+    use tch::Device;
+
+    fn model(seed: i64) -> Model {
+        tch::manual_seed(seed);
+        let v = VersionId::V5_11;
+        Model::new(
+            ModelSpec::new(v, arch::default_params(v), None),
+            Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    /// A checkpoint of `m`'s state, its (key, tensor) list edited first.
+    fn checkpoint(m: &Model, edit: impl FnOnce(&mut Vec<(String, Tensor)>)) -> Checkpoint {
+        let mut items: Vec<(String, Tensor)> = m
+            .keys
+            .iter()
+            .map(|(k, _)| (k.clone(), m.var(k).unwrap()))
+            .collect();
+        edit(&mut items);
+        let mut tb = TreeBuilder::default();
+        let sd = Value::Dict(
+            items
+                .iter()
+                .map(|(k, t)| (Value::Str(k.clone()), tb.tensor(t)))
+                .collect(),
+        );
+        let root = save::dict(vec![("model_state_dict", sd)]);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.pt");
+        save::write_checkpoint(&path, &root, &tb.tensors).unwrap();
+        Checkpoint::open(&path).unwrap()
+    }
+
+    #[test]
+    fn load_strict_copies_an_exact_state() {
+        let src = model(1);
+        let ckpt = checkpoint(&src, |_| {});
+        let dst = model(2);
+        let k = &src.keys[0].0;
+        assert_ne!(src.var(k).unwrap(), dst.var(k).unwrap());
+        assert_eq!(load_strict(&dst, &ckpt).unwrap(), src.keys.len());
+        for (k, _) in &src.keys {
+            assert_eq!(src.var(k).unwrap(), dst.var(k).unwrap(), "{k}");
+        }
+    }
+
+    #[test]
+    fn load_strict_names_every_difference() {
+        let src = model(1);
+        let (k0, k1) = (src.keys[0].0.clone(), src.keys[1].0.clone());
+        let want1: Vec<u64> = src.keys[1].1.iter().map(|&d| d as u64).collect();
+        let ckpt = checkpoint(&src, |items| {
+            let _ = items.remove(0);
+            items[0].1 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+            items.push((
+                "extra.weight".into(),
+                Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+            ));
+        });
+        let err = load_strict(&model(2), &ckpt).unwrap_err().to_string();
+        assert!(
+            err.contains("the checkpoint does not fit the model"),
+            "{err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "size mismatch for {k1}: checkpoint [3], model {want1:?}"
+            )),
+            "{err}"
+        );
+        assert!(err.contains(&format!("missing key {k0};")), "{err}");
+        assert!(err.contains("unexpected key extra.weight"), "{err}");
+    }
 }

@@ -6,7 +6,7 @@ use tch::{Kind, Reduction, Tensor};
 use crate::config::LossConfig;
 
 use super::data::{Batch, N_LEVELS};
-use super::metrics::ARTANH_MAX;
+use super::metrics::{poincare_radius, ARTANH_MAX};
 
 /// The loss settings resolved from the config's `loss:` block (upstream defaults where a
 /// key is absent; a section that is absent or has `enabled: false` is off).
@@ -170,11 +170,6 @@ impl LossValues {
             *x *= k;
         }
     }
-}
-
-/// Poincaré distance from the origin (differentiable; same clamp as the metrics).
-pub fn radius(z: &Tensor, c: &Tensor) -> Tensor {
-    super::metrics::poincare_radius(z, c)
 }
 
 /// Poincaré distance d(x, y) = (2/√c)·artanh(√c‖(−x) ⊕_c y‖), rows of x and y.
@@ -362,7 +357,7 @@ pub fn total_loss(
 ) -> (Tensor, LossValues) {
     let s = inp.settings;
     let z2 = Tensor::stack(&[z_a, z_b], 0);
-    let r2 = radius(&z2, c);
+    let r2 = poincare_radius(&z2, c);
     let rb = r2.get(1);
     let mut total = rb.sum(Kind::Float) * 0.0;
     let mut vals = LossValues::default();
@@ -412,7 +407,7 @@ mod tests {
         let x = Tensor::zeros([1, 2], (Kind::Float, Device::Cpu));
         let y = Tensor::from_slice(&[0.3f32, 0.4]).view([1, 2]);
         let d = poincare_distance(&x, &y, &c).double_value(&[0]);
-        let r = radius(&y, &c).double_value(&[0]);
+        let r = poincare_radius(&y, &c).double_value(&[0]);
         assert!((d - r).abs() < 1e-6 && (r - 2.0 * 0.5f64.atanh()).abs() < 1e-5);
         // symmetric
         let z = Tensor::from_slice(&[-0.2f32, 0.1]).view([1, 2]);
@@ -445,7 +440,7 @@ mod tests {
         tch::manual_seed(9);
         let z2 = Tensor::rand([2, 256, 4], (Kind::Float, Device::Cpu)) * 0.4;
         let c = Tensor::from(1.0f32);
-        let r2 = radius(&z2, &c);
+        let r2 = poincare_radius(&z2, &c);
         type F<'a> = Box<dyn Fn(&Tensor, &Tensor) -> Tensor + 'a>;
         let losses: Vec<(&str, F)> = vec![
             (

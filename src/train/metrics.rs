@@ -138,17 +138,6 @@ pub fn dist_corr(z: &[f32], dim: usize, v: &[usize]) -> f64 {
     spearman(&d, &dv)
 }
 
-fn to_vec_f32(t: &Tensor) -> Vec<f32> {
-    let t = t
-        .to_kind(Kind::Float)
-        .to_device(tch::Device::Cpu)
-        .contiguous();
-    let n = t.numel();
-    let mut out = vec![0f32; n];
-    t.copy_data(&mut out, n);
-    out
-}
-
 /// Mean of the radii at level `l`.
 fn level_mean(radii: &[f64], v: &[usize], l: usize) -> f64 {
     let (s, n) = radii
@@ -180,14 +169,19 @@ pub fn evaluate_with_radii(model: &Model, ds: &Dataset) -> (EvalMetrics, Option<
         let (Some(za), Some(zb), Some(c)) = (&out.z_a_hyp, &out.z_b_hyp, &out.curvature) else {
             return (m, None);
         };
+        // A tensor's values as float32 on the host (tch's conversion: to float, to the
+        // CPU, contiguous).
+        let host = |t: &Tensor| -> Vec<f32> {
+            Vec::try_from(t.flatten(0, -1)).expect("a float tensor converts to Vec<f32>")
+        };
         let v = &ds.v_host;
         let vf: Vec<f64> = v.iter().map(|&x| x as f64).collect();
-        let ra: Vec<f64> = to_vec_f32(&poincare_radius(za, c))
+        let ra: Vec<f64> = host(&poincare_radius(za, c))
             .into_iter()
             .map(f64::from)
             .collect();
         let rb_tensor = poincare_radius(zb, c);
-        let rb: Vec<f64> = to_vec_f32(&rb_tensor).into_iter().map(f64::from).collect();
+        let rb: Vec<f64> = host(&rb_tensor).into_iter().map(f64::from).collect();
         let dim = za.size()[1] as usize;
         let ha = spearman(&vf, &ra);
         let hb = spearman(&vf, &rb);
@@ -195,8 +189,8 @@ pub fn evaluate_with_radii(model: &Model, ds: &Dataset) -> (EvalMetrics, Option<
         m.hierarchy_b = Some(hb);
         m.richness_a = Some(richness(&ra, v));
         m.richness_b = Some(richness(&rb, v));
-        m.dist_corr_a = Some(dist_corr(&to_vec_f32(za), dim, v));
-        let dcb = dist_corr(&to_vec_f32(zb), dim, v);
+        m.dist_corr_a = Some(dist_corr(&host(za), dim, v));
+        let dcb = dist_corr(&host(zb), dim, v);
         m.dist_corr_b = Some(dcb);
         m.r_v0 = Some(level_mean(&rb, v, 0));
         m.r_v9 = Some(level_mean(&rb, v, 9));

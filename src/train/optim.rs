@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::f64::consts::PI;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tch::{Kind, Tensor};
@@ -13,11 +14,44 @@ use tch::{Kind, Tensor};
 pub struct Group {
     pub name: String,
     pub lr_scale: f64,
-    pub params: Vec<(String, Tensor)>,
+    params: Vec<(String, Tensor)>,
+    /// Where every parameter sits in the group's flat buffers, computed once.
+    layout: FlatLayout,
+    /// Tells this group from any other built in the process.
+    id: u64,
+}
+
+impl Group {
+    pub fn new(name: impl Into<String>, lr_scale: f64, params: Vec<(String, Tensor)>) -> Group {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        let mut layout = Vec::with_capacity(params.len());
+        let mut off = 0;
+        for (key, p) in &params {
+            let n = p.numel() as i64;
+            layout.push((key.clone(), off, n, p.size()));
+            off += n;
+        }
+        Group {
+            name: name.into(),
+            lr_scale,
+            params,
+            layout,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The parameters (state_dict key, tensor), in order.
+    pub fn params(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
 }
 
 /// Where each parameter sits in a group's flat buffers: (key, offset, numel, shape).
 pub type FlatLayout = Vec<(String, i64, i64, Vec<i64>)>;
+
+/// The layout of the parameters of a group that have a gradient, and their positions in
+/// the group.
+type Subset = (FlatLayout, Vec<usize>);
 
 /// The moments of one parameter group, kept flat (the group's parameters concatenated in
 /// order), so a step is a constant number of kernels per group plus one per parameter.
@@ -26,6 +60,9 @@ pub struct GroupState {
     pub exp_avg: Tensor,
     pub exp_avg_sq: Tensor,
     pub step: u64,
+    /// The [`Group`] whose whole layout `layout` is, when it is one: a step of that group
+    /// with every gradient present needs no comparison.
+    whole_of: Option<u64>,
 }
 
 impl GroupState {
@@ -81,23 +118,34 @@ impl AdamW {
     /// Returns the total gradient norm before clipping.
     pub fn step(&mut self, groups: &[Group], grads: &[Vec<Tensor>], lr: f64, max_norm: f64) -> f64 {
         tch::no_grad(|| {
-            // Flat gradients per group.
-            let mut flat: Vec<(usize, FlatLayout, Tensor)> = Vec::new();
+            // Flat gradients per group, with the layout of the parameters that have one
+            // (and their positions in the group) unless all have: then the group's own.
+            let mut flat: Vec<(usize, Option<Subset>, Tensor)> = Vec::new();
             for (gi, g) in groups.iter().enumerate() {
+                let gr = &grads[gi];
+                if gr.len() == g.params.len() && gr.iter().all(Tensor::defined) {
+                    if !gr.is_empty() {
+                        let parts: Vec<Tensor> = gr.iter().map(|t| t.reshape([-1])).collect();
+                        flat.push((gi, None, Tensor::cat(&parts, 0)));
+                    }
+                    continue;
+                }
                 let mut layout = Vec::new();
+                let mut positions = Vec::new();
                 let mut parts = Vec::new();
                 let mut off = 0;
-                for ((key, p), grad) in g.params.iter().zip(&grads[gi]) {
+                for (i, ((key, p), grad)) in g.params.iter().zip(gr).enumerate() {
                     if !grad.defined() {
                         continue;
                     }
                     let n = p.numel() as i64;
                     layout.push((key.clone(), off, n, p.size()));
+                    positions.push(i);
                     parts.push(grad.reshape([-1]));
                     off += n;
                 }
                 if !parts.is_empty() {
-                    flat.push((gi, layout, Tensor::cat(&parts, 0)));
+                    flat.push((gi, Some((layout, positions)), Tensor::cat(&parts, 0)));
                 }
             }
             if flat.is_empty() {
@@ -116,7 +164,7 @@ impl AdamW {
             } else {
                 1.0
             };
-            for (gi, layout, mut grad) in flat {
+            for (gi, subset, mut grad) in flat {
                 let g = &groups[gi];
                 if coef < 1.0 {
                     let _ = grad.g_mul_scalar_(coef);
@@ -130,14 +178,21 @@ impl AdamW {
                         exp_avg: Tensor::new(),
                         exp_avg_sq: Tensor::new(),
                         step: 0,
+                        whole_of: None,
                     });
-                if st.layout != layout {
+                let (layout, positions) = subset.unzip();
+                let same = match &layout {
+                    None => st.whole_of == Some(g.id) || st.layout == g.layout,
+                    Some(l) => st.layout == *l,
+                };
+                if !same {
                     // First step, or another set of parameters: fresh moments.
-                    st.layout = layout;
+                    st.layout = layout.unwrap_or_else(|| g.layout.clone());
                     st.exp_avg = grad.zeros_like();
                     st.exp_avg_sq = grad.zeros_like();
                     st.step = 0;
                 }
+                st.whole_of = positions.is_none().then_some(g.id);
                 st.step += 1;
                 let _ = st.exp_avg.lerp_(&grad, 1.0 - self.beta1);
                 let _ = st.exp_avg_sq.g_mul_scalar_(self.beta2);
@@ -147,10 +202,9 @@ impl AdamW {
                 let denom = st.exp_avg_sq.sqrt() / bc2.sqrt() + self.eps;
                 let update = &st.exp_avg / denom * (-lr / bc1);
                 let decay = 1.0 - lr * self.weight_decay;
-                let params: HashMap<&str, &Tensor> =
-                    g.params.iter().map(|(k, p)| (k.as_str(), p)).collect();
-                for (key, off, n, shape) in &st.layout {
-                    let mut p = params[key.as_str()].shallow_clone();
+                for (j, (_, off, n, shape)) in st.layout.iter().enumerate() {
+                    let i = positions.as_ref().map_or(j, |p| p[j]);
+                    let mut p = g.params[i].1.shallow_clone();
                     // Decoupled weight decay, then the Adam step.
                     let _ = p.g_mul_scalar_(decay);
                     let _ = p.g_add_(&update.narrow(0, *off, *n).view(shape.as_slice()));
@@ -476,11 +530,7 @@ mod tests {
         // First Adam step: m̂/√v̂ = g/|g| → p -= lr·sign(g) (after weight decay).
         let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
         let loss = (&p * Tensor::from_slice(&[3.0f32, -0.5])).sum(Kind::Float);
-        let groups = vec![Group {
-            name: "g".into(),
-            lr_scale: 1.0,
-            params: vec![("p".into(), p.shallow_clone())],
-        }];
+        let groups = vec![Group::new("g", 1.0, vec![("p".into(), p.shallow_clone())])];
         let grads = gradients(&loss, &groups);
         let mut opt = AdamW::new(0.1);
         opt.step(&groups, &grads, 0.01, 0.0);
@@ -492,6 +542,45 @@ mod tests {
     }
 
     #[test]
+    fn moments_follow_the_parameters_with_a_gradient() {
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let q = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
+        let params = || {
+            vec![
+                ("p".into(), p.shallow_clone()),
+                ("q".into(), q.shallow_clone()),
+            ]
+        };
+        let groups = vec![Group::new("g", 1.0, params())];
+        let only_p = || (&p * 3.0).sum(Kind::Float);
+        let both = || (&p * 3.0).sum(Kind::Float) + (&q * &q).sum(Kind::Float);
+        let mut opt = AdamW::new(0.0);
+        let steps = |opt: &AdamW| {
+            let s = |k| opt.moments(k).map(|(_, _, s)| s);
+            (s("p"), s("q"))
+        };
+        // q without a gradient: skipped, p's moments alone.
+        opt.step(&groups, &gradients(&only_p(), &groups), 0.1, 0.0);
+        assert_eq!(steps(&opt), (Some(1), None));
+        // Another set of parameters: fresh moments for the group.
+        opt.step(&groups, &gradients(&both(), &groups), 0.1, 0.0);
+        assert_eq!(steps(&opt), (Some(1), Some(1)));
+        opt.step(&groups, &gradients(&both(), &groups), 0.1, 0.0);
+        assert_eq!(steps(&opt), (Some(2), Some(2)));
+        // The same parameters in a rebuilt group keep their moments …
+        let rebuilt = vec![Group::new("g", 1.0, params())];
+        opt.step(&rebuilt, &gradients(&both(), &rebuilt), 0.1, 0.0);
+        assert_eq!(steps(&opt), (Some(3), Some(3)));
+        // … and a subset again starts afresh.
+        opt.step(&rebuilt, &gradients(&only_p(), &rebuilt), 0.1, 0.0);
+        assert_eq!(steps(&opt), (Some(1), None));
+        let (m, v, _) = opt.moments("p").unwrap();
+        let g = 3.0 * (1.0 - 0.9);
+        assert!((m.double_value(&[0]) - g).abs() < 1e-6);
+        assert!((v.double_value(&[0]) - 9.0 * (1.0 - 0.999)).abs() < 1e-6);
+    }
+
+    #[test]
     fn matches_torch_adamw_with_clipping_over_steps() {
         // PyTorch 2.13: torch.optim.AdamW([{p}, {q}], lr=0.1, weight_decay=0.01), each step
         // after clip_grad_norm_([p, q], 1.0); p0 = [1, -2], q0 = [0.5],
@@ -500,16 +589,8 @@ mod tests {
         let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
         let q = Tensor::from_slice(&[0.5f32]).set_requires_grad(true);
         let groups = vec![
-            Group {
-                name: "a".into(),
-                lr_scale: 1.0,
-                params: vec![("p".into(), p.shallow_clone())],
-            },
-            Group {
-                name: "b".into(),
-                lr_scale: 1.0,
-                params: vec![("q".into(), q.shallow_clone())],
-            },
+            Group::new("a", 1.0, vec![("p".into(), p.shallow_clone())]),
+            Group::new("b", 1.0, vec![("q".into(), q.shallow_clone())]),
         ];
         let mut opt = AdamW::new(0.01);
         for want in [5.024_937_6, 4.411_85, 3.871_582_5] {

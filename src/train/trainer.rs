@@ -11,10 +11,10 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use crate::arch;
+use crate::arch::{self, VersionId};
 use crate::check::{self, CheckOptions};
 use crate::config::TrainingConfig;
-use crate::format::{Checkpoint, Value};
+use crate::format::Value;
 
 use super::data::{Dataset, N_LEVELS, N_OPS};
 use super::homeostasis::{self, Event, FreezeState, Homeostasis};
@@ -137,6 +137,12 @@ struct Plan {
     requires_frozen: bool,
 }
 
+/// Whether `class` is TernaryVAEV5_11_PartialFreeze (homeostasis, encoder_B trainable):
+/// in the catalog, the class that builds the v5.11 (PartialFreeze) version.
+fn is_partial_freeze(class: &str) -> bool {
+    arch::model_class(class).is_some_and(|c| c.builds.contains(&VersionId::V5_11PartialFreeze))
+}
+
 fn refuse(step: u8, name: &'static str, message: String) -> TrainError {
     TrainError::Refused {
         step,
@@ -145,28 +151,9 @@ fn refuse(step: u8, name: &'static str, message: String) -> TrainError {
     }
 }
 
-/// glibc's malloc returns freed blocks above its trim threshold to the kernel and maps
-/// large ones fresh; the trainer frees and re-allocates the same activation buffers every
-/// batch, so each batch paid page faults. Keep them in the heap instead.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    extern "C" {
-        fn mallopt(param: i32, value: i32) -> i32;
-    }
-    const M_TRIM_THRESHOLD: i32 = -1;
-    const M_MMAP_THRESHOLD: i32 = -3;
-    // SAFETY: mallopt only changes allocator tuning parameters; any value is valid.
-    unsafe {
-        mallopt(M_MMAP_THRESHOLD, 32 << 20);
-        mallopt(M_TRIM_THRESHOLD, 256 << 20);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
 /// Run the validated flow and train. `on_step` receives each checklist line as it is
-/// decided, `on_line` every other progress line (epoch summaries, events).
+/// decided, `on_line` every other progress line (epoch summaries, events). The process
+/// allocator is left to the caller (`tvck train` tunes it once step 5 is decided).
 pub fn train(
     opts: &TrainOptions,
     on_step: &mut dyn FnMut(&Step),
@@ -192,7 +179,8 @@ pub fn train(
     // Paths are resolved like `tvck check` run from the working directory.
     let mut rel_cfg = cfg.clone();
     rel_cfg.path = opts.config.clone();
-    let report = check::check(
+    // The frozen checkpoint check opened is the one step 4 loads from: read once.
+    let (report, frozen_ckpt) = check::check_keeping_checkpoint(
         &rel_cfg,
         &CheckOptions {
             cwd: opts.cwd.clone(),
@@ -224,7 +212,7 @@ pub fn train(
     };
     let class = report.model.class.clone().unwrap_or_default();
     let plan = Plan {
-        partial_freeze: class == "TernaryVAEV5_11_PartialFreeze",
+        partial_freeze: is_partial_freeze(&class),
         requires_frozen: arch::required_frozen(&class),
         class,
     };
@@ -344,30 +332,32 @@ pub fn train(
     const S4: &str = "load frozen parts";
     let mut mapped = 0;
     if let Some(path) = &source {
-        let ckpt = Checkpoint::open(path).map_err(|e| {
-            step(4, S4, StepStatus::Failed, e.to_string());
-            refuse(4, S4, e.to_string())
-        })?;
-        // The load plan step 1 (`tvck check`) made for this config and checkpoint.
-        let fl = report
-            .load
-            .as_ref()
-            .ok_or_else(|| TrainError::Load("no load plan for the frozen checkpoint".into()))
-            .and_then(|plan| load::load_frozen(&model, &ckpt, plan))
+        // The checkpoint and load plan step 1 (`tvck check`) read and made for this config;
+        // the checkpoint is dropped once its frozen parts are copied.
+        let (load_plan, fl) = frozen_ckpt
+            .ok_or_else(|| {
+                TrainError::Load(format!("{} was not read by the check", path.display()))
+            })
+            .and_then(|ckpt| {
+                let plan = report.load.as_ref().ok_or_else(|| {
+                    TrainError::Load("no load plan for the frozen checkpoint".into())
+                })?;
+                load::load_frozen(&model, &ckpt, plan).map(|fl| (plan, fl))
+            })
             .map_err(|e| {
                 step(4, S4, StepStatus::Failed, e.to_string());
                 refuse(4, S4, e.to_string())
             })?;
-        mapped = fl.plan.mapped.len();
+        mapped = load_plan.mapped.len();
         step(
             4,
             S4,
             StepStatus::Ok,
             format!(
                 "{}: {} tensors copied ({} through the v5.5 → improved index map 0→0, 2→4, 4→8)",
-                fl.plan.mode,
+                load_plan.mode,
                 fl.copied.len(),
-                fl.plan.mapped.len()
+                load_plan.mapped.len()
             ),
         );
     } else {
@@ -432,7 +422,6 @@ pub fn train(
 
     // 6. Train.
     const S6: &str = "train";
-    keep_freed_memory();
     let out_dir = match &opts.out {
         Some(o) => opts.cwd.join(o),
         None => match cfg.checkpoints.as_ref().and_then(|c| c.save_dir.clone()) {
@@ -604,9 +593,8 @@ impl<'a> Run<'a> {
     /// The optimizer's parameter groups for the current freeze state; frozen parts get
     /// no gradient (requires_grad off).
     fn groups(&self) -> Vec<Group> {
-        let (a_scale, b_scale) = self.lr_scales;
         let mut groups: Vec<Group> = Vec::new();
-        let mut add = |name: &str, scale: f64, trainable: bool| {
+        let mut add = |name: &str, trainable: bool| {
             let keys = self.model.part_keys(name);
             let params: Vec<(String, Tensor)> = keys
                 .into_iter()
@@ -617,20 +605,26 @@ impl<'a> Run<'a> {
                 let _ = t.set_requires_grad(trainable);
             }
             if trainable && !params.is_empty() {
-                groups.push(Group {
-                    name: name.to_string(),
-                    lr_scale: scale,
-                    params,
-                });
+                groups.push(Group::new(name, self.lr_scale(name), params));
             }
         };
-        add("projection", 1.0, true);
-        add("controller", 1.0, !self.freeze.controller);
-        add("encoder_A", a_scale, !self.freeze.encoder_a);
-        add("encoder_B", b_scale, !self.freeze.encoder_b);
+        add("projection", true);
+        add("controller", !self.freeze.controller);
+        add("encoder_A", !self.freeze.encoder_a);
+        add("encoder_B", !self.freeze.encoder_b);
         // decoder_A trains only in a model class without a frozen checkpoint.
-        add("decoder_A", a_scale, !self.decoder_frozen());
+        add("decoder_A", !self.decoder_frozen());
         groups
+    }
+
+    /// The learning-rate scale of a part's group (option_c: encoder_A and decoder_A at
+    /// encoder_a_lr_scale, encoder_B at encoder_b_lr_scale, the rest at the base rate).
+    fn lr_scale(&self, part: &str) -> f64 {
+        match part {
+            "encoder_A" | "decoder_A" => self.lr_scales.0,
+            "encoder_B" => self.lr_scales.1,
+            _ => 1.0,
+        }
     }
 
     /// Whether decoder_A gets no gradient (see [`Run::groups`]).
@@ -932,7 +926,7 @@ impl<'a> Run<'a> {
                 ("params", Value::List(ids)),
             ]));
         }
-        let metrics_json = serde_json::to_value(self.checkpoint_metrics(m)).unwrap_or_default();
+        let metrics_json = checkpoint_metrics(m);
         let homeo = serde_json::to_value(json!({
             "freeze": self.freeze,
             "controller": self.homeo,
@@ -978,35 +972,13 @@ impl<'a> Run<'a> {
         let mut out: Vec<(String, f64, Vec<String>)> = Vec::new();
         for k in keys {
             let part = part_of(k).to_string();
-            let scale = match part.as_str() {
-                "encoder_A" | "decoder_A" => self.lr_scales.0,
-                "encoder_B" => self.lr_scales.1,
-                _ => 1.0,
-            };
+            let scale = self.lr_scale(&part);
             match out.iter_mut().find(|(p, _, _)| *p == part) {
                 Some(g) => g.2.push(k.clone()),
                 None => out.push((part, scale, vec![k.clone()])),
             }
         }
         out
-    }
-
-    /// Metrics under the upstream key names.
-    fn checkpoint_metrics(&self, m: &EvalMetrics) -> serde_json::Value {
-        json!({
-            "coverage": m.coverage,
-            "hierarchy_A": m.hierarchy_a,
-            "hierarchy_B": m.hierarchy_b,
-            "richness_A": m.richness_a,
-            "richness_B": m.richness_b,
-            "dist_corr_A": m.dist_corr_a,
-            "dist_corr_B": m.dist_corr_b,
-            "r_v0": m.r_v0,
-            "r_v9": m.r_v9,
-            "mean_radius": m.mean_radius,
-            "std_radius": m.std_radius,
-            "Q": m.q,
-        })
     }
 
     /// Write the checkpoint of `epoch` to each of `names` (built once).
@@ -1019,5 +991,91 @@ impl<'a> Run<'a> {
             save::write_checkpoint(&self.out_dir.join(name), &root, &tb.tensors)?;
         }
         Ok(())
+    }
+}
+
+/// A checkpoint's `metrics` dict: the upstream key names ([`crate::metrics::key`], the
+/// table `tvck scan` / `inspect` read them through); `null` for what the model lacks.
+fn checkpoint_metrics(m: &EvalMetrics) -> serde_json::Value {
+    use crate::metrics::key;
+    let pairs = [
+        (key::COVERAGE, Some(m.coverage)),
+        (key::HIERARCHY_A, m.hierarchy_a),
+        (key::HIERARCHY_B, m.hierarchy_b),
+        (key::RICHNESS_A, m.richness_a),
+        (key::RICHNESS_B, m.richness_b),
+        (key::DIST_CORR_A, m.dist_corr_a),
+        (key::DIST_CORR_B, m.dist_corr_b),
+        (key::R_V0, m.r_v0),
+        (key::R_V9, m.r_v9),
+        (key::MEAN_RADIUS, m.mean_radius),
+        (key::STD_RADIUS, m.std_radius),
+        (key::Q, m.q),
+    ];
+    serde_json::Value::Object(
+        pairs
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::StoredMetrics;
+
+    #[test]
+    fn partial_freeze_class_from_the_catalog() {
+        assert!(is_partial_freeze("TernaryVAEV5_11_PartialFreeze"));
+        assert!(is_partial_freeze("models.TernaryVAEV5_11_PartialFreeze"));
+        for other in [
+            "TernaryVAEV5_11",
+            "TernaryVAEV5_12",
+            "DualNeuralVAEV5",
+            "",
+            "X",
+        ] {
+            assert!(!is_partial_freeze(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn checkpoint_metrics_read_back_by_scan() {
+        let m = EvalMetrics {
+            coverage: 0.99,
+            covered: 19_486,
+            hierarchy_a: Some(-0.5),
+            hierarchy_b: Some(-0.8),
+            richness_a: Some(0.001),
+            richness_b: Some(0.002),
+            dist_corr_a: Some(0.31),
+            dist_corr_b: Some(0.32),
+            r_v0: Some(0.9),
+            r_v9: Some(0.1),
+            mean_radius: Some(0.6),
+            std_radius: Some(0.2),
+            q: Some(1.52),
+            curvature: Some(1.0),
+        };
+        let root = Value::Dict(vec![(
+            Value::Str("metrics".into()),
+            Value::from_json(&checkpoint_metrics(&m)),
+        )]);
+        let s = StoredMetrics::from_root(&root);
+        assert_eq!(s.coverage, Some(0.99));
+        assert_eq!(s.hierarchy, Some(-0.8));
+        assert_eq!(s.hierarchy_a, Some(-0.5));
+        assert_eq!(s.richness, Some(0.002));
+        assert_eq!(s.dist_corr, Some(0.31));
+        assert_eq!(s.r_v0, Some(0.9));
+        assert_eq!(s.r_v9, Some(0.1));
+        assert_eq!(s.mean_radius, Some(0.6));
+        assert_eq!(s.std_radius, Some(0.2));
+        assert_eq!(s.q, Some(1.52));
+        assert_eq!(s.coverage_source, None);
+        // z_B's dist_corr under the name next to z_A's.
+        let dict = checkpoint_metrics(&m);
+        assert_eq!(dict[crate::metrics::key::DIST_CORR_B].as_f64(), Some(0.32));
     }
 }
