@@ -575,6 +575,7 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
         format,
         force: a.force,
         dry_run: a.dry_run,
+        refine: None,
     };
     if a.recursive || a.input.is_dir() {
         if !a.input.is_dir() {

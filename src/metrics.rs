@@ -33,7 +33,75 @@ pub struct StoredMetrics {
     /// Where `coverage` came from when it was not `metrics.coverage`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub coverage_source: Option<String>,
+    /// Where the values come from; `None` for a file with no metrics that was not converted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
 }
+
+/// Where a file's metrics come from (docs/migrations.md, "Metrics").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provenance {
+    /// Written with the weights by a training run (the file has no migration record).
+    Trained,
+    /// Converted by tvck and evaluated on the converted weights.
+    Measured,
+    /// Converted by tvck, fitted to the source model, then evaluated.
+    Fitted,
+    /// Converted and never evaluated: whatever the file says of its metrics is not about its
+    /// weights, so none are read.
+    NotMeasured,
+}
+
+impl Provenance {
+    /// The name stored in `migration.metrics.status` and shown in `--json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provenance::Trained => "trained",
+            Provenance::Measured => "measured",
+            Provenance::Fitted => "fitted",
+            Provenance::NotMeasured => "not_measured",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Provenance> {
+        [
+            Provenance::Trained,
+            Provenance::Measured,
+            Provenance::Fitted,
+            Provenance::NotMeasured,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+    }
+
+    /// How tables say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Provenance::Trained => "trained",
+            Provenance::Measured => "measured after conversion",
+            Provenance::Fitted => "fitted and measured after conversion",
+            Provenance::NotMeasured => "converted, not measured",
+        }
+    }
+
+    /// Whether the values were measured on the file's current weights.
+    pub fn is_measured(self) -> bool {
+        !matches!(self, Provenance::NotMeasured)
+    }
+}
+
+/// The top-level entries that describe the weights they were saved with: a converted file
+/// moves them into its migration record under [`SOURCE_METRICS`].
+pub const SOURCE_METRIC_ENTRIES: [&str; 4] =
+    ["metrics", "best_Q", "composite_score", "richness_ratio"];
+/// The migration record's entry that says whether (and how) the metrics were measured
+/// (`status`: one of [`Provenance`]'s stored names, then the measurement's details).
+pub const MIGRATION_METRICS: &str = "metrics";
+/// The migration record's entry holding the source file's metric entries.
+pub const SOURCE_METRICS: &str = "source_metrics";
+/// The top-level key of the migration record.
+pub const MIGRATION: &str = "migration";
 
 /// The keys of a checkpoint's `metrics` dict that tvck's trainer writes (the upstream
 /// names, domain.md §5), one table for the writer and for [`StoredMetrics::from_root`],
@@ -70,8 +138,41 @@ fn last_of(root: &Value, key: &str) -> Option<f64> {
 }
 
 impl StoredMetrics {
-    /// Read the metrics of a checkpoint's root value.
+    /// Where a checkpoint's metrics come from: a tvck conversion says so in its migration
+    /// record (a record without a measurement status is an older conversion that copied the
+    /// source's metrics: not measured); otherwise stored metrics were written by training.
+    pub fn provenance_of(root: &Value) -> Option<Provenance> {
+        match root.get(MIGRATION) {
+            Some(record @ Value::Dict(_)) => Some(
+                record
+                    .get_path(&format!("{MIGRATION_METRICS}.status"))
+                    .and_then(Value::as_str)
+                    .and_then(Provenance::parse)
+                    .filter(|p| *p != Provenance::Trained)
+                    .unwrap_or(Provenance::NotMeasured),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Read the metrics of a checkpoint's root value (none of a converted file whose metrics
+    /// were not measured, see [`StoredMetrics::provenance_of`]).
     pub fn from_root(root: &Value) -> StoredMetrics {
+        let provenance = StoredMetrics::provenance_of(root);
+        if provenance == Some(Provenance::NotMeasured) {
+            return StoredMetrics {
+                provenance,
+                ..StoredMetrics::default()
+            };
+        }
+        let mut out = StoredMetrics::read(root);
+        if !out.is_empty() {
+            out.provenance = provenance.or(Some(Provenance::Trained));
+        }
+        out
+    }
+
+    fn read(root: &Value) -> StoredMetrics {
         let m = root.get("metrics");
         let mut out = StoredMetrics {
             coverage: first(m, &[key::COVERAGE, "coverage_A"]),
@@ -85,6 +186,7 @@ impl StoredMetrics {
             dist_corr: first(m, &[key::DIST_CORR_A, "dist_corr"]),
             q: first(m, &[key::Q]).or_else(|| root.get("best_Q").and_then(Value::as_f64)),
             coverage_source: None,
+            provenance: None,
         };
         if out.coverage.is_none() {
             for key in ["coverage_A_history", "coverage_history"] {
@@ -98,12 +200,25 @@ impl StoredMetrics {
         out
     }
 
+    /// Whether no value was read (whatever the provenance).
     pub fn is_empty(&self) -> bool {
-        *self == StoredMetrics::default()
+        StoredMetrics {
+            provenance: None,
+            ..self.clone()
+        } == StoredMetrics::default()
+    }
+
+    /// Whether the values were measured on the file's current weights (trained, or measured
+    /// after conversion) and there are some.
+    pub fn is_measured(&self) -> bool {
+        !self.is_empty() && self.provenance.is_some_and(Provenance::is_measured)
     }
 
     /// Compact one-line form for tables: `cov 100.00% hier -0.817 Q 1.071`.
     pub fn compact(&self) -> String {
+        if self.provenance == Some(Provenance::NotMeasured) {
+            return "converted, not measured".into();
+        }
         let mut parts = Vec::new();
         if let Some(c) = self.coverage {
             parts.push(format!("cov {:.2}%", c * 100.0));

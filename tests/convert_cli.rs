@@ -189,12 +189,33 @@ fn converted_files_keep_the_checkpoint_shape() {
             j["model_state_key"], "model_state",
             "{ext}: model state moved"
         );
-        // The tree: epoch, metrics (numpy → float), config rewritten, homeostasis kept,
-        // optimizer dropped, a migration record.
+        // The tree: epoch, config rewritten, homeostasis kept, optimizer dropped, a
+        // migration record holding the source's metrics (numpy → float): the file has no
+        // `metrics` of its own, and says they were not measured.
         let c = Checkpoint::open(&out).unwrap();
         let get = |p: &str| c.root.get_path(p).cloned().unwrap_or(Value::None);
         assert_eq!(get("epoch"), Value::Int(148), "{ext}");
-        assert_eq!(get("metrics.radial_corr_B"), Value::Float(-0.8318), "{ext}");
+        assert_eq!(
+            get("metrics"),
+            Value::None,
+            "{ext}: source metrics inherited"
+        );
+        assert_eq!(
+            get("migration.source_metrics.metrics.radial_corr_B"),
+            Value::Float(-0.8318),
+            "{ext}"
+        );
+        assert_eq!(
+            get("migration.metrics.status"),
+            Value::Str("not_measured".into()),
+            "{ext}"
+        );
+        assert_eq!(j["metrics"]["provenance"], "not_measured", "{ext}");
+        assert!(
+            j["metrics"].get("coverage").is_none(),
+            "{ext}: {}",
+            j["metrics"]
+        );
         assert_eq!(count_numpy(&c.root), 0, "{ext}");
         assert_eq!(
             get("config.model.name"),

@@ -105,6 +105,7 @@ fn slice_pad_transpose_reshape_and_seeded_init_end_to_end() {
         format: OutputFormat::Pt,
         force: false,
         dry_run: false,
+        refine: None,
     };
     let c = migrate::convert_file(&src, &out, &specs, &opts).unwrap();
     let ops: BTreeMap<&str, &str> = c.plan.steps[0]
@@ -189,6 +190,7 @@ fn the_dry_run_refuses_what_the_executor_would() {
         format: OutputFormat::Pt,
         force: false,
         dry_run: true,
+        refine: None,
     };
     // A transpose order that is no permutation, and a slice bound below zero.
     let bad_perm = [

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::ops;
 use super::plan::{Action, Plan};
+use super::refine::{MetricsStatus, Refine, RefineInput, Refined};
 use super::{plan_checkpoint, MigrateError, SpecSet};
 use crate::arch::VersionId;
 use crate::format::write::{self, pt, safetensors as st, TensorData, WriteError};
@@ -42,12 +43,27 @@ impl OutputFormat {
 }
 
 /// Options of [`convert_file`].
-#[derive(Debug, Clone)]
-pub struct ConvertOptions {
+#[derive(Clone, Copy)]
+pub struct ConvertOptions<'r> {
     pub to: VersionId,
     pub format: OutputFormat,
     pub force: bool,
     pub dry_run: bool,
+    /// Measure (and fit) the converted model before it is written; without one the file is
+    /// written with its metrics marked not measured.
+    pub refine: Option<&'r dyn Refine>,
+}
+
+impl std::fmt::Debug for ConvertOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConvertOptions")
+            .field("to", &self.to)
+            .field("format", &self.format)
+            .field("force", &self.force)
+            .field("dry_run", &self.dry_run)
+            .field("refine", &self.refine.is_some())
+            .finish()
+    }
 }
 
 /// A tensor the output must hold.
@@ -72,6 +88,13 @@ pub struct Converted {
     pub bytes: Option<u64>,
     /// Tensors re-read from the output and checked (hash, shape, dtype).
     pub verified: usize,
+    /// Whether the written file's metrics were measured on its weights (not for a dry run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_status: Option<MetricsStatus>,
+    /// What the measurement or fit reported (the source / structural / fitted values…), or
+    /// for a dry run what it would do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refinement: Option<serde_json::Value>,
 }
 
 /// The output of a plan, ready to write.
@@ -86,6 +109,9 @@ pub struct Output<'a> {
     pub carried_metadata: BTreeMap<String, String>,
     /// The migration record (also inside `root` unless the state is bare).
     pub record: Value,
+    pub metrics_status: MetricsStatus,
+    /// The refiner's report, when there was one.
+    pub refinement: Option<serde_json::Value>,
 }
 
 /// UTC `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch.
@@ -114,7 +140,12 @@ fn s(v: &str) -> Value {
     Value::Str(v.to_string())
 }
 
-fn migration_record(plan: &Plan) -> Value {
+fn migration_record(
+    plan: &Plan,
+    status: MetricsStatus,
+    refined: Option<&Refined>,
+    source_metrics: Vec<(Value, Value)>,
+) -> Value {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -131,17 +162,65 @@ fn migration_record(plan: &Plan) -> Value {
             ])
         })
         .collect();
-    Value::Dict(vec![
+    let mut metrics = vec![(s("status"), s(status.as_str()))];
+    if let Some(Value::Dict(items)) = refined.map(|r| Value::from_json(&r.report)) {
+        metrics.extend(items.into_iter().filter(|(k, _)| k != &s("status")));
+    }
+    let mut record = vec![
         (s("from_version"), s(plan.source_version)),
         (s("to_version"), s(plan.target_version)),
         (s("specs"), Value::List(specs)),
         (s("tool"), s(&format!("tvck {}", env!("CARGO_PKG_VERSION")))),
         (s("utc"), s(&utc_text(now))),
-    ])
+        (s(crate::metrics::MIGRATION_METRICS), Value::Dict(metrics)),
+    ];
+    if !source_metrics.is_empty() {
+        record.push((
+            s(crate::metrics::SOURCE_METRICS),
+            Value::Dict(source_metrics),
+        ));
+    }
+    Value::Dict(record)
 }
 
-/// Run the plan's tensor operations on `ckpt`'s model state and build the output tree.
-pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, MigrateError> {
+/// The source's metric entries (`metrics`, `best_Q`, …), taken out of the output tree: a
+/// converted file never carries them as its own. Numpy scalars become plain numbers.
+fn take_source_metrics(root: &mut Value) -> Vec<(Value, Value)> {
+    let mut taken = Vec::new();
+    if let Value::Dict(items) = root {
+        items.retain(|(k, v)| match k {
+            Value::Str(name) if crate::metrics::SOURCE_METRIC_ENTRIES.contains(&name.as_str()) => {
+                taken.push((k.clone(), plain_numbers(v.clone())));
+                false
+            }
+            _ => true,
+        });
+    }
+    taken
+}
+
+fn plain_numbers(v: Value) -> Value {
+    match v {
+        Value::NumpyScalar { value, .. } => *value,
+        Value::List(items) => Value::List(items.into_iter().map(plain_numbers).collect()),
+        Value::Tuple(items) => Value::Tuple(items.into_iter().map(plain_numbers).collect()),
+        Value::Dict(items) => Value::Dict(
+            items
+                .into_iter()
+                .map(|(k, v)| (k, plain_numbers(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Run the plan's tensor operations on `ckpt`'s model state, let `refine` measure (and fit)
+/// the result, and build the output tree.
+pub fn execute<'a>(
+    ckpt: &'a Checkpoint,
+    plan: &Plan,
+    refine: Option<&dyn Refine>,
+) -> Result<Output<'a>, MigrateError> {
     // The source state.
     let mut state: Vec<(String, TensorData<'a>)> = Vec::new();
     if let Some(ms) = ckpt.model_state_ref() {
@@ -233,6 +312,24 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
         state = next;
     }
 
+    let refined = match refine {
+        Some(r) => {
+            let refined = r.refine(RefineInput {
+                source: ckpt,
+                plan,
+                state: &state,
+            })?;
+            if let Some(new) = &refined.state {
+                replace_state(&mut state, new)?;
+            }
+            Some(refined)
+        }
+        None => None,
+    };
+    let status = refined
+        .as_ref()
+        .map_or(crate::metrics::Provenance::NotMeasured, |r| r.status);
+
     let bytes: Vec<&[u8]> = state.iter().map(|(_, t)| &t.bytes[..]).collect();
     let hashes = crate::fingerprint::many::sha256_many(&bytes);
     let expected: Vec<Expected> = state
@@ -245,7 +342,9 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
             sha256: crate::fingerprint::hex(&h),
         })
         .collect();
-    let record = migration_record(plan);
+    let mut source_root = ckpt.root.clone();
+    let source_metrics = take_source_metrics(&mut source_root);
+    let record = migration_record(plan, status, refined.as_ref(), source_metrics);
 
     // The rest of the tree.
     let n_state = state.len();
@@ -274,7 +373,20 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
             state_dict
         }
         Some(msk) => {
-            let mut root = ckpt.root.clone();
+            let mut root = source_root;
+            if let Some(r) = &refined {
+                if let Value::Dict(items) = &mut root {
+                    items.push((
+                        s("metrics"),
+                        Value::Dict(
+                            r.metrics
+                                .iter()
+                                .map(|(k, v)| (s(k), Value::Float(*v)))
+                                .collect(),
+                        ),
+                    ));
+                }
+            }
             for step in &plan.steps {
                 apply_entries(&mut root, &step.entries);
             }
@@ -307,7 +419,41 @@ pub fn execute<'a>(ckpt: &'a Checkpoint, plan: &Plan) -> Result<Output<'a>, Migr
         expected,
         carried_metadata,
         record,
+        metrics_status: status,
+        refinement: refined.map(|r| r.report),
     })
+}
+
+/// Put a refiner's new bytes in place of the structural state, checking that each has its
+/// tensor's size.
+fn replace_state(
+    state: &mut [(String, TensorData<'_>)],
+    new: &[Vec<u8>],
+) -> Result<(), MigrateError> {
+    if new.len() != state.len() {
+        return Err(MigrateError::Refine {
+            message: format!(
+                "the fitted model has {} tensors, the converted state {}",
+                new.len(),
+                state.len()
+            ),
+        });
+    }
+    for ((key, t), bytes) in state.iter_mut().zip(new) {
+        if bytes.len() != t.bytes.len() {
+            return Err(MigrateError::Refine {
+                message: format!(
+                    "the fitted `{key}` has {} bytes, {} {:?} needs {}",
+                    bytes.len(),
+                    t.dtype.torch_name(),
+                    t.shape,
+                    t.bytes.len()
+                ),
+            });
+        }
+        t.bytes = Cow::Owned(bytes.clone());
+    }
+    Ok(())
 }
 
 /// Apply a step's entry rules (drop, set) to a tree.
@@ -543,15 +689,21 @@ pub fn convert_file(
     let ckpt = Checkpoint::open(input)?;
     let plan = plan_checkpoint(&ckpt, opts.to, specs)?;
     if opts.dry_run || plan.is_noop() {
+        let refinement = match opts.refine {
+            Some(r) if !plan.is_noop() => Some(r.describe(&ckpt, &plan)?),
+            _ => None,
+        };
         return Ok(Converted {
             plan,
             output: None,
             format: opts.format,
             bytes: None,
             verified: 0,
+            metrics_status: None,
+            refinement,
         });
     }
-    let out = execute(&ckpt, &plan)?;
+    let out = execute(&ckpt, &plan, opts.refine)?;
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| WriteError::File {
             action: "create the output folder",
@@ -572,6 +724,8 @@ pub fn convert_file(
         format: opts.format,
         bytes: Some(bytes),
         verified,
+        metrics_status: Some(out.metrics_status),
+        refinement: out.refinement,
     })
 }
 
@@ -693,6 +847,8 @@ mod tests {
             }],
             carried_metadata: BTreeMap::new(),
             record: Value::None,
+            metrics_status: crate::metrics::Provenance::NotMeasured,
+            refinement: None,
         }
     }
 

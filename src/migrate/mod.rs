@@ -7,7 +7,9 @@
 //! * [`plan`]: a spec applied to one checkpoint's keys and shapes, checked whole (every
 //!   source key matched once, every target key produced once, every shape as asserted);
 //! * [`convert`]: executing a plan, building the output tree and writing it atomically,
-//!   verified against the plan before it replaces anything.
+//!   verified against the plan before it replaces anything;
+//! * [`refine`]: measuring (and fitting) the converted model before it is written (the
+//!   implementations are the trainer's).
 //!
 //! See docs/migrations.md for the spec format.
 
@@ -15,6 +17,7 @@ pub mod convert;
 pub mod ops;
 pub mod pattern;
 pub mod plan;
+pub mod refine;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +27,7 @@ pub use convert::{
     OutputFormat, TreeReport,
 };
 pub use plan::{plan_checkpoint, EntryPlan, Plan, Row, StepPlan, Violation};
+pub use refine::{MetricsStatus, Refine, RefineInput, Refined};
 pub use spec::Spec;
 
 use crate::arch::VersionId;
@@ -102,6 +106,10 @@ pub enum MigrateError {
     /// The output would replace the input.
     #[error("the output `{}` is the input file; choose another -o", path.display())]
     SameFile { path: PathBuf },
+    /// Measuring or fitting the converted model failed (or the fit did not reach its
+    /// tolerances within its step budget).
+    #[error("{message}")]
+    Refine { message: String },
     /// A tensor operation failed (bad slice, …).
     #[error("rule {rule} on `{key}`: {message}")]
     Op {
