@@ -1,8 +1,11 @@
 //! `tvck check --auto-fix [--write]`: find checkpoints that fit a config, rank them, and
 //! propose (or apply) the config edit as a minimal text change.
 //!
-//! Ranking: loads without error, then exact layout fit, then stored coverage ≥ 0.995,
-//! then best (most negative) hierarchy, then newest.
+//! Ranking: loads without error, then exact layout fit, then metrics measured on the
+//! candidate's current weights (a converted file whose metrics were never measured comes
+//! after every measured one, whatever the file claims), then coverage ≥ 0.995, then best
+//! (most negative) hierarchy, then newest. With a [`Measure`] (the trainer's, `--measure`)
+//! every candidate is evaluated first and ranked by what was measured.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,8 +17,18 @@ use crate::arch::{self, VersionId};
 use crate::check::{self, CheckOptions, CheckReport};
 use crate::config::{DecoderToLoad, EncoderToLoad, TrainingConfig};
 use crate::format::Checkpoint;
-use crate::metrics::StoredMetrics;
+use crate::metrics::{Provenance, StoredMetrics};
 use crate::{scan, yamledit};
+
+/// Evaluates a checkpoint file on all 19,683 operations (the trainer's `tvck eval`).
+pub trait Measure: Sync {
+    fn measure(&self, path: &Path) -> Result<StoredMetrics, MeasureError>;
+}
+
+/// A candidate that could not be evaluated.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct MeasureError(pub String);
 
 /// Coverage a frozen checkpoint should have.
 pub const HEALTHY_COVERAGE: f64 = 0.995;
@@ -31,6 +44,11 @@ pub struct Candidate {
     pub coverage: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hierarchy: Option<f64>,
+    /// Where `coverage` and `hierarchy` come from: stored by training, measured after
+    /// conversion, `measured_now` (evaluated by this run), or `not_measured` (a converted
+    /// file never evaluated: no values are used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<&'static str>,
     /// Seconds since the Unix epoch.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub modified: Option<u64>,
@@ -94,12 +112,42 @@ fn config_path_text(path: &Path, cwd: &Path) -> String {
         .replace('\\', "/")
 }
 
-/// Every checkpoint under `roots` that the config's model class accepts, ranked.
+/// [`Candidate::metrics`] of a candidate evaluated by this run.
+pub const MEASURED_NOW: &str = "measured_now";
+
+/// The `why` text: the fit, then what the metrics say and where they come from.
+fn explain(fit: &[String], c: &Candidate) -> String {
+    let mut why = fit.to_vec();
+    let origin = match c.metrics {
+        Some(MEASURED_NOW) => " (measured now)",
+        Some("measured") | Some("fitted") => " (measured after conversion)",
+        _ => "",
+    };
+    if c.metrics == Some(Provenance::NotMeasured.as_str()) {
+        why.push("not measured since conversion".into());
+    } else {
+        match c.coverage {
+            Some(v) if v >= HEALTHY_COVERAGE => {
+                why.push(format!("coverage {:.2}%{origin}", v * 100.0))
+            }
+            Some(v) => why.push(format!("low coverage {:.2}%{origin}", v * 100.0)),
+            None => why.push("no stored coverage".into()),
+        }
+    }
+    if let Some(h) = c.hierarchy {
+        why.push(format!("hierarchy {h:.3}"));
+    }
+    why.join(", ")
+}
+
+/// Every checkpoint under `roots` that the config's model class accepts, ranked; with
+/// `measure`, each one evaluated and ranked by its measured metrics.
 pub fn find_candidates(
     cfg: &TrainingConfig,
     report: &CheckReport,
     roots: &[PathBuf],
     cwd: &Path,
+    measure: Option<&dyn Measure>,
 ) -> Vec<Candidate> {
     let (Some(class), Some(target_version), Some(target_params)) = (
         report.model.class.as_deref(),
@@ -130,6 +178,7 @@ pub fn find_candidates(
                 target_params,
             );
             let m = StoredMetrics::from_root(&ckpt.root);
+            let provenance = m.provenance;
             let modified = std::fs::metadata(p)
                 .and_then(|m| m.modified())
                 .ok()
@@ -148,32 +197,51 @@ pub fn find_candidates(
             } else {
                 format!("does not fit: {} size mismatches", plan.size_mismatch.len())
             });
-            match m.coverage {
-                Some(c) if c >= HEALTHY_COVERAGE => why.push(format!("coverage {:.2}%", c * 100.0)),
-                Some(c) => why.push(format!("low coverage {:.2}%", c * 100.0)),
-                None => why.push("no stored coverage".into()),
-            }
-            if let Some(h) = m.hierarchy {
-                why.push(format!("hierarchy {h:.3}"));
-            }
-            Some(Candidate {
+            let mut c = Candidate {
                 path: config_path_text(p, cwd),
                 version: best.version,
                 layout: best.params.summary(),
                 coverage: m.coverage,
                 hierarchy: m.hierarchy,
+                metrics: provenance.map(Provenance::as_str),
                 modified,
                 fits: plan.fits(),
                 exact: plan.exact(),
-                why: why.join(", "),
-            })
+                why: String::new(),
+            };
+            c.why = explain(&why, &c);
+            Some((c, p.clone(), why))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(mut c, p, fit)| {
+            if let Some(m) = measure {
+                match m.measure(&p) {
+                    Ok(measured) => {
+                        c.coverage = measured.coverage;
+                        c.hierarchy = measured.hierarchy;
+                        c.metrics = Some(MEASURED_NOW);
+                    }
+                    Err(e) => {
+                        c.coverage = None;
+                        c.hierarchy = None;
+                        c.metrics = Some(Provenance::NotMeasured.as_str());
+                        c.why = format!("{}, could not be measured: {e}", fit.join(", "));
+                        return c;
+                    }
+                }
+                c.why = explain(&fit, &c);
+            }
+            c
         })
         .collect();
     out.sort_by(|a, b| {
         let healthy = |c: &Candidate| c.coverage.is_some_and(|v| v >= HEALTHY_COVERAGE);
+        let measured = |c: &Candidate| c.metrics != Some(Provenance::NotMeasured.as_str());
         b.fits
             .cmp(&a.fits)
             .then(b.exact.cmp(&a.exact))
+            .then(measured(b).cmp(&measured(a)))
             .then(healthy(b).cmp(&healthy(a)))
             .then(
                 a.hierarchy
@@ -194,10 +262,15 @@ pub fn needs_fix(report: &CheckReport) -> bool {
     })
 }
 
-/// Propose the fix for a checked config.
-pub fn propose(cfg: &TrainingConfig, report: &CheckReport, opts: &CheckOptions) -> AutoFix {
+/// Propose the fix for a checked config; `measure` evaluates every candidate first.
+pub fn propose(
+    cfg: &TrainingConfig,
+    report: &CheckReport,
+    opts: &CheckOptions,
+    measure: Option<&dyn Measure>,
+) -> AutoFix {
     let roots = default_roots(&cfg.path, &opts.cwd, &opts.checkpoint_roots);
-    let candidates = find_candidates(cfg, report, &roots, &opts.cwd);
+    let candidates = find_candidates(cfg, report, &roots, &opts.cwd, measure);
     let mut fix = AutoFix {
         roots,
         candidates,

@@ -126,6 +126,10 @@ pub struct CheckpointSummary {
     pub layout: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stored_coverage: Option<f64>,
+    /// Where the stored metrics come from (trained, measured after conversion, not
+    /// measured since conversion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::Provenance>,
 }
 
 /// What the trainer would load, key by key.
@@ -349,6 +353,7 @@ fn check_checkpoint(
         version: None,
         layout: None,
         stored_coverage: None,
+        metrics: None,
     };
     let severity = if requires {
         Severity::Error
@@ -426,7 +431,24 @@ fn check_checkpoint(
             .fix("do not load this file; use a checkpoint from a trusted run"),
         );
     }
-    summary.stored_coverage = crate::metrics::StoredMetrics::from_root(&ckpt.root).coverage;
+    let stored = crate::metrics::StoredMetrics::from_root(&ckpt.root);
+    summary.stored_coverage = stored.coverage;
+    summary.metrics = stored.provenance;
+    if stored.provenance == Some(crate::metrics::Provenance::NotMeasured) {
+        findings.push(
+            Finding::new(
+                Severity::Warning,
+                "frozen-checkpoint-not-measured",
+                format!(
+                    "{} was converted by tvck and its metrics were never measured on the converted weights",
+                    path.display()
+                ),
+            )
+            .at(Some(loc.clone()))
+            .cause("a conversion that inserts LayerNorms or layers changes what the model does: its coverage may be far below the source's (the source's metrics are kept under migration.source_metrics)")
+            .fix("measure it (`tvck eval FILE`), or convert again with fitting (`tvck convert SOURCE --to VERSION --fit`) or measuring (`--measure`)"),
+        );
+    }
 
     let inference = arch::infer_checkpoint(&ckpt);
     let Some(best) = inference.best else {

@@ -70,6 +70,10 @@ enum Command {
         /// With --auto-fix: apply the fix (keeps CONFIG.bak; atomic replace).
         #[arg(long, requires = "auto_fix")]
         write: bool,
+        /// With --auto-fix: evaluate every candidate (about a second each) and rank by the
+        /// measured coverage (needs the `train` feature).
+        #[arg(long, requires = "auto_fix")]
+        measure: bool,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -233,8 +237,17 @@ fn main() -> ExitCode {
             strict,
             auto_fix,
             write,
+            measure,
             json,
-        } => cmd_check(&config, checkpoint_roots, strict, auto_fix, write, json),
+        } => cmd_check(
+            &config,
+            checkpoint_roots,
+            strict,
+            auto_fix,
+            write,
+            measure,
+            json,
+        ),
         Command::Convert(args) => cmd_convert(args),
         Command::Diff {
             a,
@@ -447,9 +460,11 @@ fn cmd_check(
     strict: bool,
     auto_fix: bool,
     write: bool,
+    measure: bool,
     json: bool,
 ) -> Result<u8, CliError> {
     require_exists(config)?;
+    let measurer = if measure { Some(measurer()?) } else { None };
     let load = |path: &Path| {
         tvck::config::TrainingConfig::load(path).map_err(|e| CliError {
             message: e.to_string(),
@@ -472,7 +487,7 @@ fn cmd_check(
         strict,
     };
     let report = tvck::check::check(&cfg, &opts);
-    let fix = auto_fix.then(|| tvck::autofix::propose(&cfg, &report, &opts));
+    let fix = auto_fix.then(|| tvck::autofix::propose(&cfg, &report, &opts, measurer.as_deref()));
     let mut backup = None;
     let mut after = None;
     if let (true, Some(new_text)) = (write, fix.as_ref().and_then(|f| f.new_text.as_deref())) {
@@ -679,10 +694,28 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
 
 #[cfg(not(feature = "train"))]
 fn no_train_feature(cmd: &str) -> Result<u8, CliError> {
-    Err(CliError::usage(
+    Err(no_train(cmd))
+}
+
+#[cfg(not(feature = "train"))]
+fn no_train(cmd: &str) -> CliError {
+    CliError::usage(
         format!("`tvck {cmd}` needs libtorch: this tvck was built without the `train` feature"),
         "build with `cargo build --release --features train` (scripts/python-env provides libtorch 2.13.0)",
-    ))
+    )
+}
+
+/// The trainer's evaluation, for `check --auto-fix --measure`.
+#[cfg(feature = "train")]
+fn measurer() -> Result<Box<dyn tvck::autofix::Measure>, CliError> {
+    Ok(Box::new(tvck::train::measure::EvalMeasure {
+        device: tch::Device::Cpu,
+    }))
+}
+
+#[cfg(not(feature = "train"))]
+fn measurer() -> Result<Box<dyn tvck::autofix::Measure>, CliError> {
+    Err(no_train("check --auto-fix --measure"))
 }
 
 #[cfg(not(feature = "train"))]

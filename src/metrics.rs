@@ -85,6 +85,16 @@ impl Provenance {
         }
     }
 
+    /// The table column's word.
+    pub fn short_label(self) -> &'static str {
+        match self {
+            Provenance::Trained => "trained",
+            Provenance::Measured => "measured",
+            Provenance::Fitted => "fitted",
+            Provenance::NotMeasured => "converted, not measured",
+        }
+    }
+
     /// Whether the values were measured on the file's current weights.
     pub fn is_measured(self) -> bool {
         !matches!(self, Provenance::NotMeasured)
@@ -214,11 +224,9 @@ impl StoredMetrics {
         !self.is_empty() && self.provenance.is_some_and(Provenance::is_measured)
     }
 
-    /// Compact one-line form for tables: `cov 100.00% hier -0.817 Q 1.071`.
+    /// Compact one-line form for tables: `cov 100.00% hier -0.817 Q 1.071` (empty for a
+    /// converted file whose metrics were not measured: it has none).
     pub fn compact(&self) -> String {
-        if self.provenance == Some(Provenance::NotMeasured) {
-            return "converted, not measured".into();
-        }
         let mut parts = Vec::new();
         if let Some(c) = self.coverage {
             parts.push(format!("cov {:.2}%", c * 100.0));

@@ -458,3 +458,126 @@ fn diff_proves_the_frozen_encoder_stayed_frozen() {
         Some(2)
     );
 }
+
+/// The silent low-coverage failure tvck must not make itself: a v5.11 → v5.12.4 conversion
+/// changes what the model does, so its file carries no metrics of its own, scan says so, and
+/// auto-fix never ranks it by the source's numbers; a config that loads it is warned.
+#[test]
+fn unmeasured_conversions_are_marked_and_ranked_last() {
+    // A small tree, so that every candidate shows in the table: one trained v5.12.4
+    // checkpoint, the v5.11 source and its conversion.
+    let ws = workspace();
+    for d in ["exports", "v5_5", "v5_5_early", "v5_11_homeostasis"] {
+        std::fs::remove_dir_all(ws.path().join("checkpoints").join(d)).unwrap();
+    }
+    let o = tvck(
+        &[
+            "convert",
+            "checkpoints/v5_11/best.pt",
+            "--to",
+            "v5_12_4",
+            "-o",
+            "checkpoints/converted/best.v5_12_4.pt",
+        ],
+        ws.path(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // scan: the converted file shows no metrics, and says why.
+    let o = tvck(&["scan", "checkpoints"], ws.path());
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    let row = out
+        .lines()
+        .find(|l| l.contains("converted/best.v5_12_4.pt"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("converted, not measured"), "{row}");
+    assert!(!row.contains("cov 100.00%"), "{row}");
+    snap!("scan_with_converted", out);
+    let o = tvck(&["scan", "checkpoints", "--json"], ws.path());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = j["files"].as_array().unwrap();
+    let provenance = |p: &str| {
+        files
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(p))
+            .unwrap_or_else(|| panic!("no {p}"))["metrics"]
+            .clone()
+    };
+    assert_eq!(
+        provenance("converted/best.v5_12_4.pt"),
+        serde_json::json!({"provenance": "not_measured"})
+    );
+    assert_eq!(provenance("v5_12_4/best_Q.pt")["provenance"], "trained");
+
+    // auto-fix: every measured candidate first; the conversion after them, marked.
+    let cfg = "configs/v5_12_5_relaxed_D_from_scratch.yaml";
+    let o = tvck(&["check", cfg, "--auto-fix", "--json"], ws.path());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cands = j["auto_fix"]["candidates"].as_array().unwrap();
+    let at = cands
+        .iter()
+        .position(|c| c["path"] == "checkpoints/converted/best.v5_12_4.pt")
+        .unwrap_or_else(|| panic!("{cands:?}"));
+    let conv = &cands[at];
+    assert_eq!(conv["metrics"], "not_measured");
+    assert!(conv.get("coverage").is_none(), "{conv}");
+    assert!(
+        conv["why"]
+            .as_str()
+            .unwrap()
+            .contains("not measured since conversion"),
+        "{conv}"
+    );
+    for c in &cands[..at] {
+        assert_ne!(c["metrics"], "not_measured", "{c}");
+    }
+    for c in &cands[at..] {
+        assert!(
+            c["metrics"] == "not_measured" || !c["exact"].as_bool().unwrap(),
+            "a measured exact fit ranks after the unmeasured conversion: {c}"
+        );
+    }
+    assert_eq!(cands[0]["path"], "checkpoints/v5_12_4/best_Q.pt");
+    let o = tvck(&["check", cfg, "--auto-fix"], ws.path());
+    let ws_path = ws
+        .path()
+        .canonicalize()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    snap!(
+        "autofix_with_converted",
+        stdout(&o).replace(&ws_path, "<ws>")
+    );
+
+    // check: a config whose frozen checkpoint is the unmeasured conversion is warned.
+    let text = std::fs::read_to_string(ws.path().join("configs/v5_12_4.yaml")).unwrap();
+    let text = text.replace(
+        "checkpoints/v5_12_4/best_Q.pt",
+        "checkpoints/converted/best.v5_12_4.pt",
+    );
+    std::fs::write(ws.path().join("configs/from_converted.yaml"), text).unwrap();
+    let o = tvck(
+        &["check", "configs/from_converted.yaml", "--json"],
+        ws.path(),
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "frozen-checkpoint-not-measured")
+        .unwrap_or_else(|| panic!("{j}"));
+    assert_eq!(f["severity"], "warning");
+    assert_eq!(j["frozen_checkpoint"]["metrics"], "not_measured");
+    let o = tvck(&["check", "configs/from_converted.yaml"], ws.path());
+    let out = stdout(&o);
+    assert!(out.contains("converted, not measured"), "{out}");
+    assert!(out.contains("--fit"), "{out}");
+}

@@ -38,9 +38,18 @@ pub fn render(r: &CheckReport) -> String {
                         .as_deref()
                         .map(|l| format!(" ({l})"))
                         .unwrap_or_default(),
-                    c.stored_coverage
-                        .map(|cov| format!(", stored coverage {:.2}%", cov * 100.0))
-                        .unwrap_or_default()
+                    match (c.stored_coverage, c.metrics) {
+                        (_, Some(crate::metrics::Provenance::NotMeasured)) =>
+                            format!(", {}", crate::metrics::Provenance::NotMeasured.label()),
+                        (Some(cov), p) => format!(
+                            ", stored coverage {:.2}%{}",
+                            cov * 100.0,
+                            p.filter(|p| *p != crate::metrics::Provenance::Trained)
+                                .map(|p| format!(" ({})", p.label()))
+                                .unwrap_or_default()
+                        ),
+                        (None, _) => String::new(),
+                    }
                 ));
             }
         }

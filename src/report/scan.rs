@@ -7,7 +7,16 @@ use super::{human_bytes, new_table, thousands};
 /// The scan table, the duplicate groups and a summary line.
 pub fn render(report: &ScanReport) -> String {
     let mut header = vec![
-        "File", "Format", "Version", "Layout", "Tensors", "Params", "Size", "Epoch", "Metrics",
+        "File",
+        "Format",
+        "Version",
+        "Layout",
+        "Tensors",
+        "Params",
+        "Size",
+        "Epoch",
+        "Metrics",
+        "Metrics from",
         "Unsafe",
     ];
     if report.hashed {
@@ -22,7 +31,7 @@ pub fn render(report: &ScanReport) -> String {
             row.push("UNREADABLE".into());
             row.extend(std::iter::repeat_n(String::new(), 3));
             row.push(human_bytes(f.size));
-            row.extend(std::iter::repeat_n(String::new(), 3));
+            row.extend(std::iter::repeat_n(String::new(), 4));
             if report.hashed {
                 row.push(String::new());
             }
@@ -46,6 +55,12 @@ pub fn render(report: &ScanReport) -> String {
         row.push(human_bytes(f.size));
         row.push(f.epoch.map(|e| e.to_string()).unwrap_or_default());
         row.push(f.metrics.compact());
+        row.push(
+            f.metrics
+                .provenance
+                .map(|p| p.short_label().to_string())
+                .unwrap_or_default(),
+        );
         row.push(if f.unsafe_globals.is_empty() {
             String::new()
         } else {

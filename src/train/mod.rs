@@ -6,13 +6,15 @@
 //!   writer), loadable by `torch.load(weights_only=True)`.
 //! * [`data`], [`metrics`], [`losses`], [`optim`], [`homeostasis`]: the pieces of
 //!   training.md; [`trainer`]: the validated flow; [`plot`]: the per-epoch plot.
-//! * [`eval`]: coverage and the radius metrics of a checkpoint.
+//! * [`eval`]: coverage and the radius metrics of a checkpoint; [`measure`]: the same as
+//!   the checkers' `Measure` (`check --auto-fix --measure`).
 
 pub mod data;
 pub mod eval;
 pub mod homeostasis;
 pub mod load;
 pub mod losses;
+pub mod measure;
 pub mod metrics;
 pub mod model;
 pub mod optim;

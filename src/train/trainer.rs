@@ -370,8 +370,16 @@ pub fn train(
     let (initial, initial_radii) = evaluate_with_radii(&model, &ds);
     let cov = initial.coverage;
     let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
+    let not_measured = report
+        .frozen_checkpoint
+        .as_ref()
+        .is_some_and(|f| f.metrics == Some(crate::metrics::Provenance::NotMeasured));
     if cov < CRITICAL_COVERAGE && plan.requires_frozen {
         let cause = match &source {
+            Some(p) if not_measured => format!(
+                "{} was converted by tvck and never measured: the conversion changed what the model does (inserted LayerNorms or layers); the coverage its source had is not this file's: convert the source again with `tvck convert --fit`",
+                p.display()
+            ),
             Some(p) if mapped > 0 => format!(
                 "the Frozen-style v5.5 weights of {} were mapped into improved encoders/decoder (0→0, 2→4, 4→8) with LayerNorms inserted at weight 1, bias 0, which changes the function: use a checkpoint with improved encoders (v5.12.4) or encoder_type/decoder_type frozen",
                 p.display()
@@ -402,7 +410,9 @@ pub fn train(
             format!("{msg}; continuing because of --force"),
         );
     } else if cov < HEALTHY_COVERAGE {
-        let cause = if mapped > 0 {
+        let cause = if not_measured {
+            " — likely cause: the frozen checkpoint is a tvck conversion that was never measured (the conversion changed the function): convert its source again with `tvck convert --fit`"
+        } else if mapped > 0 {
             " — likely cause: Frozen-style v5.5 weights mapped into improved encoders/decoder (0→0, 2→4, 4→8) with LayerNorms inserted at weight 1, bias 0, which changes the function"
         } else {
             ""
