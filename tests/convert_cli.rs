@@ -452,12 +452,12 @@ fn a_malformed_spec_is_named() {
 
 #[test]
 fn a_layout_the_spec_does_not_accept_is_refused() {
-    // v5.11 with a 2-layer projection: build one by converting a v5.12.4 file? No spec goes
-    // there; instead restrict the spec to dual projections and feed it a single one.
+    // The shipped spec takes every v5.11 layout: restrict a copy to dual projections and
+    // feed it a single one.
     let specs = broken_spec_dir(|t| {
         t.replace(
-            "    projection_layers: [1]\n",
-            "    projection_layers: [1]\n    dual_projection: [true]\n",
+            "  version: v5_11          # every v5.11 / PartialFreeze layout of the catalog\n",
+            "  version: v5_11\n  accepts:\n    dual_projection: [true]\n",
         )
     });
     let o = dry_run_with_specs(&specs);
