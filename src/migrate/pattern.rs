@@ -80,9 +80,9 @@ impl Pattern {
                     };
                     if let Some(resolve) = vars {
                         let inner = name.trim();
-                        if !(plain(inner) && resolve(inner).is_none())
-                            && !(inner.ends_with('*') && plain(&inner[..inner.len() - 1]))
-                        {
+                        let capture = (plain(inner) && resolve(inner).is_none())
+                            || inner.strip_suffix('*').is_some_and(plain);
+                        if !capture {
                             let expr = expr::parse(inner, resolve).map_err(|e| {
                                 format!("`{text}`: `{{{inner}}}` is neither a capture name nor an expression over the layout and loop variables: {e}")
                             })?;

@@ -1045,6 +1045,86 @@ mod tests {
     }
 
     #[test]
+    fn loops_when_and_index_expressions_expand_per_layout() {
+        let s = spec(concat!(
+            "  - op: rename\n",
+            "    for: {k: '1..min(projection_layers, target.projection_layers)'}\n",
+            "    when: dual_projection\n",
+            "    from: 'projection.proj_{Y}.direction_net.{k * direction_stride}'\n",
+            "    to: 'projection.proj_{Y}.direction_net.{k * direction_stride}'\n",
+            "    warn: moved\n",
+            "    tensors: {weight: '[H, H] -> [H, H]'}\n",
+            "  - op: init\n",
+            "    for: {k: 'projection_layers..target.projection_layers'}\n",
+            "    to: 'projection.proj_{Y}.radius_net.{k * radius_stride}'\n",
+            "    where: {Y: [A, B]}\n",
+            "    tensors: {weight: {shape: '[R, R]', init: identity}}\n",
+        ))
+        .unwrap();
+        assert_eq!(s.rules[0].warn.as_deref(), Some("moved"));
+        let target = crate::arch::default_params(VersionId::V5_12_4);
+        let mut src = crate::arch::default_params(VersionId::V5_11);
+        // 1 layer, single: the rename's loop is empty and its `when` false; the init gives
+        // the missing block 1 at 1 * 3 in the target.
+        let r = s.expand(&src, &target).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].to[0].text(), "projection.proj_{Y}.radius_net.3");
+        assert!(r.iter().all(|r| r.loops.is_empty() && r.when.is_none()));
+        // 4 layers, dual, no dropout: block 1 moves from 3 to 4; nothing to init.
+        (src.projection_layers, src.dual_projection) = (4, true);
+        let r = s.expand(&src, &target).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(matches!(r[0].op, OpKind::Rename));
+        assert_eq!(
+            r[0].from.as_ref().unwrap().text(),
+            "projection.proj_{Y}.direction_net.3"
+        );
+        assert_eq!(r[0].to[0].text(), "projection.proj_{Y}.direction_net.4");
+        // With dropout the key stays: the rename is a copy there.
+        src.projection_dropout = true;
+        let r = s.expand(&src, &target).unwrap();
+        assert!(matches!(r[0].op, OpKind::Copy));
+    }
+
+    #[test]
+    fn loop_and_condition_errors_are_specific() {
+        let cases = [
+            (
+                "  - {op: init, for: {k: '0 3'}, to: 'a.{k}', shape: '[1]', init: ones}",
+                "start..end",
+            ),
+            (
+                "  - {op: init, for: {L: '0..3'}, to: 'a.{L}', shape: '[1]', init: ones}",
+                "loop variable",
+            ),
+            (
+                "  - {op: init, for: {k: '0..nope'}, to: 'a.{k}', shape: '[1]', init: ones}",
+                "for.k",
+            ),
+            (
+                "  - {op: init, when: 'nope', to: a, shape: '[1]', init: ones}",
+                "when",
+            ),
+            (
+                "  - {op: copy, from: 'a.{k +}', to: b, shape: '[1] -> [1]'}",
+                "neither a capture",
+            ),
+            (
+                "  - {op: copy, from: 'a.{source.nope}', to: b, shape: '[1] -> [1]'}",
+                "neither a capture",
+            ),
+        ];
+        for (rule, want) in cases {
+            let err = spec(rule).unwrap_err();
+            assert!(err.contains(want), "{rule}: {err}");
+        }
+        // A loop that would unroll without bound is refused when applied.
+        let s = spec("  - {op: init, for: {k: '0..2 * hidden_dim * hidden_dim'}, to: 'a.{k}', shape: '[1]', init: ones}").unwrap();
+        let p = crate::arch::default_params(VersionId::V5_12_4);
+        assert!(s.expand(&p, &p).unwrap_err().contains("more than"));
+    }
+
+    #[test]
     fn layout_parameters_round_trip_through_text() {
         use crate::arch::{self, VersionId};
         let p = arch::default_params(VersionId::V5_12_4);
