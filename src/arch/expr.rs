@@ -130,7 +130,16 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
             out.push(Tok::Int(v));
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
-            while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+            // `source.NAME` / `target.NAME` (migration specs) are one identifier: a dot
+            // followed by a letter or `_` continues it.
+            while i < bytes.len()
+                && (bytes[i].is_ascii_alphanumeric()
+                    || bytes[i] == b'_'
+                    || (bytes[i] == b'.'
+                        && bytes
+                            .get(i + 1)
+                            .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')))
+            {
                 i += 1;
             }
             out.push(Tok::Ident(src[start..i].to_string()));

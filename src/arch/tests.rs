@@ -344,6 +344,69 @@ fn projection_table_of_domain_md() {
 }
 
 #[test]
+fn projection_strides_name_the_layout_indices() {
+    // The derived `direction_stride` / `radius_stride` (migration specs index with them)
+    // agree with the Sequentials the catalog emits, for every layer count and dropout.
+    let cat = catalog();
+    let slot = |n: &str| cat.var_slot(n).expect(n);
+    for layers in 1u64..=4 {
+        for dropout in [false, true] {
+            for share in [false, true] {
+                let p = v5_11_params(|p| {
+                    p.projection_layers = layers;
+                    p.projection_dropout = dropout;
+                    p.dual_projection = true;
+                    p.share_direction = share;
+                });
+                let env = cat.env(&p);
+                let stride = |n: &str| u64::try_from(env[slot(n)]).expect("positive");
+                let (ds, rs) = (stride("direction_stride"), stride("radius_stride"));
+                let layout = expected_layout(VersionId::V5_11, &p);
+                let has = |k: String, s: &[u64]| {
+                    assert!(
+                        layout.iter().any(|(key, shape)| *key == k && shape == s),
+                        "{k} {s:?} missing for {layers} layers, dropout {dropout}"
+                    )
+                };
+                let linears = layout
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("projection.proj_A.") && k.ends_with(".weight"))
+                    .count();
+                assert_eq!(linears, 3 * layers as usize + 2);
+                for k in 0..layers {
+                    let (i, o) = if k == 0 { (16, 64) } else { (64, 64) };
+                    let d = k * ds;
+                    has(
+                        format!("projection.proj_A.direction_net.{d}.weight"),
+                        &[o, i],
+                    );
+                    has(
+                        format!("projection.proj_A.direction_net.{}.weight", d + 1),
+                        &[64],
+                    );
+                    let (i, o) = if k == 0 { (16, 32) } else { (32, 32) };
+                    has(
+                        format!("projection.proj_A.radius_net.{}.weight", k * rs),
+                        &[o, i],
+                    );
+                }
+                has(
+                    format!("projection.proj_A.direction_net.{}.weight", layers * ds),
+                    &[16, 64],
+                );
+                has(
+                    format!("projection.proj_A.radius_net.{}.weight", layers * rs),
+                    &[1, 32],
+                );
+                if share {
+                    has(format!("projection.proj_B_radius.{rs}.weight"), &[1, 32]);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn share_direction_layout() {
     let p = v5_11_params(|p| {
         p.dual_projection = true;

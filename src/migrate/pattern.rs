@@ -4,22 +4,39 @@
 //! * `{name*}` captures one or more characters, dots included (several segments);
 //! * everything else is literal. A pattern matches the whole key, never a part of it.
 //!
+//! * `{expr}` (in a spec rule: any brace content that names a layout or loop variable, or is
+//!   not a plain name, such as `{k * direction_stride}`) is an integer expression; a spec
+//!   binds it to the layout's values ([`Pattern::bind`]) before the pattern matches anything.
+//!
 //! A rule may restrict a capture to a list of values (`where: {X: [A, B]}`); a pattern used to
 //! *produce* keys is instantiated from the captures of the matched source key.
 
 use std::collections::BTreeMap;
 
+use crate::arch::expr::{self, Expr};
+
+/// Resolves an expression variable to its slot in the environment [`Pattern::bind`] gets.
+pub type Resolver<'a> = &'a dyn Fn(&str) -> Option<usize>;
+
 /// The values bound to a pattern's captures.
 pub type Captures = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Part {
     Lit(String),
-    Cap { name: String, dots: bool },
+    Cap {
+        name: String,
+        dots: bool,
+    },
+    /// An integer expression (as written, compiled); never matches until bound.
+    Expr {
+        text: String,
+        expr: Expr,
+    },
 }
 
 /// A parsed key pattern.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Pattern {
     text: String,
     parts: Vec<Part>,
@@ -29,6 +46,13 @@ impl Pattern {
     /// Parse `text`. Errors name the problem (unbalanced braces, empty or repeated names,
     /// two captures side by side, which would make a match ambiguous).
     pub fn parse(text: &str) -> Result<Pattern, String> {
+        Pattern::parse_with(text, None)
+    }
+
+    /// Parse `text` where brace contents may be integer expressions: a plain name that
+    /// `vars` resolves, or anything that is not a plain name, is compiled with `vars`;
+    /// other plain names are captures.
+    pub fn parse_with(text: &str, vars: Option<Resolver<'_>>) -> Result<Pattern, String> {
         if text.is_empty() {
             return Err("empty key pattern".into());
         }
@@ -51,6 +75,34 @@ impl Pattern {
                     if !closed {
                         return Err(format!("`{text}`: `{{` without a closing `}}`"));
                     }
+                    let plain = |n: &str| {
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    };
+                    if let Some(resolve) = vars {
+                        let inner = name.trim();
+                        let capture = (plain(inner) && resolve(inner).is_none())
+                            || inner.strip_suffix('*').is_some_and(plain);
+                        if !capture {
+                            let expr = expr::parse(inner, resolve).map_err(|e| {
+                                format!("`{text}`: `{{{inner}}}` is neither a capture name nor an expression over the layout and loop variables: {e}")
+                            })?;
+                            if lit.is_empty() && !parts.is_empty() {
+                                if let Some(Part::Cap { .. } | Part::Expr { .. }) = parts.last() {
+                                    return Err(format!(
+                                        "`{text}`: two braces side by side make the match ambiguous"
+                                    ));
+                                }
+                            }
+                            if !lit.is_empty() {
+                                parts.push(Part::Lit(std::mem::take(&mut lit)));
+                            }
+                            parts.push(Part::Expr {
+                                text: inner.to_string(),
+                                expr,
+                            });
+                            continue;
+                        }
+                    }
                     let (name, dots) = match name.strip_suffix('*') {
                         Some(n) => (n.to_string(), true),
                         None => (name, false),
@@ -65,7 +117,9 @@ impl Pattern {
                     if seen.contains(&name) {
                         return Err(format!("`{text}`: capture `{name}` appears twice"));
                     }
-                    if lit.is_empty() && matches!(parts.last(), Some(Part::Cap { .. })) {
+                    if lit.is_empty()
+                        && matches!(parts.last(), Some(Part::Cap { .. } | Part::Expr { .. }))
+                    {
                         return Err(format!(
                             "`{text}`: two captures side by side make the match ambiguous"
                         ));
@@ -98,8 +152,55 @@ impl Pattern {
     pub fn captures(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Cap { name, .. } => Some(name.as_str()),
-            Part::Lit(_) => None,
+            Part::Lit(_) | Part::Expr { .. } => None,
         })
+    }
+
+    /// Whether a capture may span dots (`{rest*}`).
+    pub fn has_multi_segment_capture(&self) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Cap { dots: true, .. }))
+    }
+
+    /// Whether the pattern has `{expr}` segments (to bind before it matches).
+    pub fn has_exprs(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Expr { .. }))
+    }
+
+    /// This pattern with every `{expr}` segment replaced by its value in `env` (a negative
+    /// value is an error: key indices are never negative).
+    pub fn bind(&self, env: &[i64]) -> Result<Pattern, String> {
+        let mut parts: Vec<Part> = Vec::with_capacity(self.parts.len());
+        let mut text = String::new();
+        for p in &self.parts {
+            let (lit, shown) = match p {
+                Part::Expr { text: t, expr } => {
+                    let v = expr.eval(env);
+                    if v < 0 {
+                        return Err(format!(
+                            "`{}`: `{{{t}}}` is {v}, a key index cannot be negative",
+                            self.text
+                        ));
+                    }
+                    (Some(v.to_string()), v.to_string())
+                }
+                Part::Lit(l) => (Some(l.clone()), l.clone()),
+                Part::Cap { name, dots } => {
+                    parts.push(p.clone());
+                    text.push_str(&format!("{{{name}{}}}", if *dots { "*" } else { "" }));
+                    (None, String::new())
+                }
+            };
+            if let Some(l) = lit {
+                text.push_str(&shown);
+                match parts.last_mut() {
+                    Some(Part::Lit(prev)) => prev.push_str(&l),
+                    _ => parts.push(Part::Lit(l)),
+                }
+            }
+        }
+        Ok(Pattern { text, parts })
     }
 
     /// This pattern followed by `.suffix` (a rule's module prefix plus a tensor name).
@@ -141,6 +242,7 @@ impl Pattern {
                 rest.starts_with(l.as_str())
                     && self.match_from(part + 1, &rest[l.len()..], allowed, caps)
             }
+            Part::Expr { .. } => false,
             Part::Cap { name, dots } => {
                 // Try every split point, shortest first (a literal must follow or the key end).
                 let limit = if *dots {
@@ -173,6 +275,7 @@ impl Pattern {
             match p {
                 Part::Lit(l) => out.push_str(l),
                 Part::Cap { name, .. } => out.push_str(caps.get(name)?),
+                Part::Expr { .. } => return None,
             }
         }
         Some(out)
@@ -243,6 +346,35 @@ mod tests {
             Pattern::parse("{m}").unwrap().with_suffix("w").text(),
             "{m}.w"
         );
+    }
+
+    #[test]
+    fn expression_segments_bind_to_values() {
+        // Slot 0: a layout variable `stride`, slot 1: a loop variable `k`.
+        let vars = |n: &str| match n {
+            "stride" => Some(0),
+            "k" => Some(1),
+            _ => None,
+        };
+        let p = Pattern::parse_with("proj_{Y}.net.{k * stride}", Some(&vars)).unwrap();
+        assert!(p.has_exprs());
+        assert_eq!(p.captures().collect::<Vec<_>>(), ["Y"]);
+        assert!(p.matches("proj_A.net.8", &none()).is_none(), "unbound");
+        let b = p.bind(&[4, 2]).unwrap();
+        assert_eq!(b.text(), "proj_{Y}.net.8");
+        assert!(!b.has_exprs());
+        assert_eq!(b.matches("proj_A.net.8", &none()).unwrap()["Y"], "A");
+        assert!(b.matches("proj_A.net.4", &none()).is_none());
+        // A bare variable name is an expression; other names stay captures.
+        let p = Pattern::parse_with("net.{k}.{i}", Some(&vars)).unwrap();
+        assert_eq!(p.captures().collect::<Vec<_>>(), ["i"]);
+        assert_eq!(p.bind(&[0, 3]).unwrap().text(), "net.3.{i}");
+        assert!(p.bind(&[0, -1]).unwrap_err().contains("negative"));
+        // Without variables, `parse` keeps plain names as captures and refuses the rest.
+        assert!(Pattern::parse("net.{k * 2}").is_err());
+        for bad in ["net.{k +}", "net.{nope + 1}", "net.{k}{i}", "net.{i}{k}"] {
+            assert!(Pattern::parse_with(bad, Some(&vars)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct StepPlan {
     pub summary: Summary,
     #[serde(skip)]
     pub to_params: LayoutParams,
+    /// Warnings of the rules the step uses (also in [`Plan::warnings`]).
+    #[serde(skip)]
+    pub rule_warnings: Vec<String>,
 }
 
 /// The whole plan for one checkpoint.
@@ -257,6 +260,12 @@ pub fn plan_step(
         .enumerate()
         .map(|(i, (k, _))| (k.as_str(), i))
         .collect();
+    let rules = spec
+        .expand(src_params, &to_params)
+        .map_err(|message| MigrateError::Spec {
+            origin: spec.origin.clone(),
+            message,
+        })?;
     let env_src = spec::symbol_env(src_params);
     let env_dst = spec::symbol_env(&to_params);
     let mut v = Violation {
@@ -268,7 +277,7 @@ pub fn plan_step(
 
     for t in state {
         let mut hits: Vec<(&Rule, usize, BTreeMap<String, String>)> = Vec::new();
-        for rule in spec.rules.iter().filter(|r| r.from.is_some()) {
+        for rule in rules.iter().filter(|r| r.from.is_some()) {
             for (ti, tr) in rule.tensors.iter().enumerate() {
                 let pat = rule.from_pattern(tr).expect("from");
                 if let Some(caps) = pat.matches(&t.key, &rule.allowed) {
@@ -422,7 +431,7 @@ pub fn plan_step(
         .iter()
         .filter_map(|r| r.to.as_ref().map(|t| t.0.clone()))
         .collect();
-    for rule in spec.rules.iter().filter(|r| matches!(r.op, OpKind::Init)) {
+    for rule in rules.iter().filter(|r| matches!(r.op, OpKind::Init)) {
         for caps in capture_product(rule) {
             for tr in &rule.tensors {
                 let pat = &rule.to_patterns(tr)[0];
@@ -511,6 +520,18 @@ pub fn plan_step(
             .len();
     summary.dropped = drops.len();
     rows.extend(drops);
+    // The warnings of the rules this plan uses, once each, in rule order.
+    let used: std::collections::BTreeSet<usize> = rows.iter().map(|r| r.rule).collect();
+    let rule_warnings = spec
+        .rules
+        .iter()
+        .filter(|r| used.contains(&r.number))
+        .filter_map(|r| {
+            r.warn
+                .as_ref()
+                .map(|w| format!("{} rule {}: {w}", spec.name, r.number))
+        })
+        .collect();
     let entries = plan_entries(spec, root);
     Ok(StepPlan {
         spec: spec.name.clone(),
@@ -524,6 +545,7 @@ pub fn plan_step(
         entries,
         summary,
         to_params,
+        rule_warnings,
     })
 }
 
@@ -653,6 +675,7 @@ pub fn plan_checkpoint(
         );
     }
     for s in &steps {
+        warnings.extend(s.rule_warnings.iter().cloned());
         for e in &s.entries {
             if let Some(w) = &e.warning {
                 warnings.push(format!("{}: {w}", e.key));

@@ -25,6 +25,43 @@ fn symbol_slot(name: &str) -> Option<usize> {
     crate::arch::catalog().var_slot(name)
 }
 
+/// How many variables a layout's environment has ([`symbol_env`]).
+fn n_vars() -> usize {
+    symbol_env(&LayoutParams::default()).len()
+}
+
+/// Which layout plain variable names read in a rule's expressions.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Side {
+    /// `from` patterns, `for` ranges, `when`.
+    Source,
+    /// `to` patterns.
+    Target,
+}
+
+/// The slot of a variable in a rule's environment: the source layout's variables, then the
+/// target's, then the rule's loop variables. `source.NAME` / `target.NAME` name one layout
+/// explicitly; a plain name reads the side's layout.
+fn scoped_slot(name: &str, side: Side, loops: &[String]) -> Option<usize> {
+    let n = n_vars();
+    if let Some(j) = loops.iter().position(|l| l == name) {
+        return Some(2 * n + j);
+    }
+    if let Some(v) = name.strip_prefix("source.") {
+        return symbol_slot(v);
+    }
+    if let Some(v) = name.strip_prefix("target.") {
+        return symbol_slot(v).map(|s| n + s);
+    }
+    symbol_slot(name).map(|s| match side {
+        Side::Source => s,
+        Side::Target => n + s,
+    })
+}
+
+/// The most rule instances one rule's `for` loops may expand into.
+const MAX_INSTANCES: i64 = 4096;
+
 /// A shape written with symbols (`[H, L]`).
 #[derive(Debug, Clone)]
 pub struct ShapeExpr {
@@ -167,6 +204,12 @@ pub struct Rule {
     /// For `init`: only where no other rule produced the key.
     pub fallback: bool,
     pub note: Option<String>,
+    /// `for:` loops: (variable, start, end), end exclusive, over the source layout.
+    pub loops: Vec<(String, DimExpr, DimExpr)>,
+    /// `when:`: the rule applies only where this is non-zero (source layout variables).
+    pub when: Option<DimExpr>,
+    /// Printed with a plan in which the rule matches or produces a tensor.
+    pub warn: Option<String>,
 }
 
 impl Rule {
@@ -316,6 +359,10 @@ struct RawRule {
     value: Option<f64>,
     perm: Option<Vec<usize>>,
     note: Option<String>,
+    #[serde(default, rename = "for")]
+    for_: BTreeMap<String, String>,
+    when: Option<serde_yaml::Value>,
+    warn: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -559,6 +606,72 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// The rules as they apply to one source layout converted to one target layout: rules
+    /// whose `when` is false left out, `for` loops unrolled (one instance per value, all
+    /// with the rule's number), `{expr}` key segments replaced by their values.
+    pub fn expand(&self, src: &LayoutParams, dst: &LayoutParams) -> Result<Vec<Rule>, String> {
+        let mut base = symbol_env(src);
+        base.extend(symbol_env(dst));
+        let mut out = Vec::with_capacity(self.rules.len());
+        for rule in &self.rules {
+            if rule.when.as_ref().is_some_and(|w| w.eval(&base) == 0) {
+                continue;
+            }
+            let mut combos: Vec<Vec<i64>> = vec![Vec::new()];
+            for (name, a, b) in &rule.loops {
+                let (a, b) = (a.eval(&base), b.eval(&base));
+                let count = b.saturating_sub(a).max(0);
+                if (combos.len() as i64).saturating_mul(count) > MAX_INSTANCES {
+                    return Err(format!(
+                        "rule {}: `for: {{{name}: {a}..{b}}}` gives more than {MAX_INSTANCES} instances",
+                        rule.number
+                    ));
+                }
+                combos = combos
+                    .into_iter()
+                    .flat_map(|c| {
+                        (a..b).map(move |v| {
+                            let mut c = c.clone();
+                            c.push(v);
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            for values in combos {
+                let mut env = base.clone();
+                env.extend(values);
+                let bind = |p: &Pattern| {
+                    p.bind(&env)
+                        .map_err(|e| format!("rule {}: {e}", rule.number))
+                };
+                let from = rule.from.as_ref().map(bind).transpose()?;
+                let to: Vec<Pattern> = rule.to.iter().map(bind).collect::<Result<_, _>>()?;
+                // A family-wide rename may leave a key in place for some layouts (the output
+                // Linear of a 2-layer dropout projection): there it is a copy.
+                let op = match rule.op {
+                    OpKind::Rename
+                        if from.as_ref().map(Pattern::text) == to.first().map(Pattern::text) =>
+                    {
+                        OpKind::Copy
+                    }
+                    ref op => op.clone(),
+                };
+                out.push(Rule {
+                    op,
+                    from,
+                    to,
+                    loops: Vec::new(),
+                    when: None,
+                    ..rule.clone()
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
 fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
     let op = match r.op.as_str() {
         "copy" => OpKind::Copy,
@@ -595,15 +708,58 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
     if r.perm.is_some() && !matches!(op, OpKind::Transpose(_)) {
         return Err(format!("`perm` belongs to transpose, not {name}"));
     }
-    let from = r.from.as_deref().map(Pattern::parse).transpose()?;
+    // Loops: `for: {k: "a..b"}`, bounds over the source layout (`target.NAME` for the
+    // target's).
+    let mut loop_names: Vec<String> = Vec::new();
+    let mut loops = Vec::new();
+    for (name, range) in &r.for_ {
+        let plain = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !plain || symbol_slot(name).is_some() || name == "source" || name == "target" {
+            return Err(format!(
+                "for.{name}: a loop variable is a new plain name (not a layout variable)"
+            ));
+        }
+        let (a, b) = range.split_once("..").ok_or_else(|| {
+            format!(
+                "for.{name}: a range is `start..end` (end excluded), e.g. `1..projection_layers`"
+            )
+        })?;
+        let bound = |t: &str| {
+            expr::parse(t.trim(), &|v| scoped_slot(v, Side::Source, &[]))
+                .map(DimExpr)
+                .map_err(|e| format!("for.{name}: `{range}`: {e}"))
+        };
+        loops.push((name.clone(), bound(a)?, bound(b)?));
+        loop_names.push(name.clone());
+    }
+    let when = r
+        .when
+        .as_ref()
+        .map(|w| {
+            let t = scalar_text(w).ok_or("`when` is an expression over the layout variables")?;
+            expr::parse(&t, &|v| scoped_slot(v, Side::Source, &[]))
+                .map(DimExpr)
+                .map_err(|e| format!("when: {e}"))
+        })
+        .transpose()?;
+    let src_vars = |v: &str| scoped_slot(v, Side::Source, &loop_names);
+    let dst_vars = |v: &str| scoped_slot(v, Side::Target, &loop_names);
+    let from = r
+        .from
+        .as_deref()
+        .map(|p| Pattern::parse_with(p, Some(&src_vars)))
+        .transpose()?;
     let to: Vec<Pattern> = match r.to {
         None => Vec::new(),
-        Some(OneOrMany::One(s)) => vec![Pattern::parse(&s)?],
+        Some(OneOrMany::One(s)) => vec![Pattern::parse_with(&s, Some(&dst_vars))?],
         Some(OneOrMany::Many(v)) => v
             .iter()
-            .map(|s| Pattern::parse(s))
+            .map(|s| Pattern::parse_with(s, Some(&dst_vars)))
             .collect::<Result<_, _>>()?,
     };
+
     match (&op, from.is_some(), to.len()) {
         (OpKind::Init, true, _) => {
             return Err("`init` creates a tensor: it has `to`, no `from`".into())
@@ -621,7 +777,10 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
     if r.fallback && !matches!(op, OpKind::Init) {
         return Err("`fallback` applies to `init` rules only".into());
     }
+    // (With `{expr}` segments the two sides read different layouts: a rename whose key
+    // comes out unchanged for a layout is a copy there, see `Spec::expand`.)
     if matches!(op, OpKind::Rename)
+        && !from.as_ref().is_some_and(Pattern::has_exprs)
         && from.as_ref().map(Pattern::text) == to.first().map(Pattern::text)
     {
         return Err("`rename` needs a `to` different from `from` (use copy)".into());
@@ -669,7 +828,7 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
                 });
             }
         }
-        if p.text().contains('*') && p.captures().count() > 0 && from.is_none() {
+        if p.has_multi_segment_capture() && from.is_none() {
             return Err("init keys cannot use multi-segment captures".into());
         }
     }
@@ -790,6 +949,9 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
         tensors,
         fallback: r.fallback,
         note: r.note,
+        loops,
+        when,
+        warn: r.warn,
     })
 }
 
@@ -880,6 +1042,86 @@ mod tests {
             let err = spec(rule).unwrap_err();
             assert!(err.contains(want), "{rule}: {err}");
         }
+    }
+
+    #[test]
+    fn loops_when_and_index_expressions_expand_per_layout() {
+        let s = spec(concat!(
+            "  - op: rename\n",
+            "    for: {k: '1..min(projection_layers, target.projection_layers)'}\n",
+            "    when: dual_projection\n",
+            "    from: 'projection.proj_{Y}.direction_net.{k * direction_stride}'\n",
+            "    to: 'projection.proj_{Y}.direction_net.{k * direction_stride}'\n",
+            "    warn: moved\n",
+            "    tensors: {weight: '[H, H] -> [H, H]'}\n",
+            "  - op: init\n",
+            "    for: {k: 'projection_layers..target.projection_layers'}\n",
+            "    to: 'projection.proj_{Y}.radius_net.{k * radius_stride}'\n",
+            "    where: {Y: [A, B]}\n",
+            "    tensors: {weight: {shape: '[R, R]', init: identity}}\n",
+        ))
+        .unwrap();
+        assert_eq!(s.rules[0].warn.as_deref(), Some("moved"));
+        let target = crate::arch::default_params(VersionId::V5_12_4);
+        let mut src = crate::arch::default_params(VersionId::V5_11);
+        // 1 layer, single: the rename's loop is empty and its `when` false; the init gives
+        // the missing block 1 at 1 * 3 in the target.
+        let r = s.expand(&src, &target).unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].to[0].text(), "projection.proj_{Y}.radius_net.3");
+        assert!(r.iter().all(|r| r.loops.is_empty() && r.when.is_none()));
+        // 4 layers, dual, no dropout: block 1 moves from 3 to 4; nothing to init.
+        (src.projection_layers, src.dual_projection) = (4, true);
+        let r = s.expand(&src, &target).unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(matches!(r[0].op, OpKind::Rename));
+        assert_eq!(
+            r[0].from.as_ref().unwrap().text(),
+            "projection.proj_{Y}.direction_net.3"
+        );
+        assert_eq!(r[0].to[0].text(), "projection.proj_{Y}.direction_net.4");
+        // With dropout the key stays: the rename is a copy there.
+        src.projection_dropout = true;
+        let r = s.expand(&src, &target).unwrap();
+        assert!(matches!(r[0].op, OpKind::Copy));
+    }
+
+    #[test]
+    fn loop_and_condition_errors_are_specific() {
+        let cases = [
+            (
+                "  - {op: init, for: {k: '0 3'}, to: 'a.{k}', shape: '[1]', init: ones}",
+                "start..end",
+            ),
+            (
+                "  - {op: init, for: {L: '0..3'}, to: 'a.{L}', shape: '[1]', init: ones}",
+                "loop variable",
+            ),
+            (
+                "  - {op: init, for: {k: '0..nope'}, to: 'a.{k}', shape: '[1]', init: ones}",
+                "for.k",
+            ),
+            (
+                "  - {op: init, when: 'nope', to: a, shape: '[1]', init: ones}",
+                "when",
+            ),
+            (
+                "  - {op: copy, from: 'a.{k +}', to: b, shape: '[1] -> [1]'}",
+                "neither a capture",
+            ),
+            (
+                "  - {op: copy, from: 'a.{source.nope}', to: b, shape: '[1] -> [1]'}",
+                "neither a capture",
+            ),
+        ];
+        for (rule, want) in cases {
+            let err = spec(rule).unwrap_err();
+            assert!(err.contains(want), "{rule}: {err}");
+        }
+        // A loop that would unroll without bound is refused when applied.
+        let s = spec("  - {op: init, for: {k: '0..2 * hidden_dim * hidden_dim'}, to: 'a.{k}', shape: '[1]', init: ones}").unwrap();
+        let p = crate::arch::default_params(VersionId::V5_12_4);
+        assert!(s.expand(&p, &p).unwrap_err().contains("more than"));
     }
 
     #[test]
