@@ -78,7 +78,7 @@ impl Provenance {
     /// How tables say it.
     pub fn label(self) -> &'static str {
         match self {
-            Provenance::Trained => "trained",
+            Provenance::Trained => "written by training",
             Provenance::Measured => "measured after conversion",
             Provenance::Fitted => "fitted and measured after conversion",
             Provenance::NotMeasured => "converted, not measured",

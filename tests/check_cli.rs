@@ -488,6 +488,28 @@ fn unmeasured_conversions_are_marked_and_ranked_last() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // inspect: no metrics of its own; the source's kept in the record.
+    let o = tvck(
+        &[
+            "inspect",
+            "checkpoints/converted/best.v5_12_4.pt",
+            "--no-hash",
+        ],
+        ws.path(),
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(
+        out.contains("Metrics:     none (converted, not measured; the source's are kept under migration.source_metrics)"),
+        "{out}"
+    );
+    let utc = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("utc: "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    snap!("inspect_converted", out.replace(&utc, "    utc: <utc>"));
+
     // scan: the converted file shows no metrics, and says why.
     let o = tvck(&["scan", "checkpoints"], ws.path());
     assert_eq!(o.status.code(), Some(0));

@@ -180,8 +180,21 @@ pub fn render(r: &InspectReport) -> String {
     if let Some(e) = r.epoch {
         out.push_str(&format!("Epoch:       {e}\n"));
     }
-    if !r.metrics.is_empty() {
-        out.push_str(&format!("Metrics:     {}\n", r.metrics.compact()));
+    match r.metrics.provenance {
+        Some(crate::metrics::Provenance::NotMeasured) => {
+            out.push_str(&format!(
+                "Metrics:     none ({}; the source's are kept under migration.source_metrics)\n",
+                crate::metrics::Provenance::NotMeasured.label()
+            ));
+        }
+        Some(p) if !r.metrics.is_empty() => {
+            out.push_str(&format!(
+                "Metrics:     {} ({})\n",
+                r.metrics.compact(),
+                p.label()
+            ));
+        }
+        _ => {}
     }
     if let Some(fp) = &r.fingerprint {
         out.push_str(&format!("Fingerprint: {fp}\n"));
