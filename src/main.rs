@@ -282,9 +282,9 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            eprintln!("error: {}", report::safe::output(&e.message));
             if let Some(h) = e.hint {
-                eprintln!("hint: {h}");
+                eprintln!("hint: {}", report::safe::output(&h));
             }
             ExitCode::from(e.code)
         }
@@ -302,7 +302,18 @@ fn require_exists(path: &Path) -> Result<(), CliError> {
     }
 }
 
+/// Write a human rendering: untrusted text in it is escaped (report::safe) on the way.
 fn print_out(text: &str) -> Result<(), CliError> {
+    write_stdout(&report::safe::output(text))
+}
+
+/// Write JSON: the same values, with the control characters serde_json leaves raw escaped
+/// as `\uXXXX` (report::safe::json).
+fn print_json(text: &str) -> Result<(), CliError> {
+    write_stdout(&report::safe::json(text))
+}
+
+fn write_stdout(text: &str) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(()),
@@ -356,13 +367,13 @@ fn cmd_scan(dir: &Path, hash: bool, json: bool, jobs: Option<usize>) -> Result<u
         &ScanOptions { hash },
         |n| pb.set_length(n as u64),
         |f| {
-            pb.set_message(f.path.clone());
+            pb.set_message(report::safe::value(&f.path).into_owned());
             pb.inc(1);
         },
     );
     pb.finish_and_clear();
     if json {
-        print_out(&to_json(&report)?)?;
+        print_json(&to_json(&report)?)?;
     } else {
         print_out(&report::scan::render(&report))?;
     }
@@ -380,7 +391,7 @@ fn cmd_inspect(file: &Path, json: bool, hash: bool) -> Result<u8, CliError> {
     let ckpt = open_checkpoint(file)?;
     let r = report::inspect::build(&ckpt, &file.display().to_string(), hash);
     if json {
-        print_out(&to_json(&r)?)?;
+        print_json(&to_json(&r)?)?;
     } else {
         print_out(&report::inspect::render(&r))?;
     }
@@ -447,7 +458,7 @@ fn cmd_diff(
     };
     let report = diff::diff(&Side::Checkpoint(&ca), &side_b, only);
     if json {
-        print_out(&to_json(&report)?)?;
+        print_json(&to_json(&report)?)?;
     } else {
         print_out(&report::diff::render(&report))?;
     }
@@ -511,7 +522,7 @@ fn cmd_check(
             #[serde(skip_serializing_if = "Option::is_none")]
             after_write: Option<&'a tvck::check::CheckReport>,
         }
-        print_out(&to_json(&Out {
+        print_json(&to_json(&Out {
             report: &report,
             auto_fix: fix.as_ref(),
             backup: backup.as_deref(),
@@ -630,13 +641,13 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
             &opts,
             |n| pb.set_length(n as u64),
             |f| {
-                pb.set_message(f.input.display().to_string());
+                pb.set_message(report::safe::value(&f.input.display().to_string()).into_owned());
                 pb.inc(1);
             },
         );
         pb.finish_and_clear();
         if a.json {
-            print_out(&to_json(&report)?)?;
+            print_json(&to_json(&report)?)?;
         } else {
             print_out(&report::convert::render_tree(&report))?;
         }
@@ -663,7 +674,7 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
     match migrate::convert_file(&a.input, &output, &specs, &opts) {
         Ok(c) => {
             if a.json {
-                print_out(&to_json(&c)?)?;
+                print_json(&to_json(&c)?)?;
             } else {
                 print_out(&report::convert::render_converted(&c, &output, a.dry_run))?;
             }
@@ -757,7 +768,7 @@ fn cmd_eval(file: &Path, config: Option<&Path>, device: &str, json: bool) -> Res
     let device = tvck::train::parse_device(device).map_err(train_error)?;
     let r = tvck::train::eval_checkpoint(file, config, device).map_err(train_error)?;
     if json {
-        print_out(&to_json(&r)?)?;
+        print_json(&to_json(&r)?)?;
         return Ok(0);
     }
     print_out(&report::eval::render(&r))?;
@@ -802,18 +813,20 @@ fn cmd_train(
         interrupt: Some(flag),
     };
     let mut on_step = |s: &tvck::train::Step| {
-        println!("{s}");
+        let _ = print_out(&format!("{s}\n"));
         // Step 5 decided, training (step 6) follows: only its batches profit, so the
         // allocator is tuned from here on (the frozen checkpoint read before is freed).
         if s.number == 5 {
             keep_freed_memory();
         }
     };
-    let mut on_line = |l: &str| println!("{l}");
+    let mut on_line = |l: &str| {
+        let _ = print_out(&format!("{l}\n"));
+    };
     let r = tvck::train::train(&opts, &mut on_step, &mut on_line).map_err(train_error)?;
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.4}"));
-    println!(
-        "done: {} epoch{}{}; coverage {:.2}% → {:.2}%, hierarchy_B {} → {} (best {}), best Q {}; outputs in {}",
+    print_out(&format!(
+        "done: {} epoch{}{}; coverage {:.2}% → {:.2}%, hierarchy_B {} → {} (best {}), best Q {}; outputs in {}\n",
         r.epochs_run,
         if r.epochs_run == 1 { "" } else { "s" },
         if r.interrupted { " (interrupted)" } else { "" },
@@ -824,6 +837,6 @@ fn cmd_train(
         opt(r.best_hierarchy),
         opt(r.best_q),
         r.out_dir.display()
-    );
+    ))?;
     Ok(0)
 }

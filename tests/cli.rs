@@ -303,3 +303,69 @@ fn hashing_gives_the_same_fingerprints_whatever_the_engine_and_batching() {
         assert_eq!(n % 3, 0, "{g}");
     }
 }
+
+/// A file cannot rewrite the screen: escape sequences and bidi overrides in a pickle's
+/// global names and in file names are shown escaped by every human rendering (scan,
+/// inspect, errors, diff); JSON keeps the exact strings.
+#[test]
+fn hostile_text_is_escaped_before_it_reaches_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // A 28-byte pickle: GLOBAL `os\x1b[2J` `system`, called with no arguments.
+    let pickle = b"\x80\x02cos\x1b[2J\nsystem\n)R.";
+    let evil_global = dir.path().join("global.pt");
+    std::fs::write(&evil_global, pickle).unwrap();
+    // A file name that retitles the window and reverses the text after it.
+    let evil_name = "t\u{1b}]0;pwned\u{7}\u{202e}tp.pt";
+    std::fs::write(dir.path().join(evil_name), b"not a checkpoint").unwrap();
+
+    let no_raw = |what: &str, s: &str| {
+        assert!(
+            !s.contains('\u{1b}') && !s.contains('\u{7}') && !s.contains('\u{202e}'),
+            "{what} printed raw control text: {s:?}"
+        );
+    };
+    let o = tvck(&["scan", dir.path().to_str().unwrap()], &root());
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    no_raw("scan", &out);
+    assert!(out.contains("os\\x1b[2J.system"), "{out}");
+    assert!(out.contains("t\\x1b]0;pwned\\x07\\u{202e}tp.pt"), "{out}");
+
+    let o = tvck(&["inspect", evil_global.to_str().unwrap()], &root());
+    assert_eq!(o.status.code(), Some(1));
+    no_raw("inspect", &stdout(&o));
+    assert!(stdout(&o).contains("os\\x1b[2J.system"), "{}", stdout(&o));
+
+    let evil_path = dir.path().join(evil_name);
+    let o = tvck(&["inspect", evil_path.to_str().unwrap()], &root());
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    no_raw("inspect's error", &err);
+    no_raw("inspect's output", &stdout(&o));
+    assert!(err.contains("t\\x1b]0;pwned\\x07\\u{202e}tp.pt"), "{err}");
+
+    let o = tvck(
+        &[
+            "diff",
+            evil_global.to_str().unwrap(),
+            evil_path.to_str().unwrap(),
+        ],
+        &root(),
+    );
+    no_raw("diff", &stdout(&o));
+    no_raw("diff's error", &String::from_utf8_lossy(&o.stderr));
+
+    // JSON: the exact strings, escaped by JSON itself.
+    let o = tvck(&["scan", dir.path().to_str().unwrap(), "--json"], &root());
+    let raw = stdout(&o);
+    no_raw("scan --json", &raw);
+    let j: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let text = j.to_string();
+    assert!(text.contains("os\\u001b[2J"), "{text}");
+    let names: Vec<&str> = j["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with(evil_name)), "{names:?}");
+}
