@@ -996,8 +996,89 @@ fn fix_text(
     options.join("; ")
 }
 
+/// Every number of the document that is NaN or infinite, by dotted path.
+fn non_finite(v: &serde_yaml::Value, at: &str, out: &mut Vec<(String, f64)>) {
+    use serde_yaml::Value as Y;
+    match v {
+        Y::Number(n) => {
+            if let Some(f) = n.as_f64().filter(|f| !f.is_finite()) {
+                out.push((at.to_string(), f));
+            }
+        }
+        Y::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                non_finite(item, &format!("{at}[{i}]"), out);
+            }
+        }
+        Y::Mapping(m) => {
+            for (k, item) in m {
+                let key = match k {
+                    Y::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other)
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_default(),
+                };
+                let path = if at.is_empty() {
+                    key
+                } else {
+                    format!("{at}.{key}")
+                };
+                non_finite(item, &path, out);
+            }
+        }
+        Y::Tagged(t) => non_finite(&t.value, at, out),
+        _ => {}
+    }
+}
+
+/// Numbers a trainer cannot run with: NaN or infinite anywhere, a learning rate that is
+/// not positive, negative weight decay, a clipping norm that is not positive.
+fn numbers(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
+    let loc = |key: &str| cfg.line_of(key).map(|_| cfg.location(key));
+    let mut bad = Vec::new();
+    non_finite(&cfg.raw, "", &mut bad);
+    for (key, v) in bad {
+        findings.push(
+            Finding::new(
+                Severity::Error,
+                "number-not-finite",
+                format!("{key} = {v}: not a finite number"),
+            )
+            .at(loc(key.split('[').next().unwrap_or_default()))
+            .cause("a NaN or infinite setting turns every loss or weight it touches into NaN: the run trains nothing")
+            .fix(format!("set {key} to a finite value")),
+        );
+    }
+    let Some(t) = cfg.training.as_ref() else {
+        return;
+    };
+    let finite = |v: Option<f64>| v.filter(|v| v.is_finite());
+    let mut range = |key: &str, v: Option<f64>, ok: fn(f64) -> bool, want: &str| {
+        if let Some(v) = finite(v).filter(|v| !ok(*v)) {
+            findings.push(
+                Finding::new(
+                    Severity::Error,
+                    "training-range",
+                    format!("training.{key} = {v}: must be {want}"),
+                )
+                .at(loc(&format!("training.{key}")))
+                .fix(format!("set training.{key} to a value {want}")),
+            );
+        }
+    };
+    range("lr", t.lr, |v| v > 0.0, "greater than 0");
+    range("weight_decay", t.weight_decay, |v| v >= 0.0, "0 or more");
+    range(
+        "max_grad_norm",
+        t.max_grad_norm,
+        |v| v > 0.0,
+        "greater than 0",
+    );
+}
+
 /// Sanity warnings that need no checkpoint.
 fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
+    numbers(cfg, findings);
     let loc = |key: &str| cfg.line_of(key).map(|_| cfg.location(key));
     if let Some(h) = cfg
         .homeostasis

@@ -55,6 +55,19 @@ pub enum ConfigError {
         column: Option<usize>,
         message: String,
     },
+    /// The file is larger than any training config (a FIFO, a device or a data file named
+    /// as a config is refused the same way, before it is read).
+    #[error("{}: {what}", .path.display())]
+    NotAConfig { path: PathBuf, what: String },
+    /// Flow collections (`[`, `{`) nested deeper than [`MAX_NESTING`]: refused before the
+    /// YAML parser, whose time grows with the square of the depth.
+    #[error("{}: YAML nested deeper than {limit} levels", location(.path, Some(*.line), Some(*.column)))]
+    TooDeep {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        limit: usize,
+    },
     /// A known key holds a value of the wrong type.
     #[error("{}: {key}: expected {expected}, found {found}", location(.path, *.line, None))]
     Type {
@@ -75,14 +88,31 @@ impl ConfigError {
         match self {
             ConfigError::Io { path, .. }
             | ConfigError::Syntax { path, .. }
+            | ConfigError::NotAConfig { path, .. }
+            | ConfigError::TooDeep { path, .. }
             | ConfigError::Type { path, .. } => path,
+        }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            ConfigError::Io { .. } => "check the path and its permissions",
+            ConfigError::NotAConfig { .. } => "name the training config's YAML file",
+            ConfigError::TooDeep { .. } => {
+                "a training config nests a few levels at most: this file is not one"
+            }
+            ConfigError::Syntax { .. } | ConfigError::Type { .. } => {
+                "fix the YAML at the position shown; `tvck check` reads the same file the trainer does"
+            }
         }
     }
 
     /// The 1-based line, when known.
     pub fn line(&self) -> Option<usize> {
         match self {
-            ConfigError::Io { .. } => None,
+            ConfigError::Io { .. } | ConfigError::NotAConfig { .. } => None,
+            ConfigError::TooDeep { line, .. } => Some(*line),
             ConfigError::Syntax { line, .. } | ConfigError::Type { line, .. } => *line,
         }
     }
@@ -728,10 +758,28 @@ impl TrainingConfig {
     /// Read and parse a config file.
     pub fn load(path: impl AsRef<Path>) -> Result<TrainingConfig, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        let io = |source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
+        };
+        // Only a regular file of a config's size is read (a FIFO would block the open).
+        let meta = std::fs::metadata(path).map_err(io)?;
+        if !meta.is_file() {
+            return Err(ConfigError::NotAConfig {
+                path: path.to_path_buf(),
+                what: "not a regular file".into(),
+            });
+        }
+        if meta.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::NotAConfig {
+                path: path.to_path_buf(),
+                what: format!(
+                    "{} bytes, more than a training config may have ({MAX_CONFIG_BYTES})",
+                    meta.len()
+                ),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(io)?;
         TrainingConfig::from_str(&text, path)
     }
 
@@ -739,6 +787,23 @@ impl TrainingConfig {
     #[allow(clippy::should_implement_trait)]
     pub fn from_str(text: &str, path: impl AsRef<Path>) -> Result<TrainingConfig, ConfigError> {
         let path = path.as_ref().to_path_buf();
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(ConfigError::NotAConfig {
+                path,
+                what: format!(
+                    "{} bytes, more than a training config may have ({MAX_CONFIG_BYTES})",
+                    text.len()
+                ),
+            });
+        }
+        if let Some((line, column)) = too_deep(text, MAX_NESTING) {
+            return Err(ConfigError::TooDeep {
+                path,
+                line,
+                column,
+                limit: MAX_NESTING,
+            });
+        }
         let raw: Value = serde_yaml::from_str(text).map_err(|e| syntax_error(&path, &e))?;
         let scan = yamledit::scan(text);
         let lines: BTreeMap<String, usize> = scan
@@ -763,7 +828,7 @@ impl TrainingConfig {
                         e.key
                     },
                     expected: e.expected,
-                    found: e.found,
+                    found: shorten(e.found),
                 }
             })?,
         };
@@ -836,6 +901,74 @@ impl From<&TrainingConfig> for Hints {
     fn from(c: &TrainingConfig) -> Hints {
         c.hints()
     }
+}
+
+/// A found value as an error shows it: at most 60 characters, with the full length said.
+fn shorten(found: String) -> String {
+    const SHOWN: usize = 60;
+    let n = found.chars().count();
+    if n <= SHOWN {
+        return found;
+    }
+    let head: String = found.chars().take(SHOWN).collect();
+    format!("{head}… ({n} characters)")
+}
+
+/// The largest config file read (upstream's are a few kB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The deepest nesting of flow collections (`[`, `{`) accepted (upstream's configs use 1).
+pub const MAX_NESTING: usize = 32;
+
+/// Where flow collections first nest deeper than `limit` (1-based line and column), in one
+/// pass that skips quoted scalars and comments. Brackets inside plain scalars count too,
+/// which only matters for text that no config holds.
+fn too_deep(text: &str, limit: usize) -> Option<(usize, usize)> {
+    let (mut depth, mut line, mut col) = (0usize, 1usize, 0usize);
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut prev = '\n';
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        col += 1;
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        match quote {
+            _ if comment => {}
+            Some('\'') if c == '\'' => {
+                if chars.peek() == Some(&'\'') {
+                    chars.next();
+                    col += 1;
+                } else {
+                    quote = None;
+                }
+            }
+            Some('"') if c == '\\' => {
+                chars.next();
+                col += 1;
+            }
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None => match c {
+                '\'' | '"' => quote = Some(c),
+                '#' if prev.is_whitespace() => comment = true,
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > limit {
+                        return Some((line, col));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    None
 }
 
 fn syntax_error(path: &Path, e: &serde_yaml::Error) -> ConfigError {

@@ -479,10 +479,7 @@ fn cmd_check(
     let load = |path: &Path| {
         tvck::config::TrainingConfig::load(path).map_err(|e| CliError {
             message: e.to_string(),
-            hint: Some(
-                "fix the YAML at the position shown; `tvck check` reads the same file the trainer does"
-                    .into(),
-            ),
+            hint: Some(e.hint().into()),
             code: 1,
         })
     };

@@ -603,3 +603,49 @@ fn unmeasured_conversions_are_marked_and_ranked_last() {
     assert!(out.contains("converted, not measured"), "{out}");
     assert!(out.contains("--fit"), "{out}");
 }
+
+/// Settings a trainer cannot run with are errors of `check` (and so of `train`'s step 1).
+#[test]
+fn non_finite_and_out_of_range_numbers_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.yaml");
+    std::fs::write(
+        &cfg,
+        "model:\n  name: TernaryVAEV5_11\n  curvature: .inf\ntraining:\n  epochs: 10\n  lr: .nan\n  weight_decay: -0.1\n  max_grad_norm: 0\n",
+    )
+    .unwrap();
+    let o = tvck(&["check", cfg.to_str().unwrap(), "--json"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let found: Vec<(String, String)> = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["rule"] == "number-not-finite" || f["rule"] == "training-range")
+        .map(|f| {
+            (
+                f["message"].as_str().unwrap().to_string(),
+                f["location"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    let loc = |line: u32| format!("{}:{line}", cfg.display());
+    assert_eq!(
+        found,
+        [
+            (
+                "model.curvature = inf: not a finite number".to_string(),
+                loc(3)
+            ),
+            ("training.lr = NaN: not a finite number".to_string(), loc(6)),
+            (
+                "training.weight_decay = -0.1: must be 0 or more".to_string(),
+                loc(7)
+            ),
+            (
+                "training.max_grad_norm = 0: must be greater than 0".to_string(),
+                loc(8)
+            ),
+        ]
+    );
+}

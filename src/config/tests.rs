@@ -550,3 +550,80 @@ fn levenshtein_distance() {
     assert_eq!(levenshtein("kitten", "sitting"), 3);
     assert_eq!(levenshtein("v5_12_4/best_Q.pt", "v5_12_4b/best_Q.pt"), 1);
 }
+
+#[test]
+fn nesting_is_measured_outside_quotes_and_comments() {
+    use super::too_deep;
+    assert_eq!(too_deep("a: [[[]]]\n", 3), None);
+    assert_eq!(too_deep("a: [[[[]]]]\n", 3), Some((1, 7)));
+    // Brackets in quoted scalars and comments do not count.
+    assert_eq!(too_deep("a: '[[[[' # [[[[\nb: \"{{{{\\\"{{\"\n", 3), None);
+    assert_eq!(too_deep("a: 'it''s'\nb: [[[[1]]]]\n", 3), Some((2, 7)));
+    assert_eq!(too_deep("x#[[[[: 1\n", 3), Some((1, 6)));
+}
+
+#[test]
+fn hostile_documents_fail_fast_with_a_clear_error() {
+    let deep = format!("model: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let e = TrainingConfig::from_str(&deep, "deep.yaml").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::TooDeep {
+                line: 1,
+                limit: 32,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "deep.yaml:1:40: YAML nested deeper than 32 levels"
+    );
+
+    let mut bomb = vec![r#"a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]"#.to_string()];
+    for i in 1..10 {
+        bomb.push(format!(
+            "a{i}: &a{i} [{}]",
+            vec![format!("*a{}", i - 1); 10].join(",")
+        ));
+    }
+    let e = TrainingConfig::from_str(&bomb.join("\n"), "bomb.yaml").unwrap_err();
+    assert!(e.to_string().contains("repetition limit exceeded"), "{e}");
+
+    let e = TrainingConfig::from_str("model:\n  name: a\n  name: b\n", "dup.yaml").unwrap_err();
+    assert!(
+        e.to_string().contains("duplicate entry with key \"name\""),
+        "{e}"
+    );
+
+    let huge = format!("model:\n  latent_dim: 1{}\n", "0".repeat(400));
+    let e = TrainingConfig::from_str(&huge, "huge.yaml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("huge.yaml:2: model.latent_dim: expected an integer"),
+        "{e}"
+    );
+    assert!(e.ends_with("(403 characters)"), "{e}");
+
+    let big = "#".repeat(MAX_CONFIG_BYTES as usize + 1);
+    let e = TrainingConfig::from_str(&big, "big.yaml").unwrap_err();
+    assert!(matches!(e, ConfigError::NotAConfig { .. }), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_is_refused_without_being_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("c.yaml");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    let e = TrainingConfig::load(&fifo).unwrap_err();
+    assert!(e.to_string().ends_with("c.yaml: not a regular file"), "{e}");
+    assert_eq!(e.hint(), "name the training config's YAML file");
+}
