@@ -548,6 +548,17 @@ fn partial_freeze_v5_12_4_trains_with_homeostasis() {
     let ids: Vec<i64> = state.iter().filter_map(|(k, _)| k.as_i64()).collect();
     assert_eq!(ids.len(), 16 + 16 + 16);
     assert!(!ids.contains(&0) && !ids.contains(&17) && !(34..42).any(|i| ids.contains(&i)));
+    // PyTorch's optimizer takes the state into the four groups upstream's resume builds.
+    let script = "import sys, torch\nd = torch.load(sys.argv[1], weights_only=True)\nsd = d['model_state_dict']\nparts = ['projection.proj_A.', 'projection.proj_B.', 'controller.', 'encoder_B.']\ngroups = [{'params': [torch.nn.Parameter(v.clone()) for k, v in sd.items() if k.startswith(p)]} for p in parts]\nopt = torch.optim.Adam(groups, lr=8e-4, weight_decay=1e-4)\nopt.load_state_dict(d['optimizer_state'])\nassert len(opt.state) == 48, len(opt.state)\nassert [g['name'] for g in opt.param_groups] == ['proj_A', 'proj_B', 'controller', 'encoder_B']\nfor p, st in opt.state.items():\n    assert st['exp_avg'].shape == p.shape\nprint('ok')\n";
+    let py = Command::new(python())
+        .args(["-c", script, dir.path().join("best_Q.pt").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
 }
 
 /// v5.5 weights loaded into improved encoders/decoder (0→0, 2→4, 4→8, LayerNorms inserted at
