@@ -118,6 +118,18 @@ enum Command {
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Every loss term of the trainer's objective instead of the metrics: the full
+        /// batch of 19,683 operations, eval mode, z = mu, weighted as at --epoch (needs
+        /// --config for the loss settings).
+        #[arg(long, requires = "config")]
+        losses: bool,
+        /// The 0-based training epoch whose weights apply (phase 2 from
+        /// loss.geodesic.phase_start_epoch).
+        #[arg(long, default_value_t = 0, requires = "losses")]
+        epoch: u64,
+        /// Seed of the random pairs (radial margin, rank, geodesic).
+        #[arg(long, default_value_t = 0, requires = "losses")]
+        seed: u64,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -268,8 +280,14 @@ fn main() -> ExitCode {
             checkpoint,
             config,
             device,
+            losses,
+            epoch,
+            seed,
             json,
-        } => cmd_eval(&checkpoint, config.as_deref(), &device, json),
+        } => match losses.then_some(config.as_deref()).flatten() {
+            Some(c) => cmd_eval_losses(&checkpoint, c, epoch, seed, &device, json),
+            None => cmd_eval(&checkpoint, config.as_deref(), &device, json),
+        },
         Command::Train {
             config,
             epochs,
@@ -732,6 +750,11 @@ fn cmd_eval(_: &Path, _: Option<&Path>, _: &str, _: bool) -> Result<u8, CliError
 }
 
 #[cfg(not(feature = "train"))]
+fn cmd_eval_losses(_: &Path, _: &Path, _: u64, _: u64, _: &str, _: bool) -> Result<u8, CliError> {
+    no_train_feature("eval")
+}
+
+#[cfg(not(feature = "train"))]
 fn cmd_train(
     _: &Path,
     _: Option<u64>,
@@ -769,6 +792,27 @@ fn cmd_eval(file: &Path, config: Option<&Path>, device: &str, json: bool) -> Res
         return Ok(0);
     }
     print_out(&report::eval::render(&r))?;
+    Ok(0)
+}
+
+#[cfg(feature = "train")]
+fn cmd_eval_losses(
+    file: &Path,
+    config: &Path,
+    epoch: u64,
+    seed: u64,
+    device: &str,
+    json: bool,
+) -> Result<u8, CliError> {
+    require_exists(file)?;
+    require_exists(config)?;
+    let device = tvck::train::parse_device(device).map_err(train_error)?;
+    let r = tvck::train::eval_losses(file, config, epoch, seed, device).map_err(train_error)?;
+    if json {
+        print_out(&to_json(&r)?)?;
+        return Ok(0);
+    }
+    print_out(&report::eval::render_losses(&r))?;
     Ok(0)
 }
 

@@ -131,6 +131,15 @@ pub mod key {
     pub const MEAN_RADIUS: &str = "mean_radius";
     pub const STD_RADIUS: &str = "std_radius";
     pub const Q: &str = "Q";
+    // Upstream's stored-metric aliases (domain.md §5), read as the names above.
+    pub const HIERARCHY: &str = "hierarchy";
+    pub const RADIAL_CORR_A: &str = "radial_corr_A";
+    pub const RADIAL_CORR_B: &str = "radial_corr_B";
+    pub const RICHNESS: &str = "richness";
+    pub const RADIUS_V0: &str = "radius_v0";
+    pub const RADIUS_V9: &str = "radius_v9";
+    pub const MEAN_RADIUS_A: &str = "mean_radius_A";
+    pub const DIST_CORR: &str = "dist_corr";
 }
 
 fn first(metrics: Option<&Value>, keys: &[&str]) -> Option<f64> {
@@ -186,14 +195,14 @@ impl StoredMetrics {
         let m = root.get("metrics");
         let mut out = StoredMetrics {
             coverage: first(m, &[key::COVERAGE, "coverage_A"]),
-            hierarchy: first(m, &[key::HIERARCHY_B, "hierarchy", "radial_corr_B"]),
-            hierarchy_a: first(m, &[key::HIERARCHY_A, "radial_corr_A"]),
-            richness: first(m, &["richness", key::RICHNESS_B]),
-            r_v0: first(m, &[key::R_V0, "radius_v0"]),
-            r_v9: first(m, &[key::R_V9, "radius_v9"]),
-            mean_radius: first(m, &[key::MEAN_RADIUS, "mean_radius_A"]),
+            hierarchy: first(m, &[key::HIERARCHY_B, key::HIERARCHY, key::RADIAL_CORR_B]),
+            hierarchy_a: first(m, &[key::HIERARCHY_A, key::RADIAL_CORR_A]),
+            richness: first(m, &[key::RICHNESS, key::RICHNESS_B]),
+            r_v0: first(m, &[key::R_V0, key::RADIUS_V0]),
+            r_v9: first(m, &[key::R_V9, key::RADIUS_V9]),
+            mean_radius: first(m, &[key::MEAN_RADIUS, key::MEAN_RADIUS_A]),
             std_radius: first(m, &[key::STD_RADIUS]),
-            dist_corr: first(m, &[key::DIST_CORR_A, "dist_corr"]),
+            dist_corr: first(m, &[key::DIST_CORR_A, key::DIST_CORR]),
             q: first(m, &[key::Q]).or_else(|| root.get("best_Q").and_then(Value::as_f64)),
             coverage_source: None,
             provenance: None,

@@ -22,7 +22,7 @@ pub mod plot;
 pub mod save;
 pub mod trainer;
 
-pub use eval::{eval_checkpoint, EvalReport};
+pub use eval::{eval_checkpoint, eval_losses, EvalReport, LossReport};
 pub use trainer::{train, Step, StepStatus, TrainOptions, TrainReport};
 
 /// Why evaluation or training stopped.

@@ -69,22 +69,48 @@ impl ModelSpec {
     }
 }
 
-/// Which parts run in training mode (dropout on, sampled z).
+/// Which parts run in training mode (dropout on), and whether z is sampled.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Mode {
     pub encoder_a: bool,
     pub encoder_b: bool,
     pub decoder_a: bool,
     pub projection: bool,
+    /// z = mu + eps·exp(logvar/2) when true, z = mu otherwise.
+    pub sample: bool,
+    /// Compute `Output::logits_a` = decoder_A(mu_A) (the coverage metric's logits); the
+    /// training forward does not need them (undefined tensor).
+    pub logits_from_mu: bool,
 }
 
 impl Mode {
-    /// Everything in eval mode.
+    /// Everything in eval mode, z = mu (tvck's deterministic evaluation).
     pub const EVAL: Mode = Mode {
         encoder_a: false,
         encoder_b: false,
         decoder_a: false,
         projection: false,
+        sample: false,
+        logits_from_mu: true,
+    };
+    /// Upstream's training forward (training.md §1): the whole model in train mode
+    /// (dropout also in the frozen parts), z sampled.
+    pub const TRAIN: Mode = Mode {
+        encoder_a: true,
+        encoder_b: true,
+        decoder_a: true,
+        projection: true,
+        sample: true,
+        logits_from_mu: false,
+    };
+    /// Upstream's evaluation forward: eval mode (no dropout), z still sampled.
+    pub const EVAL_SAMPLED: Mode = Mode {
+        encoder_a: false,
+        encoder_b: false,
+        decoder_a: false,
+        projection: false,
+        sample: true,
+        logits_from_mu: true,
     };
 }
 
@@ -94,7 +120,7 @@ pub struct Output {
     pub logvar_a: Tensor,
     pub mu_b: Tensor,
     pub logvar_b: Tensor,
-    /// Decoder_A logits from mu_A, [B, 9, 3].
+    /// Decoder_A logits from mu_A, [B, 9, 3] (undefined unless `Mode::logits_from_mu`).
     pub logits_a: Tensor,
     /// Poincaré-ball embeddings (absent for v5.5, which has no projection).
     pub z_a_hyp: Option<Tensor>,
@@ -103,7 +129,7 @@ pub struct Output {
     pub curvature: Option<Tensor>,
 }
 
-/// encoder_A's (mu, logvar) and decoder_A's logits, computed without gradients.
+/// encoder_A's (mu, logvar) and decoder_A's logits from mu_A, computed without gradients.
 pub struct FrozenA {
     pub mu: Tensor,
     pub logvar: Tensor,
@@ -119,6 +145,20 @@ impl FrozenA {
             logits: self.logits.index_select(0, idx),
         }
     }
+}
+
+/// Clamp of the artanh argument in geoopt's log map and distances (±(1 − 1e-7)).
+pub const GEOOPT_ARTANH_MAX: f64 = 1.0 - 1e-7;
+
+/// geoopt's log map at 0: artanh(√c‖z‖)/√c · z/‖z‖ (‖z‖ clamped ≥ 1e-15, the artanh
+/// argument to 1 − 1e-7), c a plain number.
+pub fn log_map_zero(z: &Tensor, c: f64) -> Tensor {
+    let sc = c.sqrt();
+    let n = z.norm_scalaropt_dim(2.0, [-1i64], true).clamp_min(1e-15);
+    let a = (&n * sc)
+        .clamp(-GEOOPT_ARTANH_MAX, GEOOPT_ARTANH_MAX)
+        .atanh();
+    z * (a / (n * sc))
 }
 
 /// A model: its variables in a VarStore, named as the state_dict.
@@ -365,15 +405,37 @@ impl Model {
         Tensor::from(self.spec.curvature as f32).to_device(device)
     }
 
+    /// The curvature of the coverage loss's log map: softplus(isp_c) of proj_A (of the
+    /// single projection) read as a plain number, no gradient (training.md §1).
+    pub fn log_map_curvature(&self) -> f64 {
+        let key = if self.spec.params.dual_projection {
+            "projection.proj_A.manifold.isp_c"
+        } else {
+            "projection.manifold.isp_c"
+        };
+        match self.vars.get(key) {
+            Some(isp) => tch::no_grad(|| isp.softplus().double_value(&[])),
+            None => self.spec.curvature,
+        }
+    }
+
+    /// The logits the coverage loss uses: decoder_A(log_map_zero(z_A_hyp)) with
+    /// [`Model::log_map_curvature`], [B, 9, 3]; decoder_A's dropout on when `train`.
+    pub fn coverage_logits(&self, z_a_hyp: &Tensor, train: bool) -> Tensor {
+        let c = self.log_map_curvature();
+        self.decode_a(&log_map_zero(z_a_hyp, c), train)
+    }
+
     /// The forward pass. `mode` says which parts run in training mode; z is sampled
     /// (`mu + eps·exp(logvar/2)`) for an encoder in training mode, `mu` otherwise.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Output {
         self.forward_with(x, mode, None)
     }
 
-    /// encoder_A and decoder_A in eval mode without gradients, for every row of `x`:
-    /// while both are frozen they are constant functions, so the trainer computes them
-    /// once and hands the rows of each batch to [`Model::forward_with`].
+    /// encoder_A (eval mode, no gradient) and decoder_A(mu_A) for every row of `x`: while
+    /// a Frozen-style encoder_A (no dropout) is frozen it is a constant function, so the
+    /// trainer computes it once and hands the rows of each batch to
+    /// [`Model::forward_with`].
     pub fn frozen_a(&self, x: &Tensor) -> FrozenA {
         tch::no_grad(|| {
             let (mu, logvar) = self.encode("encoder_A", x, false);
@@ -389,7 +451,11 @@ impl Model {
             Some(a) => (a.mu, a.logvar, a.logits),
             None => {
                 let (mu, logvar) = self.encode("encoder_A", x, mode.encoder_a);
-                let logits = self.decode_a(&mu, mode.decoder_a);
+                let logits = if mode.logits_from_mu {
+                    self.decode_a(&mu, mode.decoder_a)
+                } else {
+                    Tensor::new()
+                };
                 (mu, logvar, logits)
             }
         };
@@ -402,8 +468,8 @@ impl Model {
                     mu.shallow_clone()
                 }
             };
-            let z_a = sample(&mu_a, &logvar_a, mode.projection);
-            let z_b = sample(&mu_b, &logvar_b, mode.projection);
+            let z_a = sample(&mu_a, &logvar_a, mode.sample);
+            let z_b = sample(&mu_b, &logvar_b, mode.sample);
             let p = &self.spec.params;
             let train = mode.projection;
             let (a, b, c) = if p.dual_projection {

@@ -1,6 +1,8 @@
-//! AdamW with per-part learning-rate groups, gradient clipping and the schedulers, written
-//! over tensors so the update is exactly PyTorch's (`torch.optim.AdamW`, single-tensor
-//! path: decoupled weight decay `p *= 1 − lr·wd`, then the bias-corrected Adam step).
+//! Adam with per-part learning-rate groups, gradient clipping and the schedulers, written
+//! over tensors. Two weight-decay semantics (training.md §4): geoopt's RiemannianAdam on
+//! Euclidean parameters (`riemannian.enabled`, upstream's default: coupled L2, g ← g +
+//! wd·p, then m, s, p ← p − lr·(m/bc1)/(√(s/bc2) + eps)), and `torch.optim.AdamW`
+//! (`riemannian.enabled: false`: decoupled, p *= 1 − lr·wd, then the Adam step).
 
 use std::collections::HashMap;
 use std::f64::consts::PI;
@@ -81,23 +83,35 @@ impl GroupState {
     }
 }
 
-/// AdamW state, by group name.
+/// Adam state, by group name.
 pub struct AdamW {
     pub beta1: f64,
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+    /// Coupled L2 (RiemannianAdam) when true, decoupled (AdamW) otherwise.
+    pub coupled: bool,
     pub state: HashMap<String, GroupState>,
 }
 
 impl AdamW {
+    /// torch.optim.AdamW (decoupled weight decay).
     pub fn new(weight_decay: f64) -> AdamW {
         AdamW {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
             weight_decay,
+            coupled: false,
             state: HashMap::new(),
+        }
+    }
+
+    /// geoopt RiemannianAdam on Euclidean parameters (coupled L2 weight decay).
+    pub fn riemannian(weight_decay: f64) -> AdamW {
+        AdamW {
+            coupled: true,
+            ..AdamW::new(weight_decay)
         }
     }
 
@@ -111,12 +125,22 @@ impl AdamW {
         self.state.values().find_map(|g| g.of(key))
     }
 
-    /// Clip the gradients of every group to a total 2-norm of `max_norm` (as
-    /// `clip_grad_norm_`: scaled by max_norm / (norm + 1e-6) when above; `max_norm <= 0`
-    /// disables it), then one AdamW step with base learning rate `lr` (each group at
-    /// `lr · lr_scale`). Parameters without a gradient are skipped, as in PyTorch.
-    /// Returns the total gradient norm before clipping.
-    pub fn step(&mut self, groups: &[Group], grads: &[Vec<Tensor>], lr: f64, max_norm: f64) -> f64 {
+    /// Clip the gradients of every group, together with `passive` (gradients of parameters
+    /// in no group that PyTorch's `clip_grad_norm_(model.parameters())` also sees: the
+    /// accumulated decoder_A gradient, stale gradients of frozen parts; scaled in place
+    /// too), to a total 2-norm of `max_norm` (scaled by max_norm / (norm + 1e-6) when
+    /// above; `max_norm <= 0` disables it), then one step with base learning rate `lr`
+    /// (each group at `lr · lr_scale`). Parameters without a gradient are skipped, as in
+    /// PyTorch. Returns the total gradient norm before clipping and the factor the
+    /// gradients were scaled by (1 when not clipped).
+    pub fn step(
+        &mut self,
+        groups: &[Group],
+        grads: &[Vec<Tensor>],
+        lr: f64,
+        max_norm: f64,
+        passive: &mut [Tensor],
+    ) -> (f64, f64) {
         tch::no_grad(|| {
             // Flat gradients per group, with the layout of the parameters that have one
             // (and their positions in the group) unless all have: then the group's own.
@@ -148,12 +172,20 @@ impl AdamW {
                     flat.push((gi, Some((layout, positions)), Tensor::cat(&parts, 0)));
                 }
             }
-            if flat.is_empty() {
-                return 0.0;
+            let passive_defined: Vec<usize> = (0..passive.len())
+                .filter(|&i| passive[i].defined())
+                .collect();
+            if flat.is_empty() && passive_defined.is_empty() {
+                return (0.0, 1.0);
             }
             let sq: Vec<Tensor> = flat
                 .iter()
                 .map(|(_, _, g)| g.square().sum(Kind::Float))
+                .chain(
+                    passive_defined
+                        .iter()
+                        .map(|&i| passive[i].square().sum(Kind::Float)),
+                )
                 .collect();
             let total = Tensor::stack(&sq, 0)
                 .sum(Kind::Float)
@@ -164,6 +196,11 @@ impl AdamW {
             } else {
                 1.0
             };
+            if coef < 1.0 {
+                for &i in &passive_defined {
+                    let _ = passive[i].g_mul_scalar_(coef);
+                }
+            }
             for (gi, subset, mut grad) in flat {
                 let g = &groups[gi];
                 if coef < 1.0 {
@@ -193,24 +230,45 @@ impl AdamW {
                     st.step = 0;
                 }
                 st.whole_of = positions.is_none().then_some(g.id);
+                if self.coupled && self.weight_decay != 0.0 {
+                    // g ← g + wd·p over the parameters with a gradient.
+                    let ps: Vec<Tensor> = st
+                        .layout
+                        .iter()
+                        .enumerate()
+                        .map(|(j, _)| {
+                            let i = positions.as_ref().map_or(j, |p| p[j]);
+                            g.params[i].1.reshape([-1])
+                        })
+                        .collect();
+                    let _ = grad.g_add_(&(Tensor::cat(&ps, 0) * self.weight_decay));
+                }
                 st.step += 1;
                 let _ = st.exp_avg.lerp_(&grad, 1.0 - self.beta1);
                 let _ = st.exp_avg_sq.g_mul_scalar_(self.beta2);
                 let _ = st.exp_avg_sq.g_add_(&(grad.square() * (1.0 - self.beta2)));
                 let bc1 = 1.0 - self.beta1.powi(st.step as i32);
                 let bc2 = 1.0 - self.beta2.powi(st.step as i32);
-                let denom = st.exp_avg_sq.sqrt() / bc2.sqrt() + self.eps;
-                let update = &st.exp_avg / denom * (-lr / bc1);
+                let update = if self.coupled {
+                    // geoopt: lr·(m/bc1) / (√(s/bc2) + eps)
+                    let denom = (&st.exp_avg_sq / bc2).sqrt() + self.eps;
+                    (&st.exp_avg / bc1) * (-lr) / denom
+                } else {
+                    let denom = st.exp_avg_sq.sqrt() / bc2.sqrt() + self.eps;
+                    &st.exp_avg / denom * (-lr / bc1)
+                };
                 let decay = 1.0 - lr * self.weight_decay;
                 for (j, (_, off, n, shape)) in st.layout.iter().enumerate() {
                     let i = positions.as_ref().map_or(j, |p| p[j]);
                     let mut p = g.params[i].1.shallow_clone();
-                    // Decoupled weight decay, then the Adam step.
-                    let _ = p.g_mul_scalar_(decay);
+                    if !self.coupled {
+                        // Decoupled weight decay, then the Adam step.
+                        let _ = p.g_mul_scalar_(decay);
+                    }
                     let _ = p.g_add_(&update.narrow(0, *off, *n).view(shape.as_slice()));
                 }
             }
-            total
+            (total, coef)
         })
     }
 }
@@ -533,7 +591,7 @@ mod tests {
         let groups = vec![Group::new("g", 1.0, vec![("p".into(), p.shallow_clone())])];
         let grads = gradients(&loss, &groups);
         let mut opt = AdamW::new(0.1);
-        opt.step(&groups, &grads, 0.01, 0.0);
+        opt.step(&groups, &grads, 0.01, 0.0, &mut []);
         let got: Vec<f32> = Vec::try_from(&p.detach().to_device(Device::Cpu)).unwrap();
         let want = [1.0 * (1.0 - 0.001) - 0.01, -2.0 * (1.0 - 0.001) + 0.01];
         for (g, w) in got.iter().zip(want) {
@@ -560,19 +618,19 @@ mod tests {
             (s("p"), s("q"))
         };
         // q without a gradient: skipped, p's moments alone.
-        opt.step(&groups, &gradients(&only_p(), &groups), 0.1, 0.0);
+        opt.step(&groups, &gradients(&only_p(), &groups), 0.1, 0.0, &mut []);
         assert_eq!(steps(&opt), (Some(1), None));
         // Another set of parameters: fresh moments for the group.
-        opt.step(&groups, &gradients(&both(), &groups), 0.1, 0.0);
+        opt.step(&groups, &gradients(&both(), &groups), 0.1, 0.0, &mut []);
         assert_eq!(steps(&opt), (Some(1), Some(1)));
-        opt.step(&groups, &gradients(&both(), &groups), 0.1, 0.0);
+        opt.step(&groups, &gradients(&both(), &groups), 0.1, 0.0, &mut []);
         assert_eq!(steps(&opt), (Some(2), Some(2)));
         // The same parameters in a rebuilt group keep their moments …
         let rebuilt = vec![Group::new("g", 1.0, params())];
-        opt.step(&rebuilt, &gradients(&both(), &rebuilt), 0.1, 0.0);
+        opt.step(&rebuilt, &gradients(&both(), &rebuilt), 0.1, 0.0, &mut []);
         assert_eq!(steps(&opt), (Some(3), Some(3)));
         // … and a subset again starts afresh.
-        opt.step(&rebuilt, &gradients(&only_p(), &rebuilt), 0.1, 0.0);
+        opt.step(&rebuilt, &gradients(&only_p(), &rebuilt), 0.1, 0.0, &mut []);
         assert_eq!(steps(&opt), (Some(1), None));
         let (m, v, _) = opt.moments("p").unwrap();
         let g = 3.0 * (1.0 - 0.9);
@@ -601,7 +659,7 @@ mod tests {
             let gq = grad_norm_of(&groups, &grads, "q").unwrap();
             assert!((gq - 8.0 * q.double_value(&[0]).abs()).abs() < 1e-5, "{gq}");
             assert!(p.grad().defined().not(), "nothing accumulates into .grad");
-            let n = opt.step(&groups, &grads, 0.1, 1.0);
+            let (n, _) = opt.step(&groups, &grads, 0.1, 1.0, &mut []);
             assert!((n - want).abs() < 1e-5, "{n} vs {want}");
         }
         let got: Vec<f32> = Vec::try_from(&p.detach()).unwrap();
@@ -612,5 +670,54 @@ mod tests {
         }
         let (m, _, step) = opt.moments("q").unwrap();
         assert_eq!((m.size(), step), (vec![1], 3));
+    }
+
+    /// RiemannianAdam on Euclidean parameters: g ← g + wd·p (coupled L2), then
+    /// p ← p − lr·(m/bc1)/(√(s/bc2) + eps); checked against the formula in f64 over steps
+    /// of a linear loss (constant gradient c).
+    #[test]
+    fn riemannian_adam_couples_the_weight_decay() {
+        let c = [3.0f64, -0.5];
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let groups = vec![Group::new("g", 1.0, vec![("p".into(), p.shallow_clone())])];
+        let mut opt = AdamW::riemannian(0.1);
+        let (lr, wd) = (0.01, 0.1);
+        let mut want = [1.0f64, -2.0];
+        let (mut m, mut v) = ([0.0f64; 2], [0.0f64; 2]);
+        for t in 1..=4 {
+            let loss = (&p * Tensor::from_slice(&[3.0f32, -0.5])).sum(Kind::Float);
+            let grads = gradients(&loss, &groups);
+            opt.step(&groups, &grads, lr, 0.0, &mut []);
+            for k in 0..2 {
+                let g = c[k] + wd * want[k];
+                m[k] = 0.9 * m[k] + 0.1 * g;
+                v[k] = 0.999 * v[k] + 0.001 * g * g;
+                let bc1 = 1.0 - 0.9f64.powi(t);
+                let bc2 = 1.0 - 0.999f64.powi(t);
+                want[k] -= lr * (m[k] / bc1) / ((v[k] / bc2).sqrt() + 1e-8);
+            }
+        }
+        let got: Vec<f32> = Vec::try_from(&p.detach()).unwrap();
+        for (g, w) in got.iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{got:?} vs {want:?}");
+        }
+        // The first step differs from AdamW's (decoupled: p·(1 − lr·wd) − lr·sign g).
+        assert!((f64::from(got[0]) - (1.0 - 0.001 - 0.04)).abs() > 1e-5);
+    }
+
+    /// Passive gradients (in no group) count in the clip norm and are scaled with the rest.
+    #[test]
+    fn passive_gradients_enter_the_clip_norm() {
+        let p = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
+        let groups = vec![Group::new("g", 1.0, vec![("p".into(), p.shallow_clone())])];
+        let loss = (&p * 3.0).sum(Kind::Float); // grad 3
+        let grads = gradients(&loss, &groups);
+        let mut passive = vec![Tensor::from_slice(&[4.0f32]), Tensor::new()];
+        let mut opt = AdamW::new(0.0);
+        let (n, coef) = opt.step(&groups, &grads, 0.1, 1.0, &mut passive);
+        assert!((n - 5.0).abs() < 1e-6, "{n}");
+        assert!((coef - 1.0 / (5.0 + 1e-6)).abs() < 1e-9);
+        assert!((passive[0].double_value(&[0]) - 4.0 * coef).abs() < 1e-6);
+        assert!(!passive[1].defined());
     }
 }

@@ -16,11 +16,11 @@ use crate::check::{self, CheckOptions};
 use crate::config::TrainingConfig;
 use crate::format::Value;
 
-use super::data::{Dataset, N_LEVELS, N_OPS};
+use super::data::{Dataset, Stratified, N_OPS};
 use super::homeostasis::{self, Event, FreezeState, Homeostasis};
 use super::losses::{self, LossInputs, LossSettings, LossValues};
-use super::metrics::{evaluate, evaluate_with_radii, EvalMetrics};
-use super::model::{part_of, FrozenA, Mode, Model, ModelSpec};
+use super::metrics::{evaluate, EvalMetrics};
+use super::model::{FrozenA, Mode, Model, ModelSpec};
 use super::optim::{self, AdamW, Group, Schedule};
 use super::save::{self, dict, TreeBuilder};
 use super::{load, plot, TrainError};
@@ -117,11 +117,11 @@ impl Best {
     /// The checkpoints to write: best.pt / best_Q.pt for the bests, and latest.pt.
     fn files(self, latest: bool) -> Vec<&'static str> {
         let mut f = Vec::new();
-        if self.hierarchy {
-            f.push("best.pt");
-        }
         if self.q {
             f.push("best_Q.pt");
+        }
+        if self.hierarchy {
+            f.push("best.pt");
         }
         if latest {
             f.push("latest.pt");
@@ -367,7 +367,7 @@ pub fn train(
     // 5. Initial coverage.
     const S5: &str = "initial coverage";
     let ds = Dataset::new(opts.device);
-    let (initial, initial_radii) = evaluate_with_radii(&model, &ds);
+    let initial = evaluate(&model, &ds);
     let cov = initial.coverage;
     let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
     let not_measured = report
@@ -456,7 +456,7 @@ pub fn train(
         &plan,
         opts,
         out_dir.clone(),
-        (initial.clone(), initial_radii),
+        initial.clone(),
     )?;
     step(
         6,
@@ -482,14 +482,23 @@ struct Run<'a> {
     out_dir: PathBuf,
     epochs: u64,
     batch_size: i64,
+    high_v_budget_ratio: f64,
+    sampler: Stratified,
     base_lr: f64,
     max_grad_norm: f64,
     eval_every: u64,
+    save_every: u64,
+    min_epochs: u64,
+    patience: u64,
     schedule: Schedule,
+    /// The 0-based epoch the schedule (re)started at (a rebuild restarts it).
+    schedule_origin: u64,
     losses: LossSettings,
     targets: Tensor,
-    var_orig: Tensor,
+    /// The richness baseline: ‖z_B_hyp‖ of every operation at the start.
+    orig: Tensor,
     opt: AdamW,
+    groups: Vec<Group>,
     homeo: Option<Homeostasis>,
     freeze: FreezeState,
     partial_freeze: bool,
@@ -497,12 +506,24 @@ struct Run<'a> {
     coverage_freeze_threshold: f64,
     initial: EvalMetrics,
     history: Vec<plot::Point>,
-    best_hierarchy: Option<f64>,
-    best_q: Option<f64>,
+    best_hierarchy: f64,
+    best_q: f64,
+    epochs_without_improvement: u64,
     events: Vec<Event>,
     notes: Vec<String>,
-    /// encoder_A / decoder_A outputs for every operation while both are frozen.
+    /// encoder_A's outputs for every operation while a Frozen-style encoder_A is frozen.
     frozen_a: Option<FrozenA>,
+    /// Gradients of parameters in no group that PyTorch's clip_grad_norm_ sees: the
+    /// accumulated decoder_A gradient and the stale gradients of frozen parts.
+    passive: Vec<(String, Tensor)>,
+    /// The last batch's gradients of the groups' parameters and its clip factor (they
+    /// become stale gradients when homeostasis freezes their part).
+    last_grads: Vec<(String, Tensor)>,
+    last_coef: f64,
+    /// The last epoch's mean losses (train_metrics of a checkpoint).
+    last_losses: LossValues,
+    /// Quick richness (richness_B) of the initial evaluation (richness_ratio).
+    initial_richness: f64,
     /// The config, as every checkpoint stores it.
     config_value: Value,
 }
@@ -515,8 +536,8 @@ impl<'a> Run<'a> {
         plan: &Plan,
         opts: &'a TrainOptions,
         out_dir: PathBuf,
-        // Step 5's evaluation and z_B's radii.
-        (initial, initial_radii): (EvalMetrics, Option<Tensor>),
+        // Step 5's evaluation.
+        initial: EvalMetrics,
     ) -> Result<Run<'a>, TrainError> {
         let t = cfg.training.clone().unwrap_or_default();
         let epochs = opts.epochs.or(t.epochs).unwrap_or(100);
@@ -530,12 +551,13 @@ impl<'a> Run<'a> {
         let oc = cfg.option_c.clone().unwrap_or_default();
         let hs = homeostasis::Settings::from_config(cfg.homeostasis.as_ref());
         let coverage_freeze_threshold = hs.coverage_freeze_threshold;
-        let freeze_b = oc.freeze_encoder_b.unwrap_or(false);
-        let homeo = (plan.partial_freeze && hs.enabled).then(|| Homeostasis::new(hs, freeze_b));
+        let homeo = (plan.partial_freeze && hs.enabled).then(|| Homeostasis::new(hs));
+        // PartialFreeze starts with encoder_A frozen and encoder_B trainable
+        // (option_c.freeze_encoder_b is not read, as upstream).
         let freeze = if plan.partial_freeze {
             FreezeState {
                 encoder_a: true,
-                encoder_b: freeze_b,
+                encoder_b: false,
                 controller: false,
             }
         } else if plan.requires_frozen {
@@ -552,35 +574,49 @@ impl<'a> Run<'a> {
                 controller: false,
             }
         };
-        // var_orig: per-level variance of z_B's radii at the start (all operations), from
-        // the initial evaluation (step 5).
-        let var_orig = tch::no_grad(|| match &initial_radii {
-            Some(r) => {
-                let onehot = ds.v.one_hot(N_LEVELS as i64).to_kind(Kind::Float);
-                losses::level_variance(r, &onehot).0
-            }
-            None => Tensor::ones([N_LEVELS as i64], (Kind::Float, opts.device)),
-        });
         if !model.spec.has_projection() {
             return Err(TrainError::Model(
                 "a v5.5 model has no hyperbolic projection: tvck trains the v5.11 family".into(),
             ));
         }
-        Ok(Run {
+        let orig = original_radii(model, ds);
+        let riem = cfg.riemannian.clone().unwrap_or_default();
+        let wd = t.weight_decay.unwrap_or(1e-4);
+        let opt = if riem.enabled.unwrap_or(true) {
+            match riem.optimizer.as_deref().unwrap_or("adam") {
+                "adam" => AdamW::riemannian(wd),
+                other => {
+                    return Err(TrainError::Usage(format!(
+                        "riemannian.optimizer `{other}`: tvck train implements RiemannianAdam (`adam`) only"
+                    )))
+                }
+            }
+        } else {
+            AdamW::new(wd)
+        };
+        let initial_richness = initial.richness_b.unwrap_or(0.0);
+        let mut run = Run {
             model,
             ds,
             opts,
             out_dir,
             epochs,
-            batch_size: t.batch_size.unwrap_or(512).max(1) as i64,
+            batch_size: t.batch_size.unwrap_or(512).clamp(1, N_OPS as u64) as i64,
+            high_v_budget_ratio: t.high_v_budget_ratio.unwrap_or(0.25).clamp(0.0, 1.0),
+            sampler: Stratified::new(ds),
             base_lr: t.lr.unwrap_or(1e-3),
             max_grad_norm: t.max_grad_norm.unwrap_or(1.0),
-            eval_every: t.eval_every.unwrap_or(1).max(1),
+            eval_every: t.eval_every.unwrap_or(5).max(1),
+            save_every: t.save_every.unwrap_or(25).max(1),
+            min_epochs: t.min_epochs.unwrap_or(40),
+            patience: t.patience.unwrap_or(25),
             schedule,
+            schedule_origin: 0,
             losses,
             targets,
-            var_orig,
-            opt: AdamW::new(t.weight_decay.unwrap_or(1e-4)),
+            orig,
+            opt,
+            groups: Vec::new(),
             homeo,
             freeze,
             partial_freeze: plan.partial_freeze,
@@ -591,117 +627,232 @@ impl<'a> Run<'a> {
             coverage_freeze_threshold,
             initial,
             history: Vec::new(),
-            best_hierarchy: None,
-            best_q: None,
+            best_hierarchy: 0.0,
+            best_q: 0.0,
+            epochs_without_improvement: 0,
             events: Vec::new(),
             notes: note.into_iter().collect(),
             frozen_a: None,
+            passive: Vec::new(),
+            last_grads: Vec::new(),
+            last_coef: 1.0,
+            last_losses: LossValues::default(),
+            initial_richness,
             config_value: Value::from_yaml(&cfg.raw),
-        })
+        };
+        run.groups = run.build_groups();
+        Ok(run)
     }
 
-    /// The optimizer's parameter groups for the current freeze state; frozen parts get
-    /// no gradient (requires_grad off).
-    fn groups(&self) -> Vec<Group> {
+    /// The state_dict keys under `prefix.` in module order.
+    fn keys_under(&self, prefix: &str) -> Vec<String> {
+        self.model.part_keys(prefix)
+    }
+
+    /// The optimizer's parameter groups for the current freeze state (upstream's
+    /// get_param_groups order: proj_A, proj_B, controller, encoder_A, encoder_B; frozen
+    /// parts omitted, their parameters without gradient); decoder_A is in no group but
+    /// keeps receiving the coverage gradient in a PartialFreeze model.
+    fn build_groups(&self) -> Vec<Group> {
         let mut groups: Vec<Group> = Vec::new();
-        let mut add = |name: &str, trainable: bool| {
-            let keys = self.model.part_keys(name);
+        let p = &self.model.spec.params;
+        let projection: Vec<(&str, Vec<String>)> = if p.dual_projection {
+            let mut b = self.keys_under("projection.proj_B");
+            b.extend(self.keys_under("projection.proj_B_radius"));
+            vec![
+                ("proj_A", self.keys_under("projection.proj_A")),
+                ("proj_B", b),
+            ]
+        } else {
+            vec![("projection", self.keys_under("projection"))]
+        };
+        let mut add = |name: &str, keys: Vec<String>, trainable: bool, needs_grad: bool| {
             let params: Vec<(String, Tensor)> = keys
                 .into_iter()
                 .filter(|k| !k.ends_with("_ema"))
                 .filter_map(|k| self.model.var(&k).map(|t| (k, t)))
                 .collect();
             for (_, t) in &params {
-                let _ = t.set_requires_grad(trainable);
+                let _ = t.set_requires_grad(trainable || needs_grad);
             }
             if trainable && !params.is_empty() {
                 groups.push(Group::new(name, self.lr_scale(name), params));
             }
         };
-        add("projection", true);
-        add("controller", !self.freeze.controller);
-        add("encoder_A", !self.freeze.encoder_a);
-        add("encoder_B", !self.freeze.encoder_b);
-        // decoder_A trains only in a model class without a frozen checkpoint.
-        add("decoder_A", !self.decoder_frozen());
+        for (name, keys) in projection {
+            add(name, keys, true, false);
+        }
+        add(
+            "controller",
+            self.keys_under("controller"),
+            !self.freeze.controller,
+            false,
+        );
+        add(
+            "encoder_A",
+            self.keys_under("encoder_A"),
+            !self.freeze.encoder_a,
+            false,
+        );
+        add(
+            "encoder_B",
+            self.keys_under("encoder_B"),
+            !self.freeze.encoder_b,
+            false,
+        );
+        // decoder_A trains only in a model class without a frozen checkpoint; otherwise
+        // it still gets the coverage loss's gradient (into .grad, never stepped).
+        add(
+            "decoder_A",
+            self.keys_under("decoder_A"),
+            !self.decoder_frozen(),
+            self.losses.rich.is_some(),
+        );
         groups
     }
 
-    /// The learning-rate scale of a part's group (option_c: encoder_A and decoder_A at
+    /// The learning-rate scale of a group (option_c: encoder_A and decoder_A at
     /// encoder_a_lr_scale, encoder_B at encoder_b_lr_scale, the rest at the base rate).
-    fn lr_scale(&self, part: &str) -> f64 {
-        match part {
+    fn lr_scale(&self, group: &str) -> f64 {
+        match group {
             "encoder_A" | "decoder_A" => self.lr_scales.0,
             "encoder_B" => self.lr_scales.1,
             _ => 1.0,
         }
     }
 
-    /// Whether decoder_A gets no gradient (see [`Run::groups`]).
+    /// Whether decoder_A is in no group (see [`Run::build_groups`]).
     fn decoder_frozen(&self) -> bool {
         self.partial_freeze || self.freeze.encoder_a
     }
 
-    fn mode(&self) -> Mode {
-        Mode {
-            encoder_a: !self.freeze.encoder_a,
-            encoder_b: !self.freeze.encoder_b,
-            decoder_a: !self.decoder_frozen(),
-            projection: true,
+    /// A freeze change (homeostasis): the optimizer and the schedule are rebuilt from
+    /// scratch (fresh moments, lr back to base from the next epoch); the parts that left
+    /// the optimizer keep their last gradients (stale, still clipped each batch), the
+    /// parts that joined it lose theirs.
+    fn rebuild(&mut self, next_epoch0: u64) {
+        let before: Vec<String> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.params().iter().map(|(k, _)| k.clone()))
+            .collect();
+        self.groups = self.build_groups();
+        let after: std::collections::HashSet<String> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.params().iter().map(|(k, _)| k.clone()))
+            .collect();
+        self.passive.retain(|(k, _)| !after.contains(k));
+        let coef = self.last_coef;
+        for (k, g) in &self.last_grads {
+            if before.contains(k) && !after.contains(k) && g.defined() {
+                self.passive.push((k.clone(), g * coef));
+            }
         }
+        self.opt.reset();
+        self.schedule_origin = next_epoch0;
     }
 
-    /// One epoch over all operations in shuffled batches: mean losses, last grad norm,
-    /// controller grad norm.
-    fn epoch(&mut self, groups: &[Group], epoch0: u64, lr: f64) -> (LossValues, f64, Option<f64>) {
-        let n = N_OPS as i64;
-        let perm = Tensor::randperm(n, (Kind::Int64, self.opts.device));
+    fn mode(&self) -> Mode {
+        Mode::TRAIN
+    }
+
+    /// One epoch (0-based `epoch0`) over upstream's stratified batches: mean losses and
+    /// the last batch's gradient norm.
+    fn epoch(&mut self, epoch0: u64, lr: f64) -> (LossValues, f64) {
+        let batches = self
+            .sampler
+            .epoch(self.batch_size, self.high_v_budget_ratio);
         let mut sum = LossValues::default();
-        let mut batches = 0;
+        let mut n_batches = 0;
         let mut grad_norm = 0.0;
-        let mut ctrl = None;
         let mode = self.mode();
-        // encoder_A and decoder_A frozen (eval mode, no gradient, not in the optimizer):
-        // constant functions, computed once while they stay frozen instead of per batch.
-        if !mode.encoder_a && !mode.decoder_a {
+        // A frozen Frozen-style encoder_A (no dropout, no gradient) is a constant
+        // function: computed once while it stays frozen instead of per batch.
+        let cache = self.freeze.encoder_a
+            && self.model.spec.params.encoder == crate::arch::EncoderKind::Frozen;
+        if cache {
             if self.frozen_a.is_none() {
                 self.frozen_a = Some(self.model.frozen_a(&self.ds.x));
             }
         } else {
             self.frozen_a = None;
         }
-        let frozen_a = self.frozen_a.as_ref();
         let inputs = LossInputs {
             settings: &self.losses,
             targets: &self.targets,
-            var_orig: &self.var_orig,
+            orig: &self.orig,
             valuations: &self.ds.v,
             epoch: epoch0,
         };
-        let mut start = 0;
-        while start < n {
-            let len = self.batch_size.min(n - start);
-            let idx = perm.narrow(0, start, len);
-            start += len;
+        // decoder_A's gradient accumulates while it is in no group (training.md §4).
+        let decoder_passive: Vec<(String, Tensor)> =
+            if self.decoder_frozen() && self.losses.rich.is_some() {
+                self.model
+                    .part_keys("decoder_A")
+                    .into_iter()
+                    .filter_map(|k| self.model.var(&k).map(|t| (k, t)))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+        for idx in batches {
             let batch = self.ds.batch(&idx);
-            let a = frozen_a.map(|f| f.rows(&idx));
+            let a = self.frozen_a.as_ref().map(|f| f.rows(&idx));
+            // Frozen parts have requires_grad off: no graph through them (upstream runs
+            // them under no_grad).
             let out = self.model.forward_with(&batch.x, mode, a);
-            let (Some(za), Some(zb), Some(c)) = (&out.z_a_hyp, &out.z_b_hyp, &out.curvature) else {
+            let (Some(za), Some(zb)) = (&out.z_a_hyp, &out.z_b_hyp) else {
                 break;
             };
-            let (loss, vals) = losses::total_loss(&inputs, &batch, za, zb, c, &out.logits_a);
-            let grads = optim::gradients(&loss, groups);
-            if ctrl.is_none() {
-                ctrl = optim::grad_norm_of(groups, &grads, "controller.");
+            let logits = self.model.coverage_logits(za, true);
+            let (loss, vals) = losses::total_loss(&inputs, &batch, za, zb, &logits);
+            // The groups' gradients and decoder_A's, in one backward pass.
+            let mut all = std::mem::take(&mut self.groups);
+            let dec_params = decoder_passive
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shallow_clone()))
+                .collect();
+            let dec_group = Group::new("decoder_A(passive)", 0.0, dec_params);
+            all.push(dec_group);
+            let mut grads = optim::gradients(&loss, &all);
+            let dec_grads = grads.pop().unwrap_or_default();
+            let _ = all.pop();
+            self.groups = all;
+            for ((k, _), g) in decoder_passive.iter().zip(dec_grads) {
+                if !g.defined() {
+                    continue;
+                }
+                match self.passive.iter_mut().find(|(p, _)| p == k) {
+                    Some((_, acc)) => {
+                        let _ = acc.g_add_(&g);
+                    }
+                    None => self.passive.push((k.clone(), g)),
+                }
             }
-            grad_norm = self.opt.step(groups, &grads, lr, self.max_grad_norm);
+            let mut passive: Vec<Tensor> = self
+                .passive
+                .iter()
+                .map(|(_, t)| t.shallow_clone())
+                .collect();
+            let (norm, coef) =
+                self.opt
+                    .step(&self.groups, &grads, lr, self.max_grad_norm, &mut passive);
+            grad_norm = norm;
+            self.last_coef = coef;
+            self.last_grads = self
+                .groups
+                .iter()
+                .zip(grads)
+                .flat_map(|(g, gr)| g.params().iter().map(|(k, _)| k.clone()).zip(gr))
+                .collect();
             sum.add(&vals);
-            batches += 1;
+            n_batches += 1;
         }
-        if batches > 0 {
-            sum.scale(1.0 / f64::from(batches));
+        if n_batches > 0 {
+            sum.scale(1.0 / f64::from(n_batches));
         }
-        (sum, grad_norm, ctrl)
+        (sum, grad_norm)
     }
 
     fn run(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<TrainReport, TrainError> {
@@ -712,11 +863,9 @@ impl<'a> Run<'a> {
         for n in &self.notes {
             on_line(&format!("note: {n}"));
         }
-        // Epoch 0: the state training starts from.
+        // Line 0: the state training starts from (no checkpoint before training).
         let initial = self.initial.clone();
         self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
-        let best = self.update_best(&initial);
-        self.save(&best.files(false), 0, &initial)?;
         let bar = (self.opts.progress && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(self.epochs);
             b.set_style(
@@ -727,21 +876,28 @@ impl<'a> Run<'a> {
             );
             b
         });
-        let mut groups = self.groups();
         let mut last = initial.clone();
         let mut epochs_run = 0;
         let mut interrupted = false;
+        // `epoch` counts trained epochs (metrics.jsonl line); upstream's 0-based epoch is
+        // epoch − 1.
         for epoch in 1..=self.epochs {
-            let mut best = Best::default();
-            let lr = self.schedule.lr(self.base_lr, epoch - 1);
-            let (losses, grad_norm, ctrl) = self.epoch(&groups, epoch - 1, lr);
+            let e0 = epoch - 1;
+            let lr = self
+                .schedule
+                .lr(self.base_lr, e0.saturating_sub(self.schedule_origin));
+            let (losses, grad_norm) = self.epoch(e0, lr);
+            self.last_losses = losses.clone();
             epochs_run = epoch;
-            let eval_now = epoch % self.eval_every == 0 || epoch == self.epochs;
+            let is_last = epoch == self.epochs;
+            let eval_now = e0 % self.eval_every == 0 || is_last;
             let mut events = Vec::new();
+            let mut best = Best::default();
+            let mut stop = false;
             let metrics = if eval_now {
                 let m = evaluate(self.model, self.ds);
                 if m.coverage < self.coverage_freeze_threshold
-                    && initial.coverage >= self.coverage_freeze_threshold
+                    && self.initial.coverage >= self.coverage_freeze_threshold
                 {
                     events.push(Event {
                         epoch,
@@ -756,21 +912,30 @@ impl<'a> Run<'a> {
                 }
                 if let Some(h) = &mut self.homeo {
                     let ev = h.update(
-                        epoch,
+                        e0,
                         m.coverage,
+                        m.hierarchy_a.unwrap_or(0.0),
                         m.hierarchy_b.unwrap_or(0.0),
-                        m.q.unwrap_or(0.0),
-                        ctrl,
+                        m.dist_corr_b.unwrap_or(0.0),
                     );
-                    if h.state != self.freeze {
-                        self.freeze = h.state;
-                        // A change of freeze state rebuilds the optimizer's groups.
-                        groups = self.groups();
-                        self.opt.reset();
+                    let changed = h.state.encoder_a != self.freeze.encoder_a
+                        || h.state.encoder_b != self.freeze.encoder_b;
+                    self.freeze = h.state;
+                    if changed {
+                        self.rebuild(e0 + 1);
                     }
-                    events.extend(ev);
+                    events.extend(ev.into_iter().map(|mut e| {
+                        e.epoch = epoch;
+                        e
+                    }));
                 }
                 best = self.update_best(&m);
+                if best.q || best.hierarchy {
+                    self.epochs_without_improvement = 0;
+                } else {
+                    self.epochs_without_improvement += 1;
+                }
+                stop = e0 >= self.min_epochs && self.epochs_without_improvement >= self.patience;
                 last = m.clone();
                 Some(m)
             } else {
@@ -809,15 +974,23 @@ impl<'a> Run<'a> {
                 }
                 None => {}
             }
-            // latest.pt, and best.pt / best_Q.pt when this evaluation is a new best: one
-            // checkpoint, built once.
-            self.save(&best.files(true), epoch, &last)?;
-            if self
+            let interrupt = self
                 .opts
                 .interrupt
                 .as_ref()
-                .is_some_and(|f| f.load(Ordering::SeqCst))
-            {
+                .is_some_and(|f| f.load(Ordering::SeqCst));
+            // best_Q.pt first (carrying the previous best_hierarchy), then best.pt, then
+            // latest.pt (every save_every epochs, at the last one, and on a stop).
+            let latest = e0 % self.save_every == 0 || is_last || interrupt || stop;
+            self.save(&best.files(latest), e0, &last)?;
+            if stop {
+                on_line(&format!(
+                    "early stop: {} evaluations without a new best Q or hierarchy (patience {}, epoch ≥ min_epochs {})",
+                    self.epochs_without_improvement, self.patience, self.min_epochs
+                ));
+                break;
+            }
+            if interrupt {
                 interrupted = true;
                 on_line(&format!(
                     "interrupted: epoch {epoch} finished, latest.pt written"
@@ -838,25 +1011,26 @@ impl<'a> Run<'a> {
             interrupted,
             initial,
             last,
-            best_hierarchy: self.best_hierarchy,
-            best_q: self.best_q,
+            best_hierarchy: (self.best_hierarchy < 0.0).then_some(self.best_hierarchy),
+            best_q: (self.best_q > 0.0).then_some(self.best_q),
             events: self.events.clone(),
         })
     }
 
-    /// Take `m` into the best hierarchy / best Q so far; which bests it is.
+    /// Take `m` into the bests (training.md §5): a new best Q when Q > best_Q (init 0),
+    /// a new best hierarchy when hierarchy_B < best_hierarchy (init 0) and coverage > 0.99.
     fn update_best(&mut self, m: &EvalMetrics) -> Best {
         let mut best = Best::default();
-        if let Some(h) = m.hierarchy_b {
-            if self.best_hierarchy.is_none_or(|b| h < b) {
-                self.best_hierarchy = Some(h);
-                best.hierarchy = true;
+        if let Some(q) = m.q {
+            if q > self.best_q {
+                self.best_q = q;
+                best.q = true;
             }
         }
-        if let Some(q) = m.q {
-            if self.best_q.is_none_or(|b| q > b) {
-                self.best_q = Some(q);
-                best.q = true;
+        if let Some(h) = m.hierarchy_b {
+            if h < self.best_hierarchy && m.coverage > BEST_COVERAGE {
+                self.best_hierarchy = h;
+                best.hierarchy = true;
             }
         }
         best
@@ -896,23 +1070,24 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// The checkpoint dict of the upstream trainer.
-    fn checkpoint_tree(&self, epoch: u64, m: &EvalMetrics) -> (Value, TreeBuilder) {
-        let mut tb = TreeBuilder::default();
-        let state_dict = tb.state_dict(self.model);
-        // optimizer_state_dict: PyTorch's shape (state by parameter index, param_groups).
-        let groups = self.groups_snapshot();
+    /// `optimizer_state`: torch's Optimizer.state_dict() of upstream's optimizer
+    /// (training.md §6): `state` by parameter index for the parameters with moments,
+    /// indices running over the groups in order; `param_groups` with every option.
+    fn optimizer_state(&self, tb: &mut TreeBuilder, e0: u64) -> Value {
         let mut index = 0i64;
         let mut state = Vec::new();
         let mut param_groups = Vec::new();
-        for (name, scale, keys) in &groups {
+        let lr_now = self
+            .schedule
+            .lr(self.base_lr, (e0 + 1).saturating_sub(self.schedule_origin));
+        for g in &self.groups {
             let mut ids = Vec::new();
-            for k in keys {
+            for (k, _) in g.params() {
                 if let Some((mo, v, st)) = self.opt.moments(k) {
                     state.push((
                         Value::Int(index),
                         dict(vec![
-                            ("step", Value::Float(st as f64)),
+                            ("step", Value::Int(st.min(i64::MAX as u64) as i64)),
                             ("exp_avg", tb.tensor(&mo)),
                             ("exp_avg_sq", tb.tensor(&v)),
                         ]),
@@ -921,9 +1096,15 @@ impl<'a> Run<'a> {
                 ids.push(Value::Int(index));
                 index += 1;
             }
-            param_groups.push(dict(vec![
-                ("name", Value::Str(name.clone())),
-                ("lr", Value::Float(self.base_lr * scale)),
+            let f = Value::Bool(false);
+            let mut entries = vec![
+                ("lr", Value::Float(lr_now * g.lr_scale)),
+                ("name", Value::Str(g.name.clone())),
+            ];
+            if self.opt.coupled {
+                entries.push(("stabilize", Value::None));
+            }
+            entries.extend([
                 (
                     "betas",
                     Value::Tuple(vec![
@@ -933,92 +1114,166 @@ impl<'a> Run<'a> {
                 ),
                 ("eps", Value::Float(self.opt.eps)),
                 ("weight_decay", Value::Float(self.opt.weight_decay)),
+                ("amsgrad", f.clone()),
+                ("maximize", f.clone()),
+                ("foreach", Value::None),
+                ("capturable", f.clone()),
+                ("differentiable", f.clone()),
+                ("fused", Value::None),
+                ("decoupled_weight_decay", Value::Bool(!self.opt.coupled)),
+                ("initial_lr", Value::Float(self.base_lr * g.lr_scale)),
                 ("params", Value::List(ids)),
-            ]));
+            ]);
+            param_groups.push(dict(entries));
         }
-        let metrics_json = checkpoint_metrics(m);
+        dict(vec![
+            ("state", Value::Dict(state)),
+            ("param_groups", Value::List(param_groups)),
+        ])
+    }
+
+    /// The checkpoint dict of upstream's trainer (training.md §6) and tvck's additions
+    /// (`seed`, `trainer`, `homeostasis`). `latest.pt` holds no metrics.
+    fn checkpoint_tree(&self, e0: u64, m: &EvalMetrics, latest: bool) -> (Value, TreeBuilder) {
+        let mut tb = TreeBuilder::default();
+        let state_dict = tb.state_dict(self.model);
+        let optimizer_state = self.optimizer_state(&mut tb, e0);
+        let mut entries = vec![
+            ("epoch", Value::Int(e0.min(i64::MAX as u64) as i64)),
+            ("model_state_dict", state_dict),
+            ("optimizer_state", optimizer_state),
+        ];
+        if latest {
+            entries.extend([
+                ("best_Q", Value::Float(self.best_q)),
+                ("best_hierarchy", Value::Float(self.best_hierarchy)),
+                (
+                    "epochs_without_improvement",
+                    Value::Int(self.epochs_without_improvement.min(i64::MAX as u64) as i64),
+                ),
+                ("config", self.config_value.clone()),
+            ]);
+        } else {
+            let l = &self.last_losses;
+            let phase = i64::from(self.losses.weights(e0).phase);
+            let train_metrics = dict(vec![
+                ("loss", Value::Float(l.total)),
+                ("rich_loss", Value::Float(l.rich)),
+                ("radial_loss", Value::Float(l.radial)),
+                ("rank_loss", Value::Float(l.rank)),
+                ("zero_loss", Value::Float(l.zero_structure)),
+                ("geodesic_loss", Value::Float(l.geodesic)),
+                ("phase", Value::Int(phase)),
+            ]);
+            let richness = m.richness_b.unwrap_or(0.0) / (self.initial_richness + 1e-10);
+            let q_h = self.homeo.as_ref().map_or(0.0, |h| h.q);
+            let version = self
+                .config_value
+                .get("version")
+                .cloned()
+                .unwrap_or(Value::Dict(Vec::new()));
+            entries.extend([
+                ("metrics", Value::from_json(&checkpoint_metrics(m))),
+                ("train_metrics", train_metrics),
+                ("richness_ratio", Value::Float(richness)),
+                ("best_Q", Value::Float(self.best_q)),
+                ("best_hierarchy", Value::Float(self.best_hierarchy)),
+                (
+                    "homeostasis_state",
+                    Value::Str(Homeostasis::summary(self.freeze, q_h)),
+                ),
+                ("config", self.config_value.clone()),
+                ("version", version),
+            ]);
+        }
         let homeo = serde_json::to_value(json!({
             "freeze": self.freeze,
             "controller": self.homeo,
         }))
         .unwrap_or_default();
-        let root = dict(vec![
-            ("epoch", Value::Int(epoch as i64)),
-            ("model_state_dict", state_dict),
+        entries.extend([
+            ("homeostasis", Value::from_json(&homeo)),
             (
-                "optimizer_state_dict",
-                dict(vec![
-                    ("state", Value::Dict(state)),
-                    ("param_groups", Value::List(param_groups)),
-                ]),
+                "seed",
+                Value::Int(self.opts.seed.min(i64::MAX as u64) as i64),
             ),
-            ("metrics", Value::from_json(&metrics_json)),
-            ("config", self.config_value.clone()),
-            ("homeostasis_state", Value::from_json(&homeo)),
-            ("best_Q", self.best_q.map_or(Value::None, Value::Float)),
-            ("seed", Value::Int(self.opts.seed as i64)),
             (
                 "trainer",
                 Value::Str(format!("tvck {}", env!("CARGO_PKG_VERSION"))),
             ),
         ]);
-        (root, tb)
+        (dict(entries), tb)
     }
 
-    fn groups_snapshot(&self) -> Vec<(String, f64, Vec<String>)> {
-        let mut keys: Vec<&String> = self
-            .opt
-            .state
-            .values()
-            .flat_map(|g| g.layout.iter().map(|l| &l.0))
-            .collect();
-        keys.sort_by_key(|k| {
-            self.model
-                .keys
-                .iter()
-                .position(|(m, _)| m == *k)
-                .unwrap_or(usize::MAX)
-        });
-        let mut out: Vec<(String, f64, Vec<String>)> = Vec::new();
-        for k in keys {
-            let part = part_of(k).to_string();
-            let scale = self.lr_scale(&part);
-            match out.iter_mut().find(|(p, _, _)| *p == part) {
-                Some(g) => g.2.push(k.clone()),
-                None => out.push((part, scale, vec![k.clone()])),
+    /// Write the checkpoints of 0-based epoch `e0` to each of `names` (best_Q.pt, best.pt
+    /// and latest.pt; the best files built once).
+    fn save(&self, names: &[&str], e0: u64, m: &EvalMetrics) -> Result<(), TrainError> {
+        let bests: Vec<&&str> = names.iter().filter(|n| **n != "latest.pt").collect();
+        if !bests.is_empty() {
+            let (root, tb) = self.checkpoint_tree(e0, m, false);
+            for name in bests {
+                save::write_checkpoint(&self.out_dir.join(name), &root, &tb.tensors)?;
             }
         }
-        out
-    }
-
-    /// Write the checkpoint of `epoch` to each of `names` (built once).
-    fn save(&self, names: &[&str], epoch: u64, m: &EvalMetrics) -> Result<(), TrainError> {
-        if names.is_empty() {
-            return Ok(());
-        }
-        let (root, tb) = self.checkpoint_tree(epoch, m);
-        for name in names {
-            save::write_checkpoint(&self.out_dir.join(name), &root, &tb.tensors)?;
+        if names.contains(&"latest.pt") {
+            let (root, tb) = self.checkpoint_tree(e0, m, true);
+            save::write_checkpoint(&self.out_dir.join("latest.pt"), &root, &tb.tensors)?;
         }
         Ok(())
     }
 }
 
-/// A checkpoint's `metrics` dict: the upstream key names ([`crate::metrics::key`], the
-/// table `tvck scan` / `inspect` read them through); `null` for what the model lacks.
+/// best.pt needs coverage above this (training.md §5).
+pub const BEST_COVERAGE: f64 = 0.99;
+
+/// The richness baseline (training.md §2): the Euclidean norms ‖z_B_hyp‖ of the starting
+/// model, eval mode with z sampled, all operations in chunks of 4096.
+fn original_radii(model: &Model, ds: &Dataset) -> Tensor {
+    tch::no_grad(|| {
+        let n = N_OPS as i64;
+        let mut parts = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let len = (n - start).min(4096);
+            let out = model.forward(&ds.x.narrow(0, start, len), Mode::EVAL_SAMPLED);
+            if let Some(zb) = out.z_b_hyp {
+                parts.push(zb.norm_scalaropt_dim(2.0, [-1i64], false));
+            }
+            start += len;
+        }
+        if parts.is_empty() {
+            Tensor::ones([n], (Kind::Float, ds.x.device()))
+        } else {
+            Tensor::cat(&parts, 0)
+        }
+    })
+}
+
+/// A checkpoint's `metrics` dict: tvck's names ([`crate::metrics::key`], the table
+/// `tvck scan` / `inspect` read them through) and upstream's stored-metric aliases
+/// (domain.md §5: hierarchy, radial_corr_A/B, richness, radius_v0/v9, mean_radius_A,
+/// dist_corr); `null` for what the model lacks.
 fn checkpoint_metrics(m: &EvalMetrics) -> serde_json::Value {
     use crate::metrics::key;
     let pairs = [
         (key::COVERAGE, Some(m.coverage)),
         (key::HIERARCHY_A, m.hierarchy_a),
         (key::HIERARCHY_B, m.hierarchy_b),
+        (key::HIERARCHY, m.hierarchy_b),
+        (key::RADIAL_CORR_A, m.hierarchy_a),
+        (key::RADIAL_CORR_B, m.hierarchy_b),
         (key::RICHNESS_A, m.richness_a),
         (key::RICHNESS_B, m.richness_b),
+        (key::RICHNESS, m.richness_b),
         (key::DIST_CORR_A, m.dist_corr_a),
+        (key::DIST_CORR, m.dist_corr_a),
         (key::DIST_CORR_B, m.dist_corr_b),
         (key::R_V0, m.r_v0),
+        (key::RADIUS_V0, m.r_v0),
         (key::R_V9, m.r_v9),
+        (key::RADIUS_V9, m.r_v9),
         (key::MEAN_RADIUS, m.mean_radius),
+        (key::MEAN_RADIUS_A, m.mean_radius),
         (key::STD_RADIUS, m.std_radius),
         (key::Q, m.q),
     ];
