@@ -142,11 +142,22 @@ pub struct DiffReport {
     pub only: Option<String>,
     pub keys: Vec<KeyDiff>,
     pub counts: DiffCounts,
+    /// Unsafe findings of side A (globals, ambiguities, TorchScript): weights that compare
+    /// equal say nothing about what loading the file runs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_a: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unsafe_b: Vec<String>,
 }
 
 impl DiffReport {
     pub fn has_differences(&self) -> bool {
         self.keys.iter().any(|k| k.status.is_difference())
+    }
+
+    /// Whether either side is unsafe to `torch.load(weights_only=False)`.
+    pub fn is_unsafe(&self) -> bool {
+        !self.unsafe_a.is_empty() || !self.unsafe_b.is_empty()
     }
 }
 
@@ -213,12 +224,19 @@ pub fn diff(a: &Side, b: &Side, only: Option<&str>) -> DiffReport {
             KeyStatus::Unreadable { .. } => counts.unreadable += 1,
         }
     }
+    let unsafe_of = |s: &Side| {
+        s.checkpoint()
+            .map(Checkpoint::unsafe_global_messages)
+            .unwrap_or_default()
+    };
     DiffReport {
         a: a.label(),
         b: b.label(),
         only: only.map(str::to_string),
         keys,
         counts,
+        unsafe_a: unsafe_of(a),
+        unsafe_b: unsafe_of(b),
     }
 }
 

@@ -480,7 +480,7 @@ fn cmd_diff(
     } else {
         print_out(&report::diff::render(&report))?;
     }
-    Ok(u8::from(report.has_differences()))
+    Ok(u8::from(report.has_differences() || report.is_unsafe()))
 }
 
 fn cmd_check(

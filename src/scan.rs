@@ -46,7 +46,12 @@ pub struct FileSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
     pub metrics: StoredMetrics,
+    /// Unsafe globals, and the tricks of ambiguous files (`ambiguous: …`, `TorchScript
+    /// archive`).
     pub unsafe_globals: Vec<String>,
+    /// The full message of each unsafe finding.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<String>,
     /// Weights fingerprint (hex), when hashing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
@@ -69,6 +74,7 @@ impl FileSummary {
             epoch: None,
             metrics: StoredMetrics::default(),
             unsafe_globals: Vec::new(),
+            findings: Vec::new(),
             fingerprint: None,
             error: Some(error),
         }
@@ -98,11 +104,21 @@ pub struct ScanTotals {
     pub duplicate_groups: usize,
 }
 
+/// A path `scan` met and did not read, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub path: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanReport {
     pub root: String,
     pub hashed: bool,
     pub files: Vec<FileSummary>,
+    /// Paths not read (broken or looping links, FIFOs, sockets, devices, folders too deep).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<Skipped>,
     pub duplicates: Vec<DuplicateGroup>,
     pub totals: ScanTotals,
 }
@@ -126,24 +142,79 @@ pub fn is_checkpoint_path(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Every checkpoint file under `root` (or `root` itself if it is a file), sorted.
-/// Unreadable directory entries are returned as errors, not skipped silently.
+/// Every checkpoint file under `root`, sorted; `root` itself when it is a file, whatever
+/// its extension. Symbolic links are followed (to files and folders alike), at most
+/// [`limits::MAX_SCAN_DEPTH`](crate::format::limits::MAX_SCAN_DEPTH) folders deep, and a
+/// link back into a folder being walked is not walked again. Unreadable entries come
+/// back as errors; what is met and not read (a broken or looping link, a FIFO, a socket,
+/// a device, a folder too deep) as [`Skipped`]. Files with other extensions are not
+/// checkpoints and are passed over silently.
 pub fn discover(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
+    let (files, errors, _) = discover_all(root);
+    (files, errors)
+}
+
+/// [`discover`], with what was skipped.
+pub fn discover_all(root: &Path) -> (Vec<PathBuf>, Vec<String>, Vec<Skipped>) {
     let mut files = Vec::new();
     let mut errors = Vec::new();
+    let mut skipped = Vec::new();
+    let max_depth = crate::format::limits::MAX_SCAN_DEPTH;
+    let skip = |skipped: &mut Vec<Skipped>, p: &Path, reason: String| {
+        skipped.push(Skipped {
+            path: crate::format::loader::printable(&relative(root, p)),
+            reason,
+        })
+    };
     for entry in walkdir::WalkDir::new(root)
-        .follow_links(false)
+        .follow_links(true)
+        .max_depth(max_depth + 1)
         .sort_by_file_name()
     {
         match entry {
-            Ok(e) if e.file_type().is_file() && is_checkpoint_path(e.path()) => {
-                files.push(e.into_path())
+            Ok(e) if e.depth() > max_depth => {
+                if e.file_type().is_dir() || is_checkpoint_path(e.path()) {
+                    skip(
+                        &mut skipped,
+                        e.path(),
+                        format!("more than {max_depth} folders deep (MAX_SCAN_DEPTH)"),
+                    );
+                }
             }
-            Ok(_) => {}
-            Err(e) => errors.push(e.to_string()),
+            Ok(e) if e.file_type().is_file() => {
+                if e.depth() == 0 || is_checkpoint_path(e.path()) {
+                    files.push(e.into_path())
+                }
+            }
+            Ok(e) if e.file_type().is_dir() => {}
+            Ok(e) => {
+                if e.depth() == 0 || is_checkpoint_path(e.path()) {
+                    let what = crate::format::file_type_name(e.file_type());
+                    skip(&mut skipped, e.path(), format!("{what}, not read"));
+                }
+            }
+            Err(e) => {
+                if let Some(anc) = e.loop_ancestor() {
+                    let p = e.path().unwrap_or(anc);
+                    let reason = format!(
+                        "a symbolic link back to `{}` (a loop), not followed",
+                        crate::format::loader::printable(&relative(root, anc))
+                    );
+                    skip(&mut skipped, p, reason);
+                    continue;
+                }
+                match e.path() {
+                    // A broken link: walkdir cannot follow it.
+                    Some(p) if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_symlink()) => {
+                        let reason = "a symbolic link to nothing (broken), not read".to_string();
+                        skip(&mut skipped, p, reason);
+                    }
+                    _ => errors.push(crate::format::loader::printable(&e.to_string())),
+                }
+            }
         }
     }
-    (files, errors)
+    (files, errors, skipped)
 }
 
 fn relative(root: &Path, path: &Path) -> String {
@@ -192,10 +263,14 @@ fn describe(
         unsafe_globals: ckpt
             .findings
             .iter()
-            .filter_map(|f| match f {
-                crate::format::Finding::UnsafeGlobal { global, .. } => Some(global.clone()),
-                _ => None,
-            })
+            .filter(|f| f.is_unsafe())
+            .map(crate::format::Finding::label)
+            .collect(),
+        findings: ckpt
+            .findings
+            .iter()
+            .filter(|f| f.is_unsafe())
+            .map(crate::format::Finding::message)
             .collect(),
         fingerprint: None,
         error: None,
@@ -228,9 +303,10 @@ fn unreadable(path: &Path, rel: String, e: &crate::format::ReadError) -> FileSum
 
 fn summarize_path(root: &Path, path: &Path, opts: &ScanOptions) -> FileSummary {
     let rel = relative(root, path);
-    match Checkpoint::open(path) {
+    // Only the headers and pickles are needed: read sparsely (storages stay unread).
+    match Checkpoint::open_sparse_into(path, Vec::new()) {
         Ok(ckpt) => summarize(&ckpt, rel, opts),
-        Err(e) => unreadable(path, rel, &e),
+        Err((e, _)) => unreadable(path, rel, &e),
     }
 }
 
@@ -288,10 +364,14 @@ fn open_for_hashing(
     size: u64,
     pool: &mut Pool,
 ) -> Result<Checkpoint, crate::format::ReadError> {
-    if size > READ_WHOLE_LIMIT {
-        return Checkpoint::open(path);
-    }
-    let mut ckpt = match Checkpoint::open_sparse_into(path, pool.take(size)) {
+    // Larger files get a buffer of their own (never mapped: a file truncated while
+    // mapped would kill the process); only the fingerprinted storages are read into it.
+    let buf = if size > READ_WHOLE_LIMIT {
+        Vec::new()
+    } else {
+        pool.take(size)
+    };
+    let mut ckpt = match Checkpoint::open_sparse_into(path, buf) {
         Ok(c) => c,
         Err((e, buf)) => {
             pool.give(buf);
@@ -395,7 +475,7 @@ pub fn scan(
     on_start: impl FnOnce(usize),
     on_file: impl Fn(&FileSummary) + Sync,
 ) -> ScanReport {
-    let (paths, walk_errors) = discover(root);
+    let (paths, walk_errors, skipped) = discover_all(root);
     on_start(paths.len());
     let mut files: Vec<FileSummary> = if opts.hash {
         scan_hashing(root, &paths, &on_file)
@@ -434,6 +514,7 @@ pub fn scan(
         root: root.display().to_string(),
         hashed: opts.hash,
         files,
+        skipped,
         duplicates,
         totals,
     }

@@ -507,3 +507,254 @@ fn paths_are_relative_to_the_crate() {
     // cargo runs integration tests in the package root; the payload would land here.
     assert!(Path::new("Cargo.toml").exists());
 }
+
+// ----- torch's reading, resource limits, files scan must not skip -----------------
+
+/// A zip of stored entries (`name`, bytes), the way `torch.save` lays it out.
+fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in entries {
+        let crc = tvck::format::zip::crc32(data);
+        let off = out.len() as u32;
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 0, 20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        central.extend_from_slice(&crc.to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&off.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_off = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    let n = entries.len() as u16;
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_off.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+const EXEC_P0: &[u8] = b"cbuiltins\nexec\n(Vprint(1)\ntR.";
+const BENIGN: &[u8] = b"\x80\x02}q\x00.";
+
+fn unsafe_labels(c: &Checkpoint) -> Vec<String> {
+    c.findings
+        .iter()
+        .filter(|f| f.is_unsafe())
+        .map(Finding::label)
+        .collect()
+}
+
+#[test]
+fn payloads_are_findings_whatever_else_fails() {
+    // Protocol 0, deep nesting, a legacy header whose version pickle is the payload.
+    let mut deep = b"\x80\x02".to_vec();
+    deep.extend(std::iter::repeat_n(b']', 1000));
+    deep.extend_from_slice(&EXEC_P0[..EXEC_P0.len() - 1]);
+    deep.extend(std::iter::repeat_n(b'a', 1000));
+    deep.push(b'.');
+    let mut legacy = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19.".to_vec();
+    legacy.extend_from_slice(EXEC_P0);
+    legacy.extend_from_slice(b"garbage");
+    for (name, bytes) in [
+        ("p0.pt", EXEC_P0.to_vec()),
+        ("deep.pt", deep),
+        ("legacy.pt", legacy),
+    ] {
+        let c = Checkpoint::from_bytes(name, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(c.has_unsafe_globals(), "{name}: {:?}", c.findings);
+        assert!(
+            unsafe_labels(&c).contains(&"builtins.exec".to_string()),
+            "{name}"
+        );
+        for f in &c.findings {
+            assert!(
+                !f.message().contains("Blocked"),
+                "debug text: {}",
+                f.message()
+            );
+        }
+    }
+}
+
+#[test]
+fn zip_differentials_follow_torch() {
+    // Only an upper-case DATA.PKL: torch loads it.
+    let upper = zip_of(&[("archive/DATA.PKL", EXEC_P0), ("archive/version", b"3\n")]);
+    let c = Checkpoint::from_bytes("u.pt", upper).unwrap();
+    let labels = unsafe_labels(&c);
+    assert!(labels.contains(&"builtins.exec".to_string()), "{labels:?}");
+    assert!(
+        labels.iter().any(|l| l.contains("case-insensitive")),
+        "{labels:?}"
+    );
+    // A benign data.pkl and a payload that differs in case only: ambiguous.
+    let both = zip_of(&[
+        ("archive/data.pkl", BENIGN),
+        ("archive/DATA.PKL", EXEC_P0),
+        ("archive/version", b"3\n"),
+    ]);
+    let c = Checkpoint::from_bytes("b.pt", both).unwrap();
+    assert!(unsafe_labels(&c)
+        .iter()
+        .any(|l| l.contains("differ only in case")));
+    // A second directory in the comment: miniz takes the last end record.
+    let outer = zip_of(&[("archive/data.pkl", BENIGN)]);
+    let mut inner = zip_of(&[("archive/data.pkl", EXEC_P0)]);
+    let base = outer.len() as u32;
+    let e = inner.len() - 22;
+    let cd = u32::from_le_bytes(inner[e + 16..e + 20].try_into().unwrap());
+    let lho_at = cd as usize + 42;
+    let lho = u32::from_le_bytes(inner[lho_at..lho_at + 4].try_into().unwrap());
+    inner[lho_at..lho_at + 4].copy_from_slice(&(lho + base).to_le_bytes());
+    inner[e + 16..e + 20].copy_from_slice(&(cd + base).to_le_bytes());
+    inner.extend_from_slice(b"JUNK");
+    let mut two = outer.clone();
+    let n = two.len();
+    two[n - 2..].copy_from_slice(&(inner.len() as u16).to_le_bytes());
+    two.extend_from_slice(&inner);
+    let c = Checkpoint::from_bytes("two.pt", two).unwrap();
+    let labels = unsafe_labels(&c);
+    assert!(
+        labels
+            .iter()
+            .any(|l| l.contains("end-of-central-directory")),
+        "{labels:?}"
+    );
+    assert!(labels.contains(&"builtins.exec".to_string()), "{labels:?}");
+    // TorchScript: constants.pkl beside a benign data.pkl.
+    let ts = zip_of(&[
+        ("archive/data.pkl", BENIGN),
+        ("archive/constants.pkl", BENIGN),
+        ("archive/code/__torch__.py", b"def f(): pass\n"),
+    ]);
+    let c = Checkpoint::from_bytes("ts.pt", ts).unwrap();
+    let ts_msgs: Vec<String> = c
+        .findings
+        .iter()
+        .filter(|f| matches!(f, Finding::TorchScript { .. }))
+        .map(Finding::message)
+        .collect();
+    assert_eq!(ts_msgs.len(), 1, "{:?}", c.findings);
+    assert!(
+        ts_msgs[0].contains("archive/code/__torch__.py"),
+        "{ts_msgs:?}"
+    );
+    // The sample checkpoints have none of this.
+    for f in [
+        "v5_11/best.pt",
+        "exports/v5_12_4_legacy.pt",
+        "exports/v5_12_4.safetensors",
+    ] {
+        assert!(!open(f).has_unsafe_globals(), "{f}");
+    }
+}
+
+#[test]
+fn deflated_storages_share_an_inflation_budget() {
+    use std::io::Write;
+    // One deflated entry declaring more than the per-file budget is refused by name
+    // before anything is inflated.
+    let data = vec![0u8; 1 << 20];
+    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    enc.write_all(&data).unwrap();
+    let raw = enc.finish().unwrap();
+    let mut z = zip_of(&[("archive/data.pkl", BENIGN), ("archive/data/0", &raw)]);
+    // Rewrite entry 2 as deflated, declaring 3 GiB uncompressed.
+    let cd = {
+        let e = z.len() - 22;
+        u32::from_le_bytes(z[e + 16..e + 20].try_into().unwrap()) as usize
+    };
+    let second = cd + 46 + "archive/data.pkl".len();
+    z[second + 10..second + 12].copy_from_slice(&8u16.to_le_bytes());
+    z[second + 24..second + 28].copy_from_slice(&(3u32 << 30).to_le_bytes());
+    let budget = tvck::format::InflateBudget::default();
+    let e = budget
+        .charge(3 << 30, "`archive/data/0`")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("MAX_INFLATED_PER_FILE") && e.contains("archive/data/0"),
+        "{e}"
+    );
+    // Reading the archive never panics nor allocates the claim.
+    let _ = Checkpoint::from_bytes("z.pt", z);
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_without_blocking_and_scan_follows_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.pt");
+    let ok = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "mkfifo");
+    let start = Instant::now();
+    let e = Checkpoint::open(&fifo).unwrap_err().to_string();
+    assert!(e.contains("FIFO"), "{e}");
+    assert!(start.elapsed().as_secs() < 5);
+    // A linked checkpoint, a linked folder, a loop, an explicit odd extension.
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::write(real.join("x.weights"), EXEC_P0).unwrap();
+    std::fs::copy(
+        root().join("checkpoints/v5_11/best.pt"),
+        real.join("best.pt"),
+    )
+    .unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir(&tree).unwrap();
+    std::os::unix::fs::symlink(real.join("best.pt"), tree.join("link.pt")).unwrap();
+    std::os::unix::fs::symlink(&real, tree.join("folder")).unwrap();
+    std::os::unix::fs::symlink(&tree, tree.join("loop")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("nothing.pt"), tree.join("broken.pt")).unwrap();
+    let (files, errors, skipped) = tvck::scan::discover_all(&tree);
+    let names: Vec<String> = files
+        .iter()
+        .map(|p| p.strip_prefix(&tree).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["folder/best.pt", "link.pt"],
+        "{errors:?} {skipped:?}"
+    );
+    let reasons: Vec<String> = skipped
+        .iter()
+        .map(|s| format!("{}: {}", s.path, s.reason))
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("loop:") && r.contains("loop")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("broken.pt:") && r.contains("broken")),
+        "{reasons:?}"
+    );
+    // A file named explicitly is scanned whatever its extension.
+    let (files, _, _) = tvck::scan::discover_all(&real.join("x.weights"));
+    assert_eq!(files.len(), 1);
+    let (_, _, skipped) = tvck::scan::discover_all(&fifo);
+    assert!(skipped[0].reason.contains("FIFO"), "{skipped:?}");
+}

@@ -8,6 +8,7 @@
 //! * [`safetensors`]: `.safetensors` headers, with explicit limits.
 
 pub mod dtype;
+pub mod loader;
 pub mod pickle;
 pub mod safetensors;
 #[cfg(unix)]
@@ -43,6 +44,47 @@ pub mod limits {
     pub const MAX_EXPANDED_VIEW_BYTES: u64 = 1 << 30;
     /// Most zip entries.
     pub const MAX_ZIP_ENTRIES: usize = 10_000_000;
+    /// Most bytes inflated from one file's deflated entries (pickles and storages
+    /// together): `MAX_INFLATED_PER_FILE`.
+    pub const MAX_INFLATED_PER_FILE: u64 = 2 << 30;
+    /// Most bytes inflated over a whole run (every file of a `scan` together):
+    /// `MAX_INFLATED_PER_RUN`.
+    pub const MAX_INFLATED_PER_RUN: u64 = 16 << 30;
+    /// Deepest folder nesting `scan` walks into (symlinked folders included).
+    pub const MAX_SCAN_DEPTH: usize = 64;
+}
+
+/// What inflating deflated zip entries may still cost: the file's share
+/// ([`limits::MAX_INFLATED_PER_FILE`]) and the run's ([`limits::MAX_INFLATED_PER_RUN`]).
+#[derive(Debug, Default)]
+pub struct InflateBudget {
+    used: std::cell::Cell<u64>,
+}
+
+static INFLATED_THIS_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl InflateBudget {
+    /// Reserve `n` bytes before inflating them; an error names the limit it would pass.
+    pub fn charge(&self, n: u64, what: &str) -> Result<(), FormatError> {
+        use std::sync::atomic::Ordering;
+        let file = self.used.get().saturating_add(n);
+        if file > limits::MAX_INFLATED_PER_FILE {
+            return Err(FormatError::Limit(format!(
+                "inflating {what} would bring this file's deflated entries past {} bytes (MAX_INFLATED_PER_FILE)",
+                limits::MAX_INFLATED_PER_FILE
+            )));
+        }
+        let before = INFLATED_THIS_RUN.fetch_add(n, Ordering::Relaxed);
+        if before.saturating_add(n) > limits::MAX_INFLATED_PER_RUN {
+            INFLATED_THIS_RUN.fetch_sub(n, Ordering::Relaxed);
+            return Err(FormatError::Limit(format!(
+                "inflating {what} would bring this run's deflated entries past {} bytes (MAX_INFLATED_PER_RUN)",
+                limits::MAX_INFLATED_PER_RUN
+            )));
+        }
+        self.used.set(file);
+        Ok(())
+    }
 }
 
 /// A hasher for keys that already are (keyed, random) hashes.
@@ -186,19 +228,57 @@ pub enum Finding {
         /// Which pickle inside the file (`data.pkl`, `legacy pickle #3`).
         location: String,
     },
+    /// The file can be read two ways (a polyglot, two zip directories, entry names that
+    /// differ only in case…), and `torch.load` may take the one tvck did not: the trick
+    /// is named, whatever either reading holds.
+    Ambiguous { trick: String, detail: String },
+    /// A TorchScript archive: `torch.load` hands it to `torch.jit.load`, which runs its
+    /// `constants.pkl` and compiles and runs its `code/`.
+    TorchScript {
+        /// What it would execute (entry names).
+        executes: Vec<String>,
+    },
     /// A harmless oddity (e.g. a storage entry no tensor uses).
     Note { message: String },
 }
 
 impl Finding {
+    /// Whether the file is unsafe to `torch.load(weights_only=False)` by this finding.
     pub fn is_unsafe(&self) -> bool {
-        matches!(self, Finding::UnsafeGlobal { .. })
+        !matches!(self, Finding::Note { .. })
+    }
+
+    /// The finding's kind as the reports name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Finding::UnsafeGlobal { .. } => "unsafe_global",
+            Finding::Ambiguous { .. } => "ambiguous",
+            Finding::TorchScript { .. } => "torchscript",
+            Finding::Note { .. } => "note",
+        }
+    }
+
+    /// A short label for tables: the global, or the trick.
+    pub fn label(&self) -> String {
+        match self {
+            Finding::UnsafeGlobal { global, .. } => global.clone(),
+            Finding::Ambiguous { trick, .. } => format!("ambiguous: {trick}"),
+            Finding::TorchScript { .. } => "TorchScript archive".into(),
+            Finding::Note { message } => message.clone(),
+        }
     }
 
     pub fn message(&self) -> String {
         match self {
             Finding::UnsafeGlobal { global, location } => format!(
                 "unsafe pickle global `{global}` in {location} (not executed; torch.load(weights_only=False) would run it)"
+            ),
+            Finding::Ambiguous { trick, detail } => format!(
+                "ambiguous file ({trick}): {detail} (torch.load may read what tvck's own reading does not)"
+            ),
+            Finding::TorchScript { executes } => format!(
+                "TorchScript archive: torch.load hands it to torch.jit.load, which would run {} (not executed)",
+                executes.join(", ")
             ),
             Finding::Note { message } => message.clone(),
         }
@@ -249,7 +329,6 @@ pub struct ReadError {
 /// The bytes of a file: memory-mapped, owned (read whole, or in memory for tests), or
 /// owned with holes (read sparsely, see [`sparse`]).
 pub enum Source {
-    Mmap(memmap2::Mmap),
     Owned(Vec<u8>),
     #[cfg(unix)]
     Sparse {
@@ -264,7 +343,6 @@ impl Source {
     /// The file's bytes (for a sparse source, only those outside its holes are).
     pub fn bytes(&self) -> &[u8] {
         match self {
-            Source::Mmap(m) => m,
             Source::Owned(v) => v,
             #[cfg(unix)]
             Source::Sparse { buf, .. } => buf,
@@ -336,15 +414,9 @@ impl Checkpoint {
     }
 
     fn open_inner(path: &Path) -> Result<Checkpoint, FormatError> {
-        let file = File::open(path)?;
-        let len = file.metadata()?.len();
-        if len == 0 {
-            return Err(FormatError::Empty);
-        }
-        // SAFETY: the map is read-only; a file changed underneath us can at worst
-        // give wrong bytes, which every parser treats as untrusted anyway.
-        let mmap = unsafe { memmap2::Mmap::map(&file)? };
-        Self::from_source(path.to_path_buf(), Source::Mmap(mmap))
+        // Read, not mapped: a file truncated while mapped would kill the process (SIGBUS).
+        let (file, len) = open_regular(path)?;
+        Self::read_whole(path, file, len, Vec::new()).map_err(|(e, _)| e.source)
     }
 
     /// Open and parse a checkpoint by reading it whole into `buf` (cleared first; its
@@ -357,10 +429,12 @@ impl Checkpoint {
         buf: Vec<u8>,
     ) -> Result<Checkpoint, (ReadError, Vec<u8>)> {
         let path = path.as_ref();
-        let opened = File::open(path).and_then(|f| Ok((f.metadata()?.len(), f)));
-        match opened {
-            Ok((len, file)) => Self::read_whole(path, file, len, buf),
-            Err(e) => Err(Self::io_failure(path, e, buf)),
+        match open_regular(path) {
+            Ok((file, len)) => Self::read_whole(path, file, len, buf),
+            Err(source) => {
+                let path = path.to_path_buf();
+                Err((ReadError { path, source }, buf))
+            }
         }
     }
 
@@ -374,7 +448,8 @@ impl Checkpoint {
         use std::io::Read;
         buf.clear();
         buf.reserve(usize::try_from(len).unwrap_or(0));
-        match file.read_to_end(&mut buf) {
+        // No more than the file held when opened (one still being written stops there).
+        match (&mut file).take(len).read_to_end(&mut buf) {
             Err(e) => Err(Self::io_failure(path, e, buf)),
             Ok(0) => {
                 let path = path.to_path_buf();
@@ -406,7 +481,6 @@ impl Checkpoint {
             Source::Owned(v) => v,
             #[cfg(unix)]
             Source::Sparse { buf, .. } => buf,
-            Source::Mmap(_) => Vec::new(),
         }
     }
 
@@ -421,9 +495,12 @@ impl Checkpoint {
         mut buf: Vec<u8>,
     ) -> Result<Checkpoint, (ReadError, Vec<u8>)> {
         let path = path.as_ref();
-        let (len, file) = match File::open(path).and_then(|f| Ok((f.metadata()?.len(), f))) {
+        let (file, len) = match open_regular(path) {
             Ok(opened) => opened,
-            Err(e) => return Err(Self::io_failure(path, e, buf)),
+            Err(source) => {
+                let path = path.to_path_buf();
+                return Err((ReadError { path, source }, buf));
+            }
         };
         #[cfg(unix)]
         match sparse::read(&file, len, &mut buf) {
@@ -481,7 +558,31 @@ impl Checkpoint {
     fn from_source(path: PathBuf, source: Source) -> Result<Checkpoint, FormatError> {
         let bytes = source.bytes();
         let file_size = bytes.len() as u64;
-        let (format, parsed) = detect_and_parse(bytes)?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let budget = InflateBudget::default();
+        let unread = |start: u64, end: u64| source.unread(start, end);
+        let torch = loader::torch_reading(&name, bytes, &budget, &unread);
+        let (format, mut parsed) = match detect_and_parse_with(&name, bytes, &budget) {
+            Ok(read) => read,
+            // A payload found is a finding, whatever else fails to parse.
+            Err(e) if torch.findings.iter().any(Finding::is_unsafe) => {
+                let format = match torch.loader {
+                    loader::Loader::Zip | loader::Loader::TorchScript => Format::TorchZip,
+                    loader::Loader::Safetensors => Format::Safetensors,
+                    loader::Loader::Tar | loader::Loader::Pickle => Format::Pickle,
+                };
+                let mut parsed = Parsed::default();
+                parsed.findings.push(Finding::Note {
+                    message: format!("the rest of the file cannot be read: {e}"),
+                });
+                (format, parsed)
+            }
+            Err(e) => return Err(e),
+        };
+        merge_findings(&mut parsed.findings, torch.findings);
         Ok(Checkpoint {
             path,
             format,
@@ -658,28 +759,130 @@ fn state_entries(v: &Value) -> Vec<(&str, usize)> {
     }
 }
 
-/// Detect the container from the first bytes and parse it.
+/// Add the findings of torch's reading that tvck's own reading lacks (one finding per
+/// unsafe global, the first location kept).
+fn merge_findings(into: &mut Vec<Finding>, extra: Vec<Finding>) {
+    for f in extra {
+        let dup = into.iter().any(|g| match (g, &f) {
+            (Finding::UnsafeGlobal { global: a, .. }, Finding::UnsafeGlobal { global: b, .. }) => {
+                a == b
+            }
+            _ => *g == f,
+        });
+        if !dup {
+            into.push(f);
+        }
+    }
+}
+
+/// Open `path` for reading only if it is a regular file: a FIFO, socket or device is
+/// refused before it is opened (opening a FIFO blocks), and the opened file is checked
+/// again (it may have been swapped in between; it was opened non-blocking).
+pub fn open_regular(path: &Path) -> Result<(File, u64), FormatError> {
+    let not_regular = |ft: std::fs::FileType| {
+        FormatError::NotACheckpoint(format!("not a regular file ({})", file_type_name(ft)))
+    };
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // O_NONBLOCK (Linux, macOS and the BSDs agree on 0o4000 only on Linux).
+        #[cfg(target_os = "linux")]
+        opts.custom_flags(0o4000);
+        #[cfg(any(target_os = "macos", target_os = "freebsd"))]
+        opts.custom_flags(0x0004);
+    }
+    let file = opts.open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(meta.file_type()));
+    }
+    let len = meta.len();
+    if len == 0 {
+        return Err(FormatError::Empty);
+    }
+    Ok((file, len))
+}
+
+/// What kind of non-regular file this is, in words.
+pub fn file_type_name(ft: std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if ft.is_fifo() {
+            return "a FIFO";
+        }
+        if ft.is_socket() {
+            return "a socket";
+        }
+        if ft.is_block_device() || ft.is_char_device() {
+            return "a device";
+        }
+    }
+    if ft.is_dir() {
+        "a folder"
+    } else if ft.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Detect the container from the first bytes and parse it (as a file not named
+/// `.safetensors`: see [`detect_and_parse_named`]).
 pub fn detect_and_parse(bytes: &[u8]) -> Result<(Format, Parsed), FormatError> {
+    detect_and_parse_named("", bytes)
+}
+
+/// Detect the container the way `torch.load` picks its loader for a file called `name`
+/// (see [`loader`]) and parse it.
+pub fn detect_and_parse_named(name: &str, bytes: &[u8]) -> Result<(Format, Parsed), FormatError> {
+    detect_and_parse_with(name, bytes, &InflateBudget::default())
+}
+
+fn detect_and_parse_with(
+    name: &str,
+    bytes: &[u8],
+    budget: &InflateBudget,
+) -> Result<(Format, Parsed), FormatError> {
     if bytes.is_empty() {
         return Err(FormatError::Empty);
     }
-    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
-        return Ok((Format::TorchZip, torch::read_zip(bytes)?));
-    }
-    // Checked before the pickle test: a safetensors header length can begin with 0x80.
-    if safetensors::looks_like_safetensors(bytes) {
+    // torch.load hands a path ending in .safetensors to safetensors, whatever it holds.
+    if name.ends_with(".safetensors") {
         return Ok((Format::Safetensors, safetensors::read(bytes)?));
     }
-    if bytes[0] == 0x80 {
-        let parsed = torch::read_legacy(bytes)?;
-        let format = if parsed.storages.is_empty() && !torch::is_legacy_torch(bytes) {
-            Format::Pickle
-        } else {
-            Format::TorchLegacy
-        };
-        return Ok((format, parsed));
+    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
+        return Ok((Format::TorchZip, torch::read_zip_with(bytes, budget)?));
     }
-    Err(FormatError::NotACheckpoint(describe_magic(bytes)))
+    if loader::is_tar(bytes) {
+        return Err(FormatError::NotACheckpoint(
+            "a tar archive (the torch < 1.0 checkpoint layout, which tvck does not read)".into(),
+        ));
+    }
+    // torch unpickles anything else from byte 0, whatever the protocol.
+    let pickled = torch::read_legacy(bytes);
+    match pickled {
+        Ok(parsed) => {
+            let format = if parsed.storages.is_empty() && !torch::is_legacy_torch(bytes) {
+                Format::Pickle
+            } else {
+                Format::TorchLegacy
+            };
+            Ok((format, parsed))
+        }
+        // A safetensors file with another name: torch.load could not read it, tvck can.
+        Err(_) if safetensors::looks_like_safetensors(bytes) => {
+            Ok((Format::Safetensors, safetensors::read(bytes)?))
+        }
+        Err(e) if bytes[0] == 0x80 || loader::sweep(bytes).end.is_some() => Err(e),
+        Err(_) => Err(FormatError::NotACheckpoint(describe_magic(bytes))),
+    }
 }
 
 fn describe_magic(bytes: &[u8]) -> String {

@@ -10,7 +10,10 @@ use std::collections::{HashMap, HashSet};
 
 use super::pickle::{self, Host, Loaded, PidItem, TensorSpec};
 use super::zip::{self, Method, ZipArchive};
-use super::{limits, DType, Finding, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
+use super::{
+    limits, DType, Finding, FormatError, InflateBudget, Parsed, Storage, StorageData, TensorInfo,
+    Value,
+};
 
 /// Largest storage we inflate into memory when an archive compresses one.
 const MAX_INFLATED_STORAGE: u64 = 1 << 30;
@@ -265,7 +268,7 @@ fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, String> {
     };
     let numel = match &items[4] {
         Value::Int(n) if *n >= 0 => *n as u64,
-        other => return Err(format!("bad storage size {other:?}")),
+        other => return Err(format!("bad storage size (of type {})", other.kind())),
     };
     let view = match items.get_mut(5) {
         Some(Value::Tuple(v)) if legacy => match v.as_mut_slice() {
@@ -320,7 +323,7 @@ fn parse_storage_items(items: &[PidItem<'_>]) -> Result<StorageRef, String> {
     };
     let numel = match items[4] {
         PidItem::Int(n) if n >= 0 => n as u64,
-        other => return Err(format!("bad storage size {:?}", other.to_value())),
+        other => return Err(format!("bad storage size (of type {})", other.kind())),
     };
     Ok(StorageRef {
         dtype,
@@ -352,6 +355,7 @@ fn storage_dtype(global: &str) -> Option<DType> {
 
 struct ZipHost<'z, 'a> {
     zip: &'z ZipArchive<'a>,
+    budget: &'z InflateBudget,
     prefix: String,
     /// Storage key → index of its entry `<prefix>data/<key>`.
     data_entries: KeyIndex<'z>,
@@ -406,7 +410,14 @@ impl ZipHost<'_, '_> {
                 len,
             },
             (Method::Stored, Ok(None)) => StorageData::Missing, // encrypted
-            _ => match self.zip.read_unchecked(entry, MAX_INFLATED_STORAGE) {
+            _ => match self
+                .budget
+                .charge(
+                    entry.uncompressed_size.min(MAX_INFLATED_STORAGE),
+                    &format!("`{name}`"),
+                )
+                .and_then(|()| self.zip.read_unchecked(entry, MAX_INFLATED_STORAGE))
+            {
                 Ok(bytes) => {
                     let mut v = bytes.into_owned();
                     v.truncate(len as usize);
@@ -466,6 +477,11 @@ pub(crate) fn pickle_names(entries: &[zip::Entry]) -> Vec<&str> {
 
 /// Read a `torch.save` zip archive.
 pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    read_zip_with(bytes, &InflateBudget::default())
+}
+
+/// [`read_zip`], inflating deflated entries within `budget`.
+pub fn read_zip_with(bytes: &[u8], budget: &InflateBudget) -> Result<Parsed, FormatError> {
     let zip = ZipArchive::parse(bytes)?;
     let candidates = pickle_names(zip.entries());
     let pkl_name = match candidates.as_slice() {
@@ -494,6 +510,12 @@ pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
     let pkl_entry = zip
         .find(&pkl_name)
         .ok_or_else(|| FormatError::Zip(format!("`{pkl_name}` vanished")))?;
+    if pkl_entry.method != Method::Stored {
+        budget.charge(
+            pkl_entry.uncompressed_size.min(limits::MAX_PICKLE_BYTES),
+            &format!("`{pkl_name}`"),
+        )?;
+    }
     let pkl = zip.read(pkl_entry, limits::MAX_PICKLE_BYTES)?;
 
     let big_endian = match zip.find(&format!("{prefix}byteorder")) {
@@ -530,6 +552,7 @@ pub fn read_zip(bytes: &[u8]) -> Result<Parsed, FormatError> {
     table.tensors.reserve(count);
     let mut host = ZipHost {
         zip: &zip,
+        budget,
         prefix: prefix.clone(),
         data_entries,
         table,
@@ -654,8 +677,8 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
     findings.extend(proto.findings);
     if proto.value != Value::Int(LEGACY_PROTOCOL) {
         return Err(FormatError::NotACheckpoint(format!(
-            "legacy torch file with unsupported protocol version {:?}",
-            proto.value
+            "legacy torch file with unsupported protocol version (of type {})",
+            proto.value.kind()
         )));
     }
 

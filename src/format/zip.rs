@@ -161,8 +161,27 @@ fn slice_at(bytes: &[u8], offset: u64, len: u64) -> Option<&[u8]> {
 impl<'a> ZipArchive<'a> {
     /// Parse the central directory of the archive in `bytes`.
     pub fn parse(bytes: &'a [u8]) -> Result<ZipArchive<'a>, FormatError> {
-        let file_len = bytes.len() as u64;
         let (eocd_pos, _) = find_eocd(bytes)?;
+        Self::parse_at(bytes, eocd_pos, false)
+    }
+
+    /// Parse the central directory that the end record at `eocd_pos` describes. With
+    /// `allow_duplicates`, entries whose names repeat are kept (the index finds the
+    /// first): for looking at an archive the way another reader would.
+    pub fn parse_at(
+        bytes: &'a [u8],
+        eocd_pos: usize,
+        allow_duplicates: bool,
+    ) -> Result<ZipArchive<'a>, FormatError> {
+        let file_len = bytes.len() as u64;
+        if eocd_pos
+            .checked_add(EOCD_LEN)
+            .is_none_or(|e| e > bytes.len())
+        {
+            return Err(FormatError::Truncated(format!(
+                "zip cut short: no room for an end record at byte {eocd_pos}"
+            )));
+        }
         let EndRecords {
             total_entries,
             cd_size,
@@ -198,7 +217,7 @@ impl<'a> ZipArchive<'a> {
         let mut pos = 0usize;
         for i in 0..count {
             entries.push(parse_central(cd, &mut pos, i, cd_offset)?);
-            if !by_name.insert(&entries, i) {
+            if !by_name.insert(&entries, i) && !allow_duplicates {
                 return Err(FormatError::Zip(format!(
                     "entry name `{}` appears twice (ambiguous archive)",
                     entries[i].name
@@ -338,7 +357,26 @@ pub fn crc32(data: &[u8]) -> u32 {
     c.sum()
 }
 
-/// Position of the End Of Central Directory record.
+/// Every End Of Central Directory signature in the last 64 KiB + 22 bytes with room for
+/// a record after it, highest first. The first is the one miniz (PyTorch's zip reader)
+/// uses: it takes the last signature without checking that its comment reaches the end.
+pub fn eocd_candidates(bytes: &[u8]) -> Vec<usize> {
+    let len = bytes.len();
+    if len < EOCD_LEN {
+        return Vec::new();
+    }
+    let lowest = len.saturating_sub(EOCD_LEN + MAX_COMMENT);
+    (lowest..=len - EOCD_LEN)
+        .rev()
+        .filter(|&p| bytes[p..p + 4] == SIG_EOCD.to_le_bytes())
+        .collect()
+}
+
+/// The end record [`ZipArchive::parse`] uses.
+pub fn tvck_eocd(bytes: &[u8]) -> Option<usize> {
+    find_eocd(bytes).ok().map(|(p, _)| p)
+}
+
 /// Position of the End Of Central Directory record, and whether its comment reaches
 /// exactly the end of `bytes` (else it is the highest record that at least fits).
 fn find_eocd(bytes: &[u8]) -> Result<(usize, bool), FormatError> {

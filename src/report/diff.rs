@@ -73,5 +73,15 @@ pub fn render(r: &DiffReport) -> String {
             parts.join(", ")
         }
     ));
+    for (side, msgs) in [("A", &r.unsafe_a), ("B", &r.unsafe_b)] {
+        if !msgs.is_empty() {
+            out.push_str(&format!(
+                "\nUNSAFE {side} (equal weights say nothing about what loading it runs):\n"
+            ));
+            for m in msgs {
+                out.push_str(&format!("  {m}\n"));
+            }
+        }
+    }
     out
 }

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::arch::VersionGuess;
 use crate::fingerprint;
-use crate::format::{Checkpoint, Finding, Format};
+use crate::format::{Checkpoint, Format};
 use crate::metrics::{self, StoredMetrics};
 
 use super::{human_bytes, new_table, shape, thousands, tree};
@@ -59,7 +59,7 @@ pub struct InspectReport {
 
 impl InspectReport {
     pub fn has_findings(&self) -> bool {
-        self.findings.iter().any(|f| f.kind == "unsafe_global")
+        self.findings.iter().any(|f| f.kind != "note")
             || self.tensors.iter().any(|t| t.error.is_some())
     }
 }
@@ -114,10 +114,7 @@ pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport
         .findings
         .iter()
         .map(|f| FindingRow {
-            kind: match f {
-                Finding::UnsafeGlobal { .. } => "unsafe_global",
-                Finding::Note { .. } => "note",
-            },
+            kind: f.kind(),
             message: f.message(),
         })
         .collect();
@@ -244,11 +241,7 @@ pub fn render(r: &InspectReport) -> String {
         out.push_str("  none\n");
     }
     for f in &r.findings {
-        let tag = if f.kind == "unsafe_global" {
-            "UNSAFE"
-        } else {
-            "note"
-        };
+        let tag = if f.kind != "note" { "UNSAFE" } else { "note" };
         out.push_str(&format!("  {tag}: {}\n", f.message));
     }
     out

@@ -99,6 +99,12 @@ pub fn render(report: &ScanReport) -> String {
             out.push_str(&format!("  {}: {}\n", f.path, f.unsafe_globals.join(", ")));
         }
     }
+    if !report.skipped.is_empty() {
+        out.push_str("\nSkipped:\n");
+        for k in &report.skipped {
+            out.push_str(&format!("  {}: {}\n", k.path, k.reason));
+        }
+    }
     if !report.duplicates.is_empty() {
         out.push_str("\nDuplicate weights (same fingerprint):\n");
         for g in &report.duplicates {

@@ -1,0 +1,724 @@
+//! What `torch.load(weights_only=False)` (PyTorch 2.13) would read, independently of
+//! how tvck's own parsers read the file.
+//!
+//! torch picks its loader by the file's name and first bytes, not by what parses:
+//!
+//! * a path ending in `.safetensors` goes to `safetensors.torch.load_file` (no pickle);
+//! * otherwise, a file starting with `PK\x03\x04` goes to the zip reader (miniz: the
+//!   *last* end-of-central-directory signature in the file's tail wins, entry names are
+//!   matched case-insensitively, the archive's folder is the first entry's), and an
+//!   archive with a `constants.pkl` record goes on to `torch.jit.load`;
+//! * anything else goes to `_legacy_load`: a valid tar archive is read as the pre-1.0
+//!   tar layout (its `sys_info`, `storages`, `tensors` and `pickle` members are
+//!   unpickled), else the pickles from byte 0 are unpickled one after the other, and the
+//!   first runs before its magic number is ever checked.
+//!
+//! [`torch_reading`] follows those rules, sweeps every pickle torch would unpickle for
+//! globals with [`sweep`] (a linear opcode walk that builds nothing, so no nesting depth
+//! or value budget can hide a payload from it), and names every place where two
+//! readings are possible as a [`Finding::Ambiguous`].
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use super::pickle::allowlist;
+use super::zip::{self, ZipArchive};
+use super::{limits, safetensors, Finding, InflateBudget};
+
+/// The loader torch 2.13 would use for a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loader {
+    Safetensors,
+    Zip,
+    TorchScript,
+    Tar,
+    Pickle,
+}
+
+/// What a [`sweep`] of one pickle found.
+#[derive(Debug, Default, Clone)]
+pub struct Sweep {
+    /// Globals not on the allow-list, escaped for display, in order of appearance.
+    pub globals: Vec<String>,
+    /// Position after its `STOP`, if it has one.
+    pub end: Option<usize>,
+    /// Number of opcodes walked.
+    pub opcodes: usize,
+}
+
+/// The most memo entries a sweep keeps track of (strings for `STACK_GLOBAL`).
+const MAX_SWEEP_MEMO: usize = 1 << 20;
+/// Longest global name kept in a finding.
+const MAX_NAME: usize = 200;
+
+/// Untrusted text made printable: control and non-ASCII-graphic characters escaped, length
+/// capped.
+pub fn printable(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if out.len() >= MAX_NAME {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == '\u{feff}' || ('\u{200b}'..='\u{200f}').contains(&c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Python 2 module names that `pickle` maps to their Python 3 names (`fix_imports`).
+fn py3_module(module: &str) -> &str {
+    match module {
+        "__builtin__" => "builtins",
+        "copy_reg" => "copyreg",
+        "exceptions" => "builtins",
+        "cPickle" => "pickle",
+        "commands" => "subprocess",
+        m => m,
+    }
+}
+
+fn classify(module: &str, name: &str, out: &mut Vec<String>) {
+    let module = py3_module(module);
+    if allowlist(module, name).is_some() {
+        return;
+    }
+    let full = printable(&format!("{module}.{name}"));
+    if !out.contains(&full) {
+        out.push(full);
+    }
+}
+
+/// Walk the pickle at the start of `data` opcode by opcode up to its `STOP` (or the first
+/// opcode that cannot be decoded, where Python's unpickler would stop too, after running
+/// everything before it) and collect the globals it references that are not on the
+/// allow-list. Linear in the pickle's length; builds no values.
+pub fn sweep(data: &[u8]) -> Sweep {
+    let mut out = Sweep::default();
+    let mut pos = 0usize;
+    // The most recent pushes (strings known, anything else `None`), for STACK_GLOBAL.
+    let mut recent: Vec<Option<Rc<str>>> = Vec::new();
+    let mut memo: HashMap<u64, Option<Rc<str>>> = HashMap::new();
+    let push = |recent: &mut Vec<Option<Rc<str>>>, v: Option<Rc<str>>| {
+        recent.push(v);
+        if recent.len() > 8 {
+            recent.remove(0);
+        }
+    };
+    let text = |b: &[u8]| -> Rc<str> { Rc::from(String::from_utf8_lossy(b).as_ref()) };
+    macro_rules! take {
+        ($n:expr) => {{
+            let n: usize = $n;
+            match pos.checked_add(n).filter(|e| *e <= data.len()) {
+                Some(e) => {
+                    let s = &data[pos..e];
+                    pos = e;
+                    s
+                }
+                None => return out,
+            }
+        }};
+    }
+    macro_rules! line {
+        () => {{
+            match data[pos.min(data.len())..].iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    let s = &data[pos..pos + i];
+                    pos += i + 1;
+                    s
+                }
+                None => return out,
+            }
+        }};
+    }
+    macro_rules! le {
+        ($n:expr) => {{
+            let b = take!($n);
+            let mut v = 0u64;
+            for (i, x) in b.iter().enumerate() {
+                v |= u64::from(*x) << (8 * i);
+            }
+            v
+        }};
+    }
+    loop {
+        let Some(&code) = data.get(pos) else {
+            return out;
+        };
+        pos += 1;
+        out.opcodes += 1;
+        match code {
+            b'.' => {
+                out.end = Some(pos);
+                return out;
+            }
+            b'c' | b'i' => {
+                let module = line!();
+                let name = line!();
+                let module = String::from_utf8_lossy(module);
+                let name = String::from_utf8_lossy(name);
+                classify(module.trim(), name.trim(), &mut out.globals);
+                push(&mut recent, None);
+            }
+            0x93 => {
+                let n = recent.len();
+                match (n >= 2).then(|| (recent[n - 2].clone(), recent[n - 1].clone())) {
+                    Some((Some(m), Some(g))) => classify(&m, &g, &mut out.globals),
+                    _ => {
+                        let what = "<STACK_GLOBAL whose module and name are not literal strings>";
+                        if !out.globals.iter().any(|g| g == what) {
+                            out.globals.push(what.to_string());
+                        }
+                    }
+                }
+                recent.truncate(n.saturating_sub(2));
+                push(&mut recent, None);
+            }
+            // Strings.
+            b'S' | b'V' => {
+                let l = line!();
+                let l = match l {
+                    [q, inner @ .., q2]
+                        if code == b'S' && (*q == b'\'' || *q == b'"') && q == q2 =>
+                    {
+                        inner
+                    }
+                    other => other,
+                };
+                push(&mut recent, Some(text(l)));
+            }
+            b'T' | b'X' => {
+                let n = le!(4) as usize;
+                let s = take!(n);
+                push(&mut recent, Some(text(s)));
+            }
+            b'U' | 0x8c => {
+                let n = le!(1) as usize;
+                let s = take!(n);
+                push(&mut recent, Some(text(s)));
+            }
+            0x8d => {
+                let n = usize::try_from(le!(8)).unwrap_or(usize::MAX);
+                let s = take!(n);
+                push(&mut recent, Some(text(s)));
+            }
+            // Memo.
+            b'g' => {
+                let l = line!();
+                let k = std::str::from_utf8(l)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                push(&mut recent, k.and_then(|k| memo.get(&k).cloned()).flatten());
+            }
+            b'h' | b'j' => {
+                let k = if code == b'h' { le!(1) } else { le!(4) };
+                push(&mut recent, memo.get(&k).cloned().flatten());
+            }
+            b'p' | b'q' | b'r' | 0x94 => {
+                let k = match code {
+                    b'p' => {
+                        let l = line!();
+                        std::str::from_utf8(l)
+                            .ok()
+                            .and_then(|t| t.trim().parse().ok())
+                    }
+                    b'q' => Some(le!(1)),
+                    b'r' => Some(le!(4)),
+                    _ => Some(memo.len() as u64),
+                };
+                if let Some(k) = k {
+                    if memo.len() < MAX_SWEEP_MEMO || memo.contains_key(&k) {
+                        memo.insert(k, recent.last().cloned().flatten());
+                    }
+                }
+            }
+            // No argument, no push that matters.
+            b'(' | 0x80 | 0x95 => {
+                if code == 0x80 {
+                    take!(1);
+                } else if code == 0x95 {
+                    take!(8);
+                }
+            }
+            b'0' => {
+                recent.pop();
+            }
+            b'2' => {
+                let top = recent.last().cloned().flatten();
+                push(&mut recent, top);
+            }
+            // Everything else pushes (or changes) something that is not a string.
+            b'1' | b'N' | b'R' | b'Q' | b'a' | b'b' | b'd' | b'}' | b'e' | b'l' | b']' | b'o'
+            | b's' | b't' | b')' | b'u' | 0x81 | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | 0x8f | 0x90
+            | 0x91 | 0x92 | 0x97 | 0x98 => push(&mut recent, None),
+            b'F' | b'I' | b'L' | b'P' => {
+                line!();
+                push(&mut recent, None);
+            }
+            b'K' | 0x82 => {
+                take!(1);
+                push(&mut recent, None);
+            }
+            b'M' | 0x83 => {
+                take!(2);
+                push(&mut recent, None);
+            }
+            b'J' | 0x84 => {
+                take!(4);
+                push(&mut recent, None);
+            }
+            b'G' => {
+                take!(8);
+                push(&mut recent, None);
+            }
+            b'C' | 0x8a => {
+                let n = le!(1) as usize;
+                take!(n);
+                push(&mut recent, None);
+            }
+            b'B' | 0x8b => {
+                let n = le!(4) as usize;
+                take!(n);
+                push(&mut recent, None);
+            }
+            0x8e | 0x96 => {
+                let n = usize::try_from(le!(8)).unwrap_or(usize::MAX);
+                take!(n);
+                push(&mut recent, None);
+            }
+            _ => return out,
+        }
+    }
+}
+
+/// Sweep the pickles Python would unpickle one after another from the start of `data`
+/// (at most `max`), as `location #n` findings.
+fn sweep_sequence(data: &[u8], max: usize, location: &str, findings: &mut Vec<Finding>) -> usize {
+    let mut pos = 0usize;
+    let mut complete = 0;
+    for n in 1..=max {
+        let s = sweep(&data[pos..]);
+        let loc = if max == 1 {
+            location.to_string()
+        } else {
+            format!("{location} #{n}")
+        };
+        push_globals(findings, &s.globals, &loc);
+        match s.end {
+            Some(end) => {
+                complete += 1;
+                pos += end;
+                if pos >= data.len() {
+                    break;
+                }
+            }
+            None => break,
+        }
+    }
+    complete
+}
+
+fn push_globals(findings: &mut Vec<Finding>, globals: &[String], location: &str) {
+    for g in globals {
+        let seen = findings
+            .iter()
+            .any(|f| matches!(f, Finding::UnsafeGlobal { global, .. } if global == g));
+        if !seen {
+            findings.push(Finding::UnsafeGlobal {
+                global: g.clone(),
+                location: location.to_string(),
+            });
+        }
+    }
+}
+
+fn ambiguous(trick: &str, detail: String) -> Finding {
+    Finding::Ambiguous {
+        trick: trick.to_string(),
+        detail,
+    }
+}
+
+/// What torch would do with a file called `name` holding `bytes`.
+#[derive(Debug)]
+pub struct TorchReading {
+    pub loader: Loader,
+    /// Unsafe globals in what torch would unpickle, ambiguities, TorchScript.
+    pub findings: Vec<Finding>,
+}
+
+/// Read `bytes` (a file named `name`) the way `torch.load(weights_only=False)` would.
+///
+/// `unread(start, end)` says whether a byte range was not read from the file (a sparse
+/// read leaves holes holding other bytes): nothing is taken from such a range.
+pub fn torch_reading(
+    name: &str,
+    bytes: &[u8],
+    budget: &InflateBudget,
+    unread: &dyn Fn(u64, u64) -> bool,
+) -> TorchReading {
+    let mut findings = Vec::new();
+    let loader = if name.ends_with(".safetensors") {
+        // torch reads the safetensors header only. Another loader given this file
+        // (renamed, or torch.load on a copy) would unpickle it from byte 0.
+        let s = sweep(bytes);
+        if s.end.is_some() || !s.globals.is_empty() {
+            findings.push(ambiguous(
+                "safetensors/pickle polyglot",
+                "the file is a safetensors header and also a pickle from byte 0 (torch.load of a copy not named .safetensors would unpickle it)".into(),
+            ));
+            push_globals(&mut findings, &s.globals, "the pickle at byte 0");
+        }
+        Loader::Safetensors
+    } else if bytes.starts_with(b"PK\x03\x04") {
+        zip_reading(bytes, budget, unread, &mut findings)
+    } else if is_tar(bytes) {
+        tar_reading(bytes, &mut findings);
+        Loader::Tar
+    } else {
+        let complete = sweep_sequence(bytes, 5, "pickle", &mut findings);
+        if complete > 0 && safetensors::looks_like_safetensors(bytes) {
+            findings.push(ambiguous(
+                "safetensors/pickle polyglot",
+                "the file parses as a safetensors header, but torch.load (the file is not named .safetensors) unpickles it from byte 0".into(),
+            ));
+        }
+        Loader::Pickle
+    };
+    TorchReading { loader, findings }
+}
+
+// ----- zip ----------------------------------------------------------------------
+
+fn zip_reading(
+    bytes: &[u8],
+    budget: &InflateBudget,
+    unread: &dyn Fn(u64, u64) -> bool,
+    findings: &mut Vec<Finding>,
+) -> Loader {
+    let mut candidates = zip::eocd_candidates(bytes);
+    candidates.retain(|&p| !unread(p as u64, p as u64 + 22));
+    let Some(&torch_eocd) = candidates.first() else {
+        return Loader::Zip;
+    };
+    // Every end record that describes a readable directory.
+    let readable: Vec<(usize, ZipArchive<'_>)> = candidates
+        .iter()
+        .filter_map(|&p| ZipArchive::parse_at(bytes, p, true).ok().map(|z| (p, z)))
+        .collect();
+    let tvck = zip::tvck_eocd(bytes);
+    if readable.len() > 1 {
+        let names = |z: &ZipArchive<'_>| -> Vec<(String, u64)> {
+            z.entries()
+                .iter()
+                .map(|e| (e.name.clone(), e.local_header_offset))
+                .collect()
+        };
+        let first = names(&readable[0].1);
+        if readable.iter().any(|(_, z)| names(z) != first) {
+            let at: Vec<String> = readable.iter().map(|(p, _)| format!("byte {p}")).collect();
+            findings.push(ambiguous(
+                "several zip end-of-central-directory records",
+                format!(
+                    "end records at {} describe different directories; torch (miniz) uses the last one (byte {torch_eocd}){}",
+                    at.join(", "),
+                    match tvck {
+                        Some(t) if t != torch_eocd => format!(", other readers the one at byte {t}"),
+                        _ => String::new(),
+                    }
+                ),
+            ));
+        }
+    }
+    let mut loader = Loader::Zip;
+    for (i, (pos, z)) in readable.iter().enumerate() {
+        let which = if *pos == torch_eocd {
+            String::new()
+        } else {
+            format!(" (directory of the end record at byte {pos})")
+        };
+        if zip_archive_reading(z, &which, budget, findings) && i == 0 && *pos == torch_eocd {
+            loader = Loader::TorchScript;
+        }
+    }
+    loader
+}
+
+/// Sweep what torch would unpickle from one directory; `true` for a TorchScript archive.
+fn zip_archive_reading(
+    z: &ZipArchive<'_>,
+    which: &str,
+    budget: &InflateBudget,
+    findings: &mut Vec<Finding>,
+) -> bool {
+    let entries = z.entries();
+    let Some(first) = entries.first() else {
+        return false;
+    };
+    // PyTorchStreamReader: the archive's folder is the first entry's.
+    let prefix = match first.name.find('/') {
+        Some(i) => first.name[..=i].to_string(),
+        None => String::new(),
+    };
+    // Names that only case (or nothing) tells apart: miniz finds either.
+    let mut by_lower: HashMap<String, Vec<&str>> = HashMap::new();
+    for e in entries {
+        by_lower
+            .entry(e.name.to_ascii_lowercase())
+            .or_default()
+            .push(&e.name);
+    }
+    let mut clashes: Vec<String> = by_lower
+        .values()
+        .filter(|v| v.len() > 1)
+        .map(|v| {
+            v.iter()
+                .map(|n| format!("`{}`", printable(n)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        })
+        .collect();
+    clashes.sort();
+    if !clashes.is_empty() {
+        findings.push(ambiguous(
+            "zip entry names that differ only in case (or not at all)",
+            format!(
+                "{}{which}: torch's zip reader matches names case-insensitively and may load any of them",
+                clashes.join(", ")
+            ),
+        ));
+    }
+    let wanted = format!("{prefix}data.pkl").to_ascii_lowercase();
+    for e in entries
+        .iter()
+        .filter(|e| e.name.to_ascii_lowercase() == wanted)
+    {
+        if e.name != format!("{prefix}data.pkl") {
+            findings.push(ambiguous(
+                "case-insensitive zip name match",
+                format!(
+                    "`{}`{which} is what torch loads as `{prefix}data.pkl`",
+                    printable(&e.name)
+                ),
+            ));
+        }
+        sweep_entry(z, e, which, budget, findings);
+    }
+    let records: Vec<&str> = entries
+        .iter()
+        .filter_map(|e| e.name.strip_prefix(prefix.as_str()))
+        .collect();
+    if !records.contains(&"constants.pkl") {
+        return false;
+    }
+    let mut executes: Vec<String> = Vec::new();
+    for e in entries {
+        let rec = e.name.strip_prefix(prefix.as_str()).unwrap_or(&e.name);
+        if rec == "constants.pkl" || rec.starts_with("code/") || rec.ends_with(".pkl") {
+            if executes.len() < 20 {
+                executes.push(format!("`{}`", printable(&e.name)));
+            }
+            if rec.ends_with(".pkl") {
+                sweep_entry(z, e, which, budget, findings);
+            }
+        }
+    }
+    findings.push(Finding::TorchScript { executes });
+    true
+}
+
+fn sweep_entry(
+    z: &ZipArchive<'_>,
+    e: &zip::Entry,
+    which: &str,
+    budget: &InflateBudget,
+    findings: &mut Vec<Finding>,
+) {
+    let location = format!("`{}`{which}", printable(&e.name));
+    if e.method != zip::Method::Stored && budget.charge(e.uncompressed_size, &location).is_err() {
+        findings.push(Finding::Note {
+            message: format!("{location} was not swept: the inflation budget is spent"),
+        });
+        return;
+    }
+    match z.read_unchecked(e, limits::MAX_PICKLE_BYTES) {
+        Ok(data) => sweep_sequence(&data, 1, &location, findings),
+        Err(err) => {
+            findings.push(Finding::Note {
+                message: format!("{location} cannot be read: {err}"),
+            });
+            0
+        }
+    };
+}
+
+// ----- tar ----------------------------------------------------------------------
+
+const TAR_BLOCK: usize = 512;
+
+/// Python's `tarfile` octal field (`nti`), enough for checksums and sizes.
+fn tar_number(field: &[u8]) -> Option<u64> {
+    if field.first().is_some_and(|b| *b == 0o200 || *b == 0o377) {
+        // base-256
+        let mut v: u64 = 0;
+        for b in &field[1..] {
+            v = v.checked_mul(256)?.checked_add(u64::from(*b))?;
+        }
+        return Some(v);
+    }
+    let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+    let s = std::str::from_utf8(&field[..end]).ok()?.trim();
+    if s.is_empty() {
+        return Some(0);
+    }
+    u64::from_str_radix(s, 8).ok()
+}
+
+/// Whether `tarfile.open(mode="r:")` accepts the header at `at` (its checksum matches).
+fn tar_header_ok(bytes: &[u8], at: usize) -> bool {
+    let Some(block) = bytes.get(at..at + TAR_BLOCK) else {
+        return false;
+    };
+    if block.iter().all(|b| *b == 0) {
+        return false;
+    }
+    let Some(chk) = tar_number(&block[148..156]) else {
+        return false;
+    };
+    let unsigned: u64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    let signed: i64 = block
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                i64::from(*b as i8)
+            }
+        })
+        .sum();
+    chk == unsigned || i64::try_from(chk).is_ok_and(|c| c == signed)
+}
+
+/// Whether torch's `_legacy_load` takes the file for a (pre-1.0) tar checkpoint.
+pub fn is_tar(bytes: &[u8]) -> bool {
+    tar_header_ok(bytes, 0)
+}
+
+fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
+    // Members in order; `tar.extract(name)` takes the last of a name.
+    let mut members: Vec<(String, usize, usize)> = Vec::new();
+    let mut at = 0usize;
+    while tar_header_ok(bytes, at) && members.len() < 10_000 {
+        let block = &bytes[at..at + TAR_BLOCK];
+        let end = block[..100].iter().position(|b| *b == 0).unwrap_or(100);
+        let name = String::from_utf8_lossy(&block[..end]).into_owned();
+        let size = tar_number(&block[124..136]).unwrap_or(0);
+        let data = at + TAR_BLOCK;
+        let Some(len) = usize::try_from(size)
+            .ok()
+            .filter(|l| data.saturating_add(*l) <= bytes.len())
+        else {
+            break;
+        };
+        members.push((name, data, len));
+        at = data + len.div_ceil(TAR_BLOCK) * TAR_BLOCK;
+    }
+    let s = sweep(bytes);
+    if s.end.is_some() || !s.globals.is_empty() {
+        findings.push(ambiguous(
+            "tar/pickle polyglot",
+            "the file is a tar archive (torch.load reads it as a legacy tar checkpoint) and also a pickle from byte 0".into(),
+        ));
+        push_globals(findings, &s.globals, "the pickle at byte 0");
+    }
+    for wanted in ["sys_info", "storages", "tensors", "pickle"] {
+        if let Some((name, data, len)) = members.iter().rev().find(|m| m.0 == wanted) {
+            let loc = format!("tar member `{}`", printable(name));
+            sweep_sequence(&bytes[*data..*data + *len], 1, &loc, findings);
+        }
+    }
+    findings.push(Finding::Note {
+        message: format!(
+            "legacy tar checkpoint (torch < 1.0 layout, {} members): torch.load unpickles its sys_info, storages, tensors and pickle members",
+            members.len()
+        ),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_finds_globals_of_every_protocol() {
+        // protocol 0: GLOBAL + REDUCE
+        let p0 = b"cposix\nsystem\n(S'echo hi'\ntR.";
+        assert_eq!(sweep(p0).globals, vec!["posix.system"]);
+        assert!(sweep(p0).end.is_some());
+        // protocol 4: STACK_GLOBAL through the memo
+        let mut p4 = vec![0x80, 4, 0x8c, 8];
+        p4.extend_from_slice(b"builtins");
+        p4.extend_from_slice(&[0x94, 0x8c, 4]);
+        p4.extend_from_slice(b"eval");
+        p4.extend_from_slice(&[0x94, b'h', 0, b'h', 1, 0x93, b'N', b'.']);
+        let s = sweep(&p4);
+        assert_eq!(s.globals, vec!["builtins.eval"]);
+        // allow-listed globals are not findings; INST is
+        assert!(sweep(b"ccollections\nOrderedDict\n)R.").globals.is_empty());
+        assert_eq!(sweep(b"(ios\nsystem\nS'x'\n.").globals, vec!["os.system"]);
+        // Python 2 names map to Python 3 ones
+        assert_eq!(
+            sweep(b"c__builtin__\neval\n.").globals,
+            vec!["builtins.eval"]
+        );
+    }
+
+    #[test]
+    fn sweep_is_not_stopped_by_depth_or_garbage() {
+        let mut deep = vec![0x80, 2];
+        deep.extend(std::iter::repeat_n(b']', 100_000));
+        deep.extend_from_slice(b"cos\nsystem\n");
+        let s = sweep(&deep);
+        assert_eq!(s.globals, vec!["os.system"]);
+        assert!(s.end.is_none());
+        for cut in 0..20 {
+            let _ = sweep(&b"cposix\nsystem\n(S'echo hi'\ntR."[..cut]);
+        }
+        assert!(sweep(&[0xff, 0x00]).globals.is_empty());
+    }
+
+    #[test]
+    fn untrusted_names_are_escaped() {
+        assert_eq!(printable("a\u{1b}[31mb\n"), "a\\u{1b}[31mb\\n");
+        assert!(printable(&"x".repeat(1000)).chars().count() <= MAX_NAME + 1);
+    }
+
+    #[test]
+    fn tar_headers_follow_python() {
+        let mut h = vec![0u8; 1024];
+        h[..8].copy_from_slice(b"storages");
+        h[124..135].copy_from_slice(b"00000000000");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h[..512].iter().map(|b| u32::from(*b)).sum();
+        let chk = format!("{sum:06o}\0 ");
+        h[148..156].copy_from_slice(chk.as_bytes());
+        assert!(is_tar(&h));
+        h[0] = b'S';
+        assert!(!is_tar(&h));
+        assert!(!is_tar(&[0u8; 1024]));
+    }
+}
