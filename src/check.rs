@@ -431,6 +431,25 @@ fn check_checkpoint(
             .fix("do not load this file; use a checkpoint from a trusted run"),
         );
     }
+    let non_finite = crate::format::finite::non_finite(&ckpt);
+    if !non_finite.is_empty() {
+        findings.push(
+            Finding::new(
+                Severity::Error,
+                "frozen-checkpoint-non-finite",
+                format!(
+                    "{} holds NaN or infinite weights in {} tensor{}",
+                    path.display(),
+                    non_finite.len(),
+                    if non_finite.len() == 1 { "" } else { "s" }
+                ),
+            )
+            .at(Some(loc.clone()))
+            .details(non_finite.iter().map(ToString::to_string).collect())
+            .cause("the frozen parts would compute NaN for every operation: the run trains nothing (a diverged or damaged run)")
+            .fix("use an earlier checkpoint of that run, or another one (`tvck check --auto-fix` ranks candidates)"),
+        );
+    }
     let stored = crate::metrics::StoredMetrics::from_root(&ckpt.root);
     summary.stored_coverage = stored.coverage;
     summary.metrics = stored.provenance;

@@ -369,3 +369,54 @@ fn hostile_text_is_escaped_before_it_reaches_the_terminal() {
         .collect();
     assert!(names.iter().any(|n| n.ends_with(evil_name)), "{names:?}");
 }
+
+/// NaN or infinite weights are a finding of inspect (exit 1) and an error of check when
+/// the frozen checkpoint holds them: never a crash, never a silent NaN run.
+#[test]
+fn non_finite_weights_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("nan.pt");
+    common::write_with_non_finite(
+        &root().join("checkpoints/v5_12_4/best_Q.pt"),
+        &bad,
+        "encoder_A.encoder.0.weight",
+    );
+    let o = tvck(&["inspect", bad.to_str().unwrap(), "--no-hash"], &root());
+    assert_eq!(o.status.code(), Some(1));
+    let out = stdout(&o);
+    assert!(
+        out.contains(
+            "NON-FINITE: `encoder_A.encoder.0.weight` holds 1 NaN and 1 infinite of 2304 values"
+        ),
+        "{out}"
+    );
+    let j: serde_json::Value = serde_json::from_slice(
+        &tvck(
+            &["inspect", bad.to_str().unwrap(), "--json", "--no-hash"],
+            &root(),
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(j["findings"][0]["kind"], "non_finite");
+
+    let cfg = std::fs::read_to_string(root().join("tests/fixtures/upstream-configs/v5_12_4.yaml"))
+        .unwrap()
+        .replace("checkpoints/v5_12_4/best_Q.pt", bad.to_str().unwrap());
+    let cfg_path = dir.path().join("c.yaml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let o = tvck(&["check", cfg_path.to_str().unwrap(), "--json"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let f = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "frozen-checkpoint-non-finite")
+        .unwrap_or_else(|| panic!("{j}"));
+    assert_eq!(f["severity"], "error");
+    assert_eq!(
+        f["details"][0],
+        "`encoder_A.encoder.0.weight` holds 1 NaN and 1 infinite of 2304 values"
+    );
+}

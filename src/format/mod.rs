@@ -8,6 +8,7 @@
 //! * [`safetensors`]: `.safetensors` headers, with explicit limits.
 
 pub mod dtype;
+pub mod finite;
 pub mod loader;
 pub mod pickle;
 pub mod safetensors;

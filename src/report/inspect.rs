@@ -29,6 +29,9 @@ pub struct TensorRow {
     pub error: Option<String>,
 }
 
+/// [`FindingRow::kind`] of a model-state tensor holding NaN or infinite values.
+pub const NON_FINITE: &str = "non_finite";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FindingRow {
     pub kind: &'static str,
@@ -110,7 +113,7 @@ pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport
     } else {
         None
     };
-    let findings = ckpt
+    let mut findings: Vec<FindingRow> = ckpt
         .findings
         .iter()
         .map(|f| FindingRow {
@@ -118,6 +121,14 @@ pub fn build(ckpt: &Checkpoint, display_path: &str, hash: bool) -> InspectReport
             message: f.message(),
         })
         .collect();
+    findings.extend(
+        crate::format::finite::non_finite(ckpt)
+            .into_iter()
+            .map(|n| FindingRow {
+                kind: NON_FINITE,
+                message: format!("{n}: the model computes NaN wherever they reach"),
+            }),
+    );
     let model_state = ckpt.model_state_ref();
     InspectReport {
         path: display_path.to_string(),
@@ -241,7 +252,11 @@ pub fn render(r: &InspectReport) -> String {
         out.push_str("  none\n");
     }
     for f in &r.findings {
-        let tag = if f.kind != "note" { "UNSAFE" } else { "note" };
+        let tag = match f.kind {
+            "note" => "note",
+            NON_FINITE => "NON-FINITE",
+            _ => "UNSAFE",
+        };
         out.push_str(&format!("  {tag}: {}\n", f.message));
     }
     out

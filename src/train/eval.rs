@@ -68,6 +68,18 @@ fn load_model(
             path.display()
         )));
     }
+    let non_finite = crate::format::finite::non_finite(&ckpt);
+    if !non_finite.is_empty() {
+        return Err(TrainError::Load(format!(
+            "`{}` holds NaN or infinite weights: {}",
+            path.display(),
+            non_finite
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
+    }
     let inf = arch::infer_checkpoint(&ckpt);
     let best = inf.best.ok_or_else(|| {
         TrainError::Load(format!(

@@ -137,3 +137,50 @@ mod autofix_tests {
         assert_eq!(fix.edits[0].1, "checkpoints/v5_12_4/best_Q.pt");
     }
 }
+
+#[cfg(test)]
+mod non_finite_tests {
+    use super::*;
+
+    #[test]
+    fn eval_refuses_nan_weights_and_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = crate::format::Checkpoint::open("checkpoints/v5_12_4/best_Q.pt").unwrap();
+        let ms = src.model_state_ref().unwrap();
+        let target = ms
+            .entries
+            .iter()
+            .find(|(k, _)| *k == "decoder_A.decoder.8.bias")
+            .unwrap()
+            .1;
+        let tensors: Vec<crate::format::write::TensorData<'_>> = (0..src.tensors.len())
+            .map(|i| {
+                let mut b = src.tensor_bytes(i).unwrap().into_owned();
+                if i == target {
+                    b[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+                }
+                crate::format::write::TensorData::new(
+                    src.tensors[i].dtype,
+                    src.tensors[i].shape.clone(),
+                    b,
+                )
+            })
+            .collect();
+        let bad = dir.path().join("nan.pt");
+        let f = std::fs::File::create(&bad).unwrap();
+        crate::format::write::pt::write_pt(
+            &src.root,
+            &tensors,
+            &crate::format::write::pt::PtOptions::default(),
+            std::io::BufWriter::new(f),
+        )
+        .unwrap();
+        let err = eval_checkpoint(&bad, None, tch::Device::Cpu)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("NaN or infinite weights: `decoder_A.decoder.8.bias` holds 1 NaN and 0 infinite of 27 values"),
+            "{err}"
+        );
+    }
+}

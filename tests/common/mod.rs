@@ -45,3 +45,36 @@ macro_rules! snap {
         })
     };
 }
+
+/// Copy the checkpoint `src` to `dst` (tvck's .pt writer) with NaN and +inf written into
+/// the first two values of the model-state tensor `key`.
+pub fn write_with_non_finite(src: &Path, dst: &Path, key: &str) {
+    use tvck::format::write::{pt, TensorData};
+    let c = tvck::format::Checkpoint::open(src).expect("sample reads");
+    let ms = c.model_state_ref().expect("a model state");
+    let target = ms
+        .entries
+        .iter()
+        .find(|(k, _)| *k == key)
+        .unwrap_or_else(|| panic!("no {key}"))
+        .1;
+    let tensors: Vec<TensorData<'_>> = (0..c.tensors.len())
+        .map(|i| {
+            let t = &c.tensors[i];
+            let mut bytes = c.tensor_bytes(i).expect("tensor bytes").into_owned();
+            if i == target {
+                bytes[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+                bytes[4..8].copy_from_slice(&f32::INFINITY.to_le_bytes());
+            }
+            TensorData::new(t.dtype, t.shape.clone(), bytes)
+        })
+        .collect();
+    let f = std::fs::File::create(dst).expect("create");
+    pt::write_pt(
+        &c.root,
+        &tensors,
+        &pt::PtOptions::default(),
+        std::io::BufWriter::new(f),
+    )
+    .expect("write");
+}
