@@ -701,11 +701,13 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
                 MigrateError::NotAccepted { .. } => Some("write a spec for this layout (docs/migrations.md) and pass --specs DIR".to_string()),
                 MigrateError::NoPath { .. } => Some("tvck inspect shows the file's version; --specs DIR adds specs".to_string()),
                 MigrateError::SameFile { .. } => Some("tvck never overwrites its input".to_string()),
+                MigrateError::OutputIsLink { .. } => Some("name the link's target, or another file, as -o".to_string()),
                 MigrateError::Write(tvck::format::write::WriteError::Exists(_)) => Some("pass --force to replace it".to_string()),
                 _ => None,
             };
             let code = match &e {
                 MigrateError::SameFile { .. }
+                | MigrateError::OutputIsLink { .. }
                 | MigrateError::Write(tvck::format::write::WriteError::Exists(_)) => 2,
                 _ => 1,
             };

@@ -852,3 +852,47 @@ fn pytorch_loads_every_conversion_strictly() {
         "{out}"
     );
 }
+
+/// OUT as a hard link to the input, or as a symbolic link, is refused even with --force:
+/// the input stays byte for byte what it was.
+#[cfg(unix)]
+#[test]
+fn links_as_output_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.pt");
+    std::fs::copy("checkpoints/v5_11/best.pt", &input).unwrap();
+    let before = std::fs::read(&input).unwrap();
+    let hard = dir.path().join("hard.pt");
+    std::fs::hard_link(&input, &hard).unwrap();
+    let soft = dir.path().join("soft.pt");
+    std::os::unix::fs::symlink(dir.path().join("elsewhere.pt"), &soft).unwrap();
+    let other = dir.path().join("other.pt");
+    std::fs::write(&other, b"keep").unwrap();
+    let soft_other = dir.path().join("soft_other.pt");
+    std::os::unix::fs::symlink(&other, &soft_other).unwrap();
+    for (out, want) in [
+        (&hard, "is the input file"),
+        (&soft, "is a symbolic link"),
+        (&soft_other, "is a symbolic link"),
+    ] {
+        let o = run(&[
+            "convert",
+            input.to_str().unwrap(),
+            "--to",
+            "v5_12_4",
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{}", out.display());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{err}");
+    }
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    assert_eq!(std::fs::read(&other).unwrap(), b"keep");
+    assert!(!dir.path().join("elsewhere.pt").exists());
+    assert!(std::fs::symlink_metadata(&soft)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}

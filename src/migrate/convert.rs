@@ -667,11 +667,22 @@ pub fn default_output(input: &Path, to: VersionId, format: OutputFormat) -> Path
     input.with_file_name(format!("{stem}.{}.{}", to.as_str(), format.extension()))
 }
 
+/// Whether `b` names the file `a` is: the same path once links are resolved, or (a hard
+/// link) the same inode on the same device.
 fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(x), Ok(y)) => x == y,
-        _ => false,
+    if let (Ok(x), Ok(y)) = (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        if x == y {
+            return true;
+        }
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+            return x.dev() == y.dev() && x.ino() == y.ino();
+        }
+    }
+    false
 }
 
 /// Plan, and unless `dry_run`, convert `input` into `output`.
@@ -683,6 +694,12 @@ pub fn convert_file(
 ) -> Result<Converted, MigrateError> {
     if same_file(input, output) {
         return Err(MigrateError::SameFile {
+            path: output.to_path_buf(),
+        });
+    }
+    // Replacing a link would write where the link does not say (or drop the link).
+    if std::fs::symlink_metadata(output).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(MigrateError::OutputIsLink {
             path: output.to_path_buf(),
         });
     }

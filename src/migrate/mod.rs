@@ -106,6 +106,9 @@ pub enum MigrateError {
     /// The output would replace the input.
     #[error("the output `{}` is the input file; choose another -o", path.display())]
     SameFile { path: PathBuf },
+    /// The output is a symbolic link.
+    #[error("the output `{}` is a symbolic link; tvck does not write through links", path.display())]
+    OutputIsLink { path: PathBuf },
     /// Measuring or fitting the converted model failed (or the fit did not reach its
     /// tolerances within its step budget).
     #[error("{message}")]
