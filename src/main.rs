@@ -585,6 +585,65 @@ struct ConvertArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Fit the converted model to the source on all 19,683 operations, then measure it
+    /// (feature `train`).
+    #[arg(long, conflicts_with = "measure")]
+    fit: bool,
+    /// Measure the converted weights (coverage, radius metrics) without fitting (feature
+    /// `train`).
+    #[arg(long)]
+    measure: bool,
+    /// Seed of --fit.
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    seed: u64,
+    /// Step budget of --fit: when it runs out first, nothing is written (exit 1).
+    #[arg(long, value_name = "N")]
+    fit_steps: Option<usize>,
+    /// Device of --fit / --measure (cpu, cuda, cuda:N).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[cfg(feature = "train")]
+fn as_refine(r: &tvck::train::fit::ConvertRefiner) -> &dyn tvck::migrate::Refine {
+    r
+}
+
+#[cfg(not(feature = "train"))]
+fn as_refine<'a>(r: &&'a dyn tvck::migrate::Refine) -> &'a dyn tvck::migrate::Refine {
+    *r
+}
+
+/// The refiner `--fit` / `--measure` ask for.
+#[cfg(feature = "train")]
+fn convert_refiner(a: &ConvertArgs) -> Result<Option<tvck::train::fit::ConvertRefiner>, CliError> {
+    use tvck::train::fit::{ConvertRefiner, RefineMode, Tolerances, DEFAULT_MAX_STEPS};
+    if !a.fit && !a.measure {
+        return Ok(None);
+    }
+    let device = tvck::train::parse_device(&a.device)
+        .map_err(|e| CliError::usage(e.to_string(), "use --device cpu, cuda or cuda:N"))?;
+    let mode = if a.fit {
+        RefineMode::Fit {
+            seed: a.seed,
+            max_steps: a.fit_steps.unwrap_or(DEFAULT_MAX_STEPS),
+            tolerances: Tolerances::default(),
+        }
+    } else {
+        RefineMode::Measure
+    };
+    Ok(Some(ConvertRefiner { mode, device }))
+}
+
+#[cfg(not(feature = "train"))]
+fn convert_refiner(
+    a: &ConvertArgs,
+) -> Result<Option<&'static dyn tvck::migrate::Refine>, CliError> {
+    if a.fit || a.measure {
+        let flag = if a.fit { "--fit" } else { "--measure" };
+        return no_train_feature(&format!("convert {flag}")).map(|_| None);
+    }
+    Ok(None)
 }
 
 fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
@@ -611,12 +670,13 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
         (None, Some(o)) if !a.recursive => OutputFormat::from_path(o).unwrap_or(OutputFormat::Pt),
         (None, _) => OutputFormat::Pt,
     };
+    let refiner = convert_refiner(&a)?;
     let opts = ConvertOptions {
         to,
         format,
         force: a.force,
         dry_run: a.dry_run,
-        refine: None,
+        refine: refiner.as_ref().map(as_refine),
     };
     if a.recursive || a.input.is_dir() {
         if !a.input.is_dir() {
@@ -702,6 +762,7 @@ fn cmd_convert(a: ConvertArgs) -> Result<u8, CliError> {
                 MigrateError::NoPath { .. } => Some("tvck inspect shows the file's version; --specs DIR adds specs".to_string()),
                 MigrateError::SameFile { .. } => Some("tvck never overwrites its input".to_string()),
                 MigrateError::OutputIsLink { .. } => Some("name the link's target, or another file, as -o".to_string()),
+                MigrateError::Refine { .. } => Some("nothing was written; --fit-steps N raises the budget, --measure only evaluates".to_string()),
                 MigrateError::Write(tvck::format::write::WriteError::Exists(_)) => Some("pass --force to replace it".to_string()),
                 _ => None,
             };

@@ -896,3 +896,27 @@ fn links_as_output_are_refused() {
         .file_type()
         .is_symlink());
 }
+
+/// Built without the `train` feature, `--fit` and `--measure` say how to get them.
+#[cfg(not(feature = "train"))]
+#[test]
+fn fit_and_measure_need_the_train_feature() {
+    for flag in ["--fit", "--measure"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("x.pt");
+        let o = run(&[
+            "convert",
+            "checkpoints/v5_11/best.pt",
+            "--to",
+            "v5_12_4",
+            flag,
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&format!("convert {flag}")), "{err}");
+        assert!(err.contains("--features train"), "{err}");
+        assert!(!out.exists());
+    }
+}

@@ -779,3 +779,246 @@ fn eval_losses_match_the_pytorch_loss_reference() {
     let o = tvck(&["eval", "checkpoints/v5_11/best.pt", "--losses"], &root());
     assert_eq!(o.status.code(), Some(2));
 }
+
+// ---- `tvck convert --fit` / `--measure` ------------------------------------------------
+
+/// `tvck convert SRC --to TO -o OUT EXTRA… --json`, its exit code and JSON (when 0).
+fn convert(src: &str, to: &str, out: &Path, extra: &[&str]) -> (std::process::Output, Json) {
+    let mut args = vec![
+        "convert",
+        src,
+        "--to",
+        to,
+        "-o",
+        out.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let o = tvck(&args, &root());
+    let j = if o.status.success() {
+        serde_json::from_str(&stdout(&o)).expect("convert JSON")
+    } else {
+        Json::Null
+    };
+    (o, j)
+}
+
+/// The source's coverage as the PyTorch reference computes it.
+fn reference_covered(ckpt: &str) -> u64 {
+    let spec = eval_json(ckpt)["spec"].clone();
+    reference(ckpt, &spec)["covered"].as_u64().unwrap()
+}
+
+/// `metrics` of a written file, as (name, value).
+fn file_metrics(path: &Path) -> Option<Vec<(String, f64)>> {
+    let ckpt = Checkpoint::open(path).unwrap();
+    match ckpt.root.get("metrics")? {
+        tvck::format::Value::Dict(items) => Some(
+            items
+                .iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), v.as_f64().unwrap()))
+                .collect(),
+        ),
+        other => panic!("metrics is {other:?}"),
+    }
+}
+
+/// The eval JSON name of a stored metric name.
+fn eval_name(stored: &str) -> String {
+    match stored {
+        "distance_corr_A" => "dist_corr_a".into(),
+        "distance_corr_B" => "dist_corr_b".into(),
+        "Q" => "Q".into(),
+        other => other.to_lowercase(),
+    }
+}
+
+#[test]
+fn fit_gives_the_source_coverage_by_the_pytorch_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, (src, to, status)) in [
+        ("checkpoints/v5_11/best.pt", "v5_12_4", "fitted"),
+        ("checkpoints/v5_11_homeostasis/best.pt", "v5_12_4", "fitted"),
+        // Frozen → frozen, a new projection: the function is preserved, measured only.
+        ("checkpoints/v5_5/latest.pt", "v5_11", "measured"),
+        ("checkpoints/v5_5/latest.pt", "v5_12_4", "fitted"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = dir.path().join(format!("fit{i}.pt"));
+        let (o, j) = convert(src, to, &out, &["--fit"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{src} → {to}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let r = &j["refinement"];
+        assert_eq!(j["metrics_status"], status, "{src} → {to}: {r}");
+        assert_eq!(r["status"], status, "{src} → {to}");
+        let out_s = out.to_str().unwrap();
+        // Coverage by PyTorch, not by tvck: the source's, operation for operation count.
+        let want = reference_covered(src);
+        let spec = eval_json(out_s)["spec"].clone();
+        let py = reference(out_s, &spec);
+        assert_eq!(py["covered"].as_u64(), Some(want), "{src} → {to}: {r}");
+        // The tolerances held (they are what the fit stops on).
+        let tol = &r["tolerances"];
+        if status == "fitted" {
+            if let Some(d) = r["radius_delta"].as_object() {
+                for ab in ["A", "B"] {
+                    assert!(d[ab]["max"].as_f64().unwrap() <= tol["max_radius"].as_f64().unwrap());
+                    assert!(
+                        d[ab]["mean"].as_f64().unwrap() <= tol["mean_radius"].as_f64().unwrap()
+                    );
+                }
+                // …and PyTorch agrees on the geometry of the fitted file.
+                let src_py = reference(src, &eval_json(src)["spec"]);
+                for (k, t) in [("hierarchy_b", "hierarchy"), ("Q", "Q")] {
+                    let (a, b) = (py[k].as_f64().unwrap(), src_py[k].as_f64().unwrap());
+                    assert!(
+                        (a - b).abs() <= tol[t].as_f64().unwrap() + 1e-4,
+                        "{src}: {k} fitted {a} vs source {b}"
+                    );
+                }
+            } else {
+                // A v5.5 source has no projection: only its outputs are matched.
+                assert!(src.contains("v5_5"), "{r}");
+                assert!(r["initialised_only"].to_string().contains("projection"));
+            }
+            for (k, v) in r["geometry_delta"].as_object().unwrap() {
+                let t = match k.as_str() {
+                    "hierarchy_A" | "hierarchy_B" => "hierarchy",
+                    "richness_A" | "richness_B" => "richness",
+                    "Q" => "Q",
+                    _ => "dist_corr",
+                };
+                assert!(
+                    v.as_f64().unwrap() <= tol[t].as_f64().unwrap(),
+                    "{src}: {k} {v}"
+                );
+            }
+            assert!(r["values"]["coverage"]["fitted"].is_number(), "{r}");
+        }
+        // The file's metrics are the full set, measured on its weights.
+        let m = file_metrics(&out).expect("a fitted file has metrics");
+        assert_eq!(m.len(), 12, "{m:?}");
+    }
+}
+
+#[test]
+fn measure_writes_the_metrics_eval_measures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.pt");
+    let (o, j) = convert("checkpoints/v5_11/best.pt", "v5_12_4", &out, &["--measure"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(j["metrics_status"], "measured");
+    assert_eq!(j["refinement"]["mode"], "measure");
+    let stored = file_metrics(&out).expect("--measure writes metrics");
+    let e = eval_json(out.to_str().unwrap());
+    assert_eq!(stored.len(), 12);
+    for (k, v) in &stored {
+        let want = e["metrics"][eval_name(k)].as_f64().unwrap();
+        assert!((v - want).abs() <= 1e-12, "{k}: stored {v}, eval {want}");
+    }
+    // The structural conversion loses most of the coverage (why --fit exists).
+    assert!(e["metrics"]["coverage"].as_f64().unwrap() < 0.5);
+    let ckpt = Checkpoint::open(&out).unwrap();
+    assert_eq!(
+        ckpt.root
+            .get_path("migration.metrics.status")
+            .and_then(|v| v.as_str()),
+        Some("measured")
+    );
+    assert_eq!(
+        ckpt.root
+            .get_path("migration.metrics.mode")
+            .and_then(|v| v.as_str()),
+        Some("measure")
+    );
+    // Without --measure / --fit: no metrics entry at all.
+    let plain = dir.path().join("p.pt");
+    let (o, j) = convert("checkpoints/v5_11/best.pt", "v5_12_4", &plain, &[]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(j["metrics_status"], "not_measured");
+    assert!(file_metrics(&plain).is_none());
+}
+
+#[test]
+fn fit_out_of_budget_exits_1_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.pt");
+    let (o, _) = convert(
+        "checkpoints/v5_11/best.pt",
+        "v5_12_4",
+        &out,
+        &["--fit", "--fit-steps", "1"],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("did not reach its tolerances within 1 steps"),
+        "{err}"
+    );
+    assert!(err.contains("Best reached at step"), "{err}");
+    assert!(err.contains("max |Δ radius|"), "{err}");
+    assert!(!out.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn dry_run_fit_shows_the_plan_and_the_targets() {
+    let o = tvck(
+        &[
+            "convert",
+            "checkpoints/v5_5/latest.pt",
+            "--to",
+            "v5_12_4",
+            "--dry-run",
+            "--fit",
+            "--seed",
+            "3",
+        ],
+        &root(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let text = stdout(&o);
+    assert!(text.contains("step 2/2"), "{text}");
+    assert!(text.contains("fit on cpu"), "{text}");
+    assert!(text.contains("seed 3"), "{text}");
+    assert!(
+        text.contains("matched outputs: mu_A, logvar_A, mu_B, logvar_B, logits_A"),
+        "{text}"
+    );
+    assert!(!text.contains("z_A_hyp"), "{text}");
+    assert!(text.contains("only initialised: projection"), "{text}");
+    assert!(text.contains("nothing written"), "{text}");
+    let o = tvck(
+        &[
+            "convert",
+            "checkpoints/v5_11/best.pt",
+            "--to",
+            "v5_12_4",
+            "--dry-run",
+            "--fit",
+            "--json",
+        ],
+        &root(),
+    );
+    let j: Json = serde_json::from_str(&stdout(&o)).unwrap();
+    let r = &j["refinement"];
+    assert_eq!(r["mode"], "fit");
+    assert!(r["matched"].to_string().contains("z_B_hyp"), "{r}");
+    assert!(r["new_tensors"]["encoder_A"].as_u64() > Some(0), "{r}");
+}

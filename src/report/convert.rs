@@ -103,6 +103,148 @@ pub fn render_converted(c: &Converted, output: &std::path::Path, dry_run: bool) 
         )),
         _ => {}
     }
+    if let Some(r) = &c.refinement {
+        out.push('\n');
+        if dry_run {
+            out.push_str(&render_fit_plan(r));
+        } else {
+            out.push_str(&render_refinement(r));
+        }
+    } else if let Some(st) = c.metrics_status {
+        out.push_str(&format!(
+            "metrics: {} (--measure or --fit measures the converted weights)\n",
+            st.label()
+        ));
+    }
+    out
+}
+
+fn num(v: &serde_json::Value) -> String {
+    match v.as_f64() {
+        Some(x) if x != 0.0 && x.abs() < 1e-3 => format!("{x:.3e}"),
+        Some(x) => format!("{x:.4}"),
+        None => "—".into(),
+    }
+}
+
+fn list(v: &serde_json::Value) -> String {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// What `--fit` / `--measure` would do (a dry run).
+pub fn render_fit_plan(r: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let mode = r["mode"].as_str().unwrap_or("?");
+    out.push_str(&format!(
+        "{mode} on {}:\n",
+        r["device"].as_str().unwrap_or("?")
+    ));
+    if mode == "fit" {
+        out.push_str(&format!(
+            "  seed {}, at most {} steps\n",
+            r["seed"], r["max_steps"]
+        ));
+        out.push_str(&format!("  matched outputs: {}\n", list(&r["matched"])));
+        out.push_str(&format!("  tuned parts: {}\n", list(&r["tuned_parts"])));
+        if let Some(o) = r["new_tensors"].as_object().filter(|o| !o.is_empty()) {
+            let parts: Vec<String> = o.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!(
+                "  tensors the conversion creates (they move first): {}\n",
+                parts.join(", ")
+            ));
+        }
+        for p in r["initialised_only"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  only initialised: {}\n",
+                p.as_str().unwrap_or_default()
+            ));
+        }
+        if let Some(t) = r["tolerances"].as_object() {
+            let parts: Vec<String> = t.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!("  tolerances (|Δ|): {}\n", parts.join(", ")));
+        }
+        if let Some(s) = r["stop"].as_str() {
+            out.push_str(&format!("  stops when {s}\n"));
+        }
+    }
+    if let Some(h) = r["how"].as_str() {
+        out.push_str(&format!("  {h}\n"));
+    }
+    out
+}
+
+/// What `--fit` / `--measure` did: source / structural / fitted per metric.
+pub fn render_refinement(r: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let status = r["status"]
+        .as_str()
+        .and_then(crate::metrics::Provenance::parse);
+    out.push_str(&format!(
+        "metrics: {} on {}",
+        status.map_or("?", |s| s.label()),
+        r["device"].as_str().unwrap_or("?")
+    ));
+    if let Some(steps) = r["steps"].as_u64().filter(|&s| s > 0) {
+        out.push_str(&format!(", {steps} steps (seed {})", r["seed"]));
+    }
+    if let Some(w) = r["wall_s"].as_f64() {
+        out.push_str(&format!(", {w:.1} s"));
+    }
+    out.push('\n');
+    if let Some(h) = r["how"].as_str() {
+        out.push_str(&format!("{h}\n"));
+    }
+    if let Some(values) = r["values"].as_object() {
+        let mut t = new_table(&["Metric", "Source", "Structural", "Fitted"]);
+        for (k, v) in values {
+            if v["source"].is_null() && v["structural"].is_null() {
+                continue;
+            }
+            t.add_row(vec![
+                k.clone(),
+                num(&v["source"]),
+                num(&v["structural"]),
+                num(&v["fitted"]),
+            ]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
+    for (label, key) in [
+        ("structural", "structural_radius_delta"),
+        ("fitted", "radius_delta"),
+    ] {
+        let d = &r[key];
+        if d.is_object() {
+            out.push_str(&format!(
+                "|Δ radius| vs the source, {label}: A max {} mean {}; B max {} mean {}\n",
+                num(&d["A"]["max"]),
+                num(&d["A"]["mean"]),
+                num(&d["B"]["max"]),
+                num(&d["B"]["mean"])
+            ));
+        }
+    }
+    for p in r["initialised_only"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "only initialised: {}\n",
+            p.as_str().unwrap_or_default()
+        ));
+    }
+    if let Some(t) = r["time_s"].as_object() {
+        let parts: Vec<String> = t
+            .iter()
+            .map(|(k, v)| format!("{k} {:.1} s", v.as_f64().unwrap_or(0.0)))
+            .collect();
+        out.push_str(&format!("time: {}\n", parts.join(", ")));
+    }
     out
 }
 

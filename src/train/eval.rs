@@ -29,7 +29,7 @@ pub struct EvalReport {
 }
 
 /// The `model:` settings a checkpoint stores under `config.model` (curvature, …).
-fn stored_model_config(root: &Value) -> ModelConfig {
+pub(crate) fn stored_model_config(root: &Value) -> ModelConfig {
     let m = root.get_path("config.model");
     let f = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_f64);
     let b = |k: &str| m.and_then(|m| m.get(k)).and_then(Value::as_bool);

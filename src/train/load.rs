@@ -7,6 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::arch;
 use crate::check::LoadPlan;
+use crate::format::write::TensorData;
 use crate::format::{Checkpoint, DType};
 
 use super::model::Model;
@@ -114,6 +115,96 @@ pub fn load_strict(model: &Model, ckpt: &Checkpoint) -> Result<usize, TrainError
         .collect();
     copy_pairs(model, ckpt, &index, &pairs)?;
     Ok(pairs.len())
+}
+
+/// The tch kind of a tensor dtype the trainer loads.
+fn kind_of(dtype: DType) -> Option<Kind> {
+    Some(match dtype {
+        DType::F32 => Kind::Float,
+        DType::F64 => Kind::Double,
+        DType::F16 => Kind::Half,
+        DType::BF16 => Kind::BFloat16,
+        DType::I64 => Kind::Int64,
+        DType::I32 => Kind::Int,
+        _ => return None,
+    })
+}
+
+/// [`load_strict`] from an in-memory model state ((key, tensor) pairs, e.g. a converted
+/// state before it is written): every model key must be there with its shape, nothing
+/// else may be.
+pub fn load_state(model: &Model, state: &[(String, TensorData<'_>)]) -> Result<usize, TrainError> {
+    let shapes: Vec<(String, Vec<u64>)> = state
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shape.clone()))
+        .collect();
+    let expected: Vec<(&str, Vec<u64>)> = model
+        .keys
+        .iter()
+        .map(|(k, dims)| (k.as_str(), dims.iter().map(|&d| d as u64).collect()))
+        .collect();
+    let diff = arch::compare_layout(&expected, &shapes);
+    if !diff.is_empty() {
+        let problems: Vec<String> = diff
+            .mismatched
+            .iter()
+            .map(|(k, want, s)| format!("size mismatch for {k}: state {s:?}, model {want:?}"))
+            .chain(diff.missing.iter().map(|(k, _)| format!("missing key {k}")))
+            .chain(
+                diff.unexpected
+                    .iter()
+                    .map(|(k, _)| format!("unexpected key {k}")),
+            )
+            .collect();
+        return Err(TrainError::Load(format!(
+            "the model state does not fit the model: {}",
+            problems.join("; ")
+        )));
+    }
+    let device = model.vs.device();
+    tch::no_grad(|| {
+        for (key, t) in state {
+            let kind = kind_of(t.dtype).ok_or_else(|| {
+                TrainError::Load(format!(
+                    "tensor `{key}` has dtype {}, which the trainer does not load",
+                    t.dtype
+                ))
+            })?;
+            let dims: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+            let src = Tensor::f_from_data_size(&t.bytes, &dims, kind)
+                .map_err(|e| TrainError::Load(format!("tensor `{key}` {:?}: {e}", t.shape)))?
+                .to_kind(Kind::Float)
+                .to_device(device);
+            let mut dst = model
+                .var(key)
+                .ok_or_else(|| TrainError::Load(format!("model has no `{key}`")))?;
+            dst.f_copy_(&src)
+                .map_err(|e| TrainError::Load(format!("{key}: {e}")))?;
+        }
+        Ok(state.len())
+    })
+}
+
+/// A model variable's values as the bytes of `dtype` (row-major, little-endian), for a
+/// state written back in its own dtypes.
+pub fn var_bytes(model: &Model, key: &str, dtype: DType) -> Result<Vec<u8>, TrainError> {
+    let kind = kind_of(dtype).ok_or_else(|| {
+        TrainError::Save(format!(
+            "`{key}`: dtype {dtype} cannot be written by the trainer"
+        ))
+    })?;
+    let t = model
+        .var(key)
+        .ok_or_else(|| TrainError::Save(format!("model has no `{key}`")))?
+        .detach()
+        .to_device(tch::Device::Cpu)
+        .to_kind(kind)
+        .contiguous();
+    let n = t.numel();
+    let mut out = vec![0u8; n * kind.elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut out, n)
+        .map_err(|e| TrainError::Save(format!("`{key}`: {e}")))?;
+    Ok(out)
 }
 
 /// What [`load_frozen`] did.

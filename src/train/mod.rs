@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod eval;
+pub mod fit;
 pub mod homeostasis;
 pub mod load;
 pub mod losses;
