@@ -607,7 +607,7 @@ impl ConvertRefiner {
                 report.insert("mode".into(), json!("measure"));
                 report.insert(
                     "how".into(),
-                    json!("measured on the converted weights; not fitted (--measure)"),
+                    json!("measured on the converted weights; not fitted"),
                 );
                 (Provenance::Measured, structural_metrics.clone(), None)
             }
@@ -795,6 +795,12 @@ impl ConvertRefiner {
         for step in 0..=max_steps {
             let pos = step % per_epoch;
             if pos == 0 || step == max_steps {
+                // Once the reconstructed set equals the source's, the remaining gap is
+                // Adam's noise at a fixed rate: halve the rate every pass (down to
+                // LR / 1024) so the geometry settles onto the source's.
+                if best.as_ref().is_some_and(|b| b.differing == 0) {
+                    adam.lr = (adam.lr * 0.5).max(LR / 1024.0);
+                }
                 // Where the model stands, on every operation, before this step's update.
                 let out = tch::no_grad(|| Outputs::of(target, &ds.x, tg.projection));
                 let ok = reconstructed(&out.logits, ds);
@@ -867,7 +873,7 @@ impl ConvertRefiner {
         let best = best.unwrap_or_default();
         Err(MigrateError::Refine {
             message: format!(
-                "--fit did not reach its tolerances within {max_steps} steps; nothing was written. Best reached at {}. Raise --fit-steps, or convert without --fit and train the result (`tvck train`)",
+                "the fit did not reach its tolerances within {max_steps} steps; nothing was written. Best reached at {}",
                 best.describe(source_covered)
             ),
         })
