@@ -978,3 +978,156 @@ fn dry_run_fit_shows_the_plan_and_the_targets() {
     assert!(r["matched"].to_string().contains("z_B_hyp"), "{r}");
     assert!(r["new_tensors"]["encoder_A"].as_u64() > Some(0), "{r}");
 }
+
+/// The metric trajectories the trajectory test compares (metrics.jsonl names).
+const TRAJECTORY_METRICS: [&str; 3] = ["hierarchy_b", "hierarchy_a", "r_v9"];
+
+/// metrics.jsonl lines 1..: `name` of each epoch's evaluation.
+fn trajectory(lines: &[Json], name: &str) -> Vec<f64> {
+    lines[1..]
+        .iter()
+        .map(|l| {
+            l["metrics"][name]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no {name} in {l}"))
+        })
+        .collect()
+}
+
+/// `tvck train` follows the PyTorch peer (benches/train_peer.py: the same objective,
+/// batches, optimizer, clip set, dropout and homeostasis in plain PyTorch, with the
+/// losses of tests/python/loss_reference.py and the metrics of eval_reference.py) over 10
+/// epochs of the production setup (tests/fixtures/configs/train_trajectory.yaml, from
+/// v5_12_4/best_Q.pt), for seeds 1–3 on each side. The two use different random streams,
+/// so the runs are compared as samples:
+///
+/// * epoch 0 (the starting model, no randomness) is the same to 1e-6;
+/// * σ = the seed-to-seed standard deviation of a metric, pooled over the 10 epochs and
+///   both sides (20 variances of 3 runs: 40 degrees of freedom, a stable estimate);
+/// * each epoch, |mean_tvck − mean_peer| ≤ 4·σ·√(2/3) + 0.01·|movement| (4 standard errors
+///   of a difference of two means of 3; movement = the peer's mean change from epoch 0 to
+///   10; the 1% term covers what is not noise but no bug either: tvck's dropout keeps with
+///   probability 0.899994, not 0.9, and sums in another order);
+/// * at the final epoch every run of either side lies within 4·σ + 0.01·|movement| of the
+///   other side's mean;
+/// * the metrics move (hierarchy_B falls by more than 20σ), so agreement is not that of
+///   two runs standing still.
+///
+/// Both sides run at once on one thread each (2 cores: the CI's).
+#[test]
+#[ignore = "needs the PyTorch environment (scripts/test runs it)"]
+fn trajectory_agrees_with_the_pytorch_peer() {
+    const CONFIG: &str = "tests/fixtures/configs/train_trajectory.yaml";
+    const CKPT: &str = "checkpoints/v5_12_4/best_Q.pt";
+    const SEEDS: [u64; 3] = [1, 2, 3];
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join(CONFIG)).unwrap()).unwrap();
+    let cfg_json = dir.path().join("config.json");
+    std::fs::write(&cfg_json, serde_json::to_value(&yaml).unwrap().to_string()).unwrap();
+    let mut runs: Vec<(Vec<Json>, Vec<Json>)> = Vec::new();
+    for seed in SEEDS {
+        let s = seed.to_string();
+        let peer_out = dir.path().join(format!("peer_{seed}.jsonl"));
+        let peer = Command::new(python())
+            .arg(root().join("benches/train_peer.py"))
+            .args(["--checkpoint", root().join(CKPT).to_str().unwrap()])
+            .args(["--config", cfg_json.to_str().unwrap(), "--seed", &s])
+            .args(["--metrics", peer_out.to_str().unwrap()])
+            .env("OMP_NUM_THREADS", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run benches/train_peer.py");
+        let out = dir.path().join(format!("tvck_{seed}"));
+        let o = Command::new(env!("CARGO_BIN_EXE_tvck"))
+            .args(["train", "--config", CONFIG, "--seed", &s])
+            .args(["--out", out.to_str().unwrap()])
+            .env("OMP_NUM_THREADS", "1")
+            .current_dir(root())
+            .output()
+            .expect("run tvck train");
+        assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+        let p = peer.wait_with_output().unwrap();
+        assert!(
+            p.status.success(),
+            "train_peer.py failed: {}",
+            String::from_utf8_lossy(&p.stderr)
+        );
+        let peer_lines: Vec<Json> = std::fs::read_to_string(&peer_out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        runs.push((jsonl(&out), peer_lines));
+    }
+    for (t, p) in &runs {
+        assert_eq!(t.len(), 11, "tvck: 10 epochs and the start");
+        assert_eq!(p.len(), 11, "peer: 10 epochs and the start");
+        // The same starting weights, measured the same way.
+        for k in [
+            "coverage",
+            "hierarchy_a",
+            "hierarchy_b",
+            "r_v9",
+            "dist_corr_b",
+        ] {
+            let (a, b) = (
+                t[0]["metrics"][k].as_f64().unwrap(),
+                p[0]["metrics"][k].as_f64().unwrap(),
+            );
+            assert!((a - b).abs() <= 1e-6, "epoch 0 {k}: tvck {a} vs peer {b}");
+        }
+    }
+    let mut report = String::new();
+    for name in TRAJECTORY_METRICS {
+        let tv: Vec<Vec<f64>> = runs.iter().map(|(t, _)| trajectory(t, name)).collect();
+        let pv: Vec<Vec<f64>> = runs.iter().map(|(_, p)| trajectory(p, name)).collect();
+        let start = runs[0].1[0]["metrics"][name].as_f64().unwrap();
+        let epochs = tv[0].len();
+        let at = |v: &[Vec<f64>], e: usize| -> Vec<f64> { v.iter().map(|r| r[e]).collect() };
+        let mut var = 0.0;
+        for e in 0..epochs {
+            var += mean_sd(&at(&tv, e)).1.powi(2) + mean_sd(&at(&pv, e)).1.powi(2);
+        }
+        let sigma = (var / (2 * epochs) as f64).sqrt();
+        let (end_p, _) = mean_sd(&at(&pv, epochs - 1));
+        let slack = 0.01 * (end_p - start).abs();
+        let tol = 4.0 * sigma * (2.0f64 / SEEDS.len() as f64).sqrt() + slack;
+        report += &format!("{name}: σ {sigma:.5}, tolerance {tol:.5}\n");
+        for e in 0..epochs {
+            let ((mt, st), (mp, sp)) = (mean_sd(&at(&tv, e)), mean_sd(&at(&pv, e)));
+            report += &format!(
+                "  epoch {:2}: tvck {mt:+.4} (sd {st:.4})  peer {mp:+.4} (sd {sp:.4})  Δ {:+.4}\n",
+                e + 1,
+                mt - mp
+            );
+            assert!(
+                (mt - mp).abs() <= tol,
+                "{name} epoch {}: tvck mean {mt} vs peer mean {mp} (tolerance {tol})\n{report}",
+                e + 1
+            );
+        }
+        let last = epochs - 1;
+        let (mt, mp) = (mean_sd(&at(&tv, last)).0, mean_sd(&at(&pv, last)).0);
+        for (side, vals, other) in [("tvck", at(&tv, last), mp), ("peer", at(&pv, last), mt)] {
+            for x in vals {
+                assert!(
+                    (x - other).abs() <= 4.0 * sigma + slack,
+                    "{name} final epoch: a {side} run ends at {x}, the other side's mean is {other}\n{report}"
+                );
+            }
+        }
+        if name == "hierarchy_b" {
+            assert!(
+                end_p < start - 20.0 * sigma && mt < start - 20.0 * sigma,
+                "hierarchy_B barely moves: {start} → tvck {mt}, peer {end_p} (σ {sigma})"
+            );
+        }
+    }
+    eprintln!(
+        "{report}trajectory test: 3 seeds × 10 epochs on each side in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}

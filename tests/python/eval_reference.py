@@ -128,45 +128,21 @@ def valuation(i):
     return k
 
 
-def main():
-    ckpt_path, spec = sys.argv[1], json.loads(sys.argv[2])
+def metrics(model, spec):
+    """domain.md §6's metrics of `model` (built as main() builds it) over all 19,683
+    operations in eval mode, z = mu; the model's train/eval mode is restored."""
     p = spec["params"]
-    L = p["latent_dim"]
-    torch.set_grad_enabled(False)
-    # The fixtures store metrics as numpy scalars: allow exactly those reconstructors.
-    safe = [np._core.multiarray.scalar, np.dtype] + [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "b1")]
-    with torch.serialization.safe_globals(safe):
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    state = ckpt
-    for key in ("model_state_dict", "model_state", "model"):
-        if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
-            state = ckpt[key]
-            break
     improved_enc = p["encoder"] == "improved"
-    improved_dec = p["decoder"] == "improved"
-    model = nn.Module()
-    model.encoder_A = improved_encoder(L) if improved_enc else frozen_encoder(L)
-    model.decoder_A = improved_decoder(L) if improved_dec else frozen_decoder(L)
     has_proj = p["hidden_dim"] > 0
-    if has_proj:
-        model.encoder_B = improved_encoder(L) if improved_enc else frozen_encoder(L)
-        assert not p["share_direction"], "share_direction is not modelled by this reference"
-        mk = lambda: projection(L, p["hidden_dim"], p["projection_layers"], p["projection_dropout"], spec["curvature"])
-        if p["dual_projection"]:
-            model.projection = nn.Module()
-            model.projection.proj_A = mk()
-            model.projection.proj_B = mk()
-        else:
-            model.projection = mk()
-        if p["controller"]:
-            model.controller = controller()
-        model.load_state_dict(state, strict=True)
-    else:
-        # v5.5: only encoder_A and decoder_A are needed for coverage; load them strictly.
-        sub = {k: v for k, v in state.items() if k.startswith(("encoder_A.", "decoder_A."))}
-        model.load_state_dict(sub, strict=True)
+    was_training = model.training
     model.eval()
+    with torch.no_grad():
+        out = _metrics(model, spec, p, improved_enc, has_proj)
+    model.train(was_training)
+    return out
 
+
+def _metrics(model, spec, p, improved_enc, has_proj):
     idx = torch.arange(N_OPS)
     x = torch.stack([((idx // 3**d) % 3) - 1 for d in range(9)], dim=1).float()
     mu_a, logvar_a = encode(model.encoder_A, x, improved_enc)
@@ -223,7 +199,47 @@ def main():
             std_radius=float(rb.std()),
             Q=dcb + 1.5 * abs(hb),
         )
-    print(json.dumps(out))
+    return out
+
+
+def main():
+    ckpt_path, spec = sys.argv[1], json.loads(sys.argv[2])
+    p = spec["params"]
+    L = p["latent_dim"]
+    torch.set_grad_enabled(False)
+    # The fixtures store metrics as numpy scalars: allow exactly those reconstructors.
+    safe = [np._core.multiarray.scalar, np.dtype] + [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "b1")]
+    with torch.serialization.safe_globals(safe):
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    state = ckpt
+    for key in ("model_state_dict", "model_state", "model"):
+        if isinstance(ckpt, dict) and key in ckpt and isinstance(ckpt[key], dict):
+            state = ckpt[key]
+            break
+    improved_enc = p["encoder"] == "improved"
+    improved_dec = p["decoder"] == "improved"
+    model = nn.Module()
+    model.encoder_A = improved_encoder(L) if improved_enc else frozen_encoder(L)
+    model.decoder_A = improved_decoder(L) if improved_dec else frozen_decoder(L)
+    has_proj = p["hidden_dim"] > 0
+    if has_proj:
+        model.encoder_B = improved_encoder(L) if improved_enc else frozen_encoder(L)
+        assert not p["share_direction"], "share_direction is not modelled by this reference"
+        mk = lambda: projection(L, p["hidden_dim"], p["projection_layers"], p["projection_dropout"], spec["curvature"])
+        if p["dual_projection"]:
+            model.projection = nn.Module()
+            model.projection.proj_A = mk()
+            model.projection.proj_B = mk()
+        else:
+            model.projection = mk()
+        if p["controller"]:
+            model.controller = controller()
+        model.load_state_dict(state, strict=True)
+    else:
+        # v5.5: only encoder_A and decoder_A are needed for coverage; load them strictly.
+        sub = {k: v for k, v in state.items() if k.startswith(("encoder_A.", "decoder_A."))}
+        model.load_state_dict(sub, strict=True)
+    print(json.dumps(metrics(model, spec)))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,94 @@ def draw_pairs(B, n):
     return i, j
 
 
+def targets_of(inner, outer):
+    """t(v) = outer − (v/9)(outer − inner) for v = 0..9, computed in double, float32."""
+    v = torch.arange(10, dtype=torch.float64)
+    return (outer - (v / 9.0) * (outer - inner)).float()
+
+
+def level_mean_var(x, onehot, counts):
+    """Per level (columns of onehot [B, 10]): the mean and the unbiased variance of x."""
+    means = (onehot * x.unsqueeze(1)).sum(0) / counts.clamp_min(1.0)
+    centred = x.unsqueeze(1) - means.unsqueeze(0)
+    var = (onehot * centred * centred).sum(0) / (counts - 1.0).clamp_min(1.0)
+    return means, var
+
+
+# The losses of training.md §2 as functions of one batch, shared by main() (all 19,683
+# operations as one batch) and the PyTorch training peer (benches/train_peer.py).
+# r: Poincaré radii (c = 1.0) [B]; z: Poincaré points [B, L]; v: valuations [B] int64;
+# t: targets_of(...) [10]; valuation_table: v(i) for i = 0..19,682 (v(0) = 9).
+
+
+def rich_hierarchy(rb, v, logits, digit_targets, orig, t, cfg):
+    """RichHierarchyLoss on z_B's radii: (total, hierarchy, coverage, richness, separation).
+    logits = decoder_A(log_map_zero(z_A)) [B, 9, 3]; digit_targets = digit + 1 [B, 9];
+    orig = the Euclidean norms ‖z_B_hyp‖ of the starting model, taken by batch position."""
+    onehot = F.one_hot(v, 10).float()
+    counts = onehot.sum(0)
+    present = (counts > 0).float()
+    n_levels = present.sum()
+    means, var_r = level_mean_var(rb, onehot, counts)
+    hierarchy = (((means - t) ** 2) * present).sum() / n_levels
+    coverage = F.cross_entropy(logits.reshape(-1, 3), digit_targets.reshape(-1))
+    _, var_o = level_mean_var(orig, onehot, counts)
+    mrr = cfg.get("min_richness_ratio", 0.5)
+    ratio = var_r / (var_o + 1e-8)
+    short = (torch.relu(mrr - ratio) ** 2) * (counts >= 2).float()
+    richness = short.sum() / n_levels
+    # consecutive present levels in ascending v, gaps skipped
+    lv = present.nonzero().squeeze(1)
+    separation = torch.relu(means[lv[1:]] - means[lv[:-1]] + 0.01).sum()
+    total = (
+        cfg.get("hierarchy_weight", 5.0) * hierarchy
+        + cfg.get("coverage_weight", 1.0) * coverage
+        + cfg.get("richness_weight", 2.0) * richness
+        + cfg.get("separation_weight", 3.0) * separation
+    )
+    return total, hierarchy, coverage, richness, separation
+
+
+def radial(r, v, t, inner, outer, margin_w):
+    """RadialHierarchyLoss: weighted MSE to t(v) + margin_w · mean margin violation over
+    min(1000, B(B−1)/2) random pairs with v_i > v_j (0 without such a pair)."""
+    B = r.shape[0]
+    vf = v.float()
+    primary = (F.mse_loss(r, t[v], reduction="none") * (1 + torch.exp(0.4 * vf))).mean()
+    i, j = draw_pairs(B, min(1000, B * (B - 1) // 2))
+    keep = (v[i] > v[j]).float()
+    step = (outer - inner) / 9.0
+    viol = torch.relu((vf[i] - vf[j]) * step / 2 - (r[j] - r[i])) * keep
+    return primary + margin_w * viol.sum() / keep.sum().clamp_min(1.0)
+
+
+def rank(r, v, tau, n_pairs):
+    """GlobalRankLoss: mean over pairs with Δv ≠ 0 of |Δv|·sigmoid(−sign(Δv)(r_j − r_i)/τ)."""
+    B = r.shape[0]
+    i, j = draw_pairs(B, min(n_pairs, B * (B - 1)))
+    dv = (v[i] - v[j]).float()
+    keep = (dv != 0).float()
+    p = torch.sigmoid(-torch.sign(dv) * (r[j] - r[i]) / tau)
+    return (dv.abs() * p * keep).sum() / keep.sum().clamp_min(1.0)
+
+
+def zero_structure(r, zv, zc, t, vw, sw):
+    """CombinedZeroStructureLoss: vw·smoothL1(r, t(zv)) + sw·(ρ + 0.3)², ρ = mean(ẑc·r̂)."""
+    val = F.smooth_l1_loss(r, t[zv], beta=1.0)
+    zn = (zc - zc.mean()) / (zc.std(unbiased=True) + 1e-8)
+    rn = (r - r.mean()) / (r.std(unbiased=True) + 1e-8)
+    rho = (zn * rn).mean()
+    return vw * val + sw * F.mse_loss(rho, torch.tensor(-0.3))
+
+
+def geodesic(z, idx, valuation_table, c, dmax, n_pairs):
+    """PAdicGeodesicLoss: smoothL1 of d_c(z_i, z_j) against dmax·exp(−v(|idx_i − idx_j|)/3)."""
+    B = z.shape[0]
+    i, j = draw_pairs(B, min(n_pairs, B * (B - 1) // 2))
+    vd = valuation_table[(idx[i] - idx[j]).abs()].float()
+    return F.smooth_l1_loss(dist(z[i], z[j], c), dmax * torch.exp(-vd / 3.0), beta=1.0)
+
+
 def main():
     ckpt, loss, spec, epoch, seeds = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     seeds = [int(s) for s in seeds.split(",") if s]
@@ -118,104 +206,38 @@ def main():
     za = ref.project(pa, mu_a, mr)
     zb = ref.project(pb, mu_b, mr)
     c_log = float(F.softplus(pa.manifold.isp_c))
-
-    def target(level):
-        return (outer - (level.double() / 9.0) * (outer - inner)).float()
+    t = targets_of(inner, outer)
 
     out = {}
-    # rich_hierarchy on z_B
     rich_c = loss.get("rich_hierarchy")
     if rich_c is not None:
-        r = dist0(zb)
-        levels = sorted(set(v.tolist()))
-        means = {l: r[v == l].mean() for l in levels}
-        hierarchy = sum((means[l] - target(torch.tensor(l))) ** 2 for l in levels) / len(levels)
-        logits = m.decoder_A.decoder(logmap0(za, c_log)).view(-1, 3)
-        coverage = F.cross_entropy(logits, (digits + 1).view(-1))
-        orig = zb.norm(dim=-1)
-        mrr = rich_c.get("min_richness_ratio", 0.5)
-        richness = 0.0
-        for l in levels:
-            sel = v == l
-            if sel.sum() >= 2:
-                ratio = r[sel].var(unbiased=True) / (orig[sel].var(unbiased=True) + 1e-8)
-                if ratio < mrr:
-                    richness = richness + (mrr - ratio) ** 2
-        richness = richness / len(levels)
-        separation = sum(torch.relu(means[b] - means[a] + 0.01) for a, b in zip(levels, levels[1:]))
-        total = (
-            rich_c.get("hierarchy_weight", 5.0) * hierarchy
-            + rich_c.get("coverage_weight", 1.0) * coverage
-            + rich_c.get("richness_weight", 2.0) * richness
-            + rich_c.get("separation_weight", 3.0) * separation
-        )
-        out["rich_hierarchy"] = {
-            "hierarchy": float(hierarchy),
-            "coverage": float(coverage),
-            "richness": float(richness),
-            "separation": float(separation),
-            "total": float(total),
-        }
-    # zero_structure on z_A and z_B
+        logits = m.decoder_A.decoder(logmap0(za, c_log)).view(-1, 9, 3)
+        # orig = ‖z_B_hyp‖ of the same forward
+        terms = rich_hierarchy(dist0(zb), v, logits, digits + 1, zb.norm(dim=-1), t, rich_c)
+        names = ("total", "hierarchy", "coverage", "richness", "separation")
+        out["rich_hierarchy"] = {k: float(x) for k, x in zip(names, terms)}
     zs = loss.get("zero_structure")
     if zs is not None and zs.get("enabled", True):
         vw, sw = zs.get("valuation_weight", 0.5), zs.get("sparsity_weight", 0.3)
-        total = 0.0
-        for z in (za, zb):
-            r = dist0(z)
-            val = F.smooth_l1_loss(r, target(zv), beta=1.0)
-            zn = (zc - zc.mean()) / (zc.std(unbiased=True) + 1e-8)
-            rn = (r - r.mean()) / (r.std(unbiased=True) + 1e-8)
-            rho = (zn * rn).mean()
-            total = total + vw * val + sw * F.mse_loss(rho, torch.tensor(-0.3))
-        out["zero_structure"] = float(total)
-    step = (outer - inner) / 9.0
-    B = N
+        out["zero_structure"] = float(sum(zero_structure(dist0(z), zv, zc, t, vw, sw) for z in (za, zb)))
     per_seed = []
     rk = loss.get("rank")
     geo = loss.get("geodesic")
     for seed in seeds:
         torch.manual_seed(seed)
         vals = {}
-        # radial on z_A then z_B
+        # radial on z_A then z_B, then rank, then geodesic (training.md §2's order)
         margin_w = rad_c.get("margin_weight", 0.5)
-        tot = 0.0
-        for z in (za, zb):
-            r = dist0(z)
-            primary = (F.mse_loss(r, target(v), reduction="none") * (1 + torch.exp(0.4 * v.float()))).mean()
-            i, j = draw_pairs(B, min(1000, B * (B - 1) // 2))
-            keep = v[i] > v[j]
-            if keep.any():
-                dv = (v[i] - v[j]).float()[keep]
-                margin = torch.relu(dv * step / 2 - (r[j] - r[i])[keep]).mean()
-            else:
-                margin = torch.tensor(0.0)
-            tot = tot + primary + margin_w * margin
-        vals["radial"] = float(tot)
+        vals["radial"] = float(sum(radial(dist0(z), v, t, inner, outer, margin_w) for z in (za, zb)))
         if rk is not None and rk.get("enabled", True):
-            tau, n = rk.get("temperature", 0.1), min(rk.get("n_pairs", 2000), B * (B - 1))
-            tot = 0.0
-            for z in (za, zb):
-                r = dist0(z)
-                i, j = draw_pairs(B, n)
-                dv = (v[i] - v[j]).float()
-                keep = dv != 0
-                p = torch.sigmoid(-torch.sign(dv) * (r[j] - r[i]) / tau)
-                tot = tot + ((dv.abs() * p)[keep].mean() if keep.any() else 0.0)
-            vals["rank"] = float(tot)
+            tau, n = rk.get("temperature", 0.1), rk.get("n_pairs", 2000)
+            vals["rank"] = float(sum(rank(dist0(z), v, tau, n) for z in (za, zb)))
         else:
             vals["rank"] = 0.0
         if geo is not None and geo.get("enabled", True):
-            n = min(geo.get("n_pairs", 2000), B * (B - 1) // 2)
+            n = geo.get("n_pairs", 2000)
             c, dmax = geo.get("curvature", 1.0), geo.get("max_target_distance", 3.0)
-            tot = 0.0
-            for z in (za, zb):
-                i, j = draw_pairs(B, n)
-                diff = (idx[i] - idx[j]).abs()
-                vd = torch.tensor([ref.valuation(int(d)) for d in diff]).float()
-                tgt = dmax * torch.exp(-vd / 3.0)
-                tot = tot + F.smooth_l1_loss(dist(z[i], z[j], c), tgt, beta=1.0)
-            vals["geodesic"] = float(tot)
+            vals["geodesic"] = float(sum(geodesic(z, idx, v, c, dmax, n) for z in (za, zb)))
         else:
             vals["geodesic"] = 0.0
         per_seed.append(vals)
