@@ -125,9 +125,13 @@ def main():
     doc = os.path.join(ROOT, "docs", "benchmarks.md")
     with open(doc) as fh:
         text = fh.read()
-    head = text.split(MARKER)[0].rstrip("\n")
+    head, _, rest = text.partition(MARKER)
+    # Keep the sections after this one (each starts with its own <!-- marker -->).
+    tail = rest[rest.find("<!--", 1):] if "<!--" in rest[1:] else ""
     with open(doc, "w") as fh:
-        fh.write(head + "\n\n" + "\n".join(section))
+        fh.write(head.rstrip("\n") + "\n\n" + "\n".join(section))
+        if tail:
+            fh.write("\n" + tail)
     print("\n".join(section))
 
 
