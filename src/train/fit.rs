@@ -838,10 +838,10 @@ impl ConvertRefiner {
             let lo = pos as i64 * batch;
             let idx = perm.narrow(0, lo, batch.min(n - lo));
             let out = Outputs::of(target, &ds.x.index_select(0, &idx), tg.projection);
-            let mut loss = Tensor::zeros([], (Kind::Float, device));
+            let mut terms: Vec<Tensor> = Vec::new();
             for (name, goal, var, w) in &goals {
                 if let Some(t) = out.get(name) {
-                    loss = loss + nmse(t, &goal.index_select(0, &idx), *var) * *w;
+                    terms.push(nmse(t, &goal.index_select(0, &idx), *var) * *w);
                 }
             }
             // Cross-entropy on every digit, and again on the digits still predicted
@@ -859,13 +859,17 @@ impl ConvertRefiner {
             let wrong = tch::no_grad(|| logits.argmax(-1, false).ne_tensor(&goal_pred))
                 .to_kind(Kind::Float);
             let n_wrong = wrong.sum(Kind::Float).clamp_min(STRAGGLER_FLOOR);
-            loss = loss + ce.mean(Kind::Float) + (ce * wrong).sum(Kind::Float) / n_wrong;
+            terms.push(ce.mean(Kind::Float) + (ce * wrong).sum(Kind::Float) / n_wrong);
             if let (Some((ta, tb)), Some(((ga, va), (gb, vb)))) = (&out.radii, &radius_goals) {
-                loss = loss
-                    + (nmse(ta, &ga.index_select(0, &idx), *va)
+                terms.push(
+                    (nmse(ta, &ga.index_select(0, &idx), *va)
                         + nmse(tb, &gb.index_select(0, &idx), *vb))
-                        * RADIUS_WEIGHT;
+                        * RADIUS_WEIGHT,
+                );
             }
+            let loss = terms
+                .into_iter()
+                .fold(Tensor::zeros([], (Kind::Float, device)), |acc, t| acc + t);
             adam.zero_grad();
             loss.backward();
             adam.step(any_new && step < NEW_ONLY_STEPS);
@@ -902,7 +906,7 @@ mod tests {
     use crate::migrate::{execute, plan_checkpoint, SpecSet};
 
     fn open(rel: &str) -> Checkpoint {
-        Checkpoint::open(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
+        Checkpoint::open(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)).unwrap()
     }
 
     fn plan(ckpt: &Checkpoint, to: VersionId) -> Plan {
