@@ -85,29 +85,7 @@ fn copy_pairs(
 /// in the checkpoint with its shape, and nothing else may be there.
 pub fn load_strict(model: &Model, ckpt: &Checkpoint) -> Result<usize, TrainError> {
     let index = state_index(ckpt)?;
-    let expected: Vec<(&str, Vec<u64>)> = model
-        .keys
-        .iter()
-        .map(|(k, dims)| (k.as_str(), dims.iter().map(|&d| d as u64).collect()))
-        .collect();
-    let diff = arch::compare_layout(&expected, &arch::state_shapes(ckpt));
-    if !diff.is_empty() {
-        let problems: Vec<String> = diff
-            .mismatched
-            .iter()
-            .map(|(k, want, s)| format!("size mismatch for {k}: checkpoint {s:?}, model {want:?}"))
-            .chain(diff.missing.iter().map(|(k, _)| format!("missing key {k}")))
-            .chain(
-                diff.unexpected
-                    .iter()
-                    .map(|(k, _)| format!("unexpected key {k}")),
-            )
-            .collect();
-        return Err(TrainError::Load(format!(
-            "the checkpoint does not fit the model: {}",
-            problems.join("; ")
-        )));
-    }
+    require_fit(model, &arch::state_shapes(ckpt), "checkpoint")?;
     let pairs: Vec<(String, String)> = model
         .keys
         .iter()
@@ -115,6 +93,35 @@ pub fn load_strict(model: &Model, ckpt: &Checkpoint) -> Result<usize, TrainError
         .collect();
     copy_pairs(model, ckpt, &index, &pairs)?;
     Ok(pairs.len())
+}
+
+/// Every model key present with its shape and nothing else (PyTorch's strict load), or an
+/// error listing each difference; `what` names the source (`checkpoint`, `model state`).
+fn require_fit(model: &Model, shapes: &[(String, Vec<u64>)], what: &str) -> Result<(), TrainError> {
+    let expected: Vec<(&str, Vec<u64>)> = model
+        .keys
+        .iter()
+        .map(|(k, dims)| (k.as_str(), dims.iter().map(|&d| d as u64).collect()))
+        .collect();
+    let diff = arch::compare_layout(&expected, shapes);
+    if diff.is_empty() {
+        return Ok(());
+    }
+    let problems: Vec<String> = diff
+        .mismatched
+        .iter()
+        .map(|(k, want, s)| format!("size mismatch for {k}: {what} {s:?}, model {want:?}"))
+        .chain(diff.missing.iter().map(|(k, _)| format!("missing key {k}")))
+        .chain(
+            diff.unexpected
+                .iter()
+                .map(|(k, _)| format!("unexpected key {k}")),
+        )
+        .collect();
+    Err(TrainError::Load(format!(
+        "the {what} does not fit the model: {}",
+        problems.join("; ")
+    )))
 }
 
 /// The tch kind of a tensor dtype the trainer loads.
@@ -138,29 +145,7 @@ pub fn load_state(model: &Model, state: &[(String, TensorData<'_>)]) -> Result<u
         .iter()
         .map(|(k, t)| (k.clone(), t.shape.clone()))
         .collect();
-    let expected: Vec<(&str, Vec<u64>)> = model
-        .keys
-        .iter()
-        .map(|(k, dims)| (k.as_str(), dims.iter().map(|&d| d as u64).collect()))
-        .collect();
-    let diff = arch::compare_layout(&expected, &shapes);
-    if !diff.is_empty() {
-        let problems: Vec<String> = diff
-            .mismatched
-            .iter()
-            .map(|(k, want, s)| format!("size mismatch for {k}: state {s:?}, model {want:?}"))
-            .chain(diff.missing.iter().map(|(k, _)| format!("missing key {k}")))
-            .chain(
-                diff.unexpected
-                    .iter()
-                    .map(|(k, _)| format!("unexpected key {k}")),
-            )
-            .collect();
-        return Err(TrainError::Load(format!(
-            "the model state does not fit the model: {}",
-            problems.join("; ")
-        )));
-    }
+    require_fit(model, &shapes, "model state")?;
     let device = model.vs.device();
     tch::no_grad(|| {
         for (key, t) in state {
