@@ -799,7 +799,7 @@ impl ConvertRefiner {
                 // Adam's noise at a fixed rate: halve the rate every pass (down to
                 // LR / 1024) so the geometry settles onto the source's.
                 if best.as_ref().is_some_and(|b| b.differing == 0) {
-                    adam.lr = (adam.lr * 0.5).max(LR / 1024.0);
+                    adam.lr = (adam.lr * 0.8).max(LR / 64.0);
                 }
                 // Where the model stands, on every operation, before this step's update.
                 let out = tch::no_grad(|| Outputs::of(target, &ds.x, tg.projection));
