@@ -38,6 +38,12 @@ fn workspace() -> tempfile::TempDir {
     dir
 }
 
+/// `out` with the workspace's absolute path (the searched roots) as `<ws>`, for snapshots.
+fn without_workspace(out: &str, ws: &tempfile::TempDir) -> String {
+    let ws_path = ws.path().canonicalize().unwrap();
+    out.replace(&*ws_path.to_string_lossy(), "<ws>")
+}
+
 /// Configs that must fail: `path: null` (or no frozen_checkpoint) for a class that needs one.
 const BROKEN: [&str; 3] = [
     "ternary_fast_test.yaml",
@@ -220,14 +226,7 @@ fn auto_fix_diffs() {
                 .unwrap_or_else(|| panic!("{name}: no diff in\n{out}"));
             assert!(diff.contains("+  path: checkpoints/"), "{name}: {diff}");
         }
-        // The searched roots are absolute temp paths: keep them out of the snapshot.
-        let ws_path = ws
-            .path()
-            .canonicalize()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let out = out.replace(&ws_path, "<ws>");
+        let out = without_workspace(&out, &ws);
         snap!(format!("autofix_{}", name.trim_end_matches(".yaml")), out);
     }
 }
@@ -567,15 +566,9 @@ fn unmeasured_conversions_are_marked_and_ranked_last() {
     }
     assert_eq!(cands[0]["path"], "checkpoints/v5_12_4/best_Q.pt");
     let o = tvck(&["check", cfg, "--auto-fix"], ws.path());
-    let ws_path = ws
-        .path()
-        .canonicalize()
-        .unwrap()
-        .to_string_lossy()
-        .into_owned();
     snap!(
         "autofix_with_converted",
-        stdout(&o).replace(&ws_path, "<ws>")
+        without_workspace(&stdout(&o), &ws)
     );
 
     // check: a config whose frozen checkpoint is the unmeasured conversion is warned.

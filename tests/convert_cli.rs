@@ -38,6 +38,25 @@ fn run(args: &[&str]) -> std::process::Output {
     tvck(args, &root())
 }
 
+/// The `--dry-run --json` plan of converting `src` to `to` (the run must succeed).
+fn dry_run_plan(src: &Path, to: &str, what: &str) -> Json {
+    let o = run(&[
+        "convert",
+        src.to_str().unwrap(),
+        "--to",
+        to,
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    json_of(&o)["plan"].clone()
+}
+
 fn json_of(o: &std::process::Output) -> Json {
     serde_json::from_str(&stdout(o)).unwrap_or_else(|e| {
         panic!(
@@ -677,21 +696,7 @@ fn every_v5_11_family_layout_converts_to_v5_12_4() {
                         "TernaryVAEV5_11_PartialFreeze"
                     };
                     write_layout(&src, VersionId::V5_11, &p, class);
-                    let o = run(&[
-                        "convert",
-                        src.to_str().unwrap(),
-                        "--to",
-                        "v5_12_4",
-                        "--dry-run",
-                        "--json",
-                    ]);
-                    assert_eq!(
-                        o.status.code(),
-                        Some(0),
-                        "{name}: {}",
-                        String::from_utf8_lossy(&o.stderr)
-                    );
-                    let plan = &json_of(&o)["plan"];
+                    let plan = &dry_run_plan(&src, "v5_12_4", &name);
                     assert_eq!(plan["target_version"], "v5_12_4", "{name}");
                     let source = plan["source_version"].as_str().unwrap();
                     assert!(source.starts_with("v5_11"), "{name}: {source}");
@@ -769,21 +774,7 @@ fn a_v5_12_checkpoint_converts_through_its_own_spec() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("v5_12.pt");
     write_v5_12(&src);
-    let o = run(&[
-        "convert",
-        src.to_str().unwrap(),
-        "--to",
-        "v5_12_4",
-        "--dry-run",
-        "--json",
-    ]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let plan = &json_of(&o)["plan"];
+    let plan = &dry_run_plan(&src, "v5_12_4", "v5_12");
     assert_eq!(plan["source_version"], "v5_12");
     assert_eq!(plan["steps"][0]["spec"], "v5_12_to_v5_12_4");
     assert_eq!(plan["steps"][0]["summary"]["initialised"], 16);

@@ -74,6 +74,19 @@ pub struct Tolerances {
     pub q: f64,
 }
 
+impl Tolerances {
+    /// The bound on |Δ| of a stored metric, `None` for those the fit does not bound.
+    fn of(&self, stored: &str) -> Option<f64> {
+        match stored {
+            key::HIERARCHY_A | key::HIERARCHY_B => Some(self.hierarchy),
+            key::RICHNESS_A | key::RICHNESS_B => Some(self.richness),
+            key::DIST_CORR_A | key::DIST_CORR_B => Some(self.dist_corr),
+            key::Q => Some(self.q),
+            _ => None,
+        }
+    }
+}
+
 impl Default for Tolerances {
     fn default() -> Self {
         Tolerances {
@@ -339,44 +352,18 @@ fn radius_json(d: Option<RadiusDelta>) -> Json {
     }
 }
 
-/// |Δ| of the geometry metrics the tolerances bound: (name, |Δ|, tolerance).
+/// |Δ| of the geometry metrics the tolerances bound: (name, |Δ|, tolerance), in
+/// [`metric_pairs`] order.
 fn geometry_deltas(
     t: &EvalMetrics,
     s: &EvalMetrics,
     tol: &Tolerances,
 ) -> Vec<(&'static str, f64, f64)> {
-    let d = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => Some((a - b).abs()),
-        _ => None,
-    };
-    [
-        (
-            key::HIERARCHY_A,
-            d(t.hierarchy_a, s.hierarchy_a),
-            tol.hierarchy,
-        ),
-        (
-            key::HIERARCHY_B,
-            d(t.hierarchy_b, s.hierarchy_b),
-            tol.hierarchy,
-        ),
-        (key::RICHNESS_A, d(t.richness_a, s.richness_a), tol.richness),
-        (key::RICHNESS_B, d(t.richness_b, s.richness_b), tol.richness),
-        (
-            key::DIST_CORR_A,
-            d(t.dist_corr_a, s.dist_corr_a),
-            tol.dist_corr,
-        ),
-        (
-            key::DIST_CORR_B,
-            d(t.dist_corr_b, s.dist_corr_b),
-            tol.dist_corr,
-        ),
-        (key::Q, d(t.q, s.q), tol.q),
-    ]
-    .into_iter()
-    .filter_map(|(k, v, t)| v.map(|v| (k, v, t)))
-    .collect()
+    metric_pairs(t)
+        .into_iter()
+        .zip(metric_pairs(s))
+        .filter_map(|((k, a), (_, b))| Some((k, (a? - b?).abs(), tol.of(k)?)))
+        .collect()
 }
 
 /// One evaluation of the target against the source during the fit.
