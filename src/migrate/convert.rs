@@ -15,6 +15,7 @@ use super::{plan_checkpoint, MigrateError, SpecSet};
 use crate::arch::VersionId;
 use crate::format::write::{self, pt, safetensors as st, TensorData, WriteError};
 use crate::format::{Checkpoint, Value};
+use crate::metrics::MIGRATION;
 
 /// Output container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,34 +185,20 @@ fn migration_record(
 }
 
 /// The source's metric entries (`metrics`, `best_Q`, …), taken out of the output tree: a
-/// converted file never carries them as its own. Numpy scalars become plain numbers.
+/// converted file never carries them as its own. They go into the migration record, which
+/// [`carry`] then copies like the rest of the tree (numpy scalars as plain numbers).
 fn take_source_metrics(root: &mut Value) -> Vec<(Value, Value)> {
     let mut taken = Vec::new();
     if let Value::Dict(items) = root {
         items.retain(|(k, v)| match k {
             Value::Str(name) if crate::metrics::SOURCE_METRIC_ENTRIES.contains(&name.as_str()) => {
-                taken.push((k.clone(), plain_numbers(v.clone())));
+                taken.push((k.clone(), v.clone()));
                 false
             }
             _ => true,
         });
     }
     taken
-}
-
-fn plain_numbers(v: Value) -> Value {
-    match v {
-        Value::NumpyScalar { value, .. } => *value,
-        Value::List(items) => Value::List(items.into_iter().map(plain_numbers).collect()),
-        Value::Tuple(items) => Value::Tuple(items.into_iter().map(plain_numbers).collect()),
-        Value::Dict(items) => Value::Dict(
-            items
-                .into_iter()
-                .map(|(k, v)| (k, plain_numbers(v)))
-                .collect(),
-        ),
-        other => other,
-    }
 }
 
 /// Run the plan's tensor operations on `ckpt`'s model state, let `refine` measure (and fit)
@@ -342,9 +329,13 @@ pub fn execute<'a>(
             sha256: crate::fingerprint::hex(&h),
         })
         .collect();
-    let mut source_root = ckpt.root.clone();
-    let source_metrics = take_source_metrics(&mut source_root);
-    let record = migration_record(plan, status, refined.as_ref(), source_metrics);
+    // A bare state_dict has no entries besides the state: only the record's own fields.
+    let mut source_root = plan.model_state_key.as_ref().map(|_| ckpt.root.clone());
+    let source_metrics = source_root
+        .as_mut()
+        .map(take_source_metrics)
+        .unwrap_or_default();
+    let mut record = migration_record(plan, status, refined.as_ref(), source_metrics);
 
     // The rest of the tree.
     let n_state = state.len();
@@ -373,7 +364,7 @@ pub fn execute<'a>(
             state_dict
         }
         Some(msk) => {
-            let mut root = source_root;
+            let mut root = source_root.take().unwrap_or_else(|| ckpt.root.clone());
             if let Some(r) = &refined {
                 if let Value::Dict(items) = &mut root {
                     items.push((
@@ -391,12 +382,14 @@ pub fn execute<'a>(
                 apply_entries(&mut root, &step.entries);
             }
             set_path(&mut root, msk, Value::None);
+            if let Value::Dict(items) = &mut root {
+                items.retain(|(k, _)| !matches!(k, Value::Str(s) if s == MIGRATION));
+                items.push((s(MIGRATION), record));
+            }
             let mut root = carry(ckpt, root, &mut tensors, &mut HashMap::new())?;
             set_path(&mut root, msk, state_dict);
-            if let Value::Dict(items) = &mut root {
-                items.retain(|(k, _)| !matches!(k, Value::Str(s) if s == "migration"));
-                items.push((Value::Str("migration".into()), record.clone()));
-            }
+            // The record as written (the source's metrics carried like the rest).
+            record = root.get(MIGRATION).cloned().unwrap_or(Value::None);
             root
         }
     };
