@@ -698,7 +698,7 @@ fn whole_plan(source: &[KeyShape], target: &[KeyShape]) -> LoadPlan {
 }
 
 fn shape_text(s: &[u64]) -> String {
-    crate::report::shape(s)
+    crate::format::shape_text(s)
 }
 
 /// Whether a model key belongs to the parts the trainer keeps frozen (their random
