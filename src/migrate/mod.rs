@@ -20,7 +20,7 @@ pub mod pattern;
 pub mod plan;
 pub mod refine;
 pub mod spec;
-mod tree;
+pub(crate) mod tree;
 
 use std::path::{Path, PathBuf};
 
