@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use tvck::autofix::{self, AutoFix};
-use tvck::check::{self, CheckOptions, CheckReport};
+use tvck::autofix;
+use tvck::check::{self, CheckOptions};
 use tvck::config::TrainingConfig;
 use tvck::report;
 
@@ -33,19 +33,6 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-/// The JSON of `check --json`: the report, plus the auto-fix and what a write did.
-#[derive(serde::Serialize)]
-struct Out<'a> {
-    #[serde(flatten)]
-    report: &'a CheckReport,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    auto_fix: Option<&'a AutoFix>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    backup: Option<&'a Path>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    after_write: Option<&'a CheckReport>,
 }
 
 fn load(path: &Path) -> Result<TrainingConfig, CliError> {
@@ -80,7 +67,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         after = Some(check::check(&load(&a.config)?, &opts));
     }
     if a.json {
-        emit_json(&Out {
+        emit_json(&report::check::CheckJson {
             report: &report,
             auto_fix: fix.as_ref(),
             backup: backup.as_deref(),

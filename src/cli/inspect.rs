@@ -29,7 +29,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         ));
     }
     let ckpt = open_checkpoint(&a.file)?;
-    let r = report::inspect::build(&ckpt, &a.file.display().to_string(), !a.no_hash);
+    let r = tvck::inspect::build(&ckpt, &a.file.display().to_string(), !a.no_hash);
     if a.json {
         emit_json(&r)?;
     } else {

@@ -4,6 +4,7 @@
 //! referenced by index into [`crate::format::Checkpoint::tensors`].
 
 use serde::Serialize;
+use serde_json::json;
 
 use super::TensorInfo;
 
@@ -253,6 +254,49 @@ pub fn value_text(v: &Value) -> String {
                 .join(", ")
         ),
         other => scalar_text(other, &[]).unwrap_or_else(|| format!("<{}>", other.kind())),
+    }
+}
+
+/// The tree as plain JSON: dicts → objects, lists/tuples → arrays, numpy scalars →
+/// numbers, tensors → `{"tensor": path, "dtype", "shape"}`, globals and blocked calls →
+/// tagged objects. Non-finite floats become strings (`"NaN"`, `"inf"`).
+pub fn value_json(v: &Value, tensors: &[TensorInfo]) -> serde_json::Value {
+    match v {
+        Value::None => serde_json::Value::Null,
+        Value::Bool(b) => json!(b),
+        Value::Int(i) => json!(i),
+        Value::BigInt(s) => json!({ "bigint": s }),
+        Value::Float(f) => {
+            if f.is_finite() {
+                json!(f)
+            } else {
+                json!(f.to_string())
+            }
+        }
+        Value::Str(s) => json!(s),
+        Value::Bytes(b) => json!({ "bytes": hex::encode(b) }),
+        Value::List(items) | Value::Tuple(items) => {
+            serde_json::Value::Array(items.iter().map(|i| value_json(i, tensors)).collect())
+        }
+        Value::Dict(items) => {
+            let mut map = serde_json::Map::new();
+            for (k, val) in items {
+                map.insert(key_text(k), value_json(val, tensors));
+            }
+            serde_json::Value::Object(map)
+        }
+        Value::Tensor(i) => match tensors.get(*i) {
+            Some(t) => json!({ "tensor": t.path, "dtype": t.dtype, "shape": t.shape }),
+            None => json!({ "tensor": i }),
+        },
+        Value::NumpyScalar { value, .. } => value_json(value, tensors),
+        Value::Object { class, args, state } => json!({
+            "object": class,
+            "args": args.iter().map(|a| value_json(a, tensors)).collect::<Vec<_>>(),
+            "state": state.as_ref().map(|s| value_json(s, tensors)),
+        }),
+        Value::Global(g) => json!({ "global": g }),
+        Value::Blocked { global } => json!({ "blocked_call": global }),
     }
 }
 

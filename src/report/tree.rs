@@ -1,7 +1,5 @@
 //! The non-tensor tree of a checkpoint, as indented text and as JSON.
 
-use serde_json::json;
-
 use crate::format::value::{key_text, scalar_text};
 use crate::format::{TensorInfo, Value};
 
@@ -101,53 +99,12 @@ fn line(out: &mut String, pad: &str, key: &str, val: &Value, tensors: &[TensorIn
     }
 }
 
-/// The tree as plain JSON: dicts → objects, lists/tuples → arrays, numpy scalars →
-/// numbers, tensors → `{"tensor": path, "dtype", "shape"}`, globals and blocked calls →
-/// tagged objects. Non-finite floats become strings (`"NaN"`, `"inf"`).
-pub fn to_json(v: &Value, tensors: &[TensorInfo]) -> serde_json::Value {
-    match v {
-        Value::None => serde_json::Value::Null,
-        Value::Bool(b) => json!(b),
-        Value::Int(i) => json!(i),
-        Value::BigInt(s) => json!({ "bigint": s }),
-        Value::Float(f) => {
-            if f.is_finite() {
-                json!(f)
-            } else {
-                json!(f.to_string())
-            }
-        }
-        Value::Str(s) => json!(s),
-        Value::Bytes(b) => json!({ "bytes": hex::encode(b) }),
-        Value::List(items) | Value::Tuple(items) => {
-            serde_json::Value::Array(items.iter().map(|i| to_json(i, tensors)).collect())
-        }
-        Value::Dict(items) => {
-            let mut map = serde_json::Map::new();
-            for (k, val) in items {
-                map.insert(key_text(k), to_json(val, tensors));
-            }
-            serde_json::Value::Object(map)
-        }
-        Value::Tensor(i) => match tensors.get(*i) {
-            Some(t) => json!({ "tensor": t.path, "dtype": t.dtype, "shape": t.shape }),
-            None => json!({ "tensor": i }),
-        },
-        Value::NumpyScalar { value, .. } => to_json(value, tensors),
-        Value::Object { class, args, state } => json!({
-            "object": class,
-            "args": args.iter().map(|a| to_json(a, tensors)).collect::<Vec<_>>(),
-            "state": state.as_ref().map(|s| to_json(s, tensors)),
-        }),
-        Value::Global(g) => json!({ "global": g }),
-        Value::Blocked { global } => json!({ "blocked_call": global }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::value::value_json;
     use crate::format::DType;
+    use serde_json::json;
 
     fn s(k: &str) -> Value {
         Value::Str(k.into())
@@ -193,10 +150,10 @@ mod tests {
             text,
             "epoch: 3\nmodel: 1 tensors\nmetrics:\n  Q: 1.5 (numpy f8)\nhist: [0.5, 1]\nbad: <BLOCKED call of posix.system>\n"
         );
-        let j = to_json(&root, std::slice::from_ref(&t));
+        let j = value_json(&root, std::slice::from_ref(&t));
         assert_eq!(j["metrics"]["Q"], json!(1.5));
         assert_eq!(j["model"]["w"]["shape"], json!([2, 3]));
         assert_eq!(j["bad"]["blocked_call"], json!("posix.system"));
-        assert_eq!(to_json(&Value::Float(f64::NAN), &[]), json!("NaN"));
+        assert_eq!(value_json(&Value::Float(f64::NAN), &[]), json!("NaN"));
     }
 }
