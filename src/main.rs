@@ -137,19 +137,22 @@ enum Command {
     /// Train a TernaryVAE v5.11-family model through the validated flow (libtorch;
     /// `--features train`).
     ///
-    /// Exit code 0 when training ran (also when interrupted with Ctrl-C), 1 when a
-    /// checklist step refused (invalid config, incompatible checkpoint, critical initial
-    /// coverage) or training failed.
+    /// Exit code 0 when training ran (also when interrupted with Ctrl-C or SIGTERM, and
+    /// for `--resume` of a run that had already finished), 1 when a checklist step refused
+    /// (invalid config, incompatible checkpoint, critical initial coverage), a run cannot
+    /// be continued, or training failed.
     Train {
-        /// The training config (YAML).
-        #[arg(long)]
-        config: PathBuf,
-        /// Epochs (default: training.epochs).
+        /// The training config (YAML); with --resume, default: the run's own.
+        #[arg(long, required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Epochs (default: training.epochs; with --resume, the run's: a larger count
+        /// extends it).
         #[arg(long)]
         epochs: Option<u64>,
-        /// Seed of every random choice (init, shuffling, pairs, dropout).
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        /// Seed of every random choice (init, shuffling, pairs, dropout) [default: 42;
+        /// with --resume, the run's].
+        #[arg(long)]
+        seed: Option<u64>,
         /// cpu, cuda or cuda:N.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -159,6 +162,10 @@ enum Command {
         /// Train even when the initial coverage is critical (< 5%).
         #[arg(long)]
         force: bool,
+        /// Continue the run in RUN_DIR from its latest.pt (model, optimizer, schedule,
+        /// homeostasis, bests, random streams, epoch; metrics.jsonl appended).
+        #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
+        resume: Option<PathBuf>,
     },
 }
 
@@ -295,7 +302,8 @@ fn main() -> ExitCode {
             device,
             out,
             force,
-        } => cmd_train(&config, epochs, seed, &device, out, force),
+            resume,
+        } => cmd_train(config.as_deref(), epochs, seed, &device, out, force, resume),
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -819,12 +827,13 @@ fn cmd_eval_losses(_: &Path, _: &Path, _: u64, _: u64, _: &str, _: bool) -> Resu
 
 #[cfg(not(feature = "train"))]
 fn cmd_train(
-    _: &Path,
+    _: Option<&Path>,
     _: Option<u64>,
-    _: u64,
+    _: Option<u64>,
     _: &str,
     _: Option<PathBuf>,
     _: bool,
+    _: Option<PathBuf>,
 ) -> Result<u8, CliError> {
     no_train_feature("train")
 }
@@ -835,8 +844,8 @@ fn train_error(e: tvck::train::TrainError) -> CliError {
     match e {
         TrainError::Usage(m) => CliError::usage(m, "see `tvck train --help`"),
         other => CliError {
+            hint: other.hint().map(String::from),
             message: other.to_string(),
-            hint: None,
             code: 1,
         },
     }
@@ -881,28 +890,32 @@ fn cmd_eval_losses(
 
 #[cfg(feature = "train")]
 fn cmd_train(
-    config: &Path,
+    config: Option<&Path>,
     epochs: Option<u64>,
-    seed: u64,
+    seed: Option<u64>,
     device: &str,
     out: Option<PathBuf>,
     force: bool,
+    resume: Option<PathBuf>,
 ) -> Result<u8, CliError> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    require_exists(config)?;
+    if let Some(c) = config {
+        require_exists(c)?;
+    }
     let device = tvck::train::parse_device(device).map_err(train_error)?;
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
-    // Ctrl-C: finish the current epoch, write latest.pt, stop. A second Ctrl-C exits.
+    // Ctrl-C or SIGTERM (a scheduler's stop): finish the current epoch, write latest.pt,
+    // stop. A second one exits at once.
     let _ = ctrlc::set_handler(move || {
         if f.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\nCtrl-C: finishing the current epoch, then writing latest.pt");
+        eprintln!("\ninterrupted: finishing the current epoch, then writing latest.pt");
     });
     let opts = tvck::train::TrainOptions {
-        config: config.to_path_buf(),
+        config: config.map(Path::to_path_buf),
         epochs,
         seed,
         device,
@@ -915,6 +928,7 @@ fn cmd_train(
         })?,
         progress: true,
         interrupt: Some(flag),
+        resume,
     };
     let mut on_step = |s: &tvck::train::Step| {
         let _ = print_out(&format!("{s}\n"));
@@ -928,7 +942,28 @@ fn cmd_train(
         let _ = print_out(&format!("{l}\n"));
     };
     let r = tvck::train::train(&opts, &mut on_step, &mut on_line).map_err(train_error)?;
+    if let Some(f) = r.already_finished {
+        let why = match f {
+            tvck::train::resume::Finished::EarlyStop => "stopped early (patience)",
+            tvck::train::resume::Finished::Completed => "completed",
+        };
+        print_out(&format!(
+            "nothing to do: the run in {} already {why} after epoch {} of {}{}\n",
+            r.out_dir.display(),
+            r.epochs_run,
+            r.epochs,
+            if f == tvck::train::resume::Finished::Completed {
+                " (--epochs N with a larger N extends it)"
+            } else {
+                ""
+            }
+        ))?;
+        return Ok(0);
+    }
     let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.4}"));
+    if let Some(k) = r.resumed_from {
+        print_out(&format!("continued after epoch {k}\n"))?;
+    }
     print_out(&format!(
         "done: {} epoch{}{}; coverage {:.2}% → {:.2}%, hierarchy_B {} → {} (best {}), best Q {}; outputs in {}\n",
         r.epochs_run,

@@ -120,6 +120,37 @@ impl AdamW {
         self.state.clear();
     }
 
+    /// Set the moments of group `name` (a continued run): `moments` are (key, exp_avg,
+    /// exp_avg_sq) of the parameters that have moments, in the group's order, all at
+    /// `step`; the flat buffers are their concatenation, as [`AdamW::step`] keeps them.
+    pub fn restore_group(&mut self, name: &str, moments: &[(String, Tensor, Tensor)], step: u64) {
+        if moments.is_empty() {
+            self.state.remove(name);
+            return;
+        }
+        let mut layout = Vec::with_capacity(moments.len());
+        let mut off = 0;
+        for (key, m, _) in moments {
+            let n = m.numel() as i64;
+            layout.push((key.clone(), off, n, m.size()));
+            off += n;
+        }
+        let flat = |pick: fn(&(String, Tensor, Tensor)) -> &Tensor| {
+            let parts: Vec<Tensor> = moments.iter().map(|x| pick(x).reshape([-1])).collect();
+            Tensor::cat(&parts, 0)
+        };
+        self.state.insert(
+            name.to_string(),
+            GroupState {
+                layout,
+                exp_avg: flat(|x| &x.1),
+                exp_avg_sq: flat(|x| &x.2),
+                step,
+                whole_of: None,
+            },
+        );
+    }
+
     /// The moments of parameter `key`, whatever its group.
     pub fn moments(&self, key: &str) -> Option<(Tensor, Tensor, u64)> {
         self.state.values().find_map(|g| g.of(key))
