@@ -599,11 +599,11 @@ pub fn train(
         S6,
         StepStatus::Ok,
         format!(
-            "{}{} epochs, batch {}, lr {}, seed {}, output {}",
-            resume
-                .as_ref()
-                .map_or(String::new(), |r| format!("epochs {}–", r.done() + 1)),
-            run.epochs,
+            "{}, batch {}, lr {}, seed {}, output {}",
+            match &resume {
+                Some(r) => format!("epochs {}–{} of {}", r.done() + 1, run.epochs, run.epochs),
+                None => format!("{} epochs", run.epochs),
+            },
             run.batch_size,
             run.base_lr,
             seed,
