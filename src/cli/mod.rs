@@ -54,9 +54,10 @@ enum Command {
     /// Train a TernaryVAE v5.11-family model through the validated flow (libtorch;
     /// `--features train`).
     ///
-    /// Exit code 0 when training ran (also when interrupted with Ctrl-C), 1 when a
-    /// checklist step refused (invalid config, incompatible checkpoint, critical initial
-    /// coverage) or training failed.
+    /// Exit code 0 when training ran (also when interrupted with Ctrl-C or SIGTERM, and
+    /// for `--resume` of a run that had already finished), 1 when a checklist step refused
+    /// (invalid config, incompatible checkpoint, critical initial coverage), a run cannot
+    /// be continued, or training failed.
     Train(train::Args),
 }
 

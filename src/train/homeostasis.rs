@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Homeostasis as HomeostasisConfig;
 
@@ -25,7 +25,7 @@ pub const TIGHTEN_BELOW: f64 = -0.05;
 pub const MIN_PATIENCE: u64 = 5;
 
 /// The resolved settings (upstream defaults where the config is silent).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub enabled: bool,
     pub coverage_freeze_threshold: f64,
@@ -62,7 +62,7 @@ impl Settings {
 }
 
 /// Which parts are frozen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeState {
     pub encoder_a: bool,
     pub encoder_b: bool,
@@ -79,8 +79,9 @@ pub struct Event {
     pub message: String,
 }
 
-/// The controller's state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The controller's state (every field saved in latest.pt's `homeostasis`, read back by a
+/// continued run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Homeostasis {
     pub settings: Settings,
     pub state: FreezeState,
