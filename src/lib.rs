@@ -9,6 +9,7 @@ pub mod config;
 pub mod diff;
 pub mod fingerprint;
 pub mod format;
+pub mod manager;
 pub mod metrics;
 pub mod migrate;
 pub mod report;
