@@ -119,6 +119,9 @@ pub struct Entry {
     pub migration: Option<serde_json::Value>,
     /// Seconds since the Unix epoch.
     pub modified: u64,
+    /// Aliases given by `tag`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 /// What one `update` did.
@@ -557,6 +560,7 @@ impl Index {
                 modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
                 summary,
                 migration: migration.and_then(|m| serde_json::from_str(&m).ok()),
+                aliases: Vec::new(),
             });
         }
         Ok(out)
@@ -598,21 +602,18 @@ impl Index {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// The summaries of every checkpoint under `root` as `scan` would produce them (paths
-    /// relative to `root`), when the index holds every one of them unchanged; `None` when
-    /// any file is missing from the index or changed since (the caller scans instead).
-    /// Without `hash` the fingerprints are left out, and a file whose hashing failed makes
-    /// the index unusable (a plain scan does not report that failure).
-    pub fn fresh_summaries(
+    /// The entries of every checkpoint of `paths` (discovered under `root`), when the
+    /// index holds every one of them unchanged; `None` when any file is missing from the
+    /// index or changed since (the caller reads the files instead).
+    pub fn fresh_entries(
         &self,
         root: &Path,
         paths: &[PathBuf],
-        hash: bool,
-    ) -> Result<Option<Vec<FileSummary>>, ManagerError> {
+    ) -> Result<Option<Vec<Entry>>, ManagerError> {
         let Ok(canon) = root.canonicalize() else {
             return Ok(None);
         };
-        let by_path: HashMap<String, Entry> = self
+        let mut by_path: HashMap<String, Entry> = self
             .entries(std::slice::from_ref(&canon))?
             .into_iter()
             .map(|e| (e.path.clone(), e))
@@ -626,13 +627,33 @@ impl Index {
             } else {
                 canon.join(rel)
             };
-            let Some(e) = by_path.get(&path_text(&abs)) else {
+            let Some(e) = by_path.remove(&path_text(&abs)) else {
                 return Ok(None);
             };
             if Stat::of(p).ok() != Some(e.stat) {
                 return Ok(None);
             }
-            let mut s = e.summary.clone();
+            out.push(e);
+        }
+        Ok(Some(out))
+    }
+
+    /// The summaries of every checkpoint of `paths` (discovered under `root`) as `scan`
+    /// would produce them (paths relative to `root`), from [`Index::fresh_entries`].
+    /// Without `hash` the fingerprints are left out, and a file whose hashing failed makes
+    /// the index unusable (a plain scan does not report that failure).
+    pub fn fresh_summaries(
+        &self,
+        root: &Path,
+        paths: &[PathBuf],
+        hash: bool,
+    ) -> Result<Option<Vec<FileSummary>>, ManagerError> {
+        let Some(entries) = self.fresh_entries(root, paths)? else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (e, p) in entries.into_iter().zip(paths) {
+            let mut s = e.summary;
             if !hash {
                 if s.error
                     .as_deref()

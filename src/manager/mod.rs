@@ -18,7 +18,7 @@ pub mod select;
 use std::path::{Path, PathBuf};
 
 pub use index::{Entry, Index, IndexOptions, IndexReport};
-// QUERY
+pub use query::{Query, QueryError, SortKey};
 
 /// The environment variable naming the index file.
 pub const INDEX_ENV: &str = "TVCK_INDEX";
@@ -105,6 +105,14 @@ impl ManagerError {
             },
         }
     }
+}
+
+/// The index at the default location ([`index_path`] without an explicit path), when
+/// there is one that opens: commands that can also read the files use it as a cache and
+/// fall back to the files otherwise.
+pub fn default_index() -> Option<Index> {
+    let path = index_path(None).ok()?;
+    Index::open_existing(&path).ok().flatten()
 }
 
 /// The index file: `explicit` if given, else `$TVCK_INDEX`, else
