@@ -9,25 +9,14 @@ use tvck::manager::ManagerError;
 
 mod common;
 
+use common::copy_dir;
+
 /// A copy of checkpoints/ in a temporary folder.
 fn tree() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("ckpts");
     copy_dir(&common::root().join("checkpoints"), &root);
     (dir, root)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
 }
 
 fn update(index: &mut Index, root: &Path) -> IndexReport {
