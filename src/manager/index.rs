@@ -49,7 +49,38 @@ CREATE TABLE tensors (
     PRIMARY KEY (file_id, name)
 ) WITHOUT ROWID;
 CREATE INDEX tensors_hash ON tensors(hash);
+CREATE TABLE aliases (
+    name TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    fingerprint TEXT,
+    at INTEGER NOT NULL
+);
+CREATE TABLE alias_history (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    name TEXT NOT NULL,
+    path TEXT,
+    fingerprint TEXT,
+    previous TEXT
+);
+CREATE TABLE prune_audit (
+    id INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    fingerprint TEXT,
+    rule TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
 ";
+
+/// The model part a state_dict key belongs to: its first segment (`encoder_A`), after a
+/// DataParallel `module.` prefix.
+pub fn part_of(key: &str) -> &str {
+    let key = key.strip_prefix("module.").unwrap_or(key);
+    key.split('.').next().unwrap_or(key)
+}
 
 /// How an index is opened.
 #[derive(Debug, Clone)]
@@ -68,7 +99,7 @@ impl Default for IndexOptions {
 
 /// An open index.
 pub struct Index {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
     busy_timeout: Duration,
 }
@@ -211,7 +242,7 @@ impl Index {
         &self.path
     }
 
-    fn err(&self, e: rusqlite::Error) -> ManagerError {
+    pub(super) fn err(&self, e: rusqlite::Error) -> ManagerError {
         if e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DatabaseBusy) {
             return ManagerError::Locked {
                 path: self.path.clone(),
@@ -416,6 +447,7 @@ impl Index {
             }
         }
         let mut renames: Vec<(i64, String)> = Vec::new();
+        let old_path: HashMap<i64, &String> = known.iter().map(|(p, (id, _))| (*id, p)).collect();
         to_read.retain(|(_, text, stat)| {
             if known.contains_key(text) {
                 return true;
@@ -440,8 +472,13 @@ impl Index {
             let mut mv = tx
                 .prepare("UPDATE files SET path = ?2 WHERE id = ?1")
                 .map_err(db)?;
+            // An alias follows its file.
+            let mut follow = tx
+                .prepare("UPDATE aliases SET path = ?2 WHERE path = ?1")
+                .map_err(db)?;
             for (id, path) in &renames {
                 mv.execute(params![id, path]).map_err(db)?;
+                follow.execute(params![old_path[id], path]).map_err(db)?;
             }
         }
         on_start(to_read.len());
@@ -471,6 +508,7 @@ impl Index {
                     "INSERT INTO tensors(file_id, name, dtype, shape, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(db)?;
+
             let now = now_s();
             for rec in recv {
                 let summary = serde_json::to_string(&rec.summary).expect("a summary serializes");
@@ -537,6 +575,7 @@ impl Index {
                 ))
             })
             .map_err(|e| self.err(e))?;
+        let aliases = self.aliases()?;
         let mut out = Vec::new();
         for row in rows {
             let (id, path, stat, summary, migration) = row.map_err(|e| self.err(e))?;
@@ -553,6 +592,11 @@ impl Index {
                     what: format!("the row of {path} does not hold a tvck summary"),
                 });
             };
+            let names: Vec<String> = aliases
+                .iter()
+                .filter(|a| a.path == path)
+                .map(|a| a.name.clone())
+                .collect();
             out.push(Entry {
                 id,
                 path,
@@ -560,7 +604,7 @@ impl Index {
                 modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
                 summary,
                 migration: migration.and_then(|m| serde_json::from_str(&m).ok()),
-                aliases: Vec::new(),
+                aliases: names,
             });
         }
         Ok(out)

@@ -12,8 +12,12 @@
 //!   measured on the candidate's current weights only.
 
 pub mod index;
+pub mod keep;
+pub mod lineage;
+pub mod prune;
 pub mod query;
 pub mod select;
+pub mod tag;
 
 use std::path::{Path, PathBuf};
 
@@ -63,6 +67,21 @@ pub enum ManagerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A file the index does not hold.
+    #[error("{path}: not in the index")]
+    NotIndexed { path: String },
+    /// `untag` of an alias nobody gave.
+    #[error("no alias `{name}`")]
+    UnknownAlias { name: String, known: Vec<String> },
+    /// An alias that is empty or has characters other than letters, digits, `_`, `-`, `.`.
+    #[error("`{name}` is not an alias name (letters, digits, `_`, `-` and `.` only)")]
+    BadAliasName { name: String },
+    /// A keep-rule that does not parse.
+    #[error("keep-rule `{rule}`: {message}")]
+    BadRule { rule: String, message: String },
+    /// A keep-rules file that cannot be read or parsed.
+    #[error("{}: {message}", path.display())]
+    RulesFile { path: PathBuf, message: String },
     /// No index location: neither the variable, XDG_CACHE_HOME nor HOME is set.
     #[error("no index location: TVCK_INDEX, XDG_CACHE_HOME and HOME are all unset")]
     NoLocation,
@@ -86,6 +105,18 @@ impl ManagerError {
                 Some("set TVCK_INDEX to the index file's path".into())
             }
             ManagerError::Folder { .. } => Some("choose an index path in a writable folder".into()),
+            ManagerError::NotIndexed { .. } => Some("index its folder first (`tvck index DIR`)".into()),
+            ManagerError::UnknownAlias { known, .. } if known.is_empty() => {
+                Some("no alias is set".into())
+            }
+            ManagerError::UnknownAlias { known, .. } => {
+                Some(format!("aliases: {}", known.join(", ")))
+            }
+            ManagerError::BadAliasName { .. } => Some("e.g. `production`".into()),
+            ManagerError::BadRule { .. } | ManagerError::RulesFile { .. } => Some(
+                "rules: latest:N, best:METRIC:N (Q, coverage, hierarchy_B, …), every:K, comma-separated, or a YAML list of them under `keep:`"
+                    .into(),
+            ),
             _ => None,
         }
     }

@@ -92,11 +92,11 @@ impl RankBy {
     }
 
     /// Whether larger values are better.
-    fn higher_is_better(self) -> bool {
+    pub(crate) fn higher_is_better(self) -> bool {
         !matches!(self, RankBy::HierarchyA | RankBy::HierarchyB)
     }
 
-    fn value(self, m: &StoredMetrics) -> Option<f64> {
+    pub(crate) fn value(self, m: &StoredMetrics) -> Option<f64> {
         match self {
             RankBy::HierarchyB => m.hierarchy,
             RankBy::HierarchyA => m.hierarchy_a,
