@@ -19,7 +19,7 @@ use crate::manager::select;
 use crate::yamledit;
 
 pub use crate::manager::select::{
-    config_path_text, Candidate, Measure, MeasureError, HEALTHY_COVERAGE, MEASURED_NOW,
+    config_path_text, Candidate, Measure, MeasureError, MEASURED_NOW,
 };
 
 /// The proposed fix.
@@ -87,10 +87,10 @@ pub fn find_candidates(
 
 /// Whether the report has a problem a different frozen checkpoint would fix.
 pub fn needs_fix(report: &CheckReport) -> bool {
-    report.findings.iter().any(|f| {
-        f.severity == check::Severity::Error
-            && (f.rule.starts_with("frozen-") || f.rule == "size-mismatch")
-    })
+    report
+        .findings
+        .iter()
+        .any(|f| f.severity == check::Severity::Error && f.rule.fixed_by_another_checkpoint())
 }
 
 /// Propose the fix for a checked config; `measure` evaluates every candidate first.

@@ -11,6 +11,10 @@ mod common;
 
 use common::copy_dir;
 
+fn discover(root: &Path) -> Vec<PathBuf> {
+    tvck::discover::discover(root, tvck::discover::Walk::everything()).files
+}
+
 /// A copy of checkpoints/ in a temporary folder.
 fn tree() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -131,7 +135,7 @@ fn scan_from_a_fresh_index_is_the_scan() {
     let db = dir.path().join("index.sqlite");
     let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
     update(&mut index, &root);
-    let (paths, _, _) = tvck::scan::discover_all(&root);
+    let paths = discover(&root);
     for hash in [false, true] {
         let opts = tvck::scan::ScanOptions { hash };
         let scanned = tvck::scan::scan(&root, &opts, |_| {}, |_| {});
@@ -153,7 +157,7 @@ fn scan_from_a_fresh_index_is_the_scan() {
         .is_none());
     // A file the index never saw, too.
     std::fs::copy(root.join("v5_5/latest.pt"), root.join("v5_5/new.pt")).unwrap();
-    let (paths, _, _) = tvck::scan::discover_all(&root);
+    let paths = discover(&root);
     update(&mut index, &root.join("v5_11"));
     assert!(index
         .fresh_summaries(&root, &paths, true)

@@ -5,6 +5,8 @@
 
 use serde::Serialize;
 
+use super::TensorInfo;
+
 /// A decoded Python value.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
@@ -174,6 +176,83 @@ impl Value {
                     .collect(),
             ),
         }
+    }
+}
+
+// ---- One-line text of values (inspect's tree, plan and check messages). ----
+
+/// Longest string shown whole in one-line value text.
+const MAX_STR: usize = 120;
+
+/// A dict key as text (strings bare).
+pub fn key_text(k: &Value) -> String {
+    match k {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        other => scalar_text(other, &[]).unwrap_or_else(|| other.kind().to_string()),
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.chars().count() > MAX_STR {
+        let cut: String = s.chars().take(MAX_STR).collect();
+        format!("{cut}…")
+    } else {
+        s.to_string()
+    }
+}
+
+fn float_text(f: f64) -> String {
+    if f.is_finite() && f == f.trunc() && f.abs() < 1e15 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
+    }
+}
+
+/// One-line text for a leaf value (tensors described from `tensors`); `None` for
+/// containers.
+pub fn scalar_text(v: &Value, tensors: &[TensorInfo]) -> Option<String> {
+    Some(match v {
+        Value::None => "None".into(),
+        Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+        Value::Int(i) => i.to_string(),
+        Value::BigInt(s) => s.clone(),
+        Value::Float(f) => float_text(*f),
+        Value::Str(s) => format!("{:?}", truncate(s)),
+        Value::Bytes(b) => format!("<{} bytes>", b.len()),
+        Value::Tensor(i) => match tensors.get(*i) {
+            Some(t) => format!("tensor {} {}", t.dtype, super::shape_text(&t.shape)),
+            None => format!("tensor #{i}"),
+        },
+        Value::NumpyScalar { dtype, value } => {
+            format!(
+                "{} (numpy {dtype})",
+                scalar_text(value, tensors).unwrap_or_default()
+            )
+        }
+        Value::Global(g) => format!("<global {g}>"),
+        Value::Blocked { global } => format!("<BLOCKED call of {global}>"),
+        _ => return None,
+    })
+}
+
+/// One line of Python-like text for a plain value, containers inline
+/// (`{"a": [1, True]}`); tensors as `tensor #i`.
+pub fn value_text(v: &Value) -> String {
+    let join = |items: &[Value]| items.iter().map(value_text).collect::<Vec<_>>().join(", ");
+    match v {
+        Value::List(items) => format!("[{}]", join(items)),
+        Value::Tuple(items) => format!("({})", join(items)),
+        Value::Dict(items) => format!(
+            "{{{}}}",
+            items
+                .iter()
+                .map(|(k, v)| format!("{}: {}", value_text(k), value_text(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => scalar_text(other, &[]).unwrap_or_else(|| format!("<{}>", other.kind())),
     }
 }
 

@@ -412,7 +412,11 @@ impl Index {
         let mut present: Vec<(PathBuf, String, Stat)> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for root in &roots {
-            let (paths, _errors, skipped) = scan::discover_all(root);
+            let crate::discover::Discovered {
+                files: paths,
+                skipped,
+                ..
+            } = crate::discover::discover(root, crate::discover::Walk::everything());
             report.skipped.extend(skipped);
             for p in paths {
                 let text = path_text(&p);
@@ -707,7 +711,7 @@ impl Index {
                 }
                 s.fingerprint = None;
             }
-            s.path = scan::relative(root, p);
+            s.path = crate::discover::relative(root, p);
             out.push(s);
         }
         Ok(Some(out))

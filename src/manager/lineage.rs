@@ -246,7 +246,7 @@ pub fn dot(index: &Index, roots: &[PathBuf]) -> Result<String, ManagerError> {
     let label = |e: &Entry| {
         let shown = base
             .as_ref()
-            .map(|r| crate::scan::relative(r, Path::new(&e.path)))
+            .map(|r| crate::discover::relative(r, Path::new(&e.path)))
             .unwrap_or_else(|| e.path.clone());
         let mut lines = vec![shown];
         if let Some(v) = &e.summary.version {

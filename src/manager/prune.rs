@@ -132,7 +132,7 @@ fn frozen_paths(root: &Path) -> Vec<(String, String)> {
             .and_then(|f| f.get("path"))
             .and_then(|v| v.as_str())
         {
-            let rel = crate::scan::relative(root, p);
+            let rel = crate::discover::relative(root, p);
             out.push((rel, raw.to_string()));
         }
     }
@@ -189,7 +189,7 @@ pub fn plan(index: &mut Index, root: &Path, rules: &Rules) -> Result<PrunePlan, 
         })
         .collect();
     let by_rule = rules.apply(&items);
-    let rel = |e: &Entry| crate::scan::relative(&canon, Path::new(&e.path));
+    let rel = |e: &Entry| crate::discover::relative(&canon, Path::new(&e.path));
     let mut protections: Vec<Vec<String>> = vec![Vec::new(); entries.len()];
     // Configs naming a frozen checkpoint.
     let frozen = frozen_paths(&canon);

@@ -10,7 +10,7 @@
 //! Ranking: loads without error, then exact layout fit, then metrics measured on the
 //! candidate's current weights (a converted file whose metrics were never measured comes
 //! after every measured one, whatever the file claims: its inherited metrics are never
-//! read), then coverage ≥ [`HEALTHY_COVERAGE`], then the [`RankBy`] metric, then newest,
+//! read), then coverage ≥ [`FULL_FROM`](crate::metrics::coverage::FULL_FROM), then the [`RankBy`] metric, then newest,
 //! then path.
 
 use std::cmp::Ordering;
@@ -24,7 +24,6 @@ use crate::check::{self, CheckReport};
 use crate::config::TrainingConfig;
 use crate::format::Checkpoint;
 use crate::metrics::{Provenance, StoredMetrics};
-use crate::scan;
 
 use super::index::{Entry, Index};
 
@@ -37,9 +36,6 @@ pub trait Measure: Sync {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct MeasureError(pub String);
-
-/// Coverage a frozen checkpoint should have.
-pub const HEALTHY_COVERAGE: f64 = 0.995;
 
 /// [`Candidate::metrics`] of a candidate evaluated by this run.
 pub const MEASURED_NOW: &str = "measured_now";
@@ -239,7 +235,7 @@ fn explain(fit: &[String], c: &Candidate, by: RankBy) -> String {
         why.push("not measured since conversion".into());
     } else {
         match c.coverage {
-            Some(v) if v >= HEALTHY_COVERAGE => {
+            Some(v) if v >= crate::metrics::coverage::FULL_FROM => {
                 why.push(format!("coverage {:.2}%{origin}", v * 100.0))
             }
             Some(v) => why.push(format!("low coverage {:.2}%{origin}", v * 100.0)),
@@ -258,7 +254,10 @@ fn explain(fit: &[String], c: &Candidate, by: RankBy) -> String {
 /// Every safe, readable checkpoint under `roots` with a TernaryVAE layout, read from the
 /// files.
 pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
-    let mut paths: Vec<PathBuf> = roots.iter().flat_map(|r| scan::discover(r).0).collect();
+    let mut paths: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|r| crate::discover::discover(r, crate::discover::Walk::everything()).files)
+        .collect();
     paths.sort();
     paths.dedup();
     paths
@@ -328,7 +327,7 @@ pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) 
         let mut entries = Vec::new();
         let mut fresh = true;
         for r in roots {
-            let (paths, _) = scan::discover(r);
+            let paths = crate::discover::discover(r, crate::discover::Walk::everything()).files;
             match index.fresh_entries(r, &paths) {
                 Ok(Some(es)) => entries.extend(es),
                 _ => {
@@ -456,7 +455,10 @@ pub fn rank(
 
 /// The ranking (see the module's documentation).
 fn order(a: &Candidate, b: &Candidate, by: RankBy) -> Ordering {
-    let healthy = |c: &Candidate| c.coverage.is_some_and(|v| v >= HEALTHY_COVERAGE);
+    let healthy = |c: &Candidate| {
+        c.coverage
+            .is_some_and(|v| v >= crate::metrics::coverage::FULL_FROM)
+    };
     let measured = |c: &Candidate| c.metrics != Some(Provenance::NotMeasured.as_str());
     let loadable = |c: &Candidate| c.migration.is_empty();
     let value = |c: &Candidate| match by {
