@@ -65,7 +65,7 @@ fn incremental_reindex_after_add_change_rename_delete() {
     let r = update(&mut index, &root);
     assert_eq!(counts(&r), [8, 1, 1, 1, 1, 5]);
 
-    let entries = index.entries(&[root.clone()]).unwrap();
+    let entries = index.entries(std::slice::from_ref(&root)).unwrap();
     let canon = root.canonicalize().unwrap();
     let names: Vec<String> = entries
         .iter()
@@ -125,7 +125,10 @@ fn incremental_reindex_after_add_change_rename_delete() {
     std::fs::remove_dir_all(root.join("v5_11")).unwrap();
     let r = update(&mut index, &root);
     assert_eq!(counts(&r), [6, 0, 0, 0, 2, 6]);
-    assert_eq!(index.entries(&[other.clone()]).unwrap().len(), 2);
+    assert_eq!(
+        index.entries(std::slice::from_ref(&other)).unwrap().len(),
+        2
+    );
     assert_eq!(index.entries(&[]).unwrap().len(), 8);
 }
 
@@ -206,7 +209,9 @@ fn a_held_write_lock_fails_clearly_after_the_busy_timeout() {
         busy_timeout: Duration::from_millis(200),
     };
     let mut index = Index::open(&db, &opts).unwrap();
-    let err = index.update(&[root.clone()], |_| {}, |_| {}).unwrap_err();
+    let err = index
+        .update(std::slice::from_ref(&root), |_| {}, |_| {})
+        .unwrap_err();
     assert!(matches!(err, ManagerError::Locked { .. }), "{err:?}");
     assert!(
         err.to_string()
@@ -263,7 +268,10 @@ fn corrupt_and_foreign_databases_are_errors_and_left_alone() {
     std::fs::write(&db, &damaged).unwrap();
     let _ = std::fs::remove_file(tdir.path().join("index.sqlite-wal"));
     let err = Index::open(&db, &IndexOptions::default())
-        .and_then(|mut i| i.update(&[root.clone()], |_| {}, |_| {}).map(|_| ()))
+        .and_then(|mut i| {
+            i.update(std::slice::from_ref(&root), |_| {}, |_| {})
+                .map(|_| ())
+        })
         .unwrap_err();
     assert!(
         matches!(

@@ -84,7 +84,7 @@ fn rules_alone_delete_all_but_the_kept_and_audit_each_deletion() {
         .all(|a| a.outcome == "deleted" && a.rule == "not kept by latest:1"));
     assert!(audit[0].path.ends_with("run/a.pt") && audit[0].fingerprint.is_some());
     // The index no longer lists them.
-    assert_eq!(index.entries(&[tree.clone()]).unwrap().len(), 1);
+    assert_eq!(index.entries(std::slice::from_ref(&tree)).unwrap().len(), 1);
 }
 
 #[test]
@@ -122,7 +122,9 @@ fn protection_frozen_checkpoint_named_by_a_config() {
 #[test]
 fn protection_alias() {
     let (_d, tree, mut index) = run_tree();
-    index.update(&[tree.clone()], |_| {}, |_| {}).unwrap();
+    index
+        .update(std::slice::from_ref(&tree), |_| {}, |_| {})
+        .unwrap();
     index.tag(&tree.join("run/a.pt"), "production").unwrap();
     let p = plan(&mut index, &tree, "latest:1");
     assert_eq!(row(&p, "run/a.pt").reasons, ["alias production"]);
@@ -238,7 +240,9 @@ fn protection_unreadable_files_are_not_managed() {
 #[test]
 fn aliases_move_follow_renames_and_keep_history() {
     let (_d, tree, mut index) = run_tree();
-    index.update(&[tree.clone()], |_| {}, |_| {}).unwrap();
+    index
+        .update(std::slice::from_ref(&tree), |_| {}, |_| {})
+        .unwrap();
     let a = tree.join("run/a.pt");
     let b = tree.join("run/b.pt");
     assert_eq!(index.tag(&a, "production").unwrap().action, "tag");
@@ -252,7 +256,7 @@ fn aliases_move_follow_renames_and_keep_history() {
     std::fs::rename(&b, tree.join("run/b2.pt")).unwrap();
     assert_eq!(
         index
-            .update(&[tree.clone()], |_| {}, |_| {})
+            .update(std::slice::from_ref(&tree), |_| {}, |_| {})
             .unwrap()
             .renamed,
         1
@@ -260,7 +264,7 @@ fn aliases_move_follow_renames_and_keep_history() {
     let aliases = index.aliases().unwrap();
     assert_eq!(aliases.len(), 1);
     assert!(aliases[0].path.ends_with("run/b2.pt"));
-    let e = index.entries(&[tree.clone()]).unwrap();
+    let e = index.entries(std::slice::from_ref(&tree)).unwrap();
     let with: Vec<&str> = e
         .iter()
         .filter(|e| e.aliases.contains(&"production".to_string()))
@@ -307,7 +311,9 @@ fn lineage_of_the_frozen_v5_5_parts_and_of_a_converted_file() {
         String::from_utf8_lossy(&o.stderr)
     );
     let mut index = Index::open(&dir.path().join("i.sqlite"), &IndexOptions::default()).unwrap();
-    index.update(&[tree.clone()], |_| {}, |_| {}).unwrap();
+    index
+        .update(std::slice::from_ref(&tree), |_| {}, |_| {})
+        .unwrap();
 
     let l = tvck::manager::lineage::lineage(&index, &tree.join("v5_11/best.pt")).unwrap();
     let part = |name: &str| l.parts.iter().find(|p| p.part == name).unwrap();
@@ -343,7 +349,7 @@ fn lineage_of_the_frozen_v5_5_parts_and_of_a_converted_file() {
         "{holders:?}"
     );
 
-    let dot = tvck::manager::lineage::dot(&index, &[tree.clone()]).unwrap();
+    let dot = tvck::manager::lineage::dot(&index, std::slice::from_ref(&tree)).unwrap();
     assert!(dot.starts_with("digraph lineage {"));
     assert!(dot.contains("converted by v5_11_to_v5_12_4"), "{dot}");
     assert!(dot.contains("decoder_A, encoder_A, encoder_B"), "{dot}");

@@ -460,14 +460,12 @@ impl Parser<'_> {
         }
         if field == "version" {
             if let Literal::Text(v) = &value {
-                if v.parse::<VersionId>().is_err() {
-                    if op != Op::Contains {
-                        let ids: Vec<&str> = VersionId::ALL.iter().map(|v| v.as_str()).collect();
-                        return Err(self.err(
-                            col,
-                            format!("unknown version `{v}` (known: {})", ids.join(", ")),
-                        ));
-                    }
+                if v.parse::<VersionId>().is_err() && op != Op::Contains {
+                    let ids: Vec<&str> = VersionId::ALL.iter().map(|v| v.as_str()).collect();
+                    return Err(self.err(
+                        col,
+                        format!("unknown version `{v}` (known: {})", ids.join(", ")),
+                    ));
                 }
             }
         }
@@ -813,7 +811,7 @@ mod tests {
                 descending: true
             }
         );
-        assert_eq!(SortKey::parse("epoch").unwrap().descending, false);
+        assert!(!SortKey::parse("epoch").unwrap().descending);
         assert_eq!(SortKey::parse("Q:up").unwrap_err().column, 3);
         assert!(SortKey::parse("nope").is_err());
         let a = rec();
