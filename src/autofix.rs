@@ -1,61 +1,26 @@
 //! `tvck check --auto-fix [--write]`: find checkpoints that fit a config, rank them, and
 //! propose (or apply) the config edit as a minimal text change.
 //!
-//! Ranking: loads without error, then exact layout fit, then metrics measured on the
-//! candidate's current weights (a converted file whose metrics were never measured comes
-//! after every measured one, whatever the file claims), then coverage ≥ 0.995, then best
-//! (most negative) hierarchy, then newest. With a [`Measure`] (the trainer's, `--measure`)
-//! every candidate is evaluated first and ranked by what was measured.
+//! The candidates and their ranking are `tvck select`'s ([`crate::manager::select`]):
+//! loads without error, then exact layout fit, then metrics measured on the candidate's
+//! current weights (a converted file whose metrics were never measured comes after every
+//! measured one, whatever the file claims), then coverage ≥ 0.995, then best (most
+//! negative) hierarchy, then newest. With a [`Measure`] (the trainer's, `--measure`) every
+//! candidate is evaluated first and ranked by what was measured.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::arch::{self, VersionId};
 use crate::check::{self, CheckOptions, CheckReport};
 use crate::config::{DecoderToLoad, EncoderToLoad, TrainingConfig};
-use crate::format::Checkpoint;
-use crate::metrics::{Provenance, StoredMetrics};
+use crate::manager::select;
 use crate::yamledit;
 
-/// Evaluates a checkpoint file on all 19,683 operations (the trainer's `tvck eval`).
-pub trait Measure: Sync {
-    fn measure(&self, path: &Path) -> Result<StoredMetrics, MeasureError>;
-}
-
-/// A candidate that could not be evaluated.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct MeasureError(pub String);
-
-/// A checkpoint considered for `frozen_checkpoint.path`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Candidate {
-    /// The path as it would be written in the config.
-    pub path: String,
-    pub version: VersionId,
-    pub layout: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub coverage: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hierarchy: Option<f64>,
-    /// Where `coverage` and `hierarchy` come from: stored by training, measured after
-    /// conversion, `measured_now` (evaluated by this run), or `not_measured` (a converted
-    /// file never evaluated: no values are used).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<&'static str>,
-    /// Seconds since the Unix epoch.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub modified: Option<u64>,
-    /// Loads without a size mismatch, frozen parts complete.
-    pub fits: bool,
-    /// Every key provided and used.
-    pub exact: bool,
-    /// Why it ranks where it does.
-    pub why: String,
-}
+pub use crate::manager::select::{
+    config_path_text, Candidate, Measure, MeasureError, MEASURED_NOW,
+};
 
 /// The proposed fix.
 #[derive(Debug, Clone, Serialize)]
@@ -97,48 +62,10 @@ pub fn default_roots(config_path: &Path, cwd: &Path, extra: &[PathBuf]) -> Vec<P
     roots
 }
 
-/// The path to write in the config: relative to the working directory when inside it
-/// (the trainer resolves relative to its working directory first), else absolute.
-fn config_path_text(path: &Path, cwd: &Path) -> String {
-    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
-    let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    p.strip_prefix(&cwd)
-        .map(Path::to_path_buf)
-        .unwrap_or(p)
-        .to_string_lossy()
-        .replace('\\', "/")
-}
-
-/// [`Candidate::metrics`] of a candidate evaluated by this run.
-pub const MEASURED_NOW: &str = "measured_now";
-
-/// The `why` text: the fit, then what the metrics say and where they come from.
-fn explain(fit: &[String], c: &Candidate) -> String {
-    let mut why = fit.to_vec();
-    let origin = match c.metrics {
-        Some(MEASURED_NOW) => " (measured now)",
-        Some("measured") | Some("fitted") => " (measured after conversion)",
-        _ => "",
-    };
-    if c.metrics == Some(Provenance::NotMeasured.as_str()) {
-        why.push("not measured since conversion".into());
-    } else {
-        match c.coverage {
-            Some(v) if v >= crate::metrics::coverage::FULL_FROM => {
-                why.push(format!("coverage {:.2}%{origin}", v * 100.0))
-            }
-            Some(v) => why.push(format!("low coverage {:.2}%{origin}", v * 100.0)),
-            None => why.push("no stored coverage".into()),
-        }
-    }
-    if let Some(h) = c.hierarchy {
-        why.push(format!("hierarchy {h:.3}"));
-    }
-    why.join(", ")
-}
-
-/// Every checkpoint under `roots` that the config's model class accepts, ranked; with
-/// `measure`, each one evaluated and ranked by its measured metrics.
+/// Every checkpoint under `roots` that the config's model class accepts (or that a
+/// migration would make acceptable), ranked by [`select::rank`] (the ranking `tvck select`
+/// uses); read from the default index when it holds every file unchanged; with `measure`,
+/// each one evaluated and ranked by its measured metrics.
 pub fn find_candidates(
     cfg: &TrainingConfig,
     report: &CheckReport,
@@ -146,115 +73,16 @@ pub fn find_candidates(
     cwd: &Path,
     measure: Option<&dyn Measure>,
 ) -> Vec<Candidate> {
-    let (Some(class), Some(target_version), Some(target_params)) = (
-        report.model.class.as_deref(),
-        report.model.version,
-        report.model.params.as_ref(),
-    ) else {
-        return Vec::new();
-    };
-    let mut paths: Vec<PathBuf> = roots
-        .iter()
-        .flat_map(|r| crate::discover::discover(r, crate::discover::Walk::everything()).files)
-        .collect();
-    paths.sort();
-    paths.dedup();
-    let mut out: Vec<Candidate> = paths
-        .par_iter()
-        .filter_map(|p| {
-            let ckpt = Checkpoint::open(p).ok()?;
-            if ckpt.has_unsafe_globals() {
-                return None;
-            }
-            let best = arch::infer_checkpoint(&ckpt).best?;
-            if !arch::accepts_source(class, best.version) {
-                return None;
-            }
-            let plan = check::load_plan(
-                cfg,
-                &arch::state_shapes(&ckpt),
-                best.version,
-                target_version,
-                target_params,
-            );
-            let m = StoredMetrics::from_root(&ckpt.root);
-            let provenance = m.provenance;
-            let modified = std::fs::metadata(p)
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs());
-            let mut why = Vec::new();
-            why.push(if plan.exact() {
-                "exact layout fit".to_string()
-            } else if plan.fits() {
-                format!(
-                    "loads ({} mapped, {} initialised, {} ignored)",
-                    plan.mapped.len(),
-                    plan.missing.len(),
-                    plan.unexpected.len()
-                )
-            } else {
-                format!("does not fit: {} size mismatches", plan.size_mismatch.len())
-            });
-            let mut c = Candidate {
-                path: config_path_text(p, cwd),
-                version: best.version,
-                layout: best.params.summary(),
-                coverage: m.coverage,
-                hierarchy: m.hierarchy,
-                metrics: provenance.map(Provenance::as_str),
-                modified,
-                fits: plan.fits(),
-                exact: plan.exact(),
-                why: String::new(),
-            };
-            c.why = explain(&why, &c);
-            Some((c, p.clone(), why))
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|(mut c, p, fit)| {
-            if let Some(m) = measure {
-                match m.measure(&p) {
-                    Ok(measured) => {
-                        c.coverage = measured.coverage;
-                        c.hierarchy = measured.hierarchy;
-                        c.metrics = Some(MEASURED_NOW);
-                    }
-                    Err(e) => {
-                        c.coverage = None;
-                        c.hierarchy = None;
-                        c.metrics = Some(Provenance::NotMeasured.as_str());
-                        c.why = format!("{}, could not be measured: {e}", fit.join(", "));
-                        return c;
-                    }
-                }
-                c.why = explain(&fit, &c);
-            }
-            c
-        })
-        .collect();
-    out.sort_by(|a, b| {
-        let healthy = |c: &Candidate| {
-            c.coverage
-                .is_some_and(|v| v >= crate::metrics::coverage::FULL_FROM)
-        };
-        let measured = |c: &Candidate| c.metrics != Some(Provenance::NotMeasured.as_str());
-        b.fits
-            .cmp(&a.fits)
-            .then(b.exact.cmp(&a.exact))
-            .then(measured(b).cmp(&measured(a)))
-            .then(healthy(b).cmp(&healthy(a)))
-            .then(
-                a.hierarchy
-                    .unwrap_or(f64::INFINITY)
-                    .total_cmp(&b.hierarchy.unwrap_or(f64::INFINITY)),
-            )
-            .then(b.modified.cmp(&a.modified))
-            .then(a.path.cmp(&b.path))
-    });
-    out
+    let index = crate::manager::default_index();
+    let (sources, _) = select::sources(index.as_ref(), roots);
+    select::rank(
+        cfg,
+        report,
+        &sources,
+        cwd,
+        measure,
+        select::RankBy::default(),
+    )
 }
 
 /// Whether the report has a problem a different frozen checkpoint would fix.

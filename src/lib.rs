@@ -26,6 +26,7 @@ pub mod discover;
 pub mod fingerprint;
 pub mod format;
 pub mod inspect;
+pub mod manager;
 pub mod metrics;
 pub mod migrate;
 pub mod report;

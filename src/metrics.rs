@@ -1,6 +1,6 @@
 //! Metrics stored in a checkpoint (domain.md §5 / §6), read through their aliases.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::format::Value;
 
@@ -22,7 +22,8 @@ pub mod coverage {
 
 /// The headline metrics a checkpoint may carry. Every field is optional: older runs
 /// store fewer, and the aliases differ between versions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StoredMetrics {
     /// Share of the 19,683 operations reconstructed exactly (1.0 = 100%).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,7 +56,7 @@ pub struct StoredMetrics {
 }
 
 /// Where a file's metrics come from (docs/migrations.md, "Metrics").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Provenance {
     /// Written with the weights by a training run (the file has no migration record).

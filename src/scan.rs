@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::arch::VersionGuess;
 use crate::fingerprint;
@@ -29,34 +29,36 @@ pub struct ScanOptions {
 }
 
 /// One file's summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FileSummary {
     /// Path relative to the scanned folder, `/`-separated.
     pub path: String,
     pub size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Format>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<VersionGuess>,
     pub tensors: usize,
     pub parameters: u64,
     /// The top-level key the model state sits under (`""` for a bare state_dict).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_state_key: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<i64>,
+    #[serde(default)]
     pub metrics: StoredMetrics,
     /// Unsafe globals, and the tricks of ambiguous files (`ambiguous: …`, `TorchScript
     /// archive`).
+    #[serde(default)]
     pub unsafe_globals: Vec<String>,
     /// The full message of each unsafe finding.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<String>,
     /// Weights fingerprint (hex), when hashing.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
     /// Why the file could not be read.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
@@ -138,7 +140,7 @@ pub fn summarize(ckpt: &Checkpoint, display_path: String, opts: &ScanOptions) ->
 }
 
 /// Everything but the fingerprint.
-fn describe(
+pub(crate) fn describe(
     ckpt: &Checkpoint,
     display_path: String,
     model_state: Option<&ModelStateRef<'_>>,
@@ -170,15 +172,18 @@ fn describe(
     }
 }
 
-fn set_fingerprint(
+pub(crate) fn set_fingerprint(
     summary: &mut FileSummary,
     fp: Result<fingerprint::Fingerprint, crate::format::FormatError>,
 ) {
     match fp {
         Ok(fp) => summary.fingerprint = Some(fingerprint::hex(&fp.weights)),
-        Err(e) => summary.error = Some(format!("hashing failed: {e}")),
+        Err(e) => summary.error = Some(format!("{HASHING_FAILED}: {e}")),
     }
 }
+
+/// How the error of a file whose tensors could not be hashed begins.
+pub const HASHING_FAILED: &str = "hashing failed";
 
 /// Files up to this size are read whole into a recycled buffer when hashing; larger ones
 /// are mapped, so memory never grows with a huge checkpoint.
@@ -189,7 +194,7 @@ pub const BATCH_FILES: usize = 4;
 /// ...or before it would pass this many bytes (a larger file makes a batch alone).
 pub const BATCH_BYTES: u64 = 16 << 20;
 
-fn unreadable(path: &Path, rel: String, e: &crate::format::ReadError) -> FileSummary {
+pub(crate) fn unreadable(path: &Path, rel: String, e: &crate::format::ReadError) -> FileSummary {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     FileSummary::unreadable(rel, size, e.source.to_string())
 }
@@ -283,6 +288,17 @@ fn open_for_hashing(
     }
 }
 
+/// One file as the hashing workers hand it over: the opened checkpoint, its model state
+/// and its fingerprint, or why it could not be read.
+pub(crate) type Hashed<'a, 'c> = Result<
+    (
+        &'c Checkpoint,
+        Option<&'a ModelStateRef<'c>>,
+        Result<fingerprint::Fingerprint, crate::format::FormatError>,
+    ),
+    &'a crate::format::ReadError,
+>;
+
 /// `scan --hash`: workers take batches of files from a shared queue and hash each
 /// batch's tensors together. Summaries come back in `paths` order.
 fn scan_hashing(
@@ -290,11 +306,33 @@ fn scan_hashing(
     paths: &[PathBuf],
     on_file: &(impl Fn(&FileSummary) + Sync),
 ) -> Vec<FileSummary> {
+    hash_files(paths, |i, r| {
+        let rel = relative(root, &paths[i]);
+        let summary = match r {
+            Ok((ckpt, model_state, fp)) => {
+                let mut s = describe(ckpt, rel, model_state);
+                set_fingerprint(&mut s, fp);
+                s
+            }
+            Err(e) => unreadable(&paths[i], rel, e),
+        };
+        on_file(&summary);
+        summary
+    })
+}
+
+/// Open and fingerprint every file of `paths` (workers take batches of files from a shared
+/// queue and hash each batch's tensors together) and turn each into a `T` with `make`
+/// (called with the file's index in `paths`). Results come back in `paths` order.
+pub(crate) fn hash_files<T: Send>(
+    paths: &[PathBuf],
+    make: impl for<'a, 'c> Fn(usize, Hashed<'a, 'c>) -> T + Sync,
+) -> Vec<T> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
     let size_of = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let per_worker = rayon::broadcast(|_| {
-        let mut done: Vec<(usize, FileSummary)> = Vec::new();
+        let mut done: Vec<(usize, T)> = Vec::new();
         let mut pool = Pool::default();
         // A file taken from the queue that did not fit the previous batch.
         let mut carried: Option<(usize, u64)> = None;
@@ -331,19 +369,17 @@ fn scan_hashing(
                 .filter_map(|((_, r), m)| r.as_ref().ok().map(|c| (c, m.as_ref())))
                 .collect();
             let mut fingerprints = fingerprint::fingerprint_batch(&items).into_iter();
-            let mut summaries = Vec::with_capacity(batch.len());
+            let mut made = Vec::with_capacity(batch.len());
             for ((i, r), model_state) in batch.iter().zip(&states) {
-                let rel = relative(root, &paths[*i]);
-                let summary = match r {
-                    Ok(ckpt) => {
-                        let mut s = describe(ckpt, rel, model_state.as_ref());
-                        set_fingerprint(&mut s, fingerprints.next().expect("one per file"));
-                        s
-                    }
-                    Err(e) => unreadable(&paths[*i], rel, e),
+                let item = match r {
+                    Ok(ckpt) => Ok((
+                        ckpt,
+                        model_state.as_ref(),
+                        fingerprints.next().expect("one per file"),
+                    )),
+                    Err(e) => Err(e),
                 };
-                on_file(&summary);
-                summaries.push((*i, summary));
+                made.push((*i, make(*i, item)));
             }
             drop(items);
             drop(states);
@@ -352,11 +388,11 @@ fn scan_hashing(
                     pool.give(c.into_buffer());
                 }
             }
-            done.extend(summaries);
+            done.extend(made);
         }
         done
     });
-    let mut all: Vec<(usize, FileSummary)> = per_worker.into_iter().flatten().collect();
+    let mut all: Vec<(usize, T)> = per_worker.into_iter().flatten().collect();
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, s)| s).collect()
 }

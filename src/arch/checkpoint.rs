@@ -1,7 +1,7 @@
 //! Version inference for an opened checkpoint: its model-state keys and shapes, with the
 //! metadata it stores (`config.model`) as hints.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::format::{Checkpoint, ModelStateRef};
 
@@ -9,7 +9,7 @@ use super::infer::infer_best;
 use super::{infer, Hints, Inference, KeyShape, Mismatch};
 
 /// The version inferred for a checkpoint, as reports show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionGuess {
     /// Catalog id (`v5_12_4`).
     pub version: String,
@@ -19,16 +19,16 @@ pub struct VersionGuess {
     pub confidence: f64,
     /// Hyper-parameters read back from the shapes (`L16 H64 dual 2L drop ctrl improved`).
     pub layout: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// Keys the layout has and the file lacks.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing: Vec<KeyShape>,
     /// Keys the file has and the layout lacks.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unexpected: Vec<KeyShape>,
     /// (key, expected shape, actual shape).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mismatched: Vec<Mismatch>,
 }
 

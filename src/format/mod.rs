@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use dtype::DType;
 pub use value::Value;
@@ -107,7 +107,7 @@ impl std::hash::Hasher for PassThrough {
 }
 
 /// Which container a checkpoint came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// `torch.save` zip archive (PyTorch ≥ 1.6 default).

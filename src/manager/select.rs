@@ -1,0 +1,541 @@
+//! Choosing a checkpoint for a training config: the one definition `tvck select` and
+//! `tvck check --auto-fix` share.
+//!
+//! A candidate is any safe, readable checkpoint whose inferred version the config's model
+//! class accepts (the compatibility matrix), checked key by key with the trainer's load
+//! plan ([`check::load_plan`]); a checkpoint of a version the class does not accept is
+//! listed when a migration spec chain leads to one it does (said as such: it needs
+//! `convert` first, and never ranks before a loadable one).
+//!
+//! Ranking: loads without error, then exact layout fit, then metrics measured on the
+//! candidate's current weights (a converted file whose metrics were never measured comes
+//! after every measured one, whatever the file claims: its inherited metrics are never
+//! read), then coverage ≥ [`FULL_FROM`](crate::metrics::coverage::FULL_FROM), then the [`RankBy`] metric, then newest,
+//! then path.
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::arch::{self, KeyShape, VersionId};
+use crate::check::{self, CheckReport};
+use crate::config::TrainingConfig;
+use crate::format::Checkpoint;
+use crate::metrics::{Provenance, StoredMetrics};
+
+use super::index::{Entry, Index};
+
+/// Evaluates a checkpoint file on all 19,683 operations (the trainer's `tvck eval`).
+pub trait Measure: Sync {
+    fn measure(&self, path: &Path) -> Result<StoredMetrics, MeasureError>;
+}
+
+/// A candidate that could not be evaluated.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct MeasureError(pub String);
+
+/// [`Candidate::metrics`] of a candidate evaluated by this run.
+pub const MEASURED_NOW: &str = "measured_now";
+
+/// The metric candidates are ranked by after fit, measurement and health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum RankBy {
+    /// hierarchy_B, most negative first.
+    #[default]
+    #[serde(rename = "hierarchy_B")]
+    HierarchyB,
+    #[serde(rename = "hierarchy_A")]
+    HierarchyA,
+    #[serde(rename = "Q")]
+    Q,
+    #[serde(rename = "coverage")]
+    Coverage,
+    #[serde(rename = "richness")]
+    Richness,
+    #[serde(rename = "dist_corr")]
+    DistCorr,
+}
+
+impl RankBy {
+    pub const ALL: [RankBy; 6] = [
+        RankBy::HierarchyB,
+        RankBy::HierarchyA,
+        RankBy::Q,
+        RankBy::Coverage,
+        RankBy::Richness,
+        RankBy::DistCorr,
+    ];
+
+    /// The metric's name (the `--where` field).
+    pub fn name(self) -> &'static str {
+        match self {
+            RankBy::HierarchyB => "hierarchy_B",
+            RankBy::HierarchyA => "hierarchy_A",
+            RankBy::Q => "Q",
+            RankBy::Coverage => "coverage",
+            RankBy::Richness => "richness",
+            RankBy::DistCorr => "dist_corr",
+        }
+    }
+
+    /// A metric name (case-insensitive; `hierarchy` is hierarchy_B).
+    pub fn parse(s: &str) -> Option<RankBy> {
+        let f = super::query::field(s)?;
+        RankBy::ALL.into_iter().find(|r| r.name() == f)
+    }
+
+    /// Whether larger values are better.
+    pub(crate) fn higher_is_better(self) -> bool {
+        !matches!(self, RankBy::HierarchyA | RankBy::HierarchyB)
+    }
+
+    pub(crate) fn value(self, m: &StoredMetrics) -> Option<f64> {
+        match self {
+            RankBy::HierarchyB => m.hierarchy,
+            RankBy::HierarchyA => m.hierarchy_a,
+            RankBy::Q => m.q,
+            RankBy::Coverage => m.coverage,
+            RankBy::Richness => m.richness,
+            RankBy::DistCorr => m.dist_corr,
+        }
+    }
+}
+
+/// A checkpoint selection looks at: what the index (or a fresh read) says of it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub version: VersionId,
+    pub layout: String,
+    /// The model state's (key, shape) list.
+    pub shapes: Vec<KeyShape>,
+    pub metrics: StoredMetrics,
+    pub epoch: Option<i64>,
+    pub size: u64,
+    /// Carries a tvck migration record.
+    pub converted: bool,
+    /// Seconds since the Unix epoch.
+    pub modified: Option<u64>,
+    pub aliases: Vec<String>,
+}
+
+impl super::query::Fields for Source {
+    fn number(&self, field: &str) -> Option<f64> {
+        let m = &self.metrics;
+        match field {
+            "epoch" => self.epoch.map(|e| e as f64),
+            "coverage" => m.coverage,
+            "Q" => m.q,
+            "hierarchy_B" => m.hierarchy,
+            "hierarchy_A" => m.hierarchy_a,
+            "richness" => m.richness,
+            "dist_corr" => m.dist_corr,
+            "r_v0" => m.r_v0,
+            "r_v9" => m.r_v9,
+            "mean_radius" => m.mean_radius,
+            "std_radius" => m.std_radius,
+            "size" => Some(self.size as f64),
+            "tensors" => Some(self.shapes.len() as f64),
+            "parameters" => Some(
+                self.shapes
+                    .iter()
+                    .map(|(_, s)| s.iter().product::<u64>() as f64)
+                    .sum(),
+            ),
+            "modified" => self.modified.map(|m| m as f64),
+            _ => None,
+        }
+    }
+
+    fn text(&self, field: &str) -> Vec<String> {
+        match field {
+            "path" => vec![self.path.to_string_lossy().into_owned()],
+            "version" => vec![self.version.as_str().to_string()],
+            "layout" => vec![self.layout.clone()],
+            "provenance" => self
+                .metrics
+                .provenance
+                .iter()
+                .map(|p| p.as_str().to_string())
+                .collect(),
+            "alias" => self.aliases.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn flag(&self, field: &str) -> bool {
+        match field {
+            "converted" => self.converted,
+            "measured" => self.metrics.is_measured(),
+            _ => false,
+        }
+    }
+}
+
+/// A checkpoint considered for `frozen_checkpoint.path`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    /// The path as it would be written in the config.
+    pub path: String,
+    pub version: VersionId,
+    pub layout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hierarchy: Option<f64>,
+    /// The value of the ranking metric when it is not coverage or hierarchy_B.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank_value: Option<f64>,
+    /// Where the metrics come from: stored by training, measured after conversion,
+    /// `measured_now` (evaluated by this run), or `not_measured` (a converted file never
+    /// evaluated: no values are used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<&'static str>,
+    /// Seconds since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modified: Option<u64>,
+    /// Loads without a size mismatch, frozen parts complete.
+    pub fits: bool,
+    /// Every key provided and used.
+    pub exact: bool,
+    /// The migration specs that would make it loadable, for a version the class does not
+    /// accept (it needs `convert` first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub migration: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Why it ranks where it does.
+    pub why: String,
+}
+
+/// The path to write in the config: relative to the working directory when inside it
+/// (the trainer resolves relative to its working directory first), else absolute.
+pub fn config_path_text(path: &Path, cwd: &Path) -> String {
+    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
+    let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    p.strip_prefix(&cwd)
+        .map(Path::to_path_buf)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+/// The `why` text: the fit, then what the metrics say and where they come from.
+fn explain(fit: &[String], c: &Candidate, by: RankBy) -> String {
+    let mut why = fit.to_vec();
+    let origin = match c.metrics {
+        Some(MEASURED_NOW) => " (measured now)",
+        Some("measured") | Some("fitted") => " (measured after conversion)",
+        _ => "",
+    };
+    if c.metrics == Some(Provenance::NotMeasured.as_str()) {
+        why.push("not measured since conversion".into());
+    } else {
+        match c.coverage {
+            Some(v) if v >= crate::metrics::coverage::FULL_FROM => {
+                why.push(format!("coverage {:.2}%{origin}", v * 100.0))
+            }
+            Some(v) => why.push(format!("low coverage {:.2}%{origin}", v * 100.0)),
+            None => why.push("no stored coverage".into()),
+        }
+    }
+    if let Some(h) = c.hierarchy {
+        why.push(format!("hierarchy {h:.3}"));
+    }
+    if let Some(v) = c.rank_value {
+        why.push(format!("{} {v:.3}", by.name()));
+    }
+    why.join(", ")
+}
+
+/// Every safe, readable checkpoint under `roots` with a TernaryVAE layout, read from the
+/// files.
+pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
+    let mut paths: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|r| crate::discover::discover(r, crate::discover::Walk::everything()).files)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .par_iter()
+        .filter_map(|p| {
+            let ckpt = Checkpoint::open(p).ok()?;
+            if ckpt.has_unsafe_globals() {
+                return None;
+            }
+            let best = arch::infer_checkpoint(&ckpt).best?;
+            let modified = std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            Some(Source {
+                path: p.clone(),
+                version: best.version,
+                layout: best.params.summary(),
+                shapes: arch::state_shapes(&ckpt),
+                metrics: StoredMetrics::from_root(&ckpt.root),
+                epoch: crate::metrics::epoch(&ckpt.root),
+                size: ckpt.file_size,
+                converted: ckpt.root.get(crate::metrics::MIGRATION).is_some(),
+                modified,
+                aliases: Vec::new(),
+            })
+        })
+        .collect()
+}
+
+/// [`sources_from_files`] from an index's entries: no file is read.
+pub fn sources_from_entries(
+    index: &Index,
+    entries: &[Entry],
+) -> Result<Vec<Source>, super::ManagerError> {
+    let mut out = Vec::new();
+    for e in entries {
+        let s = &e.summary;
+        if s.error.is_some() || !s.unsafe_globals.is_empty() {
+            continue;
+        }
+        let Some(guess) = &s.version else { continue };
+        let Ok(version) = guess.version.parse::<VersionId>() else {
+            continue;
+        };
+        out.push(Source {
+            path: PathBuf::from(&e.path),
+            version,
+            layout: guess.layout.clone(),
+            shapes: index.state_shapes(e)?,
+            metrics: s.metrics.clone(),
+            epoch: s.epoch,
+            size: s.size,
+            converted: e.migration.is_some(),
+            modified: Some(e.modified),
+            aliases: e.aliases.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The sources under `roots`: from the index when it holds every file under them
+/// unchanged (then `true`), else read from the files.
+pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) {
+    if let Some(index) = index {
+        let mut entries = Vec::new();
+        let mut fresh = true;
+        for r in roots {
+            let paths = crate::discover::discover(r, crate::discover::Walk::everything()).files;
+            match index.fresh_entries(r, &paths) {
+                Ok(Some(es)) => entries.extend(es),
+                _ => {
+                    fresh = false;
+                    break;
+                }
+            }
+        }
+        if fresh {
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            entries.dedup_by(|a, b| a.path == b.path);
+            if let Ok(s) = sources_from_entries(index, &entries) {
+                return (s, true);
+            }
+        }
+    }
+    (sources_from_files(roots), false)
+}
+
+/// Rank the sources for a checked config; with `measure`, each one is evaluated first and
+/// ranked by what was measured. Empty when the config's model cannot be resolved.
+pub fn rank(
+    cfg: &TrainingConfig,
+    report: &CheckReport,
+    sources: &[Source],
+    cwd: &Path,
+    measure: Option<&dyn Measure>,
+    by: RankBy,
+) -> Vec<Candidate> {
+    let (Some(class), Some(target_version), Some(target_params)) = (
+        report.model.class.as_deref(),
+        report.model.version,
+        report.model.params.as_ref(),
+    ) else {
+        return Vec::new();
+    };
+    let specs = crate::migrate::SpecSet::embedded().ok();
+    let mut out: Vec<Candidate> = sources
+        .iter()
+        .filter_map(|s| {
+            let m = &s.metrics;
+            let mut c = Candidate {
+                path: config_path_text(&s.path, cwd),
+                version: s.version,
+                layout: s.layout.clone(),
+                coverage: m.coverage,
+                hierarchy: m.hierarchy,
+                rank_value: None,
+                metrics: m.provenance.map(Provenance::as_str),
+                modified: s.modified,
+                fits: false,
+                exact: false,
+                migration: Vec::new(),
+                aliases: s.aliases.clone(),
+                why: String::new(),
+            };
+            if !matches!(by, RankBy::HierarchyB | RankBy::Coverage) {
+                c.rank_value = by.value(m);
+            }
+            if !arch::accepts_source(class, s.version) {
+                // A known migration path to the config's own version, said as such.
+                let chain = specs.as_ref()?.path(s.version, target_version).ok()?;
+                if chain.is_empty() || !arch::accepts_source(class, target_version) {
+                    return None;
+                }
+                c.migration = chain.iter().map(|sp| sp.name.clone()).collect();
+                let fit = vec![format!(
+                    "needs conversion to {} first ({})",
+                    target_version.as_str(),
+                    c.migration.join(" → ")
+                )];
+                c.why = explain(&fit, &c, by);
+                return Some((c, s.path.clone(), fit));
+            }
+            let plan = check::load_plan(cfg, &s.shapes, s.version, target_version, target_params);
+            let fit = vec![if plan.exact() {
+                "exact layout fit".to_string()
+            } else if plan.fits() {
+                format!(
+                    "loads ({} mapped, {} initialised, {} ignored)",
+                    plan.mapped.len(),
+                    plan.missing.len(),
+                    plan.unexpected.len()
+                )
+            } else {
+                format!("does not fit: {} size mismatches", plan.size_mismatch.len())
+            }];
+            c.fits = plan.fits();
+            c.exact = plan.exact();
+            c.why = explain(&fit, &c, by);
+            Some((c, s.path.clone(), fit))
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|(mut c, p, fit)| {
+            if let (Some(m), true) = (measure, c.migration.is_empty()) {
+                match m.measure(&p) {
+                    Ok(measured) => {
+                        c.coverage = measured.coverage;
+                        c.hierarchy = measured.hierarchy;
+                        if c.rank_value.is_some()
+                            || !matches!(by, RankBy::HierarchyB | RankBy::Coverage)
+                        {
+                            c.rank_value = by.value(&measured);
+                        }
+                        c.metrics = Some(MEASURED_NOW);
+                    }
+                    Err(e) => {
+                        c.coverage = None;
+                        c.hierarchy = None;
+                        c.rank_value = None;
+                        c.metrics = Some(Provenance::NotMeasured.as_str());
+                        c.why = format!("{}, could not be measured: {e}", fit.join(", "));
+                        return c;
+                    }
+                }
+                c.why = explain(&fit, &c, by);
+            }
+            c
+        })
+        .collect();
+    out.sort_by(|a, b| order(a, b, by));
+    out
+}
+
+/// The ranking (see the module's documentation).
+fn order(a: &Candidate, b: &Candidate, by: RankBy) -> Ordering {
+    let healthy = |c: &Candidate| {
+        c.coverage
+            .is_some_and(|v| v >= crate::metrics::coverage::FULL_FROM)
+    };
+    let measured = |c: &Candidate| c.metrics != Some(Provenance::NotMeasured.as_str());
+    let loadable = |c: &Candidate| c.migration.is_empty();
+    let value = |c: &Candidate| match by {
+        RankBy::HierarchyB => c.hierarchy,
+        RankBy::Coverage => c.coverage,
+        _ => c.rank_value,
+    };
+    // Best first; a missing value last.
+    let metric = match (value(a), value(b)) {
+        (Some(x), Some(y)) if by.higher_is_better() => y.total_cmp(&x),
+        (Some(x), Some(y)) => x.total_cmp(&y),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    };
+    loadable(b)
+        .cmp(&loadable(a))
+        .then(b.fits.cmp(&a.fits))
+        .then(b.exact.cmp(&a.exact))
+        .then(measured(b).cmp(&measured(a)))
+        .then(healthy(b).cmp(&healthy(a)))
+        .then(metric)
+        .then(b.modified.cmp(&a.modified))
+        .then(a.path.cmp(&b.path))
+}
+
+/// The result of `tvck select`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Selection {
+    pub config: String,
+    pub by: RankBy,
+    /// Folders searched.
+    pub roots: Vec<PathBuf>,
+    /// Whether the index answered (every file under the roots indexed and unchanged).
+    pub from_index: bool,
+    /// The best candidate that loads (or, when none does, the best one a conversion would
+    /// make loadable), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub selected: Option<Candidate>,
+    /// Every candidate, best first.
+    pub candidates: Vec<Candidate>,
+}
+
+impl Selection {
+    /// Whether a checkpoint the trainer loads as it is was found.
+    pub fn found(&self) -> bool {
+        self.selected
+            .as_ref()
+            .is_some_and(|c| c.fits && c.migration.is_empty())
+    }
+}
+
+/// `tvck select`: the best checkpoint under `roots` for a checked config, keeping only
+/// candidates a `filter` accepts (e.g. a `--where` query over the index's entries).
+pub fn select(
+    cfg: &TrainingConfig,
+    report: &CheckReport,
+    roots: &[PathBuf],
+    index: Option<&Index>,
+    cwd: &Path,
+    by: RankBy,
+    filter: impl Fn(&Source) -> bool,
+) -> Selection {
+    let (all, from_index) = sources(index, roots);
+    let kept: Vec<Source> = all.into_iter().filter(|s| filter(s)).collect();
+    let candidates = rank(cfg, report, &kept, cwd, None, by);
+    let selected = candidates
+        .iter()
+        .find(|c| c.fits)
+        .or_else(|| candidates.iter().find(|c| !c.migration.is_empty()))
+        .cloned();
+    Selection {
+        config: cfg.path.display().to_string(),
+        by,
+        roots: roots.to_vec(),
+        from_index,
+        selected,
+        candidates,
+    }
+}
