@@ -538,11 +538,13 @@ fn sweep_entry(
     findings: &mut Vec<Finding>,
 ) {
     let location = format!("`{}`{which}", printable(&e.name));
-    if e.method != zip::Method::Stored && budget.charge(e.uncompressed_size, &location).is_err() {
-        findings.push(Finding::Note {
-            message: format!("{location} was not swept: the inflation budget is spent"),
-        });
-        return;
+    if e.method == zip::Method::Deflate && !e.is_encrypted() {
+        if let Err(err) = budget.charge(&e.name, e.uncompressed_size) {
+            findings.push(Finding::Note {
+                message: format!("{location} was not swept: {err}"),
+            });
+            return;
+        }
     }
     match z.read_unchecked(e, limits::MAX_PICKLE_BYTES) {
         Ok(data) => sweep_sequence(&data, 1, &location, findings),

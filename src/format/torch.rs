@@ -15,9 +15,6 @@ use super::{
     Value,
 };
 
-/// Largest storage we inflate into memory when an archive compresses one.
-const MAX_INFLATED_STORAGE: u64 = 1 << 30;
-
 /// The legacy magic number, `0x1950a86a20f9469cfc6c`, as the pickle VM decodes it.
 const LEGACY_MAGIC: &str = "119547037146038801333356";
 const LEGACY_PROTOCOL: i64 = 1001;
@@ -362,6 +359,8 @@ struct ZipHost<'z, 'a> {
     table: Table,
     /// Entries (by index) that some storage was read from.
     used_entries: Vec<bool>,
+    /// An error that fails the whole file (an inflation limit).
+    fatal: Option<FormatError>,
 }
 
 impl ZipHost<'_, '_> {
@@ -410,26 +409,28 @@ impl ZipHost<'_, '_> {
                 len,
             },
             (Method::Stored, Ok(None)) => StorageData::Missing, // encrypted
-            _ => match self
-                .budget
-                .charge(
-                    entry.uncompressed_size.min(MAX_INFLATED_STORAGE),
-                    &format!("`{name}`"),
-                )
-                .and_then(|()| self.zip.read_unchecked(entry, MAX_INFLATED_STORAGE))
-            {
-                Ok(bytes) => {
-                    let mut v = bytes.into_owned();
-                    v.truncate(len as usize);
-                    StorageData::Owned(v)
+            (Method::Deflate, _) if !entry.is_encrypted() => {
+                // Located now, inflated when read: only its declared size is checked.
+                if let Err(e) = self.budget.declare(name, entry.uncompressed_size) {
+                    self.fatal.get_or_insert(e);
+                    return (StorageData::Missing, None);
                 }
-                Err(e) => {
-                    return (
-                        StorageData::Missing,
-                        Some(format!("storage `{}` cannot be read: {e}", r.key)),
-                    )
+                StorageData::Deflated {
+                    local_header_offset: entry.local_header_offset,
+                    name: name.clone(),
+                    compressed_size: entry.compressed_size,
+                    uncompressed_size: entry.uncompressed_size,
+                    len,
                 }
-            },
+            }
+            (method, _) => {
+                let why = match method {
+                    Method::Other(m) => format!("`{name}` uses unsupported compression method {m}"),
+                    _ => format!("`{name}` is encrypted"),
+                };
+                let note = format!("storage `{}` cannot be read: {why}", r.key);
+                return (StorageData::Missing, Some(note));
+            }
         };
         (data, note)
     }
@@ -458,6 +459,9 @@ impl ZipHost<'_, '_> {
             Err(first) => first,
         };
         let (data, note) = self.storage_data(&r);
+        if self.fatal.is_some() {
+            return Err("an inflation limit".into());
+        }
         if let Some(n) = note {
             self.table.note(n);
         }
@@ -510,11 +514,8 @@ pub fn read_zip_with(bytes: &[u8], budget: &InflateBudget) -> Result<Parsed, For
     let pkl_entry = zip
         .find(&pkl_name)
         .ok_or_else(|| FormatError::Zip(format!("`{pkl_name}` vanished")))?;
-    if pkl_entry.method != Method::Stored {
-        budget.charge(
-            pkl_entry.uncompressed_size.min(limits::MAX_PICKLE_BYTES),
-            &format!("`{pkl_name}`"),
-        )?;
+    if pkl_entry.method == Method::Deflate && !pkl_entry.is_encrypted() {
+        budget.charge(&pkl_name, pkl_entry.uncompressed_size)?;
     }
     let pkl = zip.read(pkl_entry, limits::MAX_PICKLE_BYTES)?;
 
@@ -557,8 +558,13 @@ pub fn read_zip_with(bytes: &[u8], budget: &InflateBudget) -> Result<Parsed, For
         data_entries,
         table,
         used_entries: vec![false; zip.entries().len()],
+        fatal: None,
     };
-    let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"))?;
+    let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"));
+    if let Some(e) = host.fatal.take() {
+        return Err(e);
+    }
+    let out = out?;
     let unused = host
         .data_entries
         .values()
@@ -874,7 +880,9 @@ fn finish(root: Value, mut table: Table, vm_findings: Vec<Finding>, big_endian: 
             continue;
         };
         let avail = match &s.data {
-            StorageData::Mapped { len, .. } | StorageData::ZipEntry { len, .. } => *len,
+            StorageData::Mapped { len, .. }
+            | StorageData::ZipEntry { len, .. }
+            | StorageData::Deflated { len, .. } => *len,
             StorageData::Owned(v) => v.len() as u64,
             StorageData::Missing => continue,
         };
@@ -1260,7 +1268,15 @@ mod tests {
             assert_eq!(c.storages[a.storage].numel, 6);
             assert_eq!(c.storages[a.storage].dtype, DType::F32);
             if deflate {
-                assert!(matches!(c.storages[0].data, StorageData::Owned(_)));
+                // located, inflated only when read
+                assert!(matches!(
+                    c.storages[0].data,
+                    StorageData::Deflated {
+                        len: 24,
+                        uncompressed_size: 24,
+                        ..
+                    }
+                ));
             } else {
                 // read in place; the local header is only read on access
                 assert!(matches!(
