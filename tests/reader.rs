@@ -665,6 +665,47 @@ fn zip_differentials_follow_torch() {
     }
 }
 
+#[test]
+fn legacy_tar_checkpoints_are_read() {
+    // Written by tests/python/make_legacy_tar.py, checked against torch.load there.
+    let dir = root().join("tests/fixtures/legacy");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let expected = manifest["legacy_tar.pt"]["tensors"].as_object().unwrap();
+    let c = Checkpoint::open(dir.join("legacy_tar.pt")).unwrap();
+    assert_eq!(c.format, Format::TorchLegacyTar);
+    assert!(!c.has_unsafe_globals(), "{:?}", c.findings);
+    let ms = c.model_state().unwrap();
+    assert_eq!(ms.entries.len(), expected.len());
+    let hashes: Vec<String> = (0..c.tensors.len())
+        .map(|i| tvck::fingerprint::hex(&tvck::fingerprint::tensor_hash(&c, i).unwrap()))
+        .collect();
+    for (key, i) in &ms.entries {
+        let name = format!("model_state_dict.{key}");
+        assert_eq!(expected[&name], hashes[*i].as_str(), "{name}");
+    }
+    let t = |k: &str| &c.tensors[ms.entries.iter().find(|e| e.0 == k).unwrap().1];
+    assert_eq!(t("encoder.weight_t").strides, vec![1, 4]);
+    assert_eq!(t("encoder.weight").storage, t("encoder.weight_t").storage);
+    assert_eq!(t("encoder.bias").storage_offset, 6);
+    assert_eq!(t("proj.weight").dtype, DType::F64);
+    assert_eq!(t("view.weight").shape, vec![2, 3]);
+    // Every prefix and damaged copy: an error or a reading, never a panic.
+    let bytes = std::fs::read(dir.join("legacy_tar.pt")).unwrap();
+    for cut in (0..bytes.len()).step_by(97) {
+        let _ = Checkpoint::from_bytes("cut.pt", bytes[..cut].to_vec());
+    }
+    for at in (0..bytes.len()).step_by(53) {
+        let mut b = bytes.clone();
+        b[at] ^= 0x5a;
+        if let Ok(c) = Checkpoint::from_bytes("damaged.pt", b) {
+            for i in 0..c.tensors.len() {
+                let _ = c.tensor_bytes(i);
+            }
+        }
+    }
+}
+
 /// `src` (a torch.save zip) rewritten with its `data/N` entries deflated, each declaring
 /// `declare(name, real size)` inflated bytes.
 fn deflated_copy(src: &[u8], declare: impl Fn(&str, u32) -> u32) -> Vec<u8> {

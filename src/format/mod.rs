@@ -196,6 +196,8 @@ pub enum Format {
     TorchZip,
     /// Legacy `torch.save(..., _use_new_zipfile_serialization=False)` pickle stream.
     TorchLegacy,
+    /// Pre-1.0 `torch.save` tar archive (`storages`, `tensors` and `pickle` members).
+    TorchLegacyTar,
     /// A plain pickle with no torch framing (no tensors).
     Pickle,
     Safetensors,
@@ -206,6 +208,7 @@ impl Format {
         match self {
             Format::TorchZip => "pt-zip",
             Format::TorchLegacy => "pt-legacy",
+            Format::TorchLegacyTar => "pt-legacy-tar",
             Format::Pickle => "pickle",
             Format::Safetensors => "safetensors",
         }
@@ -766,7 +769,8 @@ impl Checkpoint {
                 let format = match torch.loader {
                     loader::Loader::Zip | loader::Loader::TorchScript => Format::TorchZip,
                     loader::Loader::Safetensors => Format::Safetensors,
-                    loader::Loader::Tar | loader::Loader::Pickle => Format::Pickle,
+                    loader::Loader::Tar => Format::TorchLegacyTar,
+                    loader::Loader::Pickle => Format::Pickle,
                 };
                 let mut parsed = Parsed::default();
                 parsed.findings.push(Finding::Note {
@@ -1115,9 +1119,7 @@ fn detect_and_parse_with(
         return Ok((Format::TorchZip, torch::read_zip_with(bytes, budget)?));
     }
     if loader::is_tar(bytes) {
-        return Err(FormatError::NotACheckpoint(
-            "a tar archive (the torch < 1.0 checkpoint layout, which tvck does not read)".into(),
-        ));
+        return Ok((Format::TorchLegacyTar, torch::read_tar(bytes)?));
     }
     // torch unpickles anything else from byte 0, whatever the protocol.
     let pickled = torch::read_legacy(bytes);
