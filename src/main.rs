@@ -421,7 +421,9 @@ fn open_checkpoint(file: &Path) -> Result<Checkpoint, CliError> {
     Checkpoint::open(file).map_err(|e| CliError {
         message: e.to_string(),
         hint: Some(
-            "tvck reads torch.save files (zip or legacy) and .safetensors; the file may be damaged or not a checkpoint"
+            e.source
+                .hint()
+                .unwrap_or("tvck reads torch.save files (zip or legacy) and .safetensors; the file may be damaged or not a checkpoint")
                 .into(),
         ),
         code: 1,

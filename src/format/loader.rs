@@ -9,8 +9,8 @@
 //!   matched case-insensitively, the archive's folder is the first entry's), and an
 //!   archive with a `constants.pkl` record goes on to `torch.jit.load`;
 //! * anything else goes to `_legacy_load`: a valid tar archive is read as the pre-1.0
-//!   tar layout (its `sys_info`, `storages`, `tensors` and `pickle` members are
-//!   unpickled), else the pickles from byte 0 are unpickled one after the other, and the
+//!   tar layout (the pickles of its `storages`, `tensors` and `pickle` members are
+//!   unpickled; see [`super::torch::read_tar`]), else the pickles from byte 0 are unpickled one after the other, and the
 //!   first runs before its magic number is ever checked.
 //!
 //! [`torch_reading`] follows those rules, sweeps every pickle torch would unpickle for
