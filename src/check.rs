@@ -19,6 +19,9 @@ use crate::arch::{self, EncoderKind, KeyShape, LayoutParams, VersionId};
 use crate::config::{self, DecoderToLoad, EncoderToLoad, TrainingConfig};
 use crate::format::Checkpoint;
 
+mod rules;
+pub use rules::Rule;
+
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -42,8 +45,8 @@ impl Severity {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Finding {
     pub severity: Severity,
-    /// Stable identifier of the rule (`frozen-checkpoint-missing`, `size-mismatch`, …).
-    pub rule: &'static str,
+    /// The rule (JSON: its stable code, `frozen-checkpoint-missing`).
+    pub rule: Rule,
     /// `file:line` of the config entry concerned, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
@@ -60,7 +63,19 @@ pub struct Finding {
 }
 
 impl Finding {
-    fn new(severity: Severity, rule: &'static str, message: impl Into<String>) -> Finding {
+    fn new(rule: Rule, message: impl Into<String>) -> Finding {
+        Finding::with_severity(rule.severity(), rule, message)
+    }
+    /// A finding about the frozen checkpoint: milder when the model class can train
+    /// without one.
+    fn optional(rule: Rule, required: bool, message: impl Into<String>) -> Finding {
+        let severity = match rule.severity_when_optional() {
+            Some(s) if !required => s,
+            _ => rule.severity(),
+        };
+        Finding::with_severity(severity, rule, message)
+    }
+    fn with_severity(severity: Severity, rule: Rule, message: impl Into<String>) -> Finding {
         Finding {
             severity,
             rule,
@@ -224,12 +239,12 @@ pub fn check_keeping_checkpoint(
     };
     match (&class, &layout) {
         (None, _) => findings.push(
-            Finding::new(Severity::Warning, "model-class-missing", "model.name is not set: cannot tell which model the trainer builds")
+            Finding::new(Rule::ModelClassMissing, "model.name is not set: cannot tell which model the trainer builds")
                 .at(loc("model"))
                 .fix("set model.name (TernaryVAEV5_11, TernaryVAEV5_11_PartialFreeze or TernaryVAEV5_12)"),
         ),
         (Some(c), None) => findings.push(
-            Finding::new(Severity::Warning, "model-class-unknown", format!("model.name `{c}` is not a model class tvck knows"))
+            Finding::new(Rule::ModelClassUnknown, format!("model.name `{c}` is not a model class tvck knows"))
                 .at(loc("model.name"))
                 .fix("use TernaryVAEV5_11, TernaryVAEV5_11_PartialFreeze or TernaryVAEV5_12"),
         ),
@@ -239,7 +254,7 @@ pub fn check_keeping_checkpoint(
             model.params = Some(l.params);
             for c in &l.conflicts {
                 findings.push(
-                    Finding::new(Severity::Warning, "model-params", format!("model: {c}"))
+                    Finding::new(Rule::ModelParams, format!("model: {c}"))
                         .at(loc("model")),
                 );
             }
@@ -257,8 +272,7 @@ pub fn check_keeping_checkpoint(
             let accepted = source_list(c);
             findings.push(
                 Finding::new(
-                    Severity::Error,
-                    "frozen-checkpoint-missing",
+                    Rule::FrozenCheckpointMissing,
                     format!("{c} requires a frozen checkpoint, but frozen_checkpoint.path is {}", if cfg.line_of("frozen_checkpoint.path").is_some() { "null" } else { "not set" }),
                 )
                 .at(frozen_loc)
@@ -273,8 +287,7 @@ pub fn check_keeping_checkpoint(
         }
         None => findings.push(
             Finding::new(
-                Severity::Info,
-                "from-scratch",
+                Rule::FromScratch,
                 format!(
                     "no frozen checkpoint: {} trains from scratch by design",
                     class.as_deref().unwrap_or("the model")
@@ -295,8 +308,7 @@ pub fn check_keeping_checkpoint(
         for key in cfg.unknown_keys() {
             findings.push(
                 Finding::new(
-                    Severity::Info,
-                    "unknown-key",
+                    Rule::UnknownKey,
                     format!("`{key}` is not part of the config schema tvck knows"),
                 )
                 .at(loc(&key)),
@@ -355,11 +367,6 @@ fn check_checkpoint(
         stored_coverage: None,
         metrics: None,
     };
-    let severity = if requires {
-        Severity::Error
-    } else {
-        Severity::Warning
-    };
     let res = config::resolve_checkpoint_path(raw, &cfg.path, &opts.cwd, &opts.checkpoint_roots);
     let Some((path, via)) = res.found else {
         let roots: Vec<PathBuf> =
@@ -380,7 +387,7 @@ fn check_checkpoint(
             details.extend(near.iter().map(|p| format!("  {}", p.display())));
         }
         findings.push(
-            Finding::new(severity, "frozen-checkpoint-not-found", format!("frozen_checkpoint.path `{raw}` does not exist"))
+            Finding::optional(Rule::FrozenCheckpointNotFound, requires, format!("frozen_checkpoint.path `{raw}` does not exist"))
                 .at(Some(loc))
                 .details(details)
                 .cause("the trainer would fail to start, or (if it catches the error) train from random weights")
@@ -396,8 +403,7 @@ fn check_checkpoint(
     summary.resolved_via = Some(via);
     findings.push(
         Finding::new(
-            Severity::Info,
-            "frozen-checkpoint-resolved",
+            Rule::FrozenCheckpointResolved,
             format!(
                 "frozen_checkpoint.path resolved relative to the {via}: {}",
                 path.display()
@@ -410,7 +416,7 @@ fn check_checkpoint(
         Ok(c) => c,
         Err(e) => {
             findings.push(
-                Finding::new(severity, "frozen-checkpoint-unreadable", format!("cannot read the frozen checkpoint: {e}"))
+                Finding::optional(Rule::FrozenCheckpointUnreadable, requires, format!("cannot read the frozen checkpoint: {e}"))
                     .at(Some(loc))
                     .fix("point frozen_checkpoint.path at an intact checkpoint (`tvck scan DIR` lists readable ones)"),
             );
@@ -421,8 +427,7 @@ fn check_checkpoint(
     if !unsafe_globals.is_empty() {
         findings.push(
             Finding::new(
-                Severity::Error,
-                "frozen-checkpoint-unsafe",
+                Rule::FrozenCheckpointUnsafe,
                 format!("{} contains unsafe pickle globals", path.display()),
             )
             .at(Some(loc.clone()))
@@ -435,8 +440,7 @@ fn check_checkpoint(
     if !non_finite.is_empty() {
         findings.push(
             Finding::new(
-                Severity::Error,
-                "frozen-checkpoint-non-finite",
+                Rule::FrozenCheckpointNonFinite,
                 format!(
                     "{} holds NaN or infinite weights in {} tensor{}",
                     path.display(),
@@ -456,8 +460,7 @@ fn check_checkpoint(
     if stored.provenance == Some(crate::metrics::Provenance::NotMeasured) {
         findings.push(
             Finding::new(
-                Severity::Warning,
-                "frozen-checkpoint-not-measured",
+                Rule::FrozenCheckpointNotMeasured,
                 format!(
                     "{} was converted by tvck and its metrics were never measured on the converted weights",
                     path.display()
@@ -472,9 +475,9 @@ fn check_checkpoint(
     let inference = arch::infer_checkpoint(&ckpt);
     let Some(best) = inference.best else {
         findings.push(
-            Finding::new(
-                severity,
-                "frozen-checkpoint-not-ternaryvae",
+            Finding::optional(
+                Rule::FrozenCheckpointNotTernaryVae,
+                requires,
                 format!("{} holds no TernaryVAE model state", path.display()),
             )
             .at(Some(loc))
@@ -492,8 +495,7 @@ fn check_checkpoint(
     {
         findings.push(
             Finding::new(
-                Severity::Error,
-                "frozen-checkpoint-incompatible",
+                Rule::FrozenCheckpointIncompatible,
                 format!(
                     "{} is a {} checkpoint; {class} loads only {} checkpoints",
                     path.display(),
@@ -509,11 +511,13 @@ fn check_checkpoint(
             )),
         );
     }
-    if let Some(c) = summary.stored_coverage.filter(|c| *c < 0.95) {
+    if let Some(c) = summary
+        .stored_coverage
+        .filter(|c| *c < crate::metrics::coverage::WEAK_BELOW)
+    {
         findings.push(
             Finding::new(
-                Severity::Warning,
-                "frozen-checkpoint-low-coverage",
+                Rule::FrozenCheckpointLowCoverage,
                 format!("the frozen checkpoint's stored coverage is {:.2}%", c * 100.0),
             )
             .at(Some(loc.clone()))
@@ -695,7 +699,7 @@ fn whole_plan(source: &[KeyShape], target: &[KeyShape]) -> LoadPlan {
 }
 
 fn shape_text(s: &[u64]) -> String {
-    crate::report::shape(s)
+    crate::format::shape_text(s)
 }
 
 /// Whether a model key belongs to the parts the trainer keeps frozen (their random
@@ -793,11 +797,10 @@ fn report_plan(
             ));
         }
         let mut f = Finding::new(
-            Severity::Error,
             if plan.size_mismatch.is_empty() {
-                "frozen-parts-missing"
+                Rule::FrozenPartsMissing
             } else {
-                "size-mismatch"
+                Rule::SizeMismatch
             },
             format!(
                 "{} does not fit the model the config builds: {}",
@@ -825,8 +828,7 @@ fn report_plan(
         if !non_frozen_missing.is_empty() {
             findings.push(
                 Finding::new(
-                    Severity::Warning,
-                    "keys-initialised",
+                    Rule::KeysInitialised,
                     format!(
                         "{} model key{} not in the checkpoint will start from initialisation",
                         non_frozen_missing.len(),
@@ -852,8 +854,7 @@ fn report_plan(
         if !plan.unexpected.is_empty() {
             findings.push(
                 Finding::new(
-                    Severity::Warning,
-                    "keys-ignored",
+                    Rule::KeysIgnored,
                     format!(
                         "{} checkpoint key{} the model does not have will be ignored",
                         plan.unexpected.len(),
@@ -879,8 +880,7 @@ fn report_plan(
         };
         findings.push(
             Finding::new(
-                Severity::Info,
-                "load-plan",
+                Rule::LoadPlan,
                 format!(
                     "loads {}: {} tensors fit{mapped}",
                     plan.mode,
@@ -1059,8 +1059,7 @@ fn numbers(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
     for (key, v) in bad {
         findings.push(
             Finding::new(
-                Severity::Error,
-                "number-not-finite",
+                Rule::NumberNotFinite,
                 format!("{key} = {v}: not a finite number"),
             )
             .at(loc(key.split('[').next().unwrap_or_default()))
@@ -1076,8 +1075,7 @@ fn numbers(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
         if let Some(v) = finite(v).filter(|v| !ok(*v)) {
             findings.push(
                 Finding::new(
-                    Severity::Error,
-                    "training-range",
+                    Rule::TrainingRange,
                     format!("training.{key} = {v}: must be {want}"),
                 )
                 .at(loc(&format!("training.{key}")))
@@ -1108,8 +1106,7 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
             if let Some(v) = v.filter(|v| !(0.0..=1.0).contains(v)) {
                 findings.push(
                     Finding::new(
-                        Severity::Warning,
-                        "homeostasis-range",
+                        Rule::HomeostasisRange,
                         format!("homeostasis.{key} = {v} is outside 0..1 (coverage is a fraction)"),
                     )
                     .at(loc(&format!("homeostasis.{key}")))
@@ -1132,8 +1129,7 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
             if u < f {
                 findings.push(
                     Finding::new(
-                        Severity::Warning,
-                        "homeostasis-order",
+                        Rule::HomeostasisOrder,
                         format!("homeostasis.coverage_unfreeze_threshold ({u}) is below coverage_freeze_threshold ({f})"),
                     )
                     .at(loc("homeostasis.coverage_unfreeze_threshold"))
@@ -1146,8 +1142,7 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
             if floor > f {
                 findings.push(
                     Finding::new(
-                        Severity::Warning,
-                        "homeostasis-order",
+                        Rule::HomeostasisOrder,
                         format!("homeostasis.coverage_floor ({floor}) is above coverage_freeze_threshold ({f})"),
                     )
                     .at(loc("homeostasis.coverage_floor")),
@@ -1161,8 +1156,7 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
             if e < w {
                 findings.push(
                     Finding::new(
-                        Severity::Warning,
-                        "epochs-below-warmup",
+                        Rule::EpochsBelowWarmup,
                         format!("training.epochs ({e}) < homeostasis.warmup_epochs ({w}): homeostasis never acts"),
                     )
                     .at(loc("training.epochs"))
@@ -1174,8 +1168,7 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
             if p > c {
                 findings.push(
                     Finding::new(
-                        Severity::Warning,
-                        "homeostasis-order",
+                        Rule::HomeostasisOrder,
                         format!("homeostasis.hierarchy_plateau_patience ({p}) exceeds hierarchy_patience_ceiling ({c})"),
                     )
                     .at(loc("homeostasis.hierarchy_plateau_patience")),
@@ -1187,8 +1180,7 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
         if s >= 1.0 {
             findings.push(
                 Finding::new(
-                    Severity::Warning,
-                    "encoder-b-lr-scale",
+                    Rule::EncoderBLrScale,
                     format!("option_c.encoder_b_lr_scale = {s}: encoder_B trains at the full learning rate or more"),
                 )
                 .at(loc("option_c.encoder_b_lr_scale"))
@@ -1209,8 +1201,7 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
         if g >= e {
             findings.push(
                 Finding::new(
-                    Severity::Info,
-                    "geodesic-never-starts",
+                    Rule::GeodesicNeverStarts,
                     format!("loss.geodesic.phase_start_epoch ({g}) ≥ training.epochs ({e}): the geodesic loss never runs"),
                 )
                 .at(loc("loss.geodesic.phase_start_epoch")),

@@ -109,31 +109,6 @@ pub struct Fingerprint {
     pub tensors: Vec<TensorDigest>,
 }
 
-/// The tensors a fingerprint covers: the model state's (by state_dict key) when the
-/// checkpoint has one, else every tensor by path.
-pub fn fingerprint_tensors(ckpt: &Checkpoint) -> Vec<(String, usize)> {
-    fingerprint_tensors_of(ckpt, ckpt.model_state_ref().as_ref())
-        .into_iter()
-        .map(|(name, i)| (name.to_string(), i))
-        .collect()
-}
-
-/// [`fingerprint_tensors`], names borrowed.
-fn fingerprint_tensors_of<'a>(
-    ckpt: &'a Checkpoint,
-    model_state: Option<&ModelStateRef<'a>>,
-) -> Vec<(&'a str, usize)> {
-    match model_state {
-        Some(ms) => ms.entries.clone(),
-        None => ckpt
-            .tensors
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.path.as_str(), i))
-            .collect(),
-    }
-}
-
 /// Hash every tensor of the model state and combine them into the weights fingerprint.
 pub fn fingerprint(ckpt: &Checkpoint) -> Result<Fingerprint, FormatError> {
     fingerprint_with(ckpt, ckpt.model_state_ref().as_ref())
@@ -144,7 +119,8 @@ pub fn fingerprint_storages(
     ckpt: &Checkpoint,
     model_state: Option<&ModelStateRef<'_>>,
 ) -> Vec<usize> {
-    let mut s: Vec<usize> = fingerprint_tensors_of(ckpt, model_state)
+    let mut s: Vec<usize> = ckpt
+        .weight_tensors(model_state)
         .into_iter()
         .map(|(_, i)| ckpt.tensors[i].storage)
         .collect();
@@ -173,7 +149,7 @@ pub fn fingerprint_batch(
     // Every item's tensors, hashed together (in bounded groups).
     let wanted: Vec<Vec<(&str, usize)>> = items
         .iter()
-        .map(|&(ckpt, ms)| fingerprint_tensors_of(ckpt, ms))
+        .map(|&(ckpt, ms)| ckpt.weight_tensors(ms))
         .collect();
     let flat: Vec<(&Checkpoint, usize)> = items
         .iter()
@@ -209,7 +185,7 @@ pub fn fingerprint_reusing(
     known: &[Option<Hash>],
 ) -> Result<Fingerprint, FormatError> {
     let model_state = ckpt.model_state_ref();
-    let wanted = fingerprint_tensors_of(ckpt, model_state.as_ref());
+    let wanted = ckpt.weight_tensors(model_state.as_ref());
     let missing: Vec<usize> = wanted
         .iter()
         .map(|&(_, i)| i)

@@ -264,6 +264,12 @@ pub struct Storage {
     pub data: StorageData,
 }
 
+/// A tensor shape as text: `[256, 9]` (every message and table writes shapes this way).
+pub fn shape_text(dims: &[u64]) -> String {
+    let inner: Vec<String> = dims.iter().map(u64::to_string).collect();
+    format!("[{}]", inner.join(", "))
+}
+
 /// One tensor of a checkpoint: a strided view into a storage.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TensorInfo {
@@ -950,6 +956,24 @@ impl Checkpoint {
                 .map(|(k, i)| (k.to_string(), i))
                 .collect(),
         })
+    }
+
+    /// The tensors that stand for the model's weights (what a weights fingerprint covers
+    /// and a state-dict export writes): the model state's, by state_dict key, when there is
+    /// one (`model_state`, computed once by the caller), else every tensor by path.
+    pub fn weight_tensors<'a>(
+        &'a self,
+        model_state: Option<&ModelStateRef<'a>>,
+    ) -> Vec<(&'a str, usize)> {
+        match model_state {
+            Some(ms) => ms.entries.clone(),
+            None => self
+                .tensors
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.path.as_str(), i))
+                .collect(),
+        }
     }
 
     /// [`model_state`](Self::model_state) borrowing its keys from the tree.

@@ -379,15 +379,15 @@ pub fn execute<'a>(
                 }
             }
             for step in &plan.steps {
-                apply_entries(&mut root, &step.entries);
+                super::tree::apply_entries(&mut root, &step.entries);
             }
-            set_path(&mut root, msk, Value::None);
+            super::tree::set_path(&mut root, msk, Value::None);
             if let Value::Dict(items) = &mut root {
                 items.retain(|(k, _)| !matches!(k, Value::Str(s) if s == MIGRATION));
                 items.push((s(MIGRATION), record));
             }
             let mut root = carry(ckpt, root, &mut tensors, &mut HashMap::new())?;
-            set_path(&mut root, msk, state_dict);
+            super::tree::set_path(&mut root, msk, state_dict);
             // The record as written (the source's metrics carried like the rest).
             record = root.get(MIGRATION).cloned().unwrap_or(Value::None);
             root
@@ -449,17 +449,6 @@ fn replace_state(
     Ok(())
 }
 
-/// Apply a step's entry rules (drop, set) to a tree.
-pub(crate) fn apply_entries(root: &mut Value, entries: &[super::EntryPlan]) {
-    for e in entries.iter().filter(|e| e.applies) {
-        match (e.action, &e.set) {
-            ("drop", _) => remove_path(root, &e.key),
-            ("set", Some(v)) => set_path(root, &e.key, v.clone()),
-            _ => {}
-        }
-    }
-}
-
 /// Copy the non-model tree: its tensors appended after the model state (a tensor the tree
 /// shares stays one tensor), numpy scalars as plain numbers.
 fn carry<'a>(
@@ -509,42 +498,6 @@ fn carry<'a>(
         }
         other => other,
     })
-}
-
-fn dict_mut<'v>(v: &'v mut Value, key: &str) -> Option<&'v mut Value> {
-    match v {
-        Value::Dict(items) => items
-            .iter_mut()
-            .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
-            .map(|(_, v)| v),
-        _ => None,
-    }
-}
-
-fn parent_mut<'v>(root: &'v mut Value, path: &str) -> Option<(&'v mut Value, String)> {
-    let mut parts: Vec<&str> = path.split('.').collect();
-    let last = parts.pop()?.to_string();
-    let mut at = root;
-    for p in parts {
-        at = dict_mut(at, p)?;
-    }
-    Some((at, last))
-}
-
-fn remove_path(root: &mut Value, path: &str) {
-    if let Some((Value::Dict(items), last)) = parent_mut(root, path) {
-        items.retain(|(k, _)| !matches!(k, Value::Str(s) if *s == last));
-    }
-}
-
-fn set_path(root: &mut Value, path: &str, value: Value) {
-    if let Some((parent, last)) = parent_mut(root, path) {
-        if let Some(slot) = dict_mut(parent, &last) {
-            *slot = value;
-        } else if let Value::Dict(items) = parent {
-            items.push((Value::Str(last), value));
-        }
-    }
 }
 
 /// Write `out` to `path` and verify it before it takes the name.
@@ -781,7 +734,11 @@ pub fn convert_tree(
     on_total: impl FnOnce(usize),
     mut on_file: impl FnMut(&FileOutcome),
 ) -> TreeReport {
-    let (files, walk_errors) = crate::scan::discover(input);
+    let crate::discover::Discovered {
+        files,
+        errors: walk_errors,
+        ..
+    } = crate::discover::discover(input, crate::discover::Walk::everything());
     // Never descend into the output folder when it lies inside the input.
     let out_abs = std::fs::canonicalize(output).ok();
     let files: Vec<PathBuf> = files
@@ -911,21 +868,5 @@ mod tests {
         assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc_text(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(utc_text(1_796_045_045), "2026-11-30T13:24:05Z");
-    }
-
-    #[test]
-    fn paths_are_set_and_removed() {
-        let mut root = Value::Dict(vec![(
-            s("config"),
-            Value::Dict(vec![(s("model"), Value::Dict(vec![(s("name"), s("A"))]))]),
-        )]);
-        set_path(&mut root, "config.model.name", s("B"));
-        set_path(&mut root, "config.model.layers", Value::Int(2));
-        set_path(&mut root, "nothing.here", Value::Int(1));
-        assert_eq!(root.get_path("config.model.name"), Some(&s("B")));
-        assert_eq!(root.get_path("config.model.layers"), Some(&Value::Int(2)));
-        assert!(root.get("nothing").is_none());
-        remove_path(&mut root, "config.model");
-        assert!(root.get_path("config.model").is_none());
     }
 }

@@ -8,6 +8,7 @@
 //!   source key matched once, every target key produced once, every shape as asserted);
 //! * [`convert`]: executing a plan, building the output tree and writing it atomically,
 //!   verified against the plan before it replaces anything;
+//! * `tree`: edits of the non-model tree by dotted path (the entry rules);
 //! * [`refine`]: measuring (and fitting) the converted model before it is written (the
 //!   implementations are the trainer's).
 //!
@@ -19,6 +20,7 @@ pub mod pattern;
 pub mod plan;
 pub mod refine;
 pub mod spec;
+pub(crate) mod tree;
 
 use std::path::{Path, PathBuf};
 

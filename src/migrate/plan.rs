@@ -49,16 +49,14 @@ pub struct Row {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EntryPlan {
     pub key: String,
-    /// keep, drop, set.
-    pub action: &'static str,
+    /// keep, drop, set (the value set is in [`EntryAction::Set`]).
+    pub action: EntryAction,
     /// Whether the entry (or, for `set`, its parent) is in the checkpoint.
     pub applies: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
-    #[serde(skip)]
-    pub set: Option<Value>,
 }
 
 /// Counts for a plan's summary line.
@@ -156,7 +154,7 @@ impl fmt::Display for Violation {
             if !ks.is_empty() {
                 writeln!(f, "  {title} ({}):", ks.len())?;
                 for (k, s) in ks {
-                    writeln!(f, "    {k} {}", crate::report::shape(s))?;
+                    writeln!(f, "    {k} {}", crate::format::shape_text(s))?;
                 }
             }
             Ok(())
@@ -307,8 +305,8 @@ pub fn plan_step(
                     "rule {}: `{}` is {} in the checkpoint, the rule asserts {} ({})",
                     rule.number,
                     t.key,
-                    crate::report::shape(&t.shape),
-                    crate::report::shape(&want),
+                    crate::format::shape_text(&t.shape),
+                    crate::format::shape_text(&want),
                     fs.text()
                 )),
                 Err(e) => v.shapes.push(format!("rule {}: {e}", rule.number)),
@@ -405,8 +403,8 @@ pub fn plan_step(
                     "rule {}: `{}` becomes {}, the rule asserts {} ({})",
                     rule.number,
                     t.key,
-                    crate::report::shape(&out_shape),
-                    crate::report::shape(&want),
+                    crate::format::shape_text(&out_shape),
+                    crate::format::shape_text(&want),
                     ts.text()
                 )),
                 Err(e) => v.shapes.push(format!("rule {}: {e}", rule.number)),
@@ -487,9 +485,9 @@ pub fn plan_step(
             Some(&i) if layout[i].1 != *s => v.shapes.push(format!(
                 "rule {}: `{k}` is produced as {}, the {} layout has {}",
                 r.rule,
-                crate::report::shape(s),
+                crate::format::shape_text(s),
                 spec.to.as_str(),
-                crate::report::shape(&layout[i].1)
+                crate::format::shape_text(&layout[i].1)
             )),
             Some(_) => {}
         }
@@ -580,23 +578,16 @@ fn plan_entries(spec: &Spec, root: &Value) -> Vec<EntryPlan> {
             } else {
                 matches!(root.get_path(parent), Some(Value::Dict(_)))
             };
-            let (action, applies, value, set) = match &e.action {
-                EntryAction::Keep => ("keep", present, None, None),
-                EntryAction::Drop => ("drop", present, None, None),
-                EntryAction::Set(v) => (
-                    "set",
-                    parent_dict,
-                    Some(crate::report::tree::value_text(v)),
-                    Some(v.clone()),
-                ),
+            let (applies, value) = match &e.action {
+                EntryAction::Keep | EntryAction::Drop => (present, None),
+                EntryAction::Set(v) => (parent_dict, Some(crate::format::value::value_text(v))),
             };
             EntryPlan {
                 key: e.key.clone(),
-                action,
+                action: e.action.clone(),
                 applies,
                 value,
                 warning: if applies { e.warn.clone() } else { None },
-                set,
             }
         })
         .collect()
@@ -648,7 +639,7 @@ pub fn plan_checkpoint(
     let mut root = ckpt.root.clone();
     for spec in chain {
         let step = plan_step(spec, version, &params, &current, &root)?;
-        super::convert::apply_entries(&mut root, &step.entries);
+        super::tree::apply_entries(&mut root, &step.entries);
         current = step
             .rows
             .iter()

@@ -242,6 +242,29 @@ pub enum EntryAction {
     Set(Value),
 }
 
+impl EntryAction {
+    /// The spec's word for it (`keep`, `drop`, `set`), as plans print it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EntryAction::Keep => "keep",
+            EntryAction::Drop => "drop",
+            EntryAction::Set(_) => "set",
+        }
+    }
+}
+
+impl std::fmt::Display for EntryAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl serde::Serialize for EntryAction {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
 /// A rule for a non-model entry (`optimizer_state_dict`, `config.model.name`).
 #[derive(Debug, Clone)]
 pub struct EntryRule {

@@ -5,6 +5,20 @@ use crate::check::{CheckReport, Severity};
 
 use super::new_table;
 
+/// The JSON of `check --json` (docs/json.md): the report, plus the auto-fix and what
+/// writing it did.
+#[derive(serde::Serialize)]
+pub struct CheckJson<'a> {
+    #[serde(flatten)]
+    pub report: &'a CheckReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auto_fix: Option<&'a crate::autofix::AutoFix>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<&'a std::path::Path>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after_write: Option<&'a CheckReport>,
+}
+
 pub fn render(r: &CheckReport) -> String {
     let mut out = format!("{}\n\n", r.verdict());
     let m = &r.model;

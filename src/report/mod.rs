@@ -53,11 +53,7 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// `[256, 9]`
-pub fn shape(dims: &[u64]) -> String {
-    let inner: Vec<String> = dims.iter().map(u64::to_string).collect();
-    format!("[{}]", inner.join(", "))
-}
+pub use crate::format::shape_text as shape;
 
 #[cfg(test)]
 mod tests {
@@ -69,7 +65,6 @@ mod tests {
         assert_eq!(human_bytes(1_102_869), "1.1 MB");
         assert_eq!(thousands(1234567), "1,234,567");
         assert_eq!(thousands(12), "12");
-        assert_eq!(shape(&[256, 9]), "[256, 9]");
         assert_eq!(shape(&[]), "[]");
     }
 }

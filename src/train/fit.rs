@@ -248,7 +248,7 @@ fn target_model(
 ) -> Result<(Model, Value), MigrateError> {
     let mut root = input.source.root.clone();
     for step in &input.plan.steps {
-        crate::migrate::convert::apply_entries(&mut root, &step.entries);
+        crate::migrate::tree::apply_entries(&mut root, &step.entries);
     }
     let shapes: Vec<(&str, &[u64])> = input
         .state

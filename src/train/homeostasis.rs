@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Homeostasis as HomeostasisConfig;
 
@@ -25,7 +25,7 @@ pub const TIGHTEN_BELOW: f64 = -0.05;
 pub const MIN_PATIENCE: u64 = 5;
 
 /// The resolved settings (upstream defaults where the config is silent).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Settings {
     pub enabled: bool,
     pub coverage_freeze_threshold: f64,
@@ -45,7 +45,9 @@ impl Settings {
         let c = c.cloned().unwrap_or_default();
         Settings {
             enabled: c.enabled.unwrap_or(true),
-            coverage_freeze_threshold: c.coverage_freeze_threshold.unwrap_or(0.995),
+            coverage_freeze_threshold: c
+                .coverage_freeze_threshold
+                .unwrap_or(crate::metrics::coverage::FULL_FROM),
             coverage_unfreeze_threshold: c.coverage_unfreeze_threshold.unwrap_or(1.0),
             coverage_floor: c.coverage_floor.unwrap_or(0.95),
             warmup_epochs: c.warmup_epochs.unwrap_or(5),
@@ -60,7 +62,7 @@ impl Settings {
 }
 
 /// Which parts are frozen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FreezeState {
     pub encoder_a: bool,
     pub encoder_b: bool,
@@ -77,8 +79,9 @@ pub struct Event {
     pub message: String,
 }
 
-/// The controller's state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The controller's state (every field saved in latest.pt's `homeostasis`, read back by a
+/// continued run).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Homeostasis {
     pub settings: Settings,
     pub state: FreezeState,

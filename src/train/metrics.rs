@@ -15,7 +15,7 @@ pub const ARTANH_MAX: f64 = 1.0 - 1e-5;
 
 /// Metrics of a model. Radius-based ones are `None` for v5.5 (no projection).
 /// r_v0, r_v9, mean_radius and std_radius are those of z_B_hyp (the headline embedding).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct EvalMetrics {
     pub coverage: f64,
     /// Operations reconstructed exactly (of 19,683).

@@ -5,7 +5,8 @@
 //! * [`load`]: checkpoint (tvck's reader) → VarStore; [`save`]: VarStore → `.pt` (tvck's
 //!   writer), loadable by `torch.load(weights_only=True)`.
 //! * [`data`], [`metrics`], [`losses`], [`optim`], [`homeostasis`]: the pieces of
-//!   training.md; [`trainer`]: the validated flow; [`plot`]: the per-epoch plot.
+//!   training.md; [`trainer`]: the validated flow; [`plot`]: the per-epoch plot;
+//!   [`resume`]: what latest.pt stores for `tvck train --resume` and how it is read back.
 //! * [`eval`]: coverage and the radius metrics of a checkpoint; [`measure`]: the same as
 //!   the checkers' `Measure` (`check --auto-fix --measure`).
 
@@ -20,11 +21,12 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plot;
+pub mod resume;
 pub mod save;
 pub mod trainer;
 
 pub use eval::{eval_checkpoint, eval_losses, EvalReport, LossReport};
-pub use trainer::{train, Step, StepStatus, TrainOptions, TrainReport};
+pub use trainer::{train, Step, StepStatus, TrainOptions, TrainReport, DEFAULT_SEED};
 
 /// Why evaluation or training stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,19 @@ pub enum TrainError {
     /// Any other I/O failure.
     #[error("{0}")]
     Io(String),
+    /// A run cannot be continued.
+    #[error(transparent)]
+    Resume(#[from] resume::ResumeError),
+}
+
+impl TrainError {
+    /// What to do about it, where there is more to say than the message.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            TrainError::Resume(e) => Some(e.hint()),
+            _ => None,
+        }
+    }
 }
 
 /// `cpu` or `cuda` (`cuda:N`) as a tch device.

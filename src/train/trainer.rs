@@ -22,21 +22,25 @@ use super::losses::{self, LossInputs, LossSettings, LossValues};
 use super::metrics::{evaluate, EvalMetrics};
 use super::model::{FrozenA, Mode, Model, ModelSpec};
 use super::optim::{self, AdamW, Group, Schedule};
+use super::resume::{self, Finished, Resume, ResumeError};
 use super::save::{self, dict, TreeBuilder};
 use super::{load, plot, TrainError};
 
-/// Initial coverage below this with a frozen checkpoint required: CRITICAL.
-pub const CRITICAL_COVERAGE: f64 = 0.05;
-/// Initial coverage below this (and above the critical one): warning.
-pub const HEALTHY_COVERAGE: f64 = 0.95;
+use crate::metrics::coverage;
+
+/// The seed of a run when none is given.
+pub const DEFAULT_SEED: u64 = 42;
 
 /// Options of `tvck train`.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
-    pub config: PathBuf,
-    /// Overrides `training.epochs`.
+    /// The training config; a continued run (`resume`) defaults to its own.
+    pub config: Option<PathBuf>,
+    /// Overrides `training.epochs` (a continued run: extends or ends it).
     pub epochs: Option<u64>,
-    pub seed: u64,
+    /// Seed of every random choice ([`DEFAULT_SEED`] by default; a continued run keeps its
+    /// own and refuses another).
+    pub seed: Option<u64>,
     pub device: tch::Device,
     /// Overrides `checkpoints.save_dir`.
     pub out: Option<PathBuf>,
@@ -48,6 +52,8 @@ pub struct TrainOptions {
     pub progress: bool,
     /// Set (e.g. by Ctrl-C) to end training after the current epoch.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Continue the run in this folder from its latest.pt (see [`super::resume`]).
+    pub resume: Option<PathBuf>,
 }
 
 /// A checklist step's outcome.
@@ -97,12 +103,20 @@ impl std::fmt::Display for Step {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     pub out_dir: PathBuf,
+    /// The last epoch trained (metrics.jsonl numbering), counted from the run's start.
     pub epochs_run: u64,
+    /// The run's epoch count.
+    pub epochs: u64,
+    /// A continued run: the epoch latest.pt held (training went on after it).
+    pub resumed_from: Option<u64>,
+    /// A continued run that had already ended: why (nothing was trained).
+    pub already_finished: Option<Finished>,
     pub interrupted: bool,
     pub initial: EvalMetrics,
     pub last: EvalMetrics,
     pub best_hierarchy: Option<f64>,
     pub best_q: Option<f64>,
+    /// The events of this invocation (metrics.jsonl holds the run's).
     pub events: Vec<Event>,
 }
 
@@ -170,20 +184,99 @@ pub fn train(
         s
     };
 
+    // A continued run: its latest.pt, seed, config and the folder paths resolve from.
+    let resume = match &opts.resume {
+        Some(dir) => Some(Resume::open(&opts.cwd.join(dir))?),
+        None => None,
+    };
+    let seed = match (&resume, opts.seed) {
+        (Some(r), Some(s)) if s != r.seed => {
+            return Err(ResumeError::SeedChanged {
+                dir: r.dir.clone(),
+                run: r.seed,
+                asked: s,
+            }
+            .into())
+        }
+        (Some(r), _) => r.seed,
+        (None, s) => s.unwrap_or(DEFAULT_SEED),
+    };
+    let (config_arg, cwd) = match (&resume, &opts.config) {
+        (_, Some(c)) => (c.clone(), opts.cwd.clone()),
+        (Some(r), None) => (
+            r.config_path.clone(),
+            if r.cwd.is_dir() {
+                r.cwd.clone()
+            } else {
+                opts.cwd.clone()
+            },
+        ),
+        (None, None) => return Err(TrainError::Usage("no training config given".into())),
+    };
+
     // 1. Config.
     const S1: &str = "load and validate config";
-    let cfg = TrainingConfig::load(opts.cwd.join(&opts.config)).map_err(|e| {
+    let cfg = TrainingConfig::load(cwd.join(&config_arg)).map_err(|e| {
         step(1, S1, StepStatus::Failed, e.to_string());
         refuse(1, S1, e.to_string())
     })?;
+    let cfg_epochs = cfg.training.as_ref().and_then(|t| t.epochs);
+    let epochs = match &resume {
+        None => opts.epochs.or(cfg_epochs).unwrap_or(DEFAULT_EPOCHS),
+        Some(r) => {
+            let keys = resume::config_differences(&r.config, &Value::from_yaml(&cfg.raw));
+            let refused: Vec<String> = keys
+                .iter()
+                .filter(|k| !resume::MAY_CHANGE.contains(&k.as_str()))
+                .cloned()
+                .collect();
+            if !refused.is_empty() {
+                let e = ResumeError::ConfigChanged {
+                    config: config_arg.clone(),
+                    dir: r.dir.clone(),
+                    keys: refused,
+                };
+                step(1, S1, StepStatus::Failed, e.to_string());
+                return Err(e.into());
+            }
+            // The run's own count, unless the config's or the option's changes it.
+            opts.epochs.unwrap_or(if keys.is_empty() {
+                r.epochs
+            } else {
+                cfg_epochs.unwrap_or(DEFAULT_EPOCHS)
+            })
+        }
+    };
+    if let Some(r) = &resume {
+        let ended = match r.finished {
+            Some(Finished::EarlyStop) => Some(Finished::EarlyStop),
+            _ if r.done() >= epochs => Some(Finished::Completed),
+            _ => None,
+        };
+        if let Some(f) = ended {
+            return Ok(TrainReport {
+                out_dir: r.dir.clone(),
+                epochs_run: r.done(),
+                epochs: r.epochs,
+                resumed_from: Some(r.done()),
+                already_finished: Some(f),
+                interrupted: false,
+                initial: r.initial.clone(),
+                last: r.last.clone(),
+                best_hierarchy: (r.best_hierarchy < 0.0).then_some(r.best_hierarchy),
+                best_q: (r.best_q > 0.0).then_some(r.best_q),
+                events: Vec::new(),
+            });
+        }
+    }
     // Paths are resolved like `tvck check` run from the working directory.
     let mut rel_cfg = cfg.clone();
-    rel_cfg.path = opts.config.clone();
+    rel_cfg.path = config_arg.clone();
     // The frozen checkpoint check opened is the one step 4 loads from: read once.
     let (report, frozen_ckpt) = check::check_keeping_checkpoint(
         &rel_cfg,
         &CheckOptions {
-            cwd: opts.cwd.clone(),
+            cwd: cwd.clone(),
             ..CheckOptions::default()
         },
     );
@@ -200,7 +293,7 @@ pub fn train(
         let msg = format!(
             "{} — no training started (run `tvck check {}` for details)",
             errors.join("; "),
-            opts.config.display()
+            config_arg.display()
         );
         step(1, S1, StepStatus::Failed, msg.clone());
         return Err(refuse(1, S1, msg));
@@ -296,7 +389,7 @@ pub fn train(
 
     // 3. Model.
     const S3: &str = "build model, verify layout";
-    tch::manual_seed(opts.seed as i64);
+    tch::manual_seed(seed as i64);
     let spec = ModelSpec::new(version, params, cfg.model.as_ref());
     let model = Model::new(spec, opts.device).inspect_err(|e| {
         step(3, S3, StepStatus::Failed, e.to_string());
@@ -331,7 +424,24 @@ pub fn train(
     // 4. Frozen parts.
     const S4: &str = "load frozen parts";
     let mut mapped = 0;
-    if let Some(path) = &source {
+    if let Some(r) = &resume {
+        // A continued run: the whole model state of its latest.pt (strict).
+        let n = load::load_strict(&model, &r.ckpt).map_err(|e| {
+            step(4, S4, StepStatus::Failed, e.to_string());
+            refuse(4, S4, e.to_string())
+        })?;
+        step(
+            4,
+            S4,
+            StepStatus::Ok,
+            format!(
+                "continuing after epoch {} of {}: {n} tensors from {}",
+                r.done(),
+                epochs,
+                r.path.display()
+            ),
+        );
+    } else if let Some(path) = &source {
         // The checkpoint and load plan step 1 (`tvck check`) read and made for this config;
         // the checkpoint is dropped once its frozen parts are copied.
         let (load_plan, fl) = frozen_ckpt
@@ -367,14 +477,31 @@ pub fn train(
     // 5. Initial coverage.
     const S5: &str = "initial coverage";
     let ds = Dataset::new(opts.device);
-    let initial = evaluate(&model, &ds);
+    let initial = match &resume {
+        Some(r) => r.initial.clone(),
+        None => evaluate(&model, &ds),
+    };
     let cov = initial.coverage;
     let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
     let not_measured = report
         .frozen_checkpoint
         .as_ref()
         .is_some_and(|f| f.metrics == Some(crate::metrics::Provenance::NotMeasured));
-    if cov < CRITICAL_COVERAGE && plan.requires_frozen {
+    if let Some(r) = &resume {
+        // Decided when the run started; the continued model's coverage for the record.
+        let now = evaluate(&model, &ds);
+        step(
+            5,
+            S5,
+            StepStatus::Ok,
+            format!(
+                "{cov_text} at the start; {:.2}% ({} of {N_OPS}) after epoch {}",
+                now.coverage * 100.0,
+                now.covered,
+                r.done()
+            ),
+        );
+    } else if cov < coverage::CRITICAL_BELOW && plan.requires_frozen {
         let cause = match &source {
             Some(p) if not_measured => format!(
                 "{} was converted by tvck and never measured: the conversion changed what the model does (inserted LayerNorms or layers); the coverage its source had is not this file's: convert the source again with `tvck convert --fit`",
@@ -392,7 +519,7 @@ pub fn train(
         };
         let msg = format!(
             "CRITICAL: initial coverage {cov_text} < {:.0}% with a frozen checkpoint required — likely cause: {cause}; frozen parts would never reach coverage",
-            CRITICAL_COVERAGE * 100.0
+            coverage::CRITICAL_BELOW * 100.0
         );
         if !opts.force {
             step(
@@ -409,7 +536,7 @@ pub fn train(
             StepStatus::Critical,
             format!("{msg}; continuing because of --force"),
         );
-    } else if cov < HEALTHY_COVERAGE {
+    } else if cov < coverage::WEAK_BELOW {
         let cause = if not_measured {
             " — likely cause: the frozen checkpoint is a tvck conversion that was never measured (the conversion changed the function): convert its source again with `tvck convert --fit`"
         } else if mapped > 0 {
@@ -423,7 +550,7 @@ pub fn train(
             StepStatus::Warning,
             format!(
                 "{cov_text}: below the healthy {:.0}%{cause}",
-                HEALTHY_COVERAGE * 100.0
+                coverage::WEAK_BELOW * 100.0
             ),
         );
     } else {
@@ -432,12 +559,13 @@ pub fn train(
 
     // 6. Train.
     const S6: &str = "train";
-    let out_dir = match &opts.out {
-        Some(o) => opts.cwd.join(o),
-        None => match cfg.checkpoints.as_ref().and_then(|c| c.save_dir.clone()) {
-            Some(d) => opts.cwd.join(d),
-            None => opts.cwd.join("runs").join(
-                opts.config
+    let out_dir = match (&resume, &opts.out) {
+        (Some(r), _) => r.dir.clone(),
+        (None, Some(o)) => opts.cwd.join(o),
+        (None, None) => match cfg.checkpoints.as_ref().and_then(|c| c.save_dir.clone()) {
+            Some(d) => cwd.join(d),
+            None => cwd.join("runs").join(
+                config_arg
                     .file_stem()
                     .map(|s| s.to_string_lossy().to_string())
                     .unwrap_or_else(|| "run".into()),
@@ -449,29 +577,55 @@ pub fn train(
         step(6, S6, StepStatus::Failed, msg.clone());
         TrainError::Io(msg)
     })?;
-    let mut run = Run::new(
-        &cfg,
-        &model,
-        &ds,
-        &plan,
-        opts,
-        out_dir.clone(),
-        initial.clone(),
-    )?;
+    let absolute = |p: PathBuf| fs::canonicalize(&p).unwrap_or(p);
+    let setup = Setup {
+        out_dir: out_dir.clone(),
+        initial: initial.clone(),
+        epochs,
+        seed,
+        config_path: absolute(cwd.join(&config_arg)),
+        cwd: absolute(cwd.clone()),
+        resumed: resume.is_some(),
+    };
+    let mut run = Run::new(&cfg, &model, &ds, &plan, opts, setup)?;
+    if let Some(r) = &resume {
+        run.restore(r)?;
+    }
     step(
         6,
         S6,
         StepStatus::Ok,
         format!(
-            "{} epochs, batch {}, lr {}, seed {}, output {}",
-            run.epochs,
+            "{}, batch {}, lr {}, seed {}, output {}",
+            match &resume {
+                Some(r) => format!("epochs {}–{} of {}", r.done() + 1, run.epochs, run.epochs),
+                None => format!("{} epochs", run.epochs),
+            },
             run.batch_size,
             run.base_lr,
-            opts.seed,
+            seed,
             out_dir.display()
         ),
     );
     run.run(on_line)
+}
+
+/// Epochs when neither the config nor the options say.
+const DEFAULT_EPOCHS: u64 = 100;
+
+/// What [`train`] decided for the run before its state is built.
+struct Setup {
+    out_dir: PathBuf,
+    /// Step 5's evaluation (a continued run: the one its start made).
+    initial: EvalMetrics,
+    epochs: u64,
+    seed: u64,
+    /// The config and the folder its relative paths resolve from (absolute), as the
+    /// resume state stores them.
+    config_path: PathBuf,
+    cwd: PathBuf,
+    /// A continued run: [`Run::restore`] follows (no richness baseline computed).
+    resumed: bool,
 }
 
 /// Training state.
@@ -526,6 +680,23 @@ struct Run<'a> {
     initial_richness: f64,
     /// The config, as every checkpoint stores it.
     config_value: Value,
+    seed: u64,
+    config_path: PathBuf,
+    cwd: PathBuf,
+    /// The first epoch to train (metrics.jsonl numbering): 1, or after a continued run's
+    /// latest.pt.
+    start_epoch: u64,
+    /// A continued run's last evaluation.
+    resumed_last: Option<EvalMetrics>,
+    /// Why the run ended, once it has (latest.pt's `resume.finished`).
+    finished: Option<Finished>,
+}
+
+/// latest.pt's `homeostasis`: the freeze state and the controller's whole state.
+#[derive(Serialize, serde::Deserialize)]
+struct HomeostasisState {
+    freeze: FreezeState,
+    controller: Option<Homeostasis>,
 }
 
 impl<'a> Run<'a> {
@@ -535,12 +706,18 @@ impl<'a> Run<'a> {
         ds: &'a Dataset,
         plan: &Plan,
         opts: &'a TrainOptions,
-        out_dir: PathBuf,
-        // Step 5's evaluation.
-        initial: EvalMetrics,
+        setup: Setup,
     ) -> Result<Run<'a>, TrainError> {
+        let Setup {
+            out_dir,
+            initial,
+            epochs,
+            seed,
+            config_path,
+            cwd,
+            resumed,
+        } = setup;
         let t = cfg.training.clone().unwrap_or_default();
-        let epochs = opts.epochs.or(t.epochs).unwrap_or(100);
         let (schedule, note) = Schedule::from_config(
             t.scheduler.as_ref(),
             cfg.get("training.scheduler.phases"),
@@ -579,7 +756,12 @@ impl<'a> Run<'a> {
                 "a v5.5 model has no hyperbolic projection: tvck trains the v5.11 family".into(),
             ));
         }
-        let orig = original_radii(model, ds);
+        // A continued run reads its baseline from latest.pt (Run::restore).
+        let orig = if resumed {
+            Tensor::new()
+        } else {
+            original_radii(model, ds)
+        };
         let riem = cfg.riemannian.clone().unwrap_or_default();
         let wd = t.weight_decay.unwrap_or(1e-4);
         let opt = if riem.enabled.unwrap_or(true) {
@@ -639,6 +821,12 @@ impl<'a> Run<'a> {
             last_losses: LossValues::default(),
             initial_richness,
             config_value: Value::from_yaml(&cfg.raw),
+            seed,
+            config_path,
+            cwd,
+            start_epoch: 1,
+            resumed_last: None,
+            finished: None,
         };
         run.groups = run.build_groups();
         Ok(run)
@@ -753,6 +941,125 @@ impl<'a> Run<'a> {
         self.schedule_origin = next_epoch0;
     }
 
+    /// Take a continued run's state from its latest.pt (see [`super::resume`]): freeze
+    /// state and homeostasis, the groups they build with their moments and step counts,
+    /// the schedule's origin, the bests and the patience counter, the passive gradients
+    /// and the richness baseline. The model state was loaded at step 4.
+    fn restore(&mut self, r: &Resume) -> Result<(), TrainError> {
+        let device = self.opts.device;
+        let h: HomeostasisState = r.decode("homeostasis")?;
+        self.freeze = h.freeze;
+        self.homeo = h.controller;
+        self.schedule_origin = r.schedule_origin;
+        self.best_q = r.best_q;
+        self.best_hierarchy = r.best_hierarchy;
+        self.epochs_without_improvement = r.epochs_without_improvement;
+        self.groups = self.build_groups();
+        self.restore_optimizer(r)?;
+        let tensor = |i: usize| load::tensor_of(&r.ckpt, i).map(|t| t.to_device(device));
+        self.passive = r
+            .tensor_dict("resume.passive_grads")?
+            .into_iter()
+            .map(|(k, i)| Ok((k, tensor(i)?)))
+            .collect::<Result<_, TrainError>>()?;
+        self.orig = tensor(r.tensor("resume.orig_radii")?)?;
+        if self.orig.size() != [N_OPS as i64] {
+            return Err(ResumeError::NoState {
+                path: r.path.clone(),
+                key: "resume.orig_radii".into(),
+            }
+            .into());
+        }
+        self.frozen_a = None;
+        self.start_epoch = r.done() + 1;
+        self.resumed_last = Some(r.last.clone());
+        Ok(())
+    }
+
+    /// The moments of `optimizer_state` (torch's layout, [`Run::optimizer_state`]) into the
+    /// groups the restored freeze state builds: the same group names and sizes, each
+    /// parameter's moments by its index.
+    fn restore_optimizer(&mut self, r: &Resume) -> Result<(), TrainError> {
+        let bad = |message: String| ResumeError::Optimizer {
+            path: r.path.clone(),
+            message,
+        };
+        let root = &r.ckpt.root;
+        let (Some(Value::List(saved)), Some(Value::Dict(state))) = (
+            root.get_path("optimizer_state.param_groups"),
+            root.get_path("optimizer_state.state"),
+        ) else {
+            return Err(bad("no optimizer_state.param_groups / state".into()).into());
+        };
+        let names = |gs: &mut dyn Iterator<Item = (String, usize)>| -> Vec<String> {
+            gs.map(|(n, len)| format!("{n} ({len})")).collect()
+        };
+        let ids = |g: &Value| -> Vec<i64> {
+            match g.get("params") {
+                Some(Value::List(p)) => p.iter().filter_map(Value::as_i64).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let saved_groups = names(&mut saved.iter().map(|g| {
+            let name = g.get("name").and_then(Value::as_str).unwrap_or("?");
+            (name.to_string(), ids(g).len())
+        }));
+        let built = names(
+            &mut self
+                .groups
+                .iter()
+                .map(|g| (g.name.clone(), g.params().len())),
+        );
+        if saved_groups != built {
+            return Err(bad(format!(
+                "groups {} in the file, {} for its freeze state",
+                saved_groups.join(", "),
+                built.join(", ")
+            ))
+            .into());
+        }
+        let device = self.opts.device;
+        self.opt.reset();
+        for (g, sg) in self.groups.iter().zip(saved) {
+            let mut moments = Vec::new();
+            let mut step = None;
+            for ((key, p), id) in g.params().iter().zip(ids(sg)) {
+                let Some((_, st)) = state.iter().find(|(k, _)| k.as_i64() == Some(id)) else {
+                    continue;
+                };
+                let tensor = |name: &str| -> Result<Tensor, TrainError> {
+                    match st.get(name) {
+                        Some(Value::Tensor(i)) => {
+                            Ok(load::tensor_of(&r.ckpt, *i)?.to_device(device))
+                        }
+                        _ => Err(bad(format!("parameter {id} ({key}) has no {name}")).into()),
+                    }
+                };
+                let (m, v) = (tensor("exp_avg")?, tensor("exp_avg_sq")?);
+                if m.size() != p.size() || v.size() != p.size() {
+                    return Err(bad(format!(
+                        "the moments of {key} have shape {:?}, the parameter {:?}",
+                        m.size(),
+                        p.size()
+                    ))
+                    .into());
+                }
+                let s = st
+                    .get("step")
+                    .and_then(Value::as_i64)
+                    .and_then(|s| u64::try_from(s).ok())
+                    .ok_or_else(|| bad(format!("parameter {id} ({key}) has no step")))?;
+                if step.is_some_and(|x| x != s) {
+                    return Err(bad(format!("group {} mixes step counts", g.name)).into());
+                }
+                step = Some(s);
+                moments.push((key.clone(), m, v));
+            }
+            self.opt.restore_group(&g.name, &moments, step.unwrap_or(0));
+        }
+        Ok(())
+    }
+
     fn mode(&self) -> Mode {
         Mode::TRAIN
     }
@@ -857,17 +1164,37 @@ impl<'a> Run<'a> {
 
     fn run(&mut self, on_line: &mut dyn FnMut(&str)) -> Result<TrainReport, TrainError> {
         let metrics_path = self.out_dir.join("metrics.jsonl");
-        let mut jsonl = BufWriter::new(File::create(&metrics_path).map_err(|e| {
-            TrainError::Io(format!("cannot create {}: {e}", metrics_path.display()))
-        })?);
         for n in &self.notes {
             on_line(&format!("note: {n}"));
         }
-        // Line 0: the state training starts from (no checkpoint before training).
         let initial = self.initial.clone();
-        self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
+        let resumed_from = (self.start_epoch > 1).then_some(self.start_epoch - 1);
+        let mut jsonl = match resumed_from {
+            Some(done) => {
+                // The epochs after latest.pt are trained again: their lines go, and the
+                // temporary files a kill left behind.
+                for p in resume::remove_stale_temporaries(&self.out_dir, &OUTPUTS) {
+                    on_line(&format!(
+                        "removed {} (left by the interrupted run)",
+                        p.display()
+                    ));
+                }
+                let (file, points) = resume::continue_metrics(&metrics_path, done)?;
+                self.history = points;
+                BufWriter::new(file)
+            }
+            None => {
+                let mut jsonl = BufWriter::new(File::create(&metrics_path).map_err(|e| {
+                    TrainError::Io(format!("cannot create {}: {e}", metrics_path.display()))
+                })?);
+                // Line 0: the state training starts from (no checkpoint before training).
+                self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
+                jsonl
+            }
+        };
         let bar = (self.opts.progress && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(self.epochs);
+            b.set_position(self.start_epoch - 1);
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:30} {pos}/{len} epochs [{elapsed_precise}<{eta_precise}] {msg}",
@@ -876,13 +1203,16 @@ impl<'a> Run<'a> {
             );
             b
         });
-        let mut last = initial.clone();
-        let mut epochs_run = 0;
+        let mut last = self.resumed_last.take().unwrap_or_else(|| initial.clone());
+        let mut epochs_run = self.start_epoch - 1;
         let mut interrupted = false;
         // `epoch` counts trained epochs (metrics.jsonl line); upstream's 0-based epoch is
         // epoch − 1.
-        for epoch in 1..=self.epochs {
+        for epoch in self.start_epoch..=self.epochs {
             let e0 = epoch - 1;
+            // Each epoch's random choices (batches, dropout, eps, pairs) from a generator
+            // seeded for it: a continued run draws what the uninterrupted one drew.
+            tch::manual_seed(resume::epoch_seed(self.seed, e0));
             let lr = self
                 .schedule
                 .lr(self.base_lr, e0.saturating_sub(self.schedule_origin));
@@ -982,6 +1312,11 @@ impl<'a> Run<'a> {
             // best_Q.pt first (carrying the previous best_hierarchy), then best.pt, then
             // latest.pt (every save_every epochs, at the last one, and on a stop).
             let latest = e0 % self.save_every == 0 || is_last || interrupt || stop;
+            if stop {
+                self.finished = Some(Finished::EarlyStop);
+            } else if is_last {
+                self.finished = Some(Finished::Completed);
+            }
             self.save(&best.files(latest), e0, &last)?;
             if stop {
                 on_line(&format!(
@@ -1008,6 +1343,9 @@ impl<'a> Run<'a> {
         Ok(TrainReport {
             out_dir: self.out_dir.clone(),
             epochs_run,
+            epochs: self.epochs,
+            resumed_from,
+            already_finished: None,
             interrupted,
             initial,
             last,
@@ -1028,7 +1366,7 @@ impl<'a> Run<'a> {
             }
         }
         if let Some(h) = m.hierarchy_b {
-            if h < self.best_hierarchy && m.coverage > BEST_COVERAGE {
+            if h < self.best_hierarchy && m.coverage > coverage::BEST_ABOVE {
                 self.best_hierarchy = h;
                 best.hierarchy = true;
             }
@@ -1152,6 +1490,7 @@ impl<'a> Run<'a> {
                     Value::Int(self.epochs_without_improvement.min(i64::MAX as u64) as i64),
                 ),
                 ("config", self.config_value.clone()),
+                ("resume", self.resume_state(&mut tb, m)),
             ]);
         } else {
             let l = &self.last_losses;
@@ -1193,16 +1532,45 @@ impl<'a> Run<'a> {
         .unwrap_or_default();
         entries.extend([
             ("homeostasis", Value::from_json(&homeo)),
-            (
-                "seed",
-                Value::Int(self.opts.seed.min(i64::MAX as u64) as i64),
-            ),
+            ("seed", Value::Int(self.seed.min(i64::MAX as u64) as i64)),
             (
                 "trainer",
                 Value::Str(format!("tvck {}", env!("CARGO_PKG_VERSION"))),
             ),
         ]);
         (dict(entries), tb)
+    }
+
+    /// latest.pt's `resume` dict (docs/training-differences.md, "Resume"); `last` is the
+    /// last evaluation.
+    fn resume_state(&self, tb: &mut TreeBuilder, last: &EvalMetrics) -> Value {
+        let int = |n: u64| Value::Int(n.min(i64::MAX as u64) as i64);
+        let text = |p: &std::path::Path| Value::Str(p.to_string_lossy().into_owned());
+        let metrics =
+            |m: &EvalMetrics| Value::from_json(&serde_json::to_value(m).unwrap_or_default());
+        let passive = Value::Dict(
+            self.passive
+                .iter()
+                .map(|(k, t)| (Value::Str(k.clone()), tb.tensor(t)))
+                .collect(),
+        );
+        dict(vec![
+            ("format", Value::Int(resume::FORMAT)),
+            ("rng", Value::Str(resume::RNG_SCHEME.into())),
+            ("epochs", int(self.epochs)),
+            (
+                "finished",
+                self.finished
+                    .map_or(Value::None, |f| Value::Str(f.as_str().into())),
+            ),
+            ("config_path", text(&self.config_path)),
+            ("cwd", text(&self.cwd)),
+            ("schedule_origin", int(self.schedule_origin)),
+            ("initial_metrics", metrics(&self.initial)),
+            ("last_metrics", metrics(last)),
+            ("orig_radii", tb.tensor(&self.orig)),
+            ("passive_grads", passive),
+        ])
     }
 
     /// Write the checkpoints of 0-based epoch `e0` to each of `names` (best_Q.pt, best.pt
@@ -1223,8 +1591,14 @@ impl<'a> Run<'a> {
     }
 }
 
-/// best.pt needs coverage above this (training.md §5).
-pub const BEST_COVERAGE: f64 = 0.99;
+/// The files a run writes to its folder.
+const OUTPUTS: [&str; 5] = [
+    "latest.pt",
+    "best.pt",
+    "best_Q.pt",
+    "metrics.jsonl",
+    "training.svg",
+];
 
 /// The richness baseline (training.md §2): the Euclidean norms ‖z_B_hyp‖ of the starting
 /// model, eval mode with z sampled, all operations in chunks of 4096.

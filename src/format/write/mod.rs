@@ -184,14 +184,14 @@ pub fn path_tensors(ckpt: &Checkpoint) -> Result<Vec<(String, TensorData<'_>)>, 
 /// The tensors a weights fingerprint covers, named as the fingerprint names them: the
 /// model state dict by its keys (`encoder.0.weight`) when the checkpoint has one, else
 /// every tensor by path. Written to safetensors they give the same
-/// [`crate::fingerprint::fingerprint`] `weights` as the source.
+/// weights fingerprint as the source ([`Checkpoint::weight_tensors`]).
 pub fn state_dict_tensors(ckpt: &Checkpoint) -> Result<Vec<(String, TensorData<'_>)>, FormatError> {
-    crate::fingerprint::fingerprint_tensors(ckpt)
+    ckpt.weight_tensors(ckpt.model_state_ref().as_ref())
         .into_iter()
         .map(|(name, i)| {
             let t = &ckpt.tensors[i];
             Ok((
-                name,
+                name.to_string(),
                 TensorData {
                     dtype: t.dtype,
                     shape: t.shape.clone(),
