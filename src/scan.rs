@@ -185,8 +185,9 @@ pub(crate) fn set_fingerprint(
 /// How the error of a file whose tensors could not be hashed begins.
 pub const HASHING_FAILED: &str = "hashing failed";
 
-/// Files up to this size are read whole into a recycled buffer when hashing; larger ones
-/// are mapped, so memory never grows with a huge checkpoint.
+/// Files up to this size are read into a recycled buffer when hashing (the storages the
+/// fingerprint needs in one go); larger ones get a buffer of their own whose storages are
+/// read tensor by tensor while hashing, so memory never grows with a huge checkpoint.
 pub const READ_WHOLE_LIMIT: u64 = 64 << 20;
 
 /// A hashing batch closes at this many files...
@@ -256,7 +257,7 @@ impl Pool {
 
 /// Open one file for hashing: read into a buffer from `pool` (sparsely: only what the
 /// fingerprint needs, see [`Checkpoint::open_sparse_into`]) when at most
-/// [`READ_WHOLE_LIMIT`] bytes, else mapped.
+/// [`READ_WHOLE_LIMIT`] bytes, else into a fresh buffer without its storages.
 fn open_for_hashing(
     path: &Path,
     size: u64,
@@ -276,7 +277,12 @@ fn open_for_hashing(
             return Err(e);
         }
     };
-    // Only the bytes the fingerprint hashes (not, say, the optimizer's).
+    // A large file's storages are read tensor by tensor while hashing (memory stays
+    // bounded); a small file's are read in one go, only those the fingerprint hashes
+    // (not, say, the optimizer's).
+    if size > READ_WHOLE_LIMIT {
+        return Ok(ckpt);
+    }
     let wanted = fingerprint::fingerprint_storages(&ckpt, ckpt.model_state_ref().as_ref());
     match ckpt.load_storages(&wanted) {
         Ok(()) => Ok(ckpt),

@@ -666,34 +666,193 @@ fn zip_differentials_follow_torch() {
 }
 
 #[test]
-fn deflated_storages_share_an_inflation_budget() {
+fn legacy_tar_checkpoints_are_read() {
+    // Written by tests/python/make_legacy_tar.py, checked against torch.load there.
+    let dir = root().join("tests/fixtures/legacy");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let expected = manifest["legacy_tar.pt"]["tensors"].as_object().unwrap();
+    let c = Checkpoint::open(dir.join("legacy_tar.pt")).unwrap();
+    assert_eq!(c.format, Format::TorchLegacyTar);
+    assert!(!c.has_unsafe_globals(), "{:?}", c.findings);
+    let ms = c.model_state().unwrap();
+    assert_eq!(ms.entries.len(), expected.len());
+    let hashes: Vec<String> = (0..c.tensors.len())
+        .map(|i| tvck::fingerprint::hex(&tvck::fingerprint::tensor_hash(&c, i).unwrap()))
+        .collect();
+    for (key, i) in &ms.entries {
+        let name = format!("model_state_dict.{key}");
+        assert_eq!(expected[&name], hashes[*i].as_str(), "{name}");
+    }
+    let t = |k: &str| &c.tensors[ms.entries.iter().find(|e| e.0 == k).unwrap().1];
+    assert_eq!(t("encoder.weight_t").strides, vec![1, 4]);
+    assert_eq!(t("encoder.weight").storage, t("encoder.weight_t").storage);
+    assert_eq!(t("encoder.bias").storage_offset, 6);
+    assert_eq!(t("proj.weight").dtype, DType::F64);
+    assert_eq!(t("view.weight").shape, vec![2, 3]);
+    // Every prefix and damaged copy: an error or a reading, never a panic.
+    let bytes = std::fs::read(dir.join("legacy_tar.pt")).unwrap();
+    for cut in (0..bytes.len()).step_by(97) {
+        let _ = Checkpoint::from_bytes("cut.pt", bytes[..cut].to_vec());
+    }
+    for at in (0..bytes.len()).step_by(53) {
+        let mut b = bytes.clone();
+        b[at] ^= 0x5a;
+        if let Ok(c) = Checkpoint::from_bytes("damaged.pt", b) {
+            for i in 0..c.tensors.len() {
+                let _ = c.tensor_bytes(i);
+            }
+        }
+    }
+}
+
+/// `src` (a torch.save zip) rewritten with its `data/N` entries deflated, each declaring
+/// `declare(name, real size)` inflated bytes.
+fn deflated_copy(src: &[u8], declare: impl Fn(&str, u32) -> u32) -> Vec<u8> {
     use std::io::Write;
-    // One deflated entry declaring more than the per-file budget is refused by name
-    // before anything is inflated.
-    let data = vec![0u8; 1 << 20];
-    let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
-    enc.write_all(&data).unwrap();
-    let raw = enc.finish().unwrap();
-    let mut z = zip_of(&[("archive/data.pkl", BENIGN), ("archive/data/0", &raw)]);
-    // Rewrite entry 2 as deflated, declaring 3 GiB uncompressed.
-    let cd = {
-        let e = z.len() - 22;
-        u32::from_le_bytes(z[e + 16..e + 20].try_into().unwrap()) as usize
-    };
-    let second = cd + 46 + "archive/data.pkl".len();
-    z[second + 10..second + 12].copy_from_slice(&8u16.to_le_bytes());
-    z[second + 24..second + 28].copy_from_slice(&(3u32 << 30).to_le_bytes());
-    let budget = tvck::format::InflateBudget::default();
-    let e = budget
-        .charge(3 << 30, "`archive/data/0`")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("MAX_INFLATED_PER_FILE") && e.contains("archive/data/0"),
-        "{e}"
+    let z = tvck::format::zip::ZipArchive::parse(src).unwrap();
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for e in z.entries() {
+        let data = z.read(e, u64::MAX).unwrap();
+        let deflate = e.name.contains("/data/");
+        let payload = if deflate {
+            let mut enc =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+            enc.write_all(&data).unwrap();
+            enc.finish().unwrap()
+        } else {
+            data.to_vec()
+        };
+        let method: u16 = if deflate { 8 } else { 0 };
+        let usize_ = if deflate {
+            declare(&e.name, data.len() as u32)
+        } else {
+            data.len() as u32
+        };
+        let crc = tvck::format::zip::crc32(&data);
+        let off = out.len() as u32;
+        let fields = |v: &mut Vec<u8>| {
+            v.extend_from_slice(&method.to_le_bytes());
+            v.extend_from_slice(&[0; 4]);
+            v.extend_from_slice(&crc.to_le_bytes());
+            v.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            v.extend_from_slice(&usize_.to_le_bytes());
+            v.extend_from_slice(&(e.name.len() as u16).to_le_bytes());
+        };
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        out.extend_from_slice(&[20, 0, 0, 0]);
+        fields(&mut out);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(e.name.as_bytes());
+        out.extend_from_slice(&payload);
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 0, 20, 0, 0, 0]);
+        fields(&mut central);
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&off.to_le_bytes());
+        central.extend_from_slice(e.name.as_bytes());
+    }
+    let cd_off = out.len() as u32;
+    let n = z.entries().len() as u16;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_off.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+#[test]
+fn deflated_storages_are_inflated_lazily_within_the_limits() {
+    use tvck::format::{limits, InflateLimit, StorageData};
+    let dir = tempfile::tempdir().unwrap();
+    let src = std::fs::read(root().join("checkpoints/v5_11/best.pt")).unwrap();
+    let original = open("v5_11/best.pt");
+    // Read lazily from a file: nothing is inflated when it is opened, and every tensor
+    // reads (inflated from the file) as the stored original does.
+    let path = dir.path().join("deflated.pt");
+    std::fs::write(&path, deflated_copy(&src, |_, n| n)).unwrap();
+    let c = Checkpoint::open(&path).unwrap();
+    assert!(c
+        .storages
+        .iter()
+        .all(|s| matches!(s.data, StorageData::Deflated { .. })));
+    assert_eq!(c.tensors, original.tensors);
+    for i in 0..c.tensors.len() {
+        assert!(!c.storage_in_memory(c.tensors[i].storage));
+        assert_eq!(
+            c.tensor_bytes(i).unwrap(),
+            original.tensor_bytes(i).unwrap()
+        );
+    }
+    assert_eq!(
+        tvck::fingerprint::fingerprint(&c).unwrap(),
+        tvck::fingerprint::fingerprint(&original).unwrap()
     );
-    // Reading the archive never panics nor allocates the claim.
-    let _ = Checkpoint::from_bytes("z.pt", z);
+    // One entry declaring more than MAX_INFLATED_ENTRY: the file is refused when opened,
+    // by a typed error naming the file, the entry, the limit and the size.
+    let bomb = dir.path().join("bomb.pt");
+    std::fs::write(
+        &bomb,
+        deflated_copy(&src, |name, n| {
+            if name.ends_with("/data/0") {
+                3 << 30
+            } else {
+                n
+            }
+        }),
+    )
+    .unwrap();
+    let e = Checkpoint::open(&bomb).unwrap_err();
+    match &e.source {
+        FormatError::Inflate {
+            file,
+            entry,
+            limit,
+            found,
+        } => {
+            assert!(file.ends_with("bomb.pt"), "{file}");
+            assert!(entry.ends_with("/data/0"), "{entry}");
+            assert_eq!(*limit, InflateLimit::Entry);
+            assert_eq!(*found, 3 << 30);
+        }
+        other => panic!("{other}"),
+    }
+    let msg = e.to_string();
+    assert!(
+        msg.contains("bomb.pt")
+            && msg.contains("MAX_INFLATED_ENTRY")
+            && msg.contains(&limits::MAX_INFLATED_ENTRY.to_string())
+            && msg.contains("3221225472"),
+        "{msg}"
+    );
+    assert_eq!(
+        msg.matches("bomb.pt").count(),
+        1,
+        "the file is named once: {msg}"
+    );
+    assert!(e.source.hint().is_some());
+    // Entries each within the entry limit that together pass MAX_INFLATED_PER_FILE.
+    let each = (limits::MAX_INFLATED_ENTRY - 1) as u32;
+    let many = dir.path().join("many.pt");
+    std::fs::write(&many, deflated_copy(&src, |_, _| each)).unwrap();
+    match Checkpoint::open(&many).unwrap_err().source {
+        FormatError::Inflate { limit, found, .. } => {
+            assert_eq!(limit, InflateLimit::File);
+            assert!(found > limits::MAX_INFLATED_PER_FILE);
+        }
+        other => panic!("{other}"),
+    }
+    // An entry that inflates to more than it declares stops there, with an error.
+    let liar = dir.path().join("liar.pt");
+    std::fs::write(&liar, deflated_copy(&src, |_, n| n / 2)).unwrap();
+    let c = Checkpoint::open(&liar).unwrap();
+    let e = c.tensor_bytes(0).unwrap_err().to_string();
+    assert!(e.contains("inflates to more than"), "{e}");
 }
 
 #[cfg(unix)]

@@ -44,7 +44,9 @@ pub fn open_checkpoint(file: &Path) -> Result<Checkpoint, CliError> {
     Checkpoint::open(file).map_err(|e| {
         CliError::failure_with(
             e.to_string(),
-            "tvck reads torch.save files (zip or legacy) and .safetensors; the file may be damaged or not a checkpoint",
+            e.source.hint().unwrap_or(
+                "tvck reads torch.save files (zip or legacy) and .safetensors; the file may be damaged or not a checkpoint",
+            ),
         )
     })
 }

@@ -41,14 +41,55 @@ pub fn tensor_hash(ckpt: &Checkpoint, index: usize) -> Result<Hash, FormatError>
 
 /// SHA-256 of the logical bytes of each tensor in `indices`, hashed together.
 pub fn tensor_hashes(ckpt: &Checkpoint, indices: &[usize]) -> Vec<Result<Hash, FormatError>> {
-    let bytes: Vec<Result<Cow<'_, [u8]>, FormatError>> =
-        indices.iter().map(|&i| ckpt.tensor_bytes(i)).collect();
-    let msgs: Vec<&[u8]> = bytes.iter().flatten().map(|b| &b[..]).collect();
-    let mut hashes = many::sha256_many(&msgs).into_iter();
-    bytes
-        .into_iter()
-        .map(|b| b.map(|_| hashes.next().expect("one hash per readable tensor")))
-        .collect()
+    let items: Vec<(&Checkpoint, usize)> = indices.iter().map(|&i| (ckpt, i)).collect();
+    hash_tensors(&items)
+}
+
+/// Bytes a tensor's read costs beyond what is in memory already.
+fn read_cost(ckpt: &Checkpoint, index: usize) -> u64 {
+    let t = &ckpt.tensors[index];
+    let borrowed = ckpt.storage_in_memory(t.storage)
+        && t.is_contiguous()
+        && (!ckpt.big_endian || t.dtype.swap_unit() <= 1);
+    if borrowed {
+        0
+    } else {
+        t.nbytes()
+    }
+}
+
+/// SHA-256 of each (checkpoint, tensor) in `items`, many at a time, in groups whose
+/// bytes read from files, inflated or gathered for the occasion stay within
+/// [`limits::MAX_HASH_BATCH_BYTES`] (a larger tensor makes a group alone): memory stays
+/// bounded whatever the files hold.
+///
+/// [`limits::MAX_HASH_BATCH_BYTES`]: crate::format::limits::MAX_HASH_BATCH_BYTES
+pub fn hash_tensors(items: &[(&Checkpoint, usize)]) -> Vec<Result<Hash, FormatError>> {
+    let max = crate::format::limits::MAX_HASH_BATCH_BYTES;
+    let mut out = Vec::with_capacity(items.len());
+    let mut start = 0;
+    while start < items.len() {
+        let mut group: Vec<Result<Cow<'_, [u8]>, FormatError>> = Vec::new();
+        let mut cost = 0u64;
+        for &(ckpt, index) in &items[start..] {
+            let c = read_cost(ckpt, index);
+            if !group.is_empty() && cost.saturating_add(c) > max {
+                break;
+            }
+            cost = cost.saturating_add(c);
+            group.push(ckpt.tensor_bytes(index));
+        }
+        start += group.len();
+        let msgs: Vec<&[u8]> = group.iter().flatten().map(|b| &b[..]).collect();
+        let mut hashes = many::sha256_many(&msgs).into_iter();
+        drop(msgs);
+        out.extend(
+            group
+                .into_iter()
+                .map(|b| b.map(|_| hashes.next().expect("one hash per readable tensor"))),
+        );
+    }
+    out
 }
 
 /// One named tensor of a fingerprint.
@@ -105,37 +146,33 @@ pub fn fingerprint_with(
 pub fn fingerprint_batch(
     items: &[(&Checkpoint, Option<&ModelStateRef<'_>>)],
 ) -> Vec<Result<Fingerprint, FormatError>> {
-    // Every item's tensors and their bytes, or the item's first error.
-    type Bytes<'a> = Vec<(&'a str, usize, Cow<'a, [u8]>)>;
-    let gathered: Vec<Result<Bytes<'_>, FormatError>> = items
+    // Every item's tensors, hashed together (in bounded groups).
+    let wanted: Vec<Vec<(&str, usize)>> = items
         .iter()
-        .map(|&(ckpt, ms)| {
-            ckpt.weight_tensors(ms)
-                .into_iter()
-                .map(|(name, index)| Ok((name, index, ckpt.tensor_bytes(index)?)))
-                .collect()
-        })
+        .map(|&(ckpt, ms)| ckpt.weight_tensors(ms))
         .collect();
-    let msgs: Vec<&[u8]> = gathered
+    let flat: Vec<(&Checkpoint, usize)> = items
         .iter()
-        .flatten()
-        .flat_map(|ts| ts.iter().map(|(_, _, b)| &b[..]))
+        .zip(&wanted)
+        .flat_map(|(&(ckpt, _), ts)| ts.iter().map(move |&(_, i)| (ckpt, i)))
         .collect();
-    let hashes = many::sha256_many(&msgs);
-    drop(msgs);
-    let mut hashes = hashes.into_iter();
+    let mut hashes = hash_tensors(&flat).into_iter();
     items
         .iter()
-        .zip(gathered)
-        .map(|(&(ckpt, _), g)| {
-            let tensors = g?
+        .zip(wanted)
+        .map(|(&(ckpt, _), ts)| {
+            // Every tensor's result is taken, so that the next item starts at its own.
+            let results: Vec<_> = ts
                 .into_iter()
-                .map(|(name, index, _)| TensorDigest {
-                    name: name.to_string(),
-                    index,
-                    hash: hashes.next().expect("one hash per tensor"),
+                .map(|(name, index)| {
+                    let hash = hashes.next().expect("one result per tensor")?;
+                    let name = name.to_string();
+                    Ok(TensorDigest { name, index, hash })
                 })
                 .collect();
+            let tensors = results
+                .into_iter()
+                .collect::<Result<Vec<_>, FormatError>>()?;
             Ok(assemble(ckpt, tensors))
         })
         .collect()

@@ -9,8 +9,8 @@
 //!   matched case-insensitively, the archive's folder is the first entry's), and an
 //!   archive with a `constants.pkl` record goes on to `torch.jit.load`;
 //! * anything else goes to `_legacy_load`: a valid tar archive is read as the pre-1.0
-//!   tar layout (its `sys_info`, `storages`, `tensors` and `pickle` members are
-//!   unpickled), else the pickles from byte 0 are unpickled one after the other, and the
+//!   tar layout (the pickles of its `storages`, `tensors` and `pickle` members are
+//!   unpickled; see [`super::torch::read_tar`]), else the pickles from byte 0 are unpickled one after the other, and the
 //!   first runs before its magic number is ever checked.
 //!
 //! [`torch_reading`] follows those rules, sweeps every pickle torch would unpickle for
@@ -538,11 +538,13 @@ fn sweep_entry(
     findings: &mut Vec<Finding>,
 ) {
     let location = format!("`{}`{which}", printable(&e.name));
-    if e.method != zip::Method::Stored && budget.charge(e.uncompressed_size, &location).is_err() {
-        findings.push(Finding::Note {
-            message: format!("{location} was not swept: the inflation budget is spent"),
-        });
-        return;
+    if e.method == zip::Method::Deflate && !e.is_encrypted() {
+        if let Err(err) = budget.charge(&e.name, e.uncompressed_size) {
+            findings.push(Finding::Note {
+                message: format!("{location} was not swept: {err}"),
+            });
+            return;
+        }
     }
     match z.read_unchecked(e, limits::MAX_PICKLE_BYTES) {
         Ok(data) => sweep_sequence(&data, 1, &location, findings),
@@ -618,8 +620,10 @@ pub fn is_tar(bytes: &[u8]) -> bool {
     tar_header_ok(bytes, 0)
 }
 
-fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
-    // Members in order; `tar.extract(name)` takes the last of a name.
+/// A tar archive's members in order, as (name, data offset, length): plain ustar
+/// headers (no PAX or GNU long names), up to the first header Python's `tarfile` would
+/// not accept or a member running past the end of the file.
+pub(crate) fn tar_members(bytes: &[u8]) -> Vec<(String, usize, usize)> {
     let mut members: Vec<(String, usize, usize)> = Vec::new();
     let mut at = 0usize;
     while tar_header_ok(bytes, at) && members.len() < 10_000 {
@@ -637,6 +641,12 @@ fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
         members.push((name, data, len));
         at = data + len.div_ceil(TAR_BLOCK) * TAR_BLOCK;
     }
+    members
+}
+
+fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
+    // `tar.extract(name)` takes the last member of a name.
+    let members = tar_members(bytes);
     let s = sweep(bytes);
     if s.end.is_some() || !s.globals.is_empty() {
         findings.push(ambiguous(
@@ -645,15 +655,23 @@ fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
         ));
         push_globals(findings, &s.globals, "the pickle at byte 0");
     }
+    // The first pickle of each member (sys_info too, which torch 2.13 does not read),
+    // swept whatever their structure; then every pickle the reading of the members meets.
     for wanted in ["sys_info", "storages", "tensors", "pickle"] {
         if let Some((name, data, len)) = members.iter().rev().find(|m| m.0 == wanted) {
             let loc = format!("tar member `{}`", printable(name));
             sweep_sequence(&bytes[*data..*data + *len], 1, &loc, findings);
         }
     }
+    let found = super::torch::tar_findings(bytes);
+    for f in found {
+        if let Finding::UnsafeGlobal { global, location } = f {
+            push_globals(findings, &[global], &location);
+        }
+    }
     findings.push(Finding::Note {
         message: format!(
-            "legacy tar checkpoint (torch < 1.0 layout, {} members): torch.load unpickles its sys_info, storages, tensors and pickle members",
+            "legacy tar checkpoint (torch < 1.0 layout, {} members): torch.load unpickles the pickles of its storages, tensors and pickle members",
             members.len()
         ),
     });

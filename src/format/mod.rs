@@ -45,45 +45,127 @@ pub mod limits {
     pub const MAX_EXPANDED_VIEW_BYTES: u64 = 1 << 30;
     /// Most zip entries.
     pub const MAX_ZIP_ENTRIES: usize = 10_000_000;
-    /// Most bytes inflated from one file's deflated entries (pickles and storages
-    /// together): `MAX_INFLATED_PER_FILE`.
-    pub const MAX_INFLATED_PER_FILE: u64 = 2 << 30;
-    /// Most bytes inflated over a whole run (every file of a `scan` together):
+    /// Most bytes one deflated zip entry (a pickle or a storage) may inflate to: what
+    /// tvck holds in memory for it at once. `MAX_INFLATED_ENTRY`.
+    pub const MAX_INFLATED_ENTRY: u64 = 256 << 20;
+    /// Most bytes all the deflated entries of one file may inflate to, by their declared
+    /// sizes, checked when the file is opened (pickles are counted each time they are
+    /// read, storages once, before any is inflated). `MAX_INFLATED_PER_FILE`.
+    pub const MAX_INFLATED_PER_FILE: u64 = 1 << 30;
+    /// Most bytes inflated over a whole run (every file of a `scan` together, counted as
+    /// they are inflated): bounds the time a tree of deflate bombs can cost.
     /// `MAX_INFLATED_PER_RUN`.
-    pub const MAX_INFLATED_PER_RUN: u64 = 16 << 30;
+    pub const MAX_INFLATED_PER_RUN: u64 = 4 << 30;
     /// Deepest folder nesting `scan` walks into (symlinked folders included).
     pub const MAX_SCAN_DEPTH: usize = 64;
+    /// Most bytes of tensors read (or inflated) from a file and held at once while
+    /// hashing; tensors already in memory do not count.
+    pub const MAX_HASH_BATCH_BYTES: u64 = 64 << 20;
 }
 
-/// What inflating deflated zip entries may still cost: the file's share
-/// ([`limits::MAX_INFLATED_PER_FILE`]) and the run's ([`limits::MAX_INFLATED_PER_RUN`]).
+/// Which inflation limit (see [`limits`]) a deflated zip entry ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InflateLimit {
+    /// [`limits::MAX_INFLATED_ENTRY`]
+    Entry,
+    /// [`limits::MAX_INFLATED_PER_FILE`]
+    File,
+    /// [`limits::MAX_INFLATED_PER_RUN`]
+    Run,
+}
+
+impl InflateLimit {
+    pub fn name(self) -> &'static str {
+        match self {
+            InflateLimit::Entry => "MAX_INFLATED_ENTRY",
+            InflateLimit::File => "MAX_INFLATED_PER_FILE",
+            InflateLimit::Run => "MAX_INFLATED_PER_RUN",
+        }
+    }
+
+    pub fn bytes(self) -> u64 {
+        match self {
+            InflateLimit::Entry => limits::MAX_INFLATED_ENTRY,
+            InflateLimit::File => limits::MAX_INFLATED_PER_FILE,
+            InflateLimit::Run => limits::MAX_INFLATED_PER_RUN,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            InflateLimit::Entry => "the most tvck inflates of one zip entry",
+            InflateLimit::File => "the most tvck inflates from one file",
+            InflateLimit::Run => "the most tvck inflates in one run",
+        }
+    }
+}
+
+/// What inflating the deflated zip entries of one file may still cost: each entry is
+/// checked against [`limits::MAX_INFLATED_ENTRY`] and the file's total against
+/// [`limits::MAX_INFLATED_PER_FILE`] by declared size, before anything is inflated
+/// ([`InflateBudget::declare`]); every inflation is also charged to the run's
+/// [`limits::MAX_INFLATED_PER_RUN`] as it happens ([`InflateBudget::charge_run`]).
 #[derive(Debug, Default)]
 pub struct InflateBudget {
-    used: std::cell::Cell<u64>,
+    /// The file, for messages.
+    file: String,
+    declared: std::cell::Cell<u64>,
 }
 
 static INFLATED_THIS_RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl InflateBudget {
-    /// Reserve `n` bytes before inflating them; an error names the limit it would pass.
-    pub fn charge(&self, n: u64, what: &str) -> Result<(), FormatError> {
+    /// The budget of the file `file` (named in the errors).
+    pub fn new(file: impl Into<String>) -> InflateBudget {
+        InflateBudget {
+            file: file.into(),
+            declared: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Check a deflated entry declaring `size` inflated bytes against the entry and file
+    /// limits, and count it in the file's total; an error names the file, the entry, the
+    /// limit and the size found.
+    pub fn declare(&self, entry: &str, size: u64) -> Result<(), FormatError> {
+        let fail = |limit, found| FormatError::Inflate {
+            file: self.file.clone(),
+            entry: entry.to_string(),
+            limit,
+            found,
+        };
+        if size > limits::MAX_INFLATED_ENTRY {
+            return Err(fail(InflateLimit::Entry, size));
+        }
+        let total = self.declared.get().saturating_add(size);
+        if total > limits::MAX_INFLATED_PER_FILE {
+            return Err(fail(InflateLimit::File, total));
+        }
+        self.declared.set(total);
+        Ok(())
+    }
+
+    /// [`declare`](Self::declare) and [`charge_run`](Self::charge_run): an entry about
+    /// to be inflated now.
+    pub fn charge(&self, entry: &str, size: u64) -> Result<(), FormatError> {
+        self.declare(entry, size)?;
+        Self::charge_run(&self.file, entry, size)
+    }
+
+    /// Reserve `size` bytes of the run's budget before inflating them.
+    pub fn charge_run(file: &str, entry: &str, size: u64) -> Result<(), FormatError> {
         use std::sync::atomic::Ordering;
-        let file = self.used.get().saturating_add(n);
-        if file > limits::MAX_INFLATED_PER_FILE {
-            return Err(FormatError::Limit(format!(
-                "inflating {what} would bring this file's deflated entries past {} bytes (MAX_INFLATED_PER_FILE)",
-                limits::MAX_INFLATED_PER_FILE
-            )));
+        let before = INFLATED_THIS_RUN.fetch_add(size, Ordering::Relaxed);
+        let total = before.saturating_add(size);
+        if total > limits::MAX_INFLATED_PER_RUN {
+            INFLATED_THIS_RUN.fetch_sub(size, Ordering::Relaxed);
+            return Err(FormatError::Inflate {
+                file: file.to_string(),
+                entry: entry.to_string(),
+                limit: InflateLimit::Run,
+                found: total,
+            });
         }
-        let before = INFLATED_THIS_RUN.fetch_add(n, Ordering::Relaxed);
-        if before.saturating_add(n) > limits::MAX_INFLATED_PER_RUN {
-            INFLATED_THIS_RUN.fetch_sub(n, Ordering::Relaxed);
-            return Err(FormatError::Limit(format!(
-                "inflating {what} would bring this run's deflated entries past {} bytes (MAX_INFLATED_PER_RUN)",
-                limits::MAX_INFLATED_PER_RUN
-            )));
-        }
-        self.used.set(file);
         Ok(())
     }
 }
@@ -114,6 +196,8 @@ pub enum Format {
     TorchZip,
     /// Legacy `torch.save(..., _use_new_zipfile_serialization=False)` pickle stream.
     TorchLegacy,
+    /// Pre-1.0 `torch.save` tar archive (`storages`, `tensors` and `pickle` members).
+    TorchLegacyTar,
     /// A plain pickle with no torch framing (no tensors).
     Pickle,
     Safetensors,
@@ -124,6 +208,7 @@ impl Format {
         match self {
             Format::TorchZip => "pt-zip",
             Format::TorchLegacy => "pt-legacy",
+            Format::TorchLegacyTar => "pt-legacy-tar",
             Format::Pickle => "pickle",
             Format::Safetensors => "safetensors",
         }
@@ -147,7 +232,20 @@ pub enum StorageData {
         entry_size: u64,
         len: u64,
     },
-    /// Bytes that had to be decompressed.
+    /// The first `len` bytes of a deflated zip entry, inflated only when they are read
+    /// (and dropped after use): nothing is inflated while a file is opened.
+    Deflated {
+        /// Offset of the entry's local header.
+        local_header_offset: u64,
+        /// The entry's name (the local header must repeat it).
+        name: String,
+        compressed_size: u64,
+        /// Its declared inflated size (checked against the limits when it was located;
+        /// inflation stops there).
+        uncompressed_size: u64,
+        len: u64,
+    },
+    /// Bytes held in memory.
     Owned(Vec<u8>),
     /// The pickle references a storage the file does not contain.
     Missing,
@@ -319,18 +417,52 @@ pub enum FormatError {
     Limit(String),
     #[error("tensor `{tensor}`: {message}")]
     Tensor { tensor: String, message: String },
-    /// A storage of a sparsely opened file that [`Checkpoint::load_storages`] did not read.
-    #[error("storage `{0}` was not read (the file was opened without it)")]
-    NotLoaded(String),
+    /// A deflated zip entry past one of the inflation limits (nothing was inflated past it).
+    #[error(
+        "{file}: `{entry}` would inflate {found} bytes, past {} ({} bytes, {})",
+        limit.name(),
+        limit.bytes(),
+        limit.what()
+    )]
+    Inflate {
+        file: String,
+        entry: String,
+        limit: InflateLimit,
+        /// The entry's declared size ([`InflateLimit::Entry`]), or the total it brings
+        /// the file or the run to.
+        found: u64,
+    },
+}
+
+impl FormatError {
+    /// What to do about it, where there is something to say.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            FormatError::Inflate { .. } => Some(
+                "the file is a zip whose compressed entries claim more data than tvck inflates (torch.load would inflate it all into memory: a decompression bomb?); if it is yours, re-save it with torch.save, which stores tensors uncompressed",
+            ),
+            FormatError::Truncated(_) => Some("the file is cut short: copy it again or re-save it"),
+            _ => None,
+        }
+    }
 }
 
 /// A [`FormatError`] with the file it came from.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {source}", path.display())]
 pub struct ReadError {
     pub path: PathBuf,
     #[source]
     pub source: FormatError,
+}
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.source {
+            // It names the file already.
+            FormatError::Inflate { .. } => write!(f, "{}", self.source),
+            source => write!(f, "{}: {source}", self.path.display()),
+        }
+    }
 }
 
 /// The bytes of a file: memory-mapped, owned (read whole, or in memory for tests), or
@@ -363,6 +495,54 @@ impl Source {
             Source::Sparse { holes, .. } => holes.overlaps(start, end),
             _ => false,
         }
+    }
+}
+
+impl Source {
+    /// The file's bytes `[start, end)`, read from the file (for a range of a sparse
+    /// source's holes; the range lies inside the file).
+    fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FormatError> {
+        let len = usize::try_from(end - start)
+            .map_err(|_| FormatError::Limit("a range too large for this machine".into()))?;
+        match self {
+            #[cfg(unix)]
+            Source::Sparse { file, .. } => {
+                use std::os::unix::fs::FileExt;
+                let mut out = vec![0u8; len];
+                file.read_exact_at(&mut out, start)?;
+                Ok(out)
+            }
+            _ => Ok(self.bytes()[start as usize..start as usize + len].to_vec()),
+        }
+    }
+
+    /// A reader over the file's bytes `[start, end)` (from memory where they are there).
+    fn reader(&self, start: u64, end: u64) -> Box<dyn std::io::Read + '_> {
+        match self {
+            #[cfg(unix)]
+            Source::Sparse { file, .. } => Box::new(sparse::RangeReader::new(file, start, end)),
+            _ => Box::new(&self.bytes()[start as usize..end as usize]),
+        }
+    }
+
+    /// [`zip::local_data_offset`] of an entry, its local header read from the file when
+    /// it lies in a hole.
+    fn local_data_offset(&self, lho: u64, name: &str, size: u64) -> Result<u64, FormatError> {
+        let bytes = self.bytes();
+        let file_len = bytes.len() as u64;
+        let header_end = lho.saturating_add((zip::LOCAL_LEN + name.len()) as u64);
+        if !self.unread(lho, header_end.min(file_len)) {
+            return zip::local_data_offset(bytes, lho, name, size);
+        }
+        // The fixed part, then the name it gives (as many bytes as the file has).
+        let fixed_end = lho.saturating_add(zip::LOCAL_LEN as u64).min(file_len);
+        let mut head = self.read_range(lho, fixed_end.max(lho))?;
+        if head.len() == zip::LOCAL_LEN {
+            let name_len = u64::from(u16::from_le_bytes([head[26], head[27]]));
+            let name_end = fixed_end.saturating_add(name_len).min(file_len);
+            head.extend(self.read_range(fixed_end, name_end)?);
+        }
+        zip::local_data_offset_in(&head, lho, file_len, name, size)
     }
 }
 
@@ -422,8 +602,8 @@ impl Checkpoint {
 
     fn open_inner(path: &Path) -> Result<Checkpoint, FormatError> {
         // Read, not mapped: a file truncated while mapped would kill the process (SIGBUS).
-        let (file, len) = open_regular(path)?;
-        Self::read_whole(path, file, len, Vec::new()).map_err(|(e, _)| e.source)
+        // A torch.save zip is read without its storages, which are read when wanted.
+        Self::open_sparse_into(path, Vec::new()).map_err(|(e, _)| e.source)
     }
 
     /// Open and parse a checkpoint by reading it whole into `buf` (cleared first; its
@@ -491,12 +671,14 @@ impl Checkpoint {
         }
     }
 
-    /// Like [`Checkpoint::open_into`], but a `torch.save` zip is read without its stored
-    /// storage entries, which [`Checkpoint::load_storages`] reads when they are wanted
-    /// (`scan --hash` reads the model state's and skips, say, the optimizer's). Until then
-    /// their bytes are refused with [`FormatError::NotLoaded`]. Other files, and zips
-    /// shaped unlike `torch.save`'s, are read whole. Like `open_into`, it holds the file
-    /// in memory (`buf` grows to the file's length): map large files instead.
+    /// Like [`Checkpoint::open_into`], but a `torch.save` zip is read without its storage
+    /// entries (stored or deflated): the directory, the pickles and the small entries are
+    /// read, and a storage's bytes are read from the file (or inflated) when a tensor of
+    /// it is read, for that read only, unless [`Checkpoint::load_storages`] has loaded
+    /// them (`scan --hash` loads the model state's and skips, say, the optimizer's).
+    /// Other files, and zips shaped unlike `torch.save`'s, are read whole. `buf` becomes
+    /// as long as the file, but the holes of a fresh buffer are never touched, so they
+    /// take no memory.
     pub fn open_sparse_into(
         path: impl AsRef<Path>,
         mut buf: Vec<u8>,
@@ -536,10 +718,16 @@ impl Checkpoint {
             let starts: Vec<u64> = storages
                 .iter()
                 .filter_map(|&i| match self.storages.get(i).map(|s| &s.data) {
-                    Some(StorageData::ZipEntry {
-                        local_header_offset,
-                        ..
-                    }) => Some(*local_header_offset),
+                    Some(
+                        StorageData::ZipEntry {
+                            local_header_offset,
+                            ..
+                        }
+                        | StorageData::Deflated {
+                            local_header_offset,
+                            ..
+                        },
+                    ) => Some(*local_header_offset),
                     _ => None,
                 })
                 .collect();
@@ -562,14 +750,22 @@ impl Checkpoint {
             .map_err(|source| ReadError { path, source })
     }
 
-    fn from_source(path: PathBuf, source: Source) -> Result<Checkpoint, FormatError> {
+    fn from_source(path: PathBuf, mut source: Source) -> Result<Checkpoint, FormatError> {
+        #[cfg(unix)]
+        if let Source::Sparse { buf, file, holes } = &mut source {
+            // More than one end record: torch's reading may use a directory whose entries
+            // lie in the holes. Such a file is read whole.
+            if zip::eocd_candidates(buf).len() > 1 {
+                holes.fill_all(file, buf)?;
+            }
+        }
         let bytes = source.bytes();
         let file_size = bytes.len() as u64;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let budget = InflateBudget::default();
+        let budget = InflateBudget::new(path.display().to_string());
         let unread = |start: u64, end: u64| source.unread(start, end);
         let torch = loader::torch_reading(&name, bytes, &budget, &unread);
         let (format, mut parsed) = match detect_and_parse_with(&name, bytes, &budget) {
@@ -579,7 +775,8 @@ impl Checkpoint {
                 let format = match torch.loader {
                     loader::Loader::Zip | loader::Loader::TorchScript => Format::TorchZip,
                     loader::Loader::Safetensors => Format::Safetensors,
-                    loader::Loader::Tar | loader::Loader::Pickle => Format::Pickle,
+                    loader::Loader::Tar => Format::TorchLegacyTar,
+                    loader::Loader::Pickle => Format::Pickle,
                 };
                 let mut parsed = Parsed::default();
                 parsed.findings.push(Finding::Note {
@@ -623,8 +820,9 @@ impl Checkpoint {
             .collect()
     }
 
-    /// The bytes of a storage.
-    pub fn storage_bytes(&self, index: usize) -> Result<&[u8], FormatError> {
+    /// The bytes of a storage: borrowed when they are in memory, else read (a storage of
+    /// a sparsely opened file) or inflated (a deflated one) for this call only.
+    pub fn storage_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
         let storage = self
             .storages
             .get(index)
@@ -633,14 +831,17 @@ impl Checkpoint {
                 message: "no such storage".into(),
             })?;
         match &storage.data {
-            StorageData::Owned(v) => Ok(v),
+            StorageData::Owned(v) => Ok(Cow::Borrowed(v)),
             StorageData::Mapped { offset, len } => {
                 let bytes = self.bytes();
                 let end = offset
                     .checked_add(*len)
                     .filter(|e| *e <= bytes.len() as u64);
                 match end {
-                    Some(end) => Ok(&bytes[*offset as usize..end as usize]),
+                    Some(end) if !self.source.unread(*offset, end) => {
+                        Ok(Cow::Borrowed(&bytes[*offset as usize..end as usize]))
+                    }
+                    Some(end) => self.source.read_range(*offset, end).map(Cow::Owned),
                     None => Err(FormatError::SizeClaim {
                         what: format!("storage `{}`", storage.key),
                         claimed: *len,
@@ -654,21 +855,38 @@ impl Checkpoint {
                 entry_size,
                 len,
             } => {
-                let bytes = self.bytes();
-                let not_loaded = || FormatError::NotLoaded(storage.key.clone());
-                let header_end =
-                    local_header_offset.saturating_add((zip::LOCAL_LEN + name.len()) as u64);
-                if self.source.unread(*local_header_offset, header_end) {
-                    return Err(not_loaded());
-                }
                 let offset =
-                    zip::local_data_offset(bytes, *local_header_offset, name, *entry_size)?;
+                    self.source
+                        .local_data_offset(*local_header_offset, name, *entry_size)?;
                 // local_data_offset checked offset + entry_size <= file length.
-                let len = (*len).min(*entry_size);
-                if self.source.unread(offset, offset + len) {
-                    return Err(not_loaded());
+                let end = offset + (*len).min(*entry_size);
+                if self.source.unread(offset, end) {
+                    return self.source.read_range(offset, end).map(Cow::Owned);
                 }
-                Ok(&bytes[offset as usize..(offset + len) as usize])
+                Ok(Cow::Borrowed(&self.bytes()[offset as usize..end as usize]))
+            }
+            StorageData::Deflated {
+                local_header_offset,
+                name,
+                compressed_size,
+                uncompressed_size,
+                len,
+            } => {
+                let file = self.path.display().to_string();
+                InflateBudget::charge_run(&file, name, *uncompressed_size)?;
+                let offset =
+                    self.source
+                        .local_data_offset(*local_header_offset, name, *compressed_size)?;
+                let end = offset + compressed_size;
+                let mut out = if self.source.unread(offset, end) {
+                    let reader = self.source.reader(offset, end);
+                    zip::inflate(reader, *compressed_size, name, *uncompressed_size)?
+                } else {
+                    let raw = &self.bytes()[offset as usize..end as usize];
+                    zip::inflate(raw, *compressed_size, name, *uncompressed_size)?
+                };
+                out.truncate(usize::try_from(*len).unwrap_or(usize::MAX));
+                Ok(Cow::Owned(out))
             }
             StorageData::Missing => Err(FormatError::Tensor {
                 tensor: format!("storage `{}`", storage.key),
@@ -677,15 +895,54 @@ impl Checkpoint {
         }
     }
 
+    /// Whether reading storage `index` needs no file read and no inflation.
+    pub fn storage_in_memory(&self, index: usize) -> bool {
+        match self.storages.get(index).map(|s| &s.data) {
+            Some(StorageData::Owned(_) | StorageData::Missing) | None => true,
+            Some(StorageData::Deflated { .. }) => false,
+            Some(StorageData::Mapped { offset, len }) => {
+                !self.source.unread(*offset, offset.saturating_add(*len))
+            }
+            Some(StorageData::ZipEntry {
+                local_header_offset: lho,
+                name,
+                entry_size,
+                len,
+            }) => {
+                let header_end = lho.saturating_add((zip::LOCAL_LEN + name.len()) as u64);
+                if self.source.unread(*lho, header_end) {
+                    return false;
+                }
+                match zip::local_data_offset(self.bytes(), *lho, name, *entry_size) {
+                    Ok(at) => !self.source.unread(at, at + (*len).min(*entry_size)),
+                    Err(_) => true, // an error, read from memory
+                }
+            }
+        }
+    }
+
     /// A tensor's logical bytes: row-major contiguous, little-endian. Borrowed from the
-    /// file when the tensor already is that; otherwise gathered into a new buffer.
+    /// file when the tensor already is that and its bytes are in memory; otherwise read,
+    /// inflated or gathered into a new buffer.
     pub fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
         let t = self.tensors.get(index).ok_or_else(|| FormatError::Tensor {
             tensor: format!("#{index}"),
             message: "no such tensor".into(),
         })?;
-        let storage = self.storage_bytes(t.storage)?;
-        logical_bytes(t, storage, self.big_endian)
+        match self.storage_bytes(t.storage)? {
+            Cow::Borrowed(storage) => logical_bytes(t, storage, self.big_endian),
+            Cow::Owned(storage) => {
+                let view = logical_bytes(t, &storage, self.big_endian)?;
+                // The whole storage as it is: hand it over without a copy.
+                let whole = matches!(&view, Cow::Borrowed(b) if b.len() == storage.len());
+                Ok(Cow::Owned(if whole {
+                    drop(view);
+                    storage
+                } else {
+                    view.into_owned()
+                }))
+            }
+        }
     }
 
     /// The model state dict: under `model_state_dict`, `model_state`, `model`, or the
@@ -886,9 +1143,7 @@ fn detect_and_parse_with(
         return Ok((Format::TorchZip, torch::read_zip_with(bytes, budget)?));
     }
     if loader::is_tar(bytes) {
-        return Err(FormatError::NotACheckpoint(
-            "a tar archive (the torch < 1.0 checkpoint layout, which tvck does not read)".into(),
-        ));
+        return Ok((Format::TorchLegacyTar, torch::read_tar(bytes)?));
     }
     // torch unpickles anything else from byte 0, whatever the protocol.
     let pickled = torch::read_legacy(bytes);

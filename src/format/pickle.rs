@@ -118,6 +118,12 @@ pub fn allowlist(module: &str, name: &str) -> Option<Ctor> {
                 Ctor::Storage(d)
             } else if DType::from_torch_name(n).is_some() {
                 Ctor::Value
+            } else if n
+                .strip_suffix("Tensor")
+                .is_some_and(|t| DType::from_storage_name(&format!("{t}Storage")).is_some())
+            {
+                // A legacy tensor type (`torch.FloatTensor`), named by old tar checkpoints.
+                Ctor::Value
             } else {
                 return None;
             }

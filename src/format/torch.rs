@@ -15,9 +15,6 @@ use super::{
     Value,
 };
 
-/// Largest storage we inflate into memory when an archive compresses one.
-const MAX_INFLATED_STORAGE: u64 = 1 << 30;
-
 /// The legacy magic number, `0x1950a86a20f9469cfc6c`, as the pickle VM decodes it.
 const LEGACY_MAGIC: &str = "119547037146038801333356";
 const LEGACY_PROTOCOL: i64 = 1001;
@@ -362,6 +359,8 @@ struct ZipHost<'z, 'a> {
     table: Table,
     /// Entries (by index) that some storage was read from.
     used_entries: Vec<bool>,
+    /// An error that fails the whole file (an inflation limit).
+    fatal: Option<FormatError>,
 }
 
 impl ZipHost<'_, '_> {
@@ -410,26 +409,28 @@ impl ZipHost<'_, '_> {
                 len,
             },
             (Method::Stored, Ok(None)) => StorageData::Missing, // encrypted
-            _ => match self
-                .budget
-                .charge(
-                    entry.uncompressed_size.min(MAX_INFLATED_STORAGE),
-                    &format!("`{name}`"),
-                )
-                .and_then(|()| self.zip.read_unchecked(entry, MAX_INFLATED_STORAGE))
-            {
-                Ok(bytes) => {
-                    let mut v = bytes.into_owned();
-                    v.truncate(len as usize);
-                    StorageData::Owned(v)
+            (Method::Deflate, _) if !entry.is_encrypted() => {
+                // Located now, inflated when read: only its declared size is checked.
+                if let Err(e) = self.budget.declare(name, entry.uncompressed_size) {
+                    self.fatal.get_or_insert(e);
+                    return (StorageData::Missing, None);
                 }
-                Err(e) => {
-                    return (
-                        StorageData::Missing,
-                        Some(format!("storage `{}` cannot be read: {e}", r.key)),
-                    )
+                StorageData::Deflated {
+                    local_header_offset: entry.local_header_offset,
+                    name: name.clone(),
+                    compressed_size: entry.compressed_size,
+                    uncompressed_size: entry.uncompressed_size,
+                    len,
                 }
-            },
+            }
+            (method, _) => {
+                let why = match method {
+                    Method::Other(m) => format!("`{name}` uses unsupported compression method {m}"),
+                    _ => format!("`{name}` is encrypted"),
+                };
+                let note = format!("storage `{}` cannot be read: {why}", r.key);
+                return (StorageData::Missing, Some(note));
+            }
         };
         (data, note)
     }
@@ -458,6 +459,9 @@ impl ZipHost<'_, '_> {
             Err(first) => first,
         };
         let (data, note) = self.storage_data(&r);
+        if self.fatal.is_some() {
+            return Err("an inflation limit".into());
+        }
         if let Some(n) = note {
             self.table.note(n);
         }
@@ -510,11 +514,8 @@ pub fn read_zip_with(bytes: &[u8], budget: &InflateBudget) -> Result<Parsed, For
     let pkl_entry = zip
         .find(&pkl_name)
         .ok_or_else(|| FormatError::Zip(format!("`{pkl_name}` vanished")))?;
-    if pkl_entry.method != Method::Stored {
-        budget.charge(
-            pkl_entry.uncompressed_size.min(limits::MAX_PICKLE_BYTES),
-            &format!("`{pkl_name}`"),
-        )?;
+    if pkl_entry.method == Method::Deflate && !pkl_entry.is_encrypted() {
+        budget.charge(&pkl_name, pkl_entry.uncompressed_size)?;
     }
     let pkl = zip.read(pkl_entry, limits::MAX_PICKLE_BYTES)?;
 
@@ -557,8 +558,13 @@ pub fn read_zip_with(bytes: &[u8], budget: &InflateBudget) -> Result<Parsed, For
         data_entries,
         table,
         used_entries: vec![false; zip.entries().len()],
+        fatal: None,
     };
-    let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"))?;
+    let out = pickle::run(&pkl, &mut host, &pickle::Options::new("data.pkl"));
+    if let Some(e) = host.fatal.take() {
+        return Err(e);
+    }
+    let out = out?;
     let unused = host
         .data_entries
         .values()
@@ -825,6 +831,337 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
     Ok(finish(main.value, table, findings, big_endian))
 }
 
+// ----- legacy tar layout (torch < 1.0) ----------------------------------------------
+
+/// Resolves the persistent ids of a tar checkpoint's `pickle` member: a string or int
+/// key names a tensor of the `tensors` member or a storage of `storages`
+/// (`deserialized_objects[int(saved_id)]`, the tensors written last); a tuple is a
+/// module class with its source (its first item is what torch returns).
+struct TarHost {
+    table: Table,
+    tensors: HashMap<String, usize>,
+}
+
+impl Host for TarHost {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+        match pid {
+            Value::Tuple(items) => Ok(Loaded::Value(
+                items.into_iter().next().unwrap_or(Value::None),
+            )),
+            other => {
+                let key = tar_key(&other)
+                    .ok_or_else(|| format!("a persistent id that is a {}", other.kind()))?;
+                if let Some(&t) = self.tensors.get(&key) {
+                    return Ok(Loaded::Value(Value::Tensor(t)));
+                }
+                match self.table.by_key.get(&key) {
+                    Some(i) => Ok(Loaded::Storage(i)),
+                    None => Err(format!("persistent id `{key}` names no tensor or storage")),
+                }
+            }
+        }
+    }
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+        self.table.rebuild(spec)
+    }
+    fn set_requires_grad(&mut self, index: usize, rg: bool) {
+        self.table.set_requires_grad(index, rg);
+    }
+}
+
+/// A tar checkpoint's object key as Python's `int(key)` reads it, in decimal.
+fn tar_key(v: &Value) -> Option<String> {
+    match v {
+        Value::Int(i) => Some(i.to_string()),
+        Value::BigInt(s) => Some(s.clone()),
+        Value::Str(s) => match s.trim().parse::<i64>() {
+            Ok(i) => Some(i.to_string()),
+            Err(_) => Some(s.clone()),
+        },
+        _ => None,
+    }
+}
+
+/// One tar member being read: its bytes, where they start in the file, a cursor.
+struct Member<'a> {
+    name: &'static str,
+    data: &'a [u8],
+    start: usize,
+    pos: usize,
+}
+
+impl Member<'_> {
+    fn location(&self) -> String {
+        format!("tar member `{}`", self.name)
+    }
+
+    /// The next pickle (plain: no persistent ids), its findings kept.
+    fn pickle(&mut self, findings: &mut Vec<Finding>) -> Result<Value, FormatError> {
+        let mut opts = pickle::Options::new(self.location());
+        opts.base_offset = (self.start + self.pos) as u64;
+        let o = pickle::run(&self.data[self.pos..], &mut pickle::PlainHost, &opts);
+        let o = o?;
+        self.pos += o.end;
+        findings.extend(relocate(o.findings, &self.location()));
+        Ok(o.value)
+    }
+
+    fn bytes(&mut self, n: usize, what: &str) -> Result<&[u8], FormatError> {
+        let at = self.start + self.pos;
+        let left = self.data.len() - self.pos;
+        if n > left {
+            return Err(FormatError::Truncated(format!(
+                "{} cut short: {what} needs {n} bytes at byte {at}, {left} remain",
+                self.location()
+            )));
+        }
+        self.pos += n;
+        Ok(&self.data[self.pos - n..self.pos])
+    }
+
+    fn i64(&mut self, what: &str) -> Result<i64, FormatError> {
+        let b = self.bytes(8, what)?;
+        Ok(i64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    /// A count or size that must be a non-negative number no larger than `max`.
+    fn count(&self, v: i64, what: &str, max: u64) -> Result<u64, FormatError> {
+        u64::try_from(v).ok().filter(|n| *n <= max).ok_or_else(|| {
+            FormatError::NotACheckpoint(format!(
+                "{}: {what} is {v} (at most {max} fit)",
+                self.location()
+            ))
+        })
+    }
+
+    fn bad(&self, message: String) -> FormatError {
+        FormatError::Pickle {
+            offset: (self.start + self.pos) as u64,
+            message: format!("{} {message}", self.location()),
+        }
+    }
+}
+
+fn as_int(v: &Value) -> Option<i64> {
+    match v {
+        Value::Int(i) => Some(*i),
+        Value::Bool(b) => Some(i64::from(*b)),
+        _ => None,
+    }
+}
+
+fn items(v: Value) -> Option<Vec<Value>> {
+    match v {
+        Value::Tuple(items) | Value::List(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// Read a pre-1.0 tar checkpoint as torch 2.13's `legacy_load` does: the last member of
+/// each name is used; `storages` holds a count, then per storage a pickled
+/// `(key, location, storage_type)` followed by an int64 element count and the raw
+/// little-endian elements, then a pickled list of views `(key, root key, offset, numel)`;
+/// `tensors` holds a count, then per tensor a pickled `(key, storage key, type)`
+/// followed by int32 ndim, 4 skipped bytes, ndim int64 sizes, ndim int64 strides and an
+/// int64 storage offset; `pickle` is the object, whose persistent ids name tensors and
+/// storages by key. (`sys_info` is not read by torch 2.13.)
+pub fn read_tar(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    let mut findings = Vec::new();
+    let (root, table) = read_tar_into(bytes, &mut findings)?;
+    Ok(finish(root, table, findings, false))
+}
+
+/// Every unsafe global the pickles of a tar checkpoint hold, as far as it can be read
+/// (the rest of a member is not, once its structure breaks).
+pub(crate) fn tar_findings(bytes: &[u8]) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let _ = read_tar_into(bytes, &mut findings);
+    findings.retain(|f| matches!(f, Finding::UnsafeGlobal { .. }));
+    findings
+}
+
+fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Table), FormatError> {
+    let members = super::loader::tar_members(bytes);
+    let member = |name: &'static str| -> Result<Member<'_>, FormatError> {
+        let (_, start, len) = members.iter().rev().find(|m| m.0 == name).ok_or_else(|| {
+            FormatError::NotACheckpoint(format!(
+                "a tar archive without a `{name}` member (torch's legacy tar checkpoints have `storages`, `tensors` and `pickle`)"
+            ))
+        })?;
+        Ok(Member {
+            name,
+            data: &bytes[*start..*start + *len],
+            start: *start,
+            pos: 0,
+        })
+    };
+    let mut table = Table::default();
+
+    let mut m = member("storages")?;
+    let v = m.pickle(findings)?;
+    let n = as_int(&v).ok_or_else(|| m.bad(format!("starts with a {}, not a count", v.kind())))?;
+    // Each storage takes at least its 8-byte size.
+    let n = m.count(n, "the storage count", (m.data.len() / 8) as u64)?;
+    for _ in 0..n {
+        let args = m.pickle(findings)?;
+        let kind = args.kind();
+        let [key, location, storage_type] = <[Value; 3]>::try_from(items(args).unwrap_or_default())
+            .map_err(|_| {
+                m.bad(format!(
+                    "storage record is a {kind}, not (key, location, type)"
+                ))
+            })?;
+        let key = tar_key(&key).ok_or_else(|| m.bad("storage key is not a number".into()))?;
+        let location = match location {
+            Value::Str(s) => s,
+            other => return Err(m.bad(format!("storage location is a {}", other.kind()))),
+        };
+        let dtype = match &storage_type {
+            Value::Global(g) => storage_dtype(g),
+            _ => None,
+        }
+        .ok_or_else(|| m.bad(format!("storage `{key}` has no storage type")))?;
+        let count = m.i64("a storage size")?;
+        let esize = dtype.size() as u64;
+        let left = (m.data.len() - m.pos) as u64;
+        let numel = m.count(
+            count,
+            &format!("storage `{key}`'s element count"),
+            left / esize,
+        )?;
+        let offset = (m.start + m.pos) as u64;
+        let len = numel * esize;
+        m.bytes(len as usize, "a storage's data")?;
+        let r = StorageRef {
+            dtype,
+            key,
+            location,
+            numel,
+            view: None,
+        };
+        table.storage(r, || StorageData::Mapped { offset, len });
+    }
+    let views = m.pickle(findings)?;
+    let kind = views.kind();
+    let views = items(views).ok_or_else(|| m.bad(format!("storage views are a {kind}")))?;
+    for view in views {
+        let fields = items(view).unwrap_or_default();
+        let bad_view = || m.bad("storage view is not (key, root key, offset, numel)".into());
+        let [target, root, offset, numel] =
+            <[Value; 4]>::try_from(fields).map_err(|_| bad_view())?;
+        let (Some(target), Some(root), Some(offset), Some(numel)) = (
+            tar_key(&target),
+            tar_key(&root),
+            as_int(&offset),
+            as_int(&numel),
+        ) else {
+            return Err(bad_view());
+        };
+        let r = table
+            .by_key
+            .get(&root)
+            .ok_or_else(|| m.bad(format!("storage view of `{root}`, which is not a storage")))?;
+        let (dtype, location) = (table.storages[r].dtype, table.storages[r].location.clone());
+        let esize = dtype.size() as u64;
+        let data = match table.storages[r].data.clone() {
+            StorageData::Mapped { offset: at, len } => {
+                let range = u64::try_from(offset).ok().zip(u64::try_from(numel).ok());
+                match range {
+                    Some((o, n))
+                        if o.checked_add(n)
+                            .and_then(|e| e.checked_mul(esize))
+                            .is_some_and(|e| e <= len) =>
+                    {
+                        StorageData::Mapped {
+                            offset: at + o * esize,
+                            len: n * esize,
+                        }
+                    }
+                    _ => {
+                        table.note(format!(
+                            "legacy storage view `{target}` lies outside its storage `{root}`"
+                        ));
+                        StorageData::Missing
+                    }
+                }
+            }
+            other => other,
+        };
+        let r = StorageRef {
+            dtype,
+            key: target,
+            location,
+            numel: u64::try_from(numel).unwrap_or(0),
+            view: None,
+        };
+        table.storage(r, || data);
+    }
+
+    let mut m = member("tensors")?;
+    let v = m.pickle(findings)?;
+    let n = as_int(&v).ok_or_else(|| m.bad(format!("starts with a {}, not a count", v.kind())))?;
+    // Each tensor takes at least 16 bytes after its record.
+    let n = m.count(n, "the tensor count", (m.data.len() / 16) as u64)?;
+    let mut tensors = HashMap::new();
+    for _ in 0..n {
+        let args = m.pickle(findings)?;
+        let kind = args.kind();
+        let [key, storage, _type] = <[Value; 3]>::try_from(items(args).unwrap_or_default())
+            .map_err(|_| {
+                m.bad(format!(
+                    "tensor record is a {kind}, not (key, storage key, type)"
+                ))
+            })?;
+        let (Some(key), Some(storage)) = (tar_key(&key), tar_key(&storage)) else {
+            return Err(m.bad("tensor or storage key is not a number".into()));
+        };
+        let index = table.by_key.get(&storage).ok_or_else(|| {
+            m.bad(format!(
+                "tensor `{key}` views `{storage}`, which is not a storage"
+            ))
+        })?;
+        let ndim = i32::from_le_bytes(m.bytes(4, "a tensor's ndim")?.try_into().expect("4 bytes"));
+        m.bytes(4, "a tensor's ndim")?;
+        let ndim = m.count(
+            i64::from(ndim),
+            &format!("tensor `{key}`'s ndim"),
+            limits::MAX_DIMS as u64,
+        )?;
+        let mut dims = Vec::with_capacity(ndim as usize * 2);
+        for _ in 0..ndim * 2 {
+            let d = m.i64("a tensor's sizes and strides")?;
+            dims.push(m.count(d, &format!("a size or stride of tensor `{key}`"), u64::MAX)?);
+        }
+        let offset = m.i64("a tensor's storage offset")?;
+        let storage_offset = m.count(
+            offset,
+            &format!("tensor `{key}`'s storage offset"),
+            u64::MAX,
+        )?;
+        let strides = dims.split_off(ndim as usize);
+        let spec = TensorSpec {
+            storage: index,
+            storage_offset,
+            shape: dims,
+            strides,
+            requires_grad: false,
+            dtype: None,
+        };
+        let t = table
+            .rebuild(spec)
+            .map_err(|e| m.bad(format!("tensor `{key}`: {e}")))?;
+        tensors.insert(key, t);
+    }
+
+    let m = member("pickle")?;
+    let mut opts = pickle::Options::new(m.location());
+    opts.base_offset = m.start as u64;
+    let mut host = TarHost { table, tensors };
+    let out = pickle::run(m.data, &mut host, &opts)?;
+    findings.extend(relocate(out.findings, &m.location()));
+    Ok((out.value, host.table))
+}
+
 /// Give findings of a plain pickle the location `loc`.
 fn relocate(findings: Vec<Finding>, loc: &str) -> Vec<Finding> {
     findings
@@ -874,7 +1211,9 @@ fn finish(root: Value, mut table: Table, vm_findings: Vec<Finding>, big_endian: 
             continue;
         };
         let avail = match &s.data {
-            StorageData::Mapped { len, .. } | StorageData::ZipEntry { len, .. } => *len,
+            StorageData::Mapped { len, .. }
+            | StorageData::ZipEntry { len, .. }
+            | StorageData::Deflated { len, .. } => *len,
             StorageData::Owned(v) => v.len() as u64,
             StorageData::Missing => continue,
         };
@@ -1260,7 +1599,15 @@ mod tests {
             assert_eq!(c.storages[a.storage].numel, 6);
             assert_eq!(c.storages[a.storage].dtype, DType::F32);
             if deflate {
-                assert!(matches!(c.storages[0].data, StorageData::Owned(_)));
+                // located, inflated only when read
+                assert!(matches!(
+                    c.storages[0].data,
+                    StorageData::Deflated {
+                        len: 24,
+                        uncompressed_size: 24,
+                        ..
+                    }
+                ));
             } else {
                 // read in place; the local header is only read on access
                 assert!(matches!(

@@ -28,6 +28,8 @@ const CENTRAL_LEN: usize = 46;
 pub const LOCAL_LEN: usize = 30;
 /// Largest zip comment (the EOCD is within the last 64 KiB + 22 bytes).
 const MAX_COMMENT: usize = 0xFFFF;
+/// How far from the end of a file end records are looked for.
+pub const EOCD_SEARCH: u64 = (EOCD_LEN + MAX_COMMENT) as u64;
 
 /// Compression method of an entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -304,26 +306,12 @@ impl<'a> ZipArchive<'a> {
             Method::Deflate => {
                 let off = self.data_offset(entry)?;
                 let raw = &self.bytes[off as usize..(off + entry.compressed_size) as usize];
-                let declared = entry.uncompressed_size;
-                // Reserve at most what the compressed data could plausibly expand to.
-                let cap = declared.min(raw.len() as u64 * 1032 + 64).min(64 << 20) as usize;
-                let mut out = Vec::with_capacity(cap);
-                let mut dec = flate2::read::DeflateDecoder::new(raw).take(declared + 1);
-                dec.read_to_end(&mut out).map_err(|e| {
-                    FormatError::Zip(format!("cannot inflate `{}`: {e}", entry.name))
-                })?;
-                if out.len() as u64 != declared {
-                    return Err(FormatError::Zip(format!(
-                        "`{}` inflates to {}{} bytes but its header declares {declared}",
-                        entry.name,
-                        if out.len() as u64 > declared {
-                            "more than "
-                        } else {
-                            ""
-                        },
-                        out.len().min(declared as usize),
-                    )));
-                }
+                let out = inflate(
+                    raw,
+                    entry.compressed_size,
+                    &entry.name,
+                    entry.uncompressed_size,
+                )?;
                 Ok(Cow::Owned(out))
             }
             Method::Other(m) => Err(FormatError::Zip(format!(
@@ -332,6 +320,38 @@ impl<'a> ZipArchive<'a> {
             ))),
         }
     }
+}
+
+/// Inflate the deflate stream `raw` (`compressed_size` bytes) of the entry `name`, which
+/// declares `declared` bytes: never more than `declared + 1` bytes are produced, and any
+/// other length than `declared` is an error. The caller has checked `declared` against
+/// the inflation limits.
+pub fn inflate(
+    raw: impl Read,
+    compressed_size: u64,
+    name: &str,
+    declared: u64,
+) -> Result<Vec<u8>, FormatError> {
+    // Reserve at most what the compressed data could plausibly expand to.
+    let cap = declared
+        .min(compressed_size.saturating_mul(1032).saturating_add(64))
+        .min(64 << 20) as usize;
+    let mut out = Vec::with_capacity(cap);
+    let mut dec = flate2::read::DeflateDecoder::new(raw).take(declared.saturating_add(1));
+    dec.read_to_end(&mut out)
+        .map_err(|e| FormatError::Zip(format!("cannot inflate `{name}`: {e}")))?;
+    if out.len() as u64 != declared {
+        return Err(FormatError::Zip(format!(
+            "`{name}` inflates to {}{} bytes but its header declares {declared}",
+            if out.len() as u64 > declared {
+                "more than "
+            } else {
+                ""
+            },
+            (out.len() as u64).min(declared),
+        )));
+    }
+    Ok(out)
 }
 
 /// For a `Stored` (unencrypted) entry, its length, checked from the central directory
@@ -639,8 +659,33 @@ pub fn local_data_offset(
     name: &str,
     size: u64,
 ) -> Result<u64, FormatError> {
-    let file_len = bytes.len() as u64;
-    let head = slice_at(bytes, lho, LOCAL_LEN as u64).ok_or_else(|| {
+    local_data_offset_at(bytes, 0, bytes.len() as u64, lho, name, size)
+}
+
+/// [`local_data_offset`] given only `head`, the file's bytes from `lho` on (at least
+/// the local header's fixed part and the name it gives, or up to the end of the
+/// `file_len`-byte file): the same checks and the same errors.
+pub fn local_data_offset_in(
+    head: &[u8],
+    lho: u64,
+    file_len: u64,
+    name: &str,
+    size: u64,
+) -> Result<u64, FormatError> {
+    local_data_offset_at(head, lho, file_len, lho, name, size)
+}
+
+/// `window` holds the file's bytes from `base` on.
+fn local_data_offset_at(
+    window: &[u8],
+    base: u64,
+    file_len: u64,
+    lho: u64,
+    name: &str,
+    size: u64,
+) -> Result<u64, FormatError> {
+    let at = |off: u64, len: u64| off.checked_sub(base).and_then(|o| slice_at(window, o, len));
+    let head = at(lho, LOCAL_LEN as u64).ok_or_else(|| {
         FormatError::Truncated(format!(
             "zip cut short: local header of `{name}` at {lho} lies past the end of the {file_len}-byte file"
         ))
@@ -654,7 +699,7 @@ pub fn local_data_offset(
     let name_len = u64::from(r.u16(26));
     let extra_len = u64::from(r.u16(28));
     let name_off = lho + LOCAL_LEN as u64;
-    let local_name = slice_at(bytes, name_off, name_len).ok_or_else(|| {
+    let local_name = at(name_off, name_len).ok_or_else(|| {
         FormatError::Truncated(format!(
             "zip cut short: local header of `{name}` runs past the end of the {file_len}-byte file"
         ))

@@ -32,6 +32,43 @@ pub fn tvck(args: &[&str], cwd: &Path) -> Output {
         .expect("run tvck")
 }
 
+/// [`tvck`], killed after `secs` seconds: `None` when it had to be (it hung).
+pub fn tvck_within(args: &[&str], cwd: &Path, secs: u64) -> Option<Output> {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tvck"))
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tvck");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait for tvck").is_some() {
+            return Some(child.wait_with_output().expect("tvck output"));
+        }
+        if start.elapsed() > Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Make a FIFO at `path` (Unix).
+#[cfg(unix)]
+pub fn mkfifo(path: &Path) {
+    let ok = Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("run mkfifo")
+        .success();
+    assert!(ok, "mkfifo {}", path.display());
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8(o.stdout.clone()).expect("tvck prints UTF-8")
 }

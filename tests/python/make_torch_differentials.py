@@ -127,6 +127,22 @@ def case_tar_polyglot():
     return data
 
 
+def case_tar_payload_in_record():
+    """A legacy tar checkpoint whose second storage record (a pickle between raw storage
+    bytes, which a sweep of each member's first pickle never reaches) is the payload."""
+    s = io.BytesIO()
+    s.write(pickle.dumps(2, protocol=2))
+    s.write(pickle.dumps((1, "cpu", torch.FloatStorage), protocol=2))
+    s.write(struct.pack("<q", 2) + struct.pack("<2f", 1.0, 2.0))
+    s.write(pickle.dumps(Payload(), protocol=2))
+    b = io.BytesIO()
+    with tarfile.open(fileobj=b, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
+        tar_member(tar, "storages", s.getvalue())
+        tar_member(tar, "tensors", pickle.dumps(0, protocol=2))
+        tar_member(tar, "pickle", benign())
+    return b.getvalue()
+
+
 def case_zip_uppercase():
     return zip_of([("archive/DATA.PKL", pickle.dumps(Payload(), protocol=2)),
                    ("archive/version", b"3\n")])
@@ -192,6 +208,8 @@ CASES = {
     "legacy_header.pt": (case_legacy_header, "payload summarised as corrupt", "builtins.exec"),
     "safetensors_polyglot.pt": (case_safetensors_polyglot, "polyglot", "safetensors/pickle polyglot"),
     "tar_polyglot.pt": (case_tar_polyglot, "polyglot", "tar/pickle polyglot"),
+    "tar_payload_in_record.pt": (case_tar_payload_in_record, "legacy tar records",
+                                 "tar member `storages`"),
     "zip_uppercase.pt": (case_zip_uppercase, "zip name matching", "case-insensitive"),
     "zip_case_duplicate.pt": (case_zip_case_duplicate, "zip name matching", "differ only in case"),
     "zip_two_directories.pt": (case_zip_two_directories, "zip end records", "end-of-central-directory"),
