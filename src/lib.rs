@@ -11,6 +11,7 @@ pub mod fingerprint;
 pub mod format;
 pub mod metrics;
 pub mod migrate;
+pub mod monitor;
 pub mod report;
 pub mod scan;
 #[cfg(feature = "train")]
