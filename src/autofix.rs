@@ -18,7 +18,7 @@ use crate::check::{self, CheckOptions, CheckReport};
 use crate::config::{DecoderToLoad, EncoderToLoad, TrainingConfig};
 use crate::format::Checkpoint;
 use crate::metrics::{Provenance, StoredMetrics};
-use crate::{scan, yamledit};
+use crate::yamledit;
 
 /// Evaluates a checkpoint file on all 19,683 operations (the trainer's `tvck eval`).
 pub trait Measure: Sync {
@@ -29,9 +29,6 @@ pub trait Measure: Sync {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct MeasureError(pub String);
-
-/// Coverage a frozen checkpoint should have.
-pub const HEALTHY_COVERAGE: f64 = 0.995;
 
 /// A checkpoint considered for `frozen_checkpoint.path`.
 #[derive(Debug, Clone, Serialize)]
@@ -127,7 +124,7 @@ fn explain(fit: &[String], c: &Candidate) -> String {
         why.push("not measured since conversion".into());
     } else {
         match c.coverage {
-            Some(v) if v >= HEALTHY_COVERAGE => {
+            Some(v) if v >= crate::metrics::coverage::FULL_FROM => {
                 why.push(format!("coverage {:.2}%{origin}", v * 100.0))
             }
             Some(v) => why.push(format!("low coverage {:.2}%{origin}", v * 100.0)),
@@ -156,7 +153,10 @@ pub fn find_candidates(
     ) else {
         return Vec::new();
     };
-    let mut paths: Vec<PathBuf> = roots.iter().flat_map(|r| scan::discover(r).0).collect();
+    let mut paths: Vec<PathBuf> = roots
+        .iter()
+        .flat_map(|r| crate::discover::discover(r, crate::discover::Walk::everything()).files)
+        .collect();
     paths.sort();
     paths.dedup();
     let mut out: Vec<Candidate> = paths
@@ -236,7 +236,10 @@ pub fn find_candidates(
         })
         .collect();
     out.sort_by(|a, b| {
-        let healthy = |c: &Candidate| c.coverage.is_some_and(|v| v >= HEALTHY_COVERAGE);
+        let healthy = |c: &Candidate| {
+            c.coverage
+                .is_some_and(|v| v >= crate::metrics::coverage::FULL_FROM)
+        };
         let measured = |c: &Candidate| c.metrics != Some(Provenance::NotMeasured.as_str());
         b.fits
             .cmp(&a.fits)

@@ -509,7 +509,10 @@ fn check_checkpoint(
             )),
         );
     }
-    if let Some(c) = summary.stored_coverage.filter(|c| *c < 0.95) {
+    if let Some(c) = summary
+        .stored_coverage
+        .filter(|c| *c < crate::metrics::coverage::WEAK_BELOW)
+    {
         findings.push(
             Finding::new(
                 Severity::Warning,

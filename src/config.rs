@@ -1129,20 +1129,11 @@ fn normalize(p: &Path) -> PathBuf {
         .collect()
 }
 
-/// Extensions of checkpoint files.
-pub const CHECKPOINT_EXTENSIONS: &[&str] = &["pt", "pth", "ckpt", "safetensors"];
-
-/// Directories not searched (besides hidden ones).
-const SKIP_DIRS: &[&str] = &["node_modules", "target", "__pycache__"];
-
-/// At most this many directory entries are visited per root.
-const MAX_VISITED: usize = 50_000;
-
-/// Existing checkpoint files (`.pt`, `.pth`, `.ckpt`, `.safetensors`) under `roots`
+/// Existing checkpoint files ([`crate::discover::CHECKPOINT_EXTENSIONS`]) under `roots`
 /// closest to the missing path `raw`, best first, at most `n`: those with the same file
 /// name first, then by edit distance between `raw` and the file's path relative to its
-/// root (its full path when `raw` is absolute). Hidden folders, `node_modules`, `target`
-/// and `__pycache__` are skipped; the walk is bounded (depth 8, 50 000 entries per root).
+/// root (its full path when `raw` is absolute). The walk is
+/// [`crate::discover::Walk::suggestions`]: bounded, caches and hidden folders left out.
 pub fn nearest_candidates(raw: &str, roots: &[PathBuf], n: usize) -> Vec<PathBuf> {
     let target = raw.replace('\\', "/");
     let target = target.trim_start_matches("./");
@@ -1150,29 +1141,8 @@ pub fn nearest_candidates(raw: &str, roots: &[PathBuf], n: usize) -> Vec<PathBuf
     let name = target.rsplit('/').next().unwrap_or(target);
     let mut scored: Vec<(bool, usize, PathBuf)> = Vec::new();
     for root in roots {
-        let walk = walkdir::WalkDir::new(root)
-            .max_depth(8)
-            .follow_links(false)
-            .into_iter()
-            .filter_entry(|e| {
-                e.depth() == 0
-                    || !e.file_type().is_dir()
-                    || e.file_name()
-                        .to_str()
-                        .is_none_or(|n| !n.starts_with('.') && !SKIP_DIRS.contains(&n))
-            });
-        for entry in walk.take(MAX_VISITED).filter_map(Result::ok) {
-            if !entry.file_type().is_file() {
-                continue;
-            }
-            let path = entry.path();
-            let ext_ok = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| CHECKPOINT_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-            if !ext_ok {
-                continue;
-            }
+        for path in crate::discover::discover(root, crate::discover::Walk::suggestions()).files {
+            let path = path.as_path();
             let shown = if absolute {
                 path.to_string_lossy().replace('\\', "/")
             } else {
@@ -1181,7 +1151,7 @@ pub fn nearest_candidates(raw: &str, roots: &[PathBuf], n: usize) -> Vec<PathBuf
                     .to_string_lossy()
                     .replace('\\', "/")
             };
-            let same_name = entry.file_name().to_str() == Some(name);
+            let same_name = path.file_name().and_then(|n| n.to_str()) == Some(name);
             let path = normalize(path);
             if scored.iter().any(|(_, _, p)| *p == path) {
                 continue;

@@ -7,6 +7,7 @@ pub mod autofix;
 pub mod check;
 pub mod config;
 pub mod diff;
+pub mod discover;
 pub mod fingerprint;
 pub mod format;
 pub mod metrics;

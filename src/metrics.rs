@@ -4,6 +4,22 @@ use serde::Serialize;
 
 use crate::format::Value;
 
+/// The coverage thresholds every command uses, named for what they decide (coverage is the
+/// share of the 19,683 operations reconstructed exactly; docs/domain.md §5, training.md §5).
+pub mod coverage {
+    /// Below this, a model whose frozen parts are required starts from what is in effect a
+    /// random encoder/decoder (0.01% is the known silent failure): `train` stops, CRITICAL.
+    pub const CRITICAL_BELOW: f64 = 0.05;
+    /// Below this, a frozen checkpoint is a weak start (frozen parts keep only what they
+    /// reconstruct): `check` and `train` warn.
+    pub const WEAK_BELOW: f64 = 0.95;
+    /// best.pt is written only above this (training.md §5).
+    pub const BEST_ABOVE: f64 = 0.99;
+    /// From this on a checkpoint counts as fully reconstructing (upstream's default
+    /// `coverage_freeze_threshold`): auto-fix ranks such candidates first.
+    pub const FULL_FROM: f64 = 0.995;
+}
+
 /// The headline metrics a checkpoint may carry. Every field is optional: older runs
 /// store fewer, and the aliases differ between versions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -19,8 +19,8 @@ use crate::fingerprint;
 use crate::format::{Checkpoint, Format, ModelStateRef};
 use crate::metrics::{self, StoredMetrics};
 
-/// File endings `scan` looks at (case-insensitive).
-pub const CHECKPOINT_EXTENSIONS: [&str; 5] = ["pt", "pth", "ckpt", "bin", "safetensors"];
+use crate::discover::relative;
+pub use crate::discover::Skipped;
 
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
@@ -104,13 +104,6 @@ pub struct ScanTotals {
     pub duplicate_groups: usize,
 }
 
-/// A path `scan` met and did not read, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct Skipped {
-    pub path: String,
-    pub reason: String,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct ScanReport {
     pub root: String,
@@ -128,106 +121,6 @@ impl ScanReport {
     pub fn has_findings(&self) -> bool {
         self.files.iter().any(FileSummary::is_flagged)
     }
-}
-
-/// Whether a path has one of the checkpoint extensions.
-pub fn is_checkpoint_path(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| {
-            CHECKPOINT_EXTENSIONS
-                .iter()
-                .any(|c| c.eq_ignore_ascii_case(e))
-        })
-        .unwrap_or(false)
-}
-
-/// Every checkpoint file under `root`, sorted; `root` itself when it is a file, whatever
-/// its extension. Symbolic links are followed (to files and folders alike), at most
-/// [`limits::MAX_SCAN_DEPTH`](crate::format::limits::MAX_SCAN_DEPTH) folders deep, and a
-/// link back into a folder being walked is not walked again. Unreadable entries come
-/// back as errors; what is met and not read (a broken or looping link, a FIFO, a socket,
-/// a device, a folder too deep) as [`Skipped`]. Files with other extensions are not
-/// checkpoints and are passed over silently.
-pub fn discover(root: &Path) -> (Vec<PathBuf>, Vec<String>) {
-    let (files, errors, _) = discover_all(root);
-    (files, errors)
-}
-
-/// [`discover`], with what was skipped.
-pub fn discover_all(root: &Path) -> (Vec<PathBuf>, Vec<String>, Vec<Skipped>) {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    let mut skipped = Vec::new();
-    let max_depth = crate::format::limits::MAX_SCAN_DEPTH;
-    let skip = |skipped: &mut Vec<Skipped>, p: &Path, reason: String| {
-        skipped.push(Skipped {
-            path: crate::format::loader::printable(&relative(root, p)),
-            reason,
-        })
-    };
-    for entry in walkdir::WalkDir::new(root)
-        .follow_links(true)
-        .max_depth(max_depth + 1)
-        .sort_by_file_name()
-    {
-        match entry {
-            Ok(e) if e.depth() > max_depth => {
-                if e.file_type().is_dir() || is_checkpoint_path(e.path()) {
-                    skip(
-                        &mut skipped,
-                        e.path(),
-                        format!("more than {max_depth} folders deep (MAX_SCAN_DEPTH)"),
-                    );
-                }
-            }
-            Ok(e) if e.file_type().is_file() => {
-                if e.depth() == 0 || is_checkpoint_path(e.path()) {
-                    files.push(e.into_path())
-                }
-            }
-            Ok(e) if e.file_type().is_dir() => {}
-            Ok(e) => {
-                if e.depth() == 0 || is_checkpoint_path(e.path()) {
-                    let what = crate::format::file_type_name(e.file_type());
-                    skip(&mut skipped, e.path(), format!("{what}, not read"));
-                }
-            }
-            Err(e) => {
-                if let Some(anc) = e.loop_ancestor() {
-                    let p = e.path().unwrap_or(anc);
-                    let reason = format!(
-                        "a symbolic link back to `{}` (a loop), not followed",
-                        crate::format::loader::printable(&relative(root, anc))
-                    );
-                    skip(&mut skipped, p, reason);
-                    continue;
-                }
-                match e.path() {
-                    // A broken link: walkdir cannot follow it.
-                    Some(p) if std::fs::symlink_metadata(p).is_ok_and(|m| m.is_symlink()) => {
-                        let reason = "a symbolic link to nothing (broken), not read".to_string();
-                        skip(&mut skipped, p, reason);
-                    }
-                    _ => errors.push(crate::format::loader::printable(&e.to_string())),
-                }
-            }
-        }
-    }
-    (files, errors, skipped)
-}
-
-fn relative(root: &Path, path: &Path) -> String {
-    let rel = path.strip_prefix(root).unwrap_or(path);
-    let s = if rel.as_os_str().is_empty() {
-        path.file_name().map(Path::new).unwrap_or(path)
-    } else {
-        rel
-    };
-    s.components()
-        .map(|c| c.as_os_str().to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
 }
 
 /// Summarise one opened checkpoint.
@@ -475,7 +368,11 @@ pub fn scan(
     on_start: impl FnOnce(usize),
     on_file: impl Fn(&FileSummary) + Sync,
 ) -> ScanReport {
-    let (paths, walk_errors, skipped) = discover_all(root);
+    let crate::discover::Discovered {
+        files: paths,
+        errors: walk_errors,
+        skipped,
+    } = crate::discover::discover(root, crate::discover::Walk::everything());
     on_start(paths.len());
     let mut files: Vec<FileSummary> = if opts.hash {
         scan_hashing(root, &paths, &on_file)
@@ -568,21 +465,5 @@ mod tests {
             .filter(|&c| c as u64 > BATCH_BYTES)
             .collect();
         assert_eq!(big, vec![large * 2], "only the largest large buffer stays");
-    }
-
-    #[test]
-    fn extensions() {
-        for ok in ["a.pt", "b/c.PTH", "x.ckpt", "m.bin", "w.safetensors"] {
-            assert!(is_checkpoint_path(Path::new(ok)), "{ok}");
-        }
-        for no in ["a.yaml", "pt", "a.pt.bak", "truth.json"] {
-            assert!(!is_checkpoint_path(Path::new(no)), "{no}");
-        }
-    }
-
-    #[test]
-    fn relative_paths() {
-        assert_eq!(relative(Path::new("a"), Path::new("a/b/c.pt")), "b/c.pt");
-        assert_eq!(relative(Path::new("a/c.pt"), Path::new("a/c.pt")), "c.pt");
     }
 }

@@ -726,7 +726,11 @@ fn fifos_are_refused_without_blocking_and_scan_follows_links() {
     std::os::unix::fs::symlink(&real, tree.join("folder")).unwrap();
     std::os::unix::fs::symlink(&tree, tree.join("loop")).unwrap();
     std::os::unix::fs::symlink(dir.path().join("nothing.pt"), tree.join("broken.pt")).unwrap();
-    let (files, errors, skipped) = tvck::scan::discover_all(&tree);
+    let tvck::discover::Discovered {
+        files,
+        errors,
+        skipped,
+    } = tvck::discover::discover(&tree, tvck::discover::Walk::everything());
     let names: Vec<String> = files
         .iter()
         .map(|p| p.strip_prefix(&tree).unwrap().display().to_string())
@@ -753,8 +757,9 @@ fn fifos_are_refused_without_blocking_and_scan_follows_links() {
         "{reasons:?}"
     );
     // A file named explicitly is scanned whatever its extension.
-    let (files, _, _) = tvck::scan::discover_all(&real.join("x.weights"));
+    let files =
+        tvck::discover::discover(&real.join("x.weights"), tvck::discover::Walk::everything()).files;
     assert_eq!(files.len(), 1);
-    let (_, _, skipped) = tvck::scan::discover_all(&fifo);
+    let skipped = tvck::discover::discover(&fifo, tvck::discover::Walk::everything()).skipped;
     assert!(skipped[0].reason.contains("FIFO"), "{skipped:?}");
 }

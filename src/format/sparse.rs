@@ -226,7 +226,7 @@ mod tests {
         let mut out: Vec<PathBuf> = walkdir::WalkDir::new(root)
             .into_iter()
             .flatten()
-            .filter(|e| e.file_type().is_file() && crate::scan::is_checkpoint_path(e.path()))
+            .filter(|e| e.file_type().is_file() && crate::discover::is_checkpoint_path(e.path()))
             .map(|e| e.into_path())
             .collect();
         out.sort();

@@ -781,7 +781,11 @@ pub fn convert_tree(
     on_total: impl FnOnce(usize),
     mut on_file: impl FnMut(&FileOutcome),
 ) -> TreeReport {
-    let (files, walk_errors) = crate::scan::discover(input);
+    let crate::discover::Discovered {
+        files,
+        errors: walk_errors,
+        ..
+    } = crate::discover::discover(input, crate::discover::Walk::everything());
     // Never descend into the output folder when it lies inside the input.
     let out_abs = std::fs::canonicalize(output).ok();
     let files: Vec<PathBuf> = files

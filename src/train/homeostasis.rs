@@ -47,7 +47,7 @@ impl Settings {
             enabled: c.enabled.unwrap_or(true),
             coverage_freeze_threshold: c
                 .coverage_freeze_threshold
-                .unwrap_or(crate::config::COVERAGE_FREEZE_THRESHOLD),
+                .unwrap_or(crate::metrics::coverage::FULL_FROM),
             coverage_unfreeze_threshold: c.coverage_unfreeze_threshold.unwrap_or(1.0),
             coverage_floor: c.coverage_floor.unwrap_or(0.95),
             warmup_epochs: c.warmup_epochs.unwrap_or(5),

@@ -25,10 +25,7 @@ use super::optim::{self, AdamW, Group, Schedule};
 use super::save::{self, dict, TreeBuilder};
 use super::{load, plot, TrainError};
 
-/// Initial coverage below this with a frozen checkpoint required: CRITICAL.
-pub const CRITICAL_COVERAGE: f64 = 0.05;
-/// Initial coverage below this (and above the critical one): warning.
-pub const HEALTHY_COVERAGE: f64 = 0.95;
+use crate::metrics::coverage;
 
 /// Options of `tvck train`.
 #[derive(Debug, Clone)]
@@ -374,7 +371,7 @@ pub fn train(
         .frozen_checkpoint
         .as_ref()
         .is_some_and(|f| f.metrics == Some(crate::metrics::Provenance::NotMeasured));
-    if cov < CRITICAL_COVERAGE && plan.requires_frozen {
+    if cov < coverage::CRITICAL_BELOW && plan.requires_frozen {
         let cause = match &source {
             Some(p) if not_measured => format!(
                 "{} was converted by tvck and never measured: the conversion changed what the model does (inserted LayerNorms or layers); the coverage its source had is not this file's: convert the source again with `tvck convert --fit`",
@@ -392,7 +389,7 @@ pub fn train(
         };
         let msg = format!(
             "CRITICAL: initial coverage {cov_text} < {:.0}% with a frozen checkpoint required — likely cause: {cause}; frozen parts would never reach coverage",
-            CRITICAL_COVERAGE * 100.0
+            coverage::CRITICAL_BELOW * 100.0
         );
         if !opts.force {
             step(
@@ -409,7 +406,7 @@ pub fn train(
             StepStatus::Critical,
             format!("{msg}; continuing because of --force"),
         );
-    } else if cov < HEALTHY_COVERAGE {
+    } else if cov < coverage::WEAK_BELOW {
         let cause = if not_measured {
             " — likely cause: the frozen checkpoint is a tvck conversion that was never measured (the conversion changed the function): convert its source again with `tvck convert --fit`"
         } else if mapped > 0 {
@@ -423,7 +420,7 @@ pub fn train(
             StepStatus::Warning,
             format!(
                 "{cov_text}: below the healthy {:.0}%{cause}",
-                HEALTHY_COVERAGE * 100.0
+                coverage::WEAK_BELOW * 100.0
             ),
         );
     } else {
@@ -1028,7 +1025,7 @@ impl<'a> Run<'a> {
             }
         }
         if let Some(h) = m.hierarchy_b {
-            if h < self.best_hierarchy && m.coverage > BEST_COVERAGE {
+            if h < self.best_hierarchy && m.coverage > coverage::BEST_ABOVE {
                 self.best_hierarchy = h;
                 best.hierarchy = true;
             }
@@ -1222,9 +1219,6 @@ impl<'a> Run<'a> {
         Ok(())
     }
 }
-
-/// best.pt needs coverage above this (training.md §5).
-pub const BEST_COVERAGE: f64 = 0.99;
 
 /// The richness baseline (training.md §2): the Euclidean norms ‖z_B_hyp‖ of the starting
 /// model, eval mode with z sampled, all operations in chunks of 4096.

@@ -1,0 +1,82 @@
+//! The command line: argument types, one file per command, one renderer of errors, one
+//! exit-status table. Each command's `run` parses nothing and renders through `output`;
+//! the engines live in the library.
+
+mod args;
+mod check;
+mod convert;
+mod diagnostics;
+mod diff;
+mod eval;
+mod exit;
+mod inspect;
+mod output;
+mod platform;
+mod scan;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+pub use exit::ExitStatus;
+
+/// See, check, compare, migrate and train TernaryVAE checkpoints, safely.
+#[derive(Parser)]
+#[command(name = "tvck", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List every checkpoint under a folder: format, version, size, metrics, findings.
+    Scan(scan::Args),
+    /// Show one checkpoint whole: every tensor, the non-tensor tree, findings.
+    Inspect(inspect::Args),
+    /// Validate a training config before a job starts: frozen checkpoint, layout fit, sanity.
+    ///
+    /// Exit code 0 when no error, 1 when any error.
+    Check(check::Args),
+    /// Migrate a checkpoint (or a folder of them) to another layout with declarative specs.
+    ///
+    /// Exit code 0 when every file converted (or a dry run planned it), 1 when any failed,
+    /// 2 on usage errors (an existing output without --force, a bad version…).
+    Convert(convert::Args),
+    /// Compare two checkpoints' model states, or a checkpoint and a layout, key by key.
+    ///
+    /// Exit code 0 when nothing differs, 1 when something does.
+    Diff(diff::Args),
+    /// Run a checkpoint's model on all 19,683 operations (libtorch; `--features train`).
+    ///
+    /// Coverage, hierarchy_A/B, richness_A/B, dist_corr_A/B, r_v0, r_v9, mean/std radius, Q.
+    /// Exit code 0 when evaluated, 1 when the checkpoint cannot be evaluated.
+    Eval(eval::Args),
+    /// Train a TernaryVAE v5.11-family model through the validated flow (libtorch;
+    /// `--features train`).
+    ///
+    /// Exit code 0 when training ran (also when interrupted with Ctrl-C), 1 when a
+    /// checklist step refused (invalid config, incompatible checkpoint, critical initial
+    /// coverage) or training failed.
+    Train(train::Args),
+}
+
+/// Run the parsed command line; errors are rendered here, once.
+pub fn run(cli: Cli) -> ExitStatus {
+    // The trainer's tensors do profit from huge pages: keep the default for it.
+    if !matches!(cli.command, Command::Eval(_) | Command::Train(_)) {
+        platform::no_huge_pages();
+    }
+    let result = match cli.command {
+        Command::Scan(a) => scan::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Convert(a) => convert::run(a),
+        Command::Diff(a) => diff::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::run(a),
+    };
+    result.unwrap_or_else(|e| {
+        e.render();
+        e.status
+    })
+}

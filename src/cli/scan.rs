@@ -1,0 +1,52 @@
+//! `tvck scan`: every checkpoint under a folder.
+
+use std::path::PathBuf;
+
+use tvck::report;
+use tvck::scan::{self, ScanOptions};
+
+use super::diagnostics::{require_exists, CliError};
+use super::exit::ExitStatus;
+use super::output::{emit_json, print_out, progress_bar, progress_message};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder (or single file) to scan.
+    dir: PathBuf,
+    /// Hash every tensor and show weights fingerprints and duplicate groups.
+    #[arg(long)]
+    hash: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Worker threads for hashing (default: all cores).
+    #[arg(long, short = 'j')]
+    jobs: Option<usize>,
+}
+
+pub fn run(a: Args) -> Result<ExitStatus, CliError> {
+    require_exists(&a.dir)?;
+    if let Some(j) = a.jobs {
+        // Ignore the error if a pool already exists (tests calling twice).
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(j.max(1))
+            .build_global();
+    }
+    let pb = progress_bar(if a.hash { "hashing" } else { "scanning" });
+    let report = scan::scan(
+        &a.dir,
+        &ScanOptions { hash: a.hash },
+        |n| pb.set_length(n as u64),
+        |f| {
+            progress_message(&pb, &f.path);
+            pb.inc(1);
+        },
+    );
+    pb.finish_and_clear();
+    if a.json {
+        emit_json(&report)?;
+    } else {
+        print_out(&report::scan::render(&report))?;
+    }
+    Ok(ExitStatus::failure_if(report.has_findings()))
+}
