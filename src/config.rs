@@ -488,10 +488,6 @@ section! {
     }
 }
 
-/// `homeostasis.coverage_freeze_threshold` when the config does not set it (upstream's
-/// default): the trainer's homeostasis and the coverage-drop alert read this one value.
-pub const COVERAGE_FREEZE_THRESHOLD: f64 = 0.995;
-
 section! {
     /// `homeostasis:`: the freeze/unfreeze controller.
     pub struct Homeostasis {

@@ -17,7 +17,7 @@ pub use alert::{Alert, AlertLog, Severity, ALERTS_FILE};
 pub use deliver::{Delivery, DeliveryError};
 pub use line::EpochLine;
 pub use reader::{Follower, METRICS_FILE};
-pub use rules::{Engine, Settings, CRITICAL_COVERAGE};
+pub use rules::{Engine, Settings};
 pub use run::{find_runs, RunInfo, RunState, RunView, TrainMonitor};
 
 use std::path::PathBuf;

@@ -7,14 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::check::Severity as FindingSeverity;
-use crate::config::{Monitoring, TrainingConfig, COVERAGE_FREEZE_THRESHOLD};
+use crate::config::{Monitoring, TrainingConfig};
+use crate::metrics::coverage;
 
 use super::alert::{Alert, Severity};
 use super::line::{finite, known_value, EpochLine};
 
-/// Initial coverage below this with a frozen encoder_A: CRITICAL (the trainer refuses to
-/// start below it without `--force`).
-pub const CRITICAL_COVERAGE: f64 = 0.05;
 /// Loss divergence: the loss above this many times its best.
 pub const DIVERGENCE_FACTOR: f64 = 10.0;
 /// Plateau: the monitored metric has not improved for this many epochs.
@@ -100,8 +98,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            initial_coverage_critical: CRITICAL_COVERAGE,
-            coverage_drop_below: COVERAGE_FREEZE_THRESHOLD,
+            initial_coverage_critical: coverage::CRITICAL_BELOW,
+            // upstream's default homeostasis.coverage_freeze_threshold
+            coverage_drop_below: coverage::FULL_FROM,
             divergence_factor: DIVERGENCE_FACTOR,
             divergence_loss: "total".into(),
             plateau_metric: PLATEAU_METRIC.into(),
