@@ -1052,6 +1052,23 @@ fn non_finite(v: &serde_yaml::Value, at: &str, out: &mut Vec<(String, f64)>) {
 
 /// Numbers a trainer cannot run with: NaN or infinite anywhere, a learning rate that is
 /// not positive, negative weight decay, a clipping norm that is not positive.
+/// The `monitoring:` section (the alert rules' settings, crate::monitor).
+fn monitoring(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
+    if cfg.monitoring.is_none() {
+        return;
+    }
+    let (_, problems) = crate::monitor::Settings::from_config(Some(cfg), None);
+    for p in problems {
+        let line_key = p.key.split('[').next().unwrap_or_default();
+        let loc = cfg.line_of(line_key).map(|_| cfg.location(line_key));
+        findings.push(
+            Finding::new(p.severity, "monitoring", p.message)
+                .at(loc)
+                .fix(p.fix),
+        );
+    }
+}
+
 fn numbers(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
     let loc = |key: &str| cfg.line_of(key).map(|_| cfg.location(key));
     let mut bad = Vec::new();
@@ -1096,6 +1113,7 @@ fn numbers(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
 /// Sanity warnings that need no checkpoint.
 fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
     numbers(cfg, findings);
+    monitoring(cfg, findings);
     let loc = |key: &str| cfg.line_of(key).map(|_| cfg.location(key));
     if let Some(h) = cfg
         .homeostasis
@@ -1255,5 +1273,33 @@ mod tests {
         assert_eq!(p.size_mismatch, vec![("b".to_string(), vec![3], vec![4])]);
         assert_eq!(p.missing, vec![("c".to_string(), vec![1])]);
         assert_eq!(p.unexpected, vec![("x".to_string(), vec![1])]);
+    }
+
+    #[test]
+    fn monitoring_section_is_checked() {
+        let cfg = TrainingConfig::from_str(
+            "model:\n  name: TernaryVAEV5_12\nmonitoring:\n  divergence_factor: 1\n  disable: [stalled, nope]\n",
+            "c.yaml",
+        )
+        .unwrap();
+        let mut f = Vec::new();
+        monitoring(&cfg, &mut f);
+        let got: Vec<(&str, Severity, Option<&str>)> = f
+            .iter()
+            .map(|f| (f.rule, f.severity, f.location.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("monitoring", Severity::Error, Some("c.yaml:4")),
+                ("monitoring", Severity::Error, Some("c.yaml:5")),
+            ]
+        );
+        assert!(
+            f[1].message.contains("`nope` is not an alert rule"),
+            "{:?}",
+            f[1]
+        );
+        assert!(f[1].fix.as_deref().unwrap().contains("process-gone"));
     }
 }

@@ -697,6 +697,57 @@ section! {
         riemannian: Riemannian = "riemannian",
         targets: Targets = "targets",
         version: VersionInfo = "version",
+        monitoring: Monitoring = "monitoring",
+    }
+}
+
+section! {
+    /// `monitoring:`: thresholds of the alert rules and extra threshold rules (tvck's own
+    /// section; docs/monitoring.md lists every key and its default).
+    pub struct Monitoring {
+        initial_coverage_critical: f64 = "initial_coverage_critical",
+        coverage_drop_below: f64 = "coverage_drop_below",
+        divergence_factor: f64 = "divergence_factor",
+        divergence_loss: String = "divergence_loss",
+        plateau_metric: String = "plateau_metric",
+        plateau_mode: String = "plateau_mode",
+        plateau_epochs: u64 = "plateau_epochs",
+        lr_zero_below: f64 = "lr_zero_below",
+        stall_seconds: u64 = "stall_seconds",
+        /// Rule names switched off.
+        disable: Vec<String> = "disable",
+        /// Extra threshold rules.
+        rules: Vec<ThresholdRule> = "rules",
+    }
+}
+
+section! {
+    /// One `monitoring.rules` entry: an alert when a metric or loss term crosses a bound.
+    pub struct ThresholdRule {
+        name: String = "name",
+        /// A metric (`coverage`, `hierarchy_B`, `Q`, …), `loss.TERM`, `lr` or `grad_norm`.
+        metric: String = "metric",
+        below: f64 = "below",
+        above: f64 = "above",
+        /// `info`, `warning` (default) or `critical`.
+        severity: String = "severity",
+        /// Only from this epoch on.
+        after_epoch: u64 = "after_epoch",
+        cause: String = "cause",
+        fix: String = "fix",
+    }
+}
+
+impl FromYaml for Vec<ThresholdRule> {
+    fn from_yaml(v: &Value, path: &str, cx: &mut Cx) -> Result<Self, TypeErr> {
+        match v {
+            Value::Sequence(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| ThresholdRule::from_yaml(untag(item), &format!("{path}[{i}]"), cx))
+                .collect(),
+            _ => Err(type_err(path, "a list of rules", v)),
+        }
     }
 }
 

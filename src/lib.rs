@@ -29,6 +29,7 @@ pub mod inspect;
 pub mod manager;
 pub mod metrics;
 pub mod migrate;
+pub mod monitor;
 pub mod report;
 pub mod scan;
 #[cfg(feature = "train")]
