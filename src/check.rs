@@ -1062,9 +1062,17 @@ fn monitoring(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
         let line_key = p.key.split('[').next().unwrap_or_default();
         let loc = cfg.line_of(line_key).map(|_| cfg.location(line_key));
         findings.push(
-            Finding::new(p.severity, "monitoring", p.message)
-                .at(loc)
-                .fix(p.fix),
+            Finding::with_severity(
+                if p.error {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                Rule::Monitoring,
+                p.message,
+            )
+            .at(loc)
+            .fix(p.fix),
         );
     }
 }
@@ -1286,7 +1294,7 @@ mod tests {
         monitoring(&cfg, &mut f);
         let got: Vec<(&str, Severity, Option<&str>)> = f
             .iter()
-            .map(|f| (f.rule, f.severity, f.location.as_deref()))
+            .map(|f| (f.rule.code(), f.severity, f.location.as_deref()))
             .collect();
         assert_eq!(
             got,

@@ -162,16 +162,27 @@ fn layers_point_down_the_flow() {
     let layer = |m: &str| match m {
         "format" | "yamledit" => 0,
         "fingerprint" | "arch" | "metrics" | "discover" | "config" => 1,
-        "scan" | "inspect" | "check" | "autofix" | "diff" | "migrate" | "train" => 2,
+        "scan" | "inspect" | "check" | "autofix" | "diff" | "migrate" | "train" | "manager"
+        | "monitor" => 2,
         "report" => 3,
         other => {
             panic!("module `{other}` has no layer: add it to this test and to docs/architecture.md")
         }
     };
+    // `report::safe` is the sanitiser of untrusted text (it uses nothing of the crate):
+    // library modules that write to a terminal or a log (monitor alerts, lineage labels) use
+    // it, so it counts as layer 0.
+    let layer_of = |m: &str| {
+        if m == "report::safe" {
+            0
+        } else {
+            layer(top(m))
+        }
+    };
     let mut wrong = Vec::new();
     for (m, ts) in edges() {
         for t in ts {
-            if layer(top(&t)) > layer(top(&m)) {
+            if layer_of(&t) > layer_of(&m) {
                 wrong.push(format!("{m} → {t}"));
             }
         }

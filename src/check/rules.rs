@@ -98,6 +98,8 @@ rules! {
         "option_c.encoder_b_lr_scale ≥ 1: a pretrained encoder_B trains at the full rate and forgets.";
     GeodesicNeverStarts = "geodesic-never-starts", Info, None,
         "loss.geodesic.phase_start_epoch is at or after the last epoch: the geodesic loss never runs.";
+    Monitoring = "monitoring", Error, None,
+        "A setting of the monitoring: section (the alert rules of crate::monitor) is invalid or names no alert rule.";
 }
 
 impl Rule {

@@ -14,6 +14,7 @@ pub mod pickle;
 pub mod safetensors;
 #[cfg(unix)]
 pub mod sparse;
+pub mod tar;
 pub mod torch;
 pub mod value;
 pub mod write;

@@ -981,7 +981,7 @@ pub(crate) fn tar_findings(bytes: &[u8]) -> Vec<Finding> {
 }
 
 fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Table), FormatError> {
-    let members = super::loader::tar_members(bytes);
+    let members = super::tar::tar_members(bytes);
     let member = |name: &'static str| -> Result<Member<'_>, FormatError> {
         let (_, start, len) = members.iter().rev().find(|m| m.0 == name).ok_or_else(|| {
             FormatError::NotACheckpoint(format!(

@@ -757,7 +757,7 @@ fn record(path: &str, stat: Stat, r: scan::Hashed<'_, '_>) -> Record {
             let migration = ckpt
                 .root
                 .get(crate::metrics::MIGRATION)
-                .map(|m| crate::report::tree::to_json(m, &ckpt.tensors).to_string());
+                .map(|m| crate::format::value::value_json(m, &ckpt.tensors).to_string());
             Record {
                 path: path.to_string(),
                 stat,

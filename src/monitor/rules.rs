@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::check::Severity as FindingSeverity;
 use crate::config::{Monitoring, TrainingConfig};
 use crate::metrics::coverage;
 
@@ -117,7 +116,8 @@ impl Default for Settings {
 /// A `monitoring:` value that is wrong (`tvck check` shows it as a finding).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
-    pub severity: FindingSeverity,
+    /// An error (the setting cannot work) rather than a warning.
+    pub error: bool,
     /// Dotted key (`monitoring.divergence_factor`).
     pub key: String,
     pub message: String,
@@ -154,7 +154,7 @@ impl Settings {
         let mut warnings = Vec::new();
         let mut err = |key: &str, message: String, fix: &str| {
             problems.push(Problem {
-                severity: FindingSeverity::Error,
+                error: true,
                 key: format!("monitoring.{key}"),
                 message,
                 fix: fix.into(),
@@ -270,7 +270,7 @@ impl Settings {
             };
             if !known_value(&metric) {
                 warnings.push(Problem {
-                    severity: FindingSeverity::Warning,
+                    error: false,
                     key: format!("monitoring.{key}.metric"),
                     message: format!("monitoring.{key}.metric `{metric}` is not a value tvck's trainer writes"),
                     fix: "fine for lines written by another tool; otherwise use coverage, hierarchy_A/B, richness_A/B, dist_corr_A/B, r_v0, r_v9, mean_radius, std_radius, Q, loss.TERM, lr or grad_norm".into(),

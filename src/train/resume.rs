@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 
+use crate::format::value::value_json as to_json;
 use crate::format::write::{write_atomic, WriteError};
 use crate::format::{Checkpoint, Value};
-use crate::report::tree::to_json;
 
 use super::metrics::EvalMetrics;
 use super::plot;
