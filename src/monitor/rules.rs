@@ -350,7 +350,8 @@ impl Rule for InitialCoverage {
         let Some(Some(cov)) = line.metric("coverage") else {
             return;
         };
-        if !(cov < s.initial_coverage_critical) {
+        // NaN compares as not below: left to the non-finite rule.
+        if cov.partial_cmp(&s.initial_coverage_critical) != Some(std::cmp::Ordering::Less) {
             return;
         }
         // A model trained from its initialisation starts near 0% by design.
