@@ -10,30 +10,13 @@
 
 mod common;
 
-use common::{python, tvck};
-use std::path::PathBuf;
-use std::process::Command;
-
+use common::{python_cases, tvck};
 use serde_json::Value as Json;
 
 #[test]
 #[ignore = "needs the PyTorch environment (scripts/test runs it)"]
 fn deflated_storages_read_like_torch_and_bombs_are_refused() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("deflated");
-    let _ = std::fs::remove_dir_all(&dir);
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_deflated.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "make_deflated.py failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let manifest: Json =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let (dir, manifest) = python_cases("make_deflated.py", "deflated", "");
 
     // The deflated checkpoint: every tensor hashes to torch's bytes.
     let o = tvck(&["inspect", "deflated.pt", "--json"], &dir);

@@ -9,29 +9,17 @@
 
 mod common;
 
-use common::{python, root, tvck};
-use std::path::PathBuf;
-use std::process::Command;
-
+use common::{python_cases, root, tvck};
 use serde_json::Value as Json;
 
 #[test]
 #[ignore = "needs the PyTorch environment (scripts/test runs it)"]
 fn legacy_tar_tensors_read_like_torch() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("legacy-tar");
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = Command::new(python())
-        .arg(root().join("tests/python/make_legacy_tar.py"))
-        .arg(&dir)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "make_legacy_tar.py failed (torch did not load it as built?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (dir, manifest) = python_cases(
+        "make_legacy_tar.py",
+        "legacy-tar",
+        " (torch did not load it as built?)",
     );
-    let manifest: Json =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     let expected = manifest["legacy_tar.pt"]["tensors"].as_object().unwrap();
     let o = tvck(&["inspect", "legacy_tar.pt", "--json"], &dir);
     assert_eq!(

@@ -8,10 +8,9 @@
 
 mod common;
 
-use common::python;
+use common::python_cases;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 
 use serde_json::Value as Json;
@@ -22,21 +21,8 @@ use tvck::format::{Checkpoint, Format, Value};
 fn make_cases() -> &'static (PathBuf, BTreeMap<String, Json>) {
     static CASES: OnceLock<(PathBuf, BTreeMap<String, Json>)> = OnceLock::new();
     CASES.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("pytorch-cases");
-        let _ = std::fs::remove_dir_all(&dir);
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_cases.py");
-        let out = Command::new(python())
-            .arg(&script)
-            .arg(&dir)
-            .output()
-            .expect("run python");
-        assert!(
-            out.status.success(),
-            "make_cases.py failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let manifest: BTreeMap<String, Json> =
-            serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+        let (dir, manifest) = python_cases("make_cases.py", "pytorch-cases", "");
+        let manifest: BTreeMap<String, Json> = serde_json::from_value(manifest).unwrap();
         (dir, manifest)
     })
 }

@@ -10,32 +10,19 @@
 
 mod common;
 
-use common::{python, tvck};
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
-
+use common::{python_cases, tvck};
 use serde_json::Value as Json;
+use std::collections::BTreeMap;
 
 #[test]
 #[ignore = "needs the PyTorch environment (scripts/test runs it)"]
 fn torch_differentials_are_flagged_and_nothing_runs() {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("torch-differentials");
-    let _ = std::fs::remove_dir_all(&dir);
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python/make_torch_differentials.py");
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(&dir)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "make_torch_differentials.py failed (a payload did not run under torch?):\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (dir, manifest) = python_cases(
+        "make_torch_differentials.py",
+        "torch-differentials",
+        " (a payload did not run under torch?)",
     );
-    let manifest: BTreeMap<String, Json> =
-        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let manifest: BTreeMap<String, Json> = serde_json::from_value(manifest).unwrap();
     assert!(manifest.len() >= 10, "{:?}", manifest.keys());
     let work = tempfile::tempdir().unwrap();
     for (file, case) in &manifest {

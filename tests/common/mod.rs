@@ -87,6 +87,27 @@ pub fn python() -> PathBuf {
     p
 }
 
+/// Run the generator `tests/python/SCRIPT` (with the PyTorch environment) into a fresh
+/// folder `NAME` of Cargo's per-target temp dir, and read the `manifest.json` it writes.
+/// `why` says what a failure usually means. Panics when the script fails.
+pub fn python_cases(script: &str, name: &str, why: &str) -> (PathBuf, serde_json::Value) {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = Command::new(python())
+        .arg(root().join("tests/python").join(script))
+        .arg(&dir)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "{script} failed{why}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    (dir, manifest)
+}
+
 /// Snapshot into snapshots/ at the repository root.
 #[macro_export]
 macro_rules! snap {
