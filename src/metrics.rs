@@ -236,6 +236,25 @@ impl StoredMetrics {
         out
     }
 
+    /// The value named as queries and rankings name it (`coverage`, `Q`, `hierarchy_B`,
+    /// `hierarchy_A`, `richness`, `dist_corr`, `r_v0`, `r_v9`, `mean_radius`,
+    /// `std_radius`); `None` when absent or not a metric name.
+    pub fn by_name(&self, name: &str) -> Option<f64> {
+        match name {
+            "coverage" => self.coverage,
+            "Q" => self.q,
+            "hierarchy_B" => self.hierarchy,
+            "hierarchy_A" => self.hierarchy_a,
+            "richness" => self.richness,
+            "dist_corr" => self.dist_corr,
+            "r_v0" => self.r_v0,
+            "r_v9" => self.r_v9,
+            "mean_radius" => self.mean_radius,
+            "std_radius" => self.std_radius,
+            _ => None,
+        }
+    }
+
     /// Whether no value was read (whatever the provenance).
     pub fn is_empty(&self) -> bool {
         StoredMetrics {

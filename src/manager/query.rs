@@ -649,22 +649,12 @@ impl Fields for super::Entry {
         let m = &s.metrics;
         match field {
             "epoch" => s.epoch.map(|e| e as f64),
-            "coverage" => m.coverage,
-            "Q" => m.q,
-            "hierarchy_B" => m.hierarchy,
-            "hierarchy_A" => m.hierarchy_a,
-            "richness" => m.richness,
-            "dist_corr" => m.dist_corr,
-            "r_v0" => m.r_v0,
-            "r_v9" => m.r_v9,
-            "mean_radius" => m.mean_radius,
-            "std_radius" => m.std_radius,
             "size" => Some(s.size as f64),
             "tensors" => Some(s.tensors as f64),
             "parameters" => Some(s.parameters as f64),
             "confidence" => s.version.as_ref().map(|v| v.confidence),
             "modified" => Some(self.modified as f64),
-            _ => None,
+            metric => m.by_name(metric),
         }
     }
 

@@ -93,14 +93,7 @@ impl RankBy {
     }
 
     pub(crate) fn value(self, m: &StoredMetrics) -> Option<f64> {
-        match self {
-            RankBy::HierarchyB => m.hierarchy,
-            RankBy::HierarchyA => m.hierarchy_a,
-            RankBy::Q => m.q,
-            RankBy::Coverage => m.coverage,
-            RankBy::Richness => m.richness,
-            RankBy::DistCorr => m.dist_corr,
-        }
+        m.by_name(self.name())
     }
 }
 
@@ -127,16 +120,6 @@ impl super::query::Fields for Source {
         let m = &self.metrics;
         match field {
             "epoch" => self.epoch.map(|e| e as f64),
-            "coverage" => m.coverage,
-            "Q" => m.q,
-            "hierarchy_B" => m.hierarchy,
-            "hierarchy_A" => m.hierarchy_a,
-            "richness" => m.richness,
-            "dist_corr" => m.dist_corr,
-            "r_v0" => m.r_v0,
-            "r_v9" => m.r_v9,
-            "mean_radius" => m.mean_radius,
-            "std_radius" => m.std_radius,
             "size" => Some(self.size as f64),
             "tensors" => Some(self.shapes.len() as f64),
             "parameters" => Some(
@@ -146,7 +129,7 @@ impl super::query::Fields for Source {
                     .sum(),
             ),
             "modified" => self.modified.map(|m| m as f64),
-            _ => None,
+            metric => m.by_name(metric),
         }
     }
 
