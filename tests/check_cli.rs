@@ -342,7 +342,8 @@ fn auto_fix_write_into_read_only_folder_fails_clearly() {
         err.contains("error: cannot write the backup ro/D.yaml.bak"),
         "{err}"
     );
-    assert!(err.contains("hint: the config was left unchanged"), "{err}");
+    assert!(err.contains("the config is left as it was"), "{err}");
+    assert!(err.contains("hint: make the folder ro writable"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
