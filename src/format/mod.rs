@@ -62,6 +62,11 @@ pub mod limits {
     /// Most bytes of tensors read (or inflated) from a file and held at once while
     /// hashing; tensors already in memory do not count.
     pub const MAX_HASH_BATCH_BYTES: u64 = 64 << 20;
+    /// Longest integer the pickle VM turns into decimal (CPython's default int/str
+    /// limit is 4300 digits).
+    pub const MAX_INT_DIGITS: usize = 4300;
+    /// Longest `LONG1`/`LONG4` payload the pickle VM decodes (about 4300 digits).
+    pub const MAX_LONG_BYTES: usize = 1800;
 }
 
 /// Which inflation limit (see [`limits`]) a deflated zip entry ran into.
