@@ -19,7 +19,7 @@ pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
     }
     // A header length that fits the file, or one so large it can only be a (bad) claim.
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-    n <= bytes.len() as u64 - 8 || bytes[0] != 0x80
+    n <= bytes.len() as u64 - 8 || bytes[0] != super::pickle::opcodes::PROTO
 }
 
 fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {

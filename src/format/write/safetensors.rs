@@ -144,7 +144,9 @@ pub fn header(
 /// safetensors reader accepts.
 fn mistaken_for_other_format(header_len: u64) -> bool {
     let b = header_len.to_le_bytes();
-    b[0] == 0x80 || b[..4] == *b"PK\x03\x04" || b[..4] == *b"PK\x05\x06"
+    b[0] == crate::format::pickle::opcodes::PROTO
+        || b[..4] == *b"PK\x03\x04"
+        || b[..4] == *b"PK\x05\x06"
 }
 
 /// Write named tensors and string metadata as a `.safetensors` file to `out`.
