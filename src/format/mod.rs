@@ -1166,7 +1166,9 @@ fn detect_and_parse_with(
         Err(_) if safetensors::looks_like_safetensors(bytes) => {
             Ok((Format::Safetensors, safetensors::read(bytes)?))
         }
-        Err(e) if bytes[0] == pickle::opcodes::PROTO || loader::sweep(bytes).end.is_some() => Err(e),
+        Err(e) if bytes[0] == pickle::opcodes::PROTO || loader::sweep(bytes).end.is_some() => {
+            Err(e)
+        }
         Err(_) => Err(FormatError::NotACheckpoint(describe_magic(bytes))),
     }
 }
