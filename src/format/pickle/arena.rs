@@ -234,10 +234,12 @@ impl<'a> Vm<'a, '_> {
 
     #[cold]
     pub(super) fn arena_limit(&self) -> FormatError {
-        FormatError::Limit(format!(
-            "pickle creates more than {} values ({})",
-            self.opts.max_values, self.opts.location
-        ))
+        FormatError::Limit {
+            limit: Limit::PickleValues,
+            max: self.opts.max_values as u64,
+            found: self.created() as u64 + 1,
+            at: self.opts.location.clone(),
+        }
     }
 
     /// Push the int `v` (0..256): one shared node per value, charged like a new one.
@@ -423,9 +425,9 @@ impl<'a> Vm<'a, '_> {
 
     /// Check that `id` can be a dict key (hashable, not nested too deeply) and charge
     /// the work of hashing it.
-    pub(super) fn check_key(&self, id: Id, depth: usize) -> Result<(), String> {
+    pub(super) fn check_key(&self, id: Id, depth: usize) -> Result<(), FormatError> {
         if depth > self.opts.max_depth {
-            return Err("dict key nested too deeply".into());
+            return Err(self.err("dict key nested too deeply"));
         }
         match &self.nodes[id] {
             Node::Leaf(Value::Str(s)) => self.charge(s.len()),
@@ -439,7 +441,7 @@ impl<'a> Vm<'a, '_> {
             }
             Node::Global { name, .. } => self.charge(name.len()),
             Node::List(_) | Node::Dict(_) | Node::Set(_) => {
-                return Err(format!("unhashable {} used as a dict key", self.kind(id)))
+                return Err(self.err(format!("unhashable {} used as a dict key", self.kind(id))))
             }
             _ => {}
         }
@@ -509,7 +511,7 @@ impl<'a> Vm<'a, '_> {
     pub(super) fn dict_insert(&mut self, dict: Id, pairs: &[Id]) -> Result<(), FormatError> {
         self.charge(pairs.len());
         for pair in pairs.chunks_exact(2) {
-            self.check_key(pair[0], 0).map_err(|m| self.err(m))?;
+            self.check_key(pair[0], 0)?;
         }
         if !matches!(self.nodes[dict], Node::Dict(_)) {
             return Ok(());

@@ -258,9 +258,7 @@ impl<'a> Vm<'a, '_> {
                 } else {
                     None
                 };
-                let spec = self
-                    .tensor_spec(&args[..4], requires_grad, dtype)
-                    .map_err(|m| self.err(format!("{name}: {m}")))?;
+                let spec = self.tensor_spec(&args[..4], requires_grad, dtype, name)?;
                 let index = self
                     .host
                     .rebuild_tensor(spec)
@@ -353,50 +351,52 @@ impl<'a> Vm<'a, '_> {
         args: &[Id],
         requires_grad: bool,
         dtype: Option<DType>,
-    ) -> Result<TensorSpec, String> {
+        name: &str,
+    ) -> Result<TensorSpec, FormatError> {
+        let bad = |m: String| self.err(format!("{name}: {m}"));
         let storage = match &self.nodes[args[0]] {
             Node::Storage(i) => *i,
             _ => {
-                return Err(format!(
+                return Err(bad(format!(
                     "first argument is a {}, expected a storage",
                     self.kind(args[0])
-                ))
+                )))
             }
         };
         let storage_offset = self.as_int(args[1]).ok_or_else(|| {
-            format!(
+            bad(format!(
                 "storage offset is a {}, expected an int",
                 self.kind(args[1])
-            )
+            ))
         })?;
         let storage_offset = u64::try_from(storage_offset)
-            .map_err(|_| format!("negative storage offset {storage_offset}"))?;
-        let dims = |id: Id, what: &str| -> Result<Vec<u64>, String> {
+            .map_err(|_| bad(format!("negative storage offset {storage_offset}")))?;
+        let dims = |id: Id, what: &str| -> Result<Vec<u64>, FormatError> {
             let items = self
                 .seq(id)
-                .ok_or_else(|| format!("{what} is a {}, expected a tuple", self.kind(id)))?;
+                .ok_or_else(|| bad(format!("{what} is a {}, expected a tuple", self.kind(id))))?;
             if items.len() > limits::MAX_DIMS {
-                return Err(format!(
+                return Err(bad(format!(
                     "{what} has {} dimensions (limit {})",
                     items.len(),
                     limits::MAX_DIMS
-                ));
+                )));
             }
             let mut out = Vec::with_capacity(items.len());
             for i in items {
-                let v = self
-                    .as_int(*i)
-                    .ok_or_else(|| format!("{what} holds a {}, expected ints", self.kind(*i)))?;
-                out.push(u64::try_from(v).map_err(|_| format!("negative {what} {v}"))?);
+                let v = self.as_int(*i).ok_or_else(|| {
+                    bad(format!("{what} holds a {}, expected ints", self.kind(*i)))
+                })?;
+                out.push(u64::try_from(v).map_err(|_| bad(format!("negative {what} {v}")))?);
             }
             Ok(out)
         };
         let shape = dims(args[2], "size")?;
         let strides = dims(args[3], "stride")?;
         if shape.len() != strides.len() {
-            return Err(format!(
+            return Err(bad(format!(
                 "size {shape:?} and stride {strides:?} differ in length"
-            ));
+            )));
         }
         Ok(TensorSpec {
             storage,

@@ -11,11 +11,12 @@ impl<'a> Vm<'a, '_> {
             // (Checked before each opcode: the same as after each one, as nothing
             // charges work before the first opcode or after STOP.)
             if self.work.get() > work_cap {
-                return Err(FormatError::Limit(format!(
-                    "pickle does more than {} units of copying work ({}; a memo amplification?)",
-                    self.work_cap(),
-                    self.opts.location
-                )));
+                return Err(FormatError::Limit {
+                    limit: Limit::PickleWork,
+                    max: work_cap,
+                    found: self.work.get(),
+                    at: self.opts.location.clone(),
+                });
             }
             self.op_pos = self.pos;
             let Some(&code) = self.data.get(self.pos) else {
@@ -42,6 +43,7 @@ impl<'a> Vm<'a, '_> {
             if !op::is_known(code) {
                 return Err(FormatError::Pickle {
                     offset: self.opts.base_offset + self.op_pos as u64,
+                    opcode: Some(code),
                     message: format!(
                         "unknown opcode 0x{code:02x} at byte {} (in {})",
                         self.opts.base_offset + self.op_pos as u64,
@@ -567,12 +569,12 @@ impl<'a> Vm<'a, '_> {
         let (value_cap, byte_cap) = (self.value_cap(), self.byte_cap());
         let (mut values, mut bytes) = (self.budget.values + 1, self.budget.bytes);
         if values > value_cap {
-            return Err(self.values_limit());
+            return Err(self.values_limit(values));
         }
         for item in items {
             values += 1;
             if values > value_cap {
-                return Err(self.values_limit());
+                return Err(self.values_limit(values));
             }
             bytes += match item {
                 PidItem::Str(s) => s.len() as u64,
@@ -580,7 +582,7 @@ impl<'a> Vm<'a, '_> {
                 _ => 0,
             };
             if bytes > byte_cap {
-                return Err(self.bytes_limit());
+                return Err(self.bytes_limit(bytes));
             }
         }
         let Some(loaded) = self.host.persistent_load_items(items) else {
@@ -592,7 +594,7 @@ impl<'a> Vm<'a, '_> {
         Ok(true)
     }
 
-    pub(super) fn loaded(&mut self, loaded: Result<Loaded, String>) -> Result<(), FormatError> {
+    pub(super) fn loaded(&mut self, loaded: Result<Loaded, HostError>) -> Result<(), FormatError> {
         let loaded = loaded.map_err(|m| self.err(format!("persistent id: {m}")))?;
         let id = match loaded {
             Loaded::Storage(i) => self.add(Node::Storage(i))?,

@@ -42,21 +42,23 @@ impl Vm<'_, '_> {
     }
 
     #[cold]
-    pub(super) fn values_limit(&self) -> FormatError {
-        FormatError::Limit(format!(
-            "pickle expands to more than {} values through shared references ({})",
-            self.value_cap(),
-            self.opts.location
-        ))
+    pub(super) fn values_limit(&self, found: usize) -> FormatError {
+        FormatError::Limit {
+            limit: Limit::SharedValues,
+            max: self.value_cap() as u64,
+            found: found as u64,
+            at: self.opts.location.clone(),
+        }
     }
 
     #[cold]
-    pub(super) fn bytes_limit(&self) -> FormatError {
-        FormatError::Limit(format!(
-            "pickle expands to more than {} bytes of strings through shared references ({})",
-            self.byte_cap(),
-            self.opts.location
-        ))
+    pub(super) fn bytes_limit(&self, found: u64) -> FormatError {
+        FormatError::Limit {
+            limit: Limit::SharedBytes,
+            max: self.byte_cap(),
+            found,
+            at: self.opts.location.clone(),
+        }
     }
 
     pub(super) fn byte_cap(&self) -> u64 {
@@ -158,14 +160,16 @@ impl Vm<'_, '_> {
         on_path: &mut [bool],
     ) -> Result<Started, FormatError> {
         if depth > self.opts.max_depth {
-            return Err(FormatError::Limit(format!(
-                "values nested more than {} deep ({})",
-                self.opts.max_depth, self.opts.location
-            )));
+            return Err(FormatError::Limit {
+                limit: Limit::Depth,
+                max: self.opts.max_depth as u64,
+                found: depth as u64,
+                at: self.opts.location.clone(),
+            });
         }
         b.values += 1;
         if b.values > self.value_cap() {
-            return Err(self.values_limit());
+            return Err(self.values_limit(b.values));
         }
         let v = match &self.nodes[id] {
             Node::Leaf(v) => {
@@ -180,14 +184,14 @@ impl Vm<'_, '_> {
                 };
                 b.bytes += bytes as u64;
                 if b.bytes > self.byte_cap() {
-                    return Err(self.bytes_limit());
+                    return Err(self.bytes_limit(b.bytes));
                 }
                 v.clone()
             }
             Node::Text(s) => {
                 b.bytes += s.len() as u64;
                 if b.bytes > self.byte_cap() {
-                    return Err(self.bytes_limit());
+                    return Err(self.bytes_limit(b.bytes));
                 }
                 Value::Str(s.to_string())
             }

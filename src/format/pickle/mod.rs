@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use super::PassThrough;
 use std::rc::Rc;
 
-use super::{limits, DType, Finding, FormatError, Value};
+use super::{limits, DType, Finding, FormatError, Limit, Value};
 
 mod allowlist;
 mod arena;
@@ -91,6 +91,49 @@ pub struct TensorSpec {
     pub dtype: Option<DType>,
 }
 
+/// Why a host refused a persistent id or a tensor rebuild (the VM reports it as a
+/// [`FormatError::Pickle`] at the opcode that asked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("persistent id in a plain pickle (not a torch checkpoint)")]
+    PersistentIdOutsideTorch,
+    #[error("tensor outside a torch checkpoint")]
+    TensorOutsideTorch,
+    #[error("no storage #{0}")]
+    NoStorage(usize),
+    #[error("{found} dimensions (limit {max})")]
+    TooManyDims { found: usize, max: usize },
+    #[error("shape {0:?} is impossibly large")]
+    ImpossiblyLarge(Vec<u64>),
+    #[error("a {0}, expected a tuple")]
+    NotATuple(&'static str),
+    #[error("no type name")]
+    NoTypeName,
+    #[error("unsupported persistent id type `{0}`")]
+    UnsupportedType(String),
+    #[error("storage id has {found} fields, expected {expected}")]
+    StorageFields { found: usize, expected: usize },
+    #[error("unknown storage type `{0}`")]
+    UnknownStorageType(String),
+    #[error("storage type is a {0}, expected a class")]
+    StorageTypeNotAClass(&'static str),
+    #[error("storage key is a {0}")]
+    StorageKey(&'static str),
+    #[error("bad storage size (of type {0})")]
+    StorageSize(&'static str),
+    #[error("bad storage view metadata")]
+    ViewMetadata,
+    #[error("view {0} overflows")]
+    ViewOverflows(&'static str),
+    /// Reading the storage ran into an inflation limit (the host keeps the error).
+    #[error("an inflation limit")]
+    InflationLimit,
+    #[error("a persistent id that is a {0}")]
+    PidKind(&'static str),
+    #[error("persistent id `{0}` names no tensor or storage")]
+    UnknownKey(String),
+}
+
 /// The VM's link to the outside: how globals are classified, what persistent ids
 /// are, and where tensors go.
 pub trait Host {
@@ -99,18 +142,21 @@ pub trait Host {
         allowlist(module, name)
     }
     /// Resolve a persistent id (`BINPERSID` / `PERSID`).
-    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String>;
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, HostError>;
     /// Resolve a persistent id that is a tuple of strings, bytes, ints and globals (torch
     /// storages are), given borrowed: `items` are what [`persistent_load`] would get as a
     /// [`Value::Tuple`]. `None` (the default): the VM materialises the id and calls
     /// [`persistent_load`].
     ///
     /// [`persistent_load`]: Host::persistent_load
-    fn persistent_load_items(&mut self, _items: &[PidItem<'_>]) -> Option<Result<Loaded, String>> {
+    fn persistent_load_items(
+        &mut self,
+        _items: &[PidItem<'_>],
+    ) -> Option<Result<Loaded, HostError>> {
         None
     }
     /// Register a tensor and return its index.
-    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String>;
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, HostError>;
     /// `_rebuild_parameter*` on tensor `index`.
     fn set_requires_grad(&mut self, _index: usize, _requires_grad: bool) {}
 }
@@ -120,11 +166,11 @@ pub trait Host {
 pub struct PlainHost;
 
 impl Host for PlainHost {
-    fn persistent_load(&mut self, _pid: Value) -> Result<Loaded, String> {
-        Err("persistent id in a plain pickle (not a torch checkpoint)".into())
+    fn persistent_load(&mut self, _pid: Value) -> Result<Loaded, HostError> {
+        Err(HostError::PersistentIdOutsideTorch)
     }
-    fn rebuild_tensor(&mut self, _spec: TensorSpec) -> Result<usize, String> {
-        Err("tensor outside a torch checkpoint".into())
+    fn rebuild_tensor(&mut self, _spec: TensorSpec) -> Result<usize, HostError> {
+        Err(HostError::TensorOutsideTorch)
     }
 }
 

@@ -581,7 +581,7 @@ struct TestHost {
 }
 
 impl Host for TestHost {
-    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, HostError> {
         self.pids.push(pid);
         if self.pids.len() == 1 {
             Ok(Loaded::Value(Value::List(vec![s("loaded")])))
@@ -589,7 +589,7 @@ impl Host for TestHost {
             Ok(Loaded::Storage(7))
         }
     }
-    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, HostError> {
         assert_eq!(spec.storage, 7);
         Ok(spec.shape.len())
     }
@@ -602,11 +602,14 @@ struct ItemsHost {
 }
 
 impl Host for ItemsHost {
-    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, HostError> {
         self.pids.push(pid);
         Ok(Loaded::Storage(self.pids.len()))
     }
-    fn persistent_load_items(&mut self, items: &[PidItem<'_>]) -> Option<Result<Loaded, String>> {
+    fn persistent_load_items(
+        &mut self,
+        items: &[PidItem<'_>],
+    ) -> Option<Result<Loaded, HostError>> {
         if !self.borrowed {
             return None;
         }
@@ -614,8 +617,8 @@ impl Host for ItemsHost {
             .push(Value::Tuple(items.iter().map(PidItem::to_value).collect()));
         Some(Ok(Loaded::Storage(self.pids.len())))
     }
-    fn rebuild_tensor(&mut self, _spec: TensorSpec) -> Result<usize, String> {
-        Err("no tensors".into())
+    fn rebuild_tensor(&mut self, _spec: TensorSpec) -> Result<usize, HostError> {
+        Err(HostError::TensorOutsideTorch)
     }
 }
 
@@ -654,7 +657,7 @@ fn borrowed_persistent_ids_match_materialised_ones() {
                 assert_eq!(borrowed.pids.len(), n + 3);
             }
             (Err(a), Err(b)) => {
-                assert!(n > 100 && matches!(a, FormatError::Limit(_)), "{a}");
+                assert!(n > 100 && matches!(a, FormatError::Limit { .. }), "{a}");
                 assert!(a.to_string().contains("values through shared"), "{a}");
                 assert_eq!(a.to_string(), b.to_string());
             }
@@ -698,10 +701,10 @@ struct SpecHost {
 }
 
 impl Host for SpecHost {
-    fn persistent_load(&mut self, _pid: Value) -> Result<Loaded, String> {
+    fn persistent_load(&mut self, _pid: Value) -> Result<Loaded, HostError> {
         Ok(Loaded::Storage(3))
     }
-    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, HostError> {
         self.specs.push(spec);
         Ok(self.specs.len() - 1)
     }
@@ -810,8 +813,13 @@ fn tensor_arguments_are_checked() {
 #[test]
 fn errors_name_the_opcode_and_offset() {
     match parse_plain(b"\x80\x02\xfe.").unwrap_err() {
-        FormatError::Pickle { offset, message } => {
+        FormatError::Pickle {
+            offset,
+            opcode,
+            message,
+        } => {
             assert_eq!(offset, 2);
+            assert_eq!(opcode, Some(0xfe));
             assert!(
                 message.contains("unknown opcode 0xfe at byte 2"),
                 "{message}"
@@ -820,8 +828,13 @@ fn errors_name_the_opcode_and_offset() {
         e => panic!("{e}"),
     }
     match parse_plain(b"\x80\x02(K\x01K\x02u.").unwrap_err() {
-        FormatError::Pickle { offset, message } => {
+        FormatError::Pickle {
+            offset,
+            opcode,
+            message,
+        } => {
             assert_eq!(offset, 7);
+            assert_eq!(opcode, Some(op::SETITEMS));
             assert!(message.contains("stack underflow"), "{message}");
             assert!(message.contains("SETITEMS"), "{message}");
         }
@@ -862,7 +875,17 @@ fn depth_bomb_is_bounded() {
     p.extend(std::iter::repeat_n(b'a', n - 1));
     p.push(b'.');
     let e = parse_plain(&p).unwrap_err();
-    assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            FormatError::Limit {
+                limit: Limit::Depth,
+                max: 512,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("nested"), "{e}");
 }
 
@@ -876,7 +899,7 @@ fn memo_and_dup_bombs_are_bounded() {
     p.push(b'.');
     let start = std::time::Instant::now();
     let e = parse_plain(&p).unwrap_err();
-    assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    assert!(matches!(e, FormatError::Limit { .. }), "{e}");
     assert!(start.elapsed().as_secs() < 10);
     // the same through a persistent id (materialised for the host) is bounded too
     let mut p2 = p[..p.len() - 1].to_vec();
@@ -885,7 +908,7 @@ fn memo_and_dup_bombs_are_bounded() {
     let mut small = Options::new("t");
     small.max_values = 10_000;
     let e = run(&p2, &mut host, &small).unwrap_err();
-    assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    assert!(matches!(e, FormatError::Limit { .. }), "{e}");
     assert!(host.pids.is_empty());
     // strings shared a million times exceed the byte budget
     let mut p = b"\x80\x02B\x00\x00\x10\x00".to_vec();
@@ -894,12 +917,12 @@ fn memo_and_dup_bombs_are_bounded() {
     p.extend(std::iter::repeat_n(b"h\x00".as_slice(), 200).flatten());
     p.extend_from_slice(b"l.");
     let e = parse_plain(&p).unwrap_err();
-    assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    assert!(matches!(e, FormatError::Limit { .. }), "{e}");
     // the arena itself is capped
     let mut opts = Options::new("t");
     opts.max_values = 100;
     let e = run(BIG_P4, &mut PlainHost, &opts).unwrap_err();
-    assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    assert!(matches!(e, FormatError::Limit { .. }), "{e}");
 }
 
 #[test]
@@ -939,7 +962,10 @@ fn reusing_a_big_memoised_value_is_bounded() {
     p.extend_from_slice(b"N.");
     let start = std::time::Instant::now();
     let e = parse_plain(&p).unwrap_err();
-    assert!(matches!(e, FormatError::Limit(_)), "{e}");
+    assert!(
+        matches!(e, FormatError::Limit { limit: Limit::PickleWork, max, found, .. } if found > max),
+        "{e}"
+    );
     assert!(e.to_string().contains("copying work"), "{e}");
     assert!(start.elapsed().as_secs() < 10);
     // a huge name re-used by STACK_GLOBAL many times
@@ -952,7 +978,7 @@ fn reusing_a_big_memoised_value_is_bounded() {
     p.extend_from_slice(b"N.");
     let e = parse_plain(&p).unwrap_err();
     assert!(
-        e.to_string().contains("STACK_GLOBAL") || matches!(e, FormatError::Limit(_)),
+        e.to_string().contains("STACK_GLOBAL") || matches!(e, FormatError::Limit { .. }),
         "{e}"
     );
 }

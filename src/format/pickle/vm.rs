@@ -87,13 +87,14 @@ impl<'a, 'h> Vm<'a, 'h> {
     // ----- errors, findings -------------------------------------------------
 
     pub(super) fn err(&self, message: impl std::fmt::Display) -> FormatError {
-        let op = match self.op {
-            Op::None => "",
-            Op::End => "(end)",
-            Op::Code(c) => op::name(c).unwrap_or("?"),
+        let (opcode, op) = match self.op {
+            Op::None => (None, ""),
+            Op::End => (None, "(end)"),
+            Op::Code(c) => (Some(c), op::name(c).unwrap_or("?")),
         };
         FormatError::Pickle {
             offset: self.opts.base_offset + self.op_pos as u64,
+            opcode,
             message: format!("{message} (in {}, opcode {op})", self.opts.location),
         }
     }
