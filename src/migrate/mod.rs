@@ -106,7 +106,7 @@ pub enum MigrateError {
     #[error(transparent)]
     Write(#[from] crate::format::write::WriteError),
     /// The output would replace the input.
-    #[error("the output `{}` is the input file; choose another -o", path.display())]
+    #[error("the output `{}` is the input file", path.display())]
     SameFile { path: PathBuf },
     /// The output is a symbolic link.
     #[error("the output `{}` is a symbolic link; tvck does not write through links", path.display())]
