@@ -16,7 +16,7 @@ fn borrowed_keys_and_round_trip() {
     assert_eq!(best.version, VersionId::V5_12_4);
     assert_eq!(best.confidence, 1.0);
     assert_eq!(best.summary(), "L16 H64 dual 2L drop ctrl improved");
-    assert!(arch::compare_layout(&owned, &borrowed).is_empty());
+    assert!(arch::compare_layout(&owned, &borrowed).is_exact());
 
     let json = serde_json::to_string(&best).unwrap();
     assert!(json.contains("\"version\":\"v5_12_4\""), "{json}");

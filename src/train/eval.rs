@@ -93,9 +93,9 @@ fn load_model(
             path.display(),
             best.display,
             best.summary(),
-            best.missing.len(),
-            best.unexpected.len(),
-            best.mismatched.len()
+            best.keys.missing.len(),
+            best.keys.unexpected.len(),
+            best.keys.mismatched.len()
         )));
     }
     let model_cfg = match config {

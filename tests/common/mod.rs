@@ -108,6 +108,39 @@ pub fn python_cases(script: &str, name: &str, why: &str) -> (PathBuf, serde_json
     (dir, manifest)
 }
 
+/// A whole run as the snapshots record it: the exit code, then stdout and stderr, each
+/// with the literal `(from, to)` replacements of `filters` applied (temporary paths become
+/// stable names).
+pub fn run_text(o: &Output, filters: &[(&str, &str)]) -> String {
+    let code = o
+        .status
+        .code()
+        .map_or_else(|| "killed by a signal".to_string(), |c| c.to_string());
+    let mut text = format!(
+        "exit code: {code}\n----- stdout -----\n{}----- stderr -----\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for (from, to) in filters {
+        if !from.is_empty() {
+            text = text.replace(from, to);
+        }
+    }
+    text
+}
+
+/// Snapshot a whole run (exit code, stdout, stderr: [`run_text`]) into snapshots/:
+/// `snap_run!(name, output)` or `snap_run!(name, output, &[(temp_path, "[TMP]")])`.
+#[macro_export]
+macro_rules! snap_run {
+    ($name:expr, $output:expr) => {
+        $crate::snap_run!($name, $output, &[])
+    };
+    ($name:expr, $output:expr, $filters:expr) => {
+        $crate::snap!($name, common::run_text(&$output, $filters))
+    };
+}
+
 /// Snapshot into snapshots/ at the repository root.
 #[macro_export]
 macro_rules! snap {
