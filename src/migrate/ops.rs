@@ -58,6 +58,15 @@ pub fn numeric(dtype: DType) -> bool {
     )
 }
 
+/// A shape expression that gives a negative size for some layout
+/// ([`super::spec::ShapeExpr::eval`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shape `{shape}` gives a negative size {size}")]
+pub struct NegativeSize {
+    pub shape: String,
+    pub size: i64,
+}
+
 /// Why a tensor operation of a migration cannot be done.
 #[derive(Debug, thiserror::Error)]
 pub enum OpError {
@@ -95,7 +104,7 @@ pub enum OpError {
     #[error("bound {0} is negative")]
     NegativeBound(i64),
     #[error(transparent)]
-    NegativeSize(#[from] super::spec::NegativeSize),
+    NegativeSize(#[from] NegativeSize),
     #[error("its source tensor is missing")]
     SourceMissing,
     #[error("produced {produced:?}, the plan says {planned:?}")]

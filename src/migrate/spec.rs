@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::ops::Init;
+use super::ops::{Init, NegativeSize};
 use super::pattern::{Pattern, PatternError};
 use crate::arch::expr::{self, Expr, ExprError};
 use crate::arch::{LayoutParams, Param, VersionId};
@@ -112,14 +112,6 @@ impl SpecError {
             source: Box::new(self),
         }
     }
-}
-
-/// A shape expression that gives a negative size for some layout.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("shape `{shape}` gives a negative size {size}")]
-pub struct NegativeSize {
-    pub shape: String,
-    pub size: i64,
 }
 
 /// A shape written with symbols (`[H, L]`).
