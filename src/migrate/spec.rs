@@ -1092,11 +1092,28 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, SpecError> {
 mod tests {
     use super::*;
 
-    fn spec(rules: &str) -> Result<Spec, String> {
-        // (as text: the tests read the messages)
+    fn spec(rules: &str) -> Result<Spec, SpecError> {
         let text =
             format!("name: t\nfrom: {{version: v5_11}}\nto: {{version: v5_12_4}}\nrules:\n{rules}");
-        Spec::parse(&text, "test").map_err(|e| e.to_string())
+        Spec::parse(&text, "test")
+    }
+
+    #[test]
+    fn spec_errors_say_where_and_carry_the_expression_column() {
+        let e = spec("  - {op: drop, from: 'a.b', when: 'L > '}\n").unwrap_err();
+        let SpecError::In { at, source } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(at, "rule 1");
+        let SpecError::In { at, source } = &**source else {
+            panic!("{source:?}");
+        };
+        assert_eq!(at, "when");
+        let SpecError::Expression(x) = &**source else {
+            panic!("{source:?}");
+        };
+        assert_eq!(x.column, 5, "just past `L > `");
+        assert_eq!(e.to_string(), "rule 1: when: unexpected end of expression");
     }
 
     #[test]
@@ -1173,7 +1190,7 @@ mod tests {
             ),
         ];
         for (rule, want) in cases {
-            let err = spec(rule).unwrap_err();
+            let err = spec(rule).unwrap_err().to_string();
             assert!(err.contains(want), "{rule}: {err}");
         }
     }
@@ -1249,7 +1266,7 @@ mod tests {
             ),
         ];
         for (rule, want) in cases {
-            let err = spec(rule).unwrap_err();
+            let err = spec(rule).unwrap_err().to_string();
             assert!(err.contains(want), "{rule}: {err}");
         }
         // A loop that would unroll without bound is refused when applied.
