@@ -22,13 +22,27 @@ fn workspace() -> tempfile::TempDir {
         dir.path().join("configs/audit_size_mismatch.yaml"),
     )
     .unwrap();
+    // One modification time for every file: candidates that tie on everything else are
+    // ranked newest first, and copies would get the copy order's times (a flaky ranking).
+    same_mtime(dir.path());
     dir
 }
 
-/// `out` with the workspace's absolute path (the searched roots) as `<ws>`, for snapshots.
-fn without_workspace(out: &str, ws: &tempfile::TempDir) -> String {
-    let ws_path = ws.path().canonicalize().unwrap();
-    out.replace(&*ws_path.to_string_lossy(), "<ws>")
+fn same_mtime(dir: &Path) {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_767_225_600); // 2026-01-01
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            same_mtime(&e.path());
+        } else {
+            std::fs::File::options()
+                .write(true)
+                .open(e.path())
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+    }
 }
 
 /// Configs that must fail: `path: null` (or no frozen_checkpoint) for a class that needs one.
@@ -60,7 +74,7 @@ fn every_upstream_config_verdict() {
             out.starts_with(if expected == 1 { "FAIL " } else { "PASS " }),
             "{out}"
         );
-        snap!(format!("check_{}", name.trim_end_matches(".yaml")), out);
+        snap_run!(format!("check_{}", name.trim_end_matches(".yaml")), o);
     }
 }
 
@@ -136,12 +150,9 @@ fn audit_size_mismatch_in_pytorch_wording() {
         .as_str()
         .unwrap()
         .contains("model.projection_layers: 1"));
-    snap!(
+    snap_run!(
         "check_audit_size_mismatch",
-        stdout(&tvck(
-            &["check", "configs/audit_size_mismatch.yaml"],
-            ws.path()
-        ))
+        tvck(&["check", "configs/audit_size_mismatch.yaml"], ws.path())
     );
 }
 
@@ -213,8 +224,12 @@ fn auto_fix_diffs() {
                 .unwrap_or_else(|| panic!("{name}: no diff in\n{out}"));
             assert!(diff.contains("+  path: checkpoints/"), "{name}: {diff}");
         }
-        let out = without_workspace(&out, &ws);
-        snap!(format!("autofix_{}", name.trim_end_matches(".yaml")), out);
+        let ws_path = ws.path().canonicalize().unwrap();
+        snap_run!(
+            format!("autofix_{}", name.trim_end_matches(".yaml")),
+            o,
+            &[(&*ws_path.to_string_lossy(), "<ws>")]
+        );
     }
 }
 
@@ -327,7 +342,8 @@ fn auto_fix_write_into_read_only_folder_fails_clearly() {
         err.contains("error: cannot write the backup ro/D.yaml.bak"),
         "{err}"
     );
-    assert!(err.contains("hint: the config was left unchanged"), "{err}");
+    assert!(err.contains("the config is left as it was"), "{err}");
+    assert!(err.contains("hint: make the folder ro writable"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
@@ -397,7 +413,7 @@ fn diff_proves_the_frozen_encoder_stayed_frozen() {
     assert_eq!(o.status.code(), Some(0), "encoder_A must be identical");
     let out = stdout(&o);
     assert!(out.contains("SAME: 10 identical"), "{out}");
-    snap!("diff_frozen_encoder", out);
+    snap_run!("diff_frozen_encoder", o);
 
     let o = tvck(
         &[
@@ -433,7 +449,7 @@ fn diff_proves_the_frozen_encoder_stayed_frozen() {
         &root(),
     );
     assert_eq!(o.status.code(), Some(1));
-    snap!("diff_v5_11_vs_arch_v5_12_4", stdout(&o));
+    snap_run!("diff_v5_11_vs_arch_v5_12_4", o);
     assert_eq!(
         tvck(
             &["diff", "checkpoints/v5_11/best.pt", "--arch", "v9"],
@@ -494,7 +510,7 @@ fn unmeasured_conversions_are_marked_and_ranked_last() {
         .find(|l| l.trim_start().starts_with("utc: "))
         .unwrap_or_else(|| panic!("{out}"))
         .to_string();
-    snap!("inspect_converted", out.replace(&utc, "    utc: <utc>"));
+    snap_run!("inspect_converted", o, &[(&utc, "    utc: <utc>")]);
 
     // scan: the converted file shows no metrics, and says why.
     let o = tvck(&["scan", "checkpoints"], ws.path());
@@ -506,7 +522,7 @@ fn unmeasured_conversions_are_marked_and_ranked_last() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains("converted, not measured"), "{row}");
     assert!(!row.contains("cov 100.00%"), "{row}");
-    snap!("scan_with_converted", out);
+    snap_run!("scan_with_converted", o);
     let o = tvck(&["scan", "checkpoints", "--json"], ws.path());
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let files = j["files"].as_array().unwrap();
@@ -553,9 +569,11 @@ fn unmeasured_conversions_are_marked_and_ranked_last() {
     }
     assert_eq!(cands[0]["path"], "checkpoints/v5_12_4/best_Q.pt");
     let o = tvck(&["check", cfg, "--auto-fix"], ws.path());
-    snap!(
+    let ws_path = ws.path().canonicalize().unwrap();
+    snap_run!(
         "autofix_with_converted",
-        without_workspace(&stdout(&o), &ws)
+        o,
+        &[(&*ws_path.to_string_lossy(), "<ws>")]
     );
 
     // check: a config whose frozen checkpoint is the unmeasured conversion is warned.

@@ -17,7 +17,7 @@ fn scan_samples_table() {
     let out = stdout(&o);
     // The safetensors export holds the same weights as best_Q.pt (truth.json).
     assert!(out.contains("Duplicate weights"), "{out}");
-    snap!("scan_samples_hash", out);
+    snap_run!("scan_samples_hash", o);
 }
 
 #[test]
@@ -26,7 +26,7 @@ fn scan_samples_without_hash() {
     assert_eq!(o.status.code(), Some(0));
     let out = stdout(&o);
     assert!(!out.contains("Fingerprint"));
-    snap!("scan_samples", out);
+    snap_run!("scan_samples", o);
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn inspect_each_sample() {
             String::from_utf8_lossy(&o.stderr)
         );
         let name = format!("inspect_{}", file.replace(['/', '.'], "_"));
-        snap!(name, stdout(&o));
+        snap_run!(name, o);
     }
 }
 
@@ -182,8 +182,7 @@ fn hostile_files_are_flagged_and_nothing_runs() {
         !root().join("tvck-pwned.txt").exists(),
         "a pickle payload ran!"
     );
-    let table = stdout(&tvck(&["scan", "."], dir.path()));
-    snap!("scan_hostile", table);
+    snap_run!("scan_hostile", tvck(&["scan", "."], dir.path()));
 }
 
 #[test]

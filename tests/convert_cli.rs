@@ -91,8 +91,7 @@ fn dry_run_plans_of_every_sample() {
             "{s}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let text = stdout(&o);
-        snap!(format!("convert_dry_run_{}", snap_name(s)), text);
+        snap_run!(format!("convert_dry_run_{}", snap_name(s)), o);
         // Nothing written next to the input.
         let would = root().join(s).with_file_name(format!(
             "{}.v5_12_4.pt",
@@ -108,7 +107,7 @@ fn dry_run_plans_of_every_sample() {
         "--dry-run",
     ]);
     assert_eq!(o.status.code(), Some(0));
-    snap!("convert_dry_run_v5_5_to_v5_11", stdout(&o));
+    snap_run!("convert_dry_run_v5_5_to_v5_11", o);
 }
 
 #[test]
@@ -122,7 +121,7 @@ fn dry_run_json_is_stable() {
         "--json",
     ]);
     assert_eq!(o.status.code(), Some(0));
-    snap!("convert_dry_run_json_v5_11_homeostasis", stdout(&o));
+    snap_run!("convert_dry_run_json_v5_11_homeostasis", o);
 }
 
 #[test]
@@ -450,7 +449,11 @@ fn a_spec_that_does_not_fit_is_rejected_with_every_key_listed() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr).replace(specs.path().to_str().unwrap(), "<specs>");
-    snap!("convert_spec_violation", err.clone());
+    snap_run!(
+        "convert_spec_violation",
+        o,
+        &[(specs.path().to_str().unwrap(), "<specs>")]
+    );
     for k in [
         "decoder_A.decoder.4.weight [27, 64]",
         "decoder_A.decoder.4.bias [27]",
@@ -585,7 +588,7 @@ fn a_folder_converts_with_the_bad_file_reported_and_skipped() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    snap!("convert_recursive", stdout(&o));
+    snap_run!("convert_recursive", o);
     for s in OLD {
         let rel = Path::new(s).strip_prefix("checkpoints").unwrap();
         assert!(out.join(rel).exists(), "{} missing", rel.display());

@@ -48,5 +48,10 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     } else {
         print_out(&report::scan::render(&report))?;
     }
-    Ok(ExitStatus::failure_if(report.has_findings()))
+    // A file named on the command line that is not read (a FIFO, a device…) is a
+    // failure: the user asked for that file. In a folder it is only listed as skipped.
+    let named_file_skipped = !a.dir.is_dir() && !report.skipped.is_empty();
+    Ok(ExitStatus::failure_if(
+        report.has_findings() || named_file_skipped,
+    ))
 }
