@@ -39,8 +39,8 @@ pub use compare::{pytorch_error_title, KeyComparison, SizeMismatch};
 pub use load_plan::{is_frozen_part, load_plan, LoadParts, LoadPlan};
 
 pub use catalog::{
-    catalog, Catalog, EncoderKind, LayoutParams, ModelClass, Param, ParamDomain, Version,
-    VersionId, CATALOG_YAML,
+    catalog, Catalog, CatalogError, EncoderKind, LayoutParams, ModelClass, Param, ParamDomain,
+    Version, VersionId, CATALOG_YAML,
 };
 pub use infer::{
     compare_layout, infer, resolve_config, Candidate, ConfigLayout, Hints, Inference,
@@ -58,7 +58,7 @@ pub enum ArchError {
     Yaml(#[from] serde_yaml::Error),
     /// The catalog parses but is inconsistent (unknown names, bad expressions, cycles, …).
     #[error("architecture catalog: {0}")]
-    Catalog(String),
+    Catalog(#[from] CatalogError),
     /// A version id or name that the catalog does not know.
     #[error("unknown model version `{0}`")]
     UnknownVersion(String),

@@ -220,6 +220,25 @@ fn malformed_catalogs_are_rejected() {
     }
 }
 
+#[test]
+fn catalog_errors_say_where_and_what() {
+    let src = MINI.replace("builds: [v5_5]", "builds: [v4]");
+    let e = Catalog::from_yaml(&src).unwrap_err();
+    let ArchError::Catalog(CatalogError::In { at, source }) = &e else {
+        panic!("{e:?}");
+    };
+    assert!(at.starts_with("model class `"), "{at}");
+    assert!(
+        matches!(&**source, CatalogError::In { at, source } if at == "builds"
+            && matches!(&**source, CatalogError::UnknownVersionId(v) if v == "v4")),
+        "{source:?}"
+    );
+    assert!(
+        e.to_string().ends_with(": builds: unknown version id `v4`"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Layouts
 // ---------------------------------------------------------------------------------------

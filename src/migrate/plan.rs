@@ -198,14 +198,14 @@ pub fn target_params(spec: &Spec, src: &LayoutParams) -> Result<LayoutParams, Mi
             ParamValue::Source => spec::param_text(src, name).unwrap_or_default(),
             ParamValue::Value(t) => t.clone(),
         };
-        spec::set_param(&mut p, name, &text).map_err(|message| MigrateError::Spec {
+        spec::set_param(&mut p, name, &text).map_err(|source| MigrateError::Spec {
             origin: spec.origin.clone(),
-            message,
+            source,
         })?;
     }
     arch::check_params(spec.to, &p).map_err(|e| MigrateError::Spec {
         origin: spec.origin.clone(),
-        message: format!("target parameters: {e}"),
+        source: spec::SpecError::from(e).within("target parameters"),
     })?;
     Ok(p)
 }
@@ -261,9 +261,9 @@ pub fn plan_step(
         .collect();
     let rules = spec
         .expand(src_params, &to_params)
-        .map_err(|message| MigrateError::Spec {
+        .map_err(|source| MigrateError::Spec {
             origin: spec.origin.clone(),
-            message,
+            source,
         })?;
     let env_src = spec::symbol_env(src_params);
     let env_dst = spec::symbol_env(&to_params);
@@ -332,11 +332,11 @@ pub fn plan_step(
                 .map(|(a, b)| {
                     let bound = |e: &spec::DimExpr| {
                         let v = e.eval(&env_src);
-                        u64::try_from(v).map_err(|_| format!("bound {v} is negative"))
+                        u64::try_from(v).map_err(|_| v)
                     };
                     Ok((bound(a)?, bound(b)?))
                 })
-                .collect::<Result<Vec<_>, String>>()
+                .collect::<Result<Vec<_>, i64>>()
         };
         // The shape rules are the executor's own (ops), so the plan refuses what it would.
         let (action, out_shape, detail) = match &rule.op {
@@ -349,7 +349,7 @@ pub fn plan_step(
                     .as_ref()
                     .map(|s| s.eval(&env_dst))
                     .transpose()
-                    .map_err(|e| e.to_string());
+                    .map_err(ops::OpError::from);
                 let checked = to.and_then(|to| {
                     let to = to.unwrap_or_default();
                     ops::reshape(&t.shape, &to).map(|_| to)
@@ -360,7 +360,7 @@ pub fn plan_step(
                 let r = eval_ranges(pairs);
                 let shape = r
                     .as_ref()
-                    .map_err(Clone::clone)
+                    .map_err(|&v| ops::OpError::NegativeBound(v))
                     .and_then(|r| ops::slice_shape(&t.shape, r));
                 let r = r.unwrap_or_default();
                 let d = format!(
@@ -376,7 +376,7 @@ pub fn plan_step(
                 let p = eval_ranges(pairs);
                 let shape = p
                     .as_ref()
-                    .map_err(Clone::clone)
+                    .map_err(|&v| ops::OpError::NegativeBound(v))
                     .and_then(|p| ops::pad_shape(&t.shape, p));
                 let p = p.unwrap_or_default();
                 let d = format!("{p:?} with {value}");

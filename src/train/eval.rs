@@ -61,7 +61,7 @@ fn load_model(
     config: Option<&TrainingConfig>,
     device: tch::Device,
 ) -> Result<Loaded, TrainError> {
-    let ckpt = Checkpoint::open(path).map_err(|e| TrainError::Load(e.to_string()))?;
+    let ckpt = Checkpoint::open(path)?;
     if ckpt.has_unsafe_globals() {
         return Err(TrainError::Load(format!(
             "`{}` references unsafe pickle globals: not evaluated (see `tvck inspect`)",

@@ -30,9 +30,7 @@ pub fn tensor_of(ckpt: &Checkpoint, index: usize) -> Result<Tensor, TrainError> 
             )))
         }
     };
-    let bytes = ckpt
-        .tensor_bytes(index)
-        .map_err(|e| TrainError::Load(e.to_string()))?;
+    let bytes = ckpt.tensor_bytes(index)?;
     let dims: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
     let t = Tensor::f_from_data_size(&bytes, &dims, kind)
         .map_err(|e| TrainError::Load(format!("tensor `{}`: {e}", info.path)))?;

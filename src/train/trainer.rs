@@ -729,10 +729,14 @@ fn step6_train(
             ),
         },
     };
-    fs::create_dir_all(&out_dir).map_err(|e| {
-        let msg = format!("cannot create {}: {e}", out_dir.display());
-        list.report(6, S6, StepStatus::Failed, msg.clone());
-        TrainError::Io(msg)
+    fs::create_dir_all(&out_dir).map_err(|source| {
+        let e = TrainError::File {
+            action: "create",
+            path: out_dir.clone(),
+            source,
+        };
+        list.report(6, S6, StepStatus::Failed, e.to_string());
+        e
     })?;
     let absolute = |p: PathBuf| fs::canonicalize(&p).unwrap_or(p);
     let setup = Setup {
@@ -1341,8 +1345,12 @@ impl<'a> Run<'a> {
                 BufWriter::new(file)
             }
             None => {
-                let mut jsonl = BufWriter::new(File::create(&metrics_path).map_err(|e| {
-                    TrainError::Io(format!("cannot create {}: {e}", metrics_path.display()))
+                let mut jsonl = BufWriter::new(File::create(&metrics_path).map_err(|source| {
+                    TrainError::File {
+                        action: "create",
+                        path: metrics_path.clone(),
+                        source,
+                    }
                 })?);
                 // Line 0: the state training starts from (no checkpoint before training).
                 self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
@@ -1493,9 +1501,10 @@ impl<'a> Run<'a> {
         if let Some(b) = bar {
             b.finish();
         }
-        jsonl
-            .flush()
-            .map_err(|e| TrainError::Io(format!("{}: {e}", metrics_path.display())))?;
+        jsonl.flush().map_err(|source| TrainError::Output {
+            path: metrics_path.clone(),
+            source,
+        })?;
         plot::write_plot(&self.out_dir.join("training.svg"), &self.history)?;
         Ok(TrainReport {
             out_dir: self.out_dir.clone(),
@@ -1554,7 +1563,7 @@ impl<'a> Run<'a> {
         // Flushed per line: `tail -f metrics.jsonl` follows a run live.
         writeln!(out, "{line}")
             .and_then(|_| out.flush())
-            .map_err(|e| TrainError::Io(e.to_string()))?;
+            .map_err(TrainError::Io)?;
         self.history.push(plot::Point {
             epoch,
             loss: losses.map(|l| l.total),
