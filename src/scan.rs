@@ -178,7 +178,7 @@ pub(crate) fn set_fingerprint(
 ) {
     match fp {
         Ok(fp) => summary.fingerprint = Some(fingerprint::hex(&fp.weights)),
-        Err(e) => summary.error = Some(format!("{HASHING_FAILED}: {e}")),
+        Err(e) => summary.error = Some(format!("{HASHING_FAILED}: {}", e.message_without_file())),
     }
 }
 
@@ -197,7 +197,7 @@ pub const BATCH_BYTES: u64 = 16 << 20;
 
 pub(crate) fn unreadable(path: &Path, rel: String, e: &crate::format::ReadError) -> FileSummary {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    FileSummary::unreadable(rel, size, e.source.to_string())
+    FileSummary::unreadable(rel, size, e.source.message_without_file())
 }
 
 fn summarize_path(root: &Path, path: &Path, opts: &ScanOptions) -> FileSummary {

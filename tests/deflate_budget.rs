@@ -82,9 +82,11 @@ fn deflated_storages_read_like_torch_and_bombs_are_refused() {
             .as_str()
             .unwrap()
             .to_string();
-        for w in words {
+        for w in words.iter().filter(|w| **w != "deflate_bomb.pt") {
             assert!(e.contains(w), "no `{w}` in: {e}");
         }
+        // The row names the file; its error does not name it again.
+        assert!(!e.contains("deflate_bomb.pt"), "{e}");
         let ok = file("deflated.pt");
         assert!(ok["error"].is_null(), "{ok}");
         assert_eq!(ok["tensors"], 7);

@@ -524,6 +524,25 @@ pub enum FormatError {
 }
 
 impl FormatError {
+    /// The message for a place that names the file already (a report's row, a
+    /// [`ReadError`]): the same text without the file name the message carries itself.
+    pub fn message_without_file(&self) -> String {
+        match self {
+            FormatError::Inflate {
+                entry,
+                limit,
+                found,
+                ..
+            } => format!(
+                "`{entry}` would inflate {found} bytes, past {} ({} bytes, {})",
+                limit.name(),
+                limit.bytes(),
+                limit.what()
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// What to do about it, where there is something to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
@@ -546,11 +565,12 @@ pub struct ReadError {
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.source {
-            // It names the file already.
-            FormatError::Inflate { .. } => write!(f, "{}", self.source),
-            source => write!(f, "{}: {source}", self.path.display()),
-        }
+        write!(
+            f,
+            "{}: {}",
+            self.path.display(),
+            self.source.message_without_file()
+        )
     }
 }
 
