@@ -9,10 +9,12 @@ mod diagnostics;
 mod diff;
 mod eval;
 mod exit;
+mod index;
 mod inspect;
 mod output;
 mod platform;
 mod scan;
+mod tag;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +61,15 @@ enum Command {
     /// (invalid config, incompatible checkpoint, critical initial coverage), a run cannot
     /// be continued, or training failed.
     Train(train::Args),
+    /// Index (or refresh the index of) every checkpoint under some folders.
+    ///
+    /// Exit code 0 when every file was read, 1 when any is unreadable or unsafe or the
+    /// index cannot be opened (corrupt, foreign, locked), 2 on usage errors.
+    Index(index::Args),
+    /// Give an indexed checkpoint an alias (e.g. `production`); moves the alias if set.
+    Tag(tag::TagArgs),
+    /// Remove an alias.
+    Untag(tag::UntagArgs),
 }
 
 /// Run the parsed command line; errors are rendered here, once.
@@ -75,6 +86,9 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Diff(a) => diff::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
+        Command::Index(a) => index::run(a),
+        Command::Tag(a) => tag::run_tag(a),
+        Command::Untag(a) => tag::run_untag(a),
     };
     result.unwrap_or_else(|e| {
         e.render();
