@@ -184,3 +184,88 @@ fn tag_untag_and_env_var() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("hint: create it with `tvck index DIR`"));
 }
+
+#[test]
+fn ls_where_sort_limit_alias_and_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let i = idx.to_str().unwrap();
+    let d = ck.to_str().unwrap();
+    // no index yet: say so, and how to create one
+    let out = tvck(&["ls", "--index", i, d], &ck);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: create it with `tvck index"));
+    index(&ck, &idx);
+    let out = tvck(&["ls", "--index", i, d], &ck);
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("v5_12_4/best_Q.pt") && s.contains("v5_11_partial_freeze"),
+        "{s}"
+    );
+    assert!(s.ends_with("8 checkpoints\n"), "{s}");
+
+    let out = tvck(
+        &[
+            "ls",
+            "--json",
+            "--index",
+            i,
+            d,
+            "--where",
+            "version == v5_12_4",
+            "--sort",
+            "epoch:desc",
+        ],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r["version"]["version"] == "v5_12_4"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["epoch"], 42);
+
+    let out = tvck(
+        &[
+            "ls", "--json", "--index", i, d, "--sort", "Q:desc", "--limit", "1",
+        ],
+        &ck,
+    );
+    let rows = json(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert!(rows[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("v5_12_4/best_Q.pt"));
+
+    let file = ck.join("v5_11/best.pt");
+    let out = tvck(
+        &["tag", "--index", i, file.to_str().unwrap(), "production"],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let out = tvck(
+        &["ls", "--index", i, d, "--where", "alias == production"],
+        &ck,
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("v5_11/best.pt") && s.contains("production") && s.ends_with("1 checkpoints\n"),
+        "{s}"
+    );
+
+    // a bad --where: usage error with the column pointer
+    let out = tvck(&["ls", "--index", i, d, "--where", "coverage >> 3"], &ck);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("column 11") && err.contains("coverage >> 3\n          ^"),
+        "{err}"
+    );
+}

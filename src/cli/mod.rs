@@ -11,6 +11,7 @@ mod eval;
 mod exit;
 mod index;
 mod inspect;
+mod ls;
 mod output;
 mod platform;
 mod scan;
@@ -66,6 +67,10 @@ enum Command {
     /// Exit code 0 when every file was read, 1 when any is unreadable or unsafe or the
     /// index cannot be opened (corrupt, foreign, locked), 2 on usage errors.
     Index(index::Args),
+    /// List the indexed checkpoints under a folder, filtered (`--where`) and sorted.
+    ///
+    /// Exit code 0 when listed, 1 when there is no index, 2 on a bad `--where`/`--sort`.
+    Ls(ls::Args),
     /// Give an indexed checkpoint an alias (e.g. `production`); moves the alias if set.
     Tag(tag::TagArgs),
     /// Remove an alias.
@@ -87,6 +92,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Index(a) => index::run(a),
+        Command::Ls(a) => ls::run(a),
         Command::Tag(a) => tag::run_tag(a),
         Command::Untag(a) => tag::run_untag(a),
     };
