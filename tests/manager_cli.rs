@@ -269,3 +269,57 @@ fn ls_where_sort_limit_alias_and_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn select_for_config_with_and_without_index() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let i = idx.to_str().unwrap();
+    let cfg = root().join("tests/fixtures/configs/train_v5_12_4_partial.yaml");
+    let cfg = cfg.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["select", "--json", "--for", cfg, "--index", i, "ck"];
+        args.extend_from_slice(extra);
+        let out = tvck(&args, t.path());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)
+    };
+    let plain = run(&[]);
+    assert_eq!(plain["from_index"], false);
+    assert_eq!(plain["selected"]["path"], "ck/v5_12_4/best_Q.pt");
+    assert_eq!(plain["selected"]["exact"], true);
+    index(&ck, &idx);
+    let indexed = run(&[]);
+    assert_eq!(indexed["from_index"], true);
+    assert_eq!(indexed["candidates"], plain["candidates"]);
+    // filtered by the index: only the exports, none of which stores metrics
+    let f = run(&["--where", "path ~ exports"]);
+    let sel = f["selected"]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(sel.starts_with("ck/exports/"), "{f}");
+    // human output and exit 1 when nothing fits
+    let out = tvck(
+        &["select", "--for", cfg, "--index", i, "ck/v5_11"],
+        t.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("does not fit") && s.contains("no checkpoint"),
+        "{s}"
+    );
+    let out = tvck(
+        &["select", "--for", cfg, "--index", i, "--by", "nope", "ck"],
+        t.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}

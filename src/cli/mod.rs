@@ -15,6 +15,7 @@ mod ls;
 mod output;
 mod platform;
 mod scan;
+mod select;
 mod tag;
 mod train;
 
@@ -71,6 +72,11 @@ enum Command {
     ///
     /// Exit code 0 when listed, 1 when there is no index, 2 on a bad `--where`/`--sort`.
     Ls(ls::Args),
+    /// The best checkpoint a training config's trainer loads (`tvck check` accepts).
+    ///
+    /// Exit code 0 when one loads as it is, 1 when none does (a migration path is shown
+    /// when a conversion would make one loadable), 2 on usage errors.
+    Select(select::Args),
     /// Give an indexed checkpoint an alias (e.g. `production`); moves the alias if set.
     Tag(tag::TagArgs),
     /// Remove an alias.
@@ -93,6 +99,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Train(a) => train::run(a),
         Command::Index(a) => index::run(a),
         Command::Ls(a) => ls::run(a),
+        Command::Select(a) => select::run(a),
         Command::Tag(a) => tag::run_tag(a),
         Command::Untag(a) => tag::run_untag(a),
     };
