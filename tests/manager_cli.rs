@@ -1,0 +1,325 @@
+//! `tvck index`, `tag`, `untag` through the binary, on temp copies of `checkpoints/`.
+
+mod common;
+
+use common::{copy_dir, root, tvck};
+use std::path::Path;
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn index(dir: &Path, idx: &Path) -> serde_json::Value {
+    let out = tvck(
+        &[
+            "index",
+            "--json",
+            "--index",
+            idx.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json(&out)
+}
+
+#[test]
+fn incremental_reindex_after_add_change_rename_delete() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let r = index(&ck, &idx);
+    let n = r["files"].as_u64().unwrap();
+    assert!(n >= 5);
+    assert_eq!(r["added"].as_u64(), Some(n));
+    let r = index(&ck, &idx);
+    assert_eq!(r["unchanged"].as_u64(), Some(n));
+    assert_eq!(r["added"].as_u64(), Some(0));
+
+    let files: Vec<_> = walkdir(&ck);
+    // add: a copy of one file
+    std::fs::copy(&files[0], ck.join("copy.pt")).unwrap();
+    // rename another
+    std::fs::rename(&files[1], ck.join("renamed.pt")).unwrap();
+    // delete a third
+    std::fs::remove_file(&files[2]).unwrap();
+    let r = index(&ck, &idx);
+    assert_eq!(r["added"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["renamed"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["removed"].as_u64(), Some(1), "{r}");
+    assert_eq!(r["files"].as_u64(), Some(n));
+
+    // change: rewrite the copy with another file's bytes
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(ck.join("copy.pt"), std::fs::read(&files[3]).unwrap()).unwrap();
+    let r = index(&ck, &idx);
+    assert_eq!(r["changed"].as_u64(), Some(1), "{r}");
+
+    // human summary
+    let out = tvck(
+        &[
+            "index",
+            "--index",
+            idx.to_str().unwrap(),
+            ck.to_str().unwrap(),
+        ],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains(&format!("{n} files")) && s.contains(&format!("{n} unchanged")),
+        "{s}"
+    );
+}
+
+fn walkdir(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            v.extend(walkdir(&p));
+        } else if p
+            .extension()
+            .is_some_and(|e| e == "pt" || e == "pth" || e == "ckpt")
+        {
+            v.push(p);
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn corrupt_index_is_an_error_and_untouched() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("bad.sqlite");
+    std::fs::write(&idx, b"not a database at all, just text\n").unwrap();
+    let out = tvck(
+        &[
+            "index",
+            "--index",
+            idx.to_str().unwrap(),
+            ck.to_str().unwrap(),
+        ],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a tvck index"), "{err}");
+    assert!(err.contains("hint: tvck never overwrites it"), "{err}");
+    assert_eq!(
+        std::fs::read(&idx).unwrap(),
+        b"not a database at all, just text\n"
+    );
+}
+
+#[test]
+fn tag_untag_and_env_var() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    // TVCK_INDEX names the index when --index is absent
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tvck"))
+        .args(["index", ck.to_str().unwrap()])
+        .env("TVCK_INDEX", &idx)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(idx.exists());
+    let file = walkdir(&ck).remove(0);
+    let i = idx.to_str().unwrap();
+    let out = tvck(
+        &[
+            "tag",
+            "--json",
+            "--index",
+            i,
+            file.to_str().unwrap(),
+            "production",
+        ],
+        &ck,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j = json(&out);
+    assert_eq!(j["action"], "tag");
+    assert_eq!(j["name"], "production");
+    let out = tvck(
+        &["tag", "--index", i, file.to_str().unwrap(), "bad name!"],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an alias name"));
+    let out = tvck(&["untag", "--index", i, "production"], &ck);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("untagged production"));
+    let out = tvck(&["untag", "--index", i, "production"], &ck);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no alias `production`"));
+    // no index at all
+    let out = tvck(
+        &[
+            "untag",
+            "--index",
+            t.path().join("none.sqlite").to_str().unwrap(),
+            "x",
+        ],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: create it with `tvck index DIR`"));
+}
+
+#[test]
+fn ls_where_sort_limit_alias_and_errors() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let i = idx.to_str().unwrap();
+    let d = ck.to_str().unwrap();
+    // no index yet: say so, and how to create one
+    let out = tvck(&["ls", "--index", i, d], &ck);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hint: create it with `tvck index"));
+    index(&ck, &idx);
+    let out = tvck(&["ls", "--index", i, d], &ck);
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("v5_12_4/best_Q.pt") && s.contains("v5_11_partial_freeze"),
+        "{s}"
+    );
+    assert!(s.ends_with("8 checkpoints\n"), "{s}");
+
+    let out = tvck(
+        &[
+            "ls",
+            "--json",
+            "--index",
+            i,
+            d,
+            "--where",
+            "version == v5_12_4",
+            "--sort",
+            "epoch:desc",
+        ],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let rows = json(&out);
+    let rows = rows.as_array().unwrap();
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter().all(|r| r["version"]["version"] == "v5_12_4"),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0]["epoch"], 42);
+
+    let out = tvck(
+        &[
+            "ls", "--json", "--index", i, d, "--sort", "Q:desc", "--limit", "1",
+        ],
+        &ck,
+    );
+    let rows = json(&out);
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert!(rows[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("v5_12_4/best_Q.pt"));
+
+    let file = ck.join("v5_11/best.pt");
+    let out = tvck(
+        &["tag", "--index", i, file.to_str().unwrap(), "production"],
+        &ck,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    let out = tvck(
+        &["ls", "--index", i, d, "--where", "alias == production"],
+        &ck,
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("v5_11/best.pt") && s.contains("production") && s.ends_with("1 checkpoints\n"),
+        "{s}"
+    );
+
+    // a bad --where: usage error with the column pointer
+    let out = tvck(&["ls", "--index", i, d, "--where", "coverage >> 3"], &ck);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("column 11") && err.contains("coverage >> 3\n          ^"),
+        "{err}"
+    );
+}
+
+#[test]
+fn select_for_config_with_and_without_index() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let i = idx.to_str().unwrap();
+    let cfg = root().join("tests/fixtures/configs/train_v5_12_4_partial.yaml");
+    let cfg = cfg.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["select", "--json", "--for", cfg, "--index", i, "ck"];
+        args.extend_from_slice(extra);
+        let out = tvck(&args, t.path());
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        json(&out)
+    };
+    let plain = run(&[]);
+    assert_eq!(plain["from_index"], false);
+    assert_eq!(plain["selected"]["path"], "ck/v5_12_4/best_Q.pt");
+    assert_eq!(plain["selected"]["exact"], true);
+    index(&ck, &idx);
+    let indexed = run(&[]);
+    assert_eq!(indexed["from_index"], true);
+    assert_eq!(indexed["candidates"], plain["candidates"]);
+    // filtered by the index: only the exports, none of which stores metrics
+    let f = run(&["--where", "path ~ exports"]);
+    let sel = f["selected"]["path"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(sel.starts_with("ck/exports/"), "{f}");
+    // human output and exit 1 when nothing fits
+    let out = tvck(
+        &["select", "--for", cfg, "--index", i, "ck/v5_11"],
+        t.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.contains("does not fit") && s.contains("no checkpoint"),
+        "{s}"
+    );
+    let out = tvck(
+        &["select", "--for", cfg, "--index", i, "--by", "nope", "ck"],
+        t.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
