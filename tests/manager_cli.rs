@@ -323,3 +323,104 @@ fn select_for_config_with_and_without_index() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn lineage_of_frozen_encoder_and_converted_file() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let conv = ck.join("conv.pt");
+    let out = tvck(
+        &[
+            "convert",
+            "ck/v5_11/best.pt",
+            "--to",
+            "v5_12_4",
+            "-o",
+            "ck/conv.pt",
+        ],
+        t.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let idx = t.path().join("i.sqlite");
+    let i = idx.to_str().unwrap();
+    index(&ck, &idx);
+    let holders = |l: &serde_json::Value, part: &str| -> Vec<(String, u64)> {
+        l["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["part"] == part)
+            .unwrap_or_else(|| panic!("no part {part} in {l}"))["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| {
+                let p = h["path"].as_str().unwrap();
+                let rel = p
+                    .strip_prefix(ck.canonicalize().unwrap().to_str().unwrap())
+                    .unwrap();
+                (rel.to_string(), h["shared"].as_u64().unwrap())
+            })
+            .collect()
+    };
+    // v5.11's frozen encoder: the v5.5 checkpoint's bytes, all 10 tensors
+    let out = tvck(
+        &["lineage", "--json", "--index", i, "ck/v5_11/best.pt"],
+        t.path(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = json(&out);
+    assert_eq!(l["version"], "v5_11");
+    assert!(
+        holders(&l, "encoder_A").contains(&("/v5_5/latest.pt".into(), 10)),
+        "{l}"
+    );
+    // the converted file: its migration record, and its encoder from v5_11/best.pt
+    let out = tvck(
+        &["lineage", "--json", "--index", i, conv.to_str().unwrap()],
+        t.path(),
+    );
+    let l = json(&out);
+    assert_eq!(l["migration"]["from_version"], "v5_11");
+    assert_eq!(l["migration"]["to_version"], "v5_12_4");
+    assert!(
+        holders(&l, "encoder_A")
+            .iter()
+            .any(|(p, n)| p == "/v5_11/best.pt" && *n >= 8),
+        "{l}"
+    );
+    let out = tvck(&["lineage", "--index", i, conv.to_str().unwrap()], t.path());
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("converted by tvck: v5_11 → v5_12_4"), "{s}");
+    // Graphviz of the tree
+    let out = tvck(&["lineage", "--dot", "--index", i, "ck"], t.path());
+    assert_eq!(out.status.code(), Some(0));
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        s.starts_with("digraph lineage {") && s.contains("converted by v5_11_to_v5_12_4"),
+        "{s}"
+    );
+    // a file not in the index
+    let out = tvck(
+        &[
+            "lineage",
+            "--index",
+            i,
+            root().join("Cargo.toml").to_str().unwrap(),
+        ],
+        t.path(),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not in the index"));
+}

@@ -11,6 +11,7 @@ mod eval;
 mod exit;
 mod index;
 mod inspect;
+mod lineage;
 mod ls;
 mod output;
 mod platform;
@@ -77,6 +78,9 @@ enum Command {
     /// Exit code 0 when one loads as it is, 1 when none does (a migration path is shown
     /// when a conversion would make one loadable), 2 on usage errors.
     Select(select::Args),
+    /// Where each part of an indexed checkpoint's weights also lives (frozen encoders,
+    /// conversions); `--dot` for Graphviz of a file's or a whole tree's lineage.
+    Lineage(lineage::Args),
     /// Give an indexed checkpoint an alias (e.g. `production`); moves the alias if set.
     Tag(tag::TagArgs),
     /// Remove an alias.
@@ -100,6 +104,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Index(a) => index::run(a),
         Command::Ls(a) => ls::run(a),
         Command::Select(a) => select::run(a),
+        Command::Lineage(a) => lineage::run(a),
         Command::Tag(a) => tag::run_tag(a),
         Command::Untag(a) => tag::run_untag(a),
     };
