@@ -60,6 +60,38 @@ const CASES: &[(&str, &[&str])] = &[
         "convert_missing_input",
         &["convert", "nope.pt", "--to", "v5_12_4", "-o", "x.pt"],
     ),
+    ("index_missing_dir", &["index", "does-not-exist"]),
+    ("ls_missing_dir", &["ls", "does-not-exist"]),
+    (
+        "ls_bad_where",
+        &["ls", "checkpoints", "--where", "coverage >> 1"],
+    ),
+    (
+        "ls_unknown_field",
+        &["ls", "checkpoints", "--where", "covrage >= 0.9"],
+    ),
+    ("ls_bad_sort", &["ls", "checkpoints", "--sort", "bogus"]),
+    ("select_no_config", &["select", "checkpoints"]),
+    (
+        "select_missing_config",
+        &["select", "--for", "configs/nope.yaml", "checkpoints"],
+    ),
+    (
+        "select_unknown_metric",
+        &[
+            "select",
+            "--for",
+            "tests/fixtures/configs/train_v5_12_4_partial.yaml",
+            "--by",
+            "nope",
+            "checkpoints",
+        ],
+    ),
+    ("tag_missing_file", &["tag", "nope.pt", "production"]),
+    ("tag_no_name", &["tag", "checkpoints/v5_11/best.pt"]),
+    ("untag_no_name", &["untag"]),
+    ("lineage_missing_file", &["lineage", "nope.pt"]),
+    ("lineage_of_a_folder", &["lineage", "checkpoints"]),
 ];
 
 #[test]

@@ -28,6 +28,12 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     require_exists(&a.path)?;
+    if a.path.is_dir() && !a.dot {
+        return Err(CliError::usage(
+            format!("{}: a folder", a.path.display()),
+            "give a checkpoint file, or --dot for a whole tree",
+        ));
+    }
     let path = index_file(a.index.as_deref())?;
     let Some(index) = Index::open_existing(&path).map_err(manager_error)? else {
         return Err(CliError::failure_with(
@@ -42,12 +48,6 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             .map_err(|e| CliError::failure(format!("{}: {e}", a.path.display())))?;
         print_out(&lineage::dot(&index, &[root]).map_err(manager_error)?)?;
         return Ok(ExitStatus::Ok);
-    }
-    if a.path.is_dir() {
-        return Err(CliError::usage(
-            format!("{}: a folder", a.path.display()),
-            "give a checkpoint file, or --dot for a whole tree",
-        ));
     }
     let l = lineage::lineage(&index, &a.path).map_err(manager_error)?;
     if a.json {

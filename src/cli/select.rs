@@ -57,6 +57,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     } else {
         a.dirs.clone()
     };
+    require_exists(&a.config)?;
     for d in &dirs {
         require_exists(d)?;
     }
