@@ -424,3 +424,63 @@ fn lineage_of_frozen_encoder_and_converted_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the index"));
 }
+
+#[test]
+fn scan_from_index_is_identical_and_rereads_changed_files() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    copy_dir(&root().join("tests/fixtures/zip"), &ck.join("zip"));
+    let idx = t.path().join("i.sqlite");
+    let none = t.path().join("none.sqlite");
+    let scan = |index: &Path, extra: &[&str]| {
+        let mut args = vec!["scan", "ck", "--index", index.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = tvck(&args, t.path());
+        (out.status.code(), out.stdout, out.stderr)
+    };
+    let plain: Vec<_> = [&[][..], &["--json"], &["--hash"], &["--hash", "--json"]]
+        .iter()
+        .map(|x| scan(&none, x))
+        .collect();
+    index(&ck, &idx);
+    for (x, p) in [&[][..], &["--json"], &["--hash"], &["--hash", "--json"]]
+        .iter()
+        .zip(&plain)
+    {
+        assert_eq!(&scan(&idx, x), p, "scan {x:?} differs with an index");
+    }
+    // the index does answer: a file overwritten in place with the same size and mtime
+    // (the index's identity of a file) is still reported as indexed
+    let f = ck.join("v5_5_early/latest.pt");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let len = std::fs::metadata(&f).unwrap().len() as usize;
+    {
+        use std::io::Write;
+        let mut h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        h.write_all(&vec![0u8; len]).unwrap();
+        h.set_modified(mtime).unwrap();
+    }
+    assert_eq!(scan(&idx, &["--json"]), plain[1]);
+    assert_eq!(
+        scan(&none, &["--json"]).0,
+        Some(1),
+        "a zeroed file is unreadable"
+    );
+    std::fs::remove_file(&f).unwrap();
+    let plain_after_rm = scan(&none, &["--json"]);
+    assert_eq!(
+        scan(&idx, &["--json"]).1,
+        plain_after_rm.1,
+        "a vanished file is not listed"
+    );
+    // a changed file is re-read, not answered from the stale index
+    std::fs::write(
+        ck.join("v5_11/best.pt"),
+        std::fs::read(ck.join("v5_5/latest.pt")).unwrap(),
+    )
+    .unwrap();
+    let fresh = scan(&none, &["--json"]);
+    assert_ne!(fresh, plain_after_rm);
+    assert_eq!(scan(&idx, &["--json"]), fresh);
+}
