@@ -2,59 +2,14 @@
 //! says so; two writers of one OUT never leave a mix; a config that is a link is not
 //! replaced by `--auto-fix --write`.
 //!
-//! The full-disk tests mount a small tmpfs, which needs root (CI runs as root). Without
-//! root they print why they did not run and return; with `CI` set they fail instead, so
-//! CI cannot pass without them.
+//! The full-disk tests mount a small tmpfs ([`common::Tmpfs`]: root, as CI runs).
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::{copy_dir, root, tvck};
-
-/// A tmpfs of `kib` KiB mounted on a fresh folder, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` (after saying why) when this process may not mount.
-    fn new(kib: u64) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .is_ok_and(|s| s.success());
-        if ok {
-            return Some(Tmpfs { dir });
-        }
-        let why = "mounting a tmpfs failed (needs root): the full-disk test did not run";
-        assert!(std::env::var_os("CI").is_none(), "{why}");
-        eprintln!("{why}");
-        None
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Fill what is left with a file `filler`.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
-        let block = vec![0u8; 4096];
-        use std::io::Write;
-        while f.write_all(&block).is_ok() {}
-        let _ = f.sync_all();
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
-}
+use common::{copy_dir, root, tvck, Tmpfs};
 
 /// The files of `dir` whose names are not in `expected`.
 fn others(dir: &Path, expected: &[&str]) -> Vec<String> {

@@ -424,3 +424,138 @@ fn lineage_of_frozen_encoder_and_converted_file() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not in the index"));
 }
+
+#[test]
+fn scan_from_index_is_identical_and_rereads_changed_files() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    copy_dir(&root().join("tests/fixtures/zip"), &ck.join("zip"));
+    let idx = t.path().join("i.sqlite");
+    let none = t.path().join("none.sqlite");
+    let scan = |index: &Path, extra: &[&str]| {
+        let mut args = vec!["scan", "ck", "--index", index.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = tvck(&args, t.path());
+        (out.status.code(), out.stdout, out.stderr)
+    };
+    let plain: Vec<_> = [&[][..], &["--json"], &["--hash"], &["--hash", "--json"]]
+        .iter()
+        .map(|x| scan(&none, x))
+        .collect();
+    index(&ck, &idx);
+    for (x, p) in [&[][..], &["--json"], &["--hash"], &["--hash", "--json"]]
+        .iter()
+        .zip(&plain)
+    {
+        assert_eq!(&scan(&idx, x), p, "scan {x:?} differs with an index");
+    }
+    // the index does answer: a file overwritten in place with the same size and mtime
+    // (the index's identity of a file) is still reported as indexed
+    let f = ck.join("v5_5_early/latest.pt");
+    let mtime = std::fs::metadata(&f).unwrap().modified().unwrap();
+    let len = std::fs::metadata(&f).unwrap().len() as usize;
+    {
+        use std::io::Write;
+        let mut h = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+        h.write_all(&vec![0u8; len]).unwrap();
+        h.set_modified(mtime).unwrap();
+    }
+    assert_eq!(scan(&idx, &["--json"]), plain[1]);
+    assert_eq!(
+        scan(&none, &["--json"]).0,
+        Some(1),
+        "a zeroed file is unreadable"
+    );
+    std::fs::remove_file(&f).unwrap();
+    let plain_after_rm = scan(&none, &["--json"]);
+    assert_eq!(
+        scan(&idx, &["--json"]).1,
+        plain_after_rm.1,
+        "a vanished file is not listed"
+    );
+    // a changed file is re-read, not answered from the stale index
+    std::fs::write(
+        ck.join("v5_11/best.pt"),
+        std::fs::read(ck.join("v5_5/latest.pt")).unwrap(),
+    )
+    .unwrap();
+    let fresh = scan(&none, &["--json"]);
+    assert_ne!(fresh, plain_after_rm);
+    assert_eq!(scan(&idx, &["--json"]), fresh);
+}
+
+/// The elapsed time of `tvck index`, which varies run to run.
+fn no_timing(text: String) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        match line.rfind(" (") {
+            Some(i) if line.starts_with("index ") && line.trim_end().ends_with(" s)") => {
+                out.push_str(&line[..i]);
+                out.push_str(" ([ELAPSED] s)\n");
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
+#[test]
+fn tables_are_pinned_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let i = idx.to_str().unwrap();
+    let tmp = t.path().to_str().unwrap().to_string();
+    let canon = t
+        .path()
+        .canonicalize()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let filters: Vec<(&str, &str)> = vec![(canon.as_str(), "[TMP]"), (tmp.as_str(), "[TMP]")];
+    let cfg = root().join("tests/fixtures/configs/train_v5_12_4_partial.yaml");
+    let cfg = cfg.to_str().unwrap();
+    let run = |args: &[&str]| common::run_text(&tvck(args, t.path()), &filters);
+    snap!("manager_ls_no_index", run(&["ls", "--index", i, "ck"]));
+    snap!(
+        "manager_index_first",
+        no_timing(run(&["index", "--index", i, "ck"]))
+    );
+    std::fs::remove_file(ck.join("v5_5_early/latest.pt")).unwrap();
+    snap!(
+        "manager_index_again",
+        no_timing(run(&["index", "--index", i, "ck"]))
+    );
+    snap!(
+        "manager_tag",
+        run(&["tag", "--index", i, "ck/v5_11/best.pt", "production"])
+    );
+    snap!(
+        "manager_ls",
+        run(&["ls", "--index", i, "ck", "--sort", "epoch:desc"])
+    );
+    snap!(
+        "manager_ls_alias",
+        run(&["ls", "--index", i, "ck", "--where", "alias == production"])
+    );
+    snap!(
+        "manager_ls_bad_where",
+        run(&["ls", "--index", i, "ck", "--where", "epoch > 20 and"])
+    );
+    snap!(
+        "manager_select",
+        run(&["select", "--for", cfg, "--index", i, "ck"])
+    );
+    snap!(
+        "manager_select_none",
+        run(&["select", "--for", cfg, "--index", i, "ck/v5_11"])
+    );
+    snap!("manager_untag", run(&["untag", "--index", i, "production"]));
+    snap!(
+        "manager_untag_unknown",
+        run(&["untag", "--index", i, "production"])
+    );
+}

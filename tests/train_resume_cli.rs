@@ -388,3 +388,34 @@ fn resume_refusals_name_what_is_wrong() {
         assert!(dir.join(f).exists(), "{f}");
     }
 }
+
+/// A full disk while the trainer writes: the run stops with an error that says so (exit
+/// 1), no temporary file is left, and latest.pt is the last whole one: torch loads it.
+#[test]
+fn a_full_disk_stops_the_run_and_keeps_the_last_latest_pt() {
+    let Some(fs) = common::Tmpfs::new(16 * 1024) else {
+        return;
+    };
+    let out = fs.path().join("run");
+    let (o, c) = (out.to_str().unwrap(), config().to_str().unwrap());
+    let mut child = spawn(&["--config", c, "--seed", SEED, "--epochs", "40", "--out", o]);
+    let latest = out.join("latest.pt");
+    wait_for_lines(&out, 3, &mut child);
+    while !latest.exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    fs.fill();
+    let o = child.wait_with_output().unwrap();
+    let text = format!("{}{}", stdout(&o), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    let temporaries: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tvck-"))
+        .collect();
+    assert_eq!(temporaries, Vec::<String>::new());
+    assert!(torch_epoch(&latest) >= 1);
+}

@@ -78,8 +78,9 @@ enum Command {
     /// Exit code 0 when one loads as it is, 1 when none does (a migration path is shown
     /// when a conversion would make one loadable), 2 on usage errors.
     Select(select::Args),
-    /// Where each part of an indexed checkpoint's weights also lives (frozen encoders,
-    /// conversions); `--dot` for Graphviz of a file's or a whole tree's lineage.
+    /// Where each part of an indexed checkpoint's weights also lives (frozen encoders, conversions)
+    ///
+    /// `--dot` prints Graphviz of a file's or a whole tree's lineage.
     Lineage(lineage::Args),
     /// Give an indexed checkpoint an alias (e.g. `production`); moves the alias if set.
     Tag(tag::TagArgs),

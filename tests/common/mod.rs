@@ -183,3 +183,48 @@ pub fn write_with_non_finite(src: &Path, dst: &Path, key: &str) {
     )
     .expect("write");
 }
+
+/// A tmpfs of `kib` KiB mounted on a fresh folder, unmounted on drop: a small disk to
+/// fill. Mounting needs root (CI runs as root); without it a test prints why it did not
+/// run and returns, and with `CI` set it fails instead, so CI cannot pass without it.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `None` (after saying why) when this process may not mount.
+    pub fn new(kib: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(Tmpfs { dir });
+        }
+        let why = "mounting a tmpfs failed (needs root): the full-disk test did not run";
+        assert!(std::env::var_os("CI").is_none(), "{why}");
+        eprintln!("{why}");
+        None
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fill what is left with a file `filler`.
+    pub fn fill(&self) {
+        let mut f = std::fs::File::create(self.path().join("filler")).unwrap();
+        let block = vec![0u8; 4096];
+        use std::io::Write;
+        while f.write_all(&block).is_ok() {}
+        let _ = f.sync_all();
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
