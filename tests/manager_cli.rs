@@ -500,11 +500,38 @@ fn no_timing(text: String) -> String {
     out
 }
 
+/// The time of a conversion (`, 2026-…Z` closing the "converted by tvck" line).
+fn no_utc(text: String) -> String {
+    let mut out = String::new();
+    for line in text.split_inclusive('\n') {
+        match line.rfind(", ") {
+            Some(i) if line.starts_with("converted by tvck:") && line.trim_end().ends_with('Z') => {
+                out.push_str(&line[..i]);
+                out.push_str(", [UTC]\n");
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
 #[test]
 fn tables_are_pinned_whole() {
     let t = tempfile::tempdir().unwrap();
     let ck = t.path().join("ck");
     copy_dir(&root().join("checkpoints"), &ck);
+    // One modification time for every file: the lineage's "older" falls to the epoch,
+    // then the path, whatever order the copy wrote them in.
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_790_000_000);
+    let same_age = |p: &Path| {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .unwrap()
+            .set_modified(when)
+            .unwrap()
+    };
+    walkdir(&ck).iter().for_each(|p| same_age(p));
     let idx = t.path().join("i.sqlite");
     let i = idx.to_str().unwrap();
     let tmp = t.path().to_str().unwrap().to_string();
@@ -557,5 +584,34 @@ fn tables_are_pinned_whole() {
     snap!(
         "manager_untag_unknown",
         run(&["untag", "--index", i, "production"])
+    );
+    snap!(
+        "manager_lineage_frozen_encoder",
+        run(&["lineage", "--index", i, "ck/v5_11_homeostasis/best.pt"])
+    );
+    let conv = run(&[
+        "convert",
+        "ck/v5_11/best.pt",
+        "--to",
+        "v5_12_4",
+        "-o",
+        "ck/conv.pt",
+    ]);
+    assert!(conv.starts_with("exit code: 0\n"), "{conv}");
+    // written a day after the others
+    std::fs::File::options()
+        .write(true)
+        .open(ck.join("conv.pt"))
+        .unwrap()
+        .set_modified(when + std::time::Duration::from_secs(86_400))
+        .unwrap();
+    index(&ck, &idx);
+    snap!(
+        "manager_lineage_converted",
+        no_utc(run(&["lineage", "--index", i, "ck/conv.pt"]))
+    );
+    snap!(
+        "manager_lineage_dot",
+        run(&["lineage", "--dot", "--index", i, "ck"])
     );
 }

@@ -89,15 +89,15 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         return Ok(ExitStatus::Ok);
     }
     let mut out = format!(
-        "{:<60} {:<21} {:>6} {:>9} {:>7} {:>10}  {}\n",
-        "PATH", "VERSION", "EPOCH", "COVERAGE", "Q", "SIZE", "ALIASES"
+        "{:<60} {:<21} {:>6} {:>9} {:>7} {:<12} {:>10}  {}\n",
+        "PATH", "VERSION", "EPOCH", "COVERAGE", "Q", "METRICS", "SIZE", "ALIASES"
     );
     for e in &rows {
         let rel = std::path::Path::new(&e.path)
             .strip_prefix(&canon)
             .map_or_else(|_| e.path.clone(), |p| p.to_string_lossy().into_owned());
         out.push_str(&format!(
-            "{:<60} {:<21} {:>6} {:>9} {:>7} {:>10}  {}\n",
+            "{:<60} {:<21} {:>6} {:>9} {:>7} {:<12} {:>10}  {}\n",
             report::safe::value(&rel),
             e.summary.version.as_ref().map_or_else(
                 || "-".into(),
@@ -108,6 +108,8 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
                 .map_or_else(|| "-".into(), |x| x.to_string()),
             num(e.number("coverage"), 4),
             num(e.number("Q"), 3),
+            // Where the metrics come from (trained, measured, fitted, not_measured).
+            e.text("provenance").first().map_or("-", String::as_str),
             e.summary.size,
             e.aliases
                 .iter()
