@@ -615,3 +615,45 @@ fn tables_are_pinned_whole() {
         run(&["lineage", "--dot", "--index", i, "ck"])
     );
 }
+
+#[test]
+fn ls_warns_when_the_index_is_out_of_date() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let i = idx.to_str().unwrap();
+    index(&ck, &idx);
+    let ls = || tvck(&["ls", "--index", i, "ck"], t.path());
+    let fresh = ls();
+    assert_eq!(fresh.status.code(), Some(0));
+    assert!(
+        fresh.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&fresh.stderr)
+    );
+    // removed, added, changed: each one makes the listing stale until re-indexed
+    let stale = |what: &str| {
+        let o = ls();
+        assert_eq!(o.status.code(), Some(0), "{what}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("warning: the index is out of date for ck")
+                && err.contains("hint: refresh it with `tvck index ck`"),
+            "{what}: {err}"
+        );
+        index(&ck, &idx);
+        assert!(ls().stderr.is_empty(), "{what}: after re-indexing");
+    };
+    std::fs::remove_file(ck.join("v5_5_early/latest.pt")).unwrap();
+    stale("removed");
+    std::fs::copy(ck.join("v5_11/best.pt"), ck.join("copy.pt")).unwrap();
+    stale("added");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(
+        ck.join("copy.pt"),
+        std::fs::read(ck.join("v5_5/latest.pt")).unwrap(),
+    )
+    .unwrap();
+    stale("changed");
+}

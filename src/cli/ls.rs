@@ -65,9 +65,26 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     let canon = dir
         .canonicalize()
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
-    let mut rows: Vec<Entry> = index
+    let all = index
         .entries(std::slice::from_ref(&canon))
-        .map_err(manager_error)?
+        .map_err(manager_error)?;
+    // The rows are the index's: say so when the files under DIR moved on since.
+    let paths = tvck::discover::discover(&dir, tvck::discover::Walk::everything()).files;
+    let fresh = matches!(index.fresh_entries(&dir, &paths), Ok(Some(f)) if f.len() == all.len());
+    if !fresh {
+        eprintln!(
+            "warning: {}",
+            report::safe::output(&format!(
+                "the index is out of date for {}: files were added, changed or removed since",
+                dir.display()
+            ))
+        );
+        eprintln!(
+            "hint: {}",
+            report::safe::output(&format!("refresh it with `tvck index {}`", dir.display()))
+        );
+    }
+    let mut rows: Vec<Entry> = all
         .into_iter()
         .filter(|e| query.as_ref().is_none_or(|q| q.matches(e)))
         .collect();
