@@ -1,6 +1,6 @@
 //! `tvck index`, `tag`, `untag` through the binary, on temp copies of `checkpoints/`.
 
-mod common;
+use crate::common;
 
 use common::{copy_dir, root, tvck};
 use std::path::Path;

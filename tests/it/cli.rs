@@ -1,7 +1,7 @@
 //! Integration tests: run the `tvck` binary on the sample checkpoints and the hostile
 //! fixtures; snapshot its table and JSON output (snapshots/ at the repo root).
 
-mod common;
+use crate::common;
 
 use common::{root, stdout, tvck};
 

@@ -12,7 +12,7 @@
 //! * the refusals: no latest.pt, another config (the keys named), another seed.
 #![cfg(feature = "train")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -9,7 +9,7 @@ use tvck::manager::index::{Index, IndexOptions};
 use tvck::manager::select::{self, RankBy, Selection};
 use tvck::manager::Query;
 
-mod common;
+use crate::common;
 
 use common::{copy_dir, root, tvck};
 

@@ -8,7 +8,7 @@ use tvck::manager::index::{Index, IndexOptions};
 use tvck::manager::keep::Rules;
 use tvck::manager::prune::{self, Action, PrunePlan};
 
-mod common;
+use crate::common;
 
 use common::root;
 

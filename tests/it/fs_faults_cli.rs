@@ -4,7 +4,7 @@
 //!
 //! The full-disk tests mount a small tmpfs ([`common::Tmpfs`]: root, as CI runs).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

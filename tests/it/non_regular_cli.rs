@@ -3,7 +3,7 @@
 //! under a timeout here: a hang fails the test instead of blocking it.
 #![cfg(unix)]
 
-mod common;
+use crate::common;
 
 use common::{mkfifo, root, tvck_within};
 

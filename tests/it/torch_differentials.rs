@@ -8,7 +8,7 @@
 //! Needs the project's Python environment: `scripts/test` runs it (`#[ignore]`d in a plain
 //! `cargo test`).
 
-mod common;
+use crate::common;
 
 use common::{python_cases, tvck};
 use serde_json::Value as Json;

@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests that run the `tvck` binary.
-#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -137,7 +136,7 @@ macro_rules! snap_run {
         $crate::snap_run!($name, $output, &[])
     };
     ($name:expr, $output:expr, $filters:expr) => {
-        $crate::snap!($name, common::run_text(&$output, $filters))
+        $crate::snap!($name, $crate::common::run_text(&$output, $filters))
     };
 }
 
@@ -145,7 +144,7 @@ macro_rules! snap_run {
 #[macro_export]
 macro_rules! snap {
     ($name:expr, $value:expr) => {
-        insta::with_settings!({snapshot_path => "../snapshots", prepend_module_to_snapshot => false}, {
+        insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false}, {
             insta::assert_snapshot!($name, $value);
         })
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tvck::manager::index::{Index, IndexOptions, IndexReport};
 use tvck::manager::ManagerError;
 
-mod common;
+use crate::common;
 
 use common::copy_dir;
 

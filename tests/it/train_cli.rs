@@ -9,7 +9,7 @@
 //!   fixed seed, and Ctrl-C ending the epoch with latest.pt written.
 #![cfg(feature = "train")]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

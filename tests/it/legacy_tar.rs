@@ -7,7 +7,7 @@
 //! Needs the project's Python environment: `scripts/test` runs it (`#[ignore]`d in a plain
 //! `cargo test`; `reader.rs::legacy_tar_checkpoints_are_read` reads the committed copy).
 
-mod common;
+use crate::common;
 
 use common::{python_cases, root, tvck};
 use serde_json::Value as Json;

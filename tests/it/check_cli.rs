@@ -2,7 +2,7 @@
 //! with the sample checkpoints arranged as the configs expect (`checkpoints/…` relative
 //! to the working directory) in a temporary folder. Snapshots in snapshots/.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use tvck::format::{detect_and_parse, Checkpoint, DType, Finding, Format, FormatError, Value};
 
-const DUMP: &str = include_str!("fixtures/fixtures-dump.txt");
+const DUMP: &str = include_str!("../fixtures/fixtures-dump.txt");
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

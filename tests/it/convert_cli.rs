@@ -2,7 +2,7 @@
 //! violations, hostile inputs, folder conversion, and (`#[ignore]`d, run by scripts/test)
 //! the proof against real PyTorch: tests/python/check_converted.py.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -9,7 +9,7 @@
 //!   `safetensors.torch.load_file` load what tvck wrote (`tests/python/check_written.py`).
 //!   Run with `scripts/test`, or `TVCK_PYTHON=…/python cargo test -- --include-ignored`.
 
-mod common;
+use crate::common;
 
 use common::python;
 use std::collections::{BTreeMap, HashSet};

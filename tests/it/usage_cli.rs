@@ -1,7 +1,7 @@
 //! Every usage error of every command, pinned whole: exit code, stdout and stderr (the
 //! `error:` / `hint:` lines the CLI edge renders once), as snapshots in snapshots/usage_*.
 
-mod common;
+use crate::common;
 
 use common::{root, tvck};
 

@@ -6,7 +6,7 @@
 //! Needs the project's Python environment: run `scripts/test`, which creates it and runs
 //! these tests (they are `#[ignore]`d in a plain `cargo test`).
 
-mod common;
+use crate::common;
 
 use common::python_cases;
 use std::collections::BTreeMap;
