@@ -12,6 +12,7 @@ mod exit;
 mod inspect;
 mod output;
 mod platform;
+mod prune;
 mod scan;
 mod train;
 
@@ -59,6 +60,15 @@ enum Command {
     /// (invalid config, incompatible checkpoint, critical initial coverage), a run cannot
     /// be continued, or training failed.
     Train(train::Args),
+    /// Delete what keep-rules let go under a folder: a dry run (a table of every file,
+    /// keep or delete, and why) unless --apply.
+    ///
+    /// Never deleted: a file a config under the folder names as frozen_checkpoint.path,
+    /// a file with an alias, the last holder of a kept file's lineage origin, an
+    /// unreadable or unsafe file, a file changed since the plan. Exit code 0 when the
+    /// plan was made (and carried out), 1 when a deletion failed or the index cannot be
+    /// used, 2 on usage errors (no or bad rules).
+    Prune(prune::Args),
 }
 
 /// Run the parsed command line; errors are rendered here, once.
@@ -75,6 +85,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Diff(a) => diff::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
+        Command::Prune(a) => prune::run(a),
     };
     result.unwrap_or_else(|e| {
         e.render();
