@@ -75,3 +75,24 @@ pub fn no_train(cmd: &str) -> CliError {
         "build with `cargo build --release --features train` (scripts/python-env provides libtorch 2.13.0)",
     )
 }
+
+/// A manager error at the edge: bad rules, an unusable plan or a missing folder are usage
+/// errors (exit 2), the rest (index problems) failures (exit 1).
+impl From<tvck::manager::ManagerError> for CliError {
+    fn from(e: tvck::manager::ManagerError) -> Self {
+        use tvck::manager::ManagerError as M;
+        let status = match e {
+            M::BadRule { .. }
+            | M::RulesFile { .. }
+            | M::PlanFile { .. }
+            | M::Root { .. }
+            | M::BadAliasName { .. } => ExitStatus::Usage,
+            _ => ExitStatus::Failure,
+        };
+        CliError {
+            message: e.to_string(),
+            hint: e.hint(),
+            status,
+        }
+    }
+}

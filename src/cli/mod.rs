@@ -15,6 +15,7 @@ mod lineage;
 mod ls;
 mod output;
 mod platform;
+mod prune;
 mod scan;
 mod select;
 mod tag;
@@ -86,6 +87,15 @@ enum Command {
     Tag(tag::TagArgs),
     /// Remove an alias.
     Untag(tag::UntagArgs),
+    /// Delete what keep-rules let go under a folder: a dry run (a table of every file,
+    /// keep or delete, and why) unless --apply.
+    ///
+    /// Never deleted: a file a config under the folder names as frozen_checkpoint.path,
+    /// a file with an alias, the last holder of a kept file's lineage origin, an
+    /// unreadable or unsafe file, a file changed since the plan. Exit code 0 when the
+    /// plan was made (and carried out), 1 when a deletion failed or the index cannot be
+    /// used, 2 on usage errors (no or bad rules).
+    Prune(prune::Args),
 }
 
 /// Run the parsed command line; errors are rendered here, once.
@@ -108,6 +118,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Lineage(a) => lineage::run(a),
         Command::Tag(a) => tag::run_tag(a),
         Command::Untag(a) => tag::run_untag(a),
+        Command::Prune(a) => prune::run(a),
     };
     result.unwrap_or_else(|e| {
         e.render();

@@ -105,7 +105,7 @@ pub struct Index {
 }
 
 /// A file's identity for re-indexing: (size, mtime in ns, inode).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Stat {
     pub size: u64,
     pub mtime_ns: i64,

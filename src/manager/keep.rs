@@ -92,7 +92,19 @@ impl Serialize for Rules {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Rules {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let labels = Vec::<String>::deserialize(d)?;
+        Rules::parse(&labels.join(",")).map_err(serde::de::Error::custom)
+    }
+}
+
 impl Rules {
+    /// The rules as one `--keep`-style text: `latest:2,best:Q:3`.
+    pub fn label(&self) -> String {
+        self.0.iter().map(Rule::label).collect::<Vec<_>>().join(",")
+    }
+
     /// `latest:2,best:Q:3,every:10`.
     pub fn parse(text: &str) -> Result<Rules, ManagerError> {
         let rules: Vec<Rule> = text

@@ -82,6 +82,9 @@ pub enum ManagerError {
     /// A keep-rules file that cannot be read or parsed.
     #[error("{}: {message}", path.display())]
     RulesFile { path: PathBuf, message: String },
+    /// A saved prune plan that cannot be read or does not fit.
+    #[error("{}: {message}", path.display())]
+    PlanFile { path: PathBuf, message: String },
     /// No index location: neither the variable, XDG_CACHE_HOME nor HOME is set.
     #[error("no index location: TVCK_INDEX, XDG_CACHE_HOME and HOME are all unset")]
     NoLocation,
@@ -113,6 +116,9 @@ impl ManagerError {
                 Some(format!("aliases: {}", known.join(", ")))
             }
             ManagerError::BadAliasName { .. } => Some("e.g. `production`".into()),
+            ManagerError::PlanFile { .. } => {
+                Some("make the plan again (a dry run's JSON) for the same folder".into())
+            }
             ManagerError::BadRule { .. } | ManagerError::RulesFile { .. } => Some(
                 "rules: latest:N, best:METRIC:N (Q, coverage, hierarchy_B, …), every:K, comma-separated, or a YAML list of them under `keep:`"
                     .into(),

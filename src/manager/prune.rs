@@ -20,14 +20,14 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use rusqlite::params;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::index::{Entry, Index, Stat};
 use super::keep::{Item, Rules};
 use super::ManagerError;
 
 /// What the plan does with a file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     Keep,
@@ -35,7 +35,7 @@ pub enum Action {
 }
 
 /// One file of the plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PlanRow {
     /// Relative to the pruned folder.
     pub file: String,
@@ -47,14 +47,14 @@ pub struct PlanRow {
     /// Whether a protection (not a rule) keeps it.
     pub protected: bool,
     pub bytes: u64,
-    #[serde(skip)]
+    /// What the file was when planned (re-checked right before its deletion).
     pub stat: Stat,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<String>,
 }
 
 /// The plan.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrunePlan {
     pub root: String,
     pub rules: Rules,
@@ -279,6 +279,87 @@ pub fn plan(index: &mut Index, root: &Path, rules: &Rules) -> Result<PrunePlan, 
             .sum(),
         rows,
     })
+}
+
+/// A plan saved earlier (the JSON of a dry run), for `root`: the reviewed plan to carry
+/// out. Its rows' absolute paths are rebuilt from its root.
+pub fn load_plan(path: &Path, root: &Path) -> Result<PrunePlan, ManagerError> {
+    let err = |message: String| ManagerError::PlanFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let mut plan: PrunePlan =
+        serde_json::from_str(&text).map_err(|e| err(format!("not a prune plan: {e}")))?;
+    let canon = root.canonicalize().map_err(|source| ManagerError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    if Path::new(&plan.root) != canon {
+        return Err(err(format!(
+            "the plan is for {}, not {}",
+            plan.root,
+            canon.display()
+        )));
+    }
+    for row in &mut plan.rows {
+        let rel = Path::new(&row.file);
+        if rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(err(format!(
+                "`{}` is not a path inside the plan's root",
+                row.file
+            )));
+        }
+        row.abs = canon.join(rel);
+    }
+    Ok(plan)
+}
+
+/// A saved plan checked against a fresh one (same root, same rules): a file the saved
+/// plan deletes is deleted only when the fresh plan deletes it too; otherwise it is kept
+/// with the fresh plan's reasons (a protection that arose since, a file gone). A file the
+/// saved plan keeps stays kept. The saved rows' stats stay the ones re-checked before a
+/// deletion, so a file changed since the saved plan is skipped then.
+pub fn reconcile(saved: &PrunePlan, fresh: &PrunePlan) -> PrunePlan {
+    let mut out = saved.clone();
+    for row in &mut out.rows {
+        if row.action != Action::Delete {
+            continue;
+        }
+        match fresh.rows.iter().find(|f| f.file == row.file) {
+            Some(f) if f.action == Action::Delete => {}
+            Some(f) => {
+                row.action = Action::Keep;
+                row.protected = f.protected;
+                row.reasons = f
+                    .reasons
+                    .iter()
+                    .map(|r| format!("{r} (since the plan)"))
+                    .collect();
+            }
+            None => {
+                row.action = Action::Keep;
+                row.reasons = vec!["gone since the plan".into()];
+            }
+        }
+    }
+    out.delete = out
+        .rows
+        .iter()
+        .filter(|r| r.action == Action::Delete)
+        .count();
+    out.keep = out.rows.len() - out.delete;
+    out.reclaimed = out
+        .rows
+        .iter()
+        .filter(|r| r.action == Action::Delete)
+        .map(|r| r.bytes)
+        .sum();
+    out
 }
 
 /// Delete what `plan` deletes, each file re-checked right before: still the file the plan

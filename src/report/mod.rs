@@ -9,6 +9,7 @@ pub mod diff;
 #[cfg(feature = "train")]
 pub mod eval;
 pub mod inspect;
+pub mod prune;
 pub mod safe;
 pub mod scan;
 pub mod tree;

@@ -23,6 +23,7 @@ mod manager_index;
 mod manager_prune;
 mod manager_select;
 mod non_regular_cli;
+mod prune_cli;
 mod pytorch_crosscheck;
 mod reader;
 mod torch_differentials;
