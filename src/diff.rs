@@ -173,21 +173,37 @@ pub fn diff(a: &Side, b: &Side, only: Option<&str>) -> DiffReport {
     let keep = |k: &str| only.is_none_or(|p| matches_prefix(k, p));
     let ea: Vec<Entry> = a.entries().into_iter().filter(|e| keep(&e.key)).collect();
     let eb: Vec<Entry> = b.entries().into_iter().filter(|e| keep(&e.key)).collect();
+    // Which keys are on one side only and which have other shapes: the one key comparison
+    // (B as the expected side: `missing` = only in B, `unexpected` = only in A).
+    let shapes = |es: &[Entry]| -> Vec<(String, Vec<u64>)> {
+        es.iter()
+            .map(|e| (e.key.clone(), e.shape.clone()))
+            .collect()
+    };
+    let cmp = crate::arch::compare_layout(&shapes(&eb), &shapes(&ea));
+    let only_a: std::collections::HashSet<&str> =
+        cmp.unexpected.iter().map(|(k, _)| k.as_str()).collect();
+    let other_shape: std::collections::HashMap<&str, &crate::arch::SizeMismatch> =
+        cmp.mismatched.iter().map(|m| (m.key.as_str(), m)).collect();
     let b_index: std::collections::HashMap<&str, &Entry> =
         eb.iter().map(|e| (e.key.as_str(), e)).collect();
-    let a_keys: std::collections::HashSet<&str> = ea.iter().map(|e| e.key.as_str()).collect();
 
     let mut keys = Vec::new();
     for x in &ea {
-        let status = match b_index.get(x.key.as_str()) {
-            None => KeyStatus::OnlyInA {
+        let k = x.key.as_str();
+        let status = match (other_shape.get(k), b_index.get(k)) {
+            _ if only_a.contains(k) => KeyStatus::OnlyInA {
                 shape: x.shape.clone(),
             },
-            Some(y) if y.shape != x.shape => KeyStatus::ShapeMismatch {
-                a: x.shape.clone(),
-                b: y.shape.clone(),
+            (Some(m), _) => KeyStatus::ShapeMismatch {
+                a: m.found.clone(),
+                b: m.expected.clone(),
             },
-            Some(y) => match (x.dtype, y.dtype) {
+            // A repeated key of A (the comparison looks at its first occurrence).
+            (None, None) => KeyStatus::OnlyInA {
+                shape: x.shape.clone(),
+            },
+            (None, Some(y)) => match (x.dtype, y.dtype) {
                 (Some(da), Some(db)) if da != db => KeyStatus::DtypeMismatch {
                     a: da.to_string(),
                     b: db.to_string(),
@@ -201,15 +217,13 @@ pub fn diff(a: &Side, b: &Side, only: Option<&str>) -> DiffReport {
             status,
         });
     }
-    for y in &eb {
-        if !a_keys.contains(y.key.as_str()) {
-            keys.push(KeyDiff {
-                key: y.key.clone(),
-                status: KeyStatus::OnlyInB {
-                    shape: y.shape.clone(),
-                },
-            });
-        }
+    for (key, shape) in &cmp.missing {
+        keys.push(KeyDiff {
+            key: key.clone(),
+            status: KeyStatus::OnlyInB {
+                shape: shape.clone(),
+            },
+        });
     }
     let mut counts = DiffCounts::default();
     for k in &keys {

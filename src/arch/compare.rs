@@ -82,13 +82,10 @@ impl KeyComparison {
 
     /// `matched / (matched + missing + unexpected + mismatched)` (0 when both are empty).
     pub fn agreement(&self) -> f64 {
-        let total =
-            self.matched + self.missing.len() + self.unexpected.len() + self.mismatched.len();
-        if total == 0 {
-            0.0
-        } else {
-            self.matched as f64 / total as f64
-        }
+        agreement(
+            self.matched,
+            self.missing.len() + self.unexpected.len() + self.mismatched.len(),
+        )
     }
 
     /// The lines of PyTorch's `load_state_dict` error after its first line (see
@@ -119,6 +116,14 @@ impl KeyComparison {
             ));
         }
         lines
+    }
+}
+
+/// `matched / (matched + differing)`, 0 when both are 0: the share of keys that agree.
+pub(crate) fn agreement(matched: usize, differing: usize) -> f64 {
+    match matched + differing {
+        0 => 0.0,
+        total => matched as f64 / total as f64,
     }
 }
 

@@ -322,13 +322,10 @@ struct Fit {
 
 impl Fit {
     fn agreement(&self) -> f64 {
-        let total =
-            self.matched + self.missing.len() + self.unexpected.len() + self.mismatched.len();
-        if total == 0 {
-            0.0
-        } else {
-            self.matched as f64 / total as f64
-        }
+        super::compare::agreement(
+            self.matched,
+            self.missing.len() + self.unexpected.len() + self.mismatched.len(),
+        )
     }
 }
 

@@ -113,7 +113,7 @@ pub fn parse_device(s: &str) -> Result<tch::Device, TrainError> {
                 .unwrap_or(0);
             if !tch::Cuda::is_available() {
                 return Err(TrainError::Usage(
-                    "--device cuda: CUDA is not available to libtorch on this machine".into(),
+                    "device `cuda`: CUDA is not available to libtorch on this machine".into(),
                 ));
             }
             Ok(tch::Device::Cuda(n))

@@ -136,12 +136,26 @@ fn the_library_has_no_module_cycle() {
         }
     }
     assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
-    // And between top-level modules (what the folders show).
-    let mut tops: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    // And between top-level modules (what the folders show). `report::safe`, the
+    // sanitiser every layer may use, is a node of its own (it uses nothing of the crate:
+    // checked here), as in the layers below.
+    assert!(
+        graph.get("report::safe").is_none_or(|t| t.is_empty()),
+        "report::safe uses {:?}",
+        graph.get("report::safe")
+    );
+    let node = |m: &'_ str| -> String {
+        if m == "report::safe" {
+            m.to_string()
+        } else {
+            top(m).to_string()
+        }
+    };
+    let mut tops: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (m, ts) in &graph {
         for t in ts {
-            if top(m) != top(t) {
-                tops.entry(top(m)).or_default().insert(top(t));
+            if node(m) != node(t) {
+                tops.entry(node(m)).or_default().insert(node(t));
             }
         }
     }
