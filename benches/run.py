@@ -160,14 +160,17 @@ def main():
         "",
     ]
     doc = os.path.join(ROOT, "docs", "benchmarks.md")
-    # Keep the trainer section (scripts/bench-train writes it).
-    marker = "<!-- trainer benchmark (scripts/bench-train) -->"
+    # Keep the sections other scripts write: memory (scripts/bench-memory), trainer
+    # (scripts/bench-train), convert --fit (scripts/bench-fit), the index
+    # (scripts/bench-index): everything from the first of them on.
+    starts = ["## Memory (peak RSS)", "<!-- trainer benchmark (scripts/bench-train) -->"]
     tail = ""
     if os.path.exists(doc):
         with open(doc) as fh:
             old = fh.read()
-        if marker in old:
-            tail = "\n" + marker + old.split(marker, 1)[1]
+        found = [old.index(m) for m in starts if m in old]
+        if found:
+            tail = "\n" + old[min(found):]
     with open(doc, "w") as fh:
         fh.write("\n".join(lines) + tail)
     print("\n".join(lines))

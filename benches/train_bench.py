@@ -102,7 +102,7 @@ def main():
         "coverage loss, RiemannianAdam over proj_A, proj_B, controller and encoder_B, clipping",
         "over every gradient including decoder_A's accumulated one) in `tvck train` and in the",
         "PyTorch peer benches/train_peer.py (the same training in plain PyTorch, the objective",
-        "checked by tests/train_cli.rs `trajectory_agrees_with_the_pytorch_peer`), on the CPU.",
+        "checked by tests/it/train_cli.rs `trajectory_agrees_with_the_pytorch_peer`), on the CPU.",
         "Each repeat measures tvck and then the peer back to back, so the ratio of one repeat",
         "shares the machine's load; the table gives the median and the range of the ratios.",
         "",

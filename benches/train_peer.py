@@ -1,7 +1,7 @@
 """PyTorch peer of `tvck train`: the same training, written in plain PyTorch.
 
 Used by the trainer benchmark (benches/train_bench.py, scripts/bench-train: equal work
-per epoch) and by the trajectory test (tests/train_cli.rs
+per epoch) and by the trajectory test (tests/it/train_cli.rs
 `trajectory_agrees_with_the_pytorch_peer`). It implements what `tvck train` implements
 (docs/training.md, with tvck's choices of docs/training-differences.md), with one
 definition of each piece shared with the cross-check references:

@@ -155,20 +155,64 @@ pub fn propose(
     fix
 }
 
-/// Errors of `--write`.
+/// Errors of `--write`. Whichever it is, the config is left as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("cannot write the backup {}: {source}", path.display())]
+    #[error("cannot write the backup {}: {source}; the config is left as it was", path.display())]
     Backup {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot write {} (folder {} not writable?): {source}", path.display(), dir.display())]
+    #[error("cannot write {}: {source}; it is left as it was", path.display())]
     Write {
         path: PathBuf,
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// The config is a symbolic link: replacing it would turn the link into a file and
+    /// leave the file it points to unchanged.
+    #[error("{} is a symbolic link to {}: not replaced", path.display(), target.display())]
+    Symlink { path: PathBuf, target: PathBuf },
+    /// The config has other names (hard links): replacing it would leave them with the
+    /// old text.
+    #[error("{} has {links} names (hard links): not replaced", path.display())]
+    HardLinks { path: PathBuf, links: u64 },
+}
+
+impl WriteError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            WriteError::Symlink { target, .. } => Some(format!(
+                "fix the file the link points to instead: {}",
+                target.display()
+            )),
+            WriteError::HardLinks { .. } => {
+                Some("fix one name's copy by hand, or remove the other links first".into())
+            }
+            WriteError::Write { dir, source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some(format!("make the folder {} writable", dir.display()))
+            }
+            WriteError::Backup { path, source }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+                Some(format!(
+                    "make the folder {} writable",
+                    dir.unwrap_or(Path::new(".")).display()
+                ))
+            }
+            WriteError::Write { source, .. } | WriteError::Backup { source, .. }
+                if source.kind() == std::io::ErrorKind::StorageFull
+                    || source.raw_os_error() == Some(28) =>
+            {
+                Some("free some space on that file system, then run it again".into())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Apply a fix: copy the config to `CONFIG.bak`, then replace it atomically (a temporary
@@ -187,6 +231,25 @@ pub fn write_fix(config: &Path, new_text: &str) -> Result<PathBuf, WriteError> {
         dir: dir.clone(),
         source,
     };
+    if let Ok(meta) = std::fs::symlink_metadata(config) {
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(config).unwrap_or_default();
+            return Err(WriteError::Symlink {
+                path: config.to_path_buf(),
+                target,
+            });
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if meta.nlink() > 1 {
+                return Err(WriteError::HardLinks {
+                    path: config.to_path_buf(),
+                    links: meta.nlink(),
+                });
+            }
+        }
+    }
     let original = std::fs::read(config).map_err(write_err)?;
     atomic_write(&bak, &original).map_err(|source| WriteError::Backup {
         path: bak.clone(),
@@ -203,6 +266,15 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     crate::format::write::write_atomic(path, true, |w| Ok(w.write_all(bytes)?)).map_err(|e| match e
     {
         crate::format::write::WriteError::Io(io) => io,
+        // The step's text, with the kind of the error that stopped it (so a full disk or
+        // a read-only folder is recognised).
+        other @ crate::format::write::WriteError::File { .. } => {
+            let kind = match &other {
+                crate::format::write::WriteError::File { source, .. } => source.kind(),
+                _ => std::io::ErrorKind::Other,
+            };
+            std::io::Error::new(kind, other.to_string())
+        }
         other => std::io::Error::other(other.to_string()),
     })
 }

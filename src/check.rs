@@ -10,12 +10,12 @@
 //! wording, with the config field that differs read back from the checkpoint's shapes.
 //! Plus sanity warnings on homeostasis, learning-rate scales and epochs.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::arch::{self, EncoderKind, KeyShape, LayoutParams, VersionId};
+pub use crate::arch::LoadPlan;
+use crate::arch::{self, EncoderKind, KeyShape, LayoutParams, LoadParts, VersionId};
 use crate::config::{self, DecoderToLoad, EncoderToLoad, TrainingConfig};
 use crate::format::Checkpoint;
 
@@ -145,28 +145,6 @@ pub struct CheckpointSummary {
     /// measured since conversion).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<crate::metrics::Provenance>,
-}
-
-/// What the trainer would load, key by key.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct LoadPlan {
-    /// `whole model state` or the parts named by encoder_to_load / decoder_to_load.
-    pub mode: String,
-    /// Model keys filled from the checkpoint with the same key (JSON: their count).
-    #[serde(serialize_with = "serialize_count")]
-    pub loaded: Vec<String>,
-    /// Model keys filled through the Frozen → improved Linear index map (from, to).
-    pub mapped: Vec<(String, String)>,
-    /// Model keys the checkpoint does not provide (left at initialisation).
-    pub missing: Vec<KeyShape>,
-    /// Checkpoint keys the model does not have (ignored).
-    pub unexpected: Vec<KeyShape>,
-    /// (key, checkpoint shape, model shape): PyTorch raises on these.
-    pub size_mismatch: Vec<(String, Vec<u64>, Vec<u64>)>,
-}
-
-fn serialize_count<S: serde::Serializer>(keys: &[String], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(keys.len() as u64)
 }
 
 /// The result of `tvck check`.
@@ -559,153 +537,19 @@ pub fn load_plan(
     target_version: VersionId,
     target_params: &LayoutParams,
 ) -> LoadPlan {
-    let target = arch::expected_layout(target_version, target_params);
-    if arch::version(source_version).family == VersionId::V5_5 {
-        let enc = cfg
-            .frozen_checkpoint
-            .as_ref()
-            .and_then(|f| f.encoder_to_load);
-        let dec = cfg
-            .frozen_checkpoint
-            .as_ref()
-            .and_then(|f| f.decoder_to_load);
-        partial_plan(source, &target, target_params, enc, dec)
-    } else {
-        whole_plan(source, &target)
-    }
-}
-
-impl LoadPlan {
-    /// Loads without an error: no size mismatch, and the frozen parts fully provided.
-    pub fn fits(&self) -> bool {
-        self.size_mismatch.is_empty() && !self.missing.iter().any(|(k, _)| is_frozen_part(k))
-    }
-
-    /// Every model key provided and every checkpoint key used.
-    pub fn exact(&self) -> bool {
-        self.fits() && self.missing.is_empty() && self.unexpected.is_empty()
-    }
-}
-
-/// Loading named parts of a v5.5 checkpoint (encoder_to_load / decoder_to_load), with the
-/// Frozen → improved Linear index map (0→0, 2→4, 4→8).
-fn partial_plan(
-    source: &[KeyShape],
-    target: &[KeyShape],
-    params: &LayoutParams,
-    enc: Option<EncoderToLoad>,
-    dec: Option<DecoderToLoad>,
-) -> LoadPlan {
-    let enc = enc.unwrap_or(EncoderToLoad::Both);
-    let dec = dec.unwrap_or(DecoderToLoad::DecoderA);
-    let mut parts: Vec<(&str, EncoderKind, &str)> = Vec::new();
-    if matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderA) {
-        parts.push(("encoder_A", params.encoder, "encoder"));
-    }
-    if matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderB) {
-        parts.push(("encoder_B", params.encoder, "encoder"));
-    }
-    if dec == DecoderToLoad::DecoderA {
-        parts.push(("decoder_A", params.decoder, "decoder"));
-    }
-    let names: Vec<&str> = parts.iter().map(|p| p.0).collect();
-    let mut plan = LoadPlan {
-        mode: if names.is_empty() {
-            "nothing (encoder_to_load and decoder_to_load are none)".into()
-        } else {
-            format!("parts of a v5.5 checkpoint: {}", names.join(", "))
-        },
-        ..LoadPlan::default()
+    let frozen = cfg.frozen_checkpoint.as_ref();
+    let enc = frozen
+        .and_then(|f| f.encoder_to_load)
+        .unwrap_or(EncoderToLoad::Both);
+    let dec = frozen
+        .and_then(|f| f.decoder_to_load)
+        .unwrap_or(DecoderToLoad::DecoderA);
+    let parts = LoadParts {
+        encoder_a: matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderA),
+        encoder_b: matches!(enc, EncoderToLoad::Both | EncoderToLoad::EncoderB),
+        decoder_a: dec == DecoderToLoad::DecoderA,
     };
-    let src: HashMap<&str, &Vec<u64>> = source.iter().map(|(k, s)| (k.as_str(), s)).collect();
-    for (part, kind, seq) in parts {
-        let prefix = format!("{part}.");
-        let mut used: HashSet<String> = HashSet::new();
-        for (key, shape) in target.iter().filter(|(k, _)| k.starts_with(&prefix)) {
-            let from = if kind == EncoderKind::Improved {
-                map_improved_to_frozen(key, seq)
-            } else {
-                Some(key.clone())
-            };
-            match from.as_deref().and_then(|f| src.get(f).map(|s| (f, s))) {
-                Some((f, s)) if *s == shape => {
-                    used.insert(f.to_string());
-                    if f == key {
-                        plan.loaded.push(key.clone());
-                    } else {
-                        plan.mapped.push((f.to_string(), key.clone()));
-                    }
-                }
-                Some((f, s)) => {
-                    used.insert(f.to_string());
-                    plan.size_mismatch
-                        .push((key.clone(), s.to_vec(), shape.clone()));
-                }
-                // LayerNorms of improved parts have no Frozen counterpart: left at 1 / 0.
-                None if from.is_none() => {}
-                None => plan.missing.push((key.clone(), shape.clone())),
-            }
-        }
-        for (k, s) in source.iter().filter(|(k, _)| k.starts_with(&prefix)) {
-            if !used.contains(k) {
-                plan.unexpected.push((k.clone(), s.clone()));
-            }
-        }
-    }
-    plan
-}
-
-/// For an improved encoder/decoder key, the Frozen-style key it is loaded from:
-/// `encoder.4.weight` ← `encoder.2.weight`; `None` for its LayerNorms (no counterpart).
-fn map_improved_to_frozen(key: &str, seq: &str) -> Option<String> {
-    let marker = format!(".{seq}.");
-    let Some(pos) = key.find(&marker) else {
-        return Some(key.to_string()); // fc_mu, fc_logvar
-    };
-    let rest = &key[pos + marker.len()..];
-    let (idx, tail) = rest.split_once('.')?;
-    let from = match idx {
-        "0" => "0",
-        "4" => "2",
-        "8" => "4",
-        _ => return None,
-    };
-    Some(format!("{}{marker}{from}.{tail}", &key[..pos]))
-}
-
-/// Loading the whole model state (v5.11-family checkpoints), `strict=False` semantics.
-fn whole_plan(source: &[KeyShape], target: &[KeyShape]) -> LoadPlan {
-    let mut plan = LoadPlan {
-        mode: "whole model state (v5.11-family checkpoint)".into(),
-        ..LoadPlan::default()
-    };
-    let src: HashMap<&str, &Vec<u64>> = source.iter().map(|(k, s)| (k.as_str(), s)).collect();
-    let tgt: HashSet<&str> = target.iter().map(|(k, _)| k.as_str()).collect();
-    for (key, shape) in target {
-        match src.get(key.as_str()) {
-            Some(s) if *s == shape => plan.loaded.push(key.clone()),
-            Some(s) => plan
-                .size_mismatch
-                .push((key.clone(), s.to_vec(), shape.clone())),
-            None => plan.missing.push((key.clone(), shape.clone())),
-        }
-    }
-    for (k, s) in source {
-        if !tgt.contains(k.as_str()) {
-            plan.unexpected.push((k.clone(), s.clone()));
-        }
-    }
-    plan
-}
-
-fn shape_text(s: &[u64]) -> String {
-    crate::format::shape_text(s)
-}
-
-/// Whether a model key belongs to the parts the trainer keeps frozen (their random
-/// initialisation would ruin coverage).
-fn is_frozen_part(key: &str) -> bool {
-    key.starts_with("encoder_A.") || key.starts_with("decoder_A.")
+    arch::load_plan(source, source_version, target_version, target_params, parts)
 }
 
 /// Turn a load plan into findings: PyTorch's error text, the cause read from the shapes,
@@ -725,11 +569,7 @@ fn report_plan(
     let model_name = if class.is_empty() { "the model" } else { class };
     // Missing keys in the frozen parts are as bad as a missing checkpoint; LayerNorms
     // inserted by the v5.5 → improved map are expected and not listed.
-    let frozen_missing: Vec<&KeyShape> = plan
-        .missing
-        .iter()
-        .filter(|(k, _)| is_frozen_part(k))
-        .collect();
+    let frozen_missing = plan.frozen_missing();
     let differences = param_differences(source, target);
     let cause = if differences.is_empty() {
         None
@@ -748,41 +588,15 @@ fn report_plan(
     };
     let fix = fix_text(cfg, &differences, target_version, path);
 
-    if !plan.size_mismatch.is_empty() || !frozen_missing.is_empty() {
-        let mut details = vec![format!("Error(s) in loading state_dict for {model_name}:")];
-        for (k, from, to) in &plan.size_mismatch {
-            details.push(format!(
-                "size mismatch for {k}: copying a param with shape {} from checkpoint, the shape in current model is {}.",
-                shape_text(from),
-                shape_text(to)
-            ));
-        }
-        if !plan.missing.is_empty() {
-            details.push(format!(
-                "Missing key(s) in state_dict: {}.",
-                plan.missing
-                    .iter()
-                    .map(|(k, _)| format!("\"{k}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
-        if !plan.unexpected.is_empty() {
-            details.push(format!(
-                "Unexpected key(s) in state_dict: {}.",
-                plan.unexpected
-                    .iter()
-                    .map(|(k, _)| format!("\"{k}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
+    if !plan.keys.mismatched.is_empty() || !frozen_missing.is_empty() {
+        let mut details = vec![arch::pytorch_error_title(model_name)];
+        details.extend(plan.keys.pytorch_error_lines());
         let mut what = Vec::new();
-        if !plan.size_mismatch.is_empty() {
+        if !plan.keys.mismatched.is_empty() {
             what.push(format!(
                 "{} size mismatch{}",
-                plan.size_mismatch.len(),
-                if plan.size_mismatch.len() == 1 {
+                plan.keys.mismatched.len(),
+                if plan.keys.mismatched.len() == 1 {
                     ""
                 } else {
                     "es"
@@ -797,7 +611,7 @@ fn report_plan(
             ));
         }
         let mut f = Finding::new(
-            if plan.size_mismatch.is_empty() {
+            if plan.keys.mismatched.is_empty() {
                 Rule::FrozenPartsMissing
             } else {
                 Rule::SizeMismatch
@@ -810,7 +624,7 @@ fn report_plan(
         )
         .at(loc.clone())
         .details(details);
-        f.cause = Some(match (&cause, plan.size_mismatch.is_empty()) {
+        f.cause = Some(match (&cause, plan.keys.mismatched.is_empty()) {
             (Some(c), _) => c.clone(),
             (None, false) => {
                 "PyTorch's load_state_dict raises on a size mismatch even with strict=False".into()
@@ -820,11 +634,7 @@ fn report_plan(
         f.fix = Some(fix.clone());
         findings.push(f);
     } else {
-        let non_frozen_missing: Vec<&KeyShape> = plan
-            .missing
-            .iter()
-            .filter(|(k, _)| !is_frozen_part(k))
-            .collect();
+        let non_frozen_missing = plan.other_missing();
         if !non_frozen_missing.is_empty() {
             findings.push(
                 Finding::new(
@@ -843,7 +653,7 @@ fn report_plan(
                 .details(
                     non_frozen_missing
                         .iter()
-                        .map(|(k, s)| format!("{k} {}", shape_text(s)))
+                        .map(|(k, s)| format!("{k} {}", crate::format::shape_text(s)))
                         .collect(),
                 )
                 .cause(cause.clone().unwrap_or_else(|| {
@@ -851,21 +661,26 @@ fn report_plan(
                 })),
             );
         }
-        if !plan.unexpected.is_empty() {
+        if !plan.keys.unexpected.is_empty() {
             findings.push(
                 Finding::new(
                     Rule::KeysIgnored,
                     format!(
                         "{} checkpoint key{} the model does not have will be ignored",
-                        plan.unexpected.len(),
-                        if plan.unexpected.len() == 1 { "" } else { "s" }
+                        plan.keys.unexpected.len(),
+                        if plan.keys.unexpected.len() == 1 {
+                            ""
+                        } else {
+                            "s"
+                        }
                     ),
                 )
                 .at(loc.clone())
                 .details(
-                    plan.unexpected
+                    plan.keys
+                        .unexpected
                         .iter()
-                        .map(|(k, s)| format!("{k} {}", shape_text(s)))
+                        .map(|(k, s)| format!("{k} {}", crate::format::shape_text(s)))
                         .collect(),
                 ),
             );
@@ -1239,49 +1054,6 @@ fn sanity(cfg: &TrainingConfig, findings: &mut Vec<Finding>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn improved_index_map() {
-        assert_eq!(
-            map_improved_to_frozen("encoder_A.encoder.4.weight", "encoder").as_deref(),
-            Some("encoder_A.encoder.2.weight")
-        );
-        assert_eq!(
-            map_improved_to_frozen("encoder_A.encoder.8.bias", "encoder").as_deref(),
-            Some("encoder_A.encoder.4.bias")
-        );
-        assert_eq!(
-            map_improved_to_frozen("encoder_A.encoder.1.weight", "encoder"),
-            None
-        );
-        assert_eq!(
-            map_improved_to_frozen("encoder_A.fc_mu.weight", "encoder").as_deref(),
-            Some("encoder_A.fc_mu.weight")
-        );
-        assert_eq!(
-            map_improved_to_frozen("decoder_A.decoder.8.weight", "decoder").as_deref(),
-            Some("decoder_A.decoder.4.weight")
-        );
-    }
-
-    #[test]
-    fn whole_plan_lists_everything() {
-        let src = vec![
-            ("a".to_string(), vec![2]),
-            ("b".to_string(), vec![3]),
-            ("x".to_string(), vec![1]),
-        ];
-        let tgt = vec![
-            ("a".to_string(), vec![2]),
-            ("b".to_string(), vec![4]),
-            ("c".to_string(), vec![1]),
-        ];
-        let p = whole_plan(&src, &tgt);
-        assert_eq!(p.loaded.len(), 1);
-        assert_eq!(p.size_mismatch, vec![("b".to_string(), vec![3], vec![4])]);
-        assert_eq!(p.missing, vec![("c".to_string(), vec![1])]);
-        assert_eq!(p.unexpected, vec![("x".to_string(), vec![1])]);
-    }
 
     #[test]
     fn monitoring_section_is_checked() {

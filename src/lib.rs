@@ -1,7 +1,7 @@
 //! tvck: see, check, compare, migrate and train TernaryVAE checkpoints.
 //!
 //! The library is layered, and the modules read as the flow of a command
-//! (docs/architecture.md; `tests/architecture.rs` keeps the graph a DAG):
+//! (docs/architecture.md; `tests/it/architecture.rs` keeps the graph a DAG):
 //!
 //! ```text
 //!  bytes ──▶ format ──────────────▶ fingerprint, arch, metrics, discover, config

@@ -178,7 +178,7 @@ pub(crate) fn set_fingerprint(
 ) {
     match fp {
         Ok(fp) => summary.fingerprint = Some(fingerprint::hex(&fp.weights)),
-        Err(e) => summary.error = Some(format!("{HASHING_FAILED}: {e}")),
+        Err(e) => summary.error = Some(format!("{HASHING_FAILED}: {}", e.message_without_file())),
     }
 }
 
@@ -197,7 +197,7 @@ pub const BATCH_BYTES: u64 = 16 << 20;
 
 pub(crate) fn unreadable(path: &Path, rel: String, e: &crate::format::ReadError) -> FileSummary {
     let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    FileSummary::unreadable(rel, size, e.source.to_string())
+    FileSummary::unreadable(rel, size, e.source.message_without_file())
 }
 
 fn summarize_path(root: &Path, path: &Path, opts: &ScanOptions) -> FileSummary {
@@ -410,13 +410,29 @@ pub fn scan(
     on_start: impl FnOnce(usize),
     on_file: impl Fn(&FileSummary) + Sync,
 ) -> ScanReport {
+    scan_cached(root, opts, |_| None, on_start, on_file)
+}
+
+/// [`scan`], with the summaries of the discovered files taken from `cached` when it has
+/// every one of them (a cache such as the checkpoint index, which answers only when
+/// every file is unchanged); the files are read otherwise.
+pub fn scan_cached(
+    root: &Path,
+    opts: &ScanOptions,
+    cached: impl FnOnce(&[PathBuf]) -> Option<Vec<FileSummary>>,
+    on_start: impl FnOnce(usize),
+    on_file: impl Fn(&FileSummary) + Sync,
+) -> ScanReport {
     let crate::discover::Discovered {
         files: paths,
         errors: walk_errors,
         skipped,
     } = crate::discover::discover(root, crate::discover::Walk::everything());
-    on_start(paths.len());
-    let mut files: Vec<FileSummary> = if opts.hash {
+    let from_cache = cached(&paths).filter(|c| c.len() == paths.len());
+    on_start(if from_cache.is_some() { 0 } else { paths.len() });
+    let mut files: Vec<FileSummary> = if let Some(c) = from_cache {
+        c
+    } else if opts.hash {
         scan_hashing(root, &paths, &on_file)
     } else {
         paths

@@ -304,7 +304,7 @@ fn parse_key(s: &str) -> Option<(String, usize)> {
 /// Classify the inline value of a key line; `rest` is the line after the colon, `base`
 /// its offset in the line. Returns the kind and the value's byte span in the line, or
 /// `Err(reason)` when unsure.
-fn parse_inline(rest: &str, base: usize) -> Result<(InlineKind, (usize, usize)), String> {
+fn parse_inline(rest: &str, base: usize) -> Result<(InlineKind, (usize, usize)), &'static str> {
     let trimmed = rest.trim_start_matches([' ', '\t']);
     let start = base + rest.len() - trimmed.len();
     if trimmed.is_empty() || trimmed.starts_with('#') {
@@ -326,7 +326,7 @@ fn parse_inline(rest: &str, base: usize) -> Result<(InlineKind, (usize, usize)),
         q @ (b'"' | b'\'') => {
             let end = quoted_end(trimmed).ok_or("multi-line quoted scalar")?;
             if !only_comment_after(&trimmed[end..]) {
-                return Err("text after a quoted scalar".into());
+                return Err("text after a quoted scalar");
             }
             let kind = if q == b'"' {
                 InlineKind::DoubleQuoted
@@ -455,7 +455,7 @@ pub fn scan(text: &str) -> Scan {
         let (kind, (vs, ve)) = match parse_inline(&trimmed[colon_end..], colon_end) {
             Ok(v) => v,
             Err(reason) => {
-                out.incomplete_at = Some((i, reason));
+                out.incomplete_at = Some((i, reason.into()));
                 break;
             }
         };
@@ -618,8 +618,13 @@ fn key_matches(k: &Value, key: &str) -> bool {
     }
 }
 
+/// A key of a path under a value that is not a mapping ([`set_in`]).
+#[derive(Debug, thiserror::Error)]
+#[error("`{0}` is under a value that is not a mapping")]
+struct UnderNonMapping(String);
+
 /// Set `keys` in a parsed document (creating mappings for missing or null levels).
-fn set_in(doc: &mut Value, keys: &[&str], value: Value) -> Result<(), String> {
+fn set_in(doc: &mut Value, keys: &[&str], value: Value) -> Result<(), UnderNonMapping> {
     let Some((first, rest)) = keys.split_first() else {
         *doc = value;
         return Ok(());
@@ -628,7 +633,7 @@ fn set_in(doc: &mut Value, keys: &[&str], value: Value) -> Result<(), String> {
         *doc = Value::Mapping(Mapping::new());
     }
     let Value::Mapping(map) = doc else {
-        return Err(format!("`{first}` is under a value that is not a mapping"));
+        return Err(UnderNonMapping((*first).to_string()));
     };
     let key = map
         .keys()
@@ -745,7 +750,7 @@ pub fn set_scalar(text: &str, path: &str, value: &str) -> Result<String, EditErr
         None => return Err(verify("the key is not found after the edit".into())),
     }
     let mut want = before;
-    set_in(&mut want, &keys, expected).map_err(verify)?;
+    set_in(&mut want, &keys, expected).map_err(|e| verify(e.to_string()))?;
     if after != want {
         return Err(verify("other values of the document changed".into()));
     }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::format::{Checkpoint, ModelStateRef};
 
 use super::infer::infer_best;
-use super::{infer, Hints, Inference, KeyShape, Mismatch};
+use super::{infer, Hints, Inference, KeyComparison, KeyShape};
 
 /// The version inferred for a checkpoint, as reports show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,15 +21,57 @@ pub struct VersionGuess {
     pub layout: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
-    /// Keys the layout has and the file lacks.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub missing: Vec<KeyShape>,
-    /// Keys the file has and the layout lacks.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unexpected: Vec<KeyShape>,
-    /// (key, expected shape, actual shape).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub mismatched: Vec<Mismatch>,
+    /// The layout's keys against the file's (JSON: `missing`, `unexpected` and
+    /// `mismatched`, each left out when empty; not `matched`).
+    #[serde(flatten, with = "differences")]
+    pub keys: KeyComparison,
+}
+
+/// [`VersionGuess::keys`] in JSON: the three lists of differences (the reports' shape since
+/// the first version); the matched count is not written and reads back as 0.
+mod differences {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::arch::{KeyComparison, KeyShape, SizeMismatch};
+
+    #[derive(Serialize)]
+    struct Written<'a> {
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        missing: &'a [KeyShape],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        unexpected: &'a [KeyShape],
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        mismatched: &'a [SizeMismatch],
+    }
+
+    #[derive(Deserialize)]
+    struct Read {
+        #[serde(default)]
+        missing: Vec<KeyShape>,
+        #[serde(default)]
+        unexpected: Vec<KeyShape>,
+        #[serde(default)]
+        mismatched: Vec<SizeMismatch>,
+    }
+
+    pub fn serialize<S: Serializer>(k: &KeyComparison, s: S) -> Result<S::Ok, S::Error> {
+        Written {
+            missing: &k.missing,
+            unexpected: &k.unexpected,
+            mismatched: &k.mismatched,
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<KeyComparison, D::Error> {
+        let x = Read::deserialize(d)?;
+        Ok(KeyComparison {
+            matched: 0,
+            missing: x.missing,
+            unexpected: x.unexpected,
+            mismatched: x.mismatched,
+        })
+    }
 }
 
 /// The model state's (key, shape) list, in file order.
@@ -89,8 +131,44 @@ pub fn guess_checkpoint_with(
         confidence: best.confidence,
         layout: best.summary(),
         note,
-        missing: best.missing,
-        unexpected: best.unexpected,
-        mismatched: best.mismatched,
+        keys: best.keys,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::SizeMismatch;
+
+    #[test]
+    fn json_has_the_three_lists_only_when_not_empty() {
+        let mut g = VersionGuess {
+            version: "v5_12".into(),
+            display: "v5.12".into(),
+            confidence: 0.9,
+            layout: "L16".into(),
+            note: None,
+            keys: KeyComparison {
+                matched: 7,
+                ..KeyComparison::default()
+            },
+        };
+        let j = serde_json::to_value(&g).unwrap();
+        assert_eq!(
+            j,
+            serde_json::json!({"version": "v5_12", "display": "v5.12", "confidence": 0.9, "layout": "L16"})
+        );
+        g.keys.mismatched = vec![SizeMismatch::new("p", vec![64, 64], vec![16, 64])];
+        g.keys.missing = vec![("m".into(), vec![2])];
+        let j = serde_json::to_value(&g).unwrap();
+        assert_eq!(
+            j["mismatched"],
+            serde_json::json!([["p", [64, 64], [16, 64]]])
+        );
+        assert_eq!(j["missing"], serde_json::json!([["m", [2]]]));
+        assert!(j.get("unexpected").is_none() && j.get("matched").is_none());
+        let back: VersionGuess = serde_json::from_value(j).unwrap();
+        g.keys.matched = 0;
+        assert_eq!(back, g);
+    }
 }

@@ -4,6 +4,41 @@
 //! environment (`&[i64]`) then, so evaluating one is a short walk over a small tree with no
 //! lookups and no allocation.
 
+/// Why an expression does not parse, and where: `column` is the 1-based byte column of
+/// the expression text (the end of the text plus one for an unexpected end).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}")]
+pub struct ExprError {
+    pub column: usize,
+    pub kind: ExprErrorKind,
+}
+
+/// What is wrong with an expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExprErrorKind {
+    #[error("integer `{0}` out of range")]
+    IntegerOutOfRange(String),
+    #[error("unexpected character `{0}`")]
+    UnexpectedChar(char),
+    #[error("`=` is not an operator (use `==`)")]
+    SingleEquals,
+    #[error("unexpected `{0}`")]
+    Unexpected(String),
+    #[error("unexpected end of expression")]
+    UnexpectedEnd,
+    #[error("expected `{expected}`, found `{found}`")]
+    Expected {
+        expected: &'static str,
+        found: String,
+    },
+    #[error("expected `{0}`, found the end")]
+    ExpectedAtEnd(&'static str),
+    #[error("unknown function `{0}`")]
+    UnknownFunction(String),
+    #[error("unknown variable `{0}`")]
+    UnknownVariable(String),
+}
+
 /// A parsed expression. Variables are slot indices into the evaluation environment.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Expr {
@@ -76,17 +111,19 @@ impl Expr {
 }
 
 /// Parse `src`, resolving each variable name with `resolve` (None = unknown variable).
-pub(crate) fn parse(src: &str, resolve: &dyn Fn(&str) -> Option<usize>) -> Result<Expr, String> {
-    let tokens = lex(src)?;
+pub(crate) fn parse(src: &str, resolve: &dyn Fn(&str) -> Option<usize>) -> Result<Expr, ExprError> {
+    let (tokens, columns) = lex(src)?.into_iter().unzip();
     let mut p = Parser {
         tokens,
+        columns,
+        end: src.len() + 1,
         pos: 0,
         resolve,
     };
     let e = p.or()?;
     match p.peek() {
         None => Ok(e),
-        Some(t) => Err(format!("unexpected `{}`", t.text())),
+        Some(t) => Err(p.error(ExprErrorKind::Unexpected(t.text()))),
     }
 }
 
@@ -111,7 +148,8 @@ const OPS: [&str; 17] = [
     "&&", "||", "==", "!=", "<=", ">=", "<", ">", "+", "-", "*", "/", "!", "(", ")", ",", "=",
 ];
 
-fn lex(src: &str) -> Result<Vec<Tok>, String> {
+/// The tokens of `src`, each with its 1-based column.
+fn lex(src: &str) -> Result<Vec<(Tok, usize)>, ExprError> {
     let bytes = src.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -124,10 +162,11 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
             while i < bytes.len() && bytes[i].is_ascii_digit() {
                 i += 1;
             }
-            let v = src[start..i]
-                .parse::<i64>()
-                .map_err(|_| format!("integer `{}` out of range", &src[start..i]))?;
-            out.push(Tok::Int(v));
+            let v = src[start..i].parse::<i64>().map_err(|_| ExprError {
+                column: start + 1,
+                kind: ExprErrorKind::IntegerOutOfRange(src[start..i].to_string()),
+            })?;
+            out.push((Tok::Int(v), start + 1));
         } else if c.is_ascii_alphabetic() || c == b'_' {
             let start = i;
             // `source.NAME` / `target.NAME` (migration specs) are one identifier: a dot
@@ -142,21 +181,22 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
             {
                 i += 1;
             }
-            out.push(Tok::Ident(src[start..i].to_string()));
+            out.push((Tok::Ident(src[start..i].to_string()), start + 1));
         } else {
             let op = OPS
                 .iter()
                 .find(|op| src[i..].starts_with(**op))
-                .ok_or_else(|| {
-                    format!(
-                        "unexpected character `{}`",
-                        &src[i..].chars().next().unwrap_or('?')
-                    )
+                .ok_or_else(|| ExprError {
+                    column: i + 1,
+                    kind: ExprErrorKind::UnexpectedChar(src[i..].chars().next().unwrap_or('?')),
                 })?;
             if *op == "=" {
-                return Err("`=` is not an operator (use `==`)".into());
+                return Err(ExprError {
+                    column: i + 1,
+                    kind: ExprErrorKind::SingleEquals,
+                });
             }
-            out.push(Tok::Op(op));
+            out.push((Tok::Op(op), i + 1));
             i += op.len();
         }
     }
@@ -165,6 +205,10 @@ fn lex(src: &str) -> Result<Vec<Tok>, String> {
 
 struct Parser<'a> {
     tokens: Vec<Tok>,
+    /// The column of each token.
+    columns: Vec<usize>,
+    /// The column just past the text.
+    end: usize,
     pos: usize,
     resolve: &'a dyn Fn(&str) -> Option<usize>,
 }
@@ -172,6 +216,17 @@ struct Parser<'a> {
 impl Parser<'_> {
     fn peek(&self) -> Option<&Tok> {
         self.tokens.get(self.pos)
+    }
+
+    /// An error at the token `pos` (the end when there is none).
+    fn error_at(&self, pos: usize, kind: ExprErrorKind) -> ExprError {
+        let column = self.columns.get(pos).copied().unwrap_or(self.end);
+        ExprError { column, kind }
+    }
+
+    /// An error at the current token.
+    fn error(&self, kind: ExprErrorKind) -> ExprError {
+        self.error_at(self.pos, kind)
     }
 
     fn eat_op(&mut self, op: &str) -> bool {
@@ -183,23 +238,26 @@ impl Parser<'_> {
         }
     }
 
-    fn expect_op(&mut self, op: &str) -> Result<(), String> {
+    fn expect_op(&mut self, op: &'static str) -> Result<(), ExprError> {
         if self.eat_op(op) {
             Ok(())
         } else {
-            Err(match self.peek() {
-                Some(t) => format!("expected `{op}`, found `{}`", t.text()),
-                None => format!("expected `{op}`, found the end"),
-            })
+            Err(self.error(match self.peek() {
+                Some(t) => ExprErrorKind::Expected {
+                    expected: op,
+                    found: t.text(),
+                },
+                None => ExprErrorKind::ExpectedAtEnd(op),
+            }))
         }
     }
 
     fn binary(
         &mut self,
         ops: &[(&str, BinOp)],
-        next: fn(&mut Self) -> Result<Expr, String>,
+        next: fn(&mut Self) -> Result<Expr, ExprError>,
         chain: bool,
-    ) -> Result<Expr, String> {
+    ) -> Result<Expr, ExprError> {
         let mut lhs = next(self)?;
         'outer: loop {
             for (text, op) in ops {
@@ -217,15 +275,15 @@ impl Parser<'_> {
         Ok(lhs)
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Expr, ExprError> {
         self.binary(&[("||", BinOp::Or)], Self::and, true)
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
+    fn and(&mut self) -> Result<Expr, ExprError> {
         self.binary(&[("&&", BinOp::And)], Self::cmp, true)
     }
 
-    fn cmp(&mut self) -> Result<Expr, String> {
+    fn cmp(&mut self) -> Result<Expr, ExprError> {
         self.binary(
             &[
                 ("==", BinOp::Eq),
@@ -240,15 +298,15 @@ impl Parser<'_> {
         )
     }
 
-    fn add(&mut self) -> Result<Expr, String> {
+    fn add(&mut self) -> Result<Expr, ExprError> {
         self.binary(&[("+", BinOp::Add), ("-", BinOp::Sub)], Self::mul, true)
     }
 
-    fn mul(&mut self) -> Result<Expr, String> {
+    fn mul(&mut self) -> Result<Expr, ExprError> {
         self.binary(&[("*", BinOp::Mul), ("/", BinOp::Div)], Self::unary, true)
     }
 
-    fn unary(&mut self) -> Result<Expr, String> {
+    fn unary(&mut self) -> Result<Expr, ExprError> {
         if self.eat_op("!") {
             return Ok(Expr::Not(Box::new(self.unary()?)));
         }
@@ -258,13 +316,14 @@ impl Parser<'_> {
         self.primary()
     }
 
-    fn primary(&mut self) -> Result<Expr, String> {
+    fn primary(&mut self) -> Result<Expr, ExprError> {
         match self.tokens.get(self.pos).cloned() {
             Some(Tok::Int(v)) => {
                 self.pos += 1;
                 Ok(Expr::Int(v))
             }
             Some(Tok::Ident(name)) => {
+                let at = self.pos;
                 self.pos += 1;
                 match name.as_str() {
                     "true" => return Ok(Expr::Int(1)),
@@ -280,12 +339,13 @@ impl Parser<'_> {
                     return match name.as_str() {
                         "max" => Ok(Expr::Max(args)),
                         "min" => Ok(Expr::Min(args)),
-                        _ => Err(format!("unknown function `{name}`")),
+                        _ => Err(self.error_at(at, ExprErrorKind::UnknownFunction(name))),
                     };
                 }
-                (self.resolve)(&name)
-                    .map(Expr::Var)
-                    .ok_or_else(|| format!("unknown variable `{name}`"))
+                match (self.resolve)(&name) {
+                    Some(slot) => Ok(Expr::Var(slot)),
+                    None => Err(self.error_at(at, ExprErrorKind::UnknownVariable(name))),
+                }
             }
             Some(Tok::Op("(")) => {
                 self.pos += 1;
@@ -293,8 +353,8 @@ impl Parser<'_> {
                 self.expect_op(")")?;
                 Ok(e)
             }
-            Some(t) => Err(format!("unexpected `{}`", t.text())),
-            None => Err("unexpected end of expression".into()),
+            Some(t) => Err(self.error(ExprErrorKind::Unexpected(t.text()))),
+            None => Err(self.error(ExprErrorKind::UnexpectedEnd)),
         }
     }
 }
@@ -350,5 +410,19 @@ mod tests {
         ] {
             assert!(parse(bad, &vars).is_err(), "{bad:?} should not parse");
         }
+    }
+
+    #[test]
+    fn errors_carry_the_column() {
+        let e = |src: &str| parse(src, &vars).unwrap_err();
+        assert_eq!(e("a + d").column, 5);
+        assert_eq!(e("a + d").kind, ExprErrorKind::UnknownVariable("d".into()));
+        assert_eq!(e("a +").column, 4);
+        assert_eq!(e("a +").to_string(), "unexpected end of expression");
+        assert_eq!(e("1 $ 2").column, 3);
+        assert_eq!(e("a = 1").kind, ExprErrorKind::SingleEquals);
+        assert_eq!(e("foo(1)").column, 1);
+        assert_eq!(e("(a b").to_string(), "expected `)`, found `b`");
+        assert_eq!(e("(a b").column, 4);
     }
 }

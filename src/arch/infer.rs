@@ -11,7 +11,7 @@ use super::catalog::{
     catalog, key_hash, key_hasher, EncoderKind, Layout, LayoutParams, ModelClass, Param, Version,
     VersionId,
 };
-use super::{KeyShape, Mismatch};
+use super::compare::{KeyComparison, SizeMismatch};
 use crate::format::Value;
 
 /// Below this confidence no version is named ([`Inference::best`] is `None`).
@@ -136,24 +136,20 @@ pub struct Candidate {
     /// The parameters read back from the shapes, fitted into this version's domain
     /// (parameters the version does not use are 0 / false / frozen).
     pub params: LayoutParams,
-    /// 0..=1: share of keys that agree (`matched / (matched + missing + unexpected +
-    /// mismatched)`), times [`CLASS_MISMATCH_FACTOR`] when the metadata's model class does not
-    /// build this version. 1.0 = exact fit.
+    /// 0..=1: share of keys that agree ([`KeyComparison::agreement`]), times
+    /// [`CLASS_MISMATCH_FACTOR`] when the metadata's model class does not build this
+    /// version. 1.0 = exact fit.
     pub confidence: f64,
-    /// Keys present with the expected shape.
-    pub matched: usize,
-    /// Expected keys absent from the state_dict (expected shape), in layout order.
-    pub missing: Vec<KeyShape>,
-    /// Keys of the state_dict that the layout does not have, in input order.
-    pub unexpected: Vec<KeyShape>,
-    /// (key, expected shape, actual shape), in layout order.
-    pub mismatched: Vec<Mismatch>,
+    /// The layout's keys against the state_dict's: missing in layout order, unexpected in
+    /// input order, mismatched in layout order.
+    #[serde(flatten)]
+    pub keys: KeyComparison,
 }
 
 impl Candidate {
     /// True when the layout fits the keys exactly (whatever the class hint says).
     pub fn is_exact(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+        self.keys.is_exact()
     }
 
     /// `params.summary()`: `L16 H64 dual 2L drop ctrl improved`.
@@ -187,33 +183,6 @@ impl Inference {
     /// The best version, if any.
     pub fn version(&self) -> Option<VersionId> {
         self.best.as_ref().map(|c| c.version)
-    }
-}
-
-/// The difference between an expected layout and actual keys.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-pub struct LayoutDiff {
-    pub matched: usize,
-    pub missing: Vec<KeyShape>,
-    pub unexpected: Vec<KeyShape>,
-    pub mismatched: Vec<Mismatch>,
-}
-
-impl LayoutDiff {
-    /// True when nothing differs.
-    pub fn is_empty(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
-    }
-
-    /// `matched / (matched + missing + unexpected + mismatched)` (0 when both are empty).
-    pub fn agreement(&self) -> f64 {
-        let total =
-            self.matched + self.missing.len() + self.unexpected.len() + self.mismatched.len();
-        if total == 0 {
-            0.0
-        } else {
-            self.matched as f64 / total as f64
-        }
     }
 }
 
@@ -316,8 +285,8 @@ impl<'a> Actual<'a> {
         d
     }
 
-    fn diff<K: AsRef<str>, S: AsRef<[u64]>>(&self, expected: &[(K, S)]) -> LayoutDiff {
-        let mut d = LayoutDiff::default();
+    fn diff<K: AsRef<str>, S: AsRef<[u64]>>(&self, expected: &[(K, S)]) -> KeyComparison {
+        let mut d = KeyComparison::default();
         let mut seen: HashSet<&str> = HashSet::with_capacity(expected.len());
         for (k, s) in expected {
             let (k, s) = (k.as_ref(), s.as_ref());
@@ -326,7 +295,9 @@ impl<'a> Actual<'a> {
             }
             match self.get(k, key_hash(k)) {
                 Some((_, a)) if a == s => d.matched += 1,
-                Some((_, a)) => d.mismatched.push((k.to_string(), s.to_vec(), a.to_vec())),
+                Some((_, a)) => d
+                    .mismatched
+                    .push(SizeMismatch::new(k, s.to_vec(), a.to_vec())),
                 None => d.missing.push((k.to_string(), s.to_vec())),
             }
         }
@@ -339,7 +310,7 @@ impl<'a> Actual<'a> {
     }
 }
 
-/// A [`LayoutDiff`] by position: in the layout (`missing`), in the actual keys
+/// A [`KeyComparison`] by position: in the layout (`missing`), in the actual keys
 /// (`unexpected`), or both (`mismatched`).
 #[derive(Default, Clone)]
 struct Fit {
@@ -402,25 +373,33 @@ impl Scored {
             display: &catalog().version(self.version).display,
             params: self.params,
             confidence: self.confidence,
-            matched: f.matched,
-            missing: f.missing.iter().map(|j| l[*j].clone()).collect(),
-            unexpected: f
-                .unexpected
-                .iter()
-                .map(|i| (actual.keys[*i].0.to_string(), actual.keys[*i].1.to_vec()))
-                .collect(),
-            mismatched: f
-                .mismatched
-                .iter()
-                .map(|(j, i)| (l[*j].0.clone(), l[*j].1.clone(), actual.keys[*i].1.to_vec()))
-                .collect(),
+            keys: KeyComparison {
+                matched: f.matched,
+                missing: f.missing.iter().map(|j| l[*j].clone()).collect(),
+                unexpected: f
+                    .unexpected
+                    .iter()
+                    .map(|i| (actual.keys[*i].0.to_string(), actual.keys[*i].1.to_vec()))
+                    .collect(),
+                mismatched: f
+                    .mismatched
+                    .iter()
+                    .map(|(j, i)| {
+                        SizeMismatch::new(
+                            l[*j].0.clone(),
+                            l[*j].1.clone(),
+                            actual.keys[*i].1.to_vec(),
+                        )
+                    })
+                    .collect(),
+            },
         }
     }
 }
 
 /// Compare an expected layout with actual keys: which keys are missing, unexpected, or
 /// have another shape. Linear in the number of keys. Duplicate keys count once (first wins).
-pub fn compare_layout<K1, S1, K2, S2>(expected: &[(K1, S1)], actual: &[(K2, S2)]) -> LayoutDiff
+pub fn compare_layout<K1, S1, K2, S2>(expected: &[(K1, S1)], actual: &[(K2, S2)]) -> KeyComparison
 where
     K1: AsRef<str>,
     S1: AsRef<[u64]>,
@@ -889,9 +868,9 @@ fn notes_for(
         notes.push(format!(
             "partial fit to {}: {} missing, {} unexpected, {} with another shape",
             best.display,
-            best.missing.len(),
-            best.unexpected.len(),
-            best.mismatched.len()
+            best.keys.missing.len(),
+            best.keys.unexpected.len(),
+            best.keys.mismatched.len()
         ));
     }
 }

@@ -26,27 +26,29 @@
 
 mod catalog;
 mod checkpoint;
+mod compare;
 pub(crate) mod expr;
 mod infer;
+mod load_plan;
 
 pub use checkpoint::{
     guess_checkpoint, guess_checkpoint_with, infer_checkpoint, state_shapes, VersionGuess,
 };
 
+pub use compare::{pytorch_error_title, KeyComparison, SizeMismatch};
+pub use load_plan::{is_frozen_part, load_plan, LoadParts, LoadPlan};
+
 pub use catalog::{
-    catalog, Catalog, EncoderKind, LayoutParams, ModelClass, Param, ParamDomain, Version,
-    VersionId, CATALOG_YAML,
+    catalog, Catalog, CatalogError, EncoderKind, LayoutParams, ModelClass, Param, ParamDomain,
+    Version, VersionId, CATALOG_YAML,
 };
 pub use infer::{
-    compare_layout, infer, resolve_config, Candidate, ConfigLayout, Hints, Inference, LayoutDiff,
+    compare_layout, infer, resolve_config, Candidate, ConfigLayout, Hints, Inference,
     CLASS_MISMATCH_FACTOR, MIN_CONFIDENCE,
 };
 
 /// A state_dict key with its shape (`[]` for a scalar).
 pub type KeyShape = (String, Vec<u64>);
-
-/// A key whose shape differs: (key, expected shape, actual shape).
-pub type Mismatch = (String, Vec<u64>, Vec<u64>);
 
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +58,7 @@ pub enum ArchError {
     Yaml(#[from] serde_yaml::Error),
     /// The catalog parses but is inconsistent (unknown names, bad expressions, cycles, …).
     #[error("architecture catalog: {0}")]
-    Catalog(String),
+    Catalog(#[from] CatalogError),
     /// A version id or name that the catalog does not know.
     #[error("unknown model version `{0}`")]
     UnknownVersion(String),

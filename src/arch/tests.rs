@@ -220,6 +220,25 @@ fn malformed_catalogs_are_rejected() {
     }
 }
 
+#[test]
+fn catalog_errors_say_where_and_what() {
+    let src = MINI.replace("builds: [v5_5]", "builds: [v4]");
+    let e = Catalog::from_yaml(&src).unwrap_err();
+    let ArchError::Catalog(CatalogError::In { at, source }) = &e else {
+        panic!("{e:?}");
+    };
+    assert!(at.starts_with("model class `"), "{at}");
+    assert!(
+        matches!(&**source, CatalogError::In { at, source } if at == "builds"
+            && matches!(&**source, CatalogError::UnknownVersionId(v) if v == "v4")),
+        "{source:?}"
+    );
+    assert!(
+        e.to_string().ends_with(": builds: unknown version id `v4`"),
+        "{e}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Layouts
 // ---------------------------------------------------------------------------------------
@@ -718,15 +737,15 @@ fn mutated_sets_still_infer_and_list_exactly_the_changes() {
             "{name}: {}",
             b.confidence
         );
-        assert_eq!(b.missing, vec![dropped_entry], "{name}");
+        assert_eq!(b.keys.missing, vec![dropped_entry], "{name}");
         assert_eq!(
-            b.unexpected,
+            b.keys.unexpected,
             vec![("ema.shadow_step".to_string(), vec![])],
             "{name}"
         );
         assert_eq!(
-            b.mismatched,
-            vec![(changed.to_string(), original, changed_shape)],
+            b.keys.mismatched,
+            vec![SizeMismatch::new(changed, original, changed_shape)],
             "{name}"
         );
         assert!(
@@ -747,13 +766,13 @@ fn audit_case_v5_11_dual_one_layer_into_v5_12() {
     let keys = fixture("v5_11_homeostasis");
     let v512 = expected_layout(VersionId::V5_12, &default_params(VersionId::V5_12));
     let diff = compare_layout(&v512, &keys);
-    assert!(diff.mismatched.contains(&(
-        "projection.proj_A.direction_net.4.weight".to_string(),
+    assert!(diff.mismatched.contains(&SizeMismatch::new(
+        "projection.proj_A.direction_net.4.weight",
         vec![64, 64],
         vec![16, 64]
     )));
-    assert!(diff.mismatched.contains(&(
-        "projection.proj_B.direction_net.4.weight".to_string(),
+    assert!(diff.mismatched.contains(&SizeMismatch::new(
+        "projection.proj_B.direction_net.4.weight",
         vec![64, 64],
         vec![16, 64]
     )));
@@ -778,8 +797,8 @@ fn audit_case_v5_11_dual_one_layer_into_v5_12() {
         .find(|c| c.version == VersionId::V5_12)
         .unwrap();
     assert_eq!(c.params.projection_layers, 2);
-    assert!(c.mismatched.contains(&(
-        "projection.proj_A.direction_net.4.weight".to_string(),
+    assert!(c.keys.mismatched.contains(&SizeMismatch::new(
+        "projection.proj_A.direction_net.4.weight",
         vec![64, 64],
         vec![16, 64]
     )));
@@ -901,8 +920,12 @@ fn hints_fill_what_shapes_cannot_say() {
     assert_eq!(b.params.hidden_dim, 128);
     assert_eq!(b.params.projection_layers, 3);
     assert!(b.confidence < 1.0);
-    assert!(b.unexpected.is_empty() && b.mismatched.is_empty());
-    assert!(b.missing.iter().all(|(k, _)| k.starts_with("projection.")));
+    assert!(b.keys.unexpected.is_empty() && b.keys.mismatched.is_empty());
+    assert!(b
+        .keys
+        .missing
+        .iter()
+        .all(|(k, _)| k.starts_with("projection.")));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1015,7 +1038,7 @@ fn inference_is_fast_and_linear() {
     assert!(start.elapsed().as_secs() < 20, "{:?}", start.elapsed());
     assert_eq!(inf.version(), None, "overwhelmed by unrelated keys");
     assert_eq!(inf.candidates[0].version, VersionId::V5_12_4);
-    assert_eq!(inf.candidates[0].matched, keys.len());
+    assert_eq!(inf.candidates[0].keys.matched, keys.len());
 }
 
 // ---------------------------------------------------------------------------------------

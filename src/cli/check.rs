@@ -60,7 +60,8 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         let bak = autofix::write_fix(&a.config, new_text).map_err(|e| {
             CliError::failure_with(
                 e.to_string(),
-                "the config was left unchanged; copy the diff above by hand or make the folder writable",
+                e.hint()
+                    .unwrap_or_else(|| "apply the diff above by hand".into()),
             )
         })?;
         backup = Some(bak);

@@ -105,7 +105,9 @@ fn failure(input: &std::path::Path, e: MigrateError) -> CliError {
         MigrateError::Violation(_) => Some("nothing was written; fix the spec (docs/migrations.md) or pass --specs DIR with one that fits"),
         MigrateError::NotAccepted { .. } => Some("write a spec for this layout (docs/migrations.md) and pass --specs DIR"),
         MigrateError::NoPath { .. } => Some("tvck inspect shows the file's version; --specs DIR adds specs"),
-        MigrateError::SameFile { .. } => Some("tvck never overwrites its input"),
+        MigrateError::SameFile { .. } => {
+            Some("tvck never overwrites its input; choose another -o")
+        }
         MigrateError::OutputIsLink { .. } => Some("name the link's target, or another file, as -o"),
         MigrateError::Refine { .. } => Some("nothing was written; --fit-steps N raises the budget, --measure only evaluates"),
         MigrateError::Write(WriteError::Exists(_)) => Some("pass --force to replace it"),

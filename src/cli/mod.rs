@@ -9,11 +9,16 @@ mod diagnostics;
 mod diff;
 mod eval;
 mod exit;
+mod index;
 mod inspect;
+mod lineage;
+mod ls;
 mod output;
 mod platform;
 mod prune;
 mod scan;
+mod select;
+mod tag;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -60,6 +65,28 @@ enum Command {
     /// (invalid config, incompatible checkpoint, critical initial coverage), a run cannot
     /// be continued, or training failed.
     Train(train::Args),
+    /// Index (or refresh the index of) every checkpoint under some folders.
+    ///
+    /// Exit code 0 when every file was read, 1 when any is unreadable or unsafe or the
+    /// index cannot be opened (corrupt, foreign, locked), 2 on usage errors.
+    Index(index::Args),
+    /// List the indexed checkpoints under a folder, filtered (`--where`) and sorted.
+    ///
+    /// Exit code 0 when listed, 1 when there is no index, 2 on a bad `--where`/`--sort`.
+    Ls(ls::Args),
+    /// The best checkpoint a training config's trainer loads (`tvck check` accepts).
+    ///
+    /// Exit code 0 when one loads as it is, 1 when none does (a migration path is shown
+    /// when a conversion would make one loadable), 2 on usage errors.
+    Select(select::Args),
+    /// Where each part of an indexed checkpoint's weights also lives (frozen encoders, conversions)
+    ///
+    /// `--dot` prints Graphviz of a file's or a whole tree's lineage.
+    Lineage(lineage::Args),
+    /// Give an indexed checkpoint an alias (e.g. `production`); moves the alias if set.
+    Tag(tag::TagArgs),
+    /// Remove an alias.
+    Untag(tag::UntagArgs),
     /// Delete what keep-rules let go under a folder: a dry run (a table of every file,
     /// keep or delete, and why) unless --apply.
     ///
@@ -85,6 +112,12 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Diff(a) => diff::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
+        Command::Index(a) => index::run(a),
+        Command::Ls(a) => ls::run(a),
+        Command::Select(a) => select::run(a),
+        Command::Lineage(a) => lineage::run(a),
+        Command::Tag(a) => tag::run_tag(a),
+        Command::Untag(a) => tag::run_untag(a),
         Command::Prune(a) => prune::run(a),
     };
     result.unwrap_or_else(|e| {

@@ -19,6 +19,10 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// The index to answer from when it holds every file unchanged (default: $TVCK_INDEX,
+    /// else $XDG_CACHE_HOME/tvck/index.sqlite); the files are read otherwise.
+    #[arg(long, value_name = "PATH")]
+    index: Option<PathBuf>,
     /// Worker threads for hashing (default: all cores).
     #[arg(long, short = 'j')]
     jobs: Option<usize>,
@@ -32,10 +36,19 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             .num_threads(j.max(1))
             .build_global();
     }
+    // The index is only a cache here: one that is absent or does not open is not used.
+    let index = tvck::manager::index_path(a.index.as_deref())
+        .ok()
+        .and_then(|p| tvck::manager::Index::open_existing(&p).ok().flatten());
     let pb = progress_bar(if a.hash { "hashing" } else { "scanning" });
-    let report = scan::scan(
+    let report = scan::scan_cached(
         &a.dir,
         &ScanOptions { hash: a.hash },
+        |paths| {
+            index
+                .as_ref()
+                .and_then(|ix| ix.fresh_summaries(&a.dir, paths, a.hash).ok().flatten())
+        },
         |n| pb.set_length(n as u64),
         |f| {
             progress_message(&pb, &f.path);
@@ -48,5 +61,10 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     } else {
         print_out(&report::scan::render(&report))?;
     }
-    Ok(ExitStatus::failure_if(report.has_findings()))
+    // A file named on the command line that is not read (a FIFO, a device…) is a
+    // failure: the user asked for that file. In a folder it is only listed as skipped.
+    let named_file_skipped = !a.dir.is_dir() && !report.skipped.is_empty();
+    Ok(ExitStatus::failure_if(
+        report.has_findings() || named_file_skipped,
+    ))
 }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::pickle::allowlist;
+use super::pickle::opcodes as op;
 use super::zip::{self, ZipArchive};
 use super::{limits, safetensors, Finding, InflateBudget};
 
@@ -151,11 +152,11 @@ pub fn sweep(data: &[u8]) -> Sweep {
         pos += 1;
         out.opcodes += 1;
         match code {
-            b'.' => {
+            op::STOP => {
                 out.end = Some(pos);
                 return out;
             }
-            b'c' | b'i' => {
+            op::GLOBAL | op::INST => {
                 let module = line!();
                 let name = line!();
                 let module = String::from_utf8_lossy(module);
@@ -163,7 +164,7 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 classify(module.trim(), name.trim(), &mut out.globals);
                 push(&mut recent, None);
             }
-            0x93 => {
+            op::STACK_GLOBAL => {
                 let n = recent.len();
                 match (n >= 2).then(|| (recent[n - 2].clone(), recent[n - 1].clone())) {
                     Some((Some(m), Some(g))) => classify(&m, &g, &mut out.globals),
@@ -178,11 +179,11 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 push(&mut recent, None);
             }
             // Strings.
-            b'S' | b'V' => {
+            op::STRING | op::UNICODE => {
                 let l = line!();
                 let l = match l {
                     [q, inner @ .., q2]
-                        if code == b'S' && (*q == b'\'' || *q == b'"') && q == q2 =>
+                        if code == op::STRING && (*q == b'\'' || *q == b'"') && q == q2 =>
                     {
                         inner
                     }
@@ -190,43 +191,43 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 };
                 push(&mut recent, Some(text(l)));
             }
-            b'T' | b'X' => {
+            op::BINSTRING | op::BINUNICODE => {
                 let n = le!(4) as usize;
                 let s = take!(n);
                 push(&mut recent, Some(text(s)));
             }
-            b'U' | 0x8c => {
+            op::SHORT_BINSTRING | op::SHORT_BINUNICODE => {
                 let n = le!(1) as usize;
                 let s = take!(n);
                 push(&mut recent, Some(text(s)));
             }
-            0x8d => {
+            op::BINUNICODE8 => {
                 let n = usize::try_from(le!(8)).unwrap_or(usize::MAX);
                 let s = take!(n);
                 push(&mut recent, Some(text(s)));
             }
             // Memo.
-            b'g' => {
+            op::GET => {
                 let l = line!();
                 let k = std::str::from_utf8(l)
                     .ok()
                     .and_then(|t| t.trim().parse().ok());
                 push(&mut recent, k.and_then(|k| memo.get(&k).cloned()).flatten());
             }
-            b'h' | b'j' => {
-                let k = if code == b'h' { le!(1) } else { le!(4) };
+            op::BINGET | op::LONG_BINGET => {
+                let k = if code == op::BINGET { le!(1) } else { le!(4) };
                 push(&mut recent, memo.get(&k).cloned().flatten());
             }
-            b'p' | b'q' | b'r' | 0x94 => {
+            op::PUT | op::BINPUT | op::LONG_BINPUT | op::MEMOIZE => {
                 let k = match code {
-                    b'p' => {
+                    op::PUT => {
                         let l = line!();
                         std::str::from_utf8(l)
                             .ok()
                             .and_then(|t| t.trim().parse().ok())
                     }
-                    b'q' => Some(le!(1)),
-                    b'r' => Some(le!(4)),
+                    op::BINPUT => Some(le!(1)),
+                    op::LONG_BINPUT => Some(le!(4)),
                     _ => Some(memo.len() as u64),
                 };
                 if let Some(k) = k {
@@ -236,55 +237,80 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 }
             }
             // No argument, no push that matters.
-            b'(' | 0x80 | 0x95 => {
-                if code == 0x80 {
+            op::MARK | op::PROTO | op::FRAME => {
+                if code == op::PROTO {
                     take!(1);
-                } else if code == 0x95 {
+                } else if code == op::FRAME {
                     take!(8);
                 }
             }
-            b'0' => {
+            op::POP => {
                 recent.pop();
             }
-            b'2' => {
+            op::DUP => {
                 let top = recent.last().cloned().flatten();
                 push(&mut recent, top);
             }
             // Everything else pushes (or changes) something that is not a string.
-            b'1' | b'N' | b'R' | b'Q' | b'a' | b'b' | b'd' | b'}' | b'e' | b'l' | b']' | b'o'
-            | b's' | b't' | b')' | b'u' | 0x81 | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | 0x8f | 0x90
-            | 0x91 | 0x92 | 0x97 | 0x98 => push(&mut recent, None),
-            b'F' | b'I' | b'L' | b'P' => {
+            op::POP_MARK
+            | op::NONE
+            | op::REDUCE
+            | op::BINPERSID
+            | op::APPEND
+            | op::BUILD
+            | op::DICT
+            | op::EMPTY_DICT
+            | op::APPENDS
+            | op::LIST
+            | op::EMPTY_LIST
+            | op::OBJ
+            | op::SETITEM
+            | op::TUPLE
+            | op::EMPTY_TUPLE
+            | op::SETITEMS
+            | op::NEWOBJ
+            | op::TUPLE1
+            | op::TUPLE2
+            | op::TUPLE3
+            | op::NEWTRUE
+            | op::NEWFALSE
+            | op::EMPTY_SET
+            | op::ADDITEMS
+            | op::FROZENSET
+            | op::NEWOBJ_EX
+            | op::NEXT_BUFFER
+            | op::READONLY_BUFFER => push(&mut recent, None),
+            op::FLOAT | op::INT | op::LONG | op::PERSID => {
                 line!();
                 push(&mut recent, None);
             }
-            b'K' | 0x82 => {
+            op::BININT1 | op::EXT1 => {
                 take!(1);
                 push(&mut recent, None);
             }
-            b'M' | 0x83 => {
+            op::BININT2 | op::EXT2 => {
                 take!(2);
                 push(&mut recent, None);
             }
-            b'J' | 0x84 => {
+            op::BININT | op::EXT4 => {
                 take!(4);
                 push(&mut recent, None);
             }
-            b'G' => {
+            op::BINFLOAT => {
                 take!(8);
                 push(&mut recent, None);
             }
-            b'C' | 0x8a => {
+            op::SHORT_BINBYTES | op::LONG1 => {
                 let n = le!(1) as usize;
                 take!(n);
                 push(&mut recent, None);
             }
-            b'B' | 0x8b => {
+            op::BINBYTES | op::LONG4 => {
                 let n = le!(4) as usize;
                 take!(n);
                 push(&mut recent, None);
             }
-            0x8e | 0x96 => {
+            op::BINBYTES8 | op::BYTEARRAY8 => {
                 let n = usize::try_from(le!(8)).unwrap_or(usize::MAX);
                 take!(n);
                 push(&mut recent, None);

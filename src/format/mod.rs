@@ -62,6 +62,79 @@ pub mod limits {
     /// Most bytes of tensors read (or inflated) from a file and held at once while
     /// hashing; tensors already in memory do not count.
     pub const MAX_HASH_BATCH_BYTES: u64 = 64 << 20;
+    /// Longest integer the pickle VM turns into decimal (CPython's default int/str
+    /// limit is 4300 digits).
+    pub const MAX_INT_DIGITS: usize = 4300;
+    /// Longest `LONG1`/`LONG4` payload the pickle VM decodes (about 4300 digits).
+    pub const MAX_LONG_BYTES: usize = 1800;
+}
+
+/// Which limit on untrusted input (see [`limits`]) an input ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    /// A range of the file larger than this machine's address space.
+    AddressSpace,
+    /// [`limits::MAX_SAFETENSORS_HEADER`]
+    SafetensorsHeader,
+    /// [`limits::MAX_DIMS`]
+    Dims,
+    /// [`limits::MAX_ZIP_ENTRIES`]
+    ZipEntries,
+    /// The most bytes one zip entry may hold uncompressed when read.
+    ZipEntrySize,
+    /// [`limits::MAX_PICKLE_VALUES`] (or the VM's `max_values`): values created.
+    PickleValues,
+    /// The copying work of a pickle (linear in its size).
+    PickleWork,
+    /// Values materialised through shared (memo) references (a bounded factor of those created).
+    SharedValues,
+    /// String bytes materialised through shared references.
+    SharedBytes,
+    /// [`limits::MAX_DEPTH`]: nesting of values.
+    Depth,
+}
+
+impl Limit {
+    /// The name of the limit (the constant in [`limits`] where there is one).
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::AddressSpace => "address space",
+            Limit::SafetensorsHeader => "MAX_SAFETENSORS_HEADER",
+            Limit::Dims => "MAX_DIMS",
+            Limit::ZipEntries => "MAX_ZIP_ENTRIES",
+            Limit::ZipEntrySize => "zip entry size",
+            Limit::PickleValues => "MAX_PICKLE_VALUES",
+            Limit::PickleWork => "pickle work",
+            Limit::SharedValues => "shared values",
+            Limit::SharedBytes => "shared bytes",
+            Limit::Depth => "MAX_DEPTH",
+        }
+    }
+
+    /// The message: what passed the limit, where.
+    fn describe(self, max: u64, found: u64, at: &str) -> String {
+        match self {
+            Limit::AddressSpace => "a range too large for this machine".into(),
+            Limit::SafetensorsHeader => {
+                format!("safetensors header length {found} exceeds the {max} byte limit")
+            }
+            Limit::Dims => format!("tensor `{at}` has {found} dimensions (limit {max})"),
+            Limit::ZipEntries => format!("zip claims {found} entries (limit {max})"),
+            Limit::ZipEntrySize => format!("`{at}` is {found} bytes uncompressed (limit {max})"),
+            Limit::PickleValues => format!("pickle creates more than {max} values ({at})"),
+            Limit::PickleWork => format!(
+                "pickle does more than {max} units of copying work ({at}; a memo amplification?)"
+            ),
+            Limit::SharedValues => {
+                format!("pickle expands to more than {max} values through shared references ({at})")
+            }
+            Limit::SharedBytes => format!(
+                "pickle expands to more than {max} bytes of strings through shared references ({at})"
+            ),
+            Limit::Depth => format!("values nested more than {max} deep ({at})"),
+        }
+    }
 }
 
 /// Which inflation limit (see [`limits`]) a deflated zip entry ran into.
@@ -404,8 +477,14 @@ pub enum FormatError {
     Truncated(String),
     #[error("corrupt zip archive: {0}")]
     Zip(String),
+    /// A pickle that breaks the format: at byte `offset` (of the file, where the VM knows
+    /// it), while executing `opcode` (none before the first or past the last byte).
     #[error("corrupt pickle at byte {offset}: {message}")]
-    Pickle { offset: u64, message: String },
+    Pickle {
+        offset: u64,
+        opcode: Option<u8>,
+        message: String,
+    },
     #[error("corrupt safetensors file: {0}")]
     Safetensors(String),
     #[error("{what} claims {claimed} bytes but {available} are available")]
@@ -414,8 +493,17 @@ pub enum FormatError {
         claimed: u64,
         available: u64,
     },
-    #[error("limit exceeded: {0}")]
-    Limit(String),
+    /// Past one of tvck's limits on untrusted input: which, its value, what was found
+    /// (a count past the limit: where a limit is checked as it is reached, `max + 1`),
+    /// and where (a pickle's location, a tensor or a zip entry; empty when nothing more
+    /// is known).
+    #[error("limit exceeded: {}", limit.describe(*max, *found, at))]
+    Limit {
+        limit: Limit,
+        max: u64,
+        found: u64,
+        at: String,
+    },
     #[error("tensor `{tensor}`: {message}")]
     Tensor { tensor: String, message: String },
     /// A deflated zip entry past one of the inflation limits (nothing was inflated past it).
@@ -436,6 +524,25 @@ pub enum FormatError {
 }
 
 impl FormatError {
+    /// The message for a place that names the file already (a report's row, a
+    /// [`ReadError`]): the same text without the file name the message carries itself.
+    pub fn message_without_file(&self) -> String {
+        match self {
+            FormatError::Inflate {
+                entry,
+                limit,
+                found,
+                ..
+            } => format!(
+                "`{entry}` would inflate {found} bytes, past {} ({} bytes, {})",
+                limit.name(),
+                limit.bytes(),
+                limit.what()
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// What to do about it, where there is something to say.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
@@ -458,11 +565,12 @@ pub struct ReadError {
 
 impl std::fmt::Display for ReadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.source {
-            // It names the file already.
-            FormatError::Inflate { .. } => write!(f, "{}", self.source),
-            source => write!(f, "{}: {source}", self.path.display()),
-        }
+        write!(
+            f,
+            "{}: {}",
+            self.path.display(),
+            self.source.message_without_file()
+        )
     }
 }
 
@@ -503,8 +611,12 @@ impl Source {
     /// The file's bytes `[start, end)`, read from the file (for a range of a sparse
     /// source's holes; the range lies inside the file).
     fn read_range(&self, start: u64, end: u64) -> Result<Vec<u8>, FormatError> {
-        let len = usize::try_from(end - start)
-            .map_err(|_| FormatError::Limit("a range too large for this machine".into()))?;
+        let len = usize::try_from(end - start).map_err(|_| FormatError::Limit {
+            limit: Limit::AddressSpace,
+            max: usize::MAX as u64,
+            found: end - start,
+            at: String::new(),
+        })?;
         match self {
             #[cfg(unix)]
             Source::Sparse { file, .. } => {
@@ -1161,7 +1273,9 @@ fn detect_and_parse_with(
         Err(_) if safetensors::looks_like_safetensors(bytes) => {
             Ok((Format::Safetensors, safetensors::read(bytes)?))
         }
-        Err(e) if bytes[0] == 0x80 || loader::sweep(bytes).end.is_some() => Err(e),
+        Err(e) if bytes[0] == pickle::opcodes::PROTO || loader::sweep(bytes).end.is_some() => {
+            Err(e)
+        }
         Err(_) => Err(FormatError::NotACheckpoint(describe_magic(bytes))),
     }
 }

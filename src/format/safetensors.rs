@@ -4,7 +4,9 @@
 //! tensor's dtype × shape, and the data to end exactly at the end of the file); tensor
 //! data is never copied here: each tensor becomes a [`StorageData::Mapped`] range.
 
-use super::{limits, DType, Finding, FormatError, Parsed, Storage, StorageData, TensorInfo, Value};
+use super::{
+    limits, DType, Finding, FormatError, Limit, Parsed, Storage, StorageData, TensorInfo, Value,
+};
 use ::safetensors::SafeTensors;
 
 /// Key under which the header's free-form `__metadata__` strings appear in the root dict.
@@ -19,7 +21,7 @@ pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
     }
     // A header length that fits the file, or one so large it can only be a (bad) claim.
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-    n <= bytes.len() as u64 - 8 || bytes[0] != 0x80
+    n <= bytes.len() as u64 - 8 || bytes[0] != super::pickle::opcodes::PROTO
 }
 
 fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {
@@ -44,10 +46,12 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
         });
     }
     if n > limits::MAX_SAFETENSORS_HEADER {
-        return Err(FormatError::Limit(format!(
-            "safetensors header length {n} exceeds the {} byte limit",
-            limits::MAX_SAFETENSORS_HEADER
-        )));
+        return Err(FormatError::Limit {
+            limit: Limit::SafetensorsHeader,
+            max: limits::MAX_SAFETENSORS_HEADER,
+            found: n,
+            at: String::new(),
+        });
     }
     let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| describe(e, bytes, n))?;
     let data_start = 8 + n as u64;
@@ -65,11 +69,12 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
                 message: format!("dtype {dtype_name} is not supported by tvck"),
             })?;
         if info.shape.len() > limits::MAX_DIMS {
-            return Err(FormatError::Limit(format!(
-                "tensor `{name}` has {} dimensions (limit {})",
-                info.shape.len(),
-                limits::MAX_DIMS
-            )));
+            return Err(FormatError::Limit {
+                limit: Limit::Dims,
+                max: limits::MAX_DIMS as u64,
+                found: info.shape.len() as u64,
+                at: name.clone(),
+            });
         }
         let shape: Vec<u64> = info.shape.iter().map(|d| *d as u64).collect();
         let (start, end) = info.data_offsets;

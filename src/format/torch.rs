@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use super::pickle::{self, Host, Loaded, PidItem, TensorSpec};
+use super::pickle::{self, Host, HostError, Loaded, PidItem, TensorSpec};
 use super::zip::{self, Method, ZipArchive};
 use super::{
     limits, DType, Finding, FormatError, InflateBudget, Parsed, Storage, StorageData, TensorInfo,
@@ -105,18 +105,17 @@ impl Table {
         self.notes.push(Finding::Note { message });
     }
 
-    fn rebuild(&mut self, spec: TensorSpec) -> Result<usize, String> {
+    fn rebuild(&mut self, spec: TensorSpec) -> Result<usize, HostError> {
         let storage = self
             .storages
             .get(spec.storage)
-            .ok_or_else(|| format!("no storage #{}", spec.storage))?;
+            .ok_or(HostError::NoStorage(spec.storage))?;
         let dtype = spec.dtype.unwrap_or(storage.dtype);
         if spec.shape.len() > limits::MAX_DIMS {
-            return Err(format!(
-                "{} dimensions (limit {})",
-                spec.shape.len(),
-                limits::MAX_DIMS
-            ));
+            return Err(HostError::TooManyDims {
+                found: spec.shape.len(),
+                max: limits::MAX_DIMS,
+            });
         }
         // No real tensor has more bytes than u64 counts (keeps numel()/nbytes() exact).
         let fits = spec
@@ -125,7 +124,7 @@ impl Table {
             .try_fold(dtype.size() as u64, |acc, d| acc.checked_mul(*d))
             .is_some();
         if !fits {
-            return Err(format!("shape {:?} is impossibly large", spec.shape));
+            return Err(HostError::ImpossiblyLarge(spec.shape));
         }
         self.tensors.push(TensorInfo {
             path: String::new(),
@@ -222,42 +221,37 @@ impl Table {
 }
 
 /// Decode `('storage', storage_type, key, location, numel[, view_metadata])`.
-fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, String> {
+fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, HostError> {
     let mut items = match pid {
         Value::Tuple(items) | Value::List(items) => items,
-        other => return Err(format!("a {}, expected a tuple", other.kind())),
+        other => return Err(HostError::NotATuple(other.kind())),
     };
     let typename = match items.first() {
         Some(Value::Str(s)) => s.as_str(),
         Some(Value::Bytes(b)) => std::str::from_utf8(b).unwrap_or("?"),
-        _ => return Err("no type name".into()),
+        _ => return Err(HostError::NoTypeName),
     };
     if typename != "storage" {
-        return Err(format!("unsupported persistent id type `{typename}`"));
+        return Err(HostError::UnsupportedType(typename.to_string()));
     }
     let want = if legacy { 6 } else { 5 };
     if items.len() < 5 {
-        return Err(format!(
-            "storage id has {} fields, expected {want}",
-            items.len()
-        ));
+        return Err(HostError::StorageFields {
+            found: items.len(),
+            expected: want,
+        });
     }
     let dtype = match &items[1] {
         Value::Global(name) => {
-            storage_dtype(name).ok_or_else(|| format!("unknown storage type `{name}`"))?
+            storage_dtype(name).ok_or_else(|| HostError::UnknownStorageType(name.to_string()))?
         }
         // torch ≥ 2 may pass a dtype-tagged untyped storage as `torch.float32`
-        other => {
-            return Err(format!(
-                "storage type is a {}, expected a class",
-                other.kind()
-            ))
-        }
+        other => return Err(HostError::StorageTypeNotAClass(other.kind())),
     };
     let key = match std::mem::take(&mut items[2]) {
         Value::Str(s) => s,
         Value::Int(i) => i.to_string(),
-        other => return Err(format!("storage key is a {}", other.kind())),
+        other => return Err(HostError::StorageKey(other.kind())),
     };
     let location = match std::mem::take(&mut items[3]) {
         Value::Str(s) => s,
@@ -265,14 +259,14 @@ fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, String> {
     };
     let numel = match &items[4] {
         Value::Int(n) if *n >= 0 => *n as u64,
-        other => return Err(format!("bad storage size (of type {})", other.kind())),
+        other => return Err(HostError::StorageSize(other.kind())),
     };
     let view = match items.get_mut(5) {
         Some(Value::Tuple(v)) if legacy => match v.as_mut_slice() {
             [Value::Str(k), Value::Int(o), Value::Int(s)] if *o >= 0 && *s >= 0 => {
                 Some((std::mem::take(k), *o as u64, *s as u64))
             }
-            _ => return Err("bad storage view metadata".into()),
+            _ => return Err(HostError::ViewMetadata),
         },
         _ => None,
     };
@@ -286,33 +280,31 @@ fn parse_storage_pid(pid: Value, legacy: bool) -> Result<StorageRef, String> {
 }
 
 /// [`parse_storage_pid`] (zip layout) for a borrowed tuple: the same results and messages.
-fn parse_storage_items(items: &[PidItem<'_>]) -> Result<StorageRef, String> {
+fn parse_storage_items(items: &[PidItem<'_>]) -> Result<StorageRef, HostError> {
     let typename = match items.first() {
         Some(PidItem::Str(s)) => *s,
         Some(PidItem::Bytes(b)) => std::str::from_utf8(b).unwrap_or("?"),
-        _ => return Err("no type name".into()),
+        _ => return Err(HostError::NoTypeName),
     };
     if typename != "storage" {
-        return Err(format!("unsupported persistent id type `{typename}`"));
+        return Err(HostError::UnsupportedType(typename.to_string()));
     }
     if items.len() < 5 {
-        return Err(format!("storage id has {} fields, expected 5", items.len()));
+        return Err(HostError::StorageFields {
+            found: items.len(),
+            expected: 5,
+        });
     }
     let dtype = match items[1] {
         PidItem::Global(name) => {
-            storage_dtype(name).ok_or_else(|| format!("unknown storage type `{name}`"))?
+            storage_dtype(name).ok_or_else(|| HostError::UnknownStorageType(name.to_string()))?
         }
-        other => {
-            return Err(format!(
-                "storage type is a {}, expected a class",
-                other.kind()
-            ))
-        }
+        other => return Err(HostError::StorageTypeNotAClass(other.kind())),
     };
     let key = match items[2] {
         PidItem::Str(s) => s.to_string(),
         PidItem::Int(i) => i.to_string(),
-        other => return Err(format!("storage key is a {}", other.kind())),
+        other => return Err(HostError::StorageKey(other.kind())),
     };
     let location = match items[3] {
         PidItem::Str(s) => s.to_string(),
@@ -320,7 +312,7 @@ fn parse_storage_items(items: &[PidItem<'_>]) -> Result<StorageRef, String> {
     };
     let numel = match items[4] {
         PidItem::Int(n) if n >= 0 => n as u64,
-        other => return Err(format!("bad storage size (of type {})", other.kind())),
+        other => return Err(HostError::StorageSize(other.kind())),
     };
     Ok(StorageRef {
         dtype,
@@ -437,14 +429,17 @@ impl ZipHost<'_, '_> {
 }
 
 impl Host for ZipHost<'_, '_> {
-    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, HostError> {
         let r = parse_storage_pid(pid, false)?;
         self.load(r)
     }
-    fn persistent_load_items(&mut self, items: &[PidItem<'_>]) -> Option<Result<Loaded, String>> {
+    fn persistent_load_items(
+        &mut self,
+        items: &[PidItem<'_>],
+    ) -> Option<Result<Loaded, HostError>> {
         Some(parse_storage_items(items).and_then(|r| self.load(r)))
     }
-    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, HostError> {
         self.table.rebuild(spec)
     }
     fn set_requires_grad(&mut self, index: usize, rg: bool) {
@@ -453,14 +448,14 @@ impl Host for ZipHost<'_, '_> {
 }
 
 impl ZipHost<'_, '_> {
-    fn load(&mut self, r: StorageRef) -> Result<Loaded, String> {
+    fn load(&mut self, r: StorageRef) -> Result<Loaded, HostError> {
         let first = match self.table.lookup(&r.key, r.dtype) {
             Ok(i) => return Ok(Loaded::Storage(self.table.seen(i, &r))),
             Err(first) => first,
         };
         let (data, note) = self.storage_data(&r);
         if self.fatal.is_some() {
-            return Err("an inflation limit".into());
+            return Err(HostError::InflationLimit);
         }
         if let Some(n) = note {
             self.table.note(n);
@@ -590,7 +585,7 @@ struct LegacyHost {
 }
 
 impl Host for LegacyHost {
-    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, HostError> {
         if let Value::Tuple(items) = &pid {
             // Whole-module saves reference their class source: keep the class value.
             if matches!(items.first(), Some(Value::Str(s)) if s == "module") {
@@ -626,15 +621,19 @@ impl Host for LegacyHost {
                 };
                 let v = self.table.storage(vr, || StorageData::Missing);
                 if fresh {
-                    let off = offset.checked_mul(esize).ok_or("view offset overflows")?;
-                    let len = size.checked_mul(esize).ok_or("view size overflows")?;
+                    let off = offset
+                        .checked_mul(esize)
+                        .ok_or(HostError::ViewOverflows("offset"))?;
+                    let len = size
+                        .checked_mul(esize)
+                        .ok_or(HostError::ViewOverflows("size"))?;
                     self.views.push((v, root, off, len));
                 }
                 Ok(Loaded::Storage(v))
             }
         }
     }
-    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, HostError> {
         self.table.rebuild(spec)
     }
     fn set_requires_grad(&mut self, index: usize, rg: bool) {
@@ -715,6 +714,7 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
         other => {
             return Err(FormatError::Pickle {
                 offset: keys_pos as u64,
+                opcode: None,
                 message: format!("legacy storage key list is a {}", other.kind()),
             })
         }
@@ -735,6 +735,7 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
             other => {
                 return Err(FormatError::Pickle {
                     offset: keys_pos as u64,
+                    opcode: None,
                     message: format!("legacy storage key is a {}", other.kind()),
                 })
             }
@@ -843,25 +844,24 @@ struct TarHost {
 }
 
 impl Host for TarHost {
-    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, String> {
+    fn persistent_load(&mut self, pid: Value) -> Result<Loaded, HostError> {
         match pid {
             Value::Tuple(items) => Ok(Loaded::Value(
                 items.into_iter().next().unwrap_or(Value::None),
             )),
             other => {
-                let key = tar_key(&other)
-                    .ok_or_else(|| format!("a persistent id that is a {}", other.kind()))?;
+                let key = tar_key(&other).ok_or_else(|| HostError::PidKind(other.kind()))?;
                 if let Some(&t) = self.tensors.get(&key) {
                     return Ok(Loaded::Value(Value::Tensor(t)));
                 }
                 match self.table.by_key.get(&key) {
                     Some(i) => Ok(Loaded::Storage(i)),
-                    None => Err(format!("persistent id `{key}` names no tensor or storage")),
+                    None => Err(HostError::UnknownKey(key)),
                 }
             }
         }
     }
-    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, String> {
+    fn rebuild_tensor(&mut self, spec: TensorSpec) -> Result<usize, HostError> {
         self.table.rebuild(spec)
     }
     fn set_requires_grad(&mut self, index: usize, rg: bool) {
@@ -937,6 +937,7 @@ impl Member<'_> {
     fn bad(&self, message: String) -> FormatError {
         FormatError::Pickle {
             offset: (self.start + self.pos) as u64,
+            opcode: None,
             message: format!("{} {message}", self.location()),
         }
     }
@@ -1178,8 +1179,13 @@ fn relocate(findings: Vec<Finding>, loc: &str) -> Vec<Finding> {
 
 fn relocate_err(e: FormatError) -> FormatError {
     match e {
-        FormatError::Pickle { offset, message } => FormatError::Pickle {
+        FormatError::Pickle {
             offset,
+            opcode,
+            message,
+        } => FormatError::Pickle {
+            offset,
+            opcode,
             message: message.replace("(in legacy pickle #1,", "(in pickle,"),
         },
         other => other,
@@ -1443,7 +1449,7 @@ mod tests {
                 }
             }
         }
-        let show = |r: Result<StorageRef, String>| {
+        let show = |r: Result<StorageRef, HostError>| {
             r.map(|r| (r.dtype, r.key, r.location, r.numel, r.view.is_none()))
         };
         for items in ids {

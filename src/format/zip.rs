@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault};
 use std::io::Read;
 
-use super::{limits, FormatError, PassThrough};
+use super::{limits, FormatError, Limit, PassThrough};
 
 const SIG_LOCAL: u32 = 0x0403_4b50;
 const SIG_CENTRAL: u32 = 0x0201_4b50;
@@ -191,10 +191,12 @@ impl<'a> ZipArchive<'a> {
             ..
         } = end_records(bytes, file_len, eocd_pos)?;
         if total_entries > limits::MAX_ZIP_ENTRIES as u64 {
-            return Err(FormatError::Limit(format!(
-                "zip claims {total_entries} entries (limit {})",
-                limits::MAX_ZIP_ENTRIES
-            )));
+            return Err(FormatError::Limit {
+                limit: Limit::ZipEntries,
+                max: limits::MAX_ZIP_ENTRIES as u64,
+                found: total_entries,
+                at: String::new(),
+            });
         }
         if cd_offset > file_len {
             return Err(FormatError::Truncated(format!(
@@ -288,10 +290,12 @@ impl<'a> ZipArchive<'a> {
             return Err(FormatError::Zip(format!("`{}` is encrypted", entry.name)));
         }
         if entry.uncompressed_size > max_len {
-            return Err(FormatError::Limit(format!(
-                "`{}` is {} bytes uncompressed (limit {max_len})",
-                entry.name, entry.uncompressed_size
-            )));
+            return Err(FormatError::Limit {
+                limit: Limit::ZipEntrySize,
+                max: max_len,
+                found: entry.uncompressed_size,
+                at: entry.name.clone(),
+            });
         }
         match entry.method {
             Method::Stored => {
@@ -877,7 +881,13 @@ mod tests {
         assert_eq!(a.stored_range(e).unwrap(), None);
         assert_eq!(&*a.read(e, 1 << 20).unwrap(), &big[..]);
         // bounded by the caller's limit
-        assert!(matches!(a.read(e, 1000), Err(FormatError::Limit(_))));
+        assert!(matches!(
+            a.read(e, 1000),
+            Err(FormatError::Limit {
+                limit: Limit::ZipEntrySize,
+                ..
+            })
+        ));
     }
 
     #[test]

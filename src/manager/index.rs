@@ -769,7 +769,11 @@ fn record(path: &str, stat: Stat, r: scan::Hashed<'_, '_>) -> Record {
         Err(e) => Record {
             path: path.to_string(),
             stat,
-            summary: FileSummary::unreadable(path.to_string(), stat.size, e.source.to_string()),
+            summary: FileSummary::unreadable(
+                path.to_string(),
+                stat.size,
+                e.source.message_without_file(),
+            ),
             migration: None,
             tensors: Vec::new(),
         },

@@ -392,11 +392,14 @@ pub fn rank(
                 format!(
                     "loads ({} mapped, {} initialised, {} ignored)",
                     plan.mapped.len(),
-                    plan.missing.len(),
-                    plan.unexpected.len()
+                    plan.keys.missing.len(),
+                    plan.keys.unexpected.len()
                 )
             } else {
-                format!("does not fit: {} size mismatches", plan.size_mismatch.len())
+                format!(
+                    "does not fit: {} size mismatches",
+                    plan.keys.mismatched.len()
+                )
             }];
             c.fits = plan.fits();
             c.exact = plan.exact();

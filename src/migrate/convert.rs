@@ -236,10 +236,10 @@ pub fn execute<'a>(
                 .from
                 .as_ref()
                 .and_then(|(k, _)| by_key.get(k.as_str()).copied());
-            let op_err = |message: String| MigrateError::Op {
+            let op_err = |source: ops::OpError| MigrateError::Op {
                 rule: row.rule,
                 key: key.clone(),
-                message,
+                source,
             };
             let data = match (&row.action, src) {
                 (Action::Same, Some(t)) => TensorData {
@@ -285,14 +285,14 @@ pub fn execute<'a>(
                         requires_grad: t.requires_grad,
                     }
                 }
-                (_, None) => return Err(op_err("its source tensor is missing".into())),
+                (_, None) => return Err(op_err(ops::OpError::SourceMissing)),
                 (Action::Drop, _) => continue,
             };
             if data.shape != *shape {
-                return Err(op_err(format!(
-                    "produced {:?}, the plan says {:?}",
-                    data.shape, shape
-                )));
+                return Err(op_err(ops::OpError::ShapeDiffers {
+                    produced: data.shape.clone(),
+                    planned: shape.clone(),
+                }));
             }
             next.push((key.clone(), data));
         }

@@ -54,8 +54,12 @@ pub const EMBEDDED_SPECS: [(&str, &str); 3] = [
 #[derive(Debug, thiserror::Error)]
 pub enum MigrateError {
     /// A spec file does not parse or a rule is malformed.
-    #[error("migration spec {origin}: {message}")]
-    Spec { origin: String, message: String },
+    #[error("migration spec {origin}: {source}")]
+    Spec {
+        origin: String,
+        #[source]
+        source: spec::SpecError,
+    },
     /// Two specs with the same name.
     #[error("two migration specs are named `{name}`: {first} and {second}")]
     DuplicateSpec {
@@ -106,7 +110,7 @@ pub enum MigrateError {
     #[error(transparent)]
     Write(#[from] crate::format::write::WriteError),
     /// The output would replace the input.
-    #[error("the output `{}` is the input file; choose another -o", path.display())]
+    #[error("the output `{}` is the input file", path.display())]
     SameFile { path: PathBuf },
     /// The output is a symbolic link.
     #[error("the output `{}` is a symbolic link; tvck does not write through links", path.display())]
@@ -116,11 +120,12 @@ pub enum MigrateError {
     #[error("{message}")]
     Refine { message: String },
     /// A tensor operation failed (bad slice, …).
-    #[error("rule {rule} on `{key}`: {message}")]
+    #[error("rule {rule} on `{key}`: {source}")]
     Op {
         rule: usize,
         key: String,
-        message: String,
+        #[source]
+        source: ops::OpError,
     },
 }
 
@@ -137,7 +142,7 @@ impl SpecSet {
             .iter()
             .map(|(name, text)| {
                 let origin = format!("embedded:{name}");
-                Spec::parse(text, &origin).map_err(|message| MigrateError::Spec { origin, message })
+                Spec::parse(text, &origin).map_err(|source| MigrateError::Spec { origin, source })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let mut set = SpecSet { specs: Vec::new() };
@@ -167,10 +172,10 @@ impl SpecSet {
             let origin = p.display().to_string();
             let text = std::fs::read_to_string(&p).map_err(|e| MigrateError::Spec {
                 origin: origin.clone(),
-                message: e.to_string(),
+                source: e.into(),
             })?;
             let spec = Spec::parse(&text, &origin)
-                .map_err(|message| MigrateError::Spec { origin, message })?;
+                .map_err(|source| MigrateError::Spec { origin, source })?;
             set.add(spec, true)?;
         }
         Ok(set)

@@ -8,7 +8,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::format::{logical_bytes, DType, TensorInfo};
+use crate::format::{logical_bytes, DType, FormatError, TensorInfo};
 
 /// How a new tensor is filled.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,17 +58,76 @@ pub fn numeric(dtype: DType) -> bool {
     )
 }
 
+/// A shape expression that gives a negative size for some layout
+/// ([`super::spec::ShapeExpr::eval`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("shape `{shape}` gives a negative size {size}")]
+pub struct NegativeSize {
+    pub shape: String,
+    pub size: i64,
+}
+
+/// Why a tensor operation of a migration cannot be done.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("shape {0:?} has too many elements")]
+    TooManyElements(Vec<u64>),
+    #[error("cannot write values of dtype {0}")]
+    Dtype(DType),
+    #[error("xavier initialisation needs a tensor of 2 or more dimensions, not {0:?}")]
+    XavierDims(Vec<u64>),
+    #[error("{0:?} is too large to initialise")]
+    TooLargeToInit(Vec<u64>),
+    #[error("identity needs a 2-D tensor, not {0:?}")]
+    IdentityDims(Vec<u64>),
+    #[error("linear_default needs fan_in > 0")]
+    ZeroFanIn,
+    #[error("slice gives {ranges} ranges for a {}-D tensor {shape:?}", shape.len())]
+    SliceRanks { ranges: usize, shape: Vec<u64> },
+    #[error("slice range {start}:{end} does not fit dimension {dim} of {shape:?}")]
+    SliceRange {
+        start: u64,
+        end: u64,
+        dim: usize,
+        shape: Vec<u64>,
+    },
+    #[error("pad gives {pairs} pairs for a {}-D tensor {shape:?}", shape.len())]
+    PadRanks { pairs: usize, shape: Vec<u64> },
+    #[error("pad overflows")]
+    PadOverflows,
+    #[error("padded shape {0:?} is too large")]
+    PaddedTooLarge(Vec<u64>),
+    #[error("transpose order {perm:?} is not a permutation of the {} dimensions of {shape:?}", shape.len())]
+    NotAPermutation { perm: Vec<usize>, shape: Vec<u64> },
+    #[error("reshape {from:?} -> {to:?} changes the element count")]
+    Reshape { from: Vec<u64>, to: Vec<u64> },
+    #[error("bound {0} is negative")]
+    NegativeBound(i64),
+    #[error(transparent)]
+    NegativeSize(#[from] NegativeSize),
+    #[error("its source tensor is missing")]
+    SourceMissing,
+    #[error("produced {produced:?}, the plan says {planned:?}")]
+    ShapeDiffers {
+        produced: Vec<u64>,
+        planned: Vec<u64>,
+    },
+    /// The source bytes do not hold the view (the reader's check).
+    #[error("{0}")]
+    View(Box<FormatError>),
+}
+
 /// Element count of a shape, refusing overflow.
-pub fn numel(shape: &[u64]) -> Result<u64, String> {
+pub fn numel(shape: &[u64]) -> Result<u64, OpError> {
     shape
         .iter()
         .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("shape {shape:?} has too many elements"))
+        .ok_or_else(|| OpError::TooManyElements(shape.to_vec()))
 }
 
 /// Append `v` to `out` in `dtype` (floats rounded to nearest even; integers truncated
 /// toward zero and saturated; bool is `v != 0`).
-pub fn encode(dtype: DType, v: f64, out: &mut Vec<u8>) -> Result<(), String> {
+pub fn encode(dtype: DType, v: f64, out: &mut Vec<u8>) -> Result<(), OpError> {
     match dtype {
         DType::F64 => out.extend_from_slice(&v.to_le_bytes()),
         DType::F32 => out.extend_from_slice(&(v as f32).to_le_bytes()),
@@ -83,7 +142,7 @@ pub fn encode(dtype: DType, v: f64, out: &mut Vec<u8>) -> Result<(), String> {
         DType::U32 => out.extend_from_slice(&(v as u32).to_le_bytes()),
         DType::U64 => out.extend_from_slice(&(v as u64).to_le_bytes()),
         DType::Bool => out.push(u8::from(v != 0.0)),
-        other => return Err(format!("cannot write values of dtype {other}")),
+        other => return Err(OpError::Dtype(other)),
     }
     Ok(())
 }
@@ -185,11 +244,9 @@ impl Rng {
 }
 
 /// `fan_in`, `fan_out` as torch computes them (dims 1 and 0 times the receptive field).
-fn fans(shape: &[u64]) -> Result<(f64, f64), String> {
+fn fans(shape: &[u64]) -> Result<(f64, f64), OpError> {
     if shape.len() < 2 {
-        return Err(format!(
-            "xavier initialisation needs a tensor of 2 or more dimensions, not {shape:?}"
-        ));
+        return Err(OpError::XavierDims(shape.to_vec()));
     }
     let receptive: u64 = shape[2..].iter().product();
     Ok(((shape[1] * receptive) as f64, (shape[0] * receptive) as f64))
@@ -197,10 +254,15 @@ fn fans(shape: &[u64]) -> Result<(f64, f64), String> {
 
 /// The logical bytes of a new tensor of `dtype` and `shape` filled by `init`; `key` is the
 /// target key (it selects the random stream of seeded initialisers).
-pub fn init_tensor(init: &Init, dtype: DType, shape: &[u64], key: &str) -> Result<Vec<u8>, String> {
+pub fn init_tensor(
+    init: &Init,
+    dtype: DType,
+    shape: &[u64],
+    key: &str,
+) -> Result<Vec<u8>, OpError> {
     let n = numel(shape)?;
     if n > crate::format::limits::MAX_EXPANDED_VIEW_BYTES / dtype.size() as u64 {
-        return Err(format!("{shape:?} is too large to initialise"));
+        return Err(OpError::TooLargeToInit(shape.to_vec()));
     }
     let n = n as usize;
     let mut out = Vec::with_capacity(n * dtype.size());
@@ -208,7 +270,7 @@ pub fn init_tensor(init: &Init, dtype: DType, shape: &[u64], key: &str) -> Resul
         Init::Fill(v) => Box::new(move |_| v),
         Init::Identity => {
             if shape.len() != 2 {
-                return Err(format!("identity needs a 2-D tensor, not {shape:?}"));
+                return Err(OpError::IdentityDims(shape.to_vec()));
             }
             let cols = shape[1] as usize;
             Box::new(move |i| if i / cols == i % cols { 1.0 } else { 0.0 })
@@ -235,7 +297,7 @@ pub fn init_tensor(init: &Init, dtype: DType, shape: &[u64], key: &str) -> Resul
         }
         Init::LinearDefault { fan_in, seed } => {
             if fan_in == 0 {
-                return Err("linear_default needs fan_in > 0".into());
+                return Err(OpError::ZeroFanIn);
             }
             let a = 1.0 / (fan_in as f64).sqrt();
             let mut r = Rng::new(seed, key);
@@ -272,54 +334,55 @@ fn for_each_index(shape: &[u64], mut f: impl FnMut(&[usize])) {
 }
 
 /// The shape `slice` makes of `shape`, or why the ranges do not fit it.
-pub fn slice_shape(shape: &[u64], ranges: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+pub fn slice_shape(shape: &[u64], ranges: &[(u64, u64)]) -> Result<Vec<u64>, OpError> {
     if ranges.len() != shape.len() {
-        return Err(format!(
-            "slice gives {} ranges for a {}-D tensor {shape:?}",
-            ranges.len(),
-            shape.len()
-        ));
+        return Err(OpError::SliceRanks {
+            ranges: ranges.len(),
+            shape: shape.to_vec(),
+        });
     }
     for (d, (&(a, b), &n)) in ranges.iter().zip(shape).enumerate() {
         if a > b || b > n {
-            return Err(format!(
-                "slice range {a}:{b} does not fit dimension {d} of {shape:?}"
-            ));
+            return Err(OpError::SliceRange {
+                start: a,
+                end: b,
+                dim: d,
+                shape: shape.to_vec(),
+            });
         }
     }
     Ok(ranges.iter().map(|&(a, b)| b - a).collect())
 }
 
 /// The shape `pad` makes of `shape`, or why the pairs do not fit it.
-pub fn pad_shape(shape: &[u64], pads: &[(u64, u64)]) -> Result<Vec<u64>, String> {
+pub fn pad_shape(shape: &[u64], pads: &[(u64, u64)]) -> Result<Vec<u64>, OpError> {
     if pads.len() != shape.len() {
-        return Err(format!(
-            "pad gives {} pairs for a {}-D tensor {shape:?}",
-            pads.len(),
-            shape.len()
-        ));
+        return Err(OpError::PadRanks {
+            pairs: pads.len(),
+            shape: shape.to_vec(),
+        });
     }
     shape
         .iter()
         .zip(pads)
         .map(|(&n, &(a, b))| n.checked_add(a).and_then(|x| x.checked_add(b)))
         .collect::<Option<_>>()
-        .ok_or_else(|| "pad overflows".to_string())
+        .ok_or(OpError::PadOverflows)
 }
 
 /// The shape `transpose` makes of `shape`, or why `perm` is not a permutation of its
 /// dimensions.
-pub fn transpose_shape(shape: &[u64], perm: &[usize]) -> Result<Vec<u64>, String> {
+pub fn transpose_shape(shape: &[u64], perm: &[usize]) -> Result<Vec<u64>, OpError> {
     let mut seen = vec![false; shape.len()];
     if perm.len() != shape.len()
         || perm
             .iter()
             .any(|&p| p >= shape.len() || std::mem::replace(&mut seen[p], true))
     {
-        return Err(format!(
-            "transpose order {perm:?} is not a permutation of the {} dimensions of {shape:?}",
-            shape.len()
-        ));
+        return Err(OpError::NotAPermutation {
+            perm: perm.to_vec(),
+            shape: shape.to_vec(),
+        });
     }
     Ok(perm.iter().map(|&p| shape[p]).collect())
 }
@@ -330,7 +393,7 @@ pub fn slice(
     shape: &[u64],
     bytes: &[u8],
     ranges: &[(u64, u64)],
-) -> Result<(Vec<u64>, Vec<u8>), String> {
+) -> Result<(Vec<u64>, Vec<u8>), OpError> {
     let out_shape = slice_shape(shape, ranges)?;
     // A slice is a view with the source's strides, starting at the ranges' corner.
     let strides = TensorInfo::contiguous_strides(shape);
@@ -346,7 +409,7 @@ fn gather(
     strides: Vec<u64>,
     offset: u64,
     storage: &[u8],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, OpError> {
     let view = TensorInfo {
         path: String::new(),
         dtype,
@@ -358,7 +421,7 @@ fn gather(
     };
     logical_bytes(&view, storage, false)
         .map(std::borrow::Cow::into_owned)
-        .map_err(|e| e.to_string())
+        .map_err(|e| OpError::View(Box::new(e)))
 }
 
 /// Pad each dimension with `before`/`after` elements of `value`.
@@ -368,11 +431,11 @@ pub fn pad(
     bytes: &[u8],
     pads: &[(u64, u64)],
     value: f64,
-) -> Result<(Vec<u64>, Vec<u8>), String> {
+) -> Result<(Vec<u64>, Vec<u8>), OpError> {
     let out_shape = pad_shape(shape, pads)?;
     let total = numel(&out_shape)?;
     if total > crate::format::limits::MAX_EXPANDED_VIEW_BYTES / dtype.size() as u64 {
-        return Err(format!("padded shape {out_shape:?} is too large"));
+        return Err(OpError::PaddedTooLarge(out_shape));
     }
     let es = dtype.size();
     let mut fill = Vec::new();
@@ -405,7 +468,7 @@ pub fn transpose(
     shape: &[u64],
     bytes: &[u8],
     perm: &[usize],
-) -> Result<(Vec<u64>, Vec<u8>), String> {
+) -> Result<(Vec<u64>, Vec<u8>), OpError> {
     let out_shape = transpose_shape(shape, perm)?;
     // A transpose is a view with permuted strides.
     let src = TensorInfo::contiguous_strides(shape);
@@ -415,13 +478,14 @@ pub fn transpose(
 }
 
 /// Check a reshape keeps the element count (the bytes do not change).
-pub fn reshape(from: &[u64], to: &[u64]) -> Result<(), String> {
+pub fn reshape(from: &[u64], to: &[u64]) -> Result<(), OpError> {
     if numel(from)? == numel(to)? {
         Ok(())
     } else {
-        Err(format!(
-            "reshape {from:?} -> {to:?} changes the element count"
-        ))
+        Err(OpError::Reshape {
+            from: from.to_vec(),
+            to: to.to_vec(),
+        })
     }
 }
 

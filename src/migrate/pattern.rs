@@ -13,13 +13,47 @@
 
 use std::collections::BTreeMap;
 
-use crate::arch::expr::{self, Expr};
+use crate::arch::expr::{self, Expr, ExprError};
 
 /// Resolves an expression variable to its slot in the environment [`Pattern::bind`] gets.
 pub type Resolver<'a> = &'a dyn Fn(&str) -> Option<usize>;
 
 /// The values bound to a pattern's captures.
 pub type Captures = BTreeMap<String, String>;
+
+/// Why a key pattern does not parse or bind; `pattern` is its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    #[error("empty key pattern")]
+    Empty,
+    #[error("`{pattern}`: `{{` without a closing `}}`")]
+    Unclosed { pattern: String },
+    #[error("`{pattern}`: `}}` without an opening `{{`")]
+    Unopened { pattern: String },
+    #[error("`{pattern}`: `{{{inner}}}` is neither a capture name nor an expression over the layout and loop variables: {source}")]
+    Expression {
+        pattern: String,
+        inner: String,
+        #[source]
+        source: ExprError,
+    },
+    #[error("`{pattern}`: two {what} side by side make the match ambiguous")]
+    Adjacent {
+        pattern: String,
+        /// `braces` or `captures`.
+        what: &'static str,
+    },
+    #[error("`{pattern}`: capture names are letters, digits and `_` (got `{{{name}}}`)")]
+    BadCaptureName { pattern: String, name: String },
+    #[error("`{pattern}`: capture `{name}` appears twice")]
+    CaptureTwice { pattern: String, name: String },
+    #[error("`{pattern}`: `{{{expr}}}` is {value}, a key index cannot be negative")]
+    NegativeIndex {
+        pattern: String,
+        expr: String,
+        value: i64,
+    },
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
@@ -45,16 +79,16 @@ pub struct Pattern {
 impl Pattern {
     /// Parse `text`. Errors name the problem (unbalanced braces, empty or repeated names,
     /// two captures side by side, which would make a match ambiguous).
-    pub fn parse(text: &str) -> Result<Pattern, String> {
+    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
         Pattern::parse_with(text, None)
     }
 
     /// Parse `text` where brace contents may be integer expressions: a plain name that
     /// `vars` resolves, or anything that is not a plain name, is compiled with `vars`;
     /// other plain names are captures.
-    pub fn parse_with(text: &str, vars: Option<Resolver<'_>>) -> Result<Pattern, String> {
+    pub fn parse_with(text: &str, vars: Option<Resolver<'_>>) -> Result<Pattern, PatternError> {
         if text.is_empty() {
-            return Err("empty key pattern".into());
+            return Err(PatternError::Empty);
         }
         let mut parts = Vec::new();
         let mut lit = String::new();
@@ -73,7 +107,9 @@ impl Pattern {
                         name.push(c);
                     }
                     if !closed {
-                        return Err(format!("`{text}`: `{{` without a closing `}}`"));
+                        return Err(PatternError::Unclosed {
+                            pattern: text.to_string(),
+                        });
                     }
                     let plain = |n: &str| {
                         !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -83,14 +119,19 @@ impl Pattern {
                         let capture = (plain(inner) && resolve(inner).is_none())
                             || inner.strip_suffix('*').is_some_and(plain);
                         if !capture {
-                            let expr = expr::parse(inner, resolve).map_err(|e| {
-                                format!("`{text}`: `{{{inner}}}` is neither a capture name nor an expression over the layout and loop variables: {e}")
+                            let expr = expr::parse(inner, resolve).map_err(|source| {
+                                PatternError::Expression {
+                                    pattern: text.to_string(),
+                                    inner: inner.to_string(),
+                                    source,
+                                }
                             })?;
                             if lit.is_empty() && !parts.is_empty() {
                                 if let Some(Part::Cap { .. } | Part::Expr { .. }) = parts.last() {
-                                    return Err(format!(
-                                        "`{text}`: two braces side by side make the match ambiguous"
-                                    ));
+                                    return Err(PatternError::Adjacent {
+                                        pattern: text.to_string(),
+                                        what: "braces",
+                                    });
                                 }
                             }
                             if !lit.is_empty() {
@@ -110,19 +151,24 @@ impl Pattern {
                     if name.is_empty()
                         || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     {
-                        return Err(format!(
-                            "`{text}`: capture names are letters, digits and `_` (got `{{{name}}}`)"
-                        ));
+                        return Err(PatternError::BadCaptureName {
+                            pattern: text.to_string(),
+                            name,
+                        });
                     }
                     if seen.contains(&name) {
-                        return Err(format!("`{text}`: capture `{name}` appears twice"));
+                        return Err(PatternError::CaptureTwice {
+                            pattern: text.to_string(),
+                            name,
+                        });
                     }
                     if lit.is_empty()
                         && matches!(parts.last(), Some(Part::Cap { .. } | Part::Expr { .. }))
                     {
-                        return Err(format!(
-                            "`{text}`: two captures side by side make the match ambiguous"
-                        ));
+                        return Err(PatternError::Adjacent {
+                            pattern: text.to_string(),
+                            what: "captures",
+                        });
                     }
                     if !lit.is_empty() {
                         parts.push(Part::Lit(std::mem::take(&mut lit)));
@@ -130,7 +176,11 @@ impl Pattern {
                     seen.push(name.clone());
                     parts.push(Part::Cap { name, dots });
                 }
-                '}' => return Err(format!("`{text}`: `}}` without an opening `{{`")),
+                '}' => {
+                    return Err(PatternError::Unopened {
+                        pattern: text.to_string(),
+                    })
+                }
                 c => lit.push(c),
             }
         }
@@ -170,7 +220,7 @@ impl Pattern {
 
     /// This pattern with every `{expr}` segment replaced by its value in `env` (a negative
     /// value is an error: key indices are never negative).
-    pub fn bind(&self, env: &[i64]) -> Result<Pattern, String> {
+    pub fn bind(&self, env: &[i64]) -> Result<Pattern, PatternError> {
         let mut parts: Vec<Part> = Vec::with_capacity(self.parts.len());
         let mut text = String::new();
         for p in &self.parts {
@@ -178,10 +228,11 @@ impl Pattern {
                 Part::Expr { text: t, expr } => {
                     let v = expr.eval(env);
                     if v < 0 {
-                        return Err(format!(
-                            "`{}`: `{{{t}}}` is {v}, a key index cannot be negative",
-                            self.text
-                        ));
+                        return Err(PatternError::NegativeIndex {
+                            pattern: self.text.clone(),
+                            expr: t.clone(),
+                            value: v,
+                        });
                     }
                     (Some(v.to_string()), v.to_string())
                 }
@@ -369,7 +420,11 @@ mod tests {
         let p = Pattern::parse_with("net.{k}.{i}", Some(&vars)).unwrap();
         assert_eq!(p.captures().collect::<Vec<_>>(), ["i"]);
         assert_eq!(p.bind(&[0, 3]).unwrap().text(), "net.3.{i}");
-        assert!(p.bind(&[0, -1]).unwrap_err().contains("negative"));
+        assert!(p
+            .bind(&[0, -1])
+            .unwrap_err()
+            .to_string()
+            .contains("negative"));
         // Without variables, `parse` keeps plain names as captures and refuses the rest.
         assert!(Pattern::parse("net.{k * 2}").is_err());
         for bad in ["net.{k +}", "net.{nope + 1}", "net.{k}{i}", "net.{i}{k}"] {

@@ -124,11 +124,13 @@ pub struct Violation {
     pub ambiguous: Vec<(String, Vec<usize>)>,
     /// Target keys produced more than once: (key, rule numbers).
     pub duplicates: Vec<(String, Vec<usize>)>,
-    /// Target layout keys no rule produces.
-    pub missing: Vec<KeyShape>,
-    /// Produced keys the target layout does not have.
-    pub unexpected: Vec<KeyShape>,
-    /// Shape assertions that fail, and tensor operations that cannot apply.
+    /// The target layout (expected) against the keys the rules produce: `missing` are
+    /// target keys no rule produces, `unexpected` produced keys the layout does not have,
+    /// `mismatched` keys produced with another shape (each also in `shapes`, with its rule).
+    #[serde(flatten)]
+    pub target: arch::KeyComparison,
+    /// Shape assertions that fail, tensor operations that cannot apply, and keys produced
+    /// with another shape than the target layout's.
     pub shapes: Vec<String>,
 }
 
@@ -137,8 +139,7 @@ impl Violation {
         self.unmatched.is_empty()
             && self.ambiguous.is_empty()
             && self.duplicates.is_empty()
-            && self.missing.is_empty()
-            && self.unexpected.is_empty()
+            && self.target.is_exact()
             && self.shapes.is_empty()
     }
 }
@@ -173,11 +174,11 @@ impl fmt::Display for Violation {
         keys(f, "source keys no rule matches", &self.unmatched)?;
         multi(f, "source keys matched by several rules", &self.ambiguous)?;
         multi(f, "target keys produced twice", &self.duplicates)?;
-        keys(f, "target keys no rule produces", &self.missing)?;
+        keys(f, "target keys no rule produces", &self.target.missing)?;
         keys(
             f,
             "produced keys the target layout does not have",
-            &self.unexpected,
+            &self.target.unexpected,
         )?;
         if !self.shapes.is_empty() {
             writeln!(f, "  shape errors ({}):", self.shapes.len())?;
@@ -197,14 +198,14 @@ pub fn target_params(spec: &Spec, src: &LayoutParams) -> Result<LayoutParams, Mi
             ParamValue::Source => spec::param_text(src, name).unwrap_or_default(),
             ParamValue::Value(t) => t.clone(),
         };
-        spec::set_param(&mut p, name, &text).map_err(|message| MigrateError::Spec {
+        spec::set_param(&mut p, name, &text).map_err(|source| MigrateError::Spec {
             origin: spec.origin.clone(),
-            message,
+            source,
         })?;
     }
     arch::check_params(spec.to, &p).map_err(|e| MigrateError::Spec {
         origin: spec.origin.clone(),
-        message: format!("target parameters: {e}"),
+        source: spec::SpecError::from(e).within("target parameters"),
     })?;
     Ok(p)
 }
@@ -260,9 +261,9 @@ pub fn plan_step(
         .collect();
     let rules = spec
         .expand(src_params, &to_params)
-        .map_err(|message| MigrateError::Spec {
+        .map_err(|source| MigrateError::Spec {
             origin: spec.origin.clone(),
-            message,
+            source,
         })?;
     let env_src = spec::symbol_env(src_params);
     let env_dst = spec::symbol_env(&to_params);
@@ -331,11 +332,11 @@ pub fn plan_step(
                 .map(|(a, b)| {
                     let bound = |e: &spec::DimExpr| {
                         let v = e.eval(&env_src);
-                        u64::try_from(v).map_err(|_| format!("bound {v} is negative"))
+                        u64::try_from(v).map_err(|_| v)
                     };
                     Ok((bound(a)?, bound(b)?))
                 })
-                .collect::<Result<Vec<_>, String>>()
+                .collect::<Result<Vec<_>, i64>>()
         };
         // The shape rules are the executor's own (ops), so the plan refuses what it would.
         let (action, out_shape, detail) = match &rule.op {
@@ -348,7 +349,7 @@ pub fn plan_step(
                     .as_ref()
                     .map(|s| s.eval(&env_dst))
                     .transpose()
-                    .map_err(|e| e.to_string());
+                    .map_err(ops::OpError::from);
                 let checked = to.and_then(|to| {
                     let to = to.unwrap_or_default();
                     ops::reshape(&t.shape, &to).map(|_| to)
@@ -359,7 +360,7 @@ pub fn plan_step(
                 let r = eval_ranges(pairs);
                 let shape = r
                     .as_ref()
-                    .map_err(Clone::clone)
+                    .map_err(|&v| ops::OpError::NegativeBound(v))
                     .and_then(|r| ops::slice_shape(&t.shape, r));
                 let r = r.unwrap_or_default();
                 let d = format!(
@@ -375,7 +376,7 @@ pub fn plan_step(
                 let p = eval_ranges(pairs);
                 let shape = p
                     .as_ref()
-                    .map_err(Clone::clone)
+                    .map_err(|&v| ops::OpError::NegativeBound(v))
                     .and_then(|p| ops::pad_shape(&t.shape, p));
                 let p = p.unwrap_or_default();
                 let d = format!("{p:?} with {value}");
@@ -474,28 +475,28 @@ pub fn plan_step(
             v.duplicates.push((k.to_string(), rules.clone()));
         }
     }
+    let mut produced: Vec<(&str, &[u64])> = Vec::new();
     for r in &rows {
         let (k, s) = r.to.as_ref().expect("target rows");
-        match layout_index.get(k.as_str()) {
-            None => {
-                if !v.unexpected.iter().any(|(u, _)| u == k) {
-                    v.unexpected.push((k.clone(), s.clone()));
-                }
-            }
-            Some(&i) if layout[i].1 != *s => v.shapes.push(format!(
-                "rule {}: `{k}` is produced as {}, the {} layout has {}",
-                r.rule,
-                crate::format::shape_text(s),
-                spec.to.as_str(),
-                crate::format::shape_text(&layout[i].1)
-            )),
-            Some(_) => {}
-        }
+        produced.push((k.as_str(), s.as_slice()));
     }
-    for (k, s) in &layout {
-        if !by_key.contains_key(k.as_str()) {
-            v.missing.push((k.clone(), s.clone()));
-        }
+    v.target = arch::compare_layout(&layout, &produced);
+    for m in &v.target.mismatched {
+        // The first rule producing the key with that shape.
+        let rule = rows
+            .iter()
+            .find(|r| {
+                r.to.as_ref()
+                    .is_some_and(|(k, s)| *k == m.key && *s == m.found)
+            })
+            .map_or(0, |r| r.rule);
+        v.shapes.push(format!(
+            "rule {rule}: `{}` is produced as {}, the {} layout has {}",
+            m.key,
+            crate::format::shape_text(&m.found),
+            spec.to.as_str(),
+            crate::format::shape_text(&m.expected)
+        ));
     }
     if !v.is_empty() {
         return Err(MigrateError::Violation(Box::new(v)));

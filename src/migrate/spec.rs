@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::ops::Init;
-use super::pattern::Pattern;
-use crate::arch::expr::{self, Expr};
+use super::ops::{Init, NegativeSize};
+use super::pattern::{Pattern, PatternError};
+use crate::arch::expr::{self, Expr, ExprError};
 use crate::arch::{LayoutParams, Param, VersionId};
 use crate::format::{DType, Value};
 
@@ -62,6 +62,58 @@ fn scoped_slot(name: &str, side: Side, loops: &[String]) -> Option<usize> {
 /// The most rule instances one rule's `for` loops may expand into.
 const MAX_INSTANCES: i64 = 4096;
 
+/// Why a migration spec does not compile or expand. Messages name the place (`rule 3:
+/// from: …`) through [`SpecError::In`].
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The error `source`, inside the part `at` of the spec.
+    #[error("{at}: {source}")]
+    In {
+        at: String,
+        #[source]
+        source: Box<SpecError>,
+    },
+    #[error("{0}")]
+    Yaml(#[from] serde_yaml::Error),
+    /// An expression that does not parse (the column is the expression's).
+    #[error("{0}")]
+    Expression(#[from] ExprError),
+    #[error("shape `{shape}`: {source} (symbols: L, H, R; integers; + - * / max min)")]
+    ShapeExpression {
+        shape: String,
+        #[source]
+        source: ExprError,
+    },
+    #[error("{0}")]
+    Pattern(#[from] PatternError),
+    #[error("{0}")]
+    NegativeSize(#[from] NegativeSize),
+    #[error("unknown version `{0}`")]
+    UnknownVersion(String),
+    /// The spec file cannot be read.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The target parameters are outside the target version's domain.
+    #[error("{0}")]
+    Arch(#[from] crate::arch::ArchError),
+    /// A rule of the spec format that the text breaks (the rule is the message).
+    #[error("{0}")]
+    Rule(&'static str),
+    /// Anything else, described.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SpecError {
+    /// This error, inside the part `at`.
+    pub fn within(self, at: impl Into<String>) -> SpecError {
+        SpecError::In {
+            at: at.into(),
+            source: Box::new(self),
+        }
+    }
+}
+
 /// A shape written with symbols (`[H, L]`).
 #[derive(Debug, Clone)]
 pub struct ShapeExpr {
@@ -70,20 +122,27 @@ pub struct ShapeExpr {
 }
 
 impl ShapeExpr {
-    fn parse(text: &str) -> Result<ShapeExpr, String> {
+    fn parse(text: &str) -> Result<ShapeExpr, SpecError> {
         let t = text.trim();
         let inner = t
             .strip_prefix('[')
             .and_then(|s| s.strip_suffix(']'))
-            .ok_or_else(|| format!("shape `{t}` must be written in brackets, e.g. `[H, L]`"))?;
+            .ok_or_else(|| {
+                SpecError::Invalid(format!(
+                    "shape `{t}` must be written in brackets, e.g. `[H, L]`"
+                ))
+            })?;
         let dims = if inner.trim().is_empty() {
             Vec::new()
         } else {
             inner
                 .split(',')
                 .map(|d| {
-                    expr::parse(d.trim(), &symbol_slot).map_err(|e| {
-                        format!("shape `{t}`: {e} (symbols: L, H, R; integers; + - * / max min)")
+                    expr::parse(d.trim(), &symbol_slot).map_err(|source| {
+                        SpecError::ShapeExpression {
+                            shape: t.to_string(),
+                            source,
+                        }
                     })
                 })
                 .collect::<Result<_, _>>()?
@@ -95,13 +154,15 @@ impl ShapeExpr {
     }
 
     /// The shape for a layout's symbol values.
-    pub fn eval(&self, env: &[i64]) -> Result<Vec<u64>, String> {
+    pub fn eval(&self, env: &[i64]) -> Result<Vec<u64>, NegativeSize> {
         self.dims
             .iter()
             .map(|d| {
                 let v = d.eval(env);
-                u64::try_from(v)
-                    .map_err(|_| format!("shape `{}` gives a negative size {v}", self.text))
+                u64::try_from(v).map_err(|_| NegativeSize {
+                    shape: self.text.clone(),
+                    size: v,
+                })
             })
             .collect()
     }
@@ -309,12 +370,12 @@ pub fn param_text(p: &LayoutParams, name: &str) -> Option<String> {
 }
 
 /// Set a layout parameter from its text form.
-pub fn set_param(p: &mut LayoutParams, name: &str, value: &str) -> Result<(), String> {
-    let param =
-        Param::from_name(name).ok_or_else(|| format!("unknown layout parameter `{name}`"))?;
+pub fn set_param(p: &mut LayoutParams, name: &str, value: &str) -> Result<(), SpecError> {
+    let param = Param::from_name(name)
+        .ok_or_else(|| SpecError::Invalid(format!("unknown layout parameter `{name}`")))?;
     let v = param
         .parse_value(value)
-        .ok_or_else(|| format!("`{name}: {value}` is not a valid value"))?;
+        .ok_or_else(|| SpecError::Invalid(format!("`{name}: {value}` is not a valid value")))?;
     param.set(p, v);
     Ok(())
 }
@@ -415,16 +476,16 @@ fn scalar_text(v: &serde_yaml::Value) -> Option<String> {
     }
 }
 
-fn parse_dtype(s: Option<&str>) -> Result<DType, String> {
+fn parse_dtype(s: Option<&str>) -> Result<DType, SpecError> {
     match s {
         None => Ok(DType::F32),
         Some(s) => DType::from_torch_name(s)
             .filter(|d| super::ops::numeric(*d))
-            .ok_or_else(|| format!("unknown or unsupported dtype `{s}` (float32, float64, float16, bfloat16, int64, …)")),
+            .ok_or_else(|| SpecError::Invalid(format!("unknown or unsupported dtype `{s}` (float32, float64, float16, bfloat16, int64, …)"))),
     }
 }
 
-fn parse_init(v: &serde_yaml::Value) -> Result<InitSpec, String> {
+fn parse_init(v: &serde_yaml::Value) -> Result<InitSpec, SpecError> {
     use serde_yaml::Value as Y;
     let fixed = |i| Ok(InitSpec::Fixed(i));
     match v {
@@ -432,9 +493,9 @@ fn parse_init(v: &serde_yaml::Value) -> Result<InitSpec, String> {
             "ones" => fixed(Init::Fill(1.0)),
             "zeros" => fixed(Init::Fill(0.0)),
             "identity" => fixed(Init::Identity),
-            other => Err(format!(
+            other => Err(SpecError::Invalid(format!(
                 "unknown initialiser `{other}` (ones, zeros, identity, {{fill: x}}, {{normal|uniform|xavier_uniform|xavier_normal|linear_default: …, seed: n}})"
-            )),
+            ))),
         },
         Y::Mapping(m) => {
             let get = |k: &str| m.get(Y::String(k.into()));
@@ -451,22 +512,20 @@ fn parse_init(v: &serde_yaml::Value) -> Result<InitSpec, String> {
                 ]
                 .contains(&k.as_str())
                 {
-                    return Err(format!("unknown initialiser field `{k}`"));
+                    return Err(SpecError::Invalid(format!("unknown initialiser field `{k}`")));
                 }
             }
             if let Some(x) = get("fill") {
                 return x
                     .as_f64()
                     .map(|x| InitSpec::Fixed(Init::Fill(x)))
-                    .ok_or_else(|| "fill needs a number".to_string());
+                    .ok_or(SpecError::Rule("fill needs a number"));
             }
-            let seed = get("seed").and_then(|s| s.as_u64()).ok_or(
-                "a random initialiser must state its seed (`seed: 42`), so the conversion is reproducible",
-            )?;
-            let num = |args: Option<&Y>, k: &str, default: Option<f64>| -> Result<f64, String> {
+            let seed = get("seed").and_then(|s| s.as_u64()).ok_or(SpecError::Rule("a random initialiser must state its seed (`seed: 42`), so the conversion is reproducible"))?;
+            let num = |args: Option<&Y>, k: &str, default: Option<f64>| -> Result<f64, SpecError> {
                 match args.and_then(|a| a.get(k)) {
-                    Some(x) => x.as_f64().ok_or_else(|| format!("`{k}` needs a number")),
-                    None => default.ok_or_else(|| format!("`{k}` is required")),
+                    Some(x) => x.as_f64().ok_or_else(|| SpecError::Invalid(format!("`{k}` needs a number"))),
+                    None => default.ok_or_else(|| SpecError::Invalid(format!("`{k}` is required"))),
                 }
             };
             if let Some(a) = get("normal") {
@@ -499,30 +558,31 @@ fn parse_init(v: &serde_yaml::Value) -> Result<InitSpec, String> {
                 let f = a
                     .get("fan_in")
                     .and_then(scalar_text)
-                    .ok_or("linear_default needs `fan_in` (an expression such as `H`)")?;
+                    .ok_or(SpecError::Rule("linear_default needs `fan_in` (an expression such as `H`)"))?;
                 let fan_in = expr::parse(&f, &symbol_slot)
                     .map(DimExpr)
-                    .map_err(|e| format!("fan_in: {e}"))?;
+                    .map_err(|e| SpecError::from(e).within("fan_in"))?;
                 return Ok(InitSpec::LinearDefault { fan_in, seed });
             }
-            Err("an initialiser mapping needs one of fill, normal, uniform, xavier_uniform, xavier_normal, linear_default".into())
+            Err(SpecError::Rule("an initialiser mapping needs one of fill, normal, uniform, xavier_uniform, xavier_normal, linear_default"))
         }
-        _ => Err("an initialiser is a name (ones, zeros, identity) or a mapping".into()),
+        _ => Err(SpecError::Rule("an initialiser is a name (ones, zeros, identity) or a mapping")),
     }
 }
 
 fn parse_pairs(
     v: &[[serde_yaml::Value; 2]],
     what: &str,
-) -> Result<Vec<(DimExpr, DimExpr)>, String> {
+) -> Result<Vec<(DimExpr, DimExpr)>, SpecError> {
     v.iter()
         .map(|[a, b]| {
             let e = |x: &serde_yaml::Value| {
-                let t = scalar_text(x)
-                    .ok_or_else(|| format!("{what}: bounds are numbers or expressions"))?;
+                let t = scalar_text(x).ok_or_else(|| {
+                    SpecError::Invalid(format!("{what}: bounds are numbers or expressions"))
+                })?;
                 expr::parse(&t, &symbol_slot)
                     .map(DimExpr)
-                    .map_err(|e| format!("{what}: {e}"))
+                    .map_err(|e| SpecError::from(e).within(what))
             };
             Ok((e(a)?, e(b)?))
         })
@@ -530,7 +590,7 @@ fn parse_pairs(
 }
 
 /// Split `"[a] -> [b]"`.
-fn split_arrow(s: &str) -> Result<(Option<ShapeExpr>, Option<ShapeExpr>), String> {
+fn split_arrow(s: &str) -> Result<(Option<ShapeExpr>, Option<ShapeExpr>), SpecError> {
     match s.split_once("->") {
         Some((a, b)) => Ok((Some(ShapeExpr::parse(a)?), Some(ShapeExpr::parse(b)?))),
         None => Ok((Some(ShapeExpr::parse(s)?), None)),
@@ -539,39 +599,42 @@ fn split_arrow(s: &str) -> Result<(Option<ShapeExpr>, Option<ShapeExpr>), String
 
 impl Spec {
     /// Parse and check a spec. `origin` names it in messages.
-    pub fn parse(text: &str, origin: &str) -> Result<Spec, String> {
-        let raw: RawSpec = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    pub fn parse(text: &str, origin: &str) -> Result<Spec, SpecError> {
+        let raw: RawSpec = serde_yaml::from_str(text)?;
         let version = |v: &str| {
             v.parse::<VersionId>()
-                .map_err(|_| format!("unknown version `{v}`"))
+                .map_err(|_| SpecError::UnknownVersion(v.to_string()))
         };
         let from = version(&raw.from.version)?;
         let to = version(&raw.to.version)?;
         let mut accepts = BTreeMap::new();
         for (k, vals) in raw.from.accepts {
             if Param::from_name(&k).is_none() {
-                return Err(format!(
+                return Err(SpecError::Invalid(format!(
                     "from.accepts: unknown layout parameter `{k}` (one of {})",
                     param_names()
-                ));
+                )));
             }
             let vals = vals
                 .iter()
                 .map(|v| {
-                    scalar_text(v).ok_or_else(|| format!("from.accepts.{k}: values are scalars"))
+                    scalar_text(v).ok_or_else(|| {
+                        SpecError::Invalid(format!("from.accepts.{k}: values are scalars"))
+                    })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             accepts.insert(k, vals);
         }
         let mut params = BTreeMap::new();
         for (k, v) in raw.to.params {
-            let text =
-                scalar_text(&v).ok_or_else(|| format!("to.params.{k}: a scalar or `source`"))?;
+            let text = scalar_text(&v).ok_or_else(|| {
+                SpecError::Invalid(format!("to.params.{k}: a scalar or `source`"))
+            })?;
             let pv = if text == "source" {
                 ParamValue::Source
             } else {
                 set_param(&mut LayoutParams::default(), &k, &text)
-                    .map_err(|e| format!("to.params: {e}"))?;
+                    .map_err(|e| e.within("to.params"))?;
                 ParamValue::Value(text)
             };
             params.insert(k, pv);
@@ -580,7 +643,7 @@ impl Spec {
             .rules
             .into_iter()
             .enumerate()
-            .map(|(i, r)| compile_rule(i + 1, r).map_err(|e| format!("rule {}: {e}", i + 1)))
+            .map(|(i, r)| compile_rule(i + 1, r).map_err(|e| e.within(format!("rule {}", i + 1))))
             .collect::<Result<Vec<_>, _>>()?;
         let entries = raw
             .entries
@@ -591,20 +654,29 @@ impl Spec {
                     ("drop", None) => EntryAction::Drop,
                     ("set", Some(v)) => EntryAction::Set(Value::from_yaml(v)),
                     ("set", None) => {
-                        return Err(format!("entry `{}`: `set` needs a `value`", e.key))
+                        return Err(SpecError::Invalid(format!(
+                            "entry `{}`: `set` needs a `value`",
+                            e.key
+                        )))
                     }
                     (a @ ("keep" | "drop"), Some(_)) => {
-                        return Err(format!("entry `{}`: `{a}` takes no `value`", e.key))
+                        return Err(SpecError::Invalid(format!(
+                            "entry `{}`: `{a}` takes no `value`",
+                            e.key
+                        )))
                     }
                     (other, _) => {
-                        return Err(format!(
+                        return Err(SpecError::Invalid(format!(
                             "entry `{}`: unknown action `{other}` (keep, drop, set)",
                             e.key
-                        ))
+                        )))
                     }
                 };
                 if e.key.is_empty() || e.key.split('.').any(str::is_empty) {
-                    return Err(format!("entry key `{}` is not a dotted path", e.key));
+                    return Err(SpecError::Invalid(format!(
+                        "entry key `{}` is not a dotted path",
+                        e.key
+                    )));
                 }
                 Ok(EntryRule {
                     key: e.key,
@@ -633,7 +705,7 @@ impl Spec {
     /// The rules as they apply to one source layout converted to one target layout: rules
     /// whose `when` is false left out, `for` loops unrolled (one instance per value, all
     /// with the rule's number), `{expr}` key segments replaced by their values.
-    pub fn expand(&self, src: &LayoutParams, dst: &LayoutParams) -> Result<Vec<Rule>, String> {
+    pub fn expand(&self, src: &LayoutParams, dst: &LayoutParams) -> Result<Vec<Rule>, SpecError> {
         let mut base = symbol_env(src);
         base.extend(symbol_env(dst));
         let mut out = Vec::with_capacity(self.rules.len());
@@ -646,10 +718,10 @@ impl Spec {
                 let (a, b) = (a.eval(&base), b.eval(&base));
                 let count = b.saturating_sub(a).max(0);
                 if (combos.len() as i64).saturating_mul(count) > MAX_INSTANCES {
-                    return Err(format!(
+                    return Err(SpecError::Invalid(format!(
                         "rule {}: `for: {{{name}: {a}..{b}}}` gives more than {MAX_INSTANCES} instances",
                         rule.number
-                    ));
+                    )));
                 }
                 combos = combos
                     .into_iter()
@@ -667,7 +739,7 @@ impl Spec {
                 env.extend(values);
                 let bind = |p: &Pattern| {
                     p.bind(&env)
-                        .map_err(|e| format!("rule {}: {e}", rule.number))
+                        .map_err(|e| SpecError::from(e).within(format!("rule {}", rule.number)))
                 };
                 let from = rule.from.as_ref().map(bind).transpose()?;
                 let to: Vec<Pattern> = rule.to.iter().map(bind).collect::<Result<_, _>>()?;
@@ -695,7 +767,7 @@ impl Spec {
     }
 }
 
-fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
+fn compile_rule(number: usize, r: RawRule) -> Result<Rule, SpecError> {
     let op = match r.op.as_str() {
         "copy" => OpKind::Copy,
         "rename" => OpKind::Rename,
@@ -703,33 +775,39 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
         "drop" => OpKind::Drop,
         "init" => OpKind::Init,
         "slice" => OpKind::Slice(parse_pairs(
-            r.ranges.as_deref().ok_or("`slice` needs `ranges: [[start, end], …]`")?,
+            r.ranges.as_deref().ok_or(SpecError::Rule("`slice` needs `ranges: [[start, end], …]`"))?,
             "ranges",
         )?),
         "pad" => OpKind::Pad(
             parse_pairs(
-                r.pad.as_deref().ok_or("`pad` needs `pad: [[before, after], …]`")?,
+                r.pad.as_deref().ok_or(SpecError::Rule("`pad` needs `pad: [[before, after], …]`"))?,
                 "pad",
             )?,
             r.value.unwrap_or(0.0),
         ),
         "reshape" => OpKind::Reshape,
-        "transpose" => OpKind::Transpose(r.perm.clone().ok_or("`transpose` needs `perm: [1, 0]`")?),
+        "transpose" => OpKind::Transpose(r.perm.clone().ok_or(SpecError::Rule("`transpose` needs `perm: [1, 0]`"))?),
         other => {
-            return Err(format!(
+            return Err(SpecError::Invalid(format!(
                 "unknown op `{other}` (copy, rename, duplicate, drop, init, slice, pad, reshape, transpose)"
-            ))
+            )))
         }
     };
     let name = op.name();
     if r.ranges.is_some() && !matches!(op, OpKind::Slice(_)) {
-        return Err(format!("`ranges` belongs to slice, not {name}"));
+        return Err(SpecError::Invalid(format!(
+            "`ranges` belongs to slice, not {name}"
+        )));
     }
     if (r.pad.is_some() || r.value.is_some()) && !matches!(op, OpKind::Pad(..)) {
-        return Err(format!("`pad`/`value` belong to pad, not {name}"));
+        return Err(SpecError::Invalid(format!(
+            "`pad`/`value` belong to pad, not {name}"
+        )));
     }
     if r.perm.is_some() && !matches!(op, OpKind::Transpose(_)) {
-        return Err(format!("`perm` belongs to transpose, not {name}"));
+        return Err(SpecError::Invalid(format!(
+            "`perm` belongs to transpose, not {name}"
+        )));
     }
     // Loops: `for: {k: "a..b"}`, bounds over the source layout (`target.NAME` for the
     // target's).
@@ -740,19 +818,23 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
             && !name.starts_with(|c: char| c.is_ascii_digit())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !plain || symbol_slot(name).is_some() || name == "source" || name == "target" {
-            return Err(format!(
+            return Err(SpecError::Invalid(format!(
                 "for.{name}: a loop variable is a new plain name (not a layout variable)"
-            ));
+            )));
         }
         let (a, b) = range.split_once("..").ok_or_else(|| {
-            format!(
+            SpecError::Invalid(format!(
                 "for.{name}: a range is `start..end` (end excluded), e.g. `1..projection_layers`"
-            )
+            ))
         })?;
         let bound = |t: &str| {
             expr::parse(t.trim(), &|v| scoped_slot(v, Side::Source, &[]))
                 .map(DimExpr)
-                .map_err(|e| format!("for.{name}: `{range}`: {e}"))
+                .map_err(|e| {
+                    SpecError::from(e)
+                        .within(format!("`{range}`"))
+                        .within(format!("for.{name}"))
+                })
         };
         loops.push((name.clone(), bound(a)?, bound(b)?));
         loop_names.push(name.clone());
@@ -761,10 +843,12 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
         .when
         .as_ref()
         .map(|w| {
-            let t = scalar_text(w).ok_or("`when` is an expression over the layout variables")?;
+            let t = scalar_text(w).ok_or(SpecError::Rule(
+                "`when` is an expression over the layout variables",
+            ))?;
             expr::parse(&t, &|v| scoped_slot(v, Side::Source, &[]))
                 .map(DimExpr)
-                .map_err(|e| format!("when: {e}"))
+                .map_err(|e| SpecError::from(e).within("when"))
         })
         .transpose()?;
     let src_vars = |v: &str| scoped_slot(v, Side::Source, &loop_names);
@@ -785,20 +869,28 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
 
     match (&op, from.is_some(), to.len()) {
         (OpKind::Init, true, _) => {
-            return Err("`init` creates a tensor: it has `to`, no `from`".into())
+            return Err(SpecError::Rule(
+                "`init` creates a tensor: it has `to`, no `from`",
+            ))
         }
         (OpKind::Init, false, 1) => {}
         (OpKind::Drop, true, 0) => {}
-        (OpKind::Drop, _, _) => return Err("`drop` has `from` and no `to`".into()),
+        (OpKind::Drop, _, _) => return Err(SpecError::Rule("`drop` has `from` and no `to`")),
         (OpKind::Duplicate, true, n) if n >= 2 => {}
         (OpKind::Duplicate, _, _) => {
-            return Err("`duplicate` has `from` and a list of two or more `to` keys".into())
+            return Err(SpecError::Rule(
+                "`duplicate` has `from` and a list of two or more `to` keys",
+            ))
         }
         (_, true, 1) => {}
-        (_, _, _) => return Err(format!("`{name}` needs `from` and one `to`")),
+        (_, _, _) => {
+            return Err(SpecError::Invalid(format!(
+                "`{name}` needs `from` and one `to`"
+            )))
+        }
     }
     if r.fallback && !matches!(op, OpKind::Init) {
-        return Err("`fallback` applies to `init` rules only".into());
+        return Err(SpecError::Rule("`fallback` applies to `init` rules only"));
     }
     // (With `{expr}` segments the two sides read different layouts: a rename whose key
     // comes out unchanged for a layout is a copy there, see `Spec::expand`.)
@@ -806,7 +898,9 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
         && !from.as_ref().is_some_and(Pattern::has_exprs)
         && from.as_ref().map(Pattern::text) == to.first().map(Pattern::text)
     {
-        return Err("`rename` needs a `to` different from `from` (use copy)".into());
+        return Err(SpecError::Rule(
+            "`rename` needs a `to` different from `from` (use copy)",
+        ));
     }
     // Captures: `to` may only use what `from` binds; `init` captures need a `where` list.
     let bound: Vec<String> = from
@@ -817,10 +911,13 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
     for (k, vals) in &r.where_ {
         let vals = vals
             .iter()
-            .map(|v| scalar_text(v).ok_or_else(|| format!("where.{k}: values are scalars")))
+            .map(|v| {
+                scalar_text(v)
+                    .ok_or_else(|| SpecError::Invalid(format!("where.{k}: values are scalars")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         if vals.is_empty() {
-            return Err(format!("where.{k} lists no values"));
+            return Err(SpecError::Invalid(format!("where.{k} lists no values")));
         }
         allowed.insert(k.clone(), vals);
     }
@@ -831,9 +928,9 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
         .collect();
     for k in allowed.keys() {
         if !used.contains(k) {
-            return Err(format!(
+            return Err(SpecError::Invalid(format!(
                 "where.{k}: no pattern of the rule has a capture `{{{k}}}`"
-            ));
+            )));
         }
     }
     for p in &to {
@@ -845,61 +942,67 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
             };
             if !ok {
                 return Err(if from.is_some() {
-                    format!("`to: {p}` uses `{{{c}}}`, which `from` does not capture")
+                    SpecError::Invalid(format!(
+                        "`to: {p}` uses `{{{c}}}`, which `from` does not capture"
+                    ))
                 } else {
-                    format!("`to: {p}` uses `{{{c}}}`: an init rule lists its values in `where: {{{c}: [...]}}`")
+                    SpecError::Invalid(format!("`to: {p}` uses `{{{c}}}`: an init rule lists its values in `where: {{{c}: [...]}}`"))
                 });
             }
         }
         if p.has_multi_segment_capture() && from.is_none() {
-            return Err("init keys cannot use multi-segment captures".into());
+            return Err(SpecError::Rule(
+                "init keys cannot use multi-segment captures",
+            ));
         }
     }
     let rule_init = r.init.as_ref().map(parse_init).transpose()?;
     if rule_init.is_some() && !matches!(op, OpKind::Init) {
-        return Err(format!("`init` belongs to init rules, not {name}"));
+        return Err(SpecError::Invalid(format!(
+            "`init` belongs to init rules, not {name}"
+        )));
     }
     let rule_dtype = parse_dtype(r.dtype.as_deref())?;
     let make = |suffix: Option<String>,
                 shape: Option<&str>,
                 init: Option<InitSpec>,
                 dtype: DType|
-     -> Result<TensorRule, String> {
+     -> Result<TensorRule, SpecError> {
         let what = suffix
             .as_deref()
             .map(|s| format!("tensors.{s}: "))
             .unwrap_or_default();
         let (a, b) = match shape {
-            Some(s) => split_arrow(s).map_err(|e| format!("{what}{e}"))?,
+            Some(s) => split_arrow(s).map_err(|e| SpecError::Invalid(format!("{what}{e}")))?,
             None => (None, None),
         };
         let (from_shape, to_shape) = match &op {
             OpKind::Drop => {
                 if b.is_some() {
-                    return Err(format!("{what}a dropped tensor has only a source shape (`[16, 64]`)"));
+                    return Err(SpecError::Invalid(format!("{what}a dropped tensor has only a source shape (`[16, 64]`)")));
                 }
                 (a, None)
             }
             OpKind::Init => {
                 if b.is_some() || a.is_none() {
-                    return Err(format!("{what}a new tensor states its shape: `shape: \"[64]\"`"));
+                    return Err(SpecError::Invalid(format!("{what}a new tensor states its shape: `shape: \"[64]\"`")));
                 }
                 (None, a)
             }
             _ => match (a, b) {
                 (Some(a), Some(b)) => (Some(a), Some(b)),
                 _ => {
-                    return Err(format!(
+                    return Err(SpecError::Invalid(format!(
                         "{what}`{name}` asserts source and target shapes: `shape: \"[16, 64] -> [16, 64]\"`"
-                    ))
+                    )))
                 }
             },
         };
         let init = init.or_else(|| rule_init.clone());
         if matches!(op, OpKind::Init) && init.is_none() {
-            return Err(format!(
+            return Err(SpecError::Invalid(format!(
                 "{what}an init rule says how: `init: ones` (or zeros, identity, seeded …)"
-            ));
+            )));
         }
         Ok(TensorRule {
             suffix,
@@ -913,16 +1016,21 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
         None => vec![make(None, r.shape.as_deref(), None, rule_dtype)?],
         Some(map) => {
             if r.shape.is_some() {
-                return Err("give either `shape` or `tensors`, not both".into());
+                return Err(SpecError::Rule(
+                    "give either `shape` or `tensors`, not both",
+                ));
             }
             if map.is_empty() {
-                return Err("`tensors` lists no tensors".into());
+                return Err(SpecError::Rule("`tensors` lists no tensors"));
             }
             map.iter()
                 .map(|(k, v)| {
-                    let suffix = scalar_text(k).ok_or("tensor names are strings")?;
+                    let suffix =
+                        scalar_text(k).ok_or(SpecError::Rule("tensor names are strings"))?;
                     if suffix.is_empty() || suffix.contains(['{', '}']) {
-                        return Err(format!("tensor name `{suffix}` is not a plain name"));
+                        return Err(SpecError::Invalid(format!(
+                            "tensor name `{suffix}` is not a plain name"
+                        )));
                     }
                     match v {
                         serde_yaml::Value::String(s) => {
@@ -932,18 +1040,20 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
                             make(Some(suffix), None, None, rule_dtype)
                         }
                         other => {
-                            let t: RawTensor = serde_yaml::from_value(other.clone())
-                                .map_err(|e| format!("tensors.{suffix}: {e}"))?;
+                            let t: RawTensor =
+                                serde_yaml::from_value(other.clone()).map_err(|e| {
+                                    SpecError::from(e).within(format!("tensors.{suffix}"))
+                                })?;
                             let init = t
                                 .init
                                 .as_ref()
                                 .map(parse_init)
                                 .transpose()
-                                .map_err(|e| format!("tensors.{suffix}: {e}"))?;
+                                .map_err(|e| e.within(format!("tensors.{suffix}")))?;
                             if init.is_some() && !matches!(op, OpKind::Init) {
-                                return Err(format!(
+                                return Err(SpecError::Invalid(format!(
                                     "tensors.{suffix}: `init` belongs to init rules"
-                                ));
+                                )));
                             }
                             let dtype = match t.dtype.as_deref() {
                                 Some(d) => parse_dtype(Some(d))?,
@@ -961,7 +1071,7 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
             .iter()
             .any(|t| t.from_shape.is_none() && t.to_shape.is_none())
     {
-        return Err("every tensor states its shape".into());
+        return Err(SpecError::Rule("every tensor states its shape"));
     }
     Ok(Rule {
         number,
@@ -982,10 +1092,28 @@ fn compile_rule(number: usize, r: RawRule) -> Result<Rule, String> {
 mod tests {
     use super::*;
 
-    fn spec(rules: &str) -> Result<Spec, String> {
+    fn spec(rules: &str) -> Result<Spec, SpecError> {
         let text =
             format!("name: t\nfrom: {{version: v5_11}}\nto: {{version: v5_12_4}}\nrules:\n{rules}");
         Spec::parse(&text, "test")
+    }
+
+    #[test]
+    fn spec_errors_say_where_and_carry_the_expression_column() {
+        let e = spec("  - {op: drop, from: 'a.b', when: 'L > '}\n").unwrap_err();
+        let SpecError::In { at, source } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(at, "rule 1");
+        let SpecError::In { at, source } = &**source else {
+            panic!("{source:?}");
+        };
+        assert_eq!(at, "when");
+        let SpecError::Expression(x) = &**source else {
+            panic!("{source:?}");
+        };
+        assert_eq!(x.column, 5, "just past `L > `");
+        assert_eq!(e.to_string(), "rule 1: when: unexpected end of expression");
     }
 
     #[test]
@@ -1062,7 +1190,7 @@ mod tests {
             ),
         ];
         for (rule, want) in cases {
-            let err = spec(rule).unwrap_err();
+            let err = spec(rule).unwrap_err().to_string();
             assert!(err.contains(want), "{rule}: {err}");
         }
     }
@@ -1138,13 +1266,17 @@ mod tests {
             ),
         ];
         for (rule, want) in cases {
-            let err = spec(rule).unwrap_err();
+            let err = spec(rule).unwrap_err().to_string();
             assert!(err.contains(want), "{rule}: {err}");
         }
         // A loop that would unroll without bound is refused when applied.
         let s = spec("  - {op: init, for: {k: '0..2 * hidden_dim * hidden_dim'}, to: 'a.{k}', shape: '[1]', init: ones}").unwrap();
         let p = crate::arch::default_params(VersionId::V5_12_4);
-        assert!(s.expand(&p, &p).unwrap_err().contains("more than"));
+        assert!(s
+            .expand(&p, &p)
+            .unwrap_err()
+            .to_string()
+            .contains("more than"));
     }
 
     #[test]
@@ -1160,9 +1292,11 @@ mod tests {
         assert_eq!(param_text(&p, "encoder").as_deref(), Some("improved"));
         assert!(set_param(&mut q, "encoder", "fancy")
             .unwrap_err()
+            .to_string()
             .contains("not a valid value"));
         assert!(set_param(&mut q, "layers", "2")
             .unwrap_err()
+            .to_string()
             .contains("unknown layout parameter"));
     }
 
@@ -1175,11 +1309,13 @@ mod tests {
         assert!(
             Spec::parse(&text.replace("projection_layers: [1]", "layers: [1]"), "t")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown layout parameter")
         );
         assert!(
             Spec::parse(&text.replace("action: drop", "action: nuke"), "t")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown action")
         );
     }

@@ -74,9 +74,9 @@ pub fn render(r: &CheckReport) -> String {
             p.mode,
             p.loaded.len(),
             p.mapped.len(),
-            p.size_mismatch.len(),
-            p.missing.len(),
-            p.unexpected.len()
+            p.keys.mismatched.len(),
+            p.keys.missing.len(),
+            p.keys.unexpected.len()
         ));
     }
     if r.findings.is_empty() {

@@ -61,7 +61,7 @@ fn load_model(
     config: Option<&TrainingConfig>,
     device: tch::Device,
 ) -> Result<Loaded, TrainError> {
-    let ckpt = Checkpoint::open(path).map_err(|e| TrainError::Load(e.to_string()))?;
+    let ckpt = Checkpoint::open(path)?;
     if ckpt.has_unsafe_globals() {
         return Err(TrainError::Load(format!(
             "`{}` references unsafe pickle globals: not evaluated (see `tvck inspect`)",
@@ -93,9 +93,9 @@ fn load_model(
             path.display(),
             best.display,
             best.summary(),
-            best.missing.len(),
-            best.unexpected.len(),
-            best.mismatched.len()
+            best.keys.missing.len(),
+            best.keys.unexpected.len(),
+            best.keys.mismatched.len()
         )));
     }
     let model_cfg = match config {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
 use crate::arch;
-use crate::check::LoadPlan;
+use crate::arch::LoadPlan;
 use crate::format::write::TensorData;
 use crate::format::{Checkpoint, DType};
 
@@ -30,9 +30,7 @@ pub fn tensor_of(ckpt: &Checkpoint, index: usize) -> Result<Tensor, TrainError> 
             )))
         }
     };
-    let bytes = ckpt
-        .tensor_bytes(index)
-        .map_err(|e| TrainError::Load(e.to_string()))?;
+    let bytes = ckpt.tensor_bytes(index)?;
     let dims: Vec<i64> = info.shape.iter().map(|&d| d as i64).collect();
     let t = Tensor::f_from_data_size(&bytes, &dims, kind)
         .map_err(|e| TrainError::Load(format!("tensor `{}`: {e}", info.path)))?;
@@ -68,11 +66,10 @@ fn copy_pairs(
                 .var(to)
                 .ok_or_else(|| TrainError::Load(format!("model has no `{to}`")))?;
             if dst.size() != src.size() {
-                return Err(TrainError::Load(format!(
-                    "size mismatch for {to}: copying a param with shape {:?} from checkpoint, the shape in current model is {:?}",
-                    src.size(),
-                    dst.size()
-                )));
+                let dims = |t: &Tensor| t.size().iter().map(|&d| d as u64).collect();
+                return Err(TrainError::Load(
+                    arch::SizeMismatch::new(to.clone(), dims(&dst), dims(&src)).pytorch_text(),
+                ));
             }
             dst.f_copy_(&src)
                 .map_err(|e| TrainError::Load(format!("{to}: {e}")))?;
@@ -104,23 +101,12 @@ fn require_fit(model: &Model, shapes: &[(String, Vec<u64>)], what: &str) -> Resu
         .map(|(k, dims)| (k.as_str(), dims.iter().map(|&d| d as u64).collect()))
         .collect();
     let diff = arch::compare_layout(&expected, shapes);
-    if diff.is_empty() {
+    if diff.is_exact() {
         return Ok(());
     }
-    let problems: Vec<String> = diff
-        .mismatched
-        .iter()
-        .map(|(k, want, s)| format!("size mismatch for {k}: {what} {s:?}, model {want:?}"))
-        .chain(diff.missing.iter().map(|(k, _)| format!("missing key {k}")))
-        .chain(
-            diff.unexpected
-                .iter()
-                .map(|(k, _)| format!("unexpected key {k}")),
-        )
-        .collect();
     Err(TrainError::Load(format!(
         "the {what} does not fit the model: {}",
-        problems.join("; ")
+        diff.pytorch_error_lines().join(" ")
     )))
 }
 
@@ -210,13 +196,12 @@ pub fn load_frozen(
     ckpt: &Checkpoint,
     plan: &LoadPlan,
 ) -> Result<FrozenLoad, TrainError> {
-    if !plan.size_mismatch.is_empty() {
-        let list: Vec<String> = plan
-            .size_mismatch
-            .iter()
-            .map(|(k, c, m)| format!("size mismatch for {k}: checkpoint {c:?}, model {m:?}"))
-            .collect();
-        return Err(TrainError::Load(list.join("; ")));
+    if !plan.keys.mismatched.is_empty() {
+        let only_sizes = arch::KeyComparison {
+            mismatched: plan.keys.mismatched.clone(),
+            ..Default::default()
+        };
+        return Err(TrainError::Load(only_sizes.pytorch_error_lines().join(" ")));
     }
     let index = state_index(ckpt)?;
     let copied: Vec<(String, String)> = plan
@@ -283,6 +268,10 @@ mod tests {
         }
     }
 
+    fn tvck_shape(s: &[u64]) -> String {
+        crate::format::shape_text(s)
+    }
+
     #[test]
     fn load_strict_names_every_difference() {
         let src = model(1);
@@ -301,13 +290,20 @@ mod tests {
             err.contains("the checkpoint does not fit the model"),
             "{err}"
         );
+        let want1 = tvck_shape(&want1);
         assert!(
             err.contains(&format!(
-                "size mismatch for {k1}: checkpoint [3], model {want1:?}"
+                "size mismatch for {k1}: copying a param with shape [3] from checkpoint, the shape in current model is {want1}."
             )),
             "{err}"
         );
-        assert!(err.contains(&format!("missing key {k0};")), "{err}");
-        assert!(err.contains("unexpected key extra.weight"), "{err}");
+        assert!(
+            err.contains(&format!("Missing key(s) in state_dict: \"{k0}\".")),
+            "{err}"
+        );
+        assert!(
+            err.contains("Unexpected key(s) in state_dict: \"extra.weight\"."),
+            "{err}"
+        );
     }
 }

@@ -51,9 +51,40 @@ pub enum TrainError {
     /// Writing an output failed.
     #[error("cannot save: {0}")]
     Save(String),
+    /// The checkpoint cannot be read.
+    #[error(transparent)]
+    Read(#[from] crate::format::ReadError),
+    /// A tensor of the checkpoint cannot be read.
+    #[error("{0}")]
+    Format(#[from] crate::format::FormatError),
+    /// The architecture parameters do not fit the version.
+    #[error("model: {0}")]
+    Arch(#[from] crate::arch::ArchError),
+    /// Writing a checkpoint failed.
+    #[error("cannot save: {}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: crate::format::write::WriteError,
+    },
+    /// A file-system step on an output failed.
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing to an output file failed.
+    #[error("{}: {source}", path.display())]
+    Output {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// Any other I/O failure.
     #[error("{0}")]
-    Io(String),
+    Io(#[from] std::io::Error),
     /// A run cannot be continued.
     #[error(transparent)]
     Resume(#[from] resume::ResumeError),

@@ -207,8 +207,7 @@ impl Model {
     /// weight and bias; LayerNorm: 1 / 0; isp_c: inverse softplus of the curvature;
     /// buffers 0). Seed with `tch::manual_seed` first for a deterministic init.
     pub fn new(spec: ModelSpec, device: Device) -> Result<Model, TrainError> {
-        arch::check_params(spec.version, &spec.params)
-            .map_err(|e| TrainError::Model(e.to_string()))?;
+        arch::check_params(spec.version, &spec.params)?;
         let layout = arch::expected_layout(spec.version, &spec.params);
         let vs = VarStore::new(device);
         let root = vs.root();

@@ -397,10 +397,29 @@ pub enum Annealing {
     LinearDecay,
 }
 
+/// What is wrong with `training.scheduler.phases` (`phase` is the index in the list).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PhaseError {
+    #[error("scheduler.phases is not a list")]
+    NotAList,
+    #[error("scheduler.phases[{phase}].epoch_range is not [start, end]")]
+    EpochRange { phase: usize },
+    #[error("scheduler.phases[{phase}].epoch_range is empty")]
+    EmptyRange { phase: usize },
+    #[error("scheduler.phases[{phase}] overlaps the phase before it")]
+    Overlaps { phase: usize },
+    #[error(
+        "scheduler.phases[{phase}].annealing `{name}` is not one of constant, cosine, linear_decay"
+    )]
+    Annealing { phase: usize, name: String },
+    #[error("scheduler.phases is empty")]
+    Empty,
+}
+
 impl Phase {
     /// Phases from `training.scheduler.phases` (the raw YAML list).
-    pub fn parse_list(v: &serde_yaml::Value) -> Result<Vec<Phase>, String> {
-        let list = v.as_sequence().ok_or("scheduler.phases is not a list")?;
+    pub fn parse_list(v: &serde_yaml::Value) -> Result<Vec<Phase>, PhaseError> {
+        let list = v.as_sequence().ok_or(PhaseError::NotAList)?;
         let mut out: Vec<Phase> = Vec::new();
         for (i, p) in list.iter().enumerate() {
             let get = |k: &str| p.get(k);
@@ -408,19 +427,20 @@ impl Phase {
                 .and_then(|r| r.as_sequence())
                 .filter(|r| r.len() == 2)
                 .and_then(|r| Some((r[0].as_u64()?, r[1].as_u64()?)))
-                .ok_or_else(|| format!("scheduler.phases[{i}].epoch_range is not [start, end]"))?;
+                .ok_or(PhaseError::EpochRange { phase: i })?;
             if range.1 <= range.0 {
-                return Err(format!("scheduler.phases[{i}].epoch_range is empty"));
+                return Err(PhaseError::EmptyRange { phase: i });
             }
             if let Some(prev) = out.last() {
                 if range.0 < prev.end {
-                    return Err(format!(
-                        "scheduler.phases[{i}] overlaps the phase before it"
-                    ));
+                    return Err(PhaseError::Overlaps { phase: i });
                 }
             }
             let int = |k: &str| get(k).and_then(serde_yaml::Value::as_u64);
-            let annealing = match get("annealing").and_then(|a| a.as_str()).unwrap_or("constant") {
+            let annealing = match get("annealing")
+                .and_then(|a| a.as_str())
+                .unwrap_or("constant")
+            {
                 "constant" | "none" => Annealing::Constant,
                 "cosine" | "cosine_annealing" | "cosine_warmup_restart" => {
                     let t_0 = int("T_0").or(int("T_max")).unwrap_or(range.1 - range.0);
@@ -431,9 +451,10 @@ impl Phase {
                 }
                 "linear" | "linear_decay" => Annealing::LinearDecay,
                 other => {
-                    return Err(format!(
-                        "scheduler.phases[{i}].annealing `{other}` is not one of constant, cosine, linear_decay"
-                    ))
+                    return Err(PhaseError::Annealing {
+                        phase: i,
+                        name: other.to_string(),
+                    })
                 }
             };
             out.push(Phase {
@@ -450,7 +471,7 @@ impl Phase {
             });
         }
         if out.is_empty() {
-            return Err("scheduler.phases is empty".into());
+            return Err(PhaseError::Empty);
         }
         Ok(out)
     }
@@ -582,7 +603,10 @@ mod tests {
         assert!(close(s.lr(1.0, 425), 0.05));
         assert!(close(s.lr(1.0, 600), 0.0)); // past the last phase: its final rate
         let bad: serde_yaml::Value = serde_yaml::from_str("- {epoch_range: [5, 5]}").unwrap();
-        assert!(Phase::parse_list(&bad).unwrap_err().contains("empty"));
+        assert!(Phase::parse_list(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
         let (sched, note) = Schedule::from_config(
             Some(&crate::config::Scheduler {
                 kind: Some("multi_phase_cosine".into()),

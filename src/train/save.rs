@@ -84,5 +84,8 @@ pub fn write_checkpoint(
     };
     write_atomic(path, true, |w| pt::write_pt(root, tensors, &opts, w))
         .map(|_| ())
-        .map_err(|e| TrainError::Save(format!("{}: {e}", path.display())))
+        .map_err(|source| TrainError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
 }

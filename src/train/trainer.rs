@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use tch::{Kind, Tensor};
 
-use crate::arch::{self, VersionId};
+use crate::arch::{self, LayoutParams, VersionId};
 use crate::check::{self, CheckOptions};
 use crate::config::TrainingConfig;
 use crate::format::Value;
@@ -173,55 +173,140 @@ pub fn train(
     on_step: &mut dyn FnMut(&Step),
     on_line: &mut dyn FnMut(&str),
 ) -> Result<TrainReport, TrainError> {
-    let mut step = |n: u8, name: &'static str, status: StepStatus, detail: String| {
-        let s = Step {
-            number: n,
+    let mut list = Checklist { on_step };
+    let start = Start::new(opts)?;
+    let setup = match step1_config(&mut list, opts, &start)? {
+        Configured::Ready(c) => *c,
+        Configured::Finished(report) => return Ok(*report),
+    };
+    let source = step2_compatibility(&mut list, &setup)?;
+    let model = step3_model(&mut list, opts, &start, &setup)?;
+    let mapped = step4_frozen_parts(&mut list, &start, setup, &source, &model)?;
+    let ds = Dataset::new(opts.device);
+    let initial = step5_initial_coverage(&mut list, opts, &start, &mapped, &source, &model, &ds)?;
+    step6_train(
+        &mut list, opts, &start, &mapped, &model, &ds, initial, on_line,
+    )
+}
+
+/// The checklist lines as they are decided: each step reports through it once (a
+/// refusal reports the failed line, then returns the error).
+struct Checklist<'a> {
+    on_step: &'a mut dyn FnMut(&Step),
+}
+
+impl Checklist<'_> {
+    fn report(&mut self, number: u8, name: &'static str, status: StepStatus, detail: String) {
+        (self.on_step)(&Step {
+            number,
             name,
             status,
             detail,
+        });
+    }
+
+    /// Report step `number` failed with `message`, and the refusal to return.
+    fn refuse(&mut self, number: u8, name: &'static str, message: String) -> TrainError {
+        self.report(number, name, StepStatus::Failed, message.clone());
+        refuse(number, name, message)
+    }
+}
+
+/// What the options decide before step 1: a continued run (its latest.pt, seed, config),
+/// the seed, the config and the folder its paths resolve from.
+struct Start {
+    resume: Option<Resume>,
+    seed: u64,
+    config_arg: PathBuf,
+    cwd: PathBuf,
+}
+
+impl Start {
+    fn new(opts: &TrainOptions) -> Result<Start, TrainError> {
+        let resume = match &opts.resume {
+            Some(dir) => Some(Resume::open(&opts.cwd.join(dir))?),
+            None => None,
         };
-        on_step(&s);
-        s
-    };
-
-    // A continued run: its latest.pt, seed, config and the folder paths resolve from.
-    let resume = match &opts.resume {
-        Some(dir) => Some(Resume::open(&opts.cwd.join(dir))?),
-        None => None,
-    };
-    let seed = match (&resume, opts.seed) {
-        (Some(r), Some(s)) if s != r.seed => {
-            return Err(ResumeError::SeedChanged {
-                dir: r.dir.clone(),
-                run: r.seed,
-                asked: s,
+        let seed = match (&resume, opts.seed) {
+            (Some(r), Some(s)) if s != r.seed => {
+                return Err(ResumeError::SeedChanged {
+                    dir: r.dir.clone(),
+                    run: r.seed,
+                    asked: s,
+                }
+                .into())
             }
-            .into())
-        }
-        (Some(r), _) => r.seed,
-        (None, s) => s.unwrap_or(DEFAULT_SEED),
-    };
-    let (config_arg, cwd) = match (&resume, &opts.config) {
-        (_, Some(c)) => (c.clone(), opts.cwd.clone()),
-        (Some(r), None) => (
-            r.config_path.clone(),
-            if r.cwd.is_dir() {
-                r.cwd.clone()
-            } else {
-                opts.cwd.clone()
-            },
-        ),
-        (None, None) => return Err(TrainError::Usage("no training config given".into())),
-    };
+            (Some(r), _) => r.seed,
+            (None, s) => s.unwrap_or(DEFAULT_SEED),
+        };
+        let (config_arg, cwd) = match (&resume, &opts.config) {
+            (_, Some(c)) => (c.clone(), opts.cwd.clone()),
+            (Some(r), None) => (
+                r.config_path.clone(),
+                if r.cwd.is_dir() {
+                    r.cwd.clone()
+                } else {
+                    opts.cwd.clone()
+                },
+            ),
+            (None, None) => return Err(TrainError::Usage("no training config given".into())),
+        };
+        Ok(Start {
+            resume,
+            seed,
+            config_arg,
+            cwd,
+        })
+    }
+}
 
-    // 1. Config.
-    const S1: &str = "load and validate config";
-    let cfg = TrainingConfig::load(cwd.join(&config_arg)).map_err(|e| {
-        step(1, S1, StepStatus::Failed, e.to_string());
-        refuse(1, S1, e.to_string())
-    })?;
+/// Step 1's result: the config checked as `tvck check` checks it, or a continued run that
+/// had already ended.
+enum Configured {
+    Ready(Box<Setup1>),
+    Finished(Box<TrainReport>),
+}
+
+/// What step 1 decided.
+struct Setup1 {
+    cfg: TrainingConfig,
+    epochs: u64,
+    report: check::CheckReport,
+    /// The frozen checkpoint the check opened: the one step 4 loads from (read once).
+    frozen_ckpt: Option<crate::format::Checkpoint>,
+    version: VersionId,
+    params: LayoutParams,
+    plan: Plan,
+}
+
+/// Steps 4–6 need the config, the epoch count, the check and the plan, not the
+/// checkpoint step 4 consumes.
+struct Decided {
+    cfg: TrainingConfig,
+    epochs: u64,
+    report: check::CheckReport,
+    plan: Plan,
+}
+
+const S1: &str = "load and validate config";
+const S2: &str = "checkpoint compatibility";
+const S3: &str = "build model, verify layout";
+const S4: &str = "load frozen parts";
+const S5: &str = "initial coverage";
+const S6: &str = "train";
+
+/// Step 1: Load and validate the config (a continued run: only keys that may change between
+/// runs may differ), check it as `tvck check` does.
+fn step1_config(
+    list: &mut Checklist<'_>,
+    opts: &TrainOptions,
+    start: &Start,
+) -> Result<Configured, TrainError> {
+    let (resume, config_arg, cwd) = (&start.resume, &start.config_arg, &start.cwd);
+    let cfg = TrainingConfig::load(cwd.join(config_arg))
+        .map_err(|e| list.refuse(1, S1, e.to_string()))?;
     let cfg_epochs = cfg.training.as_ref().and_then(|t| t.epochs);
-    let epochs = match &resume {
+    let epochs = match resume {
         None => opts.epochs.or(cfg_epochs).unwrap_or(DEFAULT_EPOCHS),
         Some(r) => {
             let keys = resume::config_differences(&r.config, &Value::from_yaml(&cfg.raw));
@@ -236,7 +321,7 @@ pub fn train(
                     dir: r.dir.clone(),
                     keys: refused,
                 };
-                step(1, S1, StepStatus::Failed, e.to_string());
+                list.report(1, S1, StepStatus::Failed, e.to_string());
                 return Err(e.into());
             }
             // The run's own count, unless the config's or the option's changes it.
@@ -247,14 +332,14 @@ pub fn train(
             })
         }
     };
-    if let Some(r) = &resume {
+    if let Some(r) = resume {
         let ended = match r.finished {
             Some(Finished::EarlyStop) => Some(Finished::EarlyStop),
             _ if r.done() >= epochs => Some(Finished::Completed),
             _ => None,
         };
         if let Some(f) = ended {
-            return Ok(TrainReport {
+            return Ok(Configured::Finished(Box::new(TrainReport {
                 out_dir: r.dir.clone(),
                 epochs_run: r.done(),
                 epochs: r.epochs,
@@ -266,7 +351,7 @@ pub fn train(
                 best_hierarchy: (r.best_hierarchy < 0.0).then_some(r.best_hierarchy),
                 best_q: (r.best_q > 0.0).then_some(r.best_q),
                 events: Vec::new(),
-            });
+            })));
         }
     }
     // Paths are resolved like `tvck check` run from the working directory.
@@ -295,13 +380,10 @@ pub fn train(
             errors.join("; "),
             config_arg.display()
         );
-        step(1, S1, StepStatus::Failed, msg.clone());
-        return Err(refuse(1, S1, msg));
+        return Err(list.refuse(1, S1, msg));
     }
     let (Some(version), Some(params)) = (report.model.version, report.model.params) else {
-        let msg = "the config builds no known model".to_string();
-        step(1, S1, StepStatus::Failed, msg.clone());
-        return Err(refuse(1, S1, msg));
+        return Err(list.refuse(1, S1, "the config builds no known model".to_string()));
     };
     let class = report.model.class.clone().unwrap_or_default();
     let plan = Plan {
@@ -309,7 +391,7 @@ pub fn train(
         requires_frozen: arch::required_frozen(&class),
         class,
     };
-    step(
+    list.report(
         1,
         S1,
         if report.warnings > 0 {
@@ -326,15 +408,30 @@ pub fn train(
             if report.warnings == 1 { "" } else { "s" }
         ),
     );
+    Ok(Configured::Ready(Box::new(Setup1 {
+        cfg,
+        epochs,
+        report,
+        frozen_ckpt,
+        version,
+        params,
+        plan,
+    })))
+}
 
-    // 2. Checkpoint compatibility.
-    const S2: &str = "checkpoint compatibility";
+/// Step 2: The frozen checkpoint is one the class accepts and its load plan fits; the path of
+/// the checkpoint to load, if any.
+fn step2_compatibility(
+    list: &mut Checklist<'_>,
+    setup: &Setup1,
+) -> Result<Option<PathBuf>, TrainError> {
+    let (report, plan) = (&setup.report, &setup.plan);
     let frozen = report.frozen_checkpoint.as_ref().and_then(|f| {
         f.resolved
             .clone()
             .map(|p| (p, f.version, f.layout.clone().unwrap_or_default()))
     });
-    let source = match &frozen {
+    match &frozen {
         Some((p, Some(v), layout)) => {
             let fits = report.load.as_ref().is_some_and(|l| l.fits());
             if !arch::accepts_source(&plan.class, *v) || !fits {
@@ -344,10 +441,9 @@ pub fn train(
                     arch::version(*v).display,
                     plan.class
                 );
-                step(2, S2, StepStatus::Failed, msg.clone());
-                return Err(refuse(2, S2, msg));
+                return Err(list.refuse(2, S2, msg));
             }
-            step(
+            list.report(
                 2,
                 S2,
                 StepStatus::Ok,
@@ -358,23 +454,21 @@ pub fn train(
                     plan.class
                 ),
             );
-            Some(p.clone())
+            Ok(Some(p.clone()))
         }
         Some((p, None, _)) => {
             let msg = format!("{}: no TernaryVAE layout fits it", p.display());
-            step(2, S2, StepStatus::Failed, msg.clone());
-            return Err(refuse(2, S2, msg));
+            Err(list.refuse(2, S2, msg))
         }
         None if plan.requires_frozen => {
             let msg = format!(
                 "{} requires a frozen checkpoint and none resolves",
                 plan.class
             );
-            step(2, S2, StepStatus::Failed, msg.clone());
-            return Err(refuse(2, S2, msg));
+            Err(list.refuse(2, S2, msg))
         }
         None => {
-            step(
+            list.report(
                 2,
                 S2,
                 StepStatus::Ok,
@@ -383,16 +477,23 @@ pub fn train(
                     plan.class
                 ),
             );
-            None
+            Ok(None)
         }
-    };
+    }
+}
 
-    // 3. Model.
-    const S3: &str = "build model, verify layout";
-    tch::manual_seed(seed as i64);
-    let spec = ModelSpec::new(version, params, cfg.model.as_ref());
+/// Step 3: Build the model (seeded) and verify its variables against the catalog layout.
+fn step3_model(
+    list: &mut Checklist<'_>,
+    opts: &TrainOptions,
+    start: &Start,
+    setup: &Setup1,
+) -> Result<Model, TrainError> {
+    let (version, params) = (setup.version, setup.params);
+    tch::manual_seed(start.seed as i64);
+    let spec = ModelSpec::new(version, params, setup.cfg.model.as_ref());
     let model = Model::new(spec, opts.device).inspect_err(|e| {
-        step(3, S3, StepStatus::Failed, e.to_string());
+        list.report(3, S3, StepStatus::Failed, e.to_string());
     })?;
     let expected = arch::expected_layout(version, &params);
     let named = model.vs.variables();
@@ -404,11 +505,10 @@ pub fn train(
         });
     if !layout_ok {
         let msg = "the built model's variables differ from the catalog layout".to_string();
-        step(3, S3, StepStatus::Failed, msg.clone());
-        return Err(refuse(3, S3, msg));
+        return Err(list.refuse(3, S3, msg));
     }
     let n_params: i64 = named.values().map(|t| t.numel() as i64).sum();
-    step(
+    list.report(
         3,
         S3,
         StepStatus::Ok,
@@ -420,17 +520,38 @@ pub fn train(
             n_params
         ),
     );
+    Ok(model)
+}
 
-    // 4. Frozen parts.
-    const S4: &str = "load frozen parts";
+/// Step 4's result: what steps 5 and 6 need, and how many tensors went through the v5.5 →
+/// improved index map.
+struct Loaded {
+    decided: Decided,
+    mapped: usize,
+}
+
+/// Step 4: Load the frozen parts (a continued run: the whole state of its latest.pt); the
+/// checkpoint step 1 read is dropped once they are copied.
+fn step4_frozen_parts(
+    list: &mut Checklist<'_>,
+    start: &Start,
+    setup: Setup1,
+    source: &Option<PathBuf>,
+    model: &Model,
+) -> Result<Loaded, TrainError> {
+    let Setup1 {
+        cfg,
+        epochs,
+        report,
+        frozen_ckpt,
+        plan,
+        ..
+    } = setup;
     let mut mapped = 0;
-    if let Some(r) = &resume {
+    if let Some(r) = &start.resume {
         // A continued run: the whole model state of its latest.pt (strict).
-        let n = load::load_strict(&model, &r.ckpt).map_err(|e| {
-            step(4, S4, StepStatus::Failed, e.to_string());
-            refuse(4, S4, e.to_string())
-        })?;
-        step(
+        let n = load::load_strict(model, &r.ckpt).map_err(|e| list.refuse(4, S4, e.to_string()))?;
+        list.report(
             4,
             S4,
             StepStatus::Ok,
@@ -441,7 +562,7 @@ pub fn train(
                 r.path.display()
             ),
         );
-    } else if let Some(path) = &source {
+    } else if let Some(path) = source {
         // The checkpoint and load plan step 1 (`tvck check`) read and made for this config;
         // the checkpoint is dropped once its frozen parts are copied.
         let (load_plan, fl) = frozen_ckpt
@@ -452,14 +573,11 @@ pub fn train(
                 let plan = report.load.as_ref().ok_or_else(|| {
                     TrainError::Load("no load plan for the frozen checkpoint".into())
                 })?;
-                load::load_frozen(&model, &ckpt, plan).map(|fl| (plan, fl))
+                load::load_frozen(model, &ckpt, plan).map(|fl| (plan, fl))
             })
-            .map_err(|e| {
-                step(4, S4, StepStatus::Failed, e.to_string());
-                refuse(4, S4, e.to_string())
-            })?;
+            .map_err(|e| list.refuse(4, S4, e.to_string()))?;
         mapped = load_plan.mapped.len();
-        step(
+        list.report(
             4,
             S4,
             StepStatus::Ok,
@@ -471,15 +589,36 @@ pub fn train(
             ),
         );
     } else {
-        step(4, S4, StepStatus::Ok, "nothing to load".into());
+        list.report(4, S4, StepStatus::Ok, "nothing to load".into());
     }
+    Ok(Loaded {
+        decided: Decided {
+            cfg,
+            epochs,
+            report,
+            plan,
+        },
+        mapped,
+    })
+}
 
-    // 5. Initial coverage.
-    const S5: &str = "initial coverage";
-    let ds = Dataset::new(opts.device);
-    let initial = match &resume {
+/// Step 5: The initial coverage: CRITICAL below [`coverage::CRITICAL_BELOW`] with a frozen
+/// checkpoint required (refused without `--force`), a warning below
+/// [`coverage::WEAK_BELOW`], each with its likely cause. A continued run keeps the one its
+/// start measured.
+fn step5_initial_coverage(
+    list: &mut Checklist<'_>,
+    opts: &TrainOptions,
+    start: &Start,
+    loaded: &Loaded,
+    source: &Option<PathBuf>,
+    model: &Model,
+    ds: &Dataset,
+) -> Result<EvalMetrics, TrainError> {
+    let (report, plan, mapped) = (&loaded.decided.report, &loaded.decided.plan, loaded.mapped);
+    let initial = match &start.resume {
         Some(r) => r.initial.clone(),
-        None => evaluate(&model, &ds),
+        None => evaluate(model, ds),
     };
     let cov = initial.coverage;
     let cov_text = format!("{:.2}% ({} of {N_OPS})", cov * 100.0, initial.covered);
@@ -487,10 +626,10 @@ pub fn train(
         .frozen_checkpoint
         .as_ref()
         .is_some_and(|f| f.metrics == Some(crate::metrics::Provenance::NotMeasured));
-    if let Some(r) = &resume {
+    if let Some(r) = &start.resume {
         // Decided when the run started; the continued model's coverage for the record.
-        let now = evaluate(&model, &ds);
-        step(
+        let now = evaluate(model, ds);
+        list.report(
             5,
             S5,
             StepStatus::Ok,
@@ -502,7 +641,7 @@ pub fn train(
             ),
         );
     } else if cov < coverage::CRITICAL_BELOW && plan.requires_frozen {
-        let cause = match &source {
+        let cause = match source {
             Some(p) if not_measured => format!(
                 "{} was converted by tvck and never measured: the conversion changed what the model does (inserted LayerNorms or layers); the coverage its source had is not this file's: convert the source again with `tvck convert --fit`",
                 p.display()
@@ -522,7 +661,7 @@ pub fn train(
             coverage::CRITICAL_BELOW * 100.0
         );
         if !opts.force {
-            step(
+            list.report(
                 5,
                 S5,
                 StepStatus::Critical,
@@ -530,7 +669,7 @@ pub fn train(
             );
             return Err(refuse(5, S5, msg));
         }
-        step(
+        list.report(
             5,
             S5,
             StepStatus::Critical,
@@ -544,7 +683,7 @@ pub fn train(
         } else {
             ""
         };
-        step(
+        list.report(
             5,
             S5,
             StepStatus::Warning,
@@ -554,12 +693,30 @@ pub fn train(
             ),
         );
     } else {
-        step(5, S5, StepStatus::Ok, cov_text);
+        list.report(5, S5, StepStatus::Ok, cov_text);
     }
+    Ok(initial)
+}
 
-    // 6. Train.
-    const S6: &str = "train";
-    let out_dir = match (&resume, &opts.out) {
+/// Step 6: The output folder, the training state (restored for a continued run), then the
+/// epochs.
+#[allow(clippy::too_many_arguments)]
+fn step6_train(
+    list: &mut Checklist<'_>,
+    opts: &TrainOptions,
+    start: &Start,
+    loaded: &Loaded,
+    model: &Model,
+    ds: &Dataset,
+    initial: EvalMetrics,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<TrainReport, TrainError> {
+    let (resume, config_arg, cwd, seed) =
+        (&start.resume, &start.config_arg, &start.cwd, start.seed);
+    let Decided {
+        cfg, epochs, plan, ..
+    } = &loaded.decided;
+    let out_dir = match (resume, &opts.out) {
         (Some(r), _) => r.dir.clone(),
         (None, Some(o)) => opts.cwd.join(o),
         (None, None) => match cfg.checkpoints.as_ref().and_then(|c| c.save_dir.clone()) {
@@ -572,32 +729,36 @@ pub fn train(
             ),
         },
     };
-    fs::create_dir_all(&out_dir).map_err(|e| {
-        let msg = format!("cannot create {}: {e}", out_dir.display());
-        step(6, S6, StepStatus::Failed, msg.clone());
-        TrainError::Io(msg)
+    fs::create_dir_all(&out_dir).map_err(|source| {
+        let e = TrainError::File {
+            action: "create",
+            path: out_dir.clone(),
+            source,
+        };
+        list.report(6, S6, StepStatus::Failed, e.to_string());
+        e
     })?;
     let absolute = |p: PathBuf| fs::canonicalize(&p).unwrap_or(p);
     let setup = Setup {
         out_dir: out_dir.clone(),
-        initial: initial.clone(),
-        epochs,
+        initial,
+        epochs: *epochs,
         seed,
-        config_path: absolute(cwd.join(&config_arg)),
+        config_path: absolute(cwd.join(config_arg)),
         cwd: absolute(cwd.clone()),
         resumed: resume.is_some(),
     };
-    let mut run = Run::new(&cfg, &model, &ds, &plan, opts, setup)?;
-    if let Some(r) = &resume {
+    let mut run = Run::new(cfg, model, ds, plan, opts, setup)?;
+    if let Some(r) = resume {
         run.restore(r)?;
     }
-    step(
+    list.report(
         6,
         S6,
         StepStatus::Ok,
         format!(
             "{}, batch {}, lr {}, seed {}, output {}",
-            match &resume {
+            match resume {
                 Some(r) => format!("epochs {}–{} of {}", r.done() + 1, run.epochs, run.epochs),
                 None => format!("{} epochs", run.epochs),
             },
@@ -1184,8 +1345,12 @@ impl<'a> Run<'a> {
                 BufWriter::new(file)
             }
             None => {
-                let mut jsonl = BufWriter::new(File::create(&metrics_path).map_err(|e| {
-                    TrainError::Io(format!("cannot create {}: {e}", metrics_path.display()))
+                let mut jsonl = BufWriter::new(File::create(&metrics_path).map_err(|source| {
+                    TrainError::File {
+                        action: "create",
+                        path: metrics_path.clone(),
+                        source,
+                    }
                 })?);
                 // Line 0: the state training starts from (no checkpoint before training).
                 self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
@@ -1336,9 +1501,10 @@ impl<'a> Run<'a> {
         if let Some(b) = bar {
             b.finish();
         }
-        jsonl
-            .flush()
-            .map_err(|e| TrainError::Io(format!("{}: {e}", metrics_path.display())))?;
+        jsonl.flush().map_err(|source| TrainError::Output {
+            path: metrics_path.clone(),
+            source,
+        })?;
         plot::write_plot(&self.out_dir.join("training.svg"), &self.history)?;
         Ok(TrainReport {
             out_dir: self.out_dir.clone(),
@@ -1397,7 +1563,7 @@ impl<'a> Run<'a> {
         // Flushed per line: `tail -f metrics.jsonl` follows a run live.
         writeln!(out, "{line}")
             .and_then(|_| out.flush())
-            .map_err(|e| TrainError::Io(e.to_string()))?;
+            .map_err(TrainError::Io)?;
         self.history.push(plot::Point {
             epoch,
             loss: losses.map(|l| l.total),

@@ -1,5 +1,5 @@
 """Check with real PyTorch / safetensors that files tvck wrote load and hold what tvck
-meant to write. Used by tests/writer_roundtrip.rs (pytorch_loads_what_tvck_writes).
+meant to write. Used by tests/it/writer_roundtrip.rs (pytorch_loads_what_tvck_writes).
 
 usage: check_written.py DIR        (DIR holds the files and manifest.json)
 

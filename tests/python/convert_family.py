@@ -1,4 +1,4 @@
-"""Property test of the migration specs over whole layout families (tests/convert_cli.rs runs it).
+"""Property test of the migration specs over whole layout families (tests/it/convert_cli.rs runs it).
 
 Usage: convert_family.py TVCK_BINARY WORK_DIR
 

@@ -1,4 +1,4 @@
-"""PyTorch reference for `tvck eval` (tests/train_cli.rs runs it).
+"""PyTorch reference for `tvck eval` (tests/it/train_cli.rs runs it).
 
 Builds the TernaryVAE modules in PyTorch from domain.md (the same layout parameters tvck
 inferred, given as JSON on the command line), loads the checkpoint's model state with

@@ -1,5 +1,5 @@
 """Independent PyTorch implementation of the training losses of docs/training.md §2, for
-the cross-check of `tvck eval --losses` (tests/train_cli.rs runs it).
+the cross-check of `tvck eval --losses` (tests/it/train_cli.rs runs it).
 
 Builds the model with eval_reference.py's builders (domain.md), loads the checkpoint
 strictly, runs all 19,683 operations as one batch in deterministic mode (eval mode,

@@ -1,5 +1,5 @@
 """Write checkpoints with real PyTorch that exercise every reader case, plus a manifest
-of what PyTorch itself says they hold. Used by tests/pytorch_crosscheck.rs.
+of what PyTorch itself says they hold. Used by tests/it/pytorch_crosscheck.rs.
 
 usage: make_cases.py OUT_DIR
 

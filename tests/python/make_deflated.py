@@ -17,7 +17,7 @@ Python's zipfile, deflating every `data/N` storage entry (the other entries stay
 OUT_DIR/manifest.json gives, for each file, its size, each storage entry's declared
 inflated size, and for `deflated.pt` the SHA-256 of every tensor's row-major
 little-endian bytes as torch loads it (key: the tensor's path, dict keys joined by `.`).
-tests/deflate_budget.rs runs tvck on them.
+tests/it/deflate_budget.rs runs tvck on them.
 """
 
 import hashlib

@@ -21,7 +21,7 @@ reads it (weights_only=False only): torch/serialization.py, `_legacy_load` →
 The file is then loaded with torch.load(weights_only=False) and every tensor compared
 with the one it was built from. OUT_DIR/manifest.json gives the SHA-256 of each tensor's
 row-major little-endian bytes as torch loads it (key: its path, dict keys joined by
-`.`). tests/legacy_tar.rs runs tvck on it.
+`.`). tests/it/legacy_tar.rs runs tvck on it.
 """
 
 import collections

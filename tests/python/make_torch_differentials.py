@@ -9,7 +9,7 @@ is a new temporary folder holding only a copy of the file (the sandbox): the pay
 writes `tvck-pwned.txt` into its working folder (the TorchScript case prints a marker from
 its compiled code instead). A case whose payload does not run is an error (exit 1).
 OUT_DIR/manifest.json maps each file to its class and the words tvck's finding must
-contain. tests/torch_differentials.rs runs tvck on them.
+contain. tests/it/torch_differentials.rs runs tvck on them.
 """
 
 import io

@@ -55,7 +55,7 @@ pub enum WriteError {
         source: std::io::Error,
     },
     /// The target exists and overwriting was not asked for.
-    #[error("`{}` already exists (not overwritten; use --force to replace it)", .0.display())]
+    #[error("`{}` already exists (not overwritten)", .0.display())]
     Exists(PathBuf),
     /// A value of the tree cannot be written (e.g. an object that
     /// `torch.load(weights_only=True)` would reject).
@@ -64,12 +64,75 @@ pub enum WriteError {
     /// A tensor's description is inconsistent or unsupported by the target format.
     #[error("cannot write tensor `{tensor}`: {message}")]
     Tensor { tensor: String, message: String },
-    /// Something exceeds what the format (or tvck's reader) can hold.
-    #[error("limit exceeded: {0}")]
-    Limit(String),
+    /// Something exceeds what the format (or tvck's reader) can hold: which limit, its
+    /// value, what was found, and where in the tree (empty when it is not about a place).
+    #[error("limit exceeded: {}", limit.describe(*max, *found, at))]
+    Limit {
+        limit: WriteLimit,
+        max: u64,
+        found: u64,
+        at: String,
+    },
     /// Bad arguments (names, options).
     #[error("invalid argument: {0}")]
     Invalid(String),
+}
+
+/// Which limit of a written format a value ran into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteLimit {
+    /// [`limits::MAX_DEPTH`]: nesting of the `.pt` tree.
+    Depth,
+    /// Nesting of the tree written as safetensors JSON metadata.
+    JsonDepth,
+    /// [`limits::MAX_SAFETENSORS_HEADER`]
+    SafetensorsHeader,
+    /// Memo entries of one pickle (`LONG_BINPUT` takes a u32).
+    MemoEntries,
+    /// Bytes of one pickled string (`BINUNICODE` takes a u32 length).
+    StringBytes,
+    /// A dimension written as a Python int (an i64 for torch).
+    Dimension,
+    /// Bytes of a zip entry name (a u16).
+    ZipName,
+}
+
+impl WriteLimit {
+    fn describe(self, max: u64, found: u64, at: &str) -> String {
+        match self {
+            WriteLimit::Depth => format!("the tree nests deeper than {max} levels at `{at}`"),
+            WriteLimit::JsonDepth => {
+                format!("the tree nests deeper than {max} levels (for JSON metadata) at `{at}`")
+            }
+            WriteLimit::SafetensorsHeader => {
+                format!("safetensors header of {found} bytes (limit {max})")
+            }
+            WriteLimit::MemoEntries => "more than 2^32 memoized pickle objects".into(),
+            WriteLimit::StringBytes => format!("string of {found} bytes"),
+            WriteLimit::Dimension => format!("dimension {found} does not fit an i64"),
+            WriteLimit::ZipName => format!("zip entry name of {found} bytes"),
+        }
+    }
+}
+
+/// What is wrong with a [`TensorData`] ([`TensorData::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorProblem {
+    #[error("{found} dimensions (limit {max})")]
+    TooManyDims { found: usize, max: usize },
+    #[error("shape {0:?} overflows")]
+    Overflows(Vec<u64>),
+    #[error("shape {0:?} is too large")]
+    TooLarge(Vec<u64>),
+    #[error("shape {shape:?} of {dtype} needs {need} bytes but {given} were given")]
+    ByteLength {
+        shape: Vec<u64>,
+        dtype: DType,
+        need: u64,
+        given: usize,
+    },
+    #[error("requires_grad is set on a {0} tensor (only float16/bfloat16/float32/float64 and complex tensors can be written requiring grad; torch.load cannot rebuild a float8 tensor that requires grad)")]
+    RequiresGrad(DType),
 }
 
 /// One tensor to write: dtype, shape and its logical bytes (row-major contiguous,
@@ -99,35 +162,31 @@ impl<'a> TensorData<'a> {
         self.shape.iter().try_fold(1u64, |a, d| a.checked_mul(*d))
     }
 
-    /// Check shape, byte length and flags; `Err` holds the reason.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Check shape, byte length and flags.
+    pub fn validate(&self) -> Result<(), TensorProblem> {
         if self.shape.len() > limits::MAX_DIMS {
-            return Err(format!(
-                "{} dimensions (limit {})",
-                self.shape.len(),
-                limits::MAX_DIMS
-            ));
+            return Err(TensorProblem::TooManyDims {
+                found: self.shape.len(),
+                max: limits::MAX_DIMS,
+            });
         }
         let need = self
             .numel()
             .and_then(|n| n.checked_mul(self.dtype.size() as u64))
-            .ok_or_else(|| format!("shape {:?} overflows", self.shape))?;
+            .ok_or_else(|| TensorProblem::Overflows(self.shape.clone()))?;
         if need > i64::MAX as u64 {
-            return Err(format!("shape {:?} is too large", self.shape));
+            return Err(TensorProblem::TooLarge(self.shape.clone()));
         }
         if need != self.bytes.len() as u64 {
-            return Err(format!(
-                "shape {:?} of {} needs {need} bytes but {} were given",
-                self.shape,
-                self.dtype,
-                self.bytes.len()
-            ));
+            return Err(TensorProblem::ByteLength {
+                shape: self.shape.clone(),
+                dtype: self.dtype,
+                need,
+                given: self.bytes.len(),
+            });
         }
         if self.requires_grad && !can_require_grad(self.dtype) {
-            return Err(format!(
-                "requires_grad is set on a {} tensor (only float16/bfloat16/float32/float64 and complex tensors can be written requiring grad; torch.load cannot rebuild a float8 tensor that requires grad)",
-                self.dtype
-            ));
+            return Err(TensorProblem::RequiresGrad(self.dtype));
         }
         Ok(())
     }
@@ -425,17 +484,37 @@ mod tests {
         let ok = TensorData::new(DType::F32, vec![2, 3], vec![0u8; 24]);
         assert!(ok.validate().is_ok());
         let short = TensorData::new(DType::F32, vec![2, 3], vec![0u8; 23]);
-        assert!(short.validate().unwrap_err().contains("needs 24 bytes"));
+        assert!(short
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("needs 24 bytes"));
         let huge = TensorData::new(DType::F32, vec![u64::MAX, 2], vec![]);
-        assert!(huge.validate().unwrap_err().contains("overflows"));
+        assert!(huge
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("overflows"));
         let mut int_grad = TensorData::new(DType::I64, vec![1], vec![0u8; 8]);
         int_grad.requires_grad = true;
-        assert!(int_grad.validate().unwrap_err().contains("requires_grad"));
+        assert!(int_grad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("requires_grad"));
         let mut f8_grad = TensorData::new(DType::F8E4M3, vec![1], vec![0u8; 1]);
         f8_grad.requires_grad = true;
-        assert!(f8_grad.validate().unwrap_err().contains("float8"));
+        assert!(f8_grad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("float8"));
         let dims = TensorData::new(DType::U8, vec![1; 65], vec![0u8; 1]);
-        assert!(dims.validate().unwrap_err().contains("dimensions"));
+        assert!(dims
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("dimensions"));
         assert_eq!(
             TensorData::new(DType::U8, vec![], vec![7u8]).numel(),
             Some(1)

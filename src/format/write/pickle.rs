@@ -10,40 +10,18 @@
 
 use std::collections::HashMap;
 
-use super::WriteError;
+use super::{WriteError, WriteLimit};
 
-pub mod op {
-    pub const PROTO: u8 = 0x80;
-    pub const STOP: u8 = b'.';
-    pub const MARK: u8 = b'(';
-    pub const NONE: u8 = b'N';
-    pub const NEWTRUE: u8 = 0x88;
-    pub const NEWFALSE: u8 = 0x89;
-    pub const BININT: u8 = b'J';
-    pub const BININT1: u8 = b'K';
-    pub const BININT2: u8 = b'M';
-    pub const LONG1: u8 = 0x8a;
-    pub const LONG4: u8 = 0x8b;
-    pub const BINFLOAT: u8 = b'G';
-    pub const BINUNICODE: u8 = b'X';
-    pub const EMPTY_TUPLE: u8 = b')';
-    pub const TUPLE: u8 = b't';
-    pub const TUPLE1: u8 = 0x85;
-    pub const TUPLE2: u8 = 0x86;
-    pub const TUPLE3: u8 = 0x87;
-    pub const EMPTY_LIST: u8 = b']';
-    pub const APPEND: u8 = b'a';
-    pub const APPENDS: u8 = b'e';
-    pub const EMPTY_DICT: u8 = b'}';
-    pub const SETITEM: u8 = b's';
-    pub const SETITEMS: u8 = b'u';
-    pub const GLOBAL: u8 = b'c';
-    pub const REDUCE: u8 = b'R';
-    pub const BINPERSID: u8 = b'Q';
-    pub const BINPUT: u8 = b'q';
-    pub const LONG_BINPUT: u8 = b'r';
-    pub const BINGET: u8 = b'h';
-    pub const LONG_BINGET: u8 = b'j';
+/// The opcodes, from the one table the reader uses too.
+pub use crate::format::pickle::opcodes as op;
+
+/// Why an int given as decimal text cannot be pickled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BigIntError {
+    #[error("`{0}` is not a decimal integer")]
+    NotDecimal(String),
+    #[error("integer too large")]
+    TooLarge,
 }
 
 /// CPython's `_BATCHSIZE` for SETITEMS/APPENDS.
@@ -79,9 +57,12 @@ impl Pickler {
     /// `BINPUT` the object on top of the stack; returns its memo index.
     pub fn memoize(&mut self) -> Result<u32, WriteError> {
         let idx = self.memo_len;
-        self.memo_len = idx
-            .checked_add(1)
-            .ok_or_else(|| WriteError::Limit("more than 2^32 memoized pickle objects".into()))?;
+        self.memo_len = idx.checked_add(1).ok_or(WriteError::Limit {
+            limit: WriteLimit::MemoEntries,
+            max: u64::from(u32::MAX),
+            found: u64::from(u32::MAX) + 1,
+            at: String::new(),
+        })?;
         match u8::try_from(idx) {
             Ok(i) => self.buf.extend_from_slice(&[op::BINPUT, i]),
             Err(_) => {
@@ -140,10 +121,10 @@ impl Pickler {
     }
 
     /// An int given as decimal text (any size).
-    pub fn big_int(&mut self, decimal: &str) -> Result<(), String> {
+    pub fn big_int(&mut self, decimal: &str) -> Result<(), BigIntError> {
         let bytes = long_bytes_decimal(decimal)?;
         if bytes.len() > u32::MAX as usize {
-            return Err("integer too large".into());
+            return Err(BigIntError::TooLarge);
         }
         match decode_small(&bytes) {
             Some(v) => self.int(v),
@@ -164,8 +145,12 @@ impl Pickler {
             self.get(idx);
             return Ok(());
         }
-        let len = u32::try_from(s.len())
-            .map_err(|_| WriteError::Limit(format!("string of {} bytes", s.len())))?;
+        let len = u32::try_from(s.len()).map_err(|_| WriteError::Limit {
+            limit: WriteLimit::StringBytes,
+            max: u64::from(u32::MAX),
+            found: s.len() as u64,
+            at: String::new(),
+        })?;
         self.buf.push(op::BINUNICODE);
         self.buf.extend_from_slice(&len.to_le_bytes());
         self.buf.extend_from_slice(s.as_bytes());
@@ -218,8 +203,12 @@ impl Pickler {
     pub fn int_tuple(&mut self, items: &[u64]) -> Result<(), WriteError> {
         self.tuple_start(items.len());
         for &v in items {
-            let v = i64::try_from(v)
-                .map_err(|_| WriteError::Limit(format!("dimension {v} does not fit an i64")))?;
+            let v = i64::try_from(v).map_err(|_| WriteError::Limit {
+                limit: WriteLimit::Dimension,
+                max: i64::MAX as u64,
+                found: v,
+                at: String::new(),
+            })?;
             self.int(v);
         }
         self.tuple_end(items.len())
@@ -274,13 +263,13 @@ fn decode_small(b: &[u8]) -> Option<i64> {
 }
 
 /// Minimal little-endian two's complement of a decimal integer (`-?[0-9]+`).
-pub fn long_bytes_decimal(s: &str) -> Result<Vec<u8>, String> {
+pub fn long_bytes_decimal(s: &str) -> Result<Vec<u8>, BigIntError> {
     let (neg, digits) = match s.strip_prefix('-') {
         Some(d) => (true, d),
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
     if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return Err(format!("`{s}` is not a decimal integer"));
+        return Err(BigIntError::NotDecimal(s.to_string()));
     }
     // Magnitude, little-endian base 256.
     let mut mag: Vec<u8> = Vec::new();

@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 
 use super::pickle::{op, Pickler, BATCH};
 use super::zip::ZipWriter;
-use super::{join_path, TensorData, WriteError};
+use super::{join_path, TensorData, WriteError, WriteLimit};
 use crate::format::{limits, DType, Value, MODEL_STATE_KEYS};
 
 /// Which dicts are pickled as `collections.OrderedDict`.
@@ -317,17 +317,18 @@ impl<'t> TreeWriter<'t, '_> {
         stack: &mut Vec<Task<'t>>,
     ) -> Result<(), WriteError> {
         if depth > limits::MAX_DEPTH {
-            return Err(WriteError::Limit(format!(
-                "the tree nests deeper than {} levels at `{}`",
-                limits::MAX_DEPTH,
-                self.path_text()
-            )));
+            return Err(WriteError::Limit {
+                limit: WriteLimit::Depth,
+                max: limits::MAX_DEPTH as u64,
+                found: depth as u64,
+                at: self.path_text(),
+            });
         }
         match v {
             Value::None => self.p.none(),
             Value::Bool(b) => self.p.bool(*b),
             Value::Int(i) => self.p.int(*i),
-            Value::BigInt(s) => self.p.big_int(s).map_err(|m| self.err(m))?,
+            Value::BigInt(s) => self.p.big_int(s).map_err(|m| self.err(m.to_string()))?,
             Value::Float(f) => self.p.float(*f),
             Value::Str(s) => self.p.str(s)?,
             Value::Bytes(b) => self.p.bytes(b)?,
@@ -481,9 +482,9 @@ impl<'t> TreeWriter<'t, '_> {
                 self.tensors.len()
             )));
         };
-        t.validate().map_err(|message| WriteError::Tensor {
+        t.validate().map_err(|problem| WriteError::Tensor {
             tensor: self.path_text(),
-            message,
+            message: problem.to_string(),
         })?;
         let key = self.storages.len().to_string();
         self.storages.push(i);
@@ -963,7 +964,7 @@ mod tests {
         let huge = [TensorData::new(DType::U8, vec![0, u64::MAX], vec![])];
         assert!(matches!(
             pickle_tree(&Value::Tensor(0), &huge, OrderedDicts::None),
-            Err(WriteError::Limit(_))
+            Err(WriteError::Limit { .. })
         ));
         // too deep
         let mut deep = Value::None;
@@ -972,7 +973,7 @@ mod tests {
         }
         assert!(matches!(
             pickle_tree(&deep, &[], OrderedDicts::None),
-            Err(WriteError::Limit(_))
+            Err(WriteError::Limit { .. })
         ));
         // bad archive names
         for name in ["", "a/b", "..", "x\ny"] {

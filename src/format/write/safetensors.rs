@@ -21,7 +21,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value as Json};
 
-use super::{join_path, TensorData, WriteError};
+use super::{join_path, TensorData, WriteError, WriteLimit};
 use crate::format::{limits, DType, Value};
 
 /// Metadata key under which [`tree_json`] output is conventionally stored.
@@ -81,7 +81,7 @@ pub fn header(
             requires_grad: false,
             ..t.borrowed()
         };
-        layout.validate().map_err(bad)?;
+        layout.validate().map_err(|p| bad(p.to_string()))?;
     }
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| {
@@ -129,11 +129,12 @@ pub fn header(
     }
     bytes.resize(padded, b' ');
     if bytes.len() as u64 > limits::MAX_SAFETENSORS_HEADER {
-        return Err(WriteError::Limit(format!(
-            "safetensors header of {} bytes (limit {})",
-            bytes.len(),
-            limits::MAX_SAFETENSORS_HEADER
-        )));
+        return Err(WriteError::Limit {
+            limit: WriteLimit::SafetensorsHeader,
+            max: limits::MAX_SAFETENSORS_HEADER,
+            found: bytes.len() as u64,
+            at: String::new(),
+        });
     }
     Ok((bytes, order))
 }
@@ -144,7 +145,9 @@ pub fn header(
 /// safetensors reader accepts.
 fn mistaken_for_other_format(header_len: u64) -> bool {
     let b = header_len.to_le_bytes();
-    b[0] == 0x80 || b[..4] == *b"PK\x03\x04" || b[..4] == *b"PK\x05\x06"
+    b[0] == crate::format::pickle::opcodes::PROTO
+        || b[..4] == *b"PK\x03\x04"
+        || b[..4] == *b"PK\x05\x06"
 }
 
 /// Write named tensors and string metadata as a `.safetensors` file to `out`.
@@ -219,10 +222,12 @@ fn encode(
     depth: usize,
 ) -> Result<Json, WriteError> {
     if depth > MAX_TREE_DEPTH {
-        return Err(WriteError::Limit(format!(
-            "the tree nests deeper than {MAX_TREE_DEPTH} levels (for JSON metadata) at `{}`",
-            join_path(path)
-        )));
+        return Err(WriteError::Limit {
+            limit: WriteLimit::JsonDepth,
+            max: MAX_TREE_DEPTH as u64,
+            found: depth as u64,
+            at: join_path(path),
+        });
     }
     let seq = |items: &[Value], path: &mut Vec<String>| -> Result<Json, WriteError> {
         let mut out = Vec::with_capacity(items.len());
@@ -291,12 +296,29 @@ fn encode(
     })
 }
 
+/// Why the `tvck.tree` metadata of a safetensors file does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum TreeJsonError {
+    #[error("tree JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("tree JSON nests too deeply")]
+    TooDeep,
+    #[error("tree JSON: no \"type\" in {0}")]
+    NoType(String),
+    #[error("tree JSON: bad {ty} value {value}")]
+    BadValue { ty: String, value: String },
+    #[error("tree JSON: no tensor `{0}`")]
+    NoTensor(String),
+    #[error("tree JSON: unknown type `{0}`")]
+    UnknownType(String),
+}
+
 /// Decode [`tree_json`] output; `resolve` maps a tensor name to its tensor index.
 pub fn tree_from_json(
     json: &str,
     resolve: impl Fn(&str) -> Option<usize>,
-) -> Result<Value, String> {
-    let j: Json = serde_json::from_str(json).map_err(|e| format!("tree JSON: {e}"))?;
+) -> Result<Value, TreeJsonError> {
+    let j: Json = serde_json::from_str(json)?;
     decode(&j, &resolve, 0)
 }
 
@@ -304,18 +326,21 @@ fn decode(
     j: &Json,
     resolve: &dyn Fn(&str) -> Option<usize>,
     depth: usize,
-) -> Result<Value, String> {
+) -> Result<Value, TreeJsonError> {
     if depth > MAX_TREE_DEPTH {
-        return Err("tree JSON nests too deeply".into());
+        return Err(TreeJsonError::TooDeep);
     }
     let ty = j
         .get("type")
         .and_then(Json::as_str)
-        .ok_or_else(|| format!("tree JSON: no \"type\" in {}", short(j)))?;
+        .ok_or_else(|| TreeJsonError::NoType(short(j)))?;
     let v = j.get("value").unwrap_or(&Json::Null);
-    let bad = || format!("tree JSON: bad {ty} value {}", short(v));
+    let bad = || TreeJsonError::BadValue {
+        ty: ty.to_string(),
+        value: short(v),
+    };
     let text = || v.as_str().ok_or_else(bad);
-    let items = |v: &Json| -> Result<Vec<Value>, String> {
+    let items = |v: &Json| -> Result<Vec<Value>, TreeJsonError> {
         v.as_array()
             .ok_or_else(bad)?
             .iter()
@@ -347,7 +372,7 @@ fn decode(
         }
         "tensor" => {
             let name = text()?;
-            Value::Tensor(resolve(name).ok_or_else(|| format!("tree JSON: no tensor `{name}`"))?)
+            Value::Tensor(resolve(name).ok_or_else(|| TreeJsonError::NoTensor(name.to_string()))?)
         }
         "numpy_scalar" => Value::NumpyScalar {
             dtype: v
@@ -377,7 +402,7 @@ fn decode(
                 .ok_or_else(bad)?
                 .to_string(),
         },
-        other => return Err(format!("tree JSON: unknown type `{other}`")),
+        other => return Err(TreeJsonError::UnknownType(other.to_string())),
     })
 }
 
@@ -626,11 +651,15 @@ mod tests {
         }
         assert!(tree_from_json(&tree_json(&deep, &[]).unwrap(), |_| None).is_ok());
         let deeper = Value::List(vec![deep]);
-        assert!(matches!(tree_json(&deeper, &[]), Err(WriteError::Limit(_))));
+        assert!(matches!(
+            tree_json(&deeper, &[]),
+            Err(WriteError::Limit { .. })
+        ));
         assert!(tree_from_json("{", |_| None).is_err());
         assert!(
             tree_from_json(r#"{"type":"tensor","value":"zz"}"#, |_| None)
                 .unwrap_err()
+                .to_string()
                 .contains("zz")
         );
         assert!(tree_from_json(r#"{"type":"float","value":"x"}"#, |_| None).is_err());

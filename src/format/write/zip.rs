@@ -15,7 +15,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 
-use super::WriteError;
+use super::{WriteError, WriteLimit};
 use crate::format::zip::crc32;
 
 /// Where entry data is aligned (torch's `kFieldAlignment`).
@@ -163,8 +163,12 @@ fn field32(v: u64, zip64: bool) -> u32 {
 }
 
 fn check_name(name: &str) -> Result<u16, WriteError> {
-    u16::try_from(name.len())
-        .map_err(|_| WriteError::Limit(format!("zip entry name of {} bytes", name.len())))
+    u16::try_from(name.len()).map_err(|_| WriteError::Limit {
+        limit: WriteLimit::ZipName,
+        max: u64::from(u16::MAX),
+        found: name.len() as u64,
+        at: String::new(),
+    })
 }
 
 /// The local header of an entry at `offset` (signature … name, extra), with the
@@ -464,7 +468,7 @@ mod tests {
         assert!(matches!(z.add("a", b"2"), Err(WriteError::Invalid(_))));
         assert!(matches!(
             z.add(&"x".repeat(70_000), b""),
-            Err(WriteError::Limit(_))
+            Err(WriteError::Limit { .. })
         ));
     }
 

@@ -1,0 +1,141 @@
+//! `tvck ls`: the indexed checkpoints under a folder, filtered and sorted.
+
+use std::path::PathBuf;
+
+use tvck::manager::query::Fields;
+use tvck::manager::{Entry, Index, Query, QueryError, SortKey};
+use tvck::report;
+
+use super::diagnostics::{require_exists, CliError};
+use super::exit::ExitStatus;
+use super::index::{index_file, manager_error};
+use super::output::{emit_json, print_out};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The folder whose indexed checkpoints to list (the current folder when absent).
+    dir: Option<PathBuf>,
+    /// A filter, e.g. `version == v5_12_4 and coverage >= 0.99 and epoch > 20`.
+    #[arg(long = "where", value_name = "EXPR")]
+    where_: Option<String>,
+    /// Sort by a field (`FIELD`, `FIELD:asc`, `FIELD:desc`).
+    #[arg(long, value_name = "KEY")]
+    sort: Option<String>,
+    /// At most N rows.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// The index file (default: $TVCK_INDEX, else $XDG_CACHE_HOME/tvck/index.sqlite).
+    #[arg(long, value_name = "PATH")]
+    index: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn query_error(flag: &str, e: QueryError) -> CliError {
+    CliError::usage(format!("--{flag}: {e}\n{}", e.pointer()), e.hint())
+}
+
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{x:.digits$}"))
+}
+
+pub fn run(a: Args) -> Result<ExitStatus, CliError> {
+    let dir = a.dir.clone().unwrap_or_else(|| PathBuf::from("."));
+    require_exists(&dir)?;
+    let query = a
+        .where_
+        .as_deref()
+        .map(Query::parse)
+        .transpose()
+        .map_err(|e| query_error("where", e))?;
+    let sort = a
+        .sort
+        .as_deref()
+        .map(SortKey::parse)
+        .transpose()
+        .map_err(|e| query_error("sort", e))?;
+    let path = index_file(a.index.as_deref())?;
+    let Some(index) = Index::open_existing(&path).map_err(manager_error)? else {
+        return Err(CliError::failure_with(
+            format!("{}: no index", path.display()),
+            format!("create it with `tvck index {}`", dir.display()),
+        ));
+    };
+    let canon = dir
+        .canonicalize()
+        .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
+    let all = index
+        .entries(std::slice::from_ref(&canon))
+        .map_err(manager_error)?;
+    // The rows are the index's: say so when the files under DIR moved on since.
+    let paths = tvck::discover::discover(&dir, tvck::discover::Walk::everything()).files;
+    let fresh = matches!(index.fresh_entries(&dir, &paths), Ok(Some(f)) if f.len() == all.len());
+    if !fresh {
+        eprintln!(
+            "warning: {}",
+            report::safe::output(&format!(
+                "the index is out of date for {}: files were added, changed or removed since",
+                dir.display()
+            ))
+        );
+        eprintln!(
+            "hint: {}",
+            report::safe::output(&format!("refresh it with `tvck index {}`", dir.display()))
+        );
+    }
+    let mut rows: Vec<Entry> = all
+        .into_iter()
+        .filter(|e| query.as_ref().is_none_or(|q| q.matches(e)))
+        .collect();
+    if let Some(k) = &sort {
+        rows.sort_by(|x, y| k.compare(x, y));
+    }
+    if let Some(n) = a.limit {
+        rows.truncate(n);
+    }
+    if a.json {
+        // Entry's path and its flattened summary's path are the same absolute path:
+        // through a JSON map the key appears once.
+        let rows = rows
+            .iter()
+            .map(serde_json::to_value)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))?;
+        emit_json(&rows)?;
+        return Ok(ExitStatus::Ok);
+    }
+    let mut out = format!(
+        "{:<60} {:<21} {:>6} {:>9} {:>7} {:<12} {:>10}  {}\n",
+        "PATH", "VERSION", "EPOCH", "COVERAGE", "Q", "METRICS", "SIZE", "ALIASES"
+    );
+    for e in &rows {
+        let rel = std::path::Path::new(&e.path)
+            .strip_prefix(&canon)
+            .map_or_else(|_| e.path.clone(), |p| p.to_string_lossy().into_owned());
+        out.push_str(&format!(
+            "{:<60} {:<21} {:>6} {:>9} {:>7} {:<12} {:>10}  {}\n",
+            report::safe::value(&rel),
+            e.summary.version.as_ref().map_or_else(
+                || "-".into(),
+                |v| report::safe::value(&v.version).into_owned()
+            ),
+            e.summary
+                .epoch
+                .map_or_else(|| "-".into(), |x| x.to_string()),
+            num(e.number("coverage"), 4),
+            num(e.number("Q"), 3),
+            // Where the metrics come from (trained, measured, fitted, not_measured).
+            e.text("provenance").first().map_or("-", String::as_str),
+            e.summary.size,
+            e.aliases
+                .iter()
+                .map(|s| report::safe::value(s).into_owned())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    out.push_str(&format!("{} checkpoints\n", rows.len()));
+    print_out(&out)?;
+    Ok(ExitStatus::Ok)
+}

@@ -1,0 +1,152 @@
+//! `tvck select --for CONFIG.yaml`: the best checkpoint the config's trainer loads.
+
+use std::path::PathBuf;
+
+use tvck::check::{self, CheckOptions};
+use tvck::config::TrainingConfig;
+use tvck::manager::select::{self, RankBy};
+use tvck::manager::{Index, Query};
+use tvck::report;
+
+use super::diagnostics::{require_exists, CliError};
+use super::exit::ExitStatus;
+use super::index::{index_file, manager_error};
+use super::output::{emit_json, print_out};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The training config to select a frozen checkpoint for.
+    #[arg(long = "for", value_name = "CONFIG")]
+    config: PathBuf,
+    /// Folders to search (the current folder when none).
+    dirs: Vec<PathBuf>,
+    /// Rank by this metric after fit: hierarchy_B (default), hierarchy_A, Q, coverage,
+    /// richness, dist_corr.
+    #[arg(long, value_name = "METRIC")]
+    by: Option<String>,
+    /// Only candidates whose index entry matches this filter (needs a fresh index).
+    #[arg(long = "where", value_name = "EXPR")]
+    where_: Option<String>,
+    /// The index file (default: $TVCK_INDEX, else $XDG_CACHE_HOME/tvck/index.sqlite).
+    #[arg(long, value_name = "PATH")]
+    index: Option<PathBuf>,
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<ExitStatus, CliError> {
+    require_exists(&a.config)?;
+    let by = match a.by.as_deref() {
+        None => RankBy::default(),
+        Some(s) => RankBy::parse(s).ok_or_else(|| {
+            CliError::usage(
+                format!("--by {s}: not a ranking metric"),
+                "one of hierarchy_B, hierarchy_A, Q, coverage, richness, dist_corr",
+            )
+        })?,
+    };
+    let query = a
+        .where_
+        .as_deref()
+        .map(Query::parse)
+        .transpose()
+        .map_err(|e| CliError::usage(format!("--where: {e}\n{}", e.pointer()), e.hint()))?;
+    let dirs = if a.dirs.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        a.dirs.clone()
+    };
+    require_exists(&a.config)?;
+    for d in &dirs {
+        require_exists(d)?;
+    }
+    let cfg = TrainingConfig::load(&a.config)
+        .map_err(|e| CliError::failure_with(e.to_string(), e.hint()))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| CliError::failure(format!("cannot read the working directory: {e}")))?;
+    let path = index_file(a.index.as_deref())?;
+    // An index named explicitly must open; the default one is only a cache.
+    let index = match Index::open_existing(&path) {
+        Ok(i) => i,
+        Err(e) if a.index.is_some() => return Err(manager_error(e)),
+        Err(_) => None,
+    };
+    let opts = CheckOptions {
+        checkpoint_roots: Vec::new(),
+        cwd: cwd.clone(),
+        strict: false,
+    };
+    let report = check::check(&cfg, &opts);
+    // A --where filter is evaluated on the index's entries of the candidates.
+    let allowed: Option<std::collections::HashSet<String>> = match (&query, &index) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(CliError::failure_with(
+                format!("{}: no index for --where", path.display()),
+                "create it with `tvck index DIR`",
+            ))
+        }
+        (Some(q), Some(ix)) => {
+            let roots: Vec<PathBuf> = dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
+            Some(
+                ix.entries(&roots)
+                    .map_err(manager_error)?
+                    .into_iter()
+                    .filter(|e| q.matches(e))
+                    .map(|e| e.path)
+                    .collect(),
+            )
+        }
+    };
+    let sel = select::select(&cfg, &report, &dirs, index.as_ref(), &cwd, by, |s| {
+        allowed.as_ref().is_none_or(|set| {
+            s.path
+                .canonicalize()
+                .is_ok_and(|p| set.contains(&p.to_string_lossy().into_owned()))
+        })
+    });
+    if a.json {
+        emit_json(&sel)?;
+    } else {
+        let mut out = String::new();
+        match &sel.selected {
+            Some(c) if c.fits && c.migration.is_empty() => {
+                out.push_str(&format!(
+                    "selected: {} ({}, {})\n",
+                    report::safe::value(&c.path),
+                    report::safe::value(&c.layout),
+                    if c.exact { "exact fit" } else { "fits" }
+                ));
+            }
+            Some(c) => {
+                out.push_str(&format!(
+                    "no checkpoint loads as it is; after conversion: {} (migration {})\n",
+                    report::safe::value(&c.path),
+                    report::safe::value(&c.migration.join(" → "))
+                ));
+            }
+            None => out.push_str("no checkpoint fits this config\n"),
+        }
+        for c in &sel.candidates {
+            out.push_str(&format!(
+                "  {} {:<50} {}\n",
+                if c.fits { "✓" } else { "·" },
+                report::safe::value(&c.path),
+                report::safe::value(&c.why)
+            ));
+        }
+        out.push_str(&format!(
+            "ranked by {} over {} candidates{}\n",
+            sel.by.name(),
+            sel.candidates.len(),
+            if sel.from_index {
+                " (from the index)"
+            } else {
+                ""
+            }
+        ));
+        print_out(&out)?;
+    }
+    Ok(ExitStatus::failure_if(!sel.found()))
+}

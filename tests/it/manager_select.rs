@@ -1,0 +1,173 @@
+//! Selection (library): the best checkpoint a config loads, ranked by measured metrics
+//! only; the same from the index as from the files; `check --auto-fix` proposes the same.
+
+use std::path::Path;
+
+use tvck::check::{self, CheckOptions};
+use tvck::config::TrainingConfig;
+use tvck::manager::index::{Index, IndexOptions};
+use tvck::manager::select::{self, RankBy, Selection};
+use tvck::manager::Query;
+
+use crate::common;
+
+use common::{copy_dir, root, tvck};
+
+/// checkpoints/ (plus a v5.11 → v5.12.4 conversion, never measured) and the upstream
+/// configs in a temporary working directory.
+fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&root().join("checkpoints"), &dir.path().join("checkpoints"));
+    copy_dir(
+        &root().join("tests/fixtures/upstream-configs"),
+        &dir.path().join("configs"),
+    );
+    let o = tvck(
+        &[
+            "convert",
+            "checkpoints/v5_11/best.pt",
+            "--to",
+            "v5_12_4",
+            "-o",
+            "checkpoints/converted/best.v5_12_4.pt",
+        ],
+        dir.path(),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    dir
+}
+
+const CONFIG: &str = "configs/v5_12_5_relaxed_D_from_scratch.yaml";
+
+fn run(ws: &Path, index: Option<&Index>, by: RankBy, filter: Option<&Query>) -> Selection {
+    let cfg = TrainingConfig::load(ws.join(CONFIG)).unwrap();
+    let opts = CheckOptions {
+        cwd: ws.to_path_buf(),
+        ..CheckOptions::default()
+    };
+    let report = check::check(&cfg, &opts);
+    let roots = vec![ws.join("checkpoints")];
+    select::select(&cfg, &report, &roots, index, ws, by, |s| {
+        filter.is_none_or(|q| q.matches(s))
+    })
+}
+
+fn paths(s: &Selection) -> Vec<String> {
+    s.candidates.iter().map(|c| c.path.clone()).collect()
+}
+
+#[test]
+fn the_best_loadable_measured_checkpoint_from_files_and_from_the_index() {
+    let ws = workspace();
+    let from_files = run(ws.path(), None, RankBy::default(), None);
+    assert!(!from_files.from_index);
+    assert!(from_files.found());
+    let best = from_files.selected.as_ref().unwrap();
+    assert_eq!(best.path, "checkpoints/v5_12_4/best_Q.pt");
+    assert!(best.exact && best.fits);
+    // The conversion carries the source's metrics in its record, never as its own: it
+    // ranks after every measured candidate that loads.
+    let names = paths(&from_files);
+    let conv = names
+        .iter()
+        .position(|p| p == "checkpoints/converted/best.v5_12_4.pt")
+        .unwrap();
+    let c = &from_files.candidates[conv];
+    assert_eq!(c.metrics, Some("not_measured"));
+    assert!(c.coverage.is_none() && c.hierarchy.is_none());
+    for earlier in &from_files.candidates[..conv] {
+        assert_ne!(earlier.metrics, Some("not_measured"), "{earlier:?}");
+    }
+
+    // The index answers the same, once it holds every file.
+    let db = ws.path().join("index.sqlite");
+    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
+    index
+        .update(&[ws.path().join("checkpoints")], |_| {}, |_| {})
+        .unwrap();
+    let from_index = run(ws.path(), Some(&index), RankBy::default(), None);
+    assert!(from_index.from_index);
+    assert_eq!(
+        serde_json::to_value(&from_index.candidates).unwrap(),
+        serde_json::to_value(&from_files.candidates).unwrap()
+    );
+    // A file added since: the index is stale, the files are read.
+    std::fs::copy(
+        ws.path().join("checkpoints/v5_12_4/best_Q.pt"),
+        ws.path().join("checkpoints/v5_12_4/copy.pt"),
+    )
+    .unwrap();
+    let stale = run(ws.path(), Some(&index), RankBy::default(), None);
+    assert!(!stale.from_index);
+    assert!(paths(&stale).contains(&"checkpoints/v5_12_4/copy.pt".to_string()));
+}
+
+#[test]
+fn rank_by_and_where() {
+    let ws = workspace();
+    // Q: the v5.12.4 sample is the only candidate that loads and stores a Q.
+    let by_q = run(ws.path(), None, RankBy::Q, None);
+    let top = by_q.selected.unwrap();
+    assert_eq!(top.path, "checkpoints/v5_12_4/best_Q.pt");
+    assert!(
+        top.rank_value.is_some() && top.why.contains("Q "),
+        "{top:?}"
+    );
+    // A filter that excludes it: the converted file is what is left that loads, and it is
+    // chosen on its fit alone, its metrics said to be unmeasured.
+    let q = Query::parse("path ~ converted").unwrap();
+    let only = run(ws.path(), None, RankBy::default(), Some(&q));
+    assert_eq!(paths(&only), ["checkpoints/converted/best.v5_12_4.pt"]);
+    assert!(only
+        .selected
+        .unwrap()
+        .why
+        .contains("not measured since conversion"));
+    let none = run(
+        ws.path(),
+        None,
+        RankBy::default(),
+        Some(&Query::parse("epoch > 100000").unwrap()),
+    );
+    assert!(!none.found() && none.selected.is_none());
+}
+
+#[test]
+fn check_auto_fix_proposes_the_selection() {
+    let ws = workspace();
+    let db = ws.path().join("index.sqlite");
+    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
+    index
+        .update(&[ws.path().join("checkpoints")], |_| {}, |_| {})
+        .unwrap();
+    let selection = run(ws.path(), Some(&index), RankBy::default(), None);
+    for with_index in [false, true] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tvck"));
+        cmd.args(["check", CONFIG, "--auto-fix", "--json"])
+            .current_dir(ws.path());
+        if with_index {
+            cmd.env("TVCK_INDEX", &db);
+        } else {
+            cmd.env("TVCK_INDEX", ws.path().join("none.sqlite"));
+        }
+        let o = cmd.output().unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let proposed: Vec<String> = j["auto_fix"]["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["path"].as_str().unwrap().to_string())
+            .collect();
+        // check searches the config's folder too (no checkpoints there).
+        assert_eq!(proposed, paths(&selection), "with_index = {with_index}");
+        assert_eq!(
+            j["auto_fix"]["edits"][0][1].as_str().unwrap(),
+            selection.selected.as_ref().unwrap().path
+        );
+    }
+}
