@@ -504,8 +504,13 @@ pub enum FormatError {
         found: u64,
         at: String,
     },
-    #[error("tensor `{tensor}`: {message}")]
-    Tensor { tensor: String, message: String },
+    /// A tensor (or storage) whose description cannot be read: which one, and what is
+    /// wrong with it.
+    #[error("tensor `{tensor}`: {problem}")]
+    Tensor {
+        tensor: String,
+        problem: TensorIssue,
+    },
     /// A deflated zip entry past one of the inflation limits (nothing was inflated past it).
     #[error(
         "{file}: `{entry}` would inflate {found} bytes, past {} ({} bytes, {})",
@@ -521,6 +526,42 @@ pub enum FormatError {
         /// the file or the run to.
         found: u64,
     },
+}
+
+/// What is wrong with a tensor's description ([`FormatError::Tensor`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TensorIssue {
+    #[error("no such storage")]
+    NoSuchStorage,
+    #[error("its data is missing from the file")]
+    DataMissing,
+    #[error("no such tensor")]
+    NoSuchTensor,
+    #[error("shape {shape:?} and strides {strides:?} differ in length")]
+    RankMismatch { shape: Vec<u64>, strides: Vec<u64> },
+    #[error("shape {shape:?} overflows")]
+    ShapeOverflow { shape: Vec<u64> },
+    #[error("strides overflow")]
+    StridesOverflow,
+    #[error("size overflows")]
+    SizeOverflow,
+    /// The highest element the view reads lies past its storage.
+    #[error("view needs {need} bytes of its storage but the storage holds {have}")]
+    PastStorage { need: u64, have: u64 },
+    /// A stride-0 (expanded) view larger than [`limits::MAX_EXPANDED_VIEW_BYTES`].
+    #[error("view of shape {shape:?} expands its {storage}-byte storage to {bytes} bytes (limit {limit})")]
+    ExpandedPastLimit {
+        shape: Vec<u64>,
+        storage: u64,
+        bytes: u64,
+        limit: u64,
+    },
+    #[error("too large for this machine")]
+    TooLarge,
+    #[error("dtype {0} is not supported by tvck")]
+    UnsupportedDtype(String),
+    #[error("{0} values cannot be compared numerically")]
+    NotNumeric(String),
 }
 
 impl FormatError {
@@ -941,7 +982,7 @@ impl Checkpoint {
             .get(index)
             .ok_or_else(|| FormatError::Tensor {
                 tensor: format!("storage #{index}"),
-                message: "no such storage".into(),
+                problem: TensorIssue::NoSuchStorage,
             })?;
         match &storage.data {
             StorageData::Owned(v) => Ok(Cow::Borrowed(v)),
@@ -1003,7 +1044,7 @@ impl Checkpoint {
             }
             StorageData::Missing => Err(FormatError::Tensor {
                 tensor: format!("storage `{}`", storage.key),
-                message: "its data is missing from the file".into(),
+                problem: TensorIssue::DataMissing,
             }),
         }
     }
@@ -1040,7 +1081,7 @@ impl Checkpoint {
     pub fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
         let t = self.tensors.get(index).ok_or_else(|| FormatError::Tensor {
             tensor: format!("#{index}"),
-            message: "no such tensor".into(),
+            problem: TensorIssue::NoSuchTensor,
         })?;
         match self.storage_bytes(t.storage)? {
             Cow::Borrowed(storage) => logical_bytes(t, storage, self.big_endian),
@@ -1300,21 +1341,26 @@ pub fn logical_bytes<'a>(
     big_endian: bool,
 ) -> Result<Cow<'a, [u8]>, FormatError> {
     let esize = t.dtype.size() as u64;
-    let err = |message: String| FormatError::Tensor {
+    let err = |problem: TensorIssue| FormatError::Tensor {
         tensor: t.path.clone(),
-        message,
+        problem,
     };
     if t.shape.len() != t.strides.len() {
-        return Err(err(format!(
-            "shape {:?} and strides {:?} differ in length",
-            t.shape, t.strides
-        )));
+        return Err(err(TensorIssue::RankMismatch {
+            shape: t.shape.clone(),
+            strides: t.strides.clone(),
+        }));
     }
+    let overflow = || {
+        err(TensorIssue::ShapeOverflow {
+            shape: t.shape.clone(),
+        })
+    };
     let numel = t
         .shape
         .iter()
         .try_fold(1u64, |a, d| a.checked_mul(*d))
-        .ok_or_else(|| err(format!("shape {:?} overflows", t.shape)))?;
+        .ok_or_else(overflow)?;
     // Highest element index touched, checked against the storage.
     if numel > 0 {
         let mut last = t.storage_offset;
@@ -1322,33 +1368,31 @@ pub fn logical_bytes<'a>(
             last = (d - 1)
                 .checked_mul(*s)
                 .and_then(|x| x.checked_add(last))
-                .ok_or_else(|| err("strides overflow".into()))?;
+                .ok_or_else(|| err(TensorIssue::StridesOverflow))?;
         }
         let need = last
             .checked_add(1)
             .and_then(|n| n.checked_mul(esize))
-            .ok_or_else(|| err("size overflows".into()))?;
+            .ok_or_else(|| err(TensorIssue::SizeOverflow))?;
         if need > storage.len() as u64 {
-            return Err(err(format!(
-                "view needs {need} bytes of its storage but the storage holds {}",
-                storage.len()
-            )));
+            return Err(err(TensorIssue::PastStorage {
+                need,
+                have: storage.len() as u64,
+            }));
         }
     }
-    let nbytes64 = numel
-        .checked_mul(esize)
-        .ok_or_else(|| err(format!("shape {:?} overflows", t.shape)))?;
+    let nbytes64 = numel.checked_mul(esize).ok_or_else(overflow)?;
     // A view may be larger than its storage only through stride-0 (expanded) dimensions.
     // Never let an untrusted header size a huge buffer: refuse expansions past the limit.
     if nbytes64 > storage.len() as u64 && nbytes64 > limits::MAX_EXPANDED_VIEW_BYTES {
-        return Err(err(format!(
-            "view of shape {:?} expands its {}-byte storage to {nbytes64} bytes (limit {})",
-            t.shape,
-            storage.len(),
-            limits::MAX_EXPANDED_VIEW_BYTES
-        )));
+        return Err(err(TensorIssue::ExpandedPastLimit {
+            shape: t.shape.clone(),
+            storage: storage.len() as u64,
+            bytes: nbytes64,
+            limit: limits::MAX_EXPANDED_VIEW_BYTES,
+        }));
     }
-    let nbytes = usize::try_from(nbytes64).map_err(|_| err("too large for this machine".into()))?;
+    let nbytes = usize::try_from(nbytes64).map_err(|_| err(TensorIssue::TooLarge))?;
     if numel == 0 {
         // An empty view reads nothing, whatever its offset says.
         return Ok(Cow::Borrowed(&[]));

@@ -66,7 +66,7 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
         let dtype =
             DType::from_safetensors_name(&dtype_name).ok_or_else(|| FormatError::Tensor {
                 tensor: name.clone(),
-                message: format!("dtype {dtype_name} is not supported by tvck"),
+                problem: crate::format::TensorIssue::UnsupportedDtype(dtype_name.clone()),
             })?;
         if info.shape.len() > limits::MAX_DIMS {
             return Err(FormatError::Limit {

@@ -62,8 +62,11 @@ pub enum WriteError {
     #[error("cannot write the value at `{path}`: {message}")]
     Value { path: String, message: String },
     /// A tensor's description is inconsistent or unsupported by the target format.
-    #[error("cannot write tensor `{tensor}`: {message}")]
-    Tensor { tensor: String, message: String },
+    #[error("cannot write tensor `{tensor}`: {problem}")]
+    Tensor {
+        tensor: String,
+        problem: TensorProblem,
+    },
     /// Something exceeds what the format (or tvck's reader) can hold: which limit, its
     /// value, what was found, and where in the tree (empty when it is not about a place).
     #[error("limit exceeded: {}", limit.describe(*max, *found, at))]
@@ -133,6 +136,12 @@ pub enum TensorProblem {
     },
     #[error("requires_grad is set on a {0} tensor (only float16/bfloat16/float32/float64 and complex tensors can be written requiring grad; torch.load cannot rebuild a float8 tensor that requires grad)")]
     RequiresGrad(DType),
+    #[error("`__metadata__` is reserved for the header's metadata")]
+    ReservedName,
+    #[error("the name is used twice")]
+    DuplicateName,
+    #[error("safetensors has no {0} dtype")]
+    NoSafetensorsDtype(DType),
 }
 
 /// One tensor to write: dtype, shape and its logical bytes (row-major contiguous,

@@ -484,7 +484,7 @@ impl<'t> TreeWriter<'t, '_> {
         };
         t.validate().map_err(|problem| WriteError::Tensor {
             tensor: self.path_text(),
-            message: problem.to_string(),
+            problem,
         })?;
         let key = self.storages.len().to_string();
         self.storages.push(i);

@@ -21,7 +21,7 @@ use std::io::Write;
 
 use serde_json::{json, Map, Value as Json};
 
-use super::{join_path, TensorData, WriteError, WriteLimit};
+use super::{join_path, TensorData, TensorProblem, WriteError, WriteLimit};
 use crate::format::{limits, DType, Value};
 
 /// Metadata key under which [`tree_json`] output is conventionally stored.
@@ -62,26 +62,24 @@ pub fn header(
 ) -> Result<(Vec<u8>, Vec<usize>), WriteError> {
     let mut seen = HashSet::new();
     for (name, t) in tensors {
-        let bad = |message: String| WriteError::Tensor {
+        let bad = |problem: TensorProblem| WriteError::Tensor {
             tensor: name.clone(),
-            message,
+            problem,
         };
         if name == "__metadata__" {
-            return Err(bad(
-                "`__metadata__` is reserved for the header's metadata".into()
-            ));
+            return Err(bad(TensorProblem::ReservedName));
         }
         if !seen.insert(name.as_str()) {
-            return Err(bad("the name is used twice".into()));
+            return Err(bad(TensorProblem::DuplicateName));
         }
         if reference_rank(t.dtype).is_none() {
-            return Err(bad(format!("safetensors has no {} dtype", t.dtype)));
+            return Err(bad(TensorProblem::NoSafetensorsDtype(t.dtype)));
         }
         let layout = TensorData {
             requires_grad: false,
             ..t.borrowed()
         };
-        layout.validate().map_err(|p| bad(p.to_string()))?;
+        layout.validate().map_err(bad)?;
     }
     let mut order: Vec<usize> = (0..tensors.len()).collect();
     order.sort_by(|&a, &b| {
