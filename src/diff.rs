@@ -328,7 +328,7 @@ pub fn to_f64(bytes: &[u8], dtype: DType) -> Result<Vec<f64>, FormatError> {
         other => {
             return Err(FormatError::Tensor {
                 tensor: String::new(),
-                problem: crate::format::TensorIssue::NotNumeric(other.to_string()),
+                problem: Box::new(crate::format::TensorIssue::NotNumeric(other.to_string())),
             })
         }
     })

@@ -509,7 +509,8 @@ pub enum FormatError {
     #[error("tensor `{tensor}`: {problem}")]
     Tensor {
         tensor: String,
-        problem: TensorIssue,
+        /// Boxed: the error stays small on the paths that do not fail.
+        problem: Box<TensorIssue>,
     },
     /// A deflated zip entry past one of the inflation limits (nothing was inflated past it).
     #[error(
@@ -982,7 +983,7 @@ impl Checkpoint {
             .get(index)
             .ok_or_else(|| FormatError::Tensor {
                 tensor: format!("storage #{index}"),
-                problem: TensorIssue::NoSuchStorage,
+                problem: Box::new(TensorIssue::NoSuchStorage),
             })?;
         match &storage.data {
             StorageData::Owned(v) => Ok(Cow::Borrowed(v)),
@@ -1044,7 +1045,7 @@ impl Checkpoint {
             }
             StorageData::Missing => Err(FormatError::Tensor {
                 tensor: format!("storage `{}`", storage.key),
-                problem: TensorIssue::DataMissing,
+                problem: Box::new(TensorIssue::DataMissing),
             }),
         }
     }
@@ -1081,7 +1082,7 @@ impl Checkpoint {
     pub fn tensor_bytes(&self, index: usize) -> Result<Cow<'_, [u8]>, FormatError> {
         let t = self.tensors.get(index).ok_or_else(|| FormatError::Tensor {
             tensor: format!("#{index}"),
-            problem: TensorIssue::NoSuchTensor,
+            problem: Box::new(TensorIssue::NoSuchTensor),
         })?;
         match self.storage_bytes(t.storage)? {
             Cow::Borrowed(storage) => logical_bytes(t, storage, self.big_endian),
@@ -1343,7 +1344,7 @@ pub fn logical_bytes<'a>(
     let esize = t.dtype.size() as u64;
     let err = |problem: TensorIssue| FormatError::Tensor {
         tensor: t.path.clone(),
-        problem,
+        problem: Box::new(problem),
     };
     if t.shape.len() != t.strides.len() {
         return Err(err(TensorIssue::RankMismatch {

@@ -66,7 +66,9 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
         let dtype =
             DType::from_safetensors_name(&dtype_name).ok_or_else(|| FormatError::Tensor {
                 tensor: name.clone(),
-                problem: crate::format::TensorIssue::UnsupportedDtype(dtype_name.clone()),
+                problem: Box::new(crate::format::TensorIssue::UnsupportedDtype(
+                    dtype_name.clone(),
+                )),
             })?;
         if info.shape.len() > limits::MAX_DIMS {
             return Err(FormatError::Limit {
