@@ -138,19 +138,12 @@ impl<'a> Vm<'a, '_> {
                     None => self.uninterpreted(name, args),
                 }
             }
-            Ctor::Complex | Ctor::Slice | Ctor::Value | Ctor::Storage(_) => {
-                if matches!(ctor, Ctor::Value | Ctor::Storage(_)) {
-                    self.note(format!(
-                        "{}: call of `{name}` kept uninterpreted",
-                        self.opts.location
-                    ));
-                }
-                self.add(Node::Object {
-                    class: name.to_string(),
-                    args: args.to_vec(),
-                    state: None,
-                })
-            }
+            Ctor::Value | Ctor::Storage(_) => self.uninterpreted(name, args),
+            Ctor::Complex | Ctor::Slice => self.add(Node::Object {
+                class: name.to_string(),
+                args: args.to_vec(),
+                state: None,
+            }),
             Ctor::Namespace => {
                 let state = if kw_items.is_empty() {
                     None
