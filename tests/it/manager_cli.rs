@@ -485,14 +485,16 @@ fn scan_from_index_is_identical_and_rereads_changed_files() {
     assert_eq!(scan(&idx, &["--json"]), fresh);
 }
 
-/// The elapsed time of `tvck index`, which varies run to run.
-fn no_timing(text: String) -> String {
+/// `text` with the tail of each line that starts with `start` and ends with `end` cut at
+/// the last `sep` and replaced by `with` (a value that varies run to run).
+fn mask_tail(text: String, start: &str, sep: &str, end: &str, with: &str) -> String {
     let mut out = String::new();
     for line in text.split_inclusive('\n') {
-        match line.rfind(" (") {
-            Some(i) if line.starts_with("index ") && line.trim_end().ends_with(" s)") => {
+        match line.rfind(sep) {
+            Some(i) if line.starts_with(start) && line.trim_end().ends_with(end) => {
                 out.push_str(&line[..i]);
-                out.push_str(" ([ELAPSED] s)\n");
+                out.push_str(with);
+                out.push('\n');
             }
             _ => out.push_str(line),
         }
@@ -500,19 +502,14 @@ fn no_timing(text: String) -> String {
     out
 }
 
+/// The elapsed time of `tvck index`.
+fn no_timing(text: String) -> String {
+    mask_tail(text, "index ", " (", " s)", " ([ELAPSED] s)")
+}
+
 /// The time of a conversion (`, 2026-…Z` closing the "converted by tvck" line).
 fn no_utc(text: String) -> String {
-    let mut out = String::new();
-    for line in text.split_inclusive('\n') {
-        match line.rfind(", ") {
-            Some(i) if line.starts_with("converted by tvck:") && line.trim_end().ends_with('Z') => {
-                out.push_str(&line[..i]);
-                out.push_str(", [UTC]\n");
-            }
-            _ => out.push_str(line),
-        }
-    }
-    out
+    mask_tail(text, "converted by tvck:", ", ", "Z", ", [UTC]")
 }
 
 #[test]
