@@ -263,20 +263,8 @@ pub fn write_fix(config: &Path, new_text: &str) -> Result<PathBuf, WriteError> {
 /// rename, fsync the folder), replacing an existing file. The temporary file is removed
 /// on failure.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    crate::format::write::write_atomic(path, true, |w| Ok(w.write_all(bytes)?)).map_err(|e| match e
-    {
-        crate::format::write::WriteError::Io(io) => io,
-        // The step's text, with the kind of the error that stopped it (so a full disk or
-        // a read-only folder is recognised).
-        other @ crate::format::write::WriteError::File { .. } => {
-            let kind = match &other {
-                crate::format::write::WriteError::File { source, .. } => source.kind(),
-                _ => std::io::ErrorKind::Other,
-            };
-            std::io::Error::new(kind, other.to_string())
-        }
-        other => std::io::Error::other(other.to_string()),
-    })
+    crate::format::write::write_atomic(path, true, |w| Ok(w.write_all(bytes)?))
+        .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

@@ -144,6 +144,21 @@ pub enum TensorProblem {
     NoSafetensorsDtype(DType),
 }
 
+/// A write error as an I/O error: an I/O failure as it is; a file-system step's text with
+/// the kind of the error that stopped it (so a full disk or a read-only folder is still
+/// recognised); anything else as `Other`.
+impl From<WriteError> for std::io::Error {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Io(io) => io,
+            WriteError::File { ref source, .. } => {
+                std::io::Error::new(source.kind(), e.to_string())
+            }
+            other => std::io::Error::other(other.to_string()),
+        }
+    }
+}
+
 /// One tensor to write: dtype, shape and its logical bytes (row-major contiguous,
 /// little-endian; `numel × dtype.size()` bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
