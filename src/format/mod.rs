@@ -513,12 +513,7 @@ pub enum FormatError {
         problem: Box<TensorIssue>,
     },
     /// A deflated zip entry past one of the inflation limits (nothing was inflated past it).
-    #[error(
-        "{file}: `{entry}` would inflate {found} bytes, past {} ({} bytes, {})",
-        limit.name(),
-        limit.bytes(),
-        limit.what()
-    )]
+    #[error("{file}: {}", inflate_text(entry, *limit, *found))]
     Inflate {
         file: String,
         entry: String,
@@ -527,6 +522,16 @@ pub enum FormatError {
         /// the file or the run to.
         found: u64,
     },
+}
+
+/// [`FormatError::Inflate`]'s message after the file name.
+fn inflate_text(entry: &str, limit: InflateLimit, found: u64) -> String {
+    format!(
+        "`{entry}` would inflate {found} bytes, past {} ({} bytes, {})",
+        limit.name(),
+        limit.bytes(),
+        limit.what()
+    )
 }
 
 /// What is wrong with a tensor's description ([`FormatError::Tensor`]).
@@ -575,12 +580,7 @@ impl FormatError {
                 limit,
                 found,
                 ..
-            } => format!(
-                "`{entry}` would inflate {found} bytes, past {} ({} bytes, {})",
-                limit.name(),
-                limit.bytes(),
-                limit.what()
-            ),
+            } => inflate_text(entry, *limit, *found),
             other => other.to_string(),
         }
     }
