@@ -175,11 +175,11 @@ pub fn diff(a: &Side, b: &Side, only: Option<&str>) -> DiffReport {
     let eb: Vec<Entry> = b.entries().into_iter().filter(|e| keep(&e.key)).collect();
     // Which keys are on one side only and which have other shapes: the one key comparison
     // (B as the expected side: `missing` = only in B, `unexpected` = only in A).
-    let shapes = |es: &[Entry]| -> Vec<(String, Vec<u64>)> {
+    fn shapes(es: &[Entry]) -> Vec<(&str, &[u64])> {
         es.iter()
-            .map(|e| (e.key.clone(), e.shape.clone()))
+            .map(|e| (e.key.as_str(), e.shape.as_slice()))
             .collect()
-    };
+    }
     let cmp = crate::arch::compare_layout(&shapes(&eb), &shapes(&ea));
     let only_a: std::collections::HashSet<&str> =
         cmp.unexpected.iter().map(|(k, _)| k.as_str()).collect();
