@@ -55,6 +55,26 @@ const LOGVAR_WEIGHT: f64 = 0.1;
 /// Operations per step (a step is one Adam update; the standing is checked on all
 /// operations once per pass over them).
 const BATCH: i64 = 1024;
+/// Weight of the pairwise-distance terms of z_A_hyp and z_B_hyp (dist_corr and the
+/// hierarchies are functions of those distances and radii, not of single outputs).
+const PAIR_WEIGHT: f64 = 1.0;
+/// Weight of the radius max-error term (the mean square of the largest |Δ radius| of a
+/// batch: max |Δ radius| is bounded, the mean terms do not see a few far-off operations).
+const RADIUS_MAX_WEIGHT: f64 = 1.0;
+/// The largest |Δ radius| of a batch that the max-error term averages: 1 in this many.
+const RADIUS_TOP_FRACTION: i64 = 64;
+/// Operations added to every batch of a pass: the ones the last standing found worst (largest
+/// |Δ radius| of A and of B, each this many; and every operation reconstructed differently
+/// from the source, up to this many).
+const HARD_ROWS: i64 = 128;
+/// Floor of a column's variance in the normalised MSEs (a constant column of the source
+/// is matched in absolute terms).
+const VAR_FLOOR: f64 = 1e-6;
+/// The pairs of the pairwise-distance terms: operation i with operation i + PAIR_SHIFT of
+/// the (shuffled) batch; the source's spread of pairwise distances from all operations
+/// paired with i + PAIR_SPREAD_SHIFT (mod N), a fixed sample of 19,683 pairs.
+const PAIR_SHIFT: i64 = 1;
+const PAIR_SPREAD_SHIFT: i64 = 7919;
 
 /// How close the fitted geometry must come to the source's (absolute differences).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -493,7 +513,24 @@ fn nmse(a: &Tensor, b: &Tensor, var: f64) -> Tensor {
 }
 
 fn variance(t: &Tensor) -> f64 {
-    t.var(false).double_value(&[]).max(1e-6)
+    t.var(false).double_value(&[]).max(VAR_FLOOR)
+}
+
+/// 1 / the variance of each column of `t` over the operations (dim 0), floored: [D…], so
+/// that every column of an output weighs the same in [`nmse_cols`] whatever its spread.
+fn inverse_column_variance(t: &Tensor) -> Tensor {
+    t.var_dim(0, false, false).clamp_min(VAR_FLOOR).reciprocal()
+}
+
+/// Normalised MSE per column: the mean over rows and columns of the squared error times the
+/// column's inverse variance.
+fn nmse_cols(a: &Tensor, b: &Tensor, inv_var: &Tensor) -> Tensor {
+    ((a - b).square() * inv_var).mean(Kind::Float)
+}
+
+/// Euclidean distances between row i and row i + `shift` (cyclically) of `z` [B, D].
+fn pair_distances(z: &Tensor, shift: i64) -> Tensor {
+    (z - z.roll([shift], [0])).norm_scalaropt_dim(2.0, [-1i64], false)
 }
 
 impl ConvertRefiner {
@@ -741,8 +778,8 @@ impl ConvertRefiner {
         let logvar_clamp = (target.spec.params.encoder == arch::EncoderKind::Improved)
             .then_some((target.spec.logvar_min, target.spec.logvar_max));
         // The source's outputs as targets (logvar within the converted encoder's clamp),
-        // with their variances for the normalised MSE.
-        let goals: Vec<(&'static str, Tensor, f64, f64)> = tg
+        // each column weighted by 1 / its variance over the operations.
+        let goals: Vec<(&'static str, Tensor, Tensor, f64)> = tg
             .outputs
             .iter()
             .filter_map(|name| {
@@ -756,8 +793,8 @@ impl ConvertRefiner {
                 } else {
                     1.0
                 };
-                let var = variance(&t);
-                Some((*name, t, var, w))
+                let inv_var = inverse_column_variance(&t);
+                Some((*name, t, inv_var, w))
             })
             .collect();
         let radius_goals = src.radii.as_ref().map(|(a, b)| {
@@ -766,34 +803,51 @@ impl ConvertRefiner {
                 (b.shallow_clone(), variance(b)),
             )
         });
+        // The pairwise distances of z_A_hyp / z_B_hyp: the source's spread of them.
+        let pair_goals: Vec<(&'static str, Tensor, f64)> = if tg.projection {
+            ["z_A_hyp", "z_B_hyp"]
+                .into_iter()
+                .filter_map(|name| {
+                    let z = src.get(name)?;
+                    let var = variance(&pair_distances(z, PAIR_SPREAD_SHIFT));
+                    Some((name, z.shallow_clone(), var))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let pred_rows = src_pred.shallow_clone();
         let source_covered = src_ok.sum(Kind::Int64).int64_value(&[]);
 
-        // TVCK_FIT_TRACE=1: the standing every 25 steps on stderr (benchmarks).
+        // TVCK_FIT_TRACE=1: the standing every pass on stderr (benchmarks).
         let trace = std::env::var_os("TVCK_FIT_TRACE").is_some();
         let started = Instant::now();
+        let mut standing_s = 0.0;
         let mut best: Option<Standing> = None;
         let n = ds.x.size()[0];
         let batch = BATCH.min(n).max(1);
         let per_epoch = ((n + batch - 1) / batch) as usize;
         let device = target.vs.device();
         let mut perm = Tensor::zeros([n], (Kind::Int64, device));
+        let mut hard = Tensor::zeros([0], (Kind::Int64, device));
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
         for step in 0..=max_steps {
             let pos = step % per_epoch;
             if pos == 0 || step == max_steps {
+                let t_standing = Instant::now();
                 // Once the reconstructed set equals the source's, the remaining gap is
-                // Adam's noise at a fixed rate: halve the rate every pass (down to
-                // LR / 1024) so the geometry settles onto the source's.
+                // Adam's noise at a fixed rate: lower the rate every pass (down to
+                // LR / 64) so the geometry settles onto the source's.
                 if best.as_ref().is_some_and(|b| b.differing == 0) {
                     adam.lr = (adam.lr * 0.8).max(LR / 64.0);
                 }
                 // Where the model stands, on every operation, before this step's update.
                 let out = tch::no_grad(|| Outputs::of(target, &ds.x, tg.projection));
                 let ok = reconstructed(&out.logits, ds);
+                let differs = ok.ne_tensor(src_ok);
                 let mut standing = Standing {
                     step,
-                    differing: ok.ne_tensor(src_ok).sum(Kind::Int64).int64_value(&[]),
+                    differing: differs.sum(Kind::Int64).int64_value(&[]),
                     covered: ok.sum(Kind::Int64).int64_value(&[]),
                     radius: radius_delta(&out, src),
                     geometry: Vec::new(),
@@ -805,13 +859,30 @@ impl ConvertRefiner {
                         return Ok(standing);
                     }
                 }
+                // The next pass adds the worst operations to every batch: those
+                // reconstructed differently, and the largest |Δ radius| of A and B.
+                hard = tch::no_grad(|| {
+                    let mut rows = vec![differs.nonzero().view([-1]).narrow(
+                        0,
+                        0,
+                        standing.differing.min(HARD_ROWS),
+                    )];
+                    if let (Some((ta, tb)), Some((sa, sb))) = (&out.radii, &src.radii) {
+                        for (t, s) in [(ta, sa), (tb, sb)] {
+                            rows.push((t - s).abs().topk(HARD_ROWS.min(n), 0, true, false).1);
+                        }
+                    }
+                    Tensor::cat(&rows, 0)
+                });
+                standing_s += t_standing.elapsed().as_secs_f64();
                 if trace {
                     eprintln!(
-                        "fit step {step}: {} differing, radius {:?}, geometry {:?}, {:.1} s",
+                        "fit step {step}: {} differing, radius {:?}, geometry {:?}, {:.1} s ({:.1} s in standings)",
                         standing.differing,
                         standing.radius,
                         standing.geometry,
-                        started.elapsed().as_secs_f64()
+                        started.elapsed().as_secs_f64(),
+                        standing_s
                     );
                 }
                 if best.as_ref().is_none_or(|b| standing.rank() < b.rank()) {
@@ -823,12 +894,19 @@ impl ConvertRefiner {
                 perm = Tensor::from_slice(&shuffled(n as usize, &mut rng)).to_device(device);
             }
             let lo = pos as i64 * batch;
-            let idx = perm.narrow(0, lo, batch.min(n - lo));
+            let idx = Tensor::cat(&[perm.narrow(0, lo, batch.min(n - lo)), hard.shallow_clone()], 0);
             let out = Outputs::of(target, &ds.x.index_select(0, &idx), tg.projection);
             let mut terms: Vec<Tensor> = Vec::new();
-            for (name, goal, var, w) in &goals {
+            for (name, goal, inv_var, w) in &goals {
                 if let Some(t) = out.get(name) {
-                    terms.push(nmse(t, &goal.index_select(0, &idx), *var) * *w);
+                    terms.push(nmse_cols(t, &goal.index_select(0, &idx), inv_var) * *w);
+                }
+            }
+            // Pairwise distances (row i with row i + PAIR_SHIFT of this batch).
+            for (name, z, var) in &pair_goals {
+                if let Some(t) = out.get(name) {
+                    let want = pair_distances(&z.index_select(0, &idx), PAIR_SHIFT);
+                    terms.push(nmse(&pair_distances(t, PAIR_SHIFT), &want, *var) * PAIR_WEIGHT);
                 }
             }
             // Cross-entropy on every digit, and again on the digits still predicted
@@ -848,11 +926,16 @@ impl ConvertRefiner {
             let n_wrong = wrong.sum(Kind::Float).clamp_min(STRAGGLER_FLOOR);
             terms.push(ce.mean(Kind::Float) + (ce * wrong).sum(Kind::Float) / n_wrong);
             if let (Some((ta, tb)), Some(((ga, va), (gb, vb)))) = (&out.radii, &radius_goals) {
-                terms.push(
-                    (nmse(ta, &ga.index_select(0, &idx), *va)
-                        + nmse(tb, &gb.index_select(0, &idx), *vb))
-                        * RADIUS_WEIGHT,
-                );
+                let top = (idx.size()[0] / RADIUS_TOP_FRACTION).max(1);
+                for (t, g, var) in [(ta, ga, *va), (tb, gb, *vb)] {
+                    let d = t - g.index_select(0, &idx);
+                    let worst = d.abs().topk(top, 0, true, false).0;
+                    terms.push(
+                        (d.square().mean(Kind::Float) * RADIUS_WEIGHT
+                            + worst.square().mean(Kind::Float) * RADIUS_MAX_WEIGHT)
+                            / var,
+                    );
+                }
             }
             let loss = terms
                 .into_iter()

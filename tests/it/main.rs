@@ -16,6 +16,7 @@ mod cli;
 mod convert_cli;
 mod convert_ops;
 mod deflate_budget;
+mod fit_cli;
 mod fs_faults_cli;
 mod legacy_tar;
 mod manager_cli;

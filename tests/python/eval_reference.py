@@ -129,20 +129,31 @@ def valuation(i):
 
 
 def metrics(model, spec):
-    """domain.md §6's metrics of `model` (built as main() builds it) over all 19,683
+    """domain.md §6's metrics of `model` (built as load_model() builds it) over all 19,683
     operations in eval mode, z = mu; the model's train/eval mode is restored."""
-    p = spec["params"]
-    improved_enc = p["encoder"] == "improved"
-    has_proj = p["hidden_dim"] > 0
+    return _eval_mode(model, lambda: _metrics(per_operation_outputs(model, spec)))
+
+
+def per_operation(model, spec):
+    """Per operation, in eval mode (z = mu): `ok` (reconstructed exactly, bool [N]) and,
+    with a projection, the Poincaré radii `r_A`, `r_B` (float64 [N])."""
+    o = _eval_mode(model, lambda: per_operation_outputs(model, spec))
+    return {k: o[k] for k in ("ok", "r_A", "r_B") if k in o}
+
+
+def _eval_mode(model, f):
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = _metrics(model, spec, p, improved_enc, has_proj)
+        out = f()
     model.train(was_training)
     return out
 
 
-def _metrics(model, spec, p, improved_enc, has_proj):
+def per_operation_outputs(model, spec):
+    p = spec["params"]
+    improved_enc = p["encoder"] == "improved"
+    has_proj = p["hidden_dim"] > 0
     idx = torch.arange(N_OPS)
     x = torch.stack([((idx // 3**d) % 3) - 1 for d in range(9)], dim=1).float()
     mu_a, logvar_a = encode(model.encoder_A, x, improved_enc)
@@ -150,8 +161,7 @@ def _metrics(model, spec, p, improved_enc, has_proj):
         logvar_a = logvar_a.clamp(-10, 2)
     logits = model.decoder_A.decoder(mu_a).view(-1, 9, 3)
     pred = logits.argmax(-1) - 1
-    covered = int((pred == x.long()).all(-1).sum())
-    out = {"covered": covered, "coverage": covered / N_OPS}
+    out = {"ok": (pred == x.long()).all(-1).numpy()}
     if has_proj:
         mu_b, _ = encode(model.encoder_B, x, improved_enc)
         if p["dual_projection"]:
@@ -170,7 +180,15 @@ def _metrics(model, spec, p, improved_enc, has_proj):
             n = z.norm(dim=-1)
             return ((n * sc).clamp(0.0, ARTANH_MAX).atanh() * 2.0 / sc).double().numpy()
 
-        ra, rb = radius(za), radius(zb)
+        out.update(z_A=za, z_B=zb, r_A=radius(za), r_B=radius(zb))
+    return out
+
+
+def _metrics(o):
+    covered = int(o["ok"].sum())
+    out = {"covered": covered, "coverage": covered / N_OPS}
+    if "r_A" in o:
+        za, zb, ra, rb = o["z_A"], o["z_B"], o["r_A"], o["r_B"]
         v = np.array([valuation(i) for i in range(N_OPS)])
 
         def richness(r):
@@ -202,11 +220,11 @@ def _metrics(model, spec, p, improved_enc, has_proj):
     return out
 
 
-def main():
-    ckpt_path, spec = sys.argv[1], json.loads(sys.argv[2])
+def load_model(ckpt_path, spec):
+    """The model of `spec` with the checkpoint's model state loaded strictly (a v5.5
+    model: encoder_A and decoder_A only)."""
     p = spec["params"]
     L = p["latent_dim"]
-    torch.set_grad_enabled(False)
     # The fixtures store metrics as numpy scalars: allow exactly those reconstructors.
     safe = [np._core.multiarray.scalar, np.dtype] + [type(np.dtype(t)) for t in ("f8", "f4", "i8", "i4", "b1")]
     with torch.serialization.safe_globals(safe):
@@ -239,7 +257,13 @@ def main():
         # v5.5: only encoder_A and decoder_A are needed for coverage; load them strictly.
         sub = {k: v for k, v in state.items() if k.startswith(("encoder_A.", "decoder_A."))}
         model.load_state_dict(sub, strict=True)
-    print(json.dumps(metrics(model, spec)))
+    return model
+
+
+def main():
+    ckpt_path, spec = sys.argv[1], json.loads(sys.argv[2])
+    torch.set_grad_enabled(False)
+    print(json.dumps(metrics(load_model(ckpt_path, spec), spec)))
 
 
 if __name__ == "__main__":
