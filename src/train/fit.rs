@@ -47,9 +47,18 @@ const LR: f64 = 3e-3;
 const NEW_ONLY_STEPS: usize = 30;
 /// Weight of the Poincaré-radius terms (the slowest outputs to match).
 const RADIUS_WEIGHT: f64 = 4.0;
-/// The extra cross-entropy on the digits still predicted differently is their sum over at
-/// least this many digits (a few stragglers get weight without dominating the step).
+/// The extra cross-entropy on the digits whose margin (logit of the source's digit minus
+/// the largest other) is below [`STRAGGLER_MARGIN`] is their sum over at least this many
+/// digits (a few stragglers get weight without dominating the step).
 const STRAGGLER_FLOOR: f64 = 256.0;
+/// A digit counts as settled once the source's digit leads by this much (logits): a digit
+/// predicted right by a hair flips back under the next update's noise.
+const STRAGGLER_MARGIN: f64 = 1.0;
+/// Adam's rate falls by [`LR_DECAY`] every pass once at most this many operations are
+/// reconstructed differently from the source and the radii are within their tolerances
+/// (down to LR / 64).
+const SETTLE_DIFFERING: i64 = 16;
+const LR_DECAY: f64 = 0.8;
 /// Weight of the logvar terms (mu drives every output, logvar none in eval mode).
 const LOGVAR_WEIGHT: f64 = 0.1;
 /// Operations per step (a step is one Adam update; the standing is checked on all
@@ -336,10 +345,41 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f64 {
 
 /// Per-operation "reconstructed exactly" flags.
 fn reconstructed(logits: &Tensor, ds: &Dataset) -> Tensor {
-    logits
-        .argmax(-1, false)
-        .eq_tensor(&ds.targets)
-        .all_dim(-1, false)
+    reconstructed_of(logits, &ds.targets)
+}
+
+/// "Reconstructed exactly" flags of logits [B, 9, 3] against targets [B, 9].
+fn reconstructed_of(logits: &Tensor, targets: &Tensor) -> Tensor {
+    logits.argmax(-1, false).eq_tensor(targets).all_dim(-1, false)
+}
+
+/// What the batches of a pass saw, per operation: reconstructed exactly, and the radii.
+struct Seen<'a> {
+    ok: &'a Tensor,
+    radii: Option<&'a (Tensor, Tensor)>,
+}
+
+impl Seen<'_> {
+    /// Operations reconstructed differently from the source, |Δ radius|, and the worst
+    /// operations (those differing, up to [`HARD_ROWS`], and the [`HARD_ROWS`] largest
+    /// |Δ radius| of A and of B).
+    fn against(&self, src: &Outputs, src_ok: &Tensor, n: i64) -> (i64, Option<RadiusDelta>, Tensor) {
+        let differs = self.ok.ne_tensor(src_ok);
+        let differing = differs.sum(Kind::Int64).int64_value(&[]);
+        let mut rows = vec![differs
+            .nonzero()
+            .view([-1])
+            .narrow(0, 0, differing.min(HARD_ROWS))];
+        let mut radius = None;
+        if let (Some((ta, tb)), Some((sa, sb))) = (self.radii, &src.radii) {
+            let (da, db) = ((ta - sa).abs(), (tb - sb).abs());
+            radius = Some(RadiusDelta::of(&da, &db));
+            for d in [da, db] {
+                rows.push(d.topk(HARD_ROWS.min(n), 0, true, false).1);
+            }
+        }
+        (differing, radius, Tensor::cat(&rows, 0))
+    }
 }
 
 /// max and mean |Δ radius| of A and B.
@@ -351,15 +391,21 @@ pub struct RadiusDelta {
     pub mean_b: f64,
 }
 
+impl RadiusDelta {
+    /// From |Δ radius| of A and B over the operations.
+    fn of(da: &Tensor, db: &Tensor) -> RadiusDelta {
+        RadiusDelta {
+            max_a: da.max().double_value(&[]),
+            mean_a: da.mean(Kind::Double).double_value(&[]),
+            max_b: db.max().double_value(&[]),
+            mean_b: db.mean(Kind::Double).double_value(&[]),
+        }
+    }
+}
+
 fn radius_delta(t: &Outputs, s: &Outputs) -> Option<RadiusDelta> {
     let ((ta, tb), (sa, sb)) = (t.radii.as_ref()?, s.radii.as_ref()?);
-    let (da, db) = ((ta - sa).abs(), (tb - sb).abs());
-    Some(RadiusDelta {
-        max_a: da.max().double_value(&[]),
-        mean_a: da.mean(Kind::Double).double_value(&[]),
-        max_b: db.max().double_value(&[]),
-        mean_b: db.mean(Kind::Double).double_value(&[]),
-    })
+    Some(RadiusDelta::of(&(ta - sa).abs(), &(tb - sb).abs()))
 }
 
 fn radius_json(d: Option<RadiusDelta>) -> Json {
@@ -396,11 +442,17 @@ struct Standing {
     radius: Option<RadiusDelta>,
     /// Filled when the cheap checks passed.
     geometry: Vec<(&'static str, f64, f64)>,
+    /// Evaluated on every operation at once (else: what the last pass's batches saw).
+    measured: bool,
 }
 
 impl Standing {
     fn radius_ok(&self, tol: &Tolerances) -> bool {
-        self.radius.is_none_or(|r| {
+        Standing::radius_within(self.radius, tol)
+    }
+
+    fn radius_within(radius: Option<RadiusDelta>, tol: &Tolerances) -> bool {
+        radius.is_none_or(|r| {
             r.max_a <= tol.max_radius
                 && r.max_b <= tol.max_radius
                 && r.mean_a <= tol.mean_radius
@@ -797,10 +849,14 @@ impl ConvertRefiner {
                 Some((*name, t, inv_var, w))
             })
             .collect();
+        // The radii: each scaled by the smaller of its spread and the square of the mean
+        // tolerance (the tolerances are absolute: an error as large as the tolerance
+        // weighs at least 1 even where the source's radii spread widely).
+        let radius_scale = |r: &Tensor| variance(r).min(tol.mean_radius * tol.mean_radius);
         let radius_goals = src.radii.as_ref().map(|(a, b)| {
             (
-                (a.shallow_clone(), variance(a)),
-                (b.shallow_clone(), variance(b)),
+                (a.shallow_clone(), radius_scale(a)),
+                (b.shallow_clone(), radius_scale(b)),
             )
         });
         // The pairwise distances of z_A_hyp / z_B_hyp: the source's spread of them.
@@ -830,62 +886,78 @@ impl ConvertRefiner {
         let device = target.vs.device();
         let mut perm = Tensor::zeros([n], (Kind::Int64, device));
         let mut hard = Tensor::zeros([0], (Kind::Int64, device));
+        // What the batches of the last pass saw, per operation (before each step's update):
+        // reconstructed exactly, and the radii. A whole-set evaluation (a standing) runs
+        // only when these pass the cheap checks, and at the end of the budget.
+        let mut seen_ok = src_ok.logical_not();
+        let mut seen_radii = src.radii.as_ref().map(|(a, b)| (a.zeros_like(), b.zeros_like()));
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
         for step in 0..=max_steps {
             let pos = step % per_epoch;
             if pos == 0 || step == max_steps {
                 let t_standing = Instant::now();
-                // Once the reconstructed set equals the source's, the remaining gap is
-                // Adam's noise at a fixed rate: lower the rate every pass (down to
-                // LR / 64) so the geometry settles onto the source's.
-                if best.as_ref().is_some_and(|b| b.differing == 0) {
-                    adam.lr = (adam.lr * 0.8).max(LR / 64.0);
+                let seen = Seen {
+                    ok: &seen_ok,
+                    radii: seen_radii.as_ref(),
+                };
+                let (differing, radius, mut worst) =
+                    tch::no_grad(|| seen.against(src, src_ok, n));
+                let cheap_ok = differing == 0
+                    && Standing::radius_within(radius, tol)
+                    && step > 0;
+                // Once (almost) the source's set is reconstructed and the radii are within
+                // their tolerances, what remains (the rank metrics) is held off by Adam's
+                // noise at a fixed rate: lower the rate every pass so the geometry settles
+                // onto the source's.
+                if step > 0 && differing <= SETTLE_DIFFERING && Standing::radius_within(radius, tol) {
+                    adam.lr = (adam.lr * LR_DECAY).max(LR / 64.0);
                 }
-                // Where the model stands, on every operation, before this step's update.
-                let out = tch::no_grad(|| Outputs::of(target, &ds.x, tg.projection));
-                let ok = reconstructed(&out.logits, ds);
-                let differs = ok.ne_tensor(src_ok);
                 let mut standing = Standing {
                     step,
-                    differing: differs.sum(Kind::Int64).int64_value(&[]),
-                    covered: ok.sum(Kind::Int64).int64_value(&[]),
-                    radius: radius_delta(&out, src),
+                    differing,
+                    covered: seen_ok.sum(Kind::Int64).int64_value(&[]),
+                    radius,
                     geometry: Vec::new(),
+                    measured: false,
                 };
-                if standing.differing == 0 && standing.radius_ok(tol) {
-                    let m = evaluate(target, ds);
-                    standing.geometry = geometry_deltas(&m, src_metrics, tol);
-                    if standing.geometry.iter().all(|(_, v, t)| v <= t) {
-                        return Ok(standing);
+                if step == 0 || cheap_ok || step == max_steps {
+                    // Where the model stands, on every operation, before this step's update.
+                    let out = tch::no_grad(|| Outputs::of(target, &ds.x, tg.projection));
+                    let ok = reconstructed(&out.logits, ds);
+                    let all = Seen {
+                        ok: &ok,
+                        radii: out.radii.as_ref(),
+                    };
+                    (standing.differing, standing.radius, worst) =
+                        tch::no_grad(|| all.against(src, src_ok, n));
+                    standing.covered = ok.sum(Kind::Int64).int64_value(&[]);
+                    standing.measured = true;
+                    if standing.differing == 0 && standing.radius_ok(tol) {
+                        let m = evaluate(target, ds);
+                        standing.geometry = geometry_deltas(&m, src_metrics, tol);
+                        if standing.geometry.iter().all(|(_, v, t)| v <= t) {
+                            return Ok(standing);
+                        }
                     }
                 }
                 // The next pass adds the worst operations to every batch: those
                 // reconstructed differently, and the largest |Δ radius| of A and B.
-                hard = tch::no_grad(|| {
-                    let mut rows = vec![differs.nonzero().view([-1]).narrow(
-                        0,
-                        0,
-                        standing.differing.min(HARD_ROWS),
-                    )];
-                    if let (Some((ta, tb)), Some((sa, sb))) = (&out.radii, &src.radii) {
-                        for (t, s) in [(ta, sa), (tb, sb)] {
-                            rows.push((t - s).abs().topk(HARD_ROWS.min(n), 0, true, false).1);
-                        }
-                    }
-                    Tensor::cat(&rows, 0)
-                });
+                hard = worst;
                 standing_s += t_standing.elapsed().as_secs_f64();
                 if trace {
                     eprintln!(
-                        "fit step {step}: {} differing, radius {:?}, geometry {:?}, {:.1} s ({:.1} s in standings)",
+                        "fit step {step}: {} differing, radius {:?}, geometry {:?}, {}, lr {:.2e}, {:.1} s ({:.1} s in standings)",
                         standing.differing,
                         standing.radius,
                         standing.geometry,
+                        if standing.measured { "measured" } else { "from the batches" },
+                        adam.lr,
                         started.elapsed().as_secs_f64(),
                         standing_s
                     );
                 }
-                if best.as_ref().is_none_or(|b| standing.rank() < b.rank()) {
+                if standing.measured && best.as_ref().is_none_or(|b| standing.rank() < b.rank())
+                {
                     best = Some(standing);
                 }
                 if step == max_steps {
@@ -894,8 +966,22 @@ impl ConvertRefiner {
                 perm = Tensor::from_slice(&shuffled(n as usize, &mut rng)).to_device(device);
             }
             let lo = pos as i64 * batch;
-            let idx = Tensor::cat(&[perm.narrow(0, lo, batch.min(n - lo)), hard.shallow_clone()], 0);
+            let rows = perm.narrow(0, lo, batch.min(n - lo));
+            let b = rows.size()[0];
+            let idx = Tensor::cat(&[rows.shallow_clone(), hard.shallow_clone()], 0);
             let out = Outputs::of(target, &ds.x.index_select(0, &idx), tg.projection);
+            // What this batch sees (its own rows, not the added ones), for the standing.
+            tch::no_grad(|| {
+                let ok = reconstructed_of(
+                    &out.logits.narrow(0, 0, b),
+                    &ds.targets.index_select(0, &rows),
+                );
+                let _ = seen_ok.index_copy_(0, &rows, &ok);
+                if let (Some((sa, sb)), Some((ta, tb))) = (seen_radii.as_mut(), &out.radii) {
+                    let _ = sa.index_copy_(0, &rows, &ta.narrow(0, 0, b));
+                    let _ = sb.index_copy_(0, &rows, &tb.narrow(0, 0, b));
+                }
+            });
             let mut terms: Vec<Tensor> = Vec::new();
             for (name, goal, inv_var, w) in &goals {
                 if let Some(t) = out.get(name) {
@@ -921,10 +1007,16 @@ impl ConvertRefiner {
                 -100,
                 0.0,
             );
-            let wrong = tch::no_grad(|| logits.argmax(-1, false).ne_tensor(&goal_pred))
-                .to_kind(Kind::Float);
-            let n_wrong = wrong.sum(Kind::Float).clamp_min(STRAGGLER_FLOOR);
-            terms.push(ce.mean(Kind::Float) + (ce * wrong).sum(Kind::Float) / n_wrong);
+            let low = tch::no_grad(|| {
+                let g = goal_pred.unsqueeze(1);
+                let own = logits.gather(1, &g, false).squeeze_dim(1);
+                let other = logits
+                    .scatter_value(1, &g, f64::NEG_INFINITY)
+                    .amax([1i64], false);
+                (own - other).lt(STRAGGLER_MARGIN).to_kind(Kind::Float)
+            });
+            let n_low = low.sum(Kind::Float).clamp_min(STRAGGLER_FLOOR);
+            terms.push(ce.mean(Kind::Float) + (ce * low).sum(Kind::Float) / n_low);
             if let (Some((ta, tb)), Some(((ga, va), (gb, vb)))) = (&out.radii, &radius_goals) {
                 let top = (idx.size()[0] / RADIUS_TOP_FRACTION).max(1);
                 for (t, g, var) in [(ta, ga, *va), (tb, gb, *vb)] {

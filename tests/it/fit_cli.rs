@@ -54,12 +54,13 @@ fn check_fit(src: &str, out: &Path) -> Json {
 /// The fit's summary (from "metrics:" on) with every number masked as `N` and runs of
 /// spaces collapsed, so that the snapshot holds its structure, not machine-dependent values.
 fn masked_summary(text: &str) -> String {
-    let from = text.find("metrics: ").expect("a summary");
+    let from = text.find("\nmetrics: ").expect("a summary") + 1;
     let mut out = String::new();
     let mut prev: Option<char> = None;
     let mut chars = text[from..].chars().peekable();
     while let Some(c) = chars.next() {
-        let starts_number = c.is_ascii_digit()
+        let digit_next = chars.peek().is_some_and(char::is_ascii_digit);
+        let starts_number = (c.is_ascii_digit() || (c == '-' && digit_next))
             && !prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == '_' || p == 'N');
         if starts_number {
             while chars
