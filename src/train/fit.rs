@@ -59,6 +59,7 @@ const STRAGGLER_MARGIN: f64 = 1.0;
 /// (down to LR / 64).
 const SETTLE_DIFFERING: i64 = 16;
 const LR_DECAY: f64 = 0.8;
+const LR_FLOOR: f64 = 16.0;
 /// Weight of the logvar terms (mu drives every output, logvar none in eval mode).
 const LOGVAR_WEIGHT: f64 = 0.1;
 /// Operations per step (a step is one Adam update; the standing is checked on all
@@ -350,7 +351,10 @@ fn reconstructed(logits: &Tensor, ds: &Dataset) -> Tensor {
 
 /// "Reconstructed exactly" flags of logits [B, 9, 3] against targets [B, 9].
 fn reconstructed_of(logits: &Tensor, targets: &Tensor) -> Tensor {
-    logits.argmax(-1, false).eq_tensor(targets).all_dim(-1, false)
+    logits
+        .argmax(-1, false)
+        .eq_tensor(targets)
+        .all_dim(-1, false)
 }
 
 /// What the batches of a pass saw, per operation: reconstructed exactly, and the radii.
@@ -363,7 +367,12 @@ impl Seen<'_> {
     /// Operations reconstructed differently from the source, |Δ radius|, and the worst
     /// operations (those differing, up to [`HARD_ROWS`], and the [`HARD_ROWS`] largest
     /// |Δ radius| of A and of B).
-    fn against(&self, src: &Outputs, src_ok: &Tensor, n: i64) -> (i64, Option<RadiusDelta>, Tensor) {
+    fn against(
+        &self,
+        src: &Outputs,
+        src_ok: &Tensor,
+        n: i64,
+    ) -> (i64, Option<RadiusDelta>, Tensor) {
         let differs = self.ok.ne_tensor(src_ok);
         let differing = differs.sum(Kind::Int64).int64_value(&[]);
         let mut rows = vec![differs
@@ -890,7 +899,10 @@ impl ConvertRefiner {
         // reconstructed exactly, and the radii. A whole-set evaluation (a standing) runs
         // only when these pass the cheap checks, and at the end of the budget.
         let mut seen_ok = src_ok.logical_not();
-        let mut seen_radii = src.radii.as_ref().map(|(a, b)| (a.zeros_like(), b.zeros_like()));
+        let mut seen_radii = src
+            .radii
+            .as_ref()
+            .map(|(a, b)| (a.zeros_like(), b.zeros_like()));
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
         for step in 0..=max_steps {
             let pos = step % per_epoch;
@@ -900,17 +912,14 @@ impl ConvertRefiner {
                     ok: &seen_ok,
                     radii: seen_radii.as_ref(),
                 };
-                let (differing, radius, mut worst) =
-                    tch::no_grad(|| seen.against(src, src_ok, n));
-                let cheap_ok = differing == 0
-                    && Standing::radius_within(radius, tol)
-                    && step > 0;
+                let (differing, radius, mut worst) = tch::no_grad(|| seen.against(src, src_ok, n));
+                let cheap_ok = differing == 0 && Standing::radius_within(radius, tol) && step > 0;
                 // Once (almost) the source's set is reconstructed and the radii are within
                 // their tolerances, what remains (the rank metrics) is held off by Adam's
                 // noise at a fixed rate: lower the rate every pass so the geometry settles
                 // onto the source's.
-                if step > 0 && differing <= SETTLE_DIFFERING && Standing::radius_within(radius, tol) {
-                    adam.lr = (adam.lr * LR_DECAY).max(LR / 64.0);
+                if step > 0 && differing <= SETTLE_DIFFERING {
+                    adam.lr = (adam.lr * LR_DECAY).max(LR / LR_FLOOR);
                 }
                 let mut standing = Standing {
                     step,
@@ -956,8 +965,7 @@ impl ConvertRefiner {
                         standing_s
                     );
                 }
-                if standing.measured && best.as_ref().is_none_or(|b| standing.rank() < b.rank())
-                {
+                if standing.measured && best.as_ref().is_none_or(|b| standing.rank() < b.rank()) {
                     best = Some(standing);
                 }
                 if step == max_steps {
