@@ -835,8 +835,7 @@ fn eval_name(stored: &str) -> String {
 
 /// A conversion that keeps the function (v5.5 → v5.11 keeps the frozen parts and adds a
 /// projection) is measured, not fitted, and PyTorch finds the source's coverage in it.
-/// (Fitting a function-changing conversion to every tolerance is not reached yet: see
-/// docs/migrations.md, "`--fit` and `--measure`".)
+/// (Function-changing fits, measured by PyTorch: tests/it/fit_cli.rs.)
 #[test]
 fn fit_of_a_function_preserving_conversion_is_measured_with_the_source_coverage() {
     let dir = tempfile::tempdir().unwrap();
