@@ -4,10 +4,13 @@
 //! * **Measure**: build the converted model from the structural state, evaluate it on all
 //!   19,683 operations (eval mode, z = mu) and hand back the metrics `tvck train` writes.
 //! * **Fit**: distil the source model into the converted one on every operation. The
-//!   source's outputs are computed once; Adam on shuffled batches (the fit's own seeded generator) then minimises a weighted sum of
-//!   normalised MSEs of mu / logvar (both encoders), decoder_A's logits (plus a
-//!   cross-entropy against the source's predicted digits), and, when the source has a
-//!   projection, z_A_hyp / z_B_hyp and their Poincaré radii. Tensors the conversion
+//!   source's outputs are computed once; Adam on shuffled batches (the fit's own seeded
+//!   generator; the worst operations of the last pass added to each) then minimises a
+//!   weighted sum of MSEs of mu / logvar (both encoders) and decoder_A's logits, each
+//!   column normalised by its own spread, a cross-entropy against the source's predicted
+//!   digits (again on the digits not yet won by a margin), and, when the source has a
+//!   projection, z_A_hyp / z_B_hyp (per column), their Poincaré radii (mean and max
+//!   error) and the distances of pairs of operations in each. Tensors the conversion
 //!   created (inserted LayerNorms and layers, …) move alone for the first steps, then every
 //!   parameter of the matched parts does. The fit stops when the converted model
 //!   reconstructs exactly the operations the source reconstructs and the geometry is within
