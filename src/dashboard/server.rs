@@ -297,6 +297,7 @@ fn handle(hub: &Hub, mut stream: TcpStream) {
         Ok(None) => return,
         Err(r) => {
             let _ = Response::error(r.status, r.message).write(&mut stream, false);
+            linger(stream);
             return;
         }
     };
@@ -320,6 +321,23 @@ fn handle(hub: &Hub, mut stream: TcpStream) {
     }
     let resp = route(hub, &segs);
     let _ = resp.write(&mut stream, head_only);
+}
+
+/// Close after an error without discarding the response: the rest of what the client
+/// sent is read (a little, briefly), so the close is not a reset that could cut the
+/// response short.
+fn linger(mut stream: TcpStream) {
+    use std::io::Read;
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 4096];
+    let mut left: usize = 64 * 1024;
+    while left > 0 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
 }
 
 fn route(hub: &Hub, segs: &[&str]) -> Response {

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use crate::dashboard::runs::{AlertRow, RunReport};
 use crate::dashboard::series::Series;
+use crate::monitor::line::known_value;
 use crate::monitor::rules::Direction;
 
 use super::safe;
@@ -56,11 +57,12 @@ fn h(s: &str) -> String {
 /// and large, `–` for none.
 pub fn num(v: Option<f64>) -> String {
     match v {
+        Some(x) if x == 0.0 => "0".into(),
         Some(x) if x.is_finite() => {
-            if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e5) {
+            if x.abs() < 1e-3 || x.abs() >= 1e5 {
                 format!("{x:.2e}")
             } else {
-                let digits = (3 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
+                let digits = (3.0 - x.abs().log10().floor()).clamp(0.0, 6.0) as usize;
                 let s = format!("{x:.digits$}");
                 if s.contains('.') {
                     s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -267,10 +269,13 @@ fn metrics_table(series: &Series) -> String {
         .filter(|(_, c)| c.iter().any(|v| v.is_finite()))
         .map(|(name, c)| {
             let dir = Direction::natural(name);
+            // Counts, settings, the learning rate: nothing is better about them.
+            let ranked = known_value(name) && !matches!(name.as_str(), "lr" | "grad_norm");
             let best = c
                 .iter()
                 .zip(series.epochs.iter())
                 .filter(|(v, _)| v.is_finite())
+                .filter(|_| ranked)
                 .fold(None::<(f64, u64)>, |acc, (v, e)| match (acc, dir) {
                     (Some((b, _)), Direction::Min) if *v >= b => acc,
                     (Some((b, _)), Direction::Max) if *v <= b => acc,
@@ -288,10 +293,10 @@ fn metrics_table(series: &Series) -> String {
                 td_num(last.map_or("–".into(), |l| l.1.to_string())),
                 td_num(num(best.map(|b| b.0))),
                 td_num(best.map_or("–".into(), |b| b.1.to_string())),
-                td(if dir == Direction::Min {
-                    "lower"
-                } else {
-                    "higher"
+                td(match (ranked, dir) {
+                    (false, _) => "",
+                    (true, Direction::Min) => "lower",
+                    (true, Direction::Max) => "higher",
                 }),
                 td_num(non_finite.to_string()),
             ])
@@ -471,10 +476,12 @@ mod tests {
     #[test]
     fn numbers_and_charts() {
         assert_eq!(num(Some(0.99)), "0.99");
-        assert_eq!(num(Some(1234.5)), "1234.5");
+        assert_eq!(num(Some(1234.56)), "1235");
         assert_eq!(num(Some(1e-5)), "1.00e-5");
         assert_eq!(num(Some(f64::NAN)), "non-finite");
         assert_eq!(num(None), "–");
+        assert_eq!(num(Some(0.0)), "0");
+        assert_eq!(num(Some(-0.5)), "-0.5");
         let mut s = Series::default();
         for l in [
             r#"{"epoch":0,"metrics":{"coverage":0.5}}"#,
