@@ -188,8 +188,9 @@ impl Tracked {
         }
     }
 
-    /// Read what is new; the changes, in order.
-    fn poll(&mut self, out: &mut Vec<Change>) -> Result<(), DashboardError> {
+    /// Read what is new; the changes, in order (the new lines' values only when
+    /// `epochs`: a first load does not need them as events).
+    fn poll(&mut self, out: &mut Vec<Change>, epochs: bool) -> Result<(), DashboardError> {
         let before = self.view.lines.len();
         let (n, raised) = self.view.poll()?;
         let after = self.view.lines.len();
@@ -200,16 +201,22 @@ impl Tracked {
         }
         for l in &self.view.lines[after - n..] {
             self.series.push(l);
-            out.push(Change::Epoch {
-                run: name.clone(),
-                epoch: l.epoch,
-                values: line_values(l),
-            });
+            if epochs {
+                out.push(Change::Epoch {
+                    run: name.clone(),
+                    epoch: l.epoch,
+                    values: line_values(l),
+                });
+            }
         }
         // The series holds the curves: the view keeps only the last line (its freeze
         // state, its epoch), so 200 runs of parsed lines do not stay in memory.
         if after > 1 {
             self.view.lines.drain(..after - 1);
+            self.view.lines.shrink_to_fit();
+        }
+        if !epochs {
+            self.series.shrink_to_fit();
         }
         let file = file_state(&self.view.dir.join(ALERTS_FILE));
         let now_standing: Vec<(String, u64)> = self
@@ -312,10 +319,20 @@ impl Runs {
     /// Read what every run appended; the changes. A run whose files cannot be read is
     /// skipped this time (its error is returned with its name).
     pub fn poll(&mut self) -> (Vec<Change>, Vec<(String, DashboardError)>) {
+        self.poll_all(true)
+    }
+
+    /// [`Runs::poll`] for a first load: the curves are read, and the changes say only
+    /// which runs' summaries and alerts changed (not every line).
+    pub fn load(&mut self) -> (Vec<Change>, Vec<(String, DashboardError)>) {
+        self.poll_all(false)
+    }
+
+    fn poll_all(&mut self, epochs: bool) -> (Vec<Change>, Vec<(String, DashboardError)>) {
         let mut out = Vec::new();
         let mut errors = Vec::new();
         for (name, t) in self.runs.iter_mut() {
-            if let Err(e) = t.poll(&mut out) {
+            if let Err(e) = t.poll(&mut out, epochs) {
                 errors.push((name.clone(), e));
             }
         }
@@ -376,7 +393,7 @@ pub fn run_report(dir: &Path, settings: Settings) -> Result<RunReport, Dashboard
     }
     let name = crate::discover::relative(dir, dir);
     let mut t = Tracked::new(&name, dir, &settings);
-    t.poll(&mut Vec::new())?;
+    t.poll(&mut Vec::new(), false)?;
     Ok(RunReport {
         summary: t.summary.clone(),
         series: t.series,

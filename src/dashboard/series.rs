@@ -62,6 +62,13 @@ impl Series {
         self.epochs.is_empty()
     }
 
+    /// Give back the room the columns grew into.
+    pub fn shrink_to_fit(&mut self) {
+        self.epochs.shrink_to_fit();
+        self.columns.values_mut().for_each(Vec::shrink_to_fit);
+        self.events.shrink_to_fit();
+    }
+
     pub fn clear(&mut self) {
         *self = Series::default();
     }

@@ -31,7 +31,7 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// Event streams at once.
 pub const MAX_STREAMS: usize = 16;
 /// Events kept for streams that reconnect (`Last-Event-ID`) or start late (`?since=`).
-pub const MAX_EVENTS: usize = 20_000;
+pub const MAX_EVENTS: usize = 4096;
 /// A stream with nothing to send says so this often (which also notices a closed page).
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 /// A response that cannot be written within this time is dropped.
@@ -139,8 +139,12 @@ impl State {
         }
     }
 
-    fn poll(&mut self) -> Vec<Change> {
-        let (changes, errors) = self.runs.poll();
+    fn poll(&mut self, epochs: bool) -> Vec<Change> {
+        let (changes, errors) = if epochs {
+            self.runs.poll()
+        } else {
+            self.runs.load()
+        };
         self.errors = errors
             .into_iter()
             .map(|(n, e)| (n, e.to_string()))
@@ -203,7 +207,7 @@ impl Server {
             errors: Default::default(),
         };
         // What is there at the start is the pages' first load, not events.
-        state.poll();
+        state.poll(false);
         let listener = TcpListener::bind(options.addr).map_err(|source| DashboardError::Bind {
             addr: options.addr.to_string(),
             source,
@@ -276,7 +280,7 @@ fn follow(hub: &Hub, poll: Duration, discover: Duration) {
             st.apply(added);
             last_walk = Instant::now();
         }
-        let changes = st.poll();
+        let changes = st.poll(true);
         if !changes.is_empty() {
             st.apply(changes);
             hub.changed.notify_all();
