@@ -57,7 +57,7 @@ fn h(s: &str) -> String {
 /// and large, `–` for none.
 pub fn num(v: Option<f64>) -> String {
     match v {
-        Some(x) if x == 0.0 => "0".into(),
+        Some(0.0) => "0".into(),
         Some(x) if x.is_finite() => {
             if x.abs() < 1e-3 || x.abs() >= 1e5 {
                 format!("{x:.2e}")
