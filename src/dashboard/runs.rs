@@ -105,6 +105,19 @@ pub struct Runs {
     pub left_out: usize,
 }
 
+/// The name of a folder that is itself the run (`.` and `..` become the folder's own
+/// name: a URL path cannot hold them as a segment).
+fn folder_name(dir: &Path) -> String {
+    let own = dir
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    match own {
+        Some(n) if !n.is_empty() => n,
+        _ => "run".into(),
+    }
+}
+
 fn unix(t: SystemTime) -> Option<u64> {
     t.duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs())
 }
@@ -282,8 +295,11 @@ impl Runs {
 
     /// A unique name for a run folder.
     fn name_for(&self, dir: &Path) -> String {
-        let base = crate::discover::relative(&self.root, dir);
-        let base = if base.is_empty() { "run".into() } else { base };
+        let base = if dir == self.root {
+            folder_name(dir)
+        } else {
+            crate::discover::relative(&self.root, dir)
+        };
         if !self.runs.contains_key(&base) {
             return base;
         }
@@ -391,7 +407,7 @@ pub fn run_report(dir: &Path, settings: Settings) -> Result<RunReport, Dashboard
     if !dir.join(METRICS_FILE).is_file() {
         return Err(DashboardError::NotARun(dir.to_path_buf()));
     }
-    let name = crate::discover::relative(dir, dir);
+    let name = folder_name(dir);
     let mut t = Tracked::new(&name, dir, &settings);
     t.poll(&mut Vec::new(), false)?;
     Ok(RunReport {
@@ -456,5 +472,18 @@ mod tests {
         assert_eq!(ch[0], Change::Restarted("a".into()));
         assert_eq!(runs.series("a").unwrap().epochs, [0]);
         assert!(runs.dir("../a").is_none());
+    }
+
+    #[test]
+    fn a_folder_that_is_the_run_is_named_by_its_own_name() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("my run");
+        std::fs::create_dir(&a).unwrap();
+        append(&a.join(METRICS_FILE), "{\"epoch\":0}\n");
+        let mut runs = Runs::new(&a.join("."), Settings::default()).unwrap();
+        runs.discover();
+        assert_eq!(runs.names().collect::<Vec<_>>(), ["my run"]);
+        let r = run_report(&a.join("."), Settings::default()).unwrap();
+        assert_eq!(r.summary.name, "my run");
     }
 }
