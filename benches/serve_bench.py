@@ -8,6 +8,9 @@
 - a new epoch on screen: a line appended to one run's metrics.jsonl (written and
   flushed), to the `epoch` event for it arriving on an open /api/events stream (median
   and worst of repeats, each on another run);
+- the same first page in headless Chromium, when chromedriver is installed: from the
+  navigation's start to the page's first full render (runs listed, curves drawn, alerts
+  shown), as app.js records it (median of 5 loads);
 - the server's memory: VmRSS and VmHWM (peak) from /proc after all of the above.
 
 Standard library only. Usage: python3 benches/serve_bench.py TVCK_BIN [--runs N]
@@ -32,13 +35,21 @@ LOSSES = ["total", "rich", "rich_hierarchy", "rich_coverage", "rich_richness",
 
 
 def line(rng, epoch):
-    m = {k: round(rng.uniform(-1, 1), 6) for k in METRICS}
-    m["coverage"] = round(min(1.0, 0.9 + epoch / 1000 + rng.uniform(0, 0.01)), 6)
+    """A plausible epoch: coverage near full, losses falling, Q rising, with noise (so
+    the rules raise about what a healthy fleet raises: little)."""
+    def noisy(v, scale=0.01):
+        return round(v + rng.gauss(0, scale), 6)
+    m = {k: noisy(0.5, 0.05) for k in METRICS}
+    m["coverage"] = round(min(1.0, 0.997 + rng.uniform(0, 0.004)), 6)
     m["covered"] = int(m["coverage"] * 19683)
+    m["hierarchy_a"] = noisy(-0.6)
+    m["hierarchy_b"] = noisy(-0.5 - 0.2 * (1 - 2.0 ** (-epoch / 20)))
+    m["Q"] = noisy(0.2 + 0.3 * (1 - 2.0 ** (-epoch / 25)))
     m["curvature"] = 1.0
+    loss = {k: noisy(0.2 + 1.8 * 2.0 ** (-epoch / 30), 0.005) for k in LOSSES}
     out = {"epoch": epoch, "lr": 0.001 if epoch else None,
-           "loss": {k: round(rng.uniform(0, 2), 6) for k in LOSSES} if epoch else None,
-           "grad_norm": round(rng.uniform(0, 1), 6) if epoch else None,
+           "loss": loss if epoch else None,
+           "grad_norm": noisy(0.5, 0.05) if epoch else None,
            "metrics": m,
            "freeze": {"encoder_a": True, "encoder_b": False, "controller": False},
            "events": [],
@@ -103,6 +114,58 @@ def wait_epoch(s, buf, run, epoch, timeout=10):
         buf += s.recv(65536)
 
 
+def browser_first_page(url, repeats):
+    """Milliseconds from navigation to the page's first full render (runs listed, curves
+    drawn, alerts shown: app.js's data-ready-ms) in headless Chromium, when chromedriver
+    is installed; None otherwise."""
+    import shutil
+    import urllib.request
+    drv = shutil.which("chromedriver")
+    chrome = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not drv or not chrome:
+        return None
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = subprocess.Popen([drv, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def call(method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        r = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
+                                   headers={"Content-Type": "application/json"})
+        return json.load(urllib.request.urlopen(r, timeout=120))["value"]
+
+    try:
+        for _ in range(100):
+            try:
+                call("GET", "/status")
+                break
+            except Exception:
+                time.sleep(0.1)
+        with tempfile.TemporaryDirectory() as prof:
+            sid = call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": {
+                "binary": chrome, "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                                           "--disable-dev-shm-usage", "--window-size=1280,900",
+                                           f"--user-data-dir={prof}"]}}}})["sessionId"]
+            out = []
+            for _ in range(repeats):
+                call("POST", f"/session/{sid}/url", {"url": "about:blank"})
+                call("POST", f"/session/{sid}/url", {"url": url})
+                for _ in range(300):
+                    ms = call("POST", f"/session/{sid}/execute/sync",
+                              {"script": "return document.body && document.body.dataset.readyMs || null", "args": []})
+                    if ms:
+                        out.append(float(ms))
+                        break
+                    time.sleep(0.05)
+            call("DELETE", f"/session/{sid}")
+            return out
+    finally:
+        p.kill()
+        p.wait()
+
+
 def proc_kib(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for l in f:
@@ -136,6 +199,7 @@ def main():
                 dt, n = first_page(addr)
                 pages.append(dt)
             assert n == a.runs, n
+            browser = browser_first_page(f"http://{host}:{port}/", 5)
             s, buf = open_events(addr)
             lat = []
             rng = random.Random(1)
@@ -157,6 +221,8 @@ def main():
                 "startup_s": round(startup, 3),
                 "first_page_ms_median": round(statistics.median(pages) * 1000, 1),
                 "first_page_ms_max": round(max(pages) * 1000, 1),
+                "browser_first_render_ms_median": round(statistics.median(browser), 1) if browser else None,
+                "browser_first_render_ms_max": round(max(browser), 1) if browser else None,
                 "new_epoch_ms_median": round(statistics.median(lat) * 1000, 1),
                 "new_epoch_ms_max": round(max(lat) * 1000, 1),
                 "rss_mib": round(proc_kib(p.pid, "VmRSS") / 1024, 1),
