@@ -552,3 +552,56 @@ fn serve_refuses_an_address_in_use() {
     );
     assert!(err.contains("hint: "), "{err}");
 }
+
+#[test]
+fn alerts_file_settings_apply_to_the_dashboard_and_the_report() {
+    let d = tempfile::tempdir().unwrap();
+    runs_tree(d.path());
+    let rules = d.path().join("alerts.yaml");
+    std::fs::write(&rules, "monitoring:\n  disable: [plateau]\n").unwrap();
+    let s = Served::start(d.path(), &["--alerts", rules.to_str().unwrap()]);
+    let alerts = get_json(s.addr, "/api/alerts");
+    let rules_seen: Vec<&str> = alerts["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["rule"].as_str().unwrap())
+        .collect();
+    assert!(!rules_seen.contains(&"plateau"), "{rules_seen:?}");
+    assert!(rules_seen.contains(&"non-finite"), "{rules_seen:?}");
+    let out = d.path().join("r.html");
+    let o = common::tvck(
+        &[
+            "report",
+            "alpha",
+            "-o",
+            out.to_str().unwrap(),
+            "--alerts",
+            rules.to_str().unwrap(),
+        ],
+        d.path(),
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", common::run_text(&o, &[]));
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        html.contains("id=\"no-alerts\""),
+        "alpha's only alert was the plateau"
+    );
+    // A wrong value is a usage error that names the key.
+    std::fs::write(&rules, "monitoring:\n  divergence_factor: -1\n").unwrap();
+    let o = common::tvck_within(
+        &[
+            "serve",
+            ".",
+            "--port",
+            "0",
+            "--alerts",
+            rules.to_str().unwrap(),
+        ],
+        d.path(),
+        30,
+    )
+    .expect("refused at once");
+    assert_eq!(o.status.code(), Some(2), "{}", common::run_text(&o, &[]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("divergence_factor"));
+}
