@@ -605,3 +605,26 @@ fn alerts_file_settings_apply_to_the_dashboard_and_the_report() {
     assert_eq!(o.status.code(), Some(2), "{}", common::run_text(&o, &[]));
     assert!(String::from_utf8_lossy(&o.stderr).contains("divergence_factor"));
 }
+
+#[test]
+fn a_stream_asking_for_events_that_are_not_kept_is_told_to_reload() {
+    let d = tempfile::tempdir().unwrap();
+    runs_tree(d.path());
+    let s = Served::start(d.path(), &[]);
+    let (mut es, mut buf) = open_events(s.addr, "?since=999999");
+    let (event, data) = wait_event(&mut es, &mut buf, 10, |_, _| true).expect("an event");
+    assert_eq!((event.as_str(), data), ("reset", serde_json::json!({})));
+    // A reconnecting page's Last-Event-ID counts like `since`.
+    let mut raw = TcpStream::connect(s.addr).unwrap();
+    raw.write_all(
+        format!(
+            "GET /api/events HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: 999999\r\n\r\n",
+            s.addr
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut text = String::new();
+    let (ev, _) = wait_event(&mut raw, &mut text, 10, |_, _| true).expect("an event");
+    assert_eq!(ev, "reset");
+}
