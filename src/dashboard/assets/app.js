@@ -196,6 +196,8 @@
       c.plot = new uPlot({
         width, height: 200,
         scales: { x: { time: false } },
+        // Epochs are whole numbers: no 2.5 on the axis.
+        axes: [{ incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000] }, {}],
         legend: { live: false },
         series: [{ label: "epoch" }, ...a.runs.map(r => ({
           label: r, stroke: color(r), width: 1.5, spanGaps: true,
@@ -347,6 +349,7 @@
         el("tr", {}, el("td", { class: "num" }, e.epoch), el("td", {}, e.kind), el("td", {}, e.component), el("td", {}, e.message))))));
     }
     box.replaceChildren(...parts);
+    panel.scrollIntoView({ block: "start" });
   }
 
   document.getElementById("add-chart").addEventListener("click", () => {
