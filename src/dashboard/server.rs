@@ -195,6 +195,25 @@ fn take_slot(counter: &AtomicUsize, max: usize) -> Option<Slot<'_>> {
     }
 }
 
+/// A connection's place among [`MAX_CONNECTIONS`], given back when dropped.
+struct ConnSlot(Arc<Hub>);
+
+impl ConnSlot {
+    fn take(hub: &Arc<Hub>) -> Option<ConnSlot> {
+        if hub.connections.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            hub.connections.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(ConnSlot(hub.clone()))
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl Server {
     /// Read every run under `root` once, then listen.
     pub fn bind(root: &Path, options: ServerOptions) -> Result<Server, DashboardError> {
@@ -249,21 +268,14 @@ impl Server {
         for conn in self.listener.incoming() {
             let Ok(mut stream) = conn else { continue };
             let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
-            let hub = self.hub.clone();
-            let Some(slot) = take_slot(&hub.connections, MAX_CONNECTIONS) else {
+            let Some(slot) = ConnSlot::take(&self.hub) else {
                 let _ = Response::error(503, "too many connections").write(&mut stream, false);
                 continue;
             };
-            std::mem::forget(slot);
-            let spawned = std::thread::Builder::new()
+            // A thread that cannot start drops its closure, and with it the slot.
+            let _ = std::thread::Builder::new()
                 .name("tvck-serve-conn".into())
-                .spawn(move || {
-                    let _slot = Slot(&hub.connections);
-                    handle(&hub, stream);
-                });
-            if spawned.is_err() {
-                self.hub.connections.fetch_sub(1, Ordering::SeqCst);
-            }
+                .spawn(move || handle(&slot.0, stream));
         }
         Ok(())
     }
