@@ -356,6 +356,26 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_head_is_a_request_or_a_refusal(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            match parse_head(&data) {
+                Ok(r) => proptest::prop_assert!(r.method == "GET" || r.method == "HEAD"),
+                Err(r) => proptest::prop_assert!((400..600).contains(&r.status)),
+            }
+        }
+
+        #[test]
+        fn segments_round_trip(s in "\\PC*") {
+            proptest::prop_assert_eq!(percent_decode(&percent_encode(&s)), Some(s.clone()));
+            let head = format!("GET /api/runs/{}/metrics HTTP/1.1\r\n", percent_encode(&s));
+            let r = parse_head(head.as_bytes()).unwrap();
+            if !s.is_empty() {
+                proptest::prop_assert_eq!(&r.segments[2], &s);
+            }
+        }
+    }
+
     #[test]
     fn loopback_hosts() {
         for h in [
