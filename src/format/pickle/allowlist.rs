@@ -152,5 +152,7 @@ fn legacy_tensor_type(module: &str, name: &str) -> bool {
     if d.is_quantized() {
         return false;
     }
-    !matches!(d, DType::C64 | DType::C128) && !(module.ends_with("sparse") && d == DType::Bool)
+    let complex = matches!(d, DType::C64 | DType::C128);
+    let sparse_bool = module.ends_with("sparse") && d == DType::Bool;
+    !(complex || sparse_bool)
 }
