@@ -112,7 +112,7 @@
   }
 
   function renderAlerts() {
-    const rows = allAlerts().slice(0, 500).map(a =>
+    const rows = allAlerts().slice(0, 300).map(a =>
       el("tr", { class: a.standing ? "standing" : "cleared", "data-rule": a.rule, "data-run": a.run || "" },
         el("td", {}, el("span", { class: "badge sev-" + a.severity }, a.severity)),
         el("td", {}, a.run || ""),
@@ -163,6 +163,8 @@
     for (const [name, c] of state.charts) {
       if (!state.chartNames.includes(name)) { if (c.plot) c.plot.destroy(); c.box.remove(); state.charts.delete(name); }
     }
+    // Every box first, then one read of the width (each read after a change of the page
+    // would lay the whole page out again).
     for (const name of state.chartNames) {
       let c = state.charts.get(name);
       if (!c) {
@@ -174,6 +176,11 @@
         box.append(c.box);
         state.charts.set(name, c);
       }
+    }
+    const first = state.charts.get(state.chartNames[0]);
+    const width = Math.max(300, (first ? first.box.clientWidth : 400) - 10);
+    for (const name of state.chartNames) {
+      const c = state.charts.get(name);
       const a = aligned(name);
       c.box.setAttribute("data-points", String(a.points));
       c.box.setAttribute("data-runs", String(a.runs.length));
@@ -184,7 +191,6 @@
         c.area.replaceChildren(el("div", { class: "empty" }, "no values yet"));
         continue;
       }
-      const width = Math.max(300, c.box.clientWidth - 10);
       if (c.plot && c.key === key) {
         c.plot.setData(a.data);
         if (Math.abs(c.plot.width - width) > 4) c.plot.setSize({ width, height: 200 });
