@@ -673,10 +673,21 @@ fn tar_reading(input: &mut dyn Input, findings: &mut Vec<Finding>) -> Result<(),
             ),
         });
     }
+    // Its members as Python's tarfile names them (`getnames()`), the first 20.
+    let mut names: Vec<String> = archive
+        .members
+        .iter()
+        .take(20)
+        .map(|m| format!("`{}`", printable(&String::from_utf8_lossy(&m.name))))
+        .collect();
+    if archive.members.len() > 20 {
+        names.push("…".into());
+    }
     findings.push(Finding::Note {
         message: format!(
-            "legacy tar checkpoint (torch < 1.0 layout, {} members): torch.load unpickles the pickles of its storages, tensors and pickle members",
-            archive.members.len()
+            "legacy tar checkpoint (torch < 1.0 layout, {} members: {}): torch.load unpickles the pickles of its storages, tensors and pickle members",
+            archive.members.len(),
+            names.join(", ")
         ),
     });
     Ok(())
