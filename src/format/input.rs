@@ -7,11 +7,10 @@
 //! parsing; it stays on disk until a tensor's bytes are wanted
 //! ([`Checkpoint::storage_bytes`](super::Checkpoint::storage_bytes)). A pickle's length
 //! is only known once it is parsed, so pickles (and the loader's sweeps) are read in
-//! growing windows ([`pickle_at`], [`sweep_at`]): from 64 KiB, doubling, until the
+//! growing windows ([`pickle_at`], and the loader's `sweep_at`): from 64 KiB, doubling, until the
 //! pickle ends inside the window, the input ends, or [`limits::MAX_PICKLE_BYTES`].
 //! Bytes in memory for tests and fuzzing are an [`Input`] too ([`Whole`]).
 
-use super::loader::{sweep, Sweep};
 use super::pickle::{self, Host, Options, Outcome};
 use super::{limits, FormatError, Limit};
 
@@ -58,7 +57,7 @@ pub(crate) fn clamp(bytes: &[u8], start: u64, end: u64) -> &[u8] {
 const FIRST_WINDOW: u64 = 64 << 10;
 
 /// What a parse of one window says.
-enum Window<T> {
+pub(crate) enum Window<T> {
     /// Read inside the window (or failed for a reason a longer window would not change).
     Done(T),
     /// Needed bytes past the window's end.
@@ -68,7 +67,7 @@ enum Window<T> {
 /// Run `f` on growing windows `[start, start + w)` of `[start, end)` until it is done
 /// inside one, the window reaches `end`, or it reaches `cap` bytes; `true` with the
 /// result when it stopped at `cap` with more wanted.
-fn windowed<T>(
+pub(crate) fn windowed<T>(
     input: &mut dyn Input,
     start: u64,
     end: u64,
@@ -120,22 +119,10 @@ pub fn pickle_at<H: Host>(
     result
 }
 
-/// [`sweep`] the pickle at `start` (it may run up to `end`), read in growing windows of
-/// at most [`limits::MAX_PICKLE_BYTES`]; `true` with it when it was cut there.
-pub fn sweep_at(input: &mut dyn Input, start: u64, end: u64) -> Result<(Sweep, bool), FormatError> {
-    windowed(input, start, end, limits::MAX_PICKLE_BYTES, |data| {
-        let s = sweep(data);
-        if s.ran_out {
-            Window::More(s)
-        } else {
-            Window::Done(s)
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::loader::sweep_at;
     use crate::format::pickle::PlainHost;
 
     /// An input that counts what it was asked for.

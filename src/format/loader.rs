@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::input::{sweep_at, Input};
+use super::input::{windowed, Input, Window};
 use super::pickle::allowlist;
 use super::pickle::opcodes as op;
 use super::zip::{self, ZipArchive};
@@ -329,6 +329,20 @@ pub fn sweep(data: &[u8]) -> Sweep {
             _ => return out,
         }
     }
+}
+
+/// [`sweep`] the pickle at `start` (it may run up to `end`), read in growing windows of
+/// at most [`limits::MAX_PICKLE_BYTES`] (see [`super::input`]); `true` with it when it
+/// was cut there.
+pub fn sweep_at(input: &mut dyn Input, start: u64, end: u64) -> Result<(Sweep, bool), FormatError> {
+    windowed(input, start, end, limits::MAX_PICKLE_BYTES, |data| {
+        let s = sweep(data);
+        if s.ran_out {
+            Window::More(s)
+        } else {
+            Window::Done(s)
+        }
+    })
 }
 
 /// Sweep the pickles Python would unpickle one after another from `start` (at most

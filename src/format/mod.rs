@@ -1385,7 +1385,7 @@ fn detect_and_parse_with(
             Ok((Format::Safetensors, safetensors::read_input(input)?))
         }
         Err(e) if head[0] == pickle::opcodes::PROTO => Err(e),
-        Err(e) if input::sweep_at(input, 0, len)?.0.end.is_some() => Err(e),
+        Err(e) if loader::sweep_at(input, 0, len)?.0.end.is_some() => Err(e),
         Err(_) => Err(FormatError::NotACheckpoint(describe_magic(&head))),
     }
 }
