@@ -193,6 +193,25 @@ mod tests {
     }
 
     #[test]
+    fn windows_stop_at_their_cap() {
+        let mut bytes = long_pickle(300 << 10);
+        bytes.extend(vec![0xffu8; 1 << 20]);
+        let len = bytes.len() as u64;
+        let run = |data: &[u8]| match pickle::run_prefix(data, &mut PlainHost, &Options::new("p")) {
+            Ok(o) => Window::Done(Ok(o.end)),
+            Err((e, true)) => Window::More(Err(e.to_string())),
+            Err((e, false)) => Window::Done(Err(e.to_string())),
+        };
+        let (r, capped) = windowed(&mut Whole(&bytes), 0, len, 128 << 10, run).unwrap();
+        assert!(capped && r.is_err(), "{r:?}");
+        let (r, capped) = windowed(&mut Whole(&bytes), 0, len, 1 << 20, run).unwrap();
+        assert_eq!((r, capped), (Ok((300 << 10) + 8), false));
+        // At the end of the input, more wanted is not a cap.
+        let (r, capped) = windowed(&mut Whole(&bytes[..1000]), 0, 1000, 1 << 20, run).unwrap();
+        assert!(!capped && r.is_err());
+    }
+
+    #[test]
     fn a_pickle_cut_by_its_end_fails_as_a_whole_read_does() {
         let p = long_pickle(100 << 10);
         for cut in [10, 70 << 10, p.len() - 1] {
