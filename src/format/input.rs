@@ -18,6 +18,10 @@ use super::{limits, FormatError, Limit};
 pub trait Input {
     /// The file's length (when it was opened).
     fn len(&self) -> u64;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// The file's bytes `[start, end)`, cut at the end of the file (so possibly shorter,
     /// or empty), read from the file first where they are not in memory yet.
     fn get(&mut self, start: u64, end: u64) -> Result<&[u8], FormatError>;
