@@ -806,7 +806,8 @@ impl Checkpoint {
 
     fn open_inner(path: &Path) -> Result<Checkpoint, FormatError> {
         // Read, not mapped: a file truncated while mapped would kill the process (SIGBUS).
-        // A torch.save zip is read without its storages, which are read when wanted.
+        // A torch.save zip is read without its storages, which are read when wanted;
+        // other files (but odd zips) lazily, tensor data when wanted.
         Self::open_sparse_into(path, Vec::new()).map_err(|(e, _)| e.source)
     }
 
@@ -880,9 +881,11 @@ impl Checkpoint {
     /// read, and a storage's bytes are read from the file (or inflated) when a tensor of
     /// it is read, for that read only, unless [`Checkpoint::load_storages`] has loaded
     /// them (`scan --hash` loads the model state's and skips, say, the optimizer's).
-    /// Other files, and zips shaped unlike `torch.save`'s, are read whole. `buf` becomes
-    /// as long as the file, but the holes of a fresh buffer are never touched, so they
-    /// take no memory.
+    /// Any other file but a zip (safetensors, legacy streams, tar archives) is read
+    /// lazily: its headers and pickles as the parsers ask for them, its tensor data when
+    /// wanted (see [`input`]). Zips shaped unlike `torch.save`'s, and files under 32 KiB,
+    /// are read whole. `buf` becomes as long as the file, but the holes of a fresh buffer
+    /// are never touched, so they take no memory.
     pub fn open_sparse_into(
         path: impl AsRef<Path>,
         mut buf: Vec<u8>,
