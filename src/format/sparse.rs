@@ -552,17 +552,25 @@ mod tests {
             }
         }
 
-        /// The same for the files read lazily (a legacy stream, a safetensors file):
+        /// The same for the files read lazily (a legacy stream, a safetensors file, a
+        /// tar checkpoint):
         /// damage in the pickles, headers or counts reads the same as a whole read.
         #[test]
         fn damaged_files_read_the_same_lazily(
-            which in 0usize..2,
+            which in 0usize..3,
             edits in proptest::collection::vec((0u8..4, any::<u32>(), any::<u8>()), 1..6),
             cut in proptest::option::weighted(0.15, any::<u32>()),
         ) {
-            let f = ["exports/v5_12_4_legacy.pt", "exports/v5_12_4.safetensors"][which];
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints").join(f);
+            let f = [
+                "checkpoints/exports/v5_12_4_legacy.pt",
+                "checkpoints/exports/v5_12_4.safetensors",
+                "tests/fixtures/legacy/legacy_tar.pt",
+            ][which];
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
             let mut bytes = std::fs::read(src).unwrap();
+            if which == 2 {
+                bytes.extend(vec![0u8; 64 << 10]); // past the size read whole
+            }
             let n = bytes.len();
             for (region, at, value) in edits {
                 let at = at as usize;
