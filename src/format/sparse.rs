@@ -74,9 +74,10 @@ impl Holes {
     }
 
     /// Read every hole.
-    pub fn fill_all(&mut self, file: &File, buf: &mut [u8]) -> std::io::Result<()> {
+    pub fn fill_all(&mut self, file: &File, buf: &mut [u8]) -> Result<(), FormatError> {
+        let opened = buf.len() as u64;
         for &(s, e) in &self.0 {
-            file.read_exact_at(&mut buf[s as usize..e as usize], s)?;
+            read_at(file, &mut buf[s as usize..e as usize], s, opened)?;
         }
         self.0.clear();
         Ok(())
@@ -85,7 +86,7 @@ impl Holes {
     /// Read the holes that start at the given offsets (the local header offsets of stored
     /// storage entries; others are ignored) from `file` into `buf`, together with
     /// anything between holes closer than `MERGE_GAP` (64 KiB), and forget every hole read.
-    pub fn fill(&mut self, file: &File, buf: &mut [u8], starts: &[u64]) -> std::io::Result<()> {
+    pub fn fill(&mut self, file: &File, buf: &mut [u8], starts: &[u64]) -> Result<(), FormatError> {
         let mut wanted: Vec<(u64, u64)> = starts
             .iter()
             .filter_map(|&s| {
@@ -104,7 +105,8 @@ impl Holes {
         }
         for &(s, e) in &runs {
             // Holes lie inside the file (checked when they were made) and `buf` is as long.
-            file.read_exact_at(&mut buf[s as usize..e as usize], s)?;
+            let opened = buf.len() as u64;
+            read_at(file, &mut buf[s as usize..e as usize], s, opened)?;
         }
         self.0
             .retain(|&(s, e)| !runs.iter().any(|&(rs, re)| rs <= s && e <= re));
