@@ -15,6 +15,7 @@ pub mod eval;
 pub mod fit;
 pub mod homeostasis;
 pub mod load;
+pub mod lock;
 pub mod losses;
 pub mod measure;
 pub mod metrics;
@@ -88,6 +89,9 @@ pub enum TrainError {
     /// A run cannot be continued.
     #[error(transparent)]
     Resume(#[from] resume::ResumeError),
+    /// Another process is training into the same run folder.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 impl TrainError {
@@ -95,6 +99,7 @@ impl TrainError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             TrainError::Resume(e) => Some(e.hint()),
+            TrainError::Lock(e) => Some(e.hint()),
             _ => None,
         }
     }
