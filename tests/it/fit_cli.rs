@@ -52,7 +52,8 @@ fn check_fit(src: &str, out: &Path) -> Json {
 }
 
 /// The fit's summary (from "metrics:" on) with every number masked as `N` and runs of
-/// spaces collapsed, so that the snapshot holds its structure, not machine-dependent values.
+/// spaces and of table rules collapsed, so that the snapshot holds its structure (the
+/// three columns per metric), not machine-dependent values and widths.
 fn masked_summary(text: &str) -> String {
     let from = text.find("\nmetrics: ").expect("a summary") + 1;
     let mut out = String::new();
@@ -73,7 +74,7 @@ fn masked_summary(text: &str) -> String {
             prev = Some('N');
             continue;
         }
-        if c == ' ' && prev == Some(' ') {
+        if matches!(c, ' ' | '─' | '═') && prev == Some(c) {
             continue;
         }
         out.push(c);
