@@ -284,15 +284,29 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 line!();
                 push(&mut recent, None);
             }
-            op::BININT1 | op::EXT1 => {
+            // An extension code names a global through `copyreg`'s registry, which a
+            // pickle can fill (`copyreg.add_extension`) before it uses it.
+            op::EXT1 | op::EXT2 | op::EXT4 => {
+                let code = match code {
+                    op::EXT1 => le!(1),
+                    op::EXT2 => le!(2),
+                    _ => le!(4),
+                };
+                let g = format!("copyreg extension code {code}");
+                if !out.globals.contains(&g) {
+                    out.globals.push(g);
+                }
+                push(&mut recent, None);
+            }
+            op::BININT1 => {
                 take!(1);
                 push(&mut recent, None);
             }
-            op::BININT2 | op::EXT2 => {
+            op::BININT2 => {
                 take!(2);
                 push(&mut recent, None);
             }
-            op::BININT | op::EXT4 => {
+            op::BININT => {
                 take!(4);
                 push(&mut recent, None);
             }
@@ -517,6 +531,33 @@ fn zip_archive_reading(
             ),
         ));
     }
+    // torch's reader (miniz) finds an entry's data through its local header but never
+    // compares the local header's name with the directory's: readers that walk local
+    // headers (or check them) see other files.
+    let mut mismatched: Vec<String> = entries
+        .iter()
+        .filter_map(|e| {
+            let local = z.local_name(e)?;
+            (local != e.name.as_bytes()).then(|| {
+                format!(
+                    "`{}` (local header: `{}`)",
+                    printable(&e.name),
+                    printable(&String::from_utf8_lossy(local))
+                )
+            })
+        })
+        .take(20)
+        .collect();
+    mismatched.dedup();
+    if !mismatched.is_empty() {
+        findings.push(ambiguous(
+            "zip central directory and local header disagree",
+            format!(
+                "{}{which}: torch reads each entry under its directory name",
+                mismatched.join(", ")
+            ),
+        ));
+    }
     let wanted = format!("{prefix}data.pkl").to_ascii_lowercase();
     for e in entries
         .iter()
@@ -572,7 +613,7 @@ fn sweep_entry(
             return;
         }
     }
-    match z.read_unchecked(e, limits::MAX_PICKLE_BYTES) {
+    match z.read_as_torch(e, limits::MAX_PICKLE_BYTES) {
         Ok(data) => sweep_sequence(&data, 1, &location, findings),
         Err(err) => {
             findings.push(Finding::Note {
@@ -586,11 +627,11 @@ fn sweep_entry(
 // ----- tar (the archive itself: super::tar) -------------------------------------
 
 pub use super::tar::is_tar;
-use super::tar::tar_members;
+use super::tar::tar_entries;
 
 fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
     // `tar.extract(name)` takes the last member of a name.
-    let members = tar_members(bytes);
+    let members = tar_entries(bytes);
     let s = sweep(bytes);
     if s.end.is_some() || !s.globals.is_empty() {
         findings.push(ambiguous(
@@ -602,9 +643,16 @@ fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
     // The first pickle of each member (sys_info too, which torch 2.13 does not read),
     // swept whatever their structure; then every pickle the reading of the members meets.
     for wanted in ["sys_info", "storages", "tensors", "pickle"] {
-        if let Some((name, data, len)) = members.iter().rev().find(|m| m.0 == wanted) {
-            let loc = format!("tar member `{}`", printable(name));
-            sweep_sequence(&bytes[*data..*data + *len], 1, &loc, findings);
+        if let Some(m) = members.iter().rev().find(|m| m.name == wanted) {
+            let loc = match &m.link_to {
+                Some(t) => format!(
+                    "tar member `{}` (a link to tar member `{}`)",
+                    printable(&m.name),
+                    printable(t)
+                ),
+                None => format!("tar member `{}`", printable(&m.name)),
+            };
+            sweep_sequence(&bytes[m.data..m.data + m.len], 1, &loc, findings);
         }
     }
     let found = super::torch::tar_findings(bytes);
@@ -661,6 +709,19 @@ mod tests {
             let _ = sweep(&b"cposix\nsystem\n(S'echo hi'\ntR."[..cut]);
         }
         assert!(sweep(&[0xff, 0x00]).globals.is_empty());
+    }
+
+    #[test]
+    fn sweep_names_extension_codes() {
+        // copyreg.add_extension('builtins', 'exec', 0x4747), then EXT2 0x4747
+        let p = b"ccopyreg\nadd_extension\n(X\x08\x00\x00\x00builtinsX\x04\x00\x00\x00execM\x47\x47tR0\x83\x47\x47N\x85R.";
+        let s = sweep(p);
+        assert_eq!(
+            s.globals,
+            vec!["copyreg.add_extension", "copyreg extension code 18247"]
+        );
+        assert!(s.end.is_some());
+        assert_eq!(sweep(b"\x82\x05N\x85R.").globals, vec!["copyreg extension code 5"]);
     }
 
     #[test]

@@ -62,26 +62,195 @@ pub fn is_tar(bytes: &[u8]) -> bool {
     tar_header_ok(bytes, 0)
 }
 
-/// A tar archive's members in order, as (name, data offset, length): plain ustar
-/// headers (no PAX or GNU long names), up to the first header Python's `tarfile` would
-/// not accept or a member running past the end of the file.
-pub(crate) fn tar_members(bytes: &[u8]) -> Vec<(String, usize, usize)> {
-    let mut members: Vec<(String, usize, usize)> = Vec::new();
+/// One member of a tar archive as Python's `tarfile` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TarMember {
+    /// The name `tarfile` gives it: a PAX `path` record or a GNU long name if there is
+    /// one, else the ustar prefix (if any) + `/` + the name field.
+    pub name: String,
+    /// Where its bytes are: for a hard or symbolic link, the bytes of the member it links
+    /// to inside the archive (what `tarfile.extractfile`, and `extract` of a hard link
+    /// whose target is not on disk, give).
+    pub data: usize,
+    pub len: usize,
+    /// For a link, the name of the member whose bytes `data` are.
+    pub link_to: Option<String>,
+}
+
+/// Most links followed from one member (a chain longer than this is not resolved).
+const MAX_LINK_HOPS: usize = 8;
+
+/// PAX records (`"%d %s=%s\n"`): the values of `path`, `linkpath` and `size`.
+fn pax_records(data: &[u8], out: &mut [Option<String>; 3]) {
+    let mut rest = data;
+    while let Some(sp) = rest.iter().position(|b| *b == b' ') {
+        let Some(n) = std::str::from_utf8(&rest[..sp])
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+        else {
+            return;
+        };
+        if n <= sp + 1 || n > rest.len() {
+            return;
+        }
+        let record = &rest[sp + 1..n];
+        let record = record.strip_suffix(b"\n").unwrap_or(record);
+        if let Some(eq) = record.iter().position(|b| *b == b'=') {
+            let value = String::from_utf8_lossy(&record[eq + 1..]).into_owned();
+            match &record[..eq] {
+                b"path" => out[0] = Some(value),
+                b"linkpath" => out[1] = Some(value),
+                b"size" => out[2] = Some(value),
+                _ => {}
+            }
+        }
+        rest = &rest[n..];
+    }
+}
+
+/// A NUL-terminated header field, as text.
+fn nts(field: &[u8]) -> String {
+    let end = field.iter().position(|b| *b == 0).unwrap_or(field.len());
+    String::from_utf8_lossy(&field[..end]).into_owned()
+}
+
+/// `os.path.normpath` for the relative names of tar members (enough to match links).
+fn normpath(name: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for p in name.split('/') {
+        match p {
+            "" | "." => {}
+            ".." if parts.last().is_some_and(|l| *l != "..") => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    if name.starts_with('/') {
+        format!("/{joined}")
+    } else if joined.is_empty() {
+        ".".into()
+    } else {
+        joined
+    }
+}
+
+/// A tar archive's members in order, named as Python's `tarfile` names them (PAX
+/// `path`/`linkpath`/`size` records, GNU long names, ustar prefixes), with links resolved
+/// to the bytes of their targets; up to the first header `tarfile` would not accept or a
+/// member running past the end of the file.
+pub(crate) fn tar_entries(bytes: &[u8]) -> Vec<TarMember> {
+    // (name, type, linkname, data, len)
+    let mut raw: Vec<(String, u8, String, usize, usize)> = Vec::new();
     let mut at = 0usize;
-    while tar_header_ok(bytes, at) && members.len() < 10_000 {
+    let mut global = [None, None, None];
+    let mut next = [None, None, None];
+    let (mut long_name, mut long_link): (Option<String>, Option<String>) = (None, None);
+    let mut headers = 0usize;
+    while tar_header_ok(bytes, at) && headers < 20_000 {
+        headers += 1;
         let block = &bytes[at..at + TAR_BLOCK];
-        let end = block[..100].iter().position(|b| *b == 0).unwrap_or(100);
-        let name = String::from_utf8_lossy(&block[..end]).into_owned();
-        let size = tar_number(&block[124..136]).unwrap_or(0);
+        let kind = block[156];
+        let mut size = tar_number(&block[124..136]).unwrap_or(0);
         let data = at + TAR_BLOCK;
+        let extended = matches!(kind, b'x' | b'g' | b'L' | b'K');
+        if !extended {
+            if let Some(s) = next[2]
+                .as_ref()
+                .or(global[2].as_ref())
+                .and_then(|s: &String| s.parse().ok())
+            {
+                size = s;
+            }
+        }
         let Some(len) = usize::try_from(size)
             .ok()
             .filter(|l| data.saturating_add(*l) <= bytes.len())
         else {
             break;
         };
-        members.push((name, data, len));
+        let body = &bytes[data..data + len];
         at = data + len.div_ceil(TAR_BLOCK) * TAR_BLOCK;
+        match kind {
+            b'x' => pax_records(body, &mut next),
+            b'g' => pax_records(body, &mut global),
+            b'L' => long_name = Some(nts(body)),
+            b'K' => long_link = Some(nts(body)),
+            _ => {
+                let mut name = nts(&block[..100]);
+                let prefix = nts(&block[345..500]);
+                if kind == b'5' || (kind == 0 && name.ends_with('/')) {
+                    name = name.trim_end_matches('/').to_string();
+                }
+                if !prefix.is_empty() && !matches!(kind, b'L' | b'K' | b'S') {
+                    name = format!("{prefix}/{name}");
+                }
+                let mut link = nts(&block[157..257]);
+                if let Some(n) = long_name.take() {
+                    name = n;
+                }
+                if let Some(l) = long_link.take() {
+                    link = l;
+                }
+                if let Some(p) = next[0].take().or_else(|| global[0].clone()) {
+                    name = p;
+                }
+                if let Some(l) = next[1].take().or_else(|| global[1].clone()) {
+                    link = l;
+                }
+                next = [None, None, None];
+                raw.push((name, kind, link, data, len));
+            }
+        }
     }
-    members
+    let find = |name: &str, before: Option<usize>| -> Option<usize> {
+        let want = normpath(name);
+        let end = before.unwrap_or(raw.len());
+        (0..end).rev().find(|i| normpath(&raw[*i].0) == want)
+    };
+    (0..raw.len())
+        .map(|i| {
+            let (name, _, _, mut data, mut len) = raw[i].clone();
+            let mut link_to = None;
+            let mut cur = i;
+            for _ in 0..MAX_LINK_HOPS {
+                let (ref n, kind, ref link, ..) = raw[cur];
+                let target = match kind {
+                    // hard link: an earlier member of that name
+                    b'1' => find(link, Some(cur)),
+                    // symbolic link: relative to the link's folder, any member
+                    b'2' => {
+                        let dir = n.rsplit_once('/').map_or("", |(d, _)| d);
+                        let joined = [dir, link.as_str()]
+                            .iter()
+                            .filter(|s| !s.is_empty())
+                            .copied()
+                            .collect::<Vec<_>>()
+                            .join("/");
+                        find(&joined, None).filter(|t| *t != cur)
+                    }
+                    _ => break,
+                };
+                let Some(t) = target else { break };
+                cur = t;
+                (data, len) = (raw[t].3, raw[t].4);
+                link_to = Some(raw[t].0.clone());
+            }
+            TarMember {
+                name,
+                data,
+                len,
+                link_to,
+            }
+        })
+        .collect()
+}
+
+/// [`tar_entries`] as (name, data offset, length).
+pub(crate) fn tar_members(bytes: &[u8]) -> Vec<(String, usize, usize)> {
+    tar_entries(bytes)
+        .into_iter()
+        .map(|m| (m.name, m.data, m.len))
+        .collect()
 }

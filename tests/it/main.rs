@@ -26,6 +26,7 @@ mod non_regular_cli;
 mod prune_cli;
 mod pytorch_crosscheck;
 mod reader;
+mod attack_corpus;
 mod torch_differentials;
 mod train_cli;
 mod train_resume_cli;
