@@ -21,8 +21,8 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use super::pickle::allowlist;
 use super::pickle::opcodes as op;
+use super::pickle::{allowlist, escape_decode, raw_unicode_escape_decode};
 use super::zip::{self, ZipArchive};
 use super::{limits, safetensors, Finding, InflateBudget};
 
@@ -179,17 +179,21 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 push(&mut recent, None);
             }
             // Strings.
-            op::STRING | op::UNICODE => {
+            // Protocol 0 text, escapes decoded as the unpickler decodes them (a module
+            // name may be spelled `b\x75iltins`).
+            op::STRING => {
                 let l = line!();
-                let l = match l {
-                    [q, inner @ .., q2]
-                        if code == op::STRING && (*q == b'\'' || *q == b'"') && q == q2 =>
-                    {
-                        inner
+                let v = match l {
+                    [q, inner @ .., q2] if (*q == b'\'' || *q == b'"') && q == q2 => {
+                        Some(text(&escape_decode(inner)))
                     }
-                    other => other,
+                    _ => None,
                 };
-                push(&mut recent, Some(text(l)));
+                push(&mut recent, v);
+            }
+            op::UNICODE => {
+                let l = line!();
+                push(&mut recent, Some(Rc::from(raw_unicode_escape_decode(l))));
             }
             op::BINSTRING | op::BINUNICODE => {
                 let n = le!(4) as usize;
@@ -721,7 +725,18 @@ mod tests {
             vec!["copyreg.add_extension", "copyreg extension code 18247"]
         );
         assert!(s.end.is_some());
-        assert_eq!(sweep(b"\x82\x05N\x85R.").globals, vec!["copyreg extension code 5"]);
+        assert_eq!(
+            sweep(b"\x82\x05N\x85R.").globals,
+            vec!["copyreg extension code 5"]
+        );
+    }
+
+    #[test]
+    fn sweep_decodes_protocol0_escapes_before_naming() {
+        let p = b"S'b\\x75iltins'\nS'e\\x78ec'\n\x93(Vx\ntR.";
+        assert_eq!(sweep(p).globals, vec!["builtins.exec"]);
+        let p = b"Vbuiltins\nV\\u0065val\n\x93N\x85R.";
+        assert_eq!(sweep(p).globals, vec!["builtins.eval"]);
     }
 
     #[test]

@@ -254,3 +254,82 @@ pub(crate) fn tar_members(bytes: &[u8]) -> Vec<(String, usize, usize)> {
         .map(|m| (m.name, m.data, m.len))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One ustar header + data, as Python's tarfile writes it.
+    fn member(name: &str, kind: u8, link: &str, prefix: &str, data: &[u8]) -> Vec<u8> {
+        let mut h = vec![0u8; TAR_BLOCK];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[156] = kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut out = h;
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(TAR_BLOCK) * TAR_BLOCK, 0);
+        out
+    }
+
+    fn names_and_data(bytes: &[u8]) -> Vec<(String, Vec<u8>, Option<String>)> {
+        tar_entries(bytes)
+            .into_iter()
+            .map(|m| (m.name, bytes[m.data..m.data + m.len].to_vec(), m.link_to))
+            .collect()
+    }
+
+    #[test]
+    fn members_are_named_as_tarfile_names_them() {
+        let pax = b"12 path=pkl\n";
+        let mut t = member("a", b'0', "", "", b"A");
+        t.extend(member("././@PaxHeader", b'x', "", "", pax));
+        t.extend(member("decoy", b'0', "", "", b"P"));
+        t.extend(member("././@LongLink", b'L', "", "", b"long/name\0"));
+        t.extend(member("short", b'0', "", "", b"L"));
+        t.extend(member("pickle", b'0', "", "x", b"X"));
+        t.extend(vec![0u8; 2 * TAR_BLOCK]);
+        let m = names_and_data(&t);
+        let names: Vec<&str> = m.iter().map(|m| m.0.as_str()).collect();
+        assert_eq!(names, ["a", "pkl", "long/name", "x/pickle"]);
+        assert_eq!(m[1].1, b"P");
+        // The (name, offset, len) view agrees.
+        assert_eq!(tar_members(&t).len(), 4);
+    }
+
+    #[test]
+    fn links_resolve_to_their_targets_bytes() {
+        let mut t = member("dir/s", b'0', "", "", b"payload");
+        t.extend(member("storages", b'1', "dir/s", "", b""));
+        t.extend(member("dir/pickle", b'2', "./s", "", b""));
+        t.extend(member("loop", b'2', "loop", "", b""));
+        t.extend(member("dangling", b'2', "nowhere", "", b""));
+        // A hard link only reaches members before it.
+        t.extend(member("early", b'1', "late", "", b""));
+        t.extend(member("late", b'0', "", "", b"late"));
+        let m = names_and_data(&t);
+        assert_eq!(
+            m[1],
+            ("storages".into(), b"payload".to_vec(), Some("dir/s".into()))
+        );
+        assert_eq!(
+            m[2],
+            (
+                "dir/pickle".into(),
+                b"payload".to_vec(),
+                Some("dir/s".into())
+            )
+        );
+        assert_eq!(m[3], ("loop".into(), vec![], None));
+        assert_eq!(m[4], ("dangling".into(), vec![], None));
+        assert_eq!(m[5], ("early".into(), vec![], None));
+        assert_eq!(normpath("a/./b/../c"), "a/c");
+    }
+}

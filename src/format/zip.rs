@@ -281,11 +281,7 @@ impl<'a> ZipArchive<'a> {
     /// The entry's bytes as torch's zip reader (miniz) reads them: like
     /// [`read_unchecked`](Self::read_unchecked), but whatever name the local header gives
     /// (its lengths are used to find the data; the directory's sizes are used).
-    pub fn read_as_torch(
-        &self,
-        entry: &Entry,
-        max_len: u64,
-    ) -> Result<Cow<'a, [u8]>, FormatError> {
+    pub fn read_as_torch(&self, entry: &Entry, max_len: u64) -> Result<Cow<'a, [u8]>, FormatError> {
         self.read_inner(entry, max_len, false)
     }
 
@@ -1070,6 +1066,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("CRC"), "{msg}");
+    }
+
+    #[test]
+    fn torch_reads_entries_whatever_their_local_header_names() {
+        let mut z = zip(
+            &[Spec {
+                name: "a/data.pkl",
+                data: b"payload",
+                deflate: false,
+            }],
+            false,
+        );
+        // The local header (at 0) now says `a/zzzz.pkl`; the directory still `a/data.pkl`.
+        z[30..40].copy_from_slice(b"a/zzzz.pkl");
+        let a = ZipArchive::parse(&z).unwrap();
+        let e = a.find("a/data.pkl").unwrap();
+        assert_eq!(a.local_name(e), Some(&b"a/zzzz.pkl"[..]));
+        assert!(a
+            .read_unchecked(e, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("a/zzzz.pkl"));
+        assert_eq!(&*a.read_as_torch(e, 100).unwrap(), b"payload");
     }
 
     #[test]

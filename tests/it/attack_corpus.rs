@@ -59,7 +59,10 @@ fn every_attack_is_flagged_and_none_runs() {
             None => assert_eq!(case["executed"], true, "{file}"),
             Some(why) => {
                 assert_eq!(case["executed"], false, "{file}");
-                assert!(why.starts_with("not executable under torch 2.13: "), "{file}");
+                assert!(
+                    why.starts_with("not executable under torch 2.13: "),
+                    "{file}"
+                );
             }
         }
     }
@@ -75,11 +78,7 @@ fn every_attack_is_flagged_and_none_runs() {
         match Checkpoint::open(dir.join(file)) {
             Ok(c) => {
                 assert!(c.has_unsafe_globals(), "{file}: {:?}", c.findings);
-                let text: String = c
-                    .findings
-                    .iter()
-                    .map(|f| f.message() + "\n")
-                    .collect();
+                let text: String = c.findings.iter().map(|f| f.message() + "\n").collect();
                 for n in &names {
                     assert!(text.contains(n), "{file}: no finding names `{n}`: {text}");
                 }
@@ -143,7 +142,7 @@ fn every_attack_is_flagged_and_none_runs() {
     let template =
         std::fs::read_to_string(root().join("tests/fixtures/configs/train_v5_12_4_partial.yaml"))
             .unwrap();
-    for file in &files {
+    for (file, case) in &manifest {
         let cfg = template.replace(
             "path: ../../../checkpoints/v5_12_4/best_Q.pt",
             &format!("path: {file}"),
@@ -151,7 +150,14 @@ fn every_attack_is_flagged_and_none_runs() {
         assert!(cfg.contains(&format!("path: {file}")));
         std::fs::write(work.path().join("cfg.yaml"), &cfg).unwrap();
         let o = tvck(&["check", "cfg.yaml", "--auto-fix"], work.path());
-        assert_ne!(o.status.code(), Some(0), "check {file}: {o:?}");
+        assert_eq!(o.status.code(), Some(1), "check {file}: {o:?}");
+        if case.get("skipped").is_none() {
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                out.contains(&format!("{file} contains unsafe pickle globals")),
+                "check {file}: {out}"
+            );
+        }
         assert_eq!(
             std::fs::read_to_string(work.path().join("cfg.yaml")).unwrap(),
             cfg,

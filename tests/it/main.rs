@@ -11,6 +11,7 @@ mod common;
 
 mod arch_api;
 mod architecture;
+mod attack_corpus;
 mod check_cli;
 mod cli;
 mod convert_cli;
@@ -26,7 +27,6 @@ mod non_regular_cli;
 mod prune_cli;
 mod pytorch_crosscheck;
 mod reader;
-mod attack_corpus;
 mod torch_differentials;
 mod train_cli;
 mod train_resume_cli;
