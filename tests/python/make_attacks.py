@@ -577,7 +577,8 @@ def main():
         ran = executes(path, loader)
         if ran != (skipped is None):
             failed.append(f"{name} (executed: {ran})")
-        entry = {"technique": technique, "names": names, "loader": loader, "executed": ran}
+        entry = {"case": make.__name__.removeprefix("case_"), "technique": technique,
+                 "names": names, "loader": loader, "executed": ran}
         if skipped:
             entry["skipped"] = skipped
         manifest[name] = entry
