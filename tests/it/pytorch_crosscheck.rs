@@ -44,6 +44,26 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
+/// Tensor `i` of `ckpt` has the dtype, shape and SHA-256 PyTorch gave (`expected`, a
+/// manifest entry); `what` names it in a failure.
+fn assert_tensor(ckpt: &Checkpoint, i: usize, expected: &Json, what: &str) {
+    let info = &ckpt.tensors[i];
+    assert_eq!(info.dtype.torch_name(), expected["dtype"], "{what} dtype");
+    let shape: Vec<u64> = expected["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .collect();
+    assert_eq!(info.shape, shape, "{what} shape");
+    let hash = fingerprint::tensor_hash(ckpt, i).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(
+        fingerprint::hex(&hash),
+        expected["sha256"],
+        "{what} bytes differ from PyTorch's"
+    );
+}
+
 #[test]
 #[ignore = "needs PyTorch (.venv): run scripts/test"]
 fn reader_matches_pytorch() {
@@ -79,26 +99,11 @@ fn reader_matches_pytorch() {
             let i = *by_path
                 .get(path.as_str())
                 .unwrap_or_else(|| panic!("{file}: tensor {path} missing"));
-            let info = &ckpt.tensors[i];
-            assert_eq!(info.dtype.torch_name(), t["dtype"], "{file}:{path} dtype");
-            let shape: Vec<u64> = t["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap())
-                .collect();
-            assert_eq!(info.shape, shape, "{file}:{path} shape");
+            assert_tensor(&ckpt, i, t, &format!("{file}:{path}"));
             assert_eq!(
-                info.is_contiguous(),
+                ckpt.tensors[i].is_contiguous(),
                 t["contiguous"].as_bool().unwrap(),
                 "{file}:{path} contiguity"
-            );
-            let hash =
-                fingerprint::tensor_hash(&ckpt, i).unwrap_or_else(|e| panic!("{file}:{path}: {e}"));
-            assert_eq!(
-                fingerprint::hex(&hash),
-                t["sha256"],
-                "{file}:{path} bytes differ from PyTorch's"
             );
         }
         for (path, v) in expected["values"].as_object().unwrap() {
@@ -235,22 +240,7 @@ fn other_layouts_are_read_or_named() {
                         ckpt.tensors.iter().map(|x| &x.path).collect::<Vec<_>>()
                     )
                 });
-            let info = &ckpt.tensors[i];
-            assert_eq!(info.dtype.torch_name(), t["dtype"], "{file}:{path} dtype");
-            let shape: Vec<u64> = t["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap())
-                .collect();
-            assert_eq!(info.shape, shape, "{file}:{path} shape");
-            let hash =
-                fingerprint::tensor_hash(&ckpt, i).unwrap_or_else(|e| panic!("{file}:{path}: {e}"));
-            assert_eq!(
-                fingerprint::hex(&hash),
-                t["sha256"],
-                "{file}:{path} bytes differ from PyTorch's"
-            );
+            assert_tensor(&ckpt, i, t, &format!("{file}:{path}"));
         }
     }
 }
