@@ -17,6 +17,7 @@ mod convert_cli;
 mod convert_ops;
 mod deflate_budget;
 mod fs_faults_cli;
+mod init_cli;
 mod legacy_tar;
 mod manager_cli;
 mod manager_index;

@@ -92,6 +92,24 @@ const CASES: &[(&str, &[&str])] = &[
     ("untag_no_name", &["untag"]),
     ("lineage_missing_file", &["lineage", "nope.pt"]),
     ("lineage_of_a_folder", &["lineage", "checkpoints"]),
+    ("init_no_template", &["init", "-o", "never-written.yaml"]),
+    (
+        "init_unknown_template",
+        &["init", "--template", "fast", "-o", "never-written.yaml"],
+    ),
+    ("init_no_output", &["init", "--template", "quick-test"]),
+    (
+        "init_missing_from",
+        &[
+            "init",
+            "--template",
+            "from-checkpoint",
+            "--from",
+            "nope.pt",
+            "-o",
+            "never-written.yaml",
+        ],
+    ),
 ];
 
 #[test]
