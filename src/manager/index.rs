@@ -97,6 +97,32 @@ impl Default for IndexOptions {
     }
 }
 
+impl IndexOptions {
+    /// The options the environment asks for: the busy timeout from
+    /// [`BUSY_TIMEOUT_ENV`](super::BUSY_TIMEOUT_ENV) (milliseconds) when set, else the
+    /// default (60 s).
+    pub fn from_env() -> Result<IndexOptions, ManagerError> {
+        match std::env::var_os(super::BUSY_TIMEOUT_ENV) {
+            None => Ok(IndexOptions::default()),
+            Some(v) => Self::with_busy_timeout(&v.to_string_lossy()),
+        }
+    }
+
+    /// The options with a busy timeout given as milliseconds in text.
+    pub fn with_busy_timeout(ms: &str) -> Result<IndexOptions, ManagerError> {
+        match ms.trim().parse::<u64>() {
+            Ok(ms) => Ok(IndexOptions {
+                busy_timeout: Duration::from_millis(ms),
+            }),
+            Err(_) => Err(ManagerError::BadSetting {
+                name: super::BUSY_TIMEOUT_ENV,
+                value: ms.to_string(),
+                expected: "a whole number of milliseconds",
+            }),
+        }
+    }
+}
+
 /// An open index.
 pub struct Index {
     pub(super) conn: Connection,
@@ -246,7 +272,7 @@ impl Index {
         if e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DatabaseBusy) {
             return ManagerError::Locked {
                 path: self.path.clone(),
-                waited_s: self.busy_timeout.as_secs(),
+                waited_ms: self.busy_timeout.as_millis().min(u64::MAX as u128) as u64,
             };
         }
         ManagerError::db(&self.path, e)
@@ -357,7 +383,7 @@ impl Index {
             })
             .collect::<Result<_, _>>()?;
         let index_path = self.path.clone();
-        let busy = self.busy_timeout.as_secs();
+        let busy = self.busy_timeout.as_millis().min(u64::MAX as u128) as u64;
         let db = |e| ManagerError::db(&index_path, e);
         let tx = self
             .conn
@@ -366,7 +392,7 @@ impl Index {
                 if e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DatabaseBusy) {
                     ManagerError::Locked {
                         path: index_path.clone(),
-                        waited_s: busy,
+                        waited_ms: busy,
                     }
                 } else {
                     ManagerError::db(&index_path, e)
