@@ -70,7 +70,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         .map_err(CliError::from)?;
     // The rows are the index's: say so when the files under DIR moved on since.
     let paths = tvck::discover::discover(&dir, tvck::discover::Walk::everything()).files;
-    let fresh = matches!(index.fresh_entries(&dir, &paths), Ok(Some(f)) if f.len() == all.len());
+    let fresh = index.is_fresh(&dir, &paths).unwrap_or(false);
     if !fresh {
         eprintln!(
             "warning: {}",
