@@ -157,7 +157,7 @@ impl ManagerError {
 
 /// `60 s`, `0.2 s`: a wait as the messages say it.
 fn seconds(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{} s", ms as f64 / 1000.0)
