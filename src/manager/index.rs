@@ -409,12 +409,14 @@ impl Index {
             let mut st = tx
                 .prepare(
                     "SELECT id, path, size, mtime_ns, inode FROM files
-                     WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
+                     WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
                 )
                 .map_err(db)?;
             for root in &roots {
+                let t = path_text(root);
+                let base = t.trim_end_matches('/').to_string();
                 let rows = st
-                    .query_map([path_text(root)], |r| {
+                    .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
                         Ok((
                             r.get::<_, String>(1)?,
                             (
