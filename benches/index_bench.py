@@ -57,7 +57,8 @@ def cpu_name():
 
 
 def main():
-    run(["cargo", "build", "--release", "--bin", "tvck"], cwd=ROOT)
+    if not os.environ.get("TVCK_BENCH_NO_BUILD"):  # set it to time an existing release build
+        run(["cargo", "build", "--release", "--bin", "tvck"], cwd=ROOT)
     if count(TREE) != N_SMALL + N_COPIES:
         shutil.rmtree(TREE, ignore_errors=True)
         print(run([sys.executable, os.path.join(ROOT, "benches", "make_index_tree.py"),
