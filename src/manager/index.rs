@@ -286,6 +286,16 @@ impl Index {
         self.conn
             .pragma_update(None, "foreign_keys", true)
             .map_err(|e| self.err(e))?;
+        // A page cache of up to 64 MB (SQLite's default is 2 MB): the random inserts into
+        // the tensor-hash index of a first indexing then stay in memory instead of
+        // spilling pages to the WAL mid-transaction and reading them back; sorts and
+        // temporary tables stay in memory too.
+        self.conn
+            .pragma_update(None, "cache_size", -65536)
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "temp_store", "MEMORY")
+            .map_err(|e| self.err(e))?;
         // Reading the schema is the first access: a file that is not SQLite fails here.
         let tables: Vec<String> = {
             let mut st = self
@@ -408,8 +418,10 @@ impl Index {
         {
             let mut st = tx
                 .prepare(
-                    "SELECT id, path, size, mtime_ns, inode FROM files
-                     WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+                    "SELECT id, path, size, mtime_ns, inode FROM files WHERE path = ?1
+                     UNION ALL
+                     SELECT id, path, size, mtime_ns, inode FROM files
+                     WHERE path >= ?2 AND path < ?3",
                 )
                 .map_err(db)?;
             for root in &roots {
@@ -577,7 +589,12 @@ impl Index {
                     "SELECT id,
                             json_extract(summary, '$.error') IS NOT NULL,
                             coalesce(json_array_length(summary, '$.unsafe_globals'), 0) > 0
-                     FROM files WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+                     FROM files WHERE path = ?1
+                     UNION ALL
+                     SELECT id,
+                            json_extract(summary, '$.error') IS NOT NULL,
+                            coalesce(json_array_length(summary, '$.unsafe_globals'), 0) > 0
+                     FROM files WHERE path >= ?2 AND path < ?3",
                 )
                 .map_err(db)?;
             let rows = st
@@ -686,14 +703,18 @@ impl Index {
         if ranges.is_empty() {
             read(&format!("{COLUMNS} WHERE {cond} ORDER BY path"), &[])?;
         } else {
-            let sql = format!(
-                "{COLUMNS} WHERE (path = ?1 OR (path >= ?2 AND path < ?3)) AND ({cond}) ORDER BY path"
-            );
+            // Two queries, not one with OR: each walks the path index in order (an OR
+            // makes SQLite scan the table and sort the rows, summaries and all).
+            let exact_sql = format!("{COLUMNS} WHERE path = ?1 AND ({cond})");
+            let range_sql =
+                format!("{COLUMNS} WHERE path >= ?1 AND path < ?2 AND ({cond}) ORDER BY path");
             for (exact, lo, hi) in &ranges {
-                read(&sql, &[exact, lo, hi])?;
+                read(&exact_sql, &[exact])?;
+                read(&range_sql, &[lo, hi])?;
             }
         }
-        if ranges.len() > 1 {
+        if !ranges.is_empty() {
+            // A root's own row comes before the rows below it; several roots interleave.
             out.sort_by(|a, b| a.path.cmp(&b.path));
         }
         Ok(out)
@@ -706,8 +727,9 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT path, size, mtime_ns, inode FROM files
-                 WHERE path = ?1 OR (path >= ?2 AND path < ?3)",
+                "SELECT path, size, mtime_ns, inode FROM files WHERE path = ?1
+                 UNION ALL
+                 SELECT path, size, mtime_ns, inode FROM files WHERE path >= ?2 AND path < ?3",
             )
             .map_err(|e| self.err(e))?;
         let rows = st
