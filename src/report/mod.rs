@@ -8,6 +8,7 @@ pub mod convert;
 pub mod diff;
 #[cfg(feature = "train")]
 pub mod eval;
+pub mod html;
 pub mod inspect;
 pub mod prune;
 pub mod safe;

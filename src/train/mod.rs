@@ -16,6 +16,7 @@ pub mod fit;
 pub mod homeostasis;
 pub mod keep;
 pub mod load;
+pub mod lock;
 pub mod losses;
 pub mod measure;
 pub mod metrics;
@@ -89,6 +90,9 @@ pub enum TrainError {
     /// A run cannot be continued.
     #[error(transparent)]
     Resume(#[from] resume::ResumeError),
+    /// Another process is training into the same run folder.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 impl TrainError {
@@ -96,6 +100,7 @@ impl TrainError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             TrainError::Resume(e) => Some(e.hint()),
+            TrainError::Lock(e) => Some(e.hint()),
             _ => None,
         }
     }
