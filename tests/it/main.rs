@@ -18,6 +18,7 @@ mod convert_cli;
 mod convert_ops;
 mod deflate_budget;
 mod fs_faults_cli;
+mod init_cli;
 mod lazy_reads;
 mod legacy_tar;
 mod manager_cli;
