@@ -33,6 +33,7 @@ pub mod migrate;
 pub mod monitor;
 pub mod report;
 pub mod scan;
+pub mod template;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod yamledit;

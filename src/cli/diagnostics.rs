@@ -76,8 +76,10 @@ pub fn no_train(cmd: &str) -> CliError {
     )
 }
 
-/// A manager error at the edge: bad rules, an unusable plan or a missing folder are usage
-/// errors (exit 2), the rest (index problems) failures (exit 1).
+/// A manager error at the edge, the one mapping every manager command uses (the README's
+/// exit-code table): bad rules, an unusable plan, a folder that does not exist, a bad alias
+/// name or a bad setting are usage errors (exit 2); the rest (no index, a corrupt, foreign,
+/// newer or locked one, a file not indexed, an unknown alias) failures (exit 1).
 impl From<tvck::manager::ManagerError> for CliError {
     fn from(e: tvck::manager::ManagerError) -> Self {
         use tvck::manager::ManagerError as M;
@@ -86,7 +88,8 @@ impl From<tvck::manager::ManagerError> for CliError {
             | M::RulesFile { .. }
             | M::PlanFile { .. }
             | M::Root { .. }
-            | M::BadAliasName { .. } => ExitStatus::Usage,
+            | M::BadAliasName { .. }
+            | M::BadSetting { .. } => ExitStatus::Usage,
             _ => ExitStatus::Failure,
         };
         CliError {

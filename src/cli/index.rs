@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use tvck::manager::{self, Index, IndexOptions, ManagerError};
+use tvck::manager::{self, Index, IndexOptions};
 use tvck::report;
 
 use super::diagnostics::{require_exists, CliError};
@@ -22,18 +22,9 @@ pub struct Args {
     json: bool,
 }
 
-/// A manager error at the CLI edge, with its hint.
-pub fn manager_error(e: ManagerError) -> CliError {
-    CliError {
-        message: e.to_string(),
-        hint: e.hint(),
-        status: ExitStatus::Failure,
-    }
-}
-
 /// The index file the options name.
 pub fn index_file(explicit: Option<&Path>) -> Result<PathBuf, CliError> {
-    manager::index_path(explicit).map_err(manager_error)
+    manager::index_path(explicit).map_err(CliError::from)
 }
 
 #[derive(serde::Serialize)]
@@ -54,7 +45,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     }
     let path = index_file(a.index.as_deref())?;
     let started = Instant::now();
-    let mut index = Index::open(&path, &IndexOptions::default()).map_err(manager_error)?;
+    let mut index = Index::open(&path, &IndexOptions::from_env()?).map_err(CliError::from)?;
     let pb = progress_bar("indexing");
     let report = index
         .update(
@@ -65,7 +56,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
                 pb.inc(1);
             },
         )
-        .map_err(manager_error)?;
+        .map_err(CliError::from)?;
     pb.finish_and_clear();
     let elapsed_s = started.elapsed().as_secs_f64();
     let failed = report.unreadable > 0 || report.unsafe_files > 0;

@@ -8,7 +8,7 @@ use tvck::report;
 
 use super::diagnostics::{require_exists, CliError};
 use super::exit::ExitStatus;
-use super::index::{index_file, manager_error};
+use super::index::index_file;
 use super::output::{emit_json, print_out};
 
 #[derive(clap::Args)]
@@ -35,7 +35,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         ));
     }
     let path = index_file(a.index.as_deref())?;
-    let Some(index) = Index::open_existing(&path).map_err(manager_error)? else {
+    let Some(index) = Index::open_existing(&path).map_err(CliError::from)? else {
         return Err(CliError::failure_with(
             format!("{}: no index", path.display()),
             "create it with `tvck index DIR`",
@@ -46,10 +46,10 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             .path
             .canonicalize()
             .map_err(|e| CliError::failure(format!("{}: {e}", a.path.display())))?;
-        print_out(&lineage::dot(&index, &[root]).map_err(manager_error)?)?;
+        print_out(&lineage::dot(&index, &[root]).map_err(CliError::from)?)?;
         return Ok(ExitStatus::Ok);
     }
-    let l = lineage::lineage(&index, &a.path).map_err(manager_error)?;
+    let l = lineage::lineage(&index, &a.path).map_err(CliError::from)?;
     if a.json {
         emit_json(&l)?;
         return Ok(ExitStatus::Ok);

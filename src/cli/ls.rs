@@ -8,7 +8,7 @@ use tvck::report;
 
 use super::diagnostics::{require_exists, CliError};
 use super::exit::ExitStatus;
-use super::index::{index_file, manager_error};
+use super::index::index_file;
 use super::output::{emit_json, print_out};
 
 #[derive(clap::Args)]
@@ -56,7 +56,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         .transpose()
         .map_err(|e| query_error("sort", e))?;
     let path = index_file(a.index.as_deref())?;
-    let Some(index) = Index::open_existing(&path).map_err(manager_error)? else {
+    let Some(index) = Index::open_existing(&path).map_err(CliError::from)? else {
         return Err(CliError::failure_with(
             format!("{}: no index", path.display()),
             format!("create it with `tvck index {}`", dir.display()),
@@ -67,10 +67,10 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
     let all = index
         .entries(std::slice::from_ref(&canon))
-        .map_err(manager_error)?;
+        .map_err(CliError::from)?;
     // The rows are the index's: say so when the files under DIR moved on since.
     let paths = tvck::discover::discover(&dir, tvck::discover::Walk::everything()).files;
-    let fresh = matches!(index.fresh_entries(&dir, &paths), Ok(Some(f)) if f.len() == all.len());
+    let fresh = index.is_fresh(&dir, &paths).unwrap_or(false);
     if !fresh {
         eprintln!(
             "warning: {}",

@@ -10,6 +10,7 @@ mod diff;
 mod eval;
 mod exit;
 mod index;
+mod init;
 mod inspect;
 mod lineage;
 mod ls;
@@ -98,6 +99,13 @@ enum Command {
     /// plan was made (and carried out), 1 when a deletion failed or the index cannot be
     /// used, 2 on usage errors (no or bad rules).
     Prune(prune::Args),
+    /// Write a commented training config from a template that `tvck check` passes.
+    ///
+    /// production (v5.12.4), quick-test (seconds on a CPU) or from-checkpoint (--from
+    /// CKPT decides the model); the frozen checkpoint is the one `tvck select` ranks best.
+    /// Exit code 0 when written, 1 when no checkpoint fits or the file cannot be written,
+    /// 2 on usage errors (an existing output without --force, --from missing or misplaced).
+    Init(init::Args),
     /// A local web dashboard of the training runs under a folder: live curves, alerts,
     /// configs and checkpoints (bound to 127.0.0.1 unless --bind says otherwise).
     ///
@@ -133,6 +141,7 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Tag(a) => tag::run_tag(a),
         Command::Untag(a) => tag::run_untag(a),
         Command::Prune(a) => prune::run(a),
+        Command::Init(a) => init::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Report(a) => report::run(a),
     };

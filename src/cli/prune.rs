@@ -73,7 +73,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         }
     }
     let path = manager::index_path(a.index.as_deref())?;
-    let mut index = Index::open(&path, &IndexOptions::default())?;
+    let mut index = Index::open(&path, &IndexOptions::from_env()?)?;
     let fresh = prune::plan(&mut index, &a.dir, &rules)?;
     let plan = match &saved {
         Some(s) => prune::reconcile(s, &fresh),

@@ -10,7 +10,7 @@ use tvck::report;
 
 use super::diagnostics::{require_exists, CliError};
 use super::exit::ExitStatus;
-use super::index::{index_file, manager_error};
+use super::index::index_file;
 use super::output::{emit_json, print_out};
 
 #[derive(clap::Args)]
@@ -69,7 +69,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     // An index named explicitly must open; the default one is only a cache.
     let index = match Index::open_existing(&path) {
         Ok(i) => i,
-        Err(e) if a.index.is_some() => return Err(manager_error(e)),
+        Err(e) if a.index.is_some() => return Err(e.into()),
         Err(_) => None,
     };
     let opts = CheckOptions {
@@ -91,7 +91,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             let roots: Vec<PathBuf> = dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
             Some(
                 ix.entries(&roots)
-                    .map_err(manager_error)?
+                    .map_err(CliError::from)?
                     .into_iter()
                     .filter(|e| q.matches(e))
                     .map(|e| e.path)

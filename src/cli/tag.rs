@@ -7,7 +7,7 @@ use tvck::report;
 
 use super::diagnostics::{require_exists, CliError};
 use super::exit::ExitStatus;
-use super::index::{index_file, manager_error};
+use super::index::index_file;
 use super::output::{emit_json, print_out};
 
 #[derive(clap::Args)]
@@ -44,7 +44,7 @@ fn open(explicit: Option<&std::path::Path>) -> Result<Index, CliError> {
             "create it with `tvck index DIR`",
         ));
     }
-    Index::open(&path, &IndexOptions::default()).map_err(manager_error)
+    Index::open(&path, &IndexOptions::from_env()?).map_err(CliError::from)
 }
 
 fn show(change: &AliasChange, json: bool) -> Result<(), CliError> {
@@ -70,14 +70,14 @@ fn show(change: &AliasChange, json: bool) -> Result<(), CliError> {
 pub fn run_tag(a: TagArgs) -> Result<ExitStatus, CliError> {
     require_exists(&a.file)?;
     let mut index = open(a.index.as_deref())?;
-    let change = index.tag(&a.file, &a.name).map_err(manager_error)?;
+    let change = index.tag(&a.file, &a.name).map_err(CliError::from)?;
     show(&change, a.json)?;
     Ok(ExitStatus::Ok)
 }
 
 pub fn run_untag(a: UntagArgs) -> Result<ExitStatus, CliError> {
     let mut index = open(a.index.as_deref())?;
-    let change = index.untag(&a.name).map_err(manager_error)?;
+    let change = index.untag(&a.name).map_err(CliError::from)?;
     show(&change, a.json)?;
     Ok(ExitStatus::Ok)
 }

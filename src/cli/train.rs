@@ -32,6 +32,11 @@ pub struct Args {
     /// homeostasis, bests, random streams, epoch; metrics.jsonl appended).
     #[arg(long, value_name = "RUN_DIR", conflicts_with = "out")]
     resume: Option<PathBuf>,
+    /// Also write epoch_N.pt every save_every epochs and keep only what these rules keep
+    /// (`latest:2,best:Q:3,every:10`, as `tvck prune`; or a rules YAML file); stored in
+    /// latest.pt, so --resume goes on applying them.
+    #[arg(long, value_name = "RULES")]
+    keep: Option<String>,
 }
 
 #[cfg(not(feature = "train"))]
@@ -66,6 +71,11 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     if let Some(c) = &a.config {
         require_exists(c)?;
     }
+    let keep = a
+        .keep
+        .as_deref()
+        .map(tvck::manager::keep::Rules::from_arg)
+        .transpose()?;
     let device = tvck::train::parse_device(&a.device).map_err(train_error)?;
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
@@ -89,6 +99,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         progress: true,
         interrupt: Some(flag),
         resume: a.resume,
+        keep,
     };
     // A closed stdout does not stop a training run: the lines are dropped, the run goes on.
     let mut on_step = |s: &tvck::train::Step| {

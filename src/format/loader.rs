@@ -22,8 +22,8 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::input::{windowed, Input, Window};
-use super::pickle::allowlist;
 use super::pickle::opcodes as op;
+use super::pickle::{allowlist, escape_decode, raw_unicode_escape_decode};
 use super::zip::{self, ZipArchive};
 use super::{limits, safetensors, Finding, FormatError, InflateBudget};
 
@@ -190,17 +190,21 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 push(&mut recent, None);
             }
             // Strings.
-            op::STRING | op::UNICODE => {
+            // Protocol 0 text, escapes decoded as the unpickler decodes them (a module
+            // name may be spelled `b\x75iltins`).
+            op::STRING => {
                 let l = line!();
-                let l = match l {
-                    [q, inner @ .., q2]
-                        if code == op::STRING && (*q == b'\'' || *q == b'"') && q == q2 =>
-                    {
-                        inner
+                let v = match l {
+                    [q, inner @ .., q2] if (*q == b'\'' || *q == b'"') && q == q2 => {
+                        Some(text(&escape_decode(inner)))
                     }
-                    other => other,
+                    _ => None,
                 };
-                push(&mut recent, Some(text(l)));
+                push(&mut recent, v);
+            }
+            op::UNICODE => {
+                let l = line!();
+                push(&mut recent, Some(Rc::from(raw_unicode_escape_decode(l))));
             }
             op::BINSTRING | op::BINUNICODE => {
                 let n = le!(4) as usize;
@@ -295,15 +299,29 @@ pub fn sweep(data: &[u8]) -> Sweep {
                 line!();
                 push(&mut recent, None);
             }
-            op::BININT1 | op::EXT1 => {
+            // An extension code names a global through `copyreg`'s registry, which a
+            // pickle can fill (`copyreg.add_extension`) before it uses it.
+            op::EXT1 | op::EXT2 | op::EXT4 => {
+                let code = match code {
+                    op::EXT1 => le!(1),
+                    op::EXT2 => le!(2),
+                    _ => le!(4),
+                };
+                let g = format!("copyreg extension code {code}");
+                if !out.globals.contains(&g) {
+                    out.globals.push(g);
+                }
+                push(&mut recent, None);
+            }
+            op::BININT1 => {
                 take!(1);
                 push(&mut recent, None);
             }
-            op::BININT2 | op::EXT2 => {
+            op::BININT2 => {
                 take!(2);
                 push(&mut recent, None);
             }
-            op::BININT | op::EXT4 => {
+            op::BININT => {
                 take!(4);
                 push(&mut recent, None);
             }
@@ -561,6 +579,33 @@ fn zip_archive_reading(
             ),
         ));
     }
+    // torch's reader (miniz) finds an entry's data through its local header but never
+    // compares the local header's name with the directory's: readers that walk local
+    // headers (or check them) see other files.
+    let mut mismatched: Vec<String> = entries
+        .iter()
+        .filter_map(|e| {
+            let local = z.local_name(e)?;
+            (local != e.name.as_bytes()).then(|| {
+                format!(
+                    "`{}` (local header: `{}`)",
+                    printable(&e.name),
+                    printable(&String::from_utf8_lossy(local))
+                )
+            })
+        })
+        .take(20)
+        .collect();
+    mismatched.dedup();
+    if !mismatched.is_empty() {
+        findings.push(ambiguous(
+            "zip central directory and local header disagree",
+            format!(
+                "{}{which}: torch reads each entry under its directory name",
+                mismatched.join(", ")
+            ),
+        ));
+    }
     let wanted = format!("{prefix}data.pkl").to_ascii_lowercase();
     for e in entries
         .iter()
@@ -616,7 +661,7 @@ fn sweep_entry(
             return;
         }
     }
-    match z.read_unchecked(e, limits::MAX_PICKLE_BYTES) {
+    match z.read_as_torch(e, limits::MAX_PICKLE_BYTES) {
         Ok(data) => {
             let mut whole = super::input::Whole(&data);
             sweep_sequence(&mut whole, 0, data.len() as u64, 1, &location, findings).unwrap_or(0)
@@ -662,7 +707,14 @@ fn tar_reading(input: &mut dyn Input, findings: &mut Vec<Finding>) -> Result<(),
     // meets. `tar.extract(name)` takes the last member of a name.
     for wanted in TAR_MEMBERS {
         if let Some(m) = archive.member(wanted) {
-            let loc = format!("tar member `{wanted}`");
+            let loc = if m.link.is_empty() {
+                format!("tar member `{wanted}`")
+            } else {
+                format!(
+                    "tar member `{wanted}` (a link to tar member `{}`)",
+                    printable(&String::from_utf8_lossy(&m.link))
+                )
+            };
             sweep_sequence(
                 input,
                 m.data,
@@ -781,6 +833,30 @@ mod tests {
             let _ = sweep(&b"cposix\nsystem\n(S'echo hi'\ntR."[..cut]);
         }
         assert!(sweep(&[0xff, 0x00]).globals.is_empty());
+    }
+
+    #[test]
+    fn sweep_names_extension_codes() {
+        // copyreg.add_extension('builtins', 'exec', 0x4747), then EXT2 0x4747
+        let p = b"ccopyreg\nadd_extension\n(X\x08\x00\x00\x00builtinsX\x04\x00\x00\x00execM\x47\x47tR0\x83\x47\x47N\x85R.";
+        let s = sweep(p);
+        assert_eq!(
+            s.globals,
+            vec!["copyreg.add_extension", "copyreg extension code 18247"]
+        );
+        assert!(s.end.is_some());
+        assert_eq!(
+            sweep(b"\x82\x05N\x85R.").globals,
+            vec!["copyreg extension code 5"]
+        );
+    }
+
+    #[test]
+    fn sweep_decodes_protocol0_escapes_before_naming() {
+        let p = b"S'b\\x75iltins'\nS'e\\x78ec'\n\x93(Vx\ntR.";
+        assert_eq!(sweep(p).globals, vec!["builtins.exec"]);
+        let p = b"Vbuiltins\nV\\u0065val\n\x93N\x85R.";
+        assert_eq!(sweep(p).globals, vec!["builtins.eval"]);
     }
 
     #[test]

@@ -31,6 +31,9 @@ pub struct TarMember {
     /// Where its data starts in the file, and its size (after PAX `size=` records).
     pub data: u64,
     pub len: u64,
+    /// For a hard (`1`) or symbolic (`2`) link, the name it links to (after GNU long
+    /// link names and PAX `linkpath` records).
+    pub link: Vec<u8>,
 }
 
 /// A tar archive's members, as `tarfile` reads it.
@@ -45,14 +48,88 @@ pub struct TarArchive {
     pub broken: Option<String>,
 }
 
+/// Most links followed from one member (`tarfile` follows chains; a loop would not end).
+const MAX_LINK_HOPS: usize = 8;
+
 impl TarArchive {
-    /// The last member called `name` (`tar.extract(name)` takes the last one).
-    pub fn member(&self, name: &str) -> Option<&TarMember> {
-        self.members
+    /// The last member called `name` (`tar.extract(name)` takes the last one), with a
+    /// link followed to the bytes `tarfile` gives for it ([`TarArchive::resolve`]).
+    pub fn member(&self, name: &str) -> Option<TarMember> {
+        let i = self
+            .members
             .iter()
-            .rev()
-            .find(|m| m.name == name.as_bytes())
+            .rposition(|m| m.name == name.as_bytes())?;
+        Some(self.resolve(i))
     }
+
+    /// Member `i`, whose bytes are, for a link, those of the member it links to inside
+    /// the archive (`tarfile._find_link_target`: a hard link's target among the members
+    /// before it, a symbolic link's relative to its folder among all, names compared
+    /// after `os.path.normpath`): what `extractfile` reads, and what `extract` writes for
+    /// a hard link whose target is not on disk yet. `link` then names the target.
+    pub fn resolve(&self, i: usize) -> TarMember {
+        let mut out = self.members[i].clone();
+        out.link.clear();
+        let mut cur = i;
+        for _ in 0..MAX_LINK_HOPS {
+            let m = &self.members[cur];
+            let target = match m.kind {
+                b'1' => {
+                    let want = normpath(&m.link);
+                    (0..cur)
+                        .rev()
+                        .find(|j| normpath(&self.members[*j].name) == want)
+                }
+                b'2' => {
+                    let dir = m
+                        .name
+                        .iter()
+                        .rposition(|b| *b == b'/')
+                        .map(|p| &m.name[..p]);
+                    let mut joined = Vec::new();
+                    if let Some(d) = dir.filter(|d| !d.is_empty()) {
+                        joined.extend_from_slice(d);
+                        joined.push(b'/');
+                    }
+                    joined.extend_from_slice(&m.link);
+                    let want = normpath(&joined);
+                    (0..self.members.len())
+                        .rev()
+                        .find(|j| *j != cur && normpath(&self.members[*j].name) == want)
+                }
+                _ => break,
+            };
+            let Some(t) = target else { break };
+            cur = t;
+            out.data = self.members[t].data;
+            out.len = self.members[t].len;
+            out.link = self.members[t].name.clone();
+        }
+        out
+    }
+}
+
+/// `os.path.normpath` of a member name (bytes).
+fn normpath(name: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for p in name.split(|b| *b == b'/') {
+        match p {
+            b"" | b"." => {}
+            b".." if parts.last().is_some_and(|l| *l != b"..") => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = Vec::new();
+    if name.starts_with(b"/") {
+        out.push(b'/');
+    }
+    out.extend(parts.join(&b'/'));
+    if out.is_empty() {
+        out.push(b'.');
+    }
+    out
 }
 
 /// Python's `nti`: an octal (or base-256) number field. `None`: `InvalidHeaderError`.
@@ -149,6 +226,7 @@ pub fn is_tar(bytes: &[u8]) -> bool {
 /// A header block as `TarInfo.frombuf` reads it.
 struct Header {
     name: Vec<u8>,
+    link: Vec<u8>,
     size: i128,
     kind: u8,
     /// GNU sparse: the extended flag and the real size.
@@ -209,6 +287,7 @@ impl Header {
         }
         Ok(Some(Header {
             name,
+            link: nts(&block[157..257]).to_vec(),
             size,
             kind,
             sparse,
@@ -283,6 +362,9 @@ fn pax_number(value: &[u8]) -> i128 {
 
 /// The PAX fields `tarfile` applies to a member (`_apply_pax_info`: `path`, `size`).
 fn apply_pax(m: &mut Pending, pax: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    if let Some(l) = pax.get(b"linkpath".as_slice()) {
+        m.link = l.clone();
+    }
     if let Some(p) = pax.get(b"path".as_slice()) {
         let mut p = p.clone();
         while p.ends_with(b"/") {
@@ -298,6 +380,7 @@ fn apply_pax(m: &mut Pending, pax: &BTreeMap<Vec<u8>, Vec<u8>>) {
 /// A member being put together from its headers.
 struct Pending {
     name: Vec<u8>,
+    link: Vec<u8>,
     header_name: Vec<u8>,
     size: i128,
     kind: u8,
@@ -339,6 +422,7 @@ pub fn tar_archive(input: &mut dyn Input) -> Result<TarArchive, FormatError> {
             Ok(m) => {
                 let next = m.next;
                 out.members.push(TarMember {
+                    link: m.link,
                     name: m.name,
                     header_name: m.header_name,
                     kind: m.kind,
@@ -375,6 +459,7 @@ fn member(
     // tvck uses) or a PAX header's records (`x`/`X`: local; `g`: merged into `global`).
     enum Ext {
         LongName(Vec<u8>),
+        LongLink(Vec<u8>),
         Pax(BTreeMap<Vec<u8>, Vec<u8>>),
         Other,
     }
@@ -418,7 +503,7 @@ fn member(
                 extended_names.push(header.name.clone());
                 chain.push(match header.kind {
                     b'L' => Ext::LongName(nts(&buf).to_vec()),
-                    b'K' => Ext::Other,
+                    b'K' => Ext::LongLink(nts(&buf).to_vec()),
                     kind => {
                         let mut records = if kind == b'g' {
                             BTreeMap::new()
@@ -459,6 +544,7 @@ fn member(
                     let next = data.saturating_add(blocks(size));
                     size = real;
                     break Pending {
+                        link: header.link,
                         name: header.name.clone(),
                         header_name: header.name,
                         size,
@@ -468,6 +554,7 @@ fn member(
                     };
                 }
                 let mut p = Pending {
+                    link: header.link,
                     name: header.name.clone(),
                     header_name: header.name,
                     size,
@@ -497,6 +584,7 @@ fn member(
                     m.name.pop();
                 }
             }
+            Ext::LongLink(link) => m.link = link.clone(),
             Ext::Pax(records) => {
                 apply_pax(&mut m, records);
                 if records.contains_key(b"size".as_slice()) {
@@ -649,6 +737,45 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn links_are_read_as_their_targets() {
+        let mut t = entry(b"dir/s", b'0', b"payload");
+        let link = |name: &[u8], kind: u8, to: &[u8]| {
+            let mut h = header(name, kind, 0);
+            h[157..157 + to.len()].copy_from_slice(to);
+            h[148..156].copy_from_slice(b"        ");
+            let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+            h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+            h
+        };
+        t.extend(link(b"storages", b'1', b"dir/s"));
+        t.extend(link(b"dir/pickle", b'2', b"./s"));
+        t.extend(link(b"loop", b'2', b"loop"));
+        t.extend(link(b"dangling", b'2', b"nowhere"));
+        // A hard link reaches only the members before it.
+        t.extend(link(b"early", b'1', b"late"));
+        t.extend(entry(b"late", b'0', b"late"));
+        // A PAX linkpath record names the target.
+        t.extend(entry(b"PaxHeaders/x", b'x', &pax(&[("linkpath", "dir/s")])));
+        t.extend(link(b"tensors", b'1', b"decoy"));
+        t.extend(vec![0u8; 1024]);
+        let a = tar_archive(&mut Whole(&t)).unwrap();
+        let read = |name: &str| {
+            let m = a.member(name).unwrap();
+            (
+                t[m.data as usize..(m.data + m.len) as usize].to_vec(),
+                m.link,
+            )
+        };
+        assert_eq!(read("storages"), (b"payload".to_vec(), b"dir/s".to_vec()));
+        assert_eq!(read("dir/pickle"), (b"payload".to_vec(), b"dir/s".to_vec()));
+        assert_eq!(read("tensors"), (b"payload".to_vec(), b"dir/s".to_vec()));
+        assert_eq!(read("loop"), (vec![], vec![]));
+        assert_eq!(read("dangling"), (vec![], vec![]));
+        assert_eq!(read("early"), (vec![], vec![]));
+        assert_eq!(normpath(b"a/./b/../c"), b"a/c");
     }
 
     #[test]

@@ -249,12 +249,40 @@ impl<'a> ZipArchive<'a> {
 
     /// Offset of the entry's (compressed) data in the file, through its local header.
     pub fn data_offset(&self, entry: &Entry) -> Result<u64, FormatError> {
-        local_data_offset(
-            self.bytes,
-            entry.local_header_offset,
+        self.data_offset_with(entry, true)
+    }
+
+    fn data_offset_with(&self, entry: &Entry, check_name: bool) -> Result<u64, FormatError> {
+        let bytes = self.bytes;
+        let (lho, size) = (entry.local_header_offset, entry.compressed_size);
+        local_data_offset_at(
+            bytes,
+            0,
+            bytes.len() as u64,
+            lho,
             &entry.name,
-            entry.compressed_size,
+            size,
+            check_name,
         )
+    }
+
+    /// The name the entry's local header gives, when there is a local header where the
+    /// directory says (torch's reader never compares it with the directory's name).
+    pub fn local_name(&self, entry: &Entry) -> Option<&'a [u8]> {
+        let lho = entry.local_header_offset;
+        let head = slice_at(self.bytes, lho, LOCAL_LEN as u64)?;
+        let r = Reader { buf: head };
+        if r.u32(0) != SIG_LOCAL {
+            return None;
+        }
+        slice_at(self.bytes, lho + LOCAL_LEN as u64, u64::from(r.u16(26)))
+    }
+
+    /// The entry's bytes as torch's zip reader (miniz) reads them: like
+    /// [`read_unchecked`](Self::read_unchecked), but whatever name the local header gives
+    /// (its lengths are used to find the data; the directory's sizes are used).
+    pub fn read_as_torch(&self, entry: &Entry, max_len: u64) -> Result<Cow<'a, [u8]>, FormatError> {
+        self.read_inner(entry, max_len, false)
     }
 
     /// For a `Stored` entry, its `(offset, len)` in the file; `None` if compressed.
@@ -286,6 +314,15 @@ impl<'a> ZipArchive<'a> {
         entry: &Entry,
         max_len: u64,
     ) -> Result<Cow<'a, [u8]>, FormatError> {
+        self.read_inner(entry, max_len, true)
+    }
+
+    fn read_inner(
+        &self,
+        entry: &Entry,
+        max_len: u64,
+        check_name: bool,
+    ) -> Result<Cow<'a, [u8]>, FormatError> {
         if entry.is_encrypted() {
             return Err(FormatError::Zip(format!("`{}` is encrypted", entry.name)));
         }
@@ -299,16 +336,16 @@ impl<'a> ZipArchive<'a> {
         }
         match entry.method {
             Method::Stored => {
-                let (off, len) = self
-                    .stored_range(entry)?
+                let len = stored_len(entry)?
                     .ok_or_else(|| FormatError::Zip(format!("`{}` is not stored", entry.name)))?;
+                let off = self.data_offset_with(entry, check_name)?;
                 // stored_range checked the range against the file.
                 Ok(Cow::Borrowed(
                     &self.bytes[off as usize..(off + len) as usize],
                 ))
             }
             Method::Deflate => {
-                let off = self.data_offset(entry)?;
+                let off = self.data_offset_with(entry, check_name)?;
                 let raw = &self.bytes[off as usize..(off + entry.compressed_size) as usize];
                 let out = inflate(
                     raw,
@@ -663,7 +700,7 @@ pub fn local_data_offset(
     name: &str,
     size: u64,
 ) -> Result<u64, FormatError> {
-    local_data_offset_at(bytes, 0, bytes.len() as u64, lho, name, size)
+    local_data_offset_at(bytes, 0, bytes.len() as u64, lho, name, size, true)
 }
 
 /// [`local_data_offset`] given only `head`, the file's bytes from `lho` on (at least
@@ -676,7 +713,7 @@ pub fn local_data_offset_in(
     name: &str,
     size: u64,
 ) -> Result<u64, FormatError> {
-    local_data_offset_at(head, lho, file_len, lho, name, size)
+    local_data_offset_at(head, lho, file_len, lho, name, size, true)
 }
 
 /// `window` holds the file's bytes from `base` on.
@@ -687,6 +724,7 @@ fn local_data_offset_at(
     lho: u64,
     name: &str,
     size: u64,
+    check_name: bool,
 ) -> Result<u64, FormatError> {
     let at = |off: u64, len: u64| off.checked_sub(base).and_then(|o| slice_at(window, o, len));
     let head = at(lho, LOCAL_LEN as u64).ok_or_else(|| {
@@ -708,7 +746,7 @@ fn local_data_offset_at(
             "zip cut short: local header of `{name}` runs past the end of the {file_len}-byte file"
         ))
     })?;
-    if local_name != name.as_bytes() {
+    if check_name && local_name != name.as_bytes() {
         return Err(FormatError::Zip(format!(
             "local header at {lho} names `{}` but the central directory says `{name}`",
             String::from_utf8_lossy(local_name),
@@ -1028,6 +1066,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("CRC"), "{msg}");
+    }
+
+    #[test]
+    fn torch_reads_entries_whatever_their_local_header_names() {
+        let mut z = zip(
+            &[Spec {
+                name: "a/data.pkl",
+                data: b"payload",
+                deflate: false,
+            }],
+            false,
+        );
+        // The local header (at 0) now says `a/zzzz.pkl`; the directory still `a/data.pkl`.
+        z[30..40].copy_from_slice(b"a/zzzz.pkl");
+        let a = ZipArchive::parse(&z).unwrap();
+        let e = a.find("a/data.pkl").unwrap();
+        assert_eq!(a.local_name(e), Some(&b"a/zzzz.pkl"[..]));
+        assert!(a
+            .read_unchecked(e, 100)
+            .unwrap_err()
+            .to_string()
+            .contains("a/zzzz.pkl"));
+        assert_eq!(&*a.read_as_torch(e, 100).unwrap(), b"payload");
     }
 
     #[test]

@@ -97,6 +97,32 @@ impl Default for IndexOptions {
     }
 }
 
+impl IndexOptions {
+    /// The options the environment asks for: the busy timeout from
+    /// [`BUSY_TIMEOUT_ENV`](super::BUSY_TIMEOUT_ENV) (milliseconds) when set, else the
+    /// default (60 s).
+    pub fn from_env() -> Result<IndexOptions, ManagerError> {
+        match std::env::var_os(super::BUSY_TIMEOUT_ENV) {
+            None => Ok(IndexOptions::default()),
+            Some(v) => Self::with_busy_timeout(&v.to_string_lossy()),
+        }
+    }
+
+    /// The options with a busy timeout given as milliseconds in text.
+    pub fn with_busy_timeout(ms: &str) -> Result<IndexOptions, ManagerError> {
+        match ms.trim().parse::<u64>() {
+            Ok(ms) => Ok(IndexOptions {
+                busy_timeout: Duration::from_millis(ms),
+            }),
+            Err(_) => Err(ManagerError::BadSetting {
+                name: super::BUSY_TIMEOUT_ENV,
+                value: ms.to_string(),
+                expected: "a whole number of milliseconds",
+            }),
+        }
+    }
+}
+
 /// An open index.
 pub struct Index {
     pub(super) conn: Connection,
@@ -246,7 +272,7 @@ impl Index {
         if e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DatabaseBusy) {
             return ManagerError::Locked {
                 path: self.path.clone(),
-                waited_s: self.busy_timeout.as_secs(),
+                waited_ms: self.busy_timeout.as_millis().min(u64::MAX as u128) as u64,
             };
         }
         ManagerError::db(&self.path, e)
@@ -259,6 +285,16 @@ impl Index {
             .map_err(|e| self.err(e))?;
         self.conn
             .pragma_update(None, "foreign_keys", true)
+            .map_err(|e| self.err(e))?;
+        // A page cache of up to 64 MB (SQLite's default is 2 MB): the random inserts into
+        // the tensor-hash index of a first indexing then stay in memory instead of
+        // spilling pages to the WAL mid-transaction and reading them back; sorts and
+        // temporary tables stay in memory too.
+        self.conn
+            .pragma_update(None, "cache_size", -65536)
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "temp_store", "MEMORY")
             .map_err(|e| self.err(e))?;
         // Reading the schema is the first access: a file that is not SQLite fails here.
         let tables: Vec<String> = {
@@ -357,7 +393,7 @@ impl Index {
             })
             .collect::<Result<_, _>>()?;
         let index_path = self.path.clone();
-        let busy = self.busy_timeout.as_secs();
+        let busy = self.busy_timeout.as_millis().min(u64::MAX as u128) as u64;
         let db = |e| ManagerError::db(&index_path, e);
         let tx = self
             .conn
@@ -366,7 +402,7 @@ impl Index {
                 if e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DatabaseBusy) {
                     ManagerError::Locked {
                         path: index_path.clone(),
-                        waited_s: busy,
+                        waited_ms: busy,
                     }
                 } else {
                     ManagerError::db(&index_path, e)
@@ -382,13 +418,17 @@ impl Index {
         {
             let mut st = tx
                 .prepare(
-                    "SELECT id, path, size, mtime_ns, inode FROM files
-                     WHERE path = ?1 OR substr(path, 1, length(?1) + 1) = ?1 || '/'",
+                    "SELECT id, path, size, mtime_ns, inode FROM files WHERE path = ?1
+                     UNION ALL
+                     SELECT id, path, size, mtime_ns, inode FROM files
+                     WHERE path >= ?2 AND path < ?3",
                 )
                 .map_err(db)?;
             for root in &roots {
+                let t = path_text(root);
+                let base = t.trim_end_matches('/').to_string();
                 let rows = st
-                    .query_map([path_text(root)], |r| {
+                    .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
                         Ok((
                             r.get::<_, String>(1)?,
                             (
@@ -539,79 +579,198 @@ impl Index {
         });
         written?;
         tx.commit().map_err(db)?;
-        let under = self.entries(&roots)?;
-        report.unreadable = under.iter().filter(|e| e.summary.error.is_some()).count();
-        report.unsafe_files = under
-            .iter()
-            .filter(|e| !e.summary.unsafe_globals.is_empty())
-            .count();
+        let mut seen_ids: HashSet<i64> = HashSet::new();
+        for root in &roots {
+            let t = path_text(root);
+            let base = t.trim_end_matches('/').to_string();
+            let mut st = self
+                .conn
+                .prepare_cached(
+                    "SELECT id,
+                            json_extract(summary, '$.error') IS NOT NULL,
+                            coalesce(json_array_length(summary, '$.unsafe_globals'), 0) > 0
+                     FROM files WHERE path = ?1
+                     UNION ALL
+                     SELECT id,
+                            json_extract(summary, '$.error') IS NOT NULL,
+                            coalesce(json_array_length(summary, '$.unsafe_globals'), 0) > 0
+                     FROM files WHERE path >= ?2 AND path < ?3",
+                )
+                .map_err(db)?;
+            let rows = st
+                .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, bool>(2)?,
+                    ))
+                })
+                .map_err(db)?;
+            for row in rows {
+                let (id, unreadable, unsafe_globals) = row.map_err(db)?;
+                if seen_ids.insert(id) {
+                    report.unreadable += usize::from(unreadable);
+                    report.unsafe_files += usize::from(unsafe_globals);
+                }
+            }
+        }
         Ok(report)
     }
 
     /// Every indexed file under `roots` (all of them when `roots` is empty), by path.
     pub fn entries(&self, roots: &[PathBuf]) -> Result<Vec<Entry>, ManagerError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id, path, size, mtime_ns, inode, summary, migration FROM files ORDER BY path",
-            )
-            .map_err(|e| self.err(e))?;
-        let prefixes: Vec<(String, String)> = roots
+        self.entries_filtered(roots, "1")
+    }
+
+    /// [`Index::entries`] of the files whose summary says they have a TernaryVAE version,
+    /// were read without error and hold no unsafe global: the candidates a selection
+    /// ranks (decided in SQL: no other summary is decoded).
+    pub fn versioned_entries(&self, roots: &[PathBuf]) -> Result<Vec<Entry>, ManagerError> {
+        self.entries_filtered(
+            roots,
+            "json_extract(summary, '$.version') IS NOT NULL
+             AND json_extract(summary, '$.error') IS NULL
+             AND coalesce(json_array_length(summary, '$.unsafe_globals'), 0) = 0",
+        )
+    }
+
+    /// The rows under `roots` matching the SQL condition `cond` (a constant of this
+    /// module, never text from outside), by path. A root selects its own path and the
+    /// range of paths below it (`root/` ≤ path < `root0`, `0` following `/`), so SQLite
+    /// walks only that part of the path index.
+    fn entries_filtered(&self, roots: &[PathBuf], cond: &str) -> Result<Vec<Entry>, ManagerError> {
+        const COLUMNS: &str =
+            "SELECT id, path, size, mtime_ns, inode, summary, migration FROM files";
+        let ranges: Vec<(String, String, String)> = roots
             .iter()
             .map(|r| {
                 let t = path_text(&r.canonicalize().unwrap_or_else(|_| r.clone()));
-                let slash = format!("{}/", t.trim_end_matches('/'));
-                (t, slash)
+                let base = t.trim_end_matches('/').to_string();
+                (t, format!("{base}/"), format!("{base}0"))
             })
             .collect();
+        let aliases = self.aliases()?;
+        let mut by_path: HashMap<&str, Vec<String>> = HashMap::new();
+        for a in &aliases {
+            by_path
+                .entry(a.path.as_str())
+                .or_default()
+                .push(a.name.clone());
+        }
+        let mut out = Vec::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<(), ManagerError> {
+            let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+            let rows = st
+                .query_map(args, |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        Stat {
+                            size: r.get::<_, i64>(2)? as u64,
+                            mtime_ns: r.get(3)?,
+                            inode: r.get::<_, i64>(4)? as u64,
+                        },
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ))
+                })
+                .map_err(|e| self.err(e))?;
+            for row in rows {
+                let (id, path, stat, summary, migration) = row.map_err(|e| self.err(e))?;
+                if !seen.insert(path.clone()) {
+                    continue;
+                }
+                let Ok(summary) = serde_json::from_str::<FileSummary>(&summary) else {
+                    return Err(ManagerError::Foreign {
+                        path: self.path.clone(),
+                        what: format!("the row of {path} does not hold a tvck summary"),
+                    });
+                };
+                let names = by_path.get(path.as_str()).cloned().unwrap_or_default();
+                out.push(Entry {
+                    id,
+                    path,
+                    stat,
+                    modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
+                    summary,
+                    migration: migration.and_then(|m| serde_json::from_str(&m).ok()),
+                    aliases: names,
+                });
+            }
+            Ok(())
+        };
+        if ranges.is_empty() {
+            read(&format!("{COLUMNS} WHERE {cond} ORDER BY path"), &[])?;
+        } else {
+            // Two queries, not one with OR: each walks the path index in order (an OR
+            // makes SQLite scan the table and sort the rows, summaries and all).
+            let exact_sql = format!("{COLUMNS} WHERE path = ?1 AND ({cond})");
+            let range_sql =
+                format!("{COLUMNS} WHERE path >= ?1 AND path < ?2 AND ({cond}) ORDER BY path");
+            for (exact, lo, hi) in &ranges {
+                read(&exact_sql, &[exact])?;
+                read(&range_sql, &[lo, hi])?;
+            }
+        }
+        if !ranges.is_empty() {
+            // A root's own row comes before the rows below it; several roots interleave.
+            out.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        Ok(out)
+    }
+
+    /// (path, stat) of every indexed file under `root`, without decoding any summary.
+    pub fn stats_under(&self, root: &Path) -> Result<HashMap<String, Stat>, ManagerError> {
+        let t = path_text(&root.canonicalize().unwrap_or_else(|_| root.to_path_buf()));
+        let base = t.trim_end_matches('/').to_string();
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, size, mtime_ns, inode FROM files WHERE path = ?1
+                 UNION ALL
+                 SELECT path, size, mtime_ns, inode FROM files WHERE path >= ?2 AND path < ?3",
+            )
+            .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| {
+            .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
                 Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(0)?,
                     Stat {
-                        size: r.get::<_, i64>(2)? as u64,
-                        mtime_ns: r.get(3)?,
-                        inode: r.get::<_, i64>(4)? as u64,
+                        size: r.get::<_, i64>(1)? as u64,
+                        mtime_ns: r.get(2)?,
+                        inode: r.get::<_, i64>(3)? as u64,
                     },
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
-        let aliases = self.aliases()?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, path, stat, summary, migration) = row.map_err(|e| self.err(e))?;
-            if !prefixes.is_empty()
-                && !prefixes
-                    .iter()
-                    .any(|(t, slash)| path == *t || path.starts_with(slash))
-            {
-                continue;
-            }
-            let Ok(summary) = serde_json::from_str::<FileSummary>(&summary) else {
-                return Err(ManagerError::Foreign {
-                    path: self.path.clone(),
-                    what: format!("the row of {path} does not hold a tvck summary"),
-                });
-            };
-            let names: Vec<String> = aliases
-                .iter()
-                .filter(|a| a.path == path)
-                .map(|a| a.name.clone())
-                .collect();
-            out.push(Entry {
-                id,
-                path,
-                stat,
-                modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
-                summary,
-                migration: migration.and_then(|m| serde_json::from_str(&m).ok()),
-                aliases: names,
-            });
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Whether the index holds exactly the checkpoints `paths` (discovered under `root`),
+    /// each unchanged: every one indexed with its current (size, mtime, inode), and no
+    /// indexed file under `root` that the walk did not find. Reads only the stat columns.
+    pub fn is_fresh(&self, root: &Path, paths: &[PathBuf]) -> Result<bool, ManagerError> {
+        let Ok(canon) = root.canonicalize() else {
+            return Ok(false);
+        };
+        let known = self.stats_under(&canon)?;
+        if known.len() != paths.len() {
+            return Ok(false);
         }
-        Ok(out)
+        for p in paths {
+            let rel = p.strip_prefix(root).unwrap_or(p);
+            let abs = if rel.as_os_str().is_empty() {
+                canon.clone()
+            } else {
+                canon.join(rel)
+            };
+            match known.get(&path_text(&abs)) {
+                Some(s) if Stat::of(p).ok() == Some(*s) => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     /// The model state's (key, shape) list of an indexed file (empty when it has no model

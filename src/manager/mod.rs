@@ -26,6 +26,9 @@ pub use query::{Query, QueryError, SortKey};
 
 /// The environment variable naming the index file.
 pub const INDEX_ENV: &str = "TVCK_INDEX";
+/// The environment variable setting how long (milliseconds) a writer of the index waits
+/// for another one before it fails with [`ManagerError::Locked`] (default 60,000).
+pub const BUSY_TIMEOUT_ENV: &str = "TVCK_INDEX_BUSY_TIMEOUT_MS";
 
 /// Errors of the manager.
 #[derive(Debug, thiserror::Error)]
@@ -47,8 +50,15 @@ pub enum ManagerError {
         supported: i64,
     },
     /// Another process holds the index's write lock for longer than the busy timeout.
-    #[error("{}: another process is writing the index (still locked after {waited_s} s)", path.display())]
-    Locked { path: PathBuf, waited_s: u64 },
+    #[error("{}: another process is writing the index (still locked after {})", path.display(), seconds(*waited_ms))]
+    Locked { path: PathBuf, waited_ms: u64 },
+    /// A setting (environment variable) with a value that does not parse.
+    #[error("{name}={value}: not {expected}")]
+    BadSetting {
+        name: &'static str,
+        value: String,
+        expected: &'static str,
+    },
     /// Any other database failure.
     #[error("{}: index database error: {source}", path.display())]
     Db {
@@ -101,9 +111,10 @@ impl ManagerError {
             ManagerError::NewerSchema { .. } => {
                 Some("use the tvck that wrote it, or a new index file".into())
             }
-            ManagerError::Locked { .. } => Some(
-                "wait for the other `tvck index` to finish, then run again".into(),
-            ),
+            ManagerError::Locked { .. } => Some(format!(
+                "wait for the other `tvck index` to finish, then run again (or wait longer: {BUSY_TIMEOUT_ENV}=MILLISECONDS)"
+            )),
+            ManagerError::BadSetting { name, .. } => Some(format!("unset {name}, or set it to e.g. 60000")),
             ManagerError::NoLocation => {
                 Some("set TVCK_INDEX to the index file's path".into())
             }
@@ -141,6 +152,15 @@ impl ManagerError {
                 source,
             },
         }
+    }
+}
+
+/// `60 s`, `0.2 s`: a wait as the messages say it.
+fn seconds(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{} s", ms / 1000)
+    } else {
+        format!("{} s", ms as f64 / 1000.0)
     }
 }
 

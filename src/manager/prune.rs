@@ -160,6 +160,35 @@ fn names(raw: &str, config: &Path, file: &Path) -> bool {
     !comps.is_empty() && comps.len() <= have.len() && have[have.len() - comps.len()..] == comps[..]
 }
 
+/// The protections of [`plan`] that need no index entry, for `files` under `root` (the
+/// trainer's `--keep`, which manages its own run folder): a config under `root` naming
+/// the file as `frozen_checkpoint.path`, an alias in the default index.
+pub fn protections_outside_index(root: &Path, files: &[PathBuf]) -> Vec<Vec<String>> {
+    let canon = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let frozen = frozen_paths(&canon);
+    let aliases = super::default_index()
+        .and_then(|i| i.aliases().ok())
+        .unwrap_or_default();
+    files
+        .iter()
+        .map(|f| {
+            let file = f.canonicalize().unwrap_or_else(|_| f.clone());
+            let mut p: Vec<String> = frozen
+                .iter()
+                .filter(|(cfg, raw)| names(raw, &canon.join(cfg), &file))
+                .map(|(cfg, _)| format!("frozen_checkpoint of {cfg}"))
+                .collect();
+            p.extend(
+                aliases
+                    .iter()
+                    .filter(|a| Path::new(&a.path) == file)
+                    .map(|a| format!("alias {}", a.name)),
+            );
+            p
+        })
+        .collect()
+}
+
 /// The plan for `root` (indexed first: only changed files are read).
 pub fn plan(index: &mut Index, root: &Path, rules: &Rules) -> Result<PrunePlan, ManagerError> {
     index.update(&[root.to_path_buf()], |_| {}, |_| {})?;

@@ -304,25 +304,20 @@ pub fn sources_from_entries(
 }
 
 /// The sources under `roots`: from the index when it holds every file under them
-/// unchanged (then `true`), else read from the files.
+/// unchanged (then `true`), else read from the files. Freshness is judged on the stat
+/// columns alone; only the rows of versioned, readable, safe files are decoded.
 pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) {
     if let Some(index) = index {
-        let mut entries = Vec::new();
-        let mut fresh = true;
-        for r in roots {
+        let fresh = roots.iter().all(|r| {
             let paths = crate::discover::discover(r, crate::discover::Walk::everything()).files;
-            match index.fresh_entries(r, &paths) {
-                Ok(Some(es)) => entries.extend(es),
-                _ => {
-                    fresh = false;
-                    break;
-                }
-            }
-        }
+            index.is_fresh(r, &paths).unwrap_or(false)
+        });
         if fresh {
-            entries.sort_by(|a, b| a.path.cmp(&b.path));
-            entries.dedup_by(|a, b| a.path == b.path);
-            if let Ok(s) = sources_from_entries(index, &entries) {
+            let canon: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
+            if let Ok(s) = index
+                .versioned_entries(&canon)
+                .and_then(|es| sources_from_entries(index, &es))
+            {
                 return (s, true);
             }
         }

@@ -14,6 +14,7 @@ pub mod data;
 pub mod eval;
 pub mod fit;
 pub mod homeostasis;
+pub mod keep;
 pub mod load;
 pub mod lock;
 pub mod losses;

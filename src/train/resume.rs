@@ -146,6 +146,8 @@ pub struct Resume {
     pub best_q: f64,
     pub best_hierarchy: f64,
     pub epochs_without_improvement: u64,
+    /// The keep-rules of the run's epoch files (`resume.keep`), when it has some.
+    pub keep: Option<crate::manager::keep::Rules>,
 }
 
 impl Resume {
@@ -231,6 +233,14 @@ impl Resume {
             best_q: float("best_Q")?,
             best_hierarchy: float("best_hierarchy")?,
             epochs_without_improvement: int(root, "epochs_without_improvement")?,
+            keep: match state.get("keep") {
+                None | Some(Value::None) => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .and_then(|t| crate::manager::keep::Rules::parse(t).ok())
+                        .ok_or_else(|| missing("resume.keep"))?,
+                ),
+            },
             dir: dir.to_path_buf(),
             path,
             ckpt,

@@ -18,6 +18,7 @@ use crate::format::Value;
 
 use super::data::{Dataset, Stratified, N_OPS};
 use super::homeostasis::{self, Event, FreezeState, Homeostasis};
+use super::keep;
 use super::lock::RunLock;
 use super::losses::{self, LossInputs, LossSettings, LossValues};
 use super::metrics::{evaluate, EvalMetrics};
@@ -55,6 +56,9 @@ pub struct TrainOptions {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Continue the run in this folder from its latest.pt (see [`super::resume`]).
     pub resume: Option<PathBuf>,
+    /// Keep-rules for the run's `epoch_N.pt` files (see [`super::keep`]); a continued run
+    /// defaults to the ones its latest.pt stores.
+    pub keep: Option<crate::manager::keep::Rules>,
 }
 
 /// A checklist step's outcome.
@@ -857,6 +861,8 @@ struct Run<'a> {
     resumed_last: Option<EvalMetrics>,
     /// Why the run ended, once it has (latest.pt's `resume.finished`).
     finished: Option<Finished>,
+    /// Keep-rules of the epoch files (`--keep`, or a continued run's `resume.keep`).
+    keep: Option<crate::manager::keep::Rules>,
 }
 
 /// latest.pt's `homeostasis`: the freeze state and the controller's whole state.
@@ -994,6 +1000,7 @@ impl<'a> Run<'a> {
             start_epoch: 1,
             resumed_last: None,
             finished: None,
+            keep: opts.keep.clone(),
         };
         run.groups = run.build_groups();
         Ok(run)
@@ -1140,6 +1147,9 @@ impl<'a> Run<'a> {
         self.frozen_a = None;
         self.start_epoch = r.done() + 1;
         self.resumed_last = Some(r.last.clone());
+        if self.keep.is_none() {
+            self.keep = r.keep.clone();
+        }
         Ok(())
     }
 
@@ -1488,7 +1498,21 @@ impl<'a> Run<'a> {
             } else if is_last {
                 self.finished = Some(Finished::Completed);
             }
+            // epoch_N.pt (with keep-rules) before latest.pt: a kill between the two leaves
+            // an epoch file the continued run writes again, never a missing one.
+            let epoch_file = self.keep.is_some() && (e0 % self.save_every == 0 || is_last);
+            if epoch_file {
+                let (root, tb) = self.checkpoint_tree(e0, &last, false);
+                save::write_checkpoint(
+                    &self.out_dir.join(keep::epoch_file(e0)),
+                    &root,
+                    &tb.tensors,
+                )?;
+            }
             self.save(&best.files(latest), e0, &last)?;
+            if let (true, Some(rules)) = (epoch_file, &self.keep) {
+                keep::apply_and_report(&self.out_dir, rules, on_line);
+            }
             if stop {
                 on_line(&format!(
                     "early stop: {} evaluations without a new best Q or hierarchy (patience {}, epoch ≥ min_epochs {})",
@@ -1726,7 +1750,7 @@ impl<'a> Run<'a> {
                 .map(|(k, t)| (Value::Str(k.clone()), tb.tensor(t)))
                 .collect(),
         );
-        dict(vec![
+        let mut state = dict(vec![
             ("format", Value::Int(resume::FORMAT)),
             ("rng", Value::Str(resume::RNG_SCHEME.into())),
             ("epochs", int(self.epochs)),
@@ -1742,7 +1766,11 @@ impl<'a> Run<'a> {
             ("last_metrics", metrics(last)),
             ("orig_radii", tb.tensor(&self.orig)),
             ("passive_grads", passive),
-        ])
+        ]);
+        if let (Value::Dict(items), Some(k)) = (&mut state, &self.keep) {
+            items.push((Value::Str("keep".into()), Value::Str(k.label())));
+        }
+        state
     }
 
     /// Write the checkpoints of 0-based epoch `e0` to each of `names` (best_Q.pt, best.pt

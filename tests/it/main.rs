@@ -11,6 +11,7 @@ mod common;
 
 mod arch_api;
 mod architecture;
+mod attack_corpus;
 mod check_cli;
 mod cli;
 mod convert_cli;
@@ -18,6 +19,7 @@ mod convert_ops;
 mod deflate_budget;
 mod fit_cli;
 mod fs_faults_cli;
+mod init_cli;
 mod lazy_reads;
 mod legacy_tar;
 mod manager_cli;

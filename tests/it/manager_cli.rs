@@ -163,7 +163,8 @@ fn tag_untag_and_env_var() {
         &["tag", "--index", i, file.to_str().unwrap(), "bad name!"],
         &ck,
     );
-    assert_eq!(out.status.code(), Some(1));
+    // A bad alias name is a usage error (exit 2), as the README's table says.
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an alias name"));
     let out = tvck(&["untag", "--index", i, "production"], &ck);
     assert_eq!(out.status.code(), Some(0));
@@ -653,4 +654,47 @@ fn ls_warns_when_the_index_is_out_of_date() {
     )
     .unwrap();
     stale("changed");
+}
+
+/// A second `tvck index` while another process holds the index's write lock: it waits the
+/// busy timeout (TVCK_INDEX_BUSY_TIMEOUT_MS), then fails with exit 1 and says why; the
+/// index is whole afterwards and the next run works. A bad timeout value is a usage error.
+#[test]
+fn a_second_index_fails_clearly_while_another_process_holds_the_write_lock() {
+    let t = tempfile::tempdir().unwrap();
+    let ck = t.path().join("ck");
+    copy_dir(&root().join("checkpoints"), &ck);
+    let idx = t.path().join("i.sqlite");
+    let n = index(&ck, &idx)["files"].as_u64().unwrap();
+    std::fs::copy(ck.join("v5_11/best.pt"), ck.join("added.pt")).unwrap();
+    let run = |timeout: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tvck"))
+            .args(["index", "--index", idx.to_str().unwrap(), "."])
+            .current_dir(&ck)
+            .env("TVCK_INDEX_BUSY_TIMEOUT_MS", timeout)
+            .output()
+            .unwrap()
+    };
+    // This test process is the other writer: it holds the write lock.
+    let holder = rusqlite::Connection::open(&idx).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let o = run("300");
+    let filters = [(idx.to_str().unwrap(), "[INDEX]")];
+    crate::snap_run!("manager_index_locked", o, &filters);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run("soon");
+    crate::snap_run!("manager_index_bad_busy_timeout", o, &filters);
+    assert_eq!(o.status.code(), Some(2));
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    let o = run("300");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r = index(&ck, &idx);
+    assert_eq!(r["files"].as_u64(), Some(n + 1), "{r}");
+    assert_eq!(r["unchanged"].as_u64(), Some(n + 1), "{r}");
 }

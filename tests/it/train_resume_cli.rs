@@ -487,3 +487,93 @@ fn a_full_disk_stops_the_run_and_keeps_the_last_latest_pt() {
         "epoch {epoch}"
     );
 }
+
+/// The `epoch_N.pt` files of a run folder, in epoch order.
+fn epoch_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<(u64, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let n = e.ok()?.file_name().to_string_lossy().into_owned();
+            let k = n
+                .strip_prefix("epoch_")?
+                .strip_suffix(".pt")?
+                .parse()
+                .ok()?;
+            Some((k, n))
+        })
+        .collect();
+    v.sort();
+    v.into_iter().map(|(_, n)| n).collect()
+}
+
+/// `--keep`: epoch_N.pt written every save_every epochs, the rules applied as they are
+/// written (a config in the run folder naming one protects it; best.pt, best_Q.pt and
+/// latest.pt are never touched), the rules stored in latest.pt, and a run stopped by
+/// SIGTERM and continued without `--keep` going on applying them to the same files.
+#[test]
+fn keep_rules_prune_epoch_files_as_written_and_a_resumed_run_goes_on() {
+    const RULES: &str = "latest:2,every:4";
+    // 0-based epochs 0..=4: every:4 keeps 0 and 4, latest:2 keeps 3 and 4, the config
+    // protects 1; epoch_2.pt goes when epoch_4.pt is written.
+    const KEPT: [&str; 4] = ["epoch_0.pt", "epoch_1.pt", "epoch_3.pt", "epoch_4.pt"];
+    let uses = "frozen_checkpoint:\n  path: epoch_1.pt\n";
+    let c = config().to_str().unwrap();
+    let whole = scratch("keep_whole");
+    std::fs::write(whole.join("uses.yaml"), uses).unwrap();
+    let w = whole.to_str().unwrap();
+    let text = check(&train(&[
+        "--config", c, "--seed", SEED, "--out", w, "--keep", RULES,
+    ]));
+    assert!(
+        text.contains("keep: deleted epoch_2.pt (kept by none of latest:2,every:4)"),
+        "{text}"
+    );
+    assert_eq!(text.matches("keep: deleted").count(), 1, "{text}");
+    assert_eq!(epoch_files(&whole), KEPT);
+    let latest = tvck::format::Checkpoint::open(whole.join("latest.pt")).unwrap();
+    assert_eq!(
+        latest.root.get_path("resume.keep").and_then(|v| v.as_str()),
+        Some(RULES)
+    );
+    // Each epoch file holds its epoch, and training is the run without --keep's.
+    for f in KEPT {
+        let ck = tvck::format::Checkpoint::open(whole.join(f)).unwrap();
+        let n: i64 = f[6..f.len() - 3].parse().unwrap();
+        assert_eq!(
+            ck.root.get("epoch").and_then(|e| e.as_i64()),
+            Some(n),
+            "{f}"
+        );
+        assert!(ck.root.get("metrics").is_some(), "{f} carries metrics");
+    }
+    for f in ["best.pt", "best_Q.pt", "metrics.jsonl"] {
+        assert_eq!(
+            std::fs::read(whole.join(f)).unwrap(),
+            std::fs::read(reference().join(f)).unwrap(),
+            "{f} differs from the run without --keep"
+        );
+    }
+
+    // The same run stopped by SIGTERM, then continued without --keep.
+    let dir = scratch("keep_resumed");
+    std::fs::write(dir.join("uses.yaml"), uses).unwrap();
+    let d = dir.to_str().unwrap();
+    let mut child = spawn(&["--config", c, "--seed", SEED, "--out", d, "--keep", RULES]);
+    wait_for_lines(&dir, 2, &mut child);
+    signal(&child, "-TERM");
+    check(&child.wait_with_output().unwrap());
+    let stopped = epoch_files(&dir);
+    assert!(
+        !stopped.is_empty() && stopped.len() < KEPT.len() + 1,
+        "{stopped:?}"
+    );
+    check(&train(&["--resume", d]));
+    assert_eq!(epoch_files(&dir), KEPT);
+    for f in KEPT.iter().chain(&["latest.pt", "best.pt", "best_Q.pt"]) {
+        assert_eq!(
+            std::fs::read(dir.join(f)).unwrap(),
+            std::fs::read(whole.join(f)).unwrap(),
+            "{f}: the continued run wrote other bytes"
+        );
+    }
+}

@@ -163,7 +163,7 @@ pub(super) fn py2_str(b: Vec<u8>) -> Value {
 }
 
 /// Python's `codecs.escape_decode` (the body of a protocol-0 `STRING`).
-pub(super) fn escape_decode(s: &[u8]) -> Vec<u8> {
+pub(crate) fn escape_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
@@ -217,7 +217,7 @@ pub(super) fn escape_decode(s: &[u8]) -> Vec<u8> {
 }
 
 /// Python's `raw-unicode-escape` decoding (protocol-0 `UNICODE`).
-pub(super) fn raw_unicode_escape_decode(s: &[u8]) -> String {
+pub(crate) fn raw_unicode_escape_decode(s: &[u8]) -> String {
     let mut units: Vec<u32> = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {

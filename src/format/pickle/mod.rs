@@ -31,6 +31,7 @@ mod vm;
 
 pub use allowlist::{allowlist, Ctor};
 pub use decode::decode_numpy;
+pub(crate) use decode::{escape_decode, raw_unicode_escape_decode};
 
 use arena::*;
 use decode::*;
