@@ -9,6 +9,7 @@ mod diagnostics;
 mod diff;
 mod eval;
 mod exit;
+mod export_tb;
 mod index;
 mod inspect;
 mod lineage;
@@ -20,6 +21,7 @@ mod scan;
 mod select;
 mod tag;
 mod train;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -96,6 +98,17 @@ enum Command {
     /// plan was made (and carried out), 1 when a deletion failed or the index cannot be
     /// used, 2 on usage errors (no or bad rules).
     Prune(prune::Args),
+    /// Follow training runs live: a terminal dashboard of curves, freeze state, events
+    /// and alerts (keys: tab/←→ run, ↑↓ chart, q quit), or `--once` for scripts.
+    ///
+    /// Exit code 0, or with --once / --json 1 when a CRITICAL alert stands; 2 on usage
+    /// errors.
+    Watch(watch::Args),
+    /// Write a TensorBoard event file of a run's metrics.jsonl.
+    ///
+    /// Exit code 0 when written, 1 when the run cannot be read or the file written.
+    #[command(name = "export-tb")]
+    ExportTb(export_tb::Args),
 }
 
 /// Run the parsed command line; errors are rendered here, once.
@@ -119,6 +132,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Tag(a) => tag::run_tag(a),
         Command::Untag(a) => tag::run_untag(a),
         Command::Prune(a) => prune::run(a),
+        Command::Watch(a) => watch::run(a),
+        Command::ExportTb(a) => export_tb::run(a),
     };
     result.unwrap_or_else(|e| {
         e.render();

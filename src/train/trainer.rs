@@ -54,6 +54,8 @@ pub struct TrainOptions {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Continue the run in this folder from its latest.pt (see [`super::resume`]).
     pub resume: Option<PathBuf>,
+    /// Alert settings and delivery, TensorBoard (see [`super::monitor`]).
+    pub monitor: super::monitor::MonitorOptions,
 }
 
 /// A checklist step's outcome.
@@ -752,6 +754,14 @@ fn step6_train(
     if let Some(r) = resume {
         run.restore(r)?;
     }
+    run.hook = Some(super::monitor::Hook::start(
+        &out_dir,
+        cfg,
+        &opts.monitor,
+        run.epochs,
+        &run.config_path,
+        resume.as_ref().map(Resume::done),
+    )?);
     list.report(
         6,
         S6,
@@ -768,7 +778,20 @@ fn step6_train(
             out_dir.display()
         ),
     );
-    run.run(on_line)
+    let report = run.run(on_line);
+    // run.json: how the run ended.
+    if let Some(h) = &mut run.hook {
+        let state = match &report {
+            Ok(r) if r.interrupted => crate::monitor::RunState::Interrupted,
+            Ok(_) => crate::monitor::RunState::Finished,
+            Err(_) => crate::monitor::RunState::Failed,
+        };
+        let ended = h.finish(state);
+        if report.is_ok() {
+            ended?;
+        }
+    }
+    report
 }
 
 /// Epochs when neither the config nor the options say.
@@ -851,6 +874,8 @@ struct Run<'a> {
     resumed_last: Option<EvalMetrics>,
     /// Why the run ended, once it has (latest.pt's `resume.finished`).
     finished: Option<Finished>,
+    /// The monitoring hook: each metrics.jsonl line's alert rules (set before `run`).
+    hook: Option<super::monitor::Hook>,
 }
 
 /// latest.pt's `homeostasis`: the freeze state and the controller's whole state.
@@ -988,6 +1013,7 @@ impl<'a> Run<'a> {
             start_epoch: 1,
             resumed_last: None,
             finished: None,
+            hook: None,
         };
         run.groups = run.build_groups();
         Ok(run)
@@ -1354,6 +1380,7 @@ impl<'a> Run<'a> {
                 })?);
                 // Line 0: the state training starts from (no checkpoint before training).
                 self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
+                self.hook_output(on_line);
                 jsonl
             }
         };
@@ -1451,6 +1478,7 @@ impl<'a> Run<'a> {
                 metrics.as_ref(),
                 &events,
             )?;
+            self.hook_output(on_line);
             self.events.extend(events);
             let summary = format!(
                 "loss {:.4} cov {:.2}% hier_B {:+.4} Q {:.3}",
@@ -1521,6 +1549,18 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The monitoring hook's lines for the terminal (alerts, delivery failures).
+    fn hook_output(&mut self, on_line: &mut dyn FnMut(&str)) {
+        for l in self
+            .hook
+            .as_mut()
+            .map(|h| h.take_output())
+            .unwrap_or_default()
+        {
+            on_line(&l);
+        }
+    }
+
     /// Take `m` into the bests (training.md §5): a new best Q when Q > best_Q (init 0),
     /// a new best hierarchy when hierarchy_B < best_hierarchy (init 0) and coverage > 0.99.
     fn update_best(&mut self, m: &EvalMetrics) -> Best {
@@ -1559,11 +1599,15 @@ impl<'a> Run<'a> {
             "metrics": metrics,
             "freeze": self.freeze,
             "events": events,
+            "frozen_sha256": super::monitor::frozen_sha256(self.model, &self.freeze, self.decoder_frozen()),
         });
         // Flushed per line: `tail -f metrics.jsonl` follows a run live.
         writeln!(out, "{line}")
             .and_then(|_| out.flush())
             .map_err(TrainError::Io)?;
+        if let Some(h) = &mut self.hook {
+            h.line(&line)?;
+        }
         self.history.push(plot::Point {
             epoch,
             loss: losses.map(|l| l.total),

@@ -28,6 +28,8 @@ mod pytorch_crosscheck;
 mod reader;
 mod torch_differentials;
 mod train_cli;
+mod train_monitor_cli;
 mod train_resume_cli;
 mod usage_cli;
+mod watch_cli;
 mod writer_roundtrip;

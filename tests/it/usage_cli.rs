@@ -92,6 +92,17 @@ const CASES: &[(&str, &[&str])] = &[
     ("untag_no_name", &["untag"]),
     ("lineage_missing_file", &["lineage", "nope.pt"]),
     ("lineage_of_a_folder", &["lineage", "checkpoints"]),
+    ("watch_no_run", &["watch"]),
+    ("watch_missing_run", &["watch", "--once", "runs/nope"]),
+    (
+        "watch_a_file",
+        &["watch", "--once", "checkpoints/v5_11/best.pt"],
+    ),
+    (
+        "watch_missing_alerts_file",
+        &["watch", "--once", "checkpoints", "--alerts", "nope.yaml"],
+    ),
+    ("export_tb_missing_run", &["export-tb", "runs/nope"]),
 ];
 
 #[test]
