@@ -214,6 +214,7 @@ impl Dashboard {
         let label = |v: f64| Span::raw(short(v));
         let chart = Chart::new(datasets)
             .block(block)
+            .hidden_legend_constraints((Constraint::Ratio(1, 2), Constraint::Ratio(2, 3)))
             .x_axis(
                 Axis::default()
                     .title("epoch")
@@ -539,6 +540,7 @@ mod tests {
         assert_eq!(d.run, 0, "wraps around");
         d.key(Key::PrevRun, 3);
         assert_eq!(d.run, 2);
+        d.run = 0;
         assert_eq!(
             d.key(Key::NextRun, 1),
             Action::Nothing,

@@ -34,7 +34,7 @@ fn once_shows_every_run_and_exits_1_on_a_critical_alert() {
 #[test]
 fn once_exits_0_without_a_critical_alert() {
     let (_d, runs) = runs();
-    let o = tvck(&["watch", "--once", "finished", "other-tool"], &runs);
+    let o = tvck(&["watch", "--once", "finished"], &runs);
     assert_eq!(o.status.code(), Some(0), "{}", common::stdout(&o));
 }
 
