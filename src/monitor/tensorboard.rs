@@ -332,6 +332,8 @@ mod tests {
     }
 
     #[test]
+    // Written as TensorFlow writes it, to check the rotation.
+    #[allow(clippy::manual_rotate)]
     fn masked_crc_is_tensorflows() {
         // tensorflow/core/lib/hash/crc32c.h: ((crc >> 15) | (crc << 17)) + 0xa282ead8.
         let c = crc32c(b"abc");
@@ -339,6 +341,7 @@ mod tests {
             masked_crc(b"abc"),
             ((c >> 15) | (c << 17)).wrapping_add(0xa282ead8)
         );
+        assert_eq!(masked_crc(b""), 0xa282_ead8);
     }
 
     #[test]
