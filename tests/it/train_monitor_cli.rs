@@ -29,8 +29,11 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
     p
 }
 
-/// A webhook receiver on 127.0.0.1: every POST body it got.
-fn listener() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
+/// Each request a receiver got: its head and its body.
+type Requests = Arc<Mutex<Vec<(String, String)>>>;
+
+/// A webhook receiver on 127.0.0.1: every POST it got.
+fn listener() -> (String, Requests) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", l.local_addr().unwrap());
     let got = Arc::new(Mutex::new(Vec::new()));
