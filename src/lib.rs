@@ -21,6 +21,7 @@ pub mod arch;
 pub mod autofix;
 pub mod check;
 pub mod config;
+pub mod dashboard;
 pub mod diff;
 pub mod discover;
 pub mod fingerprint;

@@ -17,8 +17,10 @@ mod ls;
 mod output;
 mod platform;
 mod prune;
+mod report;
 mod scan;
 mod select;
+mod serve;
 mod tag;
 mod train;
 mod watch;
@@ -109,6 +111,18 @@ enum Command {
     /// Exit code 0 when written, 1 when the run cannot be read or the file written.
     #[command(name = "export-tb")]
     ExportTb(export_tb::Args),
+    /// A local web dashboard of the training runs under a folder: live curves, alerts,
+    /// configs and checkpoints (bound to 127.0.0.1 unless --bind says otherwise).
+    ///
+    /// Read-only: it never writes in the runs folder. Runs until stopped (Ctrl-C); exit
+    /// code 2 when the folder or the address cannot be used.
+    Serve(serve::Args),
+    /// Write one self-contained HTML page of a run: curves, alerts, final metrics,
+    /// config, checkpoints.
+    ///
+    /// Exit code 0 when written, 1 when the run cannot be read or the file written, 2 on
+    /// usage errors (not a run folder, an existing output without --force).
+    Report(report::Args),
 }
 
 /// Run the parsed command line; errors are rendered here, once.
@@ -134,6 +148,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Prune(a) => prune::run(a),
         Command::Watch(a) => watch::run(a),
         Command::ExportTb(a) => export_tb::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Report(a) => report::run(a),
     };
     result.unwrap_or_else(|e| {
         e.render();

@@ -23,6 +23,27 @@ pub enum DType {
     C128,
     F8E4M3,
     F8E5M2,
+    /// `complex32` (two float16 halves).
+    C32,
+    F8E4M3Fnuz,
+    F8E5M2Fnuz,
+    /// `float8_e8m0fnu` (exponent-only scale type).
+    F8E8M0,
+    /// `float4_e2m1fn_x2`: two 4-bit floats packed in one byte.
+    F4E2M1X2,
+    /// Uninterpreted bit containers.
+    Bits8,
+    Bits16,
+    Bits1x8,
+    Bits2x4,
+    Bits4x2,
+    /// Quantized integers: the stored integers, without their scale and zero point (which
+    /// the quantizer arguments of `_rebuild_qtensor` carry).
+    QInt8,
+    QUInt8,
+    QInt32,
+    QUInt4x2,
+    QUInt2x4,
 }
 
 impl DType {
@@ -31,15 +52,32 @@ impl DType {
         match self {
             DType::F64 | DType::I64 | DType::U64 | DType::C64 => 8,
             DType::C128 => 16,
-            DType::F32 | DType::I32 | DType::U32 => 4,
-            DType::F16 | DType::BF16 | DType::I16 | DType::U16 => 2,
-            DType::I8 | DType::U8 | DType::Bool | DType::F8E4M3 | DType::F8E5M2 => 1,
+            DType::F32 | DType::I32 | DType::U32 | DType::C32 | DType::QInt32 => 4,
+            DType::F16 | DType::BF16 | DType::I16 | DType::U16 | DType::Bits16 => 2,
+            DType::I8
+            | DType::U8
+            | DType::Bool
+            | DType::F8E4M3
+            | DType::F8E5M2
+            | DType::F8E4M3Fnuz
+            | DType::F8E5M2Fnuz
+            | DType::F8E8M0
+            | DType::F4E2M1X2
+            | DType::Bits8
+            | DType::Bits1x8
+            | DType::Bits2x4
+            | DType::Bits4x2
+            | DType::QInt8
+            | DType::QUInt8
+            | DType::QUInt4x2
+            | DType::QUInt2x4 => 1,
         }
     }
 
     /// Size of one scalar component for byte swapping (complex types swap per half).
     pub fn swap_unit(self) -> usize {
         match self {
+            DType::C32 => 2,
             DType::C64 => 4,
             DType::C128 => 8,
             other => other.size(),
@@ -66,12 +104,38 @@ impl DType {
             DType::C128 => "complex128",
             DType::F8E4M3 => "float8_e4m3fn",
             DType::F8E5M2 => "float8_e5m2",
+            DType::C32 => "complex32",
+            DType::F8E4M3Fnuz => "float8_e4m3fnuz",
+            DType::F8E5M2Fnuz => "float8_e5m2fnuz",
+            DType::F8E8M0 => "float8_e8m0fnu",
+            DType::F4E2M1X2 => "float4_e2m1fn_x2",
+            DType::Bits8 => "bits8",
+            DType::Bits16 => "bits16",
+            DType::Bits1x8 => "bits1x8",
+            DType::Bits2x4 => "bits2x4",
+            DType::Bits4x2 => "bits4x2",
+            DType::QInt8 => "qint8",
+            DType::QUInt8 => "quint8",
+            DType::QInt32 => "qint32",
+            DType::QUInt4x2 => "quint4x2",
+            DType::QUInt2x4 => "quint2x4",
         }
     }
 
-    /// The legacy storage class name, e.g. `FloatStorage` (`torch.FloatStorage`).
-    pub fn storage_name(self) -> &'static str {
-        match self {
+    /// Whether this is a quantized dtype (its tensors are rebuilt by `_rebuild_qtensor`
+    /// with a quantizer, and cannot be written as plain tensors).
+    pub fn is_quantized(self) -> bool {
+        matches!(
+            self,
+            DType::QInt8 | DType::QUInt8 | DType::QInt32 | DType::QUInt4x2 | DType::QUInt2x4
+        )
+    }
+
+    /// The legacy storage class name, e.g. `FloatStorage` (`torch.FloatStorage`); `None`
+    /// for the dtypes torch 2.13 has no such class for (it saves them through
+    /// `_rebuild_tensor_v3` over an untyped storage).
+    pub fn storage_name(self) -> Option<&'static str> {
+        Some(match self {
             DType::F64 => "DoubleStorage",
             DType::F32 => "FloatStorage",
             DType::F16 => "HalfStorage",
@@ -81,41 +145,38 @@ impl DType {
             DType::I16 => "ShortStorage",
             DType::I8 => "CharStorage",
             DType::U8 => "ByteStorage",
-            DType::U16 => "UInt16Storage",
-            DType::U32 => "UInt32Storage",
-            DType::U64 => "UInt64Storage",
             DType::Bool => "BoolStorage",
             DType::C64 => "ComplexFloatStorage",
             DType::C128 => "ComplexDoubleStorage",
-            DType::F8E4M3 => "Float8_e4m3fnStorage",
-            DType::F8E5M2 => "Float8_e5m2Storage",
-        }
+            DType::QInt8 => "QInt8Storage",
+            DType::QUInt8 => "QUInt8Storage",
+            DType::QInt32 => "QInt32Storage",
+            DType::QUInt4x2 => "QUInt4x2Storage",
+            DType::QUInt2x4 => "QUInt2x4Storage",
+            DType::U16
+            | DType::U32
+            | DType::U64
+            | DType::F8E4M3
+            | DType::F8E5M2
+            | DType::C32
+            | DType::F8E4M3Fnuz
+            | DType::F8E5M2Fnuz
+            | DType::F8E8M0
+            | DType::F4E2M1X2
+            | DType::Bits8
+            | DType::Bits16
+            | DType::Bits1x8
+            | DType::Bits2x4
+            | DType::Bits4x2 => return None,
+        })
     }
 
     /// From a legacy storage class name (`FloatStorage`, `cuda.FloatStorage` is not accepted here:
-    /// pass the last path component).
+    /// pass the last path component): the inverse of [`DType::storage_name`].
     pub fn from_storage_name(name: &str) -> Option<DType> {
-        // The inverse of `storage_name` (checked by the tests), as one match.
-        Some(match name {
-            "DoubleStorage" => DType::F64,
-            "FloatStorage" => DType::F32,
-            "HalfStorage" => DType::F16,
-            "BFloat16Storage" => DType::BF16,
-            "LongStorage" => DType::I64,
-            "IntStorage" => DType::I32,
-            "ShortStorage" => DType::I16,
-            "CharStorage" => DType::I8,
-            "ByteStorage" => DType::U8,
-            "UInt16Storage" => DType::U16,
-            "UInt32Storage" => DType::U32,
-            "UInt64Storage" => DType::U64,
-            "BoolStorage" => DType::Bool,
-            "ComplexFloatStorage" => DType::C64,
-            "ComplexDoubleStorage" => DType::C128,
-            "Float8_e4m3fnStorage" => DType::F8E4M3,
-            "Float8_e5m2Storage" => DType::F8E5M2,
-            _ => return None,
-        })
+        Self::ALL
+            .into_iter()
+            .find(|d| d.storage_name() == Some(name))
     }
 
     /// From a torch dtype attribute name (`torch.float32` → `float32`); accepts aliases.
@@ -134,9 +195,9 @@ impl DType {
         Self::ALL.into_iter().find(|d| d.torch_name() == alias)
     }
 
-    /// safetensors dtype tag, e.g. `F32`.
-    pub fn safetensors_name(self) -> &'static str {
-        match self {
+    /// safetensors dtype tag, e.g. `F32`; `None` for the dtypes safetensors has no tag for.
+    pub fn safetensors_name(self) -> Option<&'static str> {
+        Some(match self {
             DType::F64 => "F64",
             DType::F32 => "F32",
             DType::F16 => "F16",
@@ -154,14 +215,18 @@ impl DType {
             DType::C128 => "C128",
             DType::F8E4M3 => "F8_E4M3",
             DType::F8E5M2 => "F8_E5M2",
-        }
+            DType::F8E8M0 => "F8_E8M0",
+            _ => return None,
+        })
     }
 
     pub fn from_safetensors_name(name: &str) -> Option<DType> {
-        Self::ALL.into_iter().find(|d| d.safetensors_name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|d| d.safetensors_name() == Some(name))
     }
 
-    pub const ALL: [DType; 17] = [
+    pub const ALL: [DType; 32] = [
         DType::F64,
         DType::F32,
         DType::F16,
@@ -179,6 +244,21 @@ impl DType {
         DType::C128,
         DType::F8E4M3,
         DType::F8E5M2,
+        DType::C32,
+        DType::F8E4M3Fnuz,
+        DType::F8E5M2Fnuz,
+        DType::F8E8M0,
+        DType::F4E2M1X2,
+        DType::Bits8,
+        DType::Bits16,
+        DType::Bits1x8,
+        DType::Bits2x4,
+        DType::Bits4x2,
+        DType::QInt8,
+        DType::QUInt8,
+        DType::QInt32,
+        DType::QUInt4x2,
+        DType::QUInt2x4,
     ];
 }
 
@@ -213,10 +293,20 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for d in DType::ALL {
-            assert_eq!(DType::from_storage_name(d.storage_name()), Some(d));
+            if let Some(n) = d.storage_name() {
+                assert_eq!(DType::from_storage_name(n), Some(d));
+            }
             assert_eq!(DType::from_torch_name(d.torch_name()), Some(d));
-            assert_eq!(DType::from_safetensors_name(d.safetensors_name()), Some(d));
+            if let Some(n) = d.safetensors_name() {
+                assert_eq!(DType::from_safetensors_name(n), Some(d));
+            }
         }
+        // Every legacy class is a quantized dtype or one torch had before 1.13.
+        assert_eq!(DType::from_storage_name("UInt16Storage"), None);
+        assert_eq!(
+            DType::from_storage_name("QUInt8Storage"),
+            Some(DType::QUInt8)
+        );
         assert_eq!(DType::from_torch_name("float"), Some(DType::F32));
         assert_eq!(DType::from_storage_name("NopeStorage"), None);
     }

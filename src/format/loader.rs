@@ -21,10 +21,11 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use super::input::{windowed, Input, Window};
 use super::pickle::allowlist;
 use super::pickle::opcodes as op;
 use super::zip::{self, ZipArchive};
-use super::{limits, safetensors, Finding, InflateBudget};
+use super::{limits, safetensors, Finding, FormatError, InflateBudget};
 
 /// The loader torch 2.13 would use for a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +46,9 @@ pub struct Sweep {
     pub end: Option<usize>,
     /// Number of opcodes walked.
     pub opcodes: usize,
+    /// Whether it stopped at the end of the data (wanting more), not at a `STOP` or
+    /// an opcode that cannot be decoded.
+    pub ran_out: bool,
 }
 
 /// The most memo entries a sweep keeps track of (strings for `STACK_GLOBAL`).
@@ -119,7 +123,10 @@ pub fn sweep(data: &[u8]) -> Sweep {
                     pos = e;
                     s
                 }
-                None => return out,
+                None => {
+                    out.ran_out = true;
+                    return out;
+                }
             }
         }};
     }
@@ -131,7 +138,10 @@ pub fn sweep(data: &[u8]) -> Sweep {
                     pos += i + 1;
                     s
                 }
-                None => return out,
+                None => {
+                    out.ran_out = true;
+                    return out;
+                }
             }
         }};
     }
@@ -147,6 +157,7 @@ pub fn sweep(data: &[u8]) -> Sweep {
     }
     loop {
         let Some(&code) = data.get(pos) else {
+            out.ran_out = true;
             return out;
         };
         pos += 1;
@@ -320,31 +331,61 @@ pub fn sweep(data: &[u8]) -> Sweep {
     }
 }
 
-/// Sweep the pickles Python would unpickle one after another from the start of `data`
-/// (at most `max`), as `location #n` findings.
-fn sweep_sequence(data: &[u8], max: usize, location: &str, findings: &mut Vec<Finding>) -> usize {
-    let mut pos = 0usize;
+/// [`sweep`] the pickle at `start` (it may run up to `end`), read in growing windows of
+/// at most [`limits::MAX_PICKLE_BYTES`] (see [`super::input`]); `true` with it when it
+/// was cut there.
+pub fn sweep_at(input: &mut dyn Input, start: u64, end: u64) -> Result<(Sweep, bool), FormatError> {
+    windowed(input, start, end, limits::MAX_PICKLE_BYTES, |data| {
+        let s = sweep(data);
+        if s.ran_out {
+            Window::More(s)
+        } else {
+            Window::Done(s)
+        }
+    })
+}
+
+/// Sweep the pickles Python would unpickle one after another from `start` (at most
+/// `max`, none past `end`), as `location #n` findings; the number that end.
+fn sweep_sequence(
+    input: &mut dyn Input,
+    start: u64,
+    end: u64,
+    max: usize,
+    location: &str,
+    findings: &mut Vec<Finding>,
+) -> Result<usize, FormatError> {
+    let mut pos = start;
+    let end = end.min(input.len());
     let mut complete = 0;
     for n in 1..=max {
-        let s = sweep(&data[pos..]);
+        let (s, capped) = sweep_at(input, pos, end)?;
         let loc = if max == 1 {
             location.to_string()
         } else {
             format!("{location} #{n}")
         };
         push_globals(findings, &s.globals, &loc);
+        if capped {
+            findings.push(Finding::Note {
+                message: format!(
+                    "{loc} was swept as far as MAX_PICKLE_BYTES ({} bytes) only",
+                    limits::MAX_PICKLE_BYTES
+                ),
+            });
+        }
         match s.end {
-            Some(end) => {
+            Some(e) => {
                 complete += 1;
-                pos += end;
-                if pos >= data.len() {
+                pos += e as u64;
+                if pos >= end {
                     break;
                 }
             }
             None => break,
         }
     }
-    complete
+    Ok(complete)
 }
 
 fn push_globals(findings: &mut Vec<Finding>, globals: &[String], location: &str) {
@@ -376,21 +417,20 @@ pub struct TorchReading {
     pub findings: Vec<Finding>,
 }
 
-/// Read `bytes` (a file named `name`) the way `torch.load(weights_only=False)` would.
-///
-/// `unread(start, end)` says whether a byte range was not read from the file (a sparse
-/// read leaves holes holding other bytes): nothing is taken from such a range.
+/// Read the file `name` through `input` the way `torch.load(weights_only=False)`
+/// would. A zip is in memory (whole, or but for its storages: `input.unread` says which
+/// ranges were not read, and nothing is taken from them).
 pub fn torch_reading(
     name: &str,
-    bytes: &[u8],
+    input: &mut dyn Input,
     budget: &InflateBudget,
-    unread: &dyn Fn(u64, u64) -> bool,
-) -> TorchReading {
+) -> Result<TorchReading, FormatError> {
     let mut findings = Vec::new();
+    let len = input.len();
     let loader = if name.ends_with(".safetensors") {
         // torch reads the safetensors header only. Another loader given this file
         // (renamed, or torch.load on a copy) would unpickle it from byte 0.
-        let s = sweep(bytes);
+        let (s, _) = sweep_at(input, 0, len)?;
         if s.end.is_some() || !s.globals.is_empty() {
             findings.push(ambiguous(
                 "safetensors/pickle polyglot",
@@ -399,22 +439,26 @@ pub fn torch_reading(
             push_globals(&mut findings, &s.globals, "the pickle at byte 0");
         }
         Loader::Safetensors
-    } else if bytes.starts_with(b"PK\x03\x04") {
-        zip_reading(bytes, budget, unread, &mut findings)
-    } else if is_tar(bytes) {
-        tar_reading(bytes, &mut findings);
-        Loader::Tar
     } else {
-        let complete = sweep_sequence(bytes, 5, "pickle", &mut findings);
-        if complete > 0 && safetensors::looks_like_safetensors(bytes) {
-            findings.push(ambiguous(
-                "safetensors/pickle polyglot",
-                "the file parses as a safetensors header, but torch.load (the file is not named .safetensors) unpickles it from byte 0".into(),
-            ));
+        let head = input.get(0, 512)?.to_vec();
+        if head.starts_with(b"PK\x03\x04") {
+            let unread = |start: u64, end: u64| input.unread(start, end);
+            zip_reading(input.all(), budget, &unread, &mut findings)
+        } else if is_tar(&head) {
+            tar_reading(input, &mut findings)?;
+            Loader::Tar
+        } else {
+            let complete = sweep_sequence(input, 0, len, 5, "pickle", &mut findings)?;
+            if complete > 0 && safetensors::looks_like_safetensors_head(&head, len) {
+                findings.push(ambiguous(
+                    "safetensors/pickle polyglot",
+                    "the file parses as a safetensors header, but torch.load (the file is not named .safetensors) unpickles it from byte 0".into(),
+                ));
+            }
+            Loader::Pickle
         }
-        Loader::Pickle
     };
-    TorchReading { loader, findings }
+    Ok(TorchReading { loader, findings })
 }
 
 // ----- zip ----------------------------------------------------------------------
@@ -573,7 +617,10 @@ fn sweep_entry(
         }
     }
     match z.read_unchecked(e, limits::MAX_PICKLE_BYTES) {
-        Ok(data) => sweep_sequence(&data, 1, &location, findings),
+        Ok(data) => {
+            let mut whole = super::input::Whole(&data);
+            sweep_sequence(&mut whole, 0, data.len() as u64, 1, &location, findings).unwrap_or(0)
+        }
         Err(err) => {
             findings.push(Finding::Note {
                 message: format!("{location} cannot be read: {err}"),
@@ -586,12 +633,13 @@ fn sweep_entry(
 // ----- tar (the archive itself: super::tar) -------------------------------------
 
 pub use super::tar::is_tar;
-use super::tar::tar_members;
 
-fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
-    // `tar.extract(name)` takes the last member of a name.
-    let members = tar_members(bytes);
-    let s = sweep(bytes);
+/// The members torch's `legacy_load` reads (and `sys_info`, which old torch wrote).
+const TAR_MEMBERS: [&str; 4] = ["sys_info", "storages", "tensors", "pickle"];
+
+fn tar_reading(input: &mut dyn Input, findings: &mut Vec<Finding>) -> Result<(), FormatError> {
+    let len = input.len();
+    let (s, _) = sweep_at(input, 0, len)?;
     if s.end.is_some() || !s.globals.is_empty() {
         findings.push(ambiguous(
             "tar/pickle polyglot",
@@ -599,26 +647,98 @@ fn tar_reading(bytes: &[u8], findings: &mut Vec<Finding>) {
         ));
         push_globals(findings, &s.globals, "the pickle at byte 0");
     }
+    let archive = match super::tar::tar_archive(input) {
+        Ok(a) => a,
+        Err(e) => {
+            findings.push(Finding::Note {
+                message: format!("the tar archive cannot be read: {e}"),
+            });
+            return Ok(());
+        }
+    };
+    tar_names(&archive, findings);
     // The first pickle of each member (sys_info too, which torch 2.13 does not read),
-    // swept whatever their structure; then every pickle the reading of the members meets.
-    for wanted in ["sys_info", "storages", "tensors", "pickle"] {
-        if let Some((name, data, len)) = members.iter().rev().find(|m| m.0 == wanted) {
-            let loc = format!("tar member `{}`", printable(name));
-            sweep_sequence(&bytes[*data..*data + *len], 1, &loc, findings);
+    // swept whatever their structure; then every pickle the reading of the members
+    // meets. `tar.extract(name)` takes the last member of a name.
+    for wanted in TAR_MEMBERS {
+        if let Some(m) = archive.member(wanted) {
+            let loc = format!("tar member `{wanted}`");
+            sweep_sequence(
+                input,
+                m.data,
+                m.data.saturating_add(m.len),
+                1,
+                &loc,
+                findings,
+            )?;
         }
     }
-    let found = super::torch::tar_findings(bytes);
+    let found = super::torch::tar_findings(input);
     for f in found {
         if let Finding::UnsafeGlobal { global, location } = f {
             push_globals(findings, &[global], &location);
         }
     }
+    if let Some(why) = &archive.broken {
+        findings.push(Finding::Note {
+            message: format!(
+                "Python's tarfile stops reading this archive with an error ({}): torch.load would then unpickle the file from byte 0",
+                printable(why)
+            ),
+        });
+    }
+    // Its members as Python's tarfile names them (`getnames()`), the first 20.
+    let mut names: Vec<String> = archive
+        .members
+        .iter()
+        .take(20)
+        .map(|m| format!("`{}`", printable(&String::from_utf8_lossy(&m.name))))
+        .collect();
+    if archive.members.len() > 20 {
+        names.push("…".into());
+    }
     findings.push(Finding::Note {
         message: format!(
-            "legacy tar checkpoint (torch < 1.0 layout, {} members): torch.load unpickles the pickles of its storages, tensors and pickle members",
-            members.len()
+            "legacy tar checkpoint (torch < 1.0 layout, {} members: {}): torch.load unpickles the pickles of its storages, tensors and pickle members",
+            archive.members.len(),
+            names.join(", ")
         ),
     });
+    Ok(())
+}
+
+/// The differential rule for tar names: a member whose name comes from a GNU long name
+/// or a PAX `path` record, where either that name or the one its own header gives is
+/// one torch reads, is read one way by Python's `tarfile` (and torch) and another by a
+/// reader that ignores extended headers; so is an extended header named like one.
+fn tar_names(archive: &super::tar::TarArchive, findings: &mut Vec<Finding>) {
+    let matters = |n: &[u8]| TAR_MEMBERS.iter().any(|w| w.as_bytes() == n);
+    let text = |n: &[u8]| format!("`{}`", printable(&String::from_utf8_lossy(n)));
+    let mut seen: Vec<String> = Vec::new();
+    for m in &archive.members {
+        if m.name != m.header_name && (matters(&m.name) || matters(&m.header_name)) {
+            seen.push(format!(
+                "{} (its header says {})",
+                text(&m.name),
+                text(&m.header_name)
+            ));
+        }
+    }
+    for n in &archive.extended_names {
+        if matters(n) {
+            seen.push(format!("an extended header named {}", text(n)));
+        }
+    }
+    if !seen.is_empty() {
+        seen.truncate(20);
+        findings.push(ambiguous(
+            "tar member names that readers disagree on",
+            format!(
+                "{}: Python's tarfile (torch.load) takes long names and PAX path records, a reader that ignores them takes the header names",
+                seen.join(", ")
+            ),
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 pub mod dtype;
 pub mod finite;
+pub mod input;
 pub mod loader;
 pub mod pickle;
 pub mod safetensors;
@@ -32,7 +33,8 @@ pub use value::Value;
 /// Limits applied to untrusted input. Nothing is allocated from a size a header claims
 /// before it has been checked against these and against the real file size.
 pub mod limits {
-    /// Largest pickle (data.pkl) we decode.
+    /// Largest pickle we decode or sweep (a zip's `data.pkl`, a pickle of a legacy
+    /// stream or of a tar member): what tvck reads into memory for one pickle at most.
     pub const MAX_PICKLE_BYTES: u64 = 1 << 30;
     /// Most values the pickle VM may create (guards against memo/dup bombs).
     pub const MAX_PICKLE_VALUES: usize = 50_000_000;
@@ -67,6 +69,12 @@ pub mod limits {
     pub const MAX_INT_DIGITS: usize = 4300;
     /// Longest `LONG1`/`LONG4` payload the pickle VM decodes (about 4300 digits).
     pub const MAX_LONG_BYTES: usize = 1800;
+    /// Largest PAX extended header or GNU long name (`././@LongLink`) member of a tar
+    /// archive tvck reads (Python's `tarfile` has no limit).
+    pub const MAX_TAR_EXTENDED_HEADER: u64 = 1 << 20;
+    /// Most members of a tar archive (extended headers and long names included), and
+    /// most extended headers in front of one member.
+    pub const MAX_TAR_MEMBERS: usize = 10_000;
 }
 
 /// Which limit on untrusted input (see [`limits`]) an input ran into.
@@ -93,6 +101,10 @@ pub enum Limit {
     SharedBytes,
     /// [`limits::MAX_DEPTH`]: nesting of values.
     Depth,
+    /// [`limits::MAX_PICKLE_BYTES`]: one pickle's length.
+    PickleBytes,
+    /// [`limits::MAX_TAR_EXTENDED_HEADER`]: a PAX header or GNU long name.
+    TarExtendedHeader,
 }
 
 impl Limit {
@@ -109,6 +121,8 @@ impl Limit {
             Limit::SharedValues => "shared values",
             Limit::SharedBytes => "shared bytes",
             Limit::Depth => "MAX_DEPTH",
+            Limit::PickleBytes => "MAX_PICKLE_BYTES",
+            Limit::TarExtendedHeader => "MAX_TAR_EXTENDED_HEADER",
         }
     }
 
@@ -133,6 +147,10 @@ impl Limit {
                 "pickle expands to more than {max} bytes of strings through shared references ({at})"
             ),
             Limit::Depth => format!("values nested more than {max} deep ({at})"),
+            Limit::PickleBytes => format!("the pickle of {at} is longer than {max} bytes"),
+            Limit::TarExtendedHeader => {
+                format!("tar {at} of {found} bytes (limit {max})")
+            }
         }
     }
 }
@@ -475,6 +493,10 @@ pub enum FormatError {
     NotACheckpoint(String),
     #[error("truncated: {0}")]
     Truncated(String),
+    /// The file is not as long as when it was opened (cut short or grown since): its
+    /// bytes are read when they are needed, and these may no longer be the same file's.
+    #[error("the file changed while it was read: {opened} bytes when opened, {now} now")]
+    Changed { opened: u64, now: u64 },
     #[error("corrupt zip archive: {0}")]
     Zip(String),
     /// A pickle that breaks the format: at byte `offset` (of the file, where the VM knows
@@ -592,6 +614,9 @@ impl FormatError {
                 "the file is a zip whose compressed entries claim more data than tvck inflates (torch.load would inflate it all into memory: a decompression bomb?); if it is yours, re-save it with torch.save, which stores tensors uncompressed",
             ),
             FormatError::Truncated(_) => Some("the file is cut short: copy it again or re-save it"),
+            FormatError::Changed { .. } => Some(
+                "something wrote to the file while tvck read it (a training run saving it?): run again once it is written",
+            ),
             _ => None,
         }
     }
@@ -661,10 +686,9 @@ impl Source {
         })?;
         match self {
             #[cfg(unix)]
-            Source::Sparse { file, .. } => {
-                use std::os::unix::fs::FileExt;
+            Source::Sparse { file, buf, .. } => {
                 let mut out = vec![0u8; len];
-                file.read_exact_at(&mut out, start)?;
+                sparse::read_at(file, &mut out, start, buf.len() as u64)?;
                 Ok(out)
             }
             _ => Ok(self.bytes()[start as usize..start as usize + len].to_vec()),
@@ -698,6 +722,31 @@ impl Source {
             head.extend(self.read_range(fixed_end, name_end)?);
         }
         zip::local_data_offset_in(&head, lho, file_len, name, size)
+    }
+}
+
+impl input::Input for Source {
+    fn len(&self) -> u64 {
+        self.bytes().len() as u64
+    }
+
+    fn get(&mut self, start: u64, end: u64) -> Result<&[u8], FormatError> {
+        #[cfg(unix)]
+        if let Source::Sparse { buf, file, holes } = self {
+            let len = buf.len() as u64;
+            for (s, e) in holes.take(start.min(len), end.min(len)) {
+                sparse::read_at(file, &mut buf[s as usize..e as usize], s, len)?;
+            }
+        }
+        Ok(input::clamp(self.bytes(), start, end))
+    }
+
+    fn all(&self) -> &[u8] {
+        self.bytes()
+    }
+
+    fn unread(&self, start: u64, end: u64) -> bool {
+        Source::unread(self, start, end)
     }
 }
 
@@ -757,7 +806,8 @@ impl Checkpoint {
 
     fn open_inner(path: &Path) -> Result<Checkpoint, FormatError> {
         // Read, not mapped: a file truncated while mapped would kill the process (SIGBUS).
-        // A torch.save zip is read without its storages, which are read when wanted.
+        // A torch.save zip is read without its storages, which are read when wanted;
+        // other files (but odd zips) lazily, tensor data when wanted.
         Self::open_sparse_into(path, Vec::new()).map_err(|(e, _)| e.source)
     }
 
@@ -831,9 +881,11 @@ impl Checkpoint {
     /// read, and a storage's bytes are read from the file (or inflated) when a tensor of
     /// it is read, for that read only, unless [`Checkpoint::load_storages`] has loaded
     /// them (`scan --hash` loads the model state's and skips, say, the optimizer's).
-    /// Other files, and zips shaped unlike `torch.save`'s, are read whole. `buf` becomes
-    /// as long as the file, but the holes of a fresh buffer are never touched, so they
-    /// take no memory.
+    /// Any other file but a zip (safetensors, legacy streams, tar archives) is read
+    /// lazily: its headers and pickles as the parsers ask for them, its tensor data when
+    /// wanted (see [`input`]). Zips shaped unlike `torch.save`'s, and files under 32 KiB,
+    /// are read whole. `buf` becomes as long as the file, but the holes of a fresh buffer
+    /// are never touched, so they take no memory.
     pub fn open_sparse_into(
         path: impl AsRef<Path>,
         mut buf: Vec<u8>,
@@ -847,7 +899,13 @@ impl Checkpoint {
             }
         };
         #[cfg(unix)]
-        match sparse::read(&file, len, &mut buf) {
+        let planned = match sparse::read(&file, len, &mut buf) {
+            // Not a plain torch.save zip: anything else but a zip is read lazily.
+            Ok(None) => sparse::lazy(&file, len, &mut buf),
+            other => other,
+        };
+        #[cfg(unix)]
+        match planned {
             Err(e) => return Err(Self::io_failure(path, e, buf)),
             Ok(None) => {}
             Ok(Some(holes)) => {
@@ -870,23 +928,32 @@ impl Checkpoint {
             if holes.is_empty() {
                 return Ok(());
             }
-            let starts: Vec<u64> = storages
-                .iter()
-                .filter_map(|&i| match self.storages.get(i).map(|s| &s.data) {
-                    Some(
-                        StorageData::ZipEntry {
-                            local_header_offset,
-                            ..
-                        }
-                        | StorageData::Deflated {
-                            local_header_offset,
-                            ..
-                        },
-                    ) => Some(*local_header_offset),
-                    _ => None,
-                })
-                .collect();
+            let mut starts = Vec::new();
+            let mut ranges = Vec::new();
+            for s in storages.iter().filter_map(|&i| self.storages.get(i)) {
+                match &s.data {
+                    StorageData::ZipEntry {
+                        local_header_offset,
+                        ..
+                    }
+                    | StorageData::Deflated {
+                        local_header_offset,
+                        ..
+                    } => starts.push(*local_header_offset),
+                    StorageData::Mapped { offset, len } => {
+                        ranges.push((*offset, offset.saturating_add(*len)));
+                    }
+                    _ => {}
+                }
+            }
             holes.fill(file, buf, &starts)?;
+            let opened = buf.len() as u64;
+            ranges.sort_unstable();
+            for (s, e) in ranges {
+                for (a, b) in holes.take(s.min(opened), e.min(opened)) {
+                    sparse::read_at(file, &mut buf[a as usize..b as usize], a, opened)?;
+                }
+            }
         }
         let _ = storages;
         Ok(())
@@ -909,21 +976,20 @@ impl Checkpoint {
         #[cfg(unix)]
         if let Source::Sparse { buf, file, holes } = &mut source {
             // More than one end record: torch's reading may use a directory whose entries
-            // lie in the holes. Such a file is read whole.
-            if zip::eocd_candidates(buf).len() > 1 {
+            // lie in the holes. Such a file is read whole. (A file read lazily has its
+            // first byte unread: it is no zip.)
+            if !holes.overlaps(0, 1) && zip::eocd_candidates(buf).len() > 1 {
                 holes.fill_all(file, buf)?;
             }
         }
-        let bytes = source.bytes();
-        let file_size = bytes.len() as u64;
+        let file_size = source.bytes().len() as u64;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let budget = InflateBudget::new(path.display().to_string());
-        let unread = |start: u64, end: u64| source.unread(start, end);
-        let torch = loader::torch_reading(&name, bytes, &budget, &unread);
-        let (format, mut parsed) = match detect_and_parse_with(&name, bytes, &budget) {
+        let torch = loader::torch_reading(&name, &mut source, &budget)?;
+        let (format, mut parsed) = match detect_and_parse_with(&name, &mut source, &budget) {
             Ok(read) => read,
             // A payload found is a finding, whatever else fails to parse.
             Err(e) if torch.findings.iter().any(Finding::is_unsafe) => {
@@ -1279,32 +1345,38 @@ pub fn detect_and_parse(bytes: &[u8]) -> Result<(Format, Parsed), FormatError> {
 /// Detect the container the way `torch.load` picks its loader for a file called `name`
 /// (see [`loader`]) and parse it.
 pub fn detect_and_parse_named(name: &str, bytes: &[u8]) -> Result<(Format, Parsed), FormatError> {
-    detect_and_parse_with(name, bytes, &InflateBudget::default())
+    detect_and_parse_with(name, &mut input::Whole(bytes), &InflateBudget::default())
 }
+
+/// How much of a file's start tells its container (a tar header is 512 bytes).
+const HEAD: u64 = 512;
 
 fn detect_and_parse_with(
     name: &str,
-    bytes: &[u8],
+    input: &mut dyn input::Input,
     budget: &InflateBudget,
 ) -> Result<(Format, Parsed), FormatError> {
-    if bytes.is_empty() {
+    let len = input.len();
+    if len == 0 {
         return Err(FormatError::Empty);
     }
     // torch.load hands a path ending in .safetensors to safetensors, whatever it holds.
     if name.ends_with(".safetensors") {
-        return Ok((Format::Safetensors, safetensors::read(bytes)?));
+        return Ok((Format::Safetensors, safetensors::read_input(input)?));
     }
-    if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06") {
-        return Ok((Format::TorchZip, torch::read_zip_with(bytes, budget)?));
+    let head = input.get(0, HEAD)?.to_vec();
+    if head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06") {
+        // A zip is in memory (read whole, or all but its storages: see `sparse`).
+        return Ok((Format::TorchZip, torch::read_zip_with(input.all(), budget)?));
     }
-    if loader::is_tar(bytes) {
-        return Ok((Format::TorchLegacyTar, torch::read_tar(bytes)?));
+    if loader::is_tar(&head) {
+        return Ok((Format::TorchLegacyTar, torch::read_tar_input(input)?));
     }
     // torch unpickles anything else from byte 0, whatever the protocol.
-    let pickled = torch::read_legacy(bytes);
+    let pickled = torch::read_legacy_input(input);
     match pickled {
         Ok(parsed) => {
-            let format = if parsed.storages.is_empty() && !torch::is_legacy_torch(bytes) {
+            let format = if parsed.storages.is_empty() && !torch::is_legacy_torch(&head) {
                 Format::Pickle
             } else {
                 Format::TorchLegacy
@@ -1312,13 +1384,12 @@ fn detect_and_parse_with(
             Ok((format, parsed))
         }
         // A safetensors file with another name: torch.load could not read it, tvck can.
-        Err(_) if safetensors::looks_like_safetensors(bytes) => {
-            Ok((Format::Safetensors, safetensors::read(bytes)?))
+        Err(_) if safetensors::looks_like_safetensors_head(&head, len) => {
+            Ok((Format::Safetensors, safetensors::read_input(input)?))
         }
-        Err(e) if bytes[0] == pickle::opcodes::PROTO || loader::sweep(bytes).end.is_some() => {
-            Err(e)
-        }
-        Err(_) => Err(FormatError::NotACheckpoint(describe_magic(bytes))),
+        Err(e) if head[0] == pickle::opcodes::PROTO => Err(e),
+        Err(e) if loader::sweep_at(input, 0, len)?.0.end.is_some() => Err(e),
+        Err(_) => Err(FormatError::NotACheckpoint(describe_magic(&head))),
     }
 }
 

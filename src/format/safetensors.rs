@@ -16,12 +16,17 @@ pub const METADATA_KEY: &str = "__metadata__";
 /// A pickle never has `{` at byte 8 after a length that fits the file, so this also tells
 /// safetensors apart from pickles whose first byte (0x80) a header length may share.
 pub fn looks_like_safetensors(bytes: &[u8]) -> bool {
-    if bytes.len() < 9 || bytes[8] != b'{' {
+    looks_like_safetensors_head(bytes, bytes.len() as u64)
+}
+
+/// [`looks_like_safetensors`] from the first bytes (at least 9) of a `len`-byte file.
+pub fn looks_like_safetensors_head(head: &[u8], len: u64) -> bool {
+    if head.len() < 9 || len < 9 || head[8] != b'{' {
         return false;
     }
     // A header length that fits the file, or one so large it can only be a (bad) claim.
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap_or([0; 8]));
-    n <= bytes.len() as u64 - 8 || bytes[0] != super::pickle::opcodes::PROTO
+    let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
+    n <= len - 8 || head[0] != super::pickle::opcodes::PROTO
 }
 
 fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {
@@ -36,8 +41,13 @@ fn header_len(bytes: &[u8]) -> Result<u64, FormatError> {
 
 /// Parse a safetensors file held in memory.
 pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
-    let n = header_len(bytes)?;
-    let available = (bytes.len() as u64).saturating_sub(8);
+    read_input(&mut super::input::Whole(bytes))
+}
+
+/// Parse a safetensors file, reading its header only (tensor data stays where it is).
+pub fn read_input(input: &mut dyn super::input::Input) -> Result<Parsed, FormatError> {
+    let n = header_len(input.get(0, 8)?)?;
+    let available = input.len().saturating_sub(8);
     if n > available {
         return Err(FormatError::SizeClaim {
             what: "safetensors header length".into(),
@@ -53,6 +63,10 @@ pub fn read(bytes: &[u8]) -> Result<Parsed, FormatError> {
             at: String::new(),
         });
     }
+    // The header, read (at most MAX_SAFETENSORS_HEADER bytes); `read_metadata` reads
+    // nothing else of the file-sized buffer (it only compares its length).
+    input.get(8, 8 + n)?;
+    let bytes = input.all();
     let (n, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| describe(e, bytes, n))?;
     let data_start = 8 + n as u64;
 

@@ -19,6 +19,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::zip::{self, Method, ZipArchive};
+use super::FormatError;
 
 /// How much of the end of the file is read first, hoping to find the whole central
 /// directory in it (a checkpoint's directory is about 100 bytes per tensor).
@@ -33,6 +34,33 @@ const MERGE_GAP: u64 = 64 << 10;
 pub struct Holes(Vec<(u64, u64)>);
 
 impl Holes {
+    /// The whole of a `len`-byte file, unread.
+    pub fn whole(len: u64) -> Holes {
+        Holes(if len > 0 { vec![(0, len)] } else { Vec::new() })
+    }
+
+    /// Forget the holes inside `[start, end)`: the parts of it that were unread, to be
+    /// read now, in order.
+    pub fn take(&mut self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        if start >= end {
+            return out;
+        }
+        let mut i = self.0.partition_point(|&(_, e)| e <= start);
+        while let Some(&(s, e)) = self.0.get(i).filter(|&&(s, _)| s < end) {
+            let (a, b) = (s.max(start), e.min(end));
+            out.push((a, b));
+            let rest: Vec<(u64, u64)> = [(s, a), (b, e)]
+                .into_iter()
+                .filter(|(x, y)| x < y)
+                .collect();
+            let kept = rest.len();
+            self.0.splice(i..=i, rest);
+            i += kept;
+        }
+        out
+    }
+
     /// Whether any byte of `[start, end)` is still unread.
     pub fn overlaps(&self, start: u64, end: u64) -> bool {
         // The first hole ending after `start` is the only candidate.
@@ -46,9 +74,10 @@ impl Holes {
     }
 
     /// Read every hole.
-    pub fn fill_all(&mut self, file: &File, buf: &mut [u8]) -> std::io::Result<()> {
+    pub fn fill_all(&mut self, file: &File, buf: &mut [u8]) -> Result<(), FormatError> {
+        let opened = buf.len() as u64;
         for &(s, e) in &self.0 {
-            file.read_exact_at(&mut buf[s as usize..e as usize], s)?;
+            read_at(file, &mut buf[s as usize..e as usize], s, opened)?;
         }
         self.0.clear();
         Ok(())
@@ -57,7 +86,7 @@ impl Holes {
     /// Read the holes that start at the given offsets (the local header offsets of stored
     /// storage entries; others are ignored) from `file` into `buf`, together with
     /// anything between holes closer than `MERGE_GAP` (64 KiB), and forget every hole read.
-    pub fn fill(&mut self, file: &File, buf: &mut [u8], starts: &[u64]) -> std::io::Result<()> {
+    pub fn fill(&mut self, file: &File, buf: &mut [u8], starts: &[u64]) -> Result<(), FormatError> {
         let mut wanted: Vec<(u64, u64)> = starts
             .iter()
             .filter_map(|&s| {
@@ -76,11 +105,63 @@ impl Holes {
         }
         for &(s, e) in &runs {
             // Holes lie inside the file (checked when they were made) and `buf` is as long.
-            file.read_exact_at(&mut buf[s as usize..e as usize], s)?;
+            let opened = buf.len() as u64;
+            read_at(file, &mut buf[s as usize..e as usize], s, opened)?;
         }
         self.0
             .retain(|&(s, e)| !runs.iter().any(|&(rs, re)| rs <= s && e <= re));
         Ok(())
+    }
+}
+
+/// Read `out.len()` bytes at `at` of `file`, which was `opened` bytes long when it was
+/// opened: a file cut short or grown since is a [`FormatError::Changed`], not bytes of
+/// another file.
+pub fn read_at(file: &File, out: &mut [u8], at: u64, opened: u64) -> Result<(), FormatError> {
+    let changed = |file: &File| FormatError::Changed {
+        opened,
+        now: file.metadata().map(|m| m.len()).unwrap_or(0),
+    };
+    match file.read_exact_at(out, at) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(changed(file)),
+        Err(e) => return Err(e.into()),
+    }
+    if file.metadata()?.len() != opened {
+        return Err(changed(file));
+    }
+    Ok(())
+}
+
+/// Make `buf` a `len`-byte buffer for `file`, none of it read, if the file is to be read
+/// lazily (see [`super::input`]): anything but a zip (whose directory tells where its
+/// storages are, see [`read`]) of at least `2 * TAIL` bytes. `Ok(None)`: read it whole.
+pub fn lazy(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<Holes>> {
+    let Ok(n) = usize::try_from(len) else {
+        return Ok(None);
+    };
+    if len < TAIL * 2 {
+        return Ok(None);
+    }
+    let mut magic = [0u8; 2];
+    file.read_exact_at(&mut magic, 0)?;
+    if &magic == b"PK" {
+        return Ok(None);
+    }
+    size(buf, n);
+    Ok(Some(Holes::whole(len)))
+}
+
+/// Make `buf` `n` bytes long without touching the pages of a fresh allocation.
+fn size(buf: &mut Vec<u8>, n: usize) {
+    if buf.len() >= n {
+        buf.truncate(n);
+    } else if buf.capacity() >= n {
+        buf.resize(n, 0);
+    } else {
+        // Zeroed by the allocator: pages of the holes are never touched, so they take no
+        // memory (a resize would write every byte).
+        *buf = vec![0u8; n];
     }
 }
 
@@ -97,15 +178,7 @@ pub fn read(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<
     if len < TAIL * 2 {
         return Ok(None); // small: reading it whole costs no more
     }
-    if buf.len() >= n {
-        buf.truncate(n);
-    } else if buf.capacity() >= n {
-        buf.resize(n, 0);
-    } else {
-        // Zeroed by the allocator: pages of the holes are never touched, so they take no
-        // memory (a resize would write every byte).
-        *buf = vec![0u8; n];
-    }
+    size(buf, n);
     let tail_start = len - TAIL;
     file.read_exact_at(&mut buf[tail_start as usize..], tail_start)?;
     let Some(directory) = zip::tail_directory(&buf[tail_start as usize..], len) else {
@@ -260,7 +333,7 @@ impl std::io::Read for RangeReader<'_> {
 mod tests {
     use super::*;
     use crate::fingerprint;
-    use crate::format::{Checkpoint, Source};
+    use crate::format::{Checkpoint, FormatError, Source};
     use proptest::prelude::*;
     use std::path::{Path, PathBuf};
 
@@ -349,12 +422,89 @@ mod tests {
         assert!(skipped_storages > 0, "optimizer storages are left unread");
     }
 
+    /// How many bytes of the file are still unread.
+    fn unread_bytes(c: &Checkpoint) -> u64 {
+        match &c.source {
+            Source::Sparse { holes, .. } => holes.0.iter().map(|(s, e)| e - s).sum(),
+            _ => 0,
+        }
+    }
+
+    /// The samples that are no zip: a safetensors file, a legacy stream, and the legacy
+    /// tar fixture padded past the size read whole (zero blocks end a tar archive).
+    fn other_samples(dir: &Path) -> Vec<PathBuf> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut tar = std::fs::read(root.join("tests/fixtures/legacy/legacy_tar.pt")).unwrap();
+        tar.extend(vec![0u8; 64 << 10]);
+        let padded = dir.join("legacy_tar.pt");
+        std::fs::write(&padded, tar).unwrap();
+        vec![
+            root.join("checkpoints/exports/v5_12_4.safetensors"),
+            root.join("checkpoints/exports/v5_12_4_legacy.pt"),
+            padded,
+        ]
+    }
+
     #[test]
-    fn small_and_other_files_are_read_whole() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints");
-        for f in ["exports/v5_12_4.safetensors", "exports/v5_12_4_legacy.pt"] {
-            let c = Checkpoint::open_sparse_into(root.join(f), Vec::new()).unwrap();
-            assert!(!is_sparse(&c), "{f}");
+    fn other_files_are_read_lazily_like_whole_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in other_samples(dir.path()) {
+            let p = path.display().to_string();
+            let whole = Checkpoint::open_into(&path, Vec::new()).unwrap();
+            let mut lazy = Checkpoint::open_sparse_into(&path, Vec::new()).unwrap();
+            assert!(is_sparse(&lazy), "{p}");
+            // Headers and pickles only: the tensor data is still on disk.
+            let unread = unread_bytes(&lazy);
+            assert!(unread > 0, "{p}");
+            if !p.ends_with("legacy_tar.pt") {
+                assert!(unread > whole.file_size / 2, "{p}: {unread} unread");
+            }
+            assert_eq!(lazy.format, whole.format, "{p}");
+            assert_eq!(lazy.tensors, whole.tensors, "{p}");
+            assert_eq!(lazy.root, whole.root, "{p}");
+            assert_eq!(lazy.findings, whole.findings, "{p}");
+            assert_eq!(all_bytes(&lazy), all_bytes(&whole), "{p}");
+            assert_eq!(
+                fingerprint::fingerprint(&lazy).unwrap(),
+                fingerprint::fingerprint(&whole).unwrap()
+            );
+            // Loading the storages reads them into memory, once.
+            let every: Vec<usize> = (0..lazy.storages.len()).collect();
+            lazy.load_storages(&every).unwrap();
+            for i in 0..lazy.storages.len() {
+                assert!(lazy.storage_in_memory(i), "{p}: storage {i}");
+            }
+            assert_eq!(all_bytes(&lazy), all_bytes(&whole), "{p}");
+        }
+    }
+
+    #[test]
+    fn a_file_cut_short_or_grown_after_opening_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // (The tar fixture's data all lies in the first window read.)
+        for src in other_samples(dir.path()).into_iter().take(2) {
+            for grow in [false, true] {
+                let path = dir.path().join(format!(
+                    "changed-{grow}-{}",
+                    src.file_name().unwrap().to_string_lossy()
+                ));
+                std::fs::copy(&src, &path).unwrap();
+                let c = Checkpoint::open_sparse_into(&path, Vec::new()).unwrap();
+                let i = (0..c.tensors.len())
+                    .rev()
+                    .find(|&i| !c.storage_in_memory(c.tensors[i].storage))
+                    .expect("a tensor still on disk");
+                let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                let len = c.file_size;
+                f.set_len(if grow { len + 4096 } else { len / 2 }).unwrap();
+                let e = c.tensor_bytes(i).unwrap_err();
+                assert!(
+                    matches!(e, FormatError::Changed { opened, now } if opened == len && now != len),
+                    "{}: {e}",
+                    path.display()
+                );
+                assert!(e.hint().is_some());
+            }
         }
     }
 
@@ -401,6 +551,55 @@ mod tests {
                     prop_assert_eq!(all_bytes(&a), all_bytes(&b));
                 }
                 (a, b) => prop_assert!(false, "whole {:?} but sparse {:?}", a.err(), b.err().map(|e| e.0)),
+            }
+        }
+
+        /// The same for the files read lazily (a legacy stream, a safetensors file, a
+        /// tar checkpoint):
+        /// damage in the pickles, headers or counts reads the same as a whole read.
+        #[test]
+        fn damaged_files_read_the_same_lazily(
+            which in 0usize..3,
+            edits in proptest::collection::vec((0u8..4, any::<u32>(), any::<u8>()), 1..6),
+            cut in proptest::option::weighted(0.15, any::<u32>()),
+        ) {
+            let f = [
+                "checkpoints/exports/v5_12_4_legacy.pt",
+                "checkpoints/exports/v5_12_4.safetensors",
+                "tests/fixtures/legacy/legacy_tar.pt",
+            ][which];
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(f);
+            let mut bytes = std::fs::read(src).unwrap();
+            if which == 2 {
+                bytes.extend(vec![0u8; 64 << 10]); // past the size read whole
+            }
+            let n = bytes.len();
+            for (region, at, value) in edits {
+                let at = at as usize;
+                let pos = match region {
+                    0 | 1 => at % 8192,                 // pickles, the header
+                    _ => at % n,
+                };
+                bytes[pos] = value;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(n - 1 - c as usize % (n / 2));
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(f.rsplit('/').next().unwrap());
+            std::fs::write(&path, &bytes).unwrap();
+            let whole = Checkpoint::open_into(&path, Vec::new()).map_err(|e| e.0);
+            let lazy = Checkpoint::open_sparse_into(&path, Vec::new());
+            match (whole, lazy) {
+                (Err(a), Err((b, _))) => prop_assert_eq!(a.to_string(), b.to_string()),
+                (Ok(a), Ok(b)) => {
+                    prop_assert_eq!(a.format, b.format);
+                    prop_assert_eq!(&a.tensors, &b.tensors);
+                    prop_assert_eq!(&a.root, &b.root);
+                    prop_assert_eq!(&a.findings, &b.findings);
+                    prop_assert_eq!(all_bytes(&a), all_bytes(&b));
+                }
+                (a, b) => prop_assert!(false, "whole {:?} but lazy {:?}", a.err(), b.err().map(|e| e.0)),
             }
         }
     }

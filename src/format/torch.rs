@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use super::input::{pickle_at, Input, Whole};
 use super::pickle::{self, Host, HostError, Loaded, PidItem, TensorSpec};
 use super::zip::{self, Method, ZipArchive};
 use super::{
@@ -21,7 +22,7 @@ const LEGACY_PROTOCOL: i64 = 1001;
 
 /// Storage keys → positions. torch numbers its storages `0`, `1`, …: such keys index a
 /// table directly (no hashing, no copy); any other key goes to a hash map.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct KeyIndex<'k> {
     /// By the number a key spells; `usize::MAX`: none.
     numbered: Vec<usize>,
@@ -79,7 +80,7 @@ impl<'k> KeyIndex<'k> {
 }
 
 /// Storages and tensors collected while a pickle runs.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Table {
     storages: Vec<Storage>,
     /// Key → the first storage with that key.
@@ -654,16 +655,30 @@ fn is_magic(v: &Value) -> bool {
 /// Read a legacy (`_use_new_zipfile_serialization=False`) torch file, or a plain
 /// pickle when the stream does not start with the torch magic number.
 pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    read_legacy_input(&mut Whole(bytes))
+}
+
+/// [`read_legacy`] of a file read as it goes: the five pickles (each in windows, at most
+/// [`limits::MAX_PICKLE_BYTES`]) and the 8-byte count before each storage; a storage's
+/// bytes are not read.
+pub fn read_legacy_input(input: &mut dyn Input) -> Result<Parsed, FormatError> {
+    let file_len = input.len();
+    let plain = |input: &mut dyn Input, n: usize, pos: u64| {
+        pickle_at(input, pos, file_len, &legacy_opts(n, pos as usize), || {
+            pickle::PlainHost
+        })
+        .map(|(o, _)| o)
+    };
     let mut findings = Vec::new();
-    let first = pickle::run(bytes, &mut pickle::PlainHost, &legacy_opts(1, 0));
+    let first = plain(input, 1, 0);
     let first = match first {
         Ok(o) if is_magic(&o.value) => o,
         Ok(o) => {
             // A plain pickle.
             let mut findings = relocate(o.findings, "pickle");
-            if o.end < bytes.len() {
+            if (o.end as u64) < file_len {
                 findings.push(Finding::Note {
-                    message: format!("{} bytes follow the pickle", bytes.len() - o.end),
+                    message: format!("{} bytes follow the pickle", file_len - o.end as u64),
                 });
             }
             return Ok(Parsed {
@@ -674,11 +689,11 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
         }
         Err(e) => return Err(relocate_err(e)),
     };
-    let mut pos = first.end;
+    let mut pos = first.end as u64;
     findings.extend(first.findings);
 
-    let proto = pickle::run(&bytes[pos..], &mut pickle::PlainHost, &legacy_opts(2, pos))?;
-    pos += proto.end;
+    let proto = plain(input, 2, pos)?;
+    pos += proto.end as u64;
     findings.extend(proto.findings);
     if proto.value != Value::Int(LEGACY_PROTOCOL) {
         return Err(FormatError::NotACheckpoint(format!(
@@ -687,8 +702,8 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
         )));
     }
 
-    let sys = pickle::run(&bytes[pos..], &mut pickle::PlainHost, &legacy_opts(3, pos))?;
-    pos += sys.end;
+    let sys = plain(input, 3, pos)?;
+    pos += sys.end as u64;
     findings.extend(sys.findings);
     let big_endian = match sys.value.get("little_endian") {
         Some(Value::Bool(le)) => !le,
@@ -700,20 +715,25 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
         }
     };
 
-    let mut host = LegacyHost::default();
-    let main = pickle::run(&bytes[pos..], &mut host, &legacy_opts(4, pos))?;
-    pos += main.end;
+    let (main, host) = pickle_at(
+        input,
+        pos,
+        file_len,
+        &legacy_opts(4, pos as usize),
+        LegacyHost::default,
+    )?;
+    pos += main.end as u64;
     findings.extend(main.findings);
 
-    let keys_out = pickle::run(&bytes[pos..], &mut pickle::PlainHost, &legacy_opts(5, pos))?;
+    let keys_out = plain(input, 5, pos)?;
     let keys_pos = pos;
-    pos += keys_out.end;
+    pos += keys_out.end as u64;
     findings.extend(keys_out.findings);
     let keys = match &keys_out.value {
         Value::List(items) | Value::Tuple(items) => items,
         other => {
             return Err(FormatError::Pickle {
-                offset: keys_pos as u64,
+                offset: keys_pos,
                 opcode: None,
                 message: format!("legacy storage key list is a {}", other.kind()),
             })
@@ -751,21 +771,19 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
             )));
         }
         let esize = table.storages[idx].dtype.size() as u64;
-        let head = bytes.get(pos..pos + 8).ok_or_else(|| {
+        let head = input.get(pos, pos + 8)?;
+        let a: [u8; 8] = head.try_into().map_err(|_| {
             FormatError::Truncated(format!(
-                "legacy file cut short: storage `{key}` has no size at byte {pos} of {}",
-                bytes.len()
+                "legacy file cut short: storage `{key}` has no size at byte {pos} of {file_len}"
             ))
         })?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(head);
         let count = if big_endian {
             i64::from_be_bytes(a)
         } else {
             i64::from_le_bytes(a)
         };
         pos += 8;
-        let left = (bytes.len() - pos) as u64;
+        let left = file_len - pos;
         let nbytes = u64::try_from(count)
             .ok()
             .and_then(|c| c.checked_mul(esize))
@@ -788,12 +806,9 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
             } else {
                 nbytes / s.dtype.size() as u64 * s.dtype.size() as u64
             };
-            s.data = StorageData::Mapped {
-                offset: pos as u64,
-                len,
-            };
+            s.data = StorageData::Mapped { offset: pos, len };
         }
-        pos += nbytes as usize;
+        pos += nbytes;
     }
     for (view, root, off, len) in views {
         let data = match &table.storages[root].data {
@@ -823,11 +838,8 @@ pub fn read_legacy(bytes: &[u8]) -> Result<Parsed, FormatError> {
             ));
         }
     }
-    if pos < bytes.len() {
-        table.note(format!(
-            "{} bytes follow the last storage",
-            bytes.len() - pos
-        ));
+    if pos < file_len {
+        table.note(format!("{} bytes follow the last storage", file_len - pos));
     }
     Ok(finish(main.value, table, findings, big_endian))
 }
@@ -882,33 +894,44 @@ fn tar_key(v: &Value) -> Option<String> {
     }
 }
 
-/// One tar member being read: its bytes, where they start in the file, a cursor.
-struct Member<'a> {
+/// One tar member being read: where its data starts in the file, its length, a cursor.
+struct Member {
     name: &'static str,
-    data: &'a [u8],
-    start: usize,
-    pos: usize,
+    start: u64,
+    len: u64,
+    pos: u64,
 }
 
-impl Member<'_> {
+impl Member {
     fn location(&self) -> String {
         format!("tar member `{}`", self.name)
     }
 
+    fn left(&self) -> u64 {
+        self.len - self.pos
+    }
+
     /// The next pickle (plain: no persistent ids), its findings kept.
-    fn pickle(&mut self, findings: &mut Vec<Finding>) -> Result<Value, FormatError> {
+    fn pickle(
+        &mut self,
+        input: &mut dyn Input,
+        findings: &mut Vec<Finding>,
+    ) -> Result<Value, FormatError> {
         let mut opts = pickle::Options::new(self.location());
-        opts.base_offset = (self.start + self.pos) as u64;
-        let o = pickle::run(&self.data[self.pos..], &mut pickle::PlainHost, &opts);
-        let o = o?;
-        self.pos += o.end;
+        let at = self.start + self.pos;
+        opts.base_offset = at;
+        let (o, _) = pickle_at(input, at, self.start + self.len, &opts, || {
+            pickle::PlainHost
+        })?;
+        self.pos += o.end as u64;
         findings.extend(relocate(o.findings, &self.location()));
         Ok(o.value)
     }
 
-    fn bytes(&mut self, n: usize, what: &str) -> Result<&[u8], FormatError> {
+    /// Step over `n` bytes (a storage's data, which is not read).
+    fn skip(&mut self, n: u64, what: &str) -> Result<(), FormatError> {
         let at = self.start + self.pos;
-        let left = self.data.len() - self.pos;
+        let left = self.left();
         if n > left {
             return Err(FormatError::Truncated(format!(
                 "{} cut short: {what} needs {n} bytes at byte {at}, {left} remain",
@@ -916,12 +939,27 @@ impl Member<'_> {
             )));
         }
         self.pos += n;
-        Ok(&self.data[self.pos - n..self.pos])
+        Ok(())
     }
 
-    fn i64(&mut self, what: &str) -> Result<i64, FormatError> {
-        let b = self.bytes(8, what)?;
-        Ok(i64::from_le_bytes(b.try_into().expect("8 bytes")))
+    fn bytes<const N: usize>(
+        &mut self,
+        input: &mut dyn Input,
+        what: &str,
+    ) -> Result<[u8; N], FormatError> {
+        let at = self.start + self.pos;
+        self.skip(N as u64, what)?;
+        // The member lies inside the file only as far as the file goes.
+        input.get(at, at + N as u64)?.try_into().map_err(|_| {
+            FormatError::Truncated(format!(
+                "{} cut short: {what} needs {N} bytes at byte {at}, past the end of the file",
+                self.location()
+            ))
+        })
+    }
+
+    fn i64(&mut self, input: &mut dyn Input, what: &str) -> Result<i64, FormatError> {
+        Ok(i64::from_le_bytes(self.bytes::<8>(input, what)?))
     }
 
     /// A count or size that must be a non-negative number no larger than `max`.
@@ -936,7 +974,7 @@ impl Member<'_> {
 
     fn bad(&self, message: String) -> FormatError {
         FormatError::Pickle {
-            offset: (self.start + self.pos) as u64,
+            offset: self.start + self.pos,
             opcode: None,
             message: format!("{} {message}", self.location()),
         }
@@ -967,44 +1005,53 @@ fn items(v: Value) -> Option<Vec<Value>> {
 /// int64 storage offset; `pickle` is the object, whose persistent ids name tensors and
 /// storages by key. (`sys_info` is not read by torch 2.13.)
 pub fn read_tar(bytes: &[u8]) -> Result<Parsed, FormatError> {
+    read_tar_input(&mut Whole(bytes))
+}
+
+/// [`read_tar`] of a file read as it goes: tar headers, pickles and the counts and
+/// shapes between them; a storage's bytes are not read.
+pub fn read_tar_input(input: &mut dyn Input) -> Result<Parsed, FormatError> {
     let mut findings = Vec::new();
-    let (root, table) = read_tar_into(bytes, &mut findings)?;
+    let (root, table) = read_tar_into(input, &mut findings)?;
     Ok(finish(root, table, findings, false))
 }
 
 /// Every unsafe global the pickles of a tar checkpoint hold, as far as it can be read
 /// (the rest of a member is not, once its structure breaks).
-pub(crate) fn tar_findings(bytes: &[u8]) -> Vec<Finding> {
+pub(crate) fn tar_findings(input: &mut dyn Input) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let _ = read_tar_into(bytes, &mut findings);
+    let _ = read_tar_into(input, &mut findings);
     findings.retain(|f| matches!(f, Finding::UnsafeGlobal { .. }));
     findings
 }
 
-fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Table), FormatError> {
-    let members = super::tar::tar_members(bytes);
-    let member = |name: &'static str| -> Result<Member<'_>, FormatError> {
-        let (_, start, len) = members.iter().rev().find(|m| m.0 == name).ok_or_else(|| {
+fn read_tar_into(
+    input: &mut dyn Input,
+    findings: &mut Vec<Finding>,
+) -> Result<(Value, Table), FormatError> {
+    let archive = super::tar::tar_archive(input)?;
+    let member = |name: &'static str| -> Result<Member, FormatError> {
+        let m = archive.member(name).ok_or_else(|| {
             FormatError::NotACheckpoint(format!(
                 "a tar archive without a `{name}` member (torch's legacy tar checkpoints have `storages`, `tensors` and `pickle`)"
             ))
         })?;
         Ok(Member {
             name,
-            data: &bytes[*start..*start + *len],
-            start: *start,
+            start: m.data,
+            len: m.len,
             pos: 0,
         })
     };
     let mut table = Table::default();
 
     let mut m = member("storages")?;
-    let v = m.pickle(findings)?;
+    let v = m.pickle(input, findings)?;
     let n = as_int(&v).ok_or_else(|| m.bad(format!("starts with a {}, not a count", v.kind())))?;
     // Each storage takes at least its 8-byte size.
-    let n = m.count(n, "the storage count", (m.data.len() / 8) as u64)?;
+    let n = m.count(n, "the storage count", m.len / 8)?;
     for _ in 0..n {
-        let args = m.pickle(findings)?;
+        let args = m.pickle(input, findings)?;
         let kind = args.kind();
         let [key, location, storage_type] = <[Value; 3]>::try_from(items(args).unwrap_or_default())
             .map_err(|_| {
@@ -1022,17 +1069,17 @@ fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Ta
             _ => None,
         }
         .ok_or_else(|| m.bad(format!("storage `{key}` has no storage type")))?;
-        let count = m.i64("a storage size")?;
+        let count = m.i64(input, "a storage size")?;
         let esize = dtype.size() as u64;
-        let left = (m.data.len() - m.pos) as u64;
+        let left = m.left();
         let numel = m.count(
             count,
             &format!("storage `{key}`'s element count"),
             left / esize,
         )?;
-        let offset = (m.start + m.pos) as u64;
+        let offset = m.start + m.pos;
         let len = numel * esize;
-        m.bytes(len as usize, "a storage's data")?;
+        m.skip(len, "a storage's data")?;
         let r = StorageRef {
             dtype,
             key,
@@ -1042,7 +1089,7 @@ fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Ta
         };
         table.storage(r, || StorageData::Mapped { offset, len });
     }
-    let views = m.pickle(findings)?;
+    let views = m.pickle(input, findings)?;
     let kind = views.kind();
     let views = items(views).ok_or_else(|| m.bad(format!("storage views are a {kind}")))?;
     for view in views {
@@ -1099,13 +1146,13 @@ fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Ta
     }
 
     let mut m = member("tensors")?;
-    let v = m.pickle(findings)?;
+    let v = m.pickle(input, findings)?;
     let n = as_int(&v).ok_or_else(|| m.bad(format!("starts with a {}, not a count", v.kind())))?;
     // Each tensor takes at least 16 bytes after its record.
-    let n = m.count(n, "the tensor count", (m.data.len() / 16) as u64)?;
+    let n = m.count(n, "the tensor count", m.len / 16)?;
     let mut tensors = HashMap::new();
     for _ in 0..n {
-        let args = m.pickle(findings)?;
+        let args = m.pickle(input, findings)?;
         let kind = args.kind();
         let [key, storage, _type] = <[Value; 3]>::try_from(items(args).unwrap_or_default())
             .map_err(|_| {
@@ -1121,8 +1168,8 @@ fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Ta
                 "tensor `{key}` views `{storage}`, which is not a storage"
             ))
         })?;
-        let ndim = i32::from_le_bytes(m.bytes(4, "a tensor's ndim")?.try_into().expect("4 bytes"));
-        m.bytes(4, "a tensor's ndim")?;
+        let ndim = i32::from_le_bytes(m.bytes::<4>(input, "a tensor's ndim")?);
+        m.bytes::<4>(input, "a tensor's ndim")?;
         let ndim = m.count(
             i64::from(ndim),
             &format!("tensor `{key}`'s ndim"),
@@ -1130,10 +1177,10 @@ fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Ta
         )?;
         let mut dims = Vec::with_capacity(ndim as usize * 2);
         for _ in 0..ndim * 2 {
-            let d = m.i64("a tensor's sizes and strides")?;
+            let d = m.i64(input, "a tensor's sizes and strides")?;
             dims.push(m.count(d, &format!("a size or stride of tensor `{key}`"), u64::MAX)?);
         }
-        let offset = m.i64("a tensor's storage offset")?;
+        let offset = m.i64(input, "a tensor's storage offset")?;
         let storage_offset = m.count(
             offset,
             &format!("tensor `{key}`'s storage offset"),
@@ -1156,9 +1203,11 @@ fn read_tar_into(bytes: &[u8], findings: &mut Vec<Finding>) -> Result<(Value, Ta
 
     let m = member("pickle")?;
     let mut opts = pickle::Options::new(m.location());
-    opts.base_offset = m.start as u64;
-    let mut host = TarHost { table, tensors };
-    let out = pickle::run(m.data, &mut host, &opts)?;
+    opts.base_offset = m.start;
+    let (out, host) = pickle_at(input, m.start, m.start + m.len, &opts, || TarHost {
+        table: table.clone(),
+        tensors: tensors.clone(),
+    })?;
     findings.extend(relocate(out.findings, &m.location()));
     Ok((out.value, host.table))
 }

@@ -52,9 +52,21 @@ impl Init {
 
 /// Whether values can be encoded in `dtype` by [`encode`].
 pub fn numeric(dtype: DType) -> bool {
-    !matches!(
+    matches!(
         dtype,
-        DType::C64 | DType::C128 | DType::F8E4M3 | DType::F8E5M2
+        DType::F64
+            | DType::F32
+            | DType::F16
+            | DType::BF16
+            | DType::I64
+            | DType::I32
+            | DType::I16
+            | DType::I8
+            | DType::U8
+            | DType::U16
+            | DType::U32
+            | DType::U64
+            | DType::Bool
     )
 }
 

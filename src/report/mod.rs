@@ -9,6 +9,7 @@ pub mod dashboard;
 pub mod diff;
 #[cfg(feature = "train")]
 pub mod eval;
+pub mod html;
 pub mod inspect;
 pub mod prune;
 pub mod safe;

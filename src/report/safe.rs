@@ -80,6 +80,25 @@ pub fn json(s: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Untrusted text inside HTML (element content or a quoted attribute): `& < > " '` become
+/// entities, and controls and bidi overrides are escaped visibly as for a terminal
+/// ([`output`] when `keep_layout`, for preformatted text; else [`value`]).
+pub fn html(s: &str, keep_layout: bool) -> String {
+    let shown = escape(s, keep_layout);
+    let mut out = String::with_capacity(shown.len() + 8);
+    for c in shown.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// [`escape`]'s flag: newline and tab are the layout's own.
 const KEEP_LAYOUT: bool = true;
 
@@ -117,6 +136,16 @@ mod tests {
         );
         let back: serde_json::Value = serde_json::from_str(&safe).unwrap();
         assert_eq!(back, v);
+    }
+
+    #[test]
+    fn html_escapes_markup_and_controls() {
+        assert_eq!(
+            html("<script>alert('x')</script>&\"\u{202e}", false),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;\\u{202e}"
+        );
+        assert_eq!(html("a\n<b>", true), "a\n&lt;b&gt;");
+        assert_eq!(html("a\n", false), "a\\n");
     }
 
     #[test]

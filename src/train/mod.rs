@@ -17,6 +17,7 @@ pub mod eval;
 pub mod fit;
 pub mod homeostasis;
 pub mod load;
+pub mod lock;
 pub mod losses;
 pub mod measure;
 pub mod metrics;
@@ -94,6 +95,9 @@ pub enum TrainError {
     /// The run's monitoring files (run.json, alerts.jsonl, the event file).
     #[error(transparent)]
     Monitor(#[from] crate::monitor::MonitorError),
+    /// Another process is training into the same run folder.
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
 }
 
 impl TrainError {
@@ -102,6 +106,7 @@ impl TrainError {
         match self {
             TrainError::Resume(e) => Some(e.hint()),
             TrainError::Monitor(e) => Some(e.hint()),
+            TrainError::Lock(e) => Some(e.hint()),
             _ => None,
         }
     }

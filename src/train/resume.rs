@@ -390,7 +390,8 @@ pub fn continue_metrics(
 }
 
 /// Remove the temporary files a killed writer of the run's outputs left in `dir`
-/// (`.latest.pt.tvck-PID-N.tmp`, …): the continued run is the folder's only writer.
+/// (`.latest.pt.tvck-PID-N.tmp`, …): the continued run is the folder's only writer (it
+/// holds the folder's [`super::lock::RunLock`]).
 pub fn remove_stale_temporaries(dir: &Path, outputs: &[&str]) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {

@@ -18,6 +18,7 @@ use crate::format::Value;
 
 use super::data::{Dataset, Stratified, N_OPS};
 use super::homeostasis::{self, Event, FreezeState, Homeostasis};
+use super::lock::RunLock;
 use super::losses::{self, LossInputs, LossSettings, LossValues};
 use super::metrics::{evaluate, EvalMetrics};
 use super::model::{FrozenA, Mode, Model, ModelSpec};
@@ -739,6 +740,11 @@ fn step6_train(
         };
         list.report(6, S6, StepStatus::Failed, e.to_string());
         e
+    })?;
+    // One process per run folder, held until the run returns (see [`super::lock`]).
+    let _lock = RunLock::acquire(&out_dir).map_err(|e| {
+        list.report(6, S6, StepStatus::Failed, e.to_string());
+        TrainError::from(e)
     })?;
     let absolute = |p: PathBuf| fs::canonicalize(&p).unwrap_or(p);
     let setup = Setup {

@@ -177,7 +177,7 @@ fn layers_point_down_the_flow() {
         "format" | "yamledit" => 0,
         "fingerprint" | "arch" | "metrics" | "discover" | "config" => 1,
         "scan" | "inspect" | "check" | "autofix" | "diff" | "migrate" | "train" | "manager"
-        | "monitor" => 2,
+        | "monitor" | "dashboard" => 2,
         "report" => 3,
         other => {
             panic!("module `{other}` has no layer: add it to this test and to docs/architecture.md")

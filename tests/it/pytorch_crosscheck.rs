@@ -44,6 +44,26 @@ fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
     })
 }
 
+/// Tensor `i` of `ckpt` has the dtype, shape and SHA-256 PyTorch gave (`expected`, a
+/// manifest entry); `what` names it in a failure.
+fn assert_tensor(ckpt: &Checkpoint, i: usize, expected: &Json, what: &str) {
+    let info = &ckpt.tensors[i];
+    assert_eq!(info.dtype.torch_name(), expected["dtype"], "{what} dtype");
+    let shape: Vec<u64> = expected["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .collect();
+    assert_eq!(info.shape, shape, "{what} shape");
+    let hash = fingerprint::tensor_hash(ckpt, i).unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert_eq!(
+        fingerprint::hex(&hash),
+        expected["sha256"],
+        "{what} bytes differ from PyTorch's"
+    );
+}
+
 #[test]
 #[ignore = "needs PyTorch (.venv): run scripts/test"]
 fn reader_matches_pytorch() {
@@ -79,26 +99,11 @@ fn reader_matches_pytorch() {
             let i = *by_path
                 .get(path.as_str())
                 .unwrap_or_else(|| panic!("{file}: tensor {path} missing"));
-            let info = &ckpt.tensors[i];
-            assert_eq!(info.dtype.torch_name(), t["dtype"], "{file}:{path} dtype");
-            let shape: Vec<u64> = t["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d.as_u64().unwrap())
-                .collect();
-            assert_eq!(info.shape, shape, "{file}:{path} shape");
+            assert_tensor(&ckpt, i, t, &format!("{file}:{path}"));
             assert_eq!(
-                info.is_contiguous(),
+                ckpt.tensors[i].is_contiguous(),
                 t["contiguous"].as_bool().unwrap(),
                 "{file}:{path} contiguity"
-            );
-            let hash =
-                fingerprint::tensor_hash(&ckpt, i).unwrap_or_else(|e| panic!("{file}:{path}: {e}"));
-            assert_eq!(
-                fingerprint::hex(&hash),
-                t["sha256"],
-                "{file}:{path} bytes differ from PyTorch's"
             );
         }
         for (path, v) in expected["values"].as_object().unwrap() {
@@ -173,4 +178,69 @@ fn containers_and_details() {
     assert_eq!(get("expanded").strides, vec![0, 1]);
     assert_eq!(get("base").storage, get("transposed").storage);
     assert_eq!(get("base").storage, get("sliced").storage);
+}
+
+/// Every global `torch.load(weights_only=True)` of PyTorch 2.13 accepts (its
+/// `_get_allowed_globals()`, dumped by make_cases.py) is one tvck reads as safe: a
+/// legitimate file is never reported unsafe for a dtype, storage class, quantization
+/// scheme or rebuild function torch itself allows.
+#[test]
+#[ignore = "needs PyTorch (.venv): run scripts/test"]
+fn every_global_torch_allows_is_safe_to_tvck() {
+    let (dir, _) = make_cases();
+    let text = std::fs::read_to_string(dir.join("weights_only_globals.json")).unwrap();
+    let names: Vec<String> = serde_json::from_str(&text).unwrap();
+    assert!(names.len() > 100, "{} globals", names.len());
+    let refused: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            let (module, name) = n.rsplit_once('.').unwrap();
+            tvck::format::pickle::allowlist(module, name).is_none()
+        })
+        .collect();
+    assert_eq!(refused, Vec::<&String>::new(), "refused by tvck");
+}
+
+/// The dtypes and layouts beyond the manifest's (layouts.json): sparse COO / CSR / CSC /
+/// BSR / BSC, nested and meta tensors, per-channel quantized tensors and Parameters. None
+/// is reported unsafe; every tensor PyTorch names is read with its dtype, shape and bytes;
+/// what tvck reads only as parts is said in a note naming torch's rebuild function.
+#[test]
+#[ignore = "needs PyTorch (.venv): run scripts/test"]
+fn other_layouts_are_read_or_named() {
+    let (dir, _) = make_cases();
+    let text = std::fs::read_to_string(dir.join("layouts.json")).unwrap();
+    let cases: BTreeMap<String, Json> = serde_json::from_str(&text).unwrap();
+    assert!(cases.len() >= 10, "{:?}", cases.keys());
+    for (file, expected) in &cases {
+        let ckpt = Checkpoint::open(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(
+            ckpt.findings.iter().all(|f| !f.is_unsafe()),
+            "{file}: {:?}",
+            ckpt.findings
+        );
+        let messages: Vec<String> = ckpt.findings.iter().map(|f| f.message()).collect();
+        for note in expected["notes"].as_array().unwrap() {
+            let global = note.as_str().unwrap();
+            assert!(
+                messages
+                    .iter()
+                    .any(|m| m.contains(&format!("`{global}` kept uninterpreted"))),
+                "{file}: no note naming {global}: {messages:?}"
+            );
+        }
+        for (path, t) in expected["tensors"].as_object().unwrap() {
+            let i = ckpt
+                .tensors
+                .iter()
+                .position(|x| &x.path == path)
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{file}: tensor {path} missing; tvck read {:?}",
+                        ckpt.tensors.iter().map(|x| &x.path).collect::<Vec<_>>()
+                    )
+                });
+            assert_tensor(&ckpt, i, t, &format!("{file}:{path}"));
+        }
+    }
 }

@@ -617,15 +617,18 @@ fn v5_5_weights_into_improved_encoders_warn_at_step_5() {
     assert!(out.join("latest.pt").exists());
 }
 
-/// `tvck eval --losses --json` of `ckpt` with `config` at `epoch` and `seed`.
+/// `tvck eval CKPT --config CONFIG --losses --epoch EPOCH --seed SEED --json` on one
+/// libtorch thread (so that runs side by side do not compete for the cores).
 fn eval_losses(ckpt: &str, config: &str, epoch: u64, seed: u64) -> Json {
     let (e, s) = (epoch.to_string(), seed.to_string());
-    let o = tvck(
-        &[
+    let o = Command::new(env!("CARGO_BIN_EXE_tvck"))
+        .args([
             "eval", ckpt, "--config", config, "--losses", "--epoch", &e, "--seed", &s, "--json",
-        ],
-        &root(),
-    );
+        ])
+        .current_dir(root())
+        .env("OMP_NUM_THREADS", "1")
+        .output()
+        .expect("run tvck eval");
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -633,6 +636,30 @@ fn eval_losses(ckpt: &str, config: &str, epoch: u64, seed: u64) -> Json {
         String::from_utf8_lossy(&o.stderr)
     );
     serde_json::from_str(&stdout(&o)).expect("eval --losses JSON")
+}
+
+/// [`eval_losses`] for seeds 0..SEEDS, as processes run side by side (one per core); in
+/// seed order.
+fn eval_losses_seeds(ckpt: &str, config: &str, epoch: u64, seeds: u64) -> Vec<Json> {
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.min(seeds) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if seed >= seeds {
+                    break;
+                }
+                let json = eval_losses(ckpt, config, epoch, seed);
+                results.lock().unwrap().push((seed, json));
+            });
+        }
+    });
+    let mut runs = results.into_inner().unwrap();
+    runs.sort_by_key(|(seed, _)| *seed);
+    assert_eq!(runs.len() as u64, seeds, "every seed evaluated");
+    runs.into_iter().map(|(_, j)| j).collect()
 }
 
 fn mean_sd(x: &[f64]) -> (f64, f64) {
@@ -697,9 +724,7 @@ fn eval_losses_match_the_pytorch_loss_reference() {
             );
         };
         for epoch in epochs {
-            let runs: Vec<Json> = (0..SEEDS)
-                .map(|s| eval_losses(ckpt, config, epoch, s))
-                .collect();
+            let runs = eval_losses_seeds(ckpt, config, epoch, SEEDS);
             let l = &runs[0]["losses"];
             for k in ["hierarchy", "coverage", "richness", "separation", "total"] {
                 close(

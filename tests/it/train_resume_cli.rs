@@ -9,7 +9,8 @@
 //!   same files; a finished run says so (exit 0); a larger epoch count extends it;
 //! * latest.pt loads with `torch.load(weights_only=True)` after kills at random moments
 //!   (and while its temporary file is being written), and each killed run continues;
-//! * the refusals: no latest.pt, another config (the keys named), another seed.
+//! * the refusals: no latest.pt, another config (the keys named), another seed, a folder
+//!   another run is writing.
 #![cfg(feature = "train")]
 
 use crate::common;
@@ -389,6 +390,68 @@ fn resume_refusals_name_what_is_wrong() {
     }
 }
 
+/// Two processes on one run folder: while a continued run trains, a second `--resume` of
+/// the same folder (and a new run into it) is refused before it writes anything, naming
+/// the process that holds the folder; the first run then ends with the files of the
+/// uninterrupted run.
+#[test]
+fn a_second_run_on_a_folder_in_use_is_refused() {
+    let reference = reference();
+    let dir = scratch("locked");
+    let d = dir.to_str().unwrap();
+    let c = config().to_str().unwrap();
+    // A run killed after epoch 1, so that three epochs are left to continue.
+    let mut child = spawn(&["--config", c, "--seed", SEED, "--out", d]);
+    wait_for_lines(&dir, 2, &mut child);
+    while !dir.join("latest.pt").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    let mut first = spawn(&["--resume", d]);
+    // The lock holds the first run's process id once it is taken (step 6).
+    let lock = dir.join(".tvck-train.lock");
+    let start = Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().trim() != first.id().to_string() {
+        if first.try_wait().unwrap().is_some() {
+            let o = first.wait_with_output().unwrap();
+            panic!(
+                "the continued run ended early: {}{}",
+                stdout(&o),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(300), "no lock taken");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let busy = format!(
+        "{d}: another tvck train (process {}) is writing this run folder",
+        first.id()
+    );
+    for args in [
+        vec!["--resume", d],
+        vec!["--config", c, "--seed", SEED, "--out", d],
+    ] {
+        let o = train(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(&busy), "{args:?}: {err}");
+        assert!(err.contains("hint: wait for that run to end"), "{err}");
+    }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first run must still hold the folder while the others are refused"
+    );
+    // The refused runs wrote nothing: the first one ends with the uninterrupted files.
+    let o = first.wait_with_output().unwrap();
+    check(&o);
+    assert_same_outputs(reference, &dir);
+    // Released at exit: the folder can be continued again (a finished run: nothing to do).
+    let text = check(&train(&["--resume", d]));
+    assert!(text.contains("nothing to do"), "{text}");
+}
+
 /// A full disk while the trainer writes: the run stops with an error that says so (exit
 /// 1), no temporary file is left, and latest.pt is the last whole one: torch loads it.
 #[test]
@@ -414,7 +477,7 @@ fn a_full_disk_stops_the_run_and_keeps_the_last_latest_pt() {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tvck-"))
+        .filter(|n| n.contains(".tvck-") && n.ends_with(".tmp"))
         .collect();
     assert_eq!(temporaries, Vec::<String>::new());
     // Whole and loadable (torch_epoch asserts it), and one of the epochs trained.

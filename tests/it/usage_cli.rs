@@ -103,6 +103,18 @@ const CASES: &[(&str, &[&str])] = &[
         &["watch", "--once", "checkpoints", "--alerts", "nope.yaml"],
     ),
     ("export_tb_missing_run", &["export-tb", "runs/nope"]),
+    ("serve_missing_dir", &["serve", "does-not-exist"]),
+    ("serve_a_file", &["serve", "Cargo.toml", "--port", "0"]),
+    ("serve_bad_address", &["serve", "--bind", "localhost"]),
+    (
+        "report_missing_dir",
+        &["report", "does-not-exist", "-o", "r.html"],
+    ),
+    ("report_no_output", &["report", "checkpoints"]),
+    (
+        "report_not_a_run",
+        &["report", "checkpoints", "-o", "r.html"],
+    ),
 ];
 
 #[test]

@@ -164,14 +164,28 @@ fn strided_zip(dtype: DType, storage: &[u8], views: &[View]) -> Vec<u8> {
     p.op(op::EMPTY_DICT);
     for (i, (offset, shape, strides)) in views.iter().enumerate() {
         p.str(&format!("v{i}")).unwrap();
-        p.global("torch._utils", "_rebuild_tensor_v2").unwrap();
+        // A dtype without a legacy storage class goes through `_rebuild_tensor_v3` over
+        // an untyped storage (numel in bytes), as torch saves it.
+        let class = dtype.storage_name();
+        let rebuild = match class {
+            Some(_) => "_rebuild_tensor_v2",
+            None => "_rebuild_tensor_v3",
+        };
+        p.global("torch._utils", rebuild).unwrap();
         p.op(op::MARK);
         p.op(op::MARK);
         p.str("storage").unwrap();
-        p.global("torch", dtype.storage_name()).unwrap();
+        match class {
+            Some(c) => p.global("torch", c).unwrap(),
+            None => p.global("torch.storage", "UntypedStorage").unwrap(),
+        }
         p.str("0").unwrap();
         p.str("cpu").unwrap();
-        p.int(numel);
+        p.int(if class.is_some() {
+            numel
+        } else {
+            storage.len() as i64
+        });
         p.op(op::TUPLE);
         p.op(op::BINPERSID);
         p.int(*offset as i64);
@@ -181,6 +195,9 @@ fn strided_zip(dtype: DType, storage: &[u8], views: &[View]) -> Vec<u8> {
         p.global("collections", "OrderedDict").unwrap();
         p.op(op::EMPTY_TUPLE);
         p.op(op::REDUCE);
+        if class.is_none() {
+            p.global("torch", dtype.torch_name()).unwrap();
+        }
         p.op(op::TUPLE);
         p.op(op::REDUCE);
         p.op(op::SETITEM);
@@ -315,7 +332,16 @@ fn root_with(tree: Value, n: usize) -> Value {
 fn safetensors_dtypes() -> Vec<DType> {
     DType::ALL
         .into_iter()
-        .filter(|d| *d != DType::C128)
+        .filter(|d| write::safetensors::can_hold(*d))
+        .collect()
+}
+
+/// The dtypes the .pt writer writes: all but the quantized ones (their scale and zero
+/// point are not tensor data).
+fn pt_dtypes() -> Vec<DType> {
+    DType::ALL
+        .into_iter()
+        .filter(|d| !d.is_quantized())
         .collect()
 }
 
@@ -347,7 +373,7 @@ proptest! {
     #[test]
     fn pt_round_trips(
         tree in tree(),
-        tensors in prop::collection::vec(tensor_strategy(DType::ALL.to_vec()), 0..5),
+        tensors in prop::collection::vec(tensor_strategy(pt_dtypes()), 0..5),
         zip64 in any::<bool>(),
     ) {
         let root = root_with(tree, tensors.len());
@@ -370,7 +396,7 @@ proptest! {
     /// pt-write → read gives them back bit-exactly, now contiguous and unshared.
     #[test]
     fn strided_views_round_trip_bit_exactly(
-        dtype in prop::sample::select(DType::ALL.to_vec()),
+        dtype in prop::sample::select(pt_dtypes()),
         views in prop::collection::vec(view_strategy(), 1..5),
         extra in 0u64..4,
         seed in any::<u64>(),
@@ -819,7 +845,7 @@ fn pytorch_loads_what_tvck_writes() {
     let shapes: [&[u64]; 6] = [&[], &[0], &[5], &[2, 3], &[2, 0, 3], &[1, 2, 1, 3]];
     let mut tensors = Vec::new();
     let mut names = Vec::new();
-    for (i, d) in DType::ALL.iter().enumerate() {
+    for (i, d) in pt_dtypes().iter().enumerate() {
         for (j, shape) in shapes.iter().enumerate() {
             let n = shape.iter().product::<u64>() as usize * d.size();
             let mut bytes = noise((i * 10 + j) as u64, n);
@@ -858,7 +884,7 @@ fn pytorch_loads_what_tvck_writes() {
         .iter()
         .cloned()
         .zip(tensors.iter().map(TensorData::borrowed))
-        .filter(|(_, t)| t.dtype != DType::C128)
+        .filter(|(_, t)| st::can_hold(t.dtype))
         .map(|(n, mut t)| {
             t.requires_grad = false;
             (n, t)
@@ -1001,7 +1027,7 @@ fn pytorch_loads_what_tvck_writes() {
     let mut runner = TestRunner::deterministic();
     let case = (
         tree(),
-        prop::collection::vec(tensor_strategy(DType::ALL.to_vec()), 0..5),
+        prop::collection::vec(tensor_strategy(pt_dtypes()), 0..5),
         named_tensors(),
     );
     for k in 0..24 {
@@ -1048,4 +1074,55 @@ fn pytorch_loads_what_tvck_writes() {
     );
     assert!(stdout.contains("all ok"), "{stdout}\n{stderr}");
     println!("{stdout}");
+}
+
+/// A tree nested deeper than a format holds: both writers stop with the typed limit
+/// (which limit, its maximum, the depth found), without recursion on the thread's stack
+/// and without writing a byte; a tree at the limit is written and read back.
+#[test]
+fn writers_refuse_trees_deeper_than_their_limit() {
+    use tvck::format::limits::MAX_DEPTH;
+    use tvck::format::write::safetensors::MAX_TREE_DEPTH;
+    use tvck::format::write::{WriteError, WriteLimit};
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::Int(1);
+        for _ in 0..depth {
+            v = Value::List(vec![v]);
+        }
+        v
+    }
+    let deep = nested(4 * MAX_DEPTH);
+    let mut out = Vec::new();
+    match write::pt::write_pt(&deep, &[], &PtOptions::default(), &mut out) {
+        Err(WriteError::Limit {
+            limit: WriteLimit::Depth,
+            max,
+            found,
+            ..
+        }) => {
+            assert_eq!(max, MAX_DEPTH as u64);
+            assert!(found > max, "{found}");
+        }
+        other => panic!("expected the depth limit, got {other:?}"),
+    }
+    assert!(out.is_empty(), "nothing written before the refusal");
+    match write::safetensors::tree_json(&nested(4 * MAX_TREE_DEPTH), &[]) {
+        Err(WriteError::Limit {
+            limit: WriteLimit::JsonDepth,
+            max,
+            found,
+            ..
+        }) => {
+            assert_eq!(max, MAX_TREE_DEPTH as u64);
+            assert!(found > max, "{found}");
+        }
+        other => panic!("expected the JSON depth limit, got {other:?}"),
+    }
+    // At the limits: written, and read back to the same tree.
+    let ok = nested(MAX_DEPTH - 2);
+    let mut bytes = Vec::new();
+    write::pt::write_pt(&ok, &[], &PtOptions::default(), &mut bytes).unwrap();
+    let back = tvck::format::Checkpoint::from_bytes("deep.pt", bytes).unwrap();
+    assert_eq!(back.root, ok);
+    write::safetensors::tree_json(&nested(MAX_TREE_DEPTH - 2), &[]).unwrap();
 }

@@ -24,6 +24,12 @@ manifest = {}
 
 def logical_bytes(t):
     t = t.detach().contiguous().cpu()
+    if t.is_quantized:
+        # tvck reads a quantized tensor as its stored integers.
+        return t.int_repr().contiguous().numpy().tobytes()
+    if t.dtype in RAW_DTYPES:
+        # No numpy type: the bytes as they are (this machine is little-endian).
+        return t.reshape(-1).view(torch.uint8).numpy().tobytes()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().astype("<i2").tobytes()
     if t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
@@ -39,6 +45,19 @@ DTYPE_NAMES = {
     torch.complex64: "complex64", torch.complex128: "complex128",
     torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e5m2: "float8_e5m2",
 }
+# The dtypes torch 2.13 saves through _rebuild_tensor_v3 (no legacy storage class), beyond
+# the ones above: unsigned ints, complex32, the other float8s, packed float4, bit containers.
+MORE_DTYPES = {
+    torch.uint16: "uint16", torch.uint32: "uint32", torch.uint64: "uint64",
+    torch.complex32: "complex32", torch.float8_e4m3fnuz: "float8_e4m3fnuz",
+    torch.float8_e5m2fnuz: "float8_e5m2fnuz", torch.float8_e8m0fnu: "float8_e8m0fnu",
+    torch.float4_e2m1fn_x2: "float4_e2m1fn_x2", torch.bits8: "bits8", torch.bits16: "bits16",
+    torch.bits1x8: "bits1x8", torch.bits2x4: "bits2x4", torch.bits4x2: "bits4x2",
+}
+RAW_DTYPES = set(MORE_DTYPES) - {torch.uint16, torch.uint32, torch.uint64}
+QUANTIZED = {torch.qint8: "qint8", torch.quint8: "quint8", torch.qint32: "qint32"}
+DTYPE_NAMES.update(MORE_DTYPES)
+DTYPE_NAMES.update(QUANTIZED)
 
 
 def walk(obj, prefix, tensors, values):
@@ -78,7 +97,7 @@ def save(name, obj, **kw):
 
 # Every dtype, contiguous.
 dtypes = {}
-for dt in DTYPE_NAMES:
+for dt in [d for d in DTYPE_NAMES if d not in MORE_DTYPES and d not in QUANTIZED]:
     if dt.is_floating_point or dt.is_complex:
         t = torch.randn(3, 5).to(dt)
     elif dt == torch.bool:
@@ -90,6 +109,75 @@ dtypes["scalar"] = torch.tensor(0.5413)
 dtypes["empty"] = torch.zeros(0, 4)
 save("dtypes.pt", dtypes)
 save("dtypes_legacy.pt", dtypes, _use_new_zipfile_serialization=False)
+
+# The other dtypes, made from random bytes (most have no arithmetic on the CPU).
+more = {}
+for dt, name in MORE_DTYPES.items():
+    raw = torch.randint(0, 256, (3, 5 * dt.itemsize), dtype=torch.uint8)
+    more[name] = raw.view(dt)
+save("dtypes_more.pt", more)
+save("dtypes_more_legacy.pt", more, _use_new_zipfile_serialization=False)
+
+# Quantized tensors (per-tensor; per-channel ones are in layouts.pt), read as their integers.
+quantized = {
+    "quint8": torch.quantize_per_tensor(torch.randn(3, 4), 0.1, 10, torch.quint8),
+    "qint8": torch.quantize_per_tensor(torch.randn(3, 4), 0.05, 0, torch.qint8),
+    "qint32": torch.quantize_per_tensor(torch.randn(2, 2), 0.5, 0, torch.qint32),
+}
+save("quantized.pt", quantized)
+save("quantized_legacy.pt", quantized, _use_new_zipfile_serialization=False)
+
+# Layouts tvck reads as their parts, with a note naming the rebuild function it did not
+# interpret (layouts.json: for each file, the tensors it must read and the notes it must
+# give; the reader test checks that none is reported unsafe).
+dense = torch.randn(4, 6)
+dense[dense < 0.3] = 0
+layouts = {}
+
+
+def layout_case(name, obj, notes, tensors, **kw):
+    torch.save(obj, os.path.join(out, name), **kw)
+    found = {}
+    for path, t in tensors.items():
+        found[path] = {"dtype": DTYPE_NAMES[t.dtype], "shape": list(t.shape),
+                       "sha256": hashlib.sha256(logical_bytes(t)).hexdigest()}
+    layouts[name] = {"notes": notes, "tensors": found}
+
+
+coo = dense.to_sparse().coalesce()
+layout_case("sparse_coo.pt", {"coo": coo}, ["torch._utils._rebuild_sparse_tensor"],
+            {"coo.1.0": coo.indices(), "coo.1.1": coo.values()})
+layout_case("sparse_coo_legacy.pt", {"coo": coo}, ["torch._utils._rebuild_sparse_tensor"],
+            {"coo.1.0": coo.indices(), "coo.1.1": coo.values()},
+            _use_new_zipfile_serialization=False)
+for kind, conv in [("csr", dense.to_sparse_csr()), ("csc", dense.to_sparse_csc()),
+                   ("bsr", dense.to_sparse_bsr((2, 2))), ("bsc", dense.to_sparse_bsc((2, 2)))]:
+    if kind in ("csr", "bsr"):
+        parts = [conv.crow_indices(), conv.col_indices(), conv.values()]
+    else:
+        parts = [conv.ccol_indices(), conv.row_indices(), conv.values()]
+    layout_case(f"sparse_{kind}.pt", {kind: conv}, ["torch._utils._rebuild_sparse_tensor"],
+                {f"{kind}.1.{i}": p for i, p in enumerate(parts)})
+nt = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)])
+# The buffer of a contiguous nested tensor: its components, flattened, one after another.
+layout_case("nested.pt", {"nt": nt}, ["torch._utils._rebuild_nested_tensor"],
+            {"nt.0": torch.cat([x.reshape(-1) for x in nt.unbind()])})
+layout_case("meta.pt", {"m": torch.empty(3, 3, device="meta")},
+            ["torch._utils._rebuild_meta_tensor_no_storage"], {})
+per_channel = torch.quantize_per_channel(torch.randn(3, 4), torch.tensor([0.1, 0.2, 0.3]),
+                                         torch.tensor([0, 1, 2]), 0, torch.qint8)
+layout_case("quantized_per_channel.pt", {"qc": per_channel}, [], {"qc": per_channel})
+param = torch.nn.Parameter(torch.randn(2, 3))
+frozen = torch.nn.Parameter(torch.randn(2), requires_grad=False)
+layout_case("parameters.pt", {"p": param, "frozen": frozen}, [], {"p": param, "frozen": frozen})
+with open(os.path.join(out, "layouts.json"), "w") as f:
+    json.dump(layouts, f, indent=1, sort_keys=True)
+
+# The globals torch.load(weights_only=True) accepts: tvck must accept each one too.
+from torch._weights_only_unpickler import _get_allowed_globals
+
+with open(os.path.join(out, "weights_only_globals.json"), "w") as f:
+    json.dump(sorted(_get_allowed_globals()), f, indent=1)
 
 # Views: transposed, sliced (storage offset), expanded (stride 0), shared storage.
 base = torch.arange(24, dtype=torch.float32).reshape(4, 6)

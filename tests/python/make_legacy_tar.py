@@ -103,6 +103,14 @@ def expected(storages, views, tensors):
 
 def write(path):
     storages, views, tensors, obj = build()
+    write_members(path, storages, views, tensors, obj)
+    return storages, views, tensors, obj
+
+
+def write_members(path, storages, views, tensors, obj, add=None):
+    """Write the tar checkpoint of `build()`'s shape; `add(tar, name, data)` (default:
+    `member`) adds one member, so that callers can name members their own way."""
+    add = add or member
     s = io.BytesIO()
     s.write(dumps(len(storages)))
     for key, (stype, t) in storages.items():
@@ -113,8 +121,9 @@ def write(path):
     t = io.BytesIO()
     t.write(dumps(len(tensors)))
     for key, (skey, size, stride, offset) in tensors.items():
+        root = skey if skey in storages else next(r for v, r, _, _ in views if v == skey)
         ttype = {torch.FloatStorage: torch.FloatTensor, torch.DoubleStorage: torch.DoubleTensor,
-                 torch.LongStorage: torch.LongTensor}[storages[skey if skey in storages else 102][0]]
+                 torch.LongStorage: torch.LongTensor}[storages[root][0]]
         t.write(dumps((key, skey, ttype)))
         t.write(struct.pack("<i", len(size)) + b"\0" * 4)
         t.write(struct.pack(f"<{len(size)}q", *size))
@@ -122,13 +131,13 @@ def write(path):
         t.write(struct.pack("<q", offset))
     p = io.BytesIO()
     Pickler(p, protocol=2).dump(obj)
-    with tarfile.open(path, "w:", format=tarfile.PAX_FORMAT) as tar:
-        member(tar, "sys_info", dumps({"protocol_version": 1001, "little_endian": True,
-                                       "type_sizes": {"short": 2, "int": 4, "long": 4}}))
-        member(tar, "storages", s.getvalue())
-        member(tar, "tensors", t.getvalue())
-        member(tar, "pickle", p.getvalue())
-    return storages, views, tensors, obj
+    where = {"name": path} if isinstance(path, str) else {"fileobj": path}
+    with tarfile.open(mode="w:", format=tarfile.PAX_FORMAT, **where) as tar:
+        add(tar, "sys_info", dumps({"protocol_version": 1001, "little_endian": True,
+                                    "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+        add(tar, "storages", s.getvalue())
+        add(tar, "tensors", t.getvalue())
+        add(tar, "pickle", p.getvalue())
 
 
 def main():

@@ -42,12 +42,16 @@ pub enum Ctor {
     RebuildTensor,
     RebuildTensorV2,
     RebuildTensorV3,
+    /// `torch._utils._rebuild_qtensor(storage, offset, size, stride, quantizer, …)`: read as
+    /// a tensor of its quantized integers (dtype `qint8`, `quint8`, …); the quantizer
+    /// (scheme, scale, zero point) is not kept.
+    RebuildQTensor,
     RebuildParameter,
     RebuildParameterWithState,
     /// `torch._tensor._rebuild_from_type_v2(func, type, args, state)`.
     RebuildFromTypeV2,
     /// Allowed by `torch.load(weights_only=True)` but not interpreted by tvck (sparse,
-    /// quantized, nested tensors…): kept as an `Object` with its arguments, plus a note.
+    /// nested and meta tensors, wrapper subclasses…): kept as an `Object` with its arguments, plus a note.
     Uninterpreted,
 }
 
@@ -82,13 +86,13 @@ pub fn allowlist(module: &str, name: &str) -> Option<Ctor> {
         ("torch._utils", "_rebuild_tensor") => Ctor::RebuildTensor,
         ("torch._utils", "_rebuild_tensor_v2") => Ctor::RebuildTensorV2,
         ("torch._utils", "_rebuild_tensor_v3") => Ctor::RebuildTensorV3,
+        ("torch._utils", "_rebuild_qtensor") => Ctor::RebuildQTensor,
         ("torch._utils", "_rebuild_parameter") => Ctor::RebuildParameter,
         ("torch._utils", "_rebuild_parameter_with_state") => Ctor::RebuildParameterWithState,
         ("torch._tensor", "_rebuild_from_type_v2") => Ctor::RebuildFromTypeV2,
         (
             "torch._utils",
-            "_rebuild_qtensor"
-            | "_rebuild_sparse_tensor"
+            "_rebuild_sparse_tensor"
             | "_rebuild_nested_tensor"
             | "_rebuild_meta_tensor_no_storage"
             | "_rebuild_wrapper_subclass"
@@ -96,22 +100,59 @@ pub fn allowlist(module: &str, name: &str) -> Option<Ctor> {
             | "_rebuild_device_tensor_from_cpu_tensor",
         )
         | ("torch.serialization", "_get_layout") => Ctor::Uninterpreted,
-        ("torch", n) => {
-            if let Some(d) = DType::from_storage_name(n) {
-                Ctor::Storage(d)
-            } else if DType::from_torch_name(n).is_some() {
-                Ctor::Value
-            } else if n
-                .strip_suffix("Tensor")
-                .is_some_and(|t| DType::from_storage_name(&format!("{t}Storage")).is_some())
-            {
-                // A legacy tensor type (`torch.FloatTensor`), named by old tar checkpoints.
-                Ctor::Value
-            } else {
-                return None;
+        ("torch.storage", "TypedStorage") => Ctor::Value,
+        // Quantization schemes, the first quantizer argument of `_rebuild_qtensor`.
+        (
+            "torch",
+            "per_tensor_affine"
+            | "per_tensor_symmetric"
+            | "per_channel_affine"
+            | "per_channel_symmetric"
+            | "per_channel_affine_float_qparams",
+        ) => Ctor::Value,
+        // The sub-byte integer dtypes torch allows as names (no storage holds them).
+        ("torch", n) if sub_byte_int(n) => Ctor::Value,
+        // A CUDA legacy storage names the same bytes as its CPU class.
+        ("torch" | "torch.cuda", n) if DType::from_storage_name(n).is_some() => {
+            match DType::from_storage_name(n) {
+                Some(d) if module == "torch" || !d.is_quantized() => Ctor::Storage(d),
+                _ => return None,
             }
+        }
+        ("torch", n) if DType::from_torch_name(n).is_some() => Ctor::Value,
+        // A legacy tensor type (`torch.FloatTensor`, `torch.cuda.FloatTensor`,
+        // `torch.sparse.FloatTensor`), named by old checkpoints.
+        ("torch" | "torch.cuda" | "torch.sparse" | "torch.cuda.sparse", n)
+            if legacy_tensor_type(module, n) =>
+        {
+            Ctor::Value
         }
         _ => return None,
     };
     Some(ctor)
+}
+
+/// `int1`…`int7`, `uint1`…`uint7`.
+fn sub_byte_int(name: &str) -> bool {
+    let digits = name
+        .strip_prefix("uint")
+        .or_else(|| name.strip_prefix("int"));
+    matches!(digits, Some(d) if d.len() == 1 && ("1"..="7").contains(&d))
+}
+
+/// A legacy tensor type torch defines: `<Storage class without "Storage">Tensor` for the
+/// plain dtypes; the sparse modules have no Bool or Complex ones.
+fn legacy_tensor_type(module: &str, name: &str) -> bool {
+    let Some(base) = name.strip_suffix("Tensor") else {
+        return false;
+    };
+    let Some(d) = DType::from_storage_name(&format!("{base}Storage")) else {
+        return false;
+    };
+    if d.is_quantized() {
+        return false;
+    }
+    let complex = matches!(d, DType::C64 | DType::C128);
+    let sparse_bool = module.ends_with("sparse") && d == DType::Bool;
+    !(complex || sparse_bool)
 }

@@ -327,9 +327,7 @@ impl<'a> Vm<'a, '_> {
 
     pub(super) fn work_cap(&self) -> u64 {
         // Real checkpoints use about one unit per input byte.
-        (self.data.len() as u64)
-            .saturating_mul(8)
-            .saturating_add(1 << 18)
+        self.input_len().saturating_mul(8).saturating_add(1 << 18)
     }
 
     pub(super) fn fence(&self) -> usize {

@@ -258,6 +258,23 @@ impl<'a> Vm<'a, '_> {
                     .map_err(|m| self.err(format!("{name}: {m}")))?;
                 self.add(Node::Leaf(Value::Tensor(index)))
             }
+            Ctor::RebuildQTensor => {
+                // (storage, offset, size, stride, quantizer, requires_grad, hooks): the
+                // storage's class gives the quantized dtype.
+                if args.len() < 4 {
+                    return Err(self.err(format!(
+                        "{name} needs at least 4 arguments, got {}",
+                        args.len()
+                    )));
+                }
+                let requires_grad = args.get(5).and_then(|a| self.as_bool(*a)).unwrap_or(false);
+                let spec = self.tensor_spec(&args[..4], requires_grad, None, name)?;
+                let index = self
+                    .host
+                    .rebuild_tensor(spec)
+                    .map_err(|m| self.err(format!("{name}: {m}")))?;
+                self.add(Node::Leaf(Value::Tensor(index)))
+            }
             Ctor::RebuildParameter | Ctor::RebuildParameterWithState => {
                 let Some(&data) = args.first() else {
                     return Err(self.err(format!("{name} needs arguments")));

@@ -21,6 +21,7 @@ impl<'a> Vm<'a, '_> {
             self.op_pos = self.pos;
             let Some(&code) = self.data.get(self.pos) else {
                 self.op = Op::End;
+                self.ran_out.set(true);
                 return Err(self.err("pickle cut short: no STOP opcode"));
             };
             self.pos += 1;
@@ -184,6 +185,7 @@ impl<'a> Vm<'a, '_> {
                 let n = self.u64()?;
                 let left = (self.data.len() - self.pos) as u64;
                 if n > left {
+                    self.ran_out.set(true);
                     return Err(self.err(format!(
                         "pickle cut short: frame of {n} bytes, only {left} remain"
                     )));

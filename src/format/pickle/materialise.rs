@@ -62,9 +62,7 @@ impl Vm<'_, '_> {
     }
 
     pub(super) fn byte_cap(&self) -> u64 {
-        (self.data.len() as u64)
-            .saturating_mul(16)
-            .saturating_add(64 << 20)
+        self.input_len().saturating_mul(16).saturating_add(64 << 20)
     }
 
     /// Materialise node `root` without recursion (the nesting depth is bounded by

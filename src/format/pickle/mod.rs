@@ -185,6 +185,10 @@ pub struct Options {
     pub max_values: usize,
     /// Deepest nesting of the materialised tree.
     pub max_depth: usize,
+    /// The length of the input the pickle starts (the rest of the file or member) when
+    /// the VM is given a prefix of it ([`run_prefix`]): the work and byte budgets scale
+    /// with it, so a prefix is read as the whole would be. `None`: the data given.
+    pub input_len: Option<u64>,
 }
 
 impl Options {
@@ -194,6 +198,7 @@ impl Options {
             base_offset: 0,
             max_values: limits::MAX_PICKLE_VALUES,
             max_depth: limits::MAX_DEPTH,
+            input_len: None,
         }
     }
 }
@@ -216,6 +221,25 @@ pub fn run(data: &[u8], host: &mut dyn Host, opts: &Options) -> Result<Outcome, 
         end: vm.pos,
         findings: vm.findings,
     })
+}
+
+/// [`run`] on `data`, a prefix of the input (see [`Options::input_len`]): an error
+/// comes with `true` when the pickle needed bytes past the end of `data`, so that a
+/// longer prefix may read it.
+pub fn run_prefix(
+    data: &[u8],
+    host: &mut dyn Host,
+    opts: &Options,
+) -> Result<Outcome, (FormatError, bool)> {
+    let mut vm = Vm::new(data, host, opts);
+    match vm.run() {
+        Ok(value) => Ok(Outcome {
+            value,
+            end: vm.pos,
+            findings: vm.findings,
+        }),
+        Err(e) => Err((e, vm.ran_out.get())),
+    }
 }
 
 /// Parse a plain pickle (no persistent ids) with the default allowlist.

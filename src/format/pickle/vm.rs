@@ -31,6 +31,9 @@ pub(super) struct Vm<'a, 'h> {
     /// Items copied and bytes cloned so far; bounded (linear in the input) so that
     /// re-using one big memoised value many times cannot take quadratic time or memory.
     pub(super) work: Cell<u64>,
+    /// Whether the pickle needed bytes past the end of `data` (a prefix of the input:
+    /// see [`run_prefix`]).
+    pub(super) ran_out: Cell<bool>,
 }
 
 /// The opcode being executed, for messages.
@@ -81,6 +84,7 @@ impl<'a, 'h> Vm<'a, 'h> {
             key_hasher: RandomState::new(),
             budget: Budget::default(),
             work: Cell::new(0),
+            ran_out: Cell::new(false),
         }
     }
 
@@ -130,6 +134,7 @@ impl<'a, 'h> Vm<'a, 'h> {
     #[cold]
     #[inline(never)]
     pub(super) fn cut_short(&self, n: u64) -> FormatError {
+        self.ran_out.set(true);
         let left = (self.data.len() - self.pos) as u64;
         self.err(format!(
             "pickle cut short: needs {n} bytes at byte {}, only {left} remain",
@@ -178,8 +183,16 @@ impl<'a, 'h> Vm<'a, 'h> {
                 self.pos += i + 1;
                 Ok(&rest[..i])
             }
-            None => Err(self.err("pickle cut short: text line without a newline")),
+            None => {
+                self.ran_out.set(true);
+                Err(self.err("pickle cut short: text line without a newline"))
+            }
         }
+    }
+
+    /// The length of the whole input the limits scale with ([`Options::input_len`]).
+    pub(super) fn input_len(&self) -> u64 {
+        self.opts.input_len.unwrap_or(self.data.len() as u64)
     }
 
     pub(super) fn line_str(&mut self) -> Result<&'a str, FormatError> {

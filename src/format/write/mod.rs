@@ -142,6 +142,8 @@ pub enum TensorProblem {
     DuplicateName,
     #[error("safetensors has no {0} dtype")]
     NoSafetensorsDtype(DType),
+    #[error("a quantized {0} tensor: its scale and zero point are not part of its data, so it cannot be written as a plain tensor")]
+    Quantized(DType),
 }
 
 /// A write error as an I/O error: an I/O failure as it is; a file-system step's text with
@@ -211,6 +213,9 @@ impl<'a> TensorData<'a> {
         }
         if self.requires_grad && !can_require_grad(self.dtype) {
             return Err(TensorProblem::RequiresGrad(self.dtype));
+        }
+        if self.dtype.is_quantized() {
+            return Err(TensorProblem::Quantized(self.dtype));
         }
         Ok(())
     }

@@ -203,15 +203,6 @@ fn model_state_dict(root: &Value) -> Option<&Value> {
     holds_tensors(root).then_some(root)
 }
 
-/// Dtypes torch saves through `_rebuild_tensor_v3` over an untyped storage (they have
-/// no legacy `torch.*Storage` class).
-fn needs_v3(d: DType) -> bool {
-    matches!(
-        d,
-        DType::U16 | DType::U32 | DType::U64 | DType::F8E4M3 | DType::F8E5M2
-    )
-}
-
 /// torch's contiguous strides (a zero-sized dim counts as 1, as in `torch.empty`).
 fn torch_strides(shape: &[u64]) -> Vec<u64> {
     let mut strides = vec![1u64; shape.len()];
@@ -490,7 +481,10 @@ impl<'t> TreeWriter<'t, '_> {
         self.storages.push(i);
         let numel = t.numel().unwrap_or(0);
         let nbytes = t.bytes.len() as u64;
-        let v3 = needs_v3(t.dtype);
+        // Dtypes without a legacy `torch.*Storage` class go through `_rebuild_tensor_v3`
+        // over an untyped storage, as torch saves them.
+        let storage_class = t.dtype.storage_name();
+        let v3 = storage_class.is_none();
         let p = &mut self.p;
         p.global(
             "torch._utils",
@@ -504,10 +498,9 @@ impl<'t> TreeWriter<'t, '_> {
         // persistent id ('storage', storage_type, key, location, numel)
         p.op(op::MARK);
         p.str("storage")?;
-        if v3 {
-            p.global("torch.storage", "UntypedStorage")?;
-        } else {
-            p.global("torch", t.dtype.storage_name())?;
+        match storage_class {
+            None => p.global("torch.storage", "UntypedStorage")?,
+            Some(class) => p.global("torch", class)?,
         }
         p.str(&key)?;
         p.str("cpu")?;
@@ -718,6 +711,7 @@ mod tests {
     fn every_dtype_round_trips() {
         let tensors: Vec<TensorData<'_>> = DType::ALL
             .iter()
+            .filter(|d| !d.is_quantized())
             .enumerate()
             .map(|(i, d)| {
                 let shape = vec![2, 3];
