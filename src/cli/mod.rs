@@ -9,6 +9,7 @@ mod diagnostics;
 mod diff;
 mod eval;
 mod exit;
+mod export_tb;
 mod index;
 mod init;
 mod inspect;
@@ -23,6 +24,7 @@ mod select;
 mod serve;
 mod tag;
 mod train;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -106,6 +108,17 @@ enum Command {
     /// Exit code 0 when written, 1 when no checkpoint fits or the file cannot be written,
     /// 2 on usage errors (an existing output without --force, --from missing or misplaced).
     Init(init::Args),
+    /// Follow training runs live: a terminal dashboard of curves, freeze state, events
+    /// and alerts (keys: tab/←→ run, ↑↓ chart, q quit), or `--once` for scripts.
+    ///
+    /// Exit code 0, or with --once / --json 1 when a CRITICAL alert stands; 2 on usage
+    /// errors.
+    Watch(watch::Args),
+    /// Write a TensorBoard event file of a run's metrics.jsonl.
+    ///
+    /// Exit code 0 when written, 1 when the run cannot be read or the file written.
+    #[command(name = "export-tb")]
+    ExportTb(export_tb::Args),
     /// A local web dashboard of the training runs under a folder: live curves, alerts,
     /// configs and checkpoints (bound to 127.0.0.1 unless --bind says otherwise).
     ///
@@ -142,6 +155,8 @@ pub fn run(cli: Cli) -> ExitStatus {
         Command::Untag(a) => tag::run_untag(a),
         Command::Prune(a) => prune::run(a),
         Command::Init(a) => init::run(a),
+        Command::Watch(a) => watch::run(a),
+        Command::ExportTb(a) => export_tb::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Report(a) => report::run(a),
     };

@@ -37,6 +37,53 @@ pub struct Args {
     /// latest.pt, so --resume goes on applying them.
     #[arg(long, value_name = "RULES")]
     keep: Option<String>,
+    /// Alert settings: the `monitoring:` section of FILE (a training config or a file
+    /// with only that section), over the config's (docs/monitoring.md).
+    #[arg(long, value_name = "FILE")]
+    alerts: Option<PathBuf>,
+    /// Run CMD (through `sh -c`) for each alert, the alert as JSON on its stdin.
+    #[arg(long, value_name = "CMD")]
+    alert_cmd: Option<String>,
+    /// POST each alert as JSON to an http:// URL.
+    #[arg(long, value_name = "URL")]
+    alert_webhook: Option<String>,
+    /// Also write a TensorBoard event file (events.out.tfevents.*) in the run folder.
+    #[arg(long)]
+    tensorboard: bool,
+}
+
+/// `--alerts`, `--alert-cmd`, `--alert-webhook`, `--tensorboard`, checked before a run
+/// starts (a bad alerts file or URL is a usage error).
+#[cfg(feature = "train")]
+fn monitor_options(a: &Args) -> Result<tvck::train::monitor::MonitorOptions, CliError> {
+    let alerts = match &a.alerts {
+        None => None,
+        Some(f) => {
+            super::diagnostics::require_exists(f)?;
+            let m = tvck::monitor::load_alerts_file(f)
+                .map_err(|e| CliError::usage(e.to_string(), e.hint()))?;
+            let (_, problems) = tvck::monitor::Settings::from_config(None, Some(&m));
+            if let Some(p) = problems.iter().find(|p| p.error) {
+                return Err(CliError::usage(
+                    format!("{}: {}", f.display(), p.message),
+                    p.fix.clone(),
+                ));
+            }
+            Some(m)
+        }
+    };
+    let delivery = tvck::monitor::Delivery {
+        command: a.alert_cmd.clone(),
+        webhook: a.alert_webhook.clone(),
+    };
+    delivery
+        .validate()
+        .map_err(|e| CliError::usage(e.to_string(), e.hint()))?;
+    Ok(tvck::train::monitor::MonitorOptions {
+        alerts,
+        delivery,
+        tensorboard: a.tensorboard,
+    })
 }
 
 #[cfg(not(feature = "train"))]
@@ -77,6 +124,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         .map(tvck::manager::keep::Rules::from_arg)
         .transpose()?;
     let device = tvck::train::parse_device(&a.device).map_err(train_error)?;
+    let monitor = monitor_options(&a)?;
     let flag = Arc::new(AtomicBool::new(false));
     let f = flag.clone();
     // Ctrl-C or SIGTERM (a scheduler's stop; ctrlc's `termination` feature): finish the
@@ -100,6 +148,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         interrupt: Some(flag),
         resume: a.resume,
         keep,
+        monitor,
     };
     // A closed stdout does not stop a training run: the lines are dropped, the run goes on.
     let mut on_step = |s: &tvck::train::Step| {

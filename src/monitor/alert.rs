@@ -133,6 +133,20 @@ impl AlertLog {
         Ok(AlertLog { path, file })
     }
 
+    /// Open a run's alert log to add to it (a continued run keeps its alerts).
+    pub fn open_append(dir: &Path) -> Result<AlertLog, MonitorError> {
+        let path = dir.join(ALERTS_FILE);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| MonitorError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(AlertLog { path, file })
+    }
+
     pub fn append(&mut self, alert: &Alert) -> Result<(), MonitorError> {
         let line = serde_json::to_string(alert).unwrap_or_default();
         writeln!(self.file, "{line}")

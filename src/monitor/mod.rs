@@ -1,7 +1,8 @@
 //! Live monitoring of training runs (docs/monitoring.md): the alert rules over
 //! `metrics.jsonl` lines ([`rules`]), followed incrementally by byte offset ([`reader`]),
 //! alerts and `alerts.jsonl` ([`alert`]), their delivery to a command or a webhook
-//! ([`deliver`]), run folders and the trainer's hook ([`run`]).
+//! ([`deliver`]), run folders and the trainer's hook ([`run`]), a run's state for the
+//! monitors ([`summary`]) and TensorBoard event files ([`tensorboard`]).
 //!
 //! The rules read only what a metrics.jsonl line holds, so they work on runs written by
 //! other tools that write the same lines; the trainer evaluates the same rules every epoch.
@@ -12,6 +13,8 @@ pub mod line;
 pub mod reader;
 pub mod rules;
 pub mod run;
+pub mod summary;
+pub mod tensorboard;
 
 pub use alert::{Alert, AlertLog, Severity, ALERTS_FILE};
 pub use deliver::{Delivery, DeliveryError};
@@ -19,6 +22,7 @@ pub use line::EpochLine;
 pub use reader::{Follower, METRICS_FILE};
 pub use rules::{Engine, Settings};
 pub use run::{find_runs, RunInfo, RunState, RunView, TrainMonitor};
+pub use summary::{AlertState, RunEvent, RunSummary};
 
 use std::path::PathBuf;
 

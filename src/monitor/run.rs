@@ -120,8 +120,12 @@ impl RunInfo {
             source,
         };
         let text = serde_json::to_vec_pretty(self).unwrap_or_default();
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
+        let written = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
+        if written.is_err() {
+            // A full disk leaves no temporary file behind.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io)
     }
 
     /// Whether this run.json names a process on this host that no longer exists while
@@ -142,6 +146,8 @@ pub struct TrainMonitor {
     delivery: Delivery,
     info: RunInfo,
     start: Instant,
+    /// The epoch this process started training after (a continued run's latest.pt).
+    base_epoch: u64,
 }
 
 /// An alert the trainer raised, and what went wrong delivering it.
@@ -180,6 +186,49 @@ impl TrainMonitor {
             delivery,
             info,
             start: Instant::now(),
+            base_epoch: 0,
+        })
+    }
+
+    /// Go on monitoring a continued run in `dir`: the rules see `previous` (its
+    /// metrics.jsonl lines up to latest.pt) without raising again, alerts.jsonl is added
+    /// to, run.json keeps its start time.
+    pub fn resume(
+        dir: &Path,
+        settings: Settings,
+        delivery: Delivery,
+        epochs: u64,
+        config: Option<&Path>,
+        previous: &[EpochLine],
+    ) -> Result<TrainMonitor, MonitorError> {
+        let now = unix(SystemTime::now());
+        let started = RunInfo::read(dir).map_or(now, |i| i.started);
+        let base_epoch = previous.last().map_or(0, |l| l.epoch);
+        let info = RunInfo {
+            format: 1,
+            pid: std::process::id(),
+            host: hostname(),
+            started,
+            updated: now,
+            state: RunState::Running,
+            epoch: base_epoch,
+            epochs,
+            epoch_seconds: None,
+            config: config.map(|c| c.display().to_string()),
+        };
+        info.write(dir)?;
+        let mut engine = Engine::new(settings);
+        for l in previous {
+            engine.observe(l);
+        }
+        Ok(TrainMonitor {
+            dir: dir.to_path_buf(),
+            engine,
+            log: AlertLog::open_append(dir)?,
+            delivery,
+            info,
+            start: Instant::now(),
+            base_epoch,
         })
     }
 
@@ -208,9 +257,9 @@ impl TrainMonitor {
         }
         self.info.epoch = parsed.epoch;
         self.info.updated = unix(now);
-        if parsed.epoch > 0 {
-            self.info.epoch_seconds =
-                Some(self.start.elapsed().as_secs_f64() / parsed.epoch as f64);
+        let trained = parsed.epoch.saturating_sub(self.base_epoch);
+        if trained > 0 {
+            self.info.epoch_seconds = Some(self.start.elapsed().as_secs_f64() / trained as f64);
         }
         self.info.write(&self.dir)?;
         Ok(raised)
@@ -337,6 +386,11 @@ impl RunView {
 
     pub fn last_epoch(&self) -> Option<u64> {
         self.lines.last().map(|l| l.epoch)
+    }
+
+    /// metrics.jsonl lines that were not metrics lines.
+    pub fn skipped(&self) -> usize {
+        self.follower.skipped
     }
 
     fn ended_state(&self) -> Option<RunState> {

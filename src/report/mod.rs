@@ -5,6 +5,7 @@
 
 pub mod check;
 pub mod convert;
+pub mod dashboard;
 pub mod diff;
 #[cfg(feature = "train")]
 pub mod eval;
@@ -14,6 +15,7 @@ pub mod prune;
 pub mod safe;
 pub mod scan;
 pub mod tree;
+pub mod watch;
 
 use comfy_table::{presets, ContentArrangement, Table};
 

@@ -9,6 +9,8 @@
 //!   [`resume`]: what latest.pt stores for `tvck train --resume` and how it is read back.
 //! * [`eval`]: coverage and the radius metrics of a checkpoint; [`measure`]: the same as
 //!   the checkers' `Measure` (`check --auto-fix --measure`).
+//! * [`monitor`]: the per-epoch hook of the alert rules, run.json, TensorBoard, and the
+//!   frozen parts' hashes.
 
 pub mod data;
 pub mod eval;
@@ -21,6 +23,7 @@ pub mod losses;
 pub mod measure;
 pub mod metrics;
 pub mod model;
+pub mod monitor;
 pub mod optim;
 pub mod plot;
 pub mod resume;
@@ -90,6 +93,9 @@ pub enum TrainError {
     /// A run cannot be continued.
     #[error(transparent)]
     Resume(#[from] resume::ResumeError),
+    /// The run's monitoring files (run.json, alerts.jsonl, the event file).
+    #[error(transparent)]
+    Monitor(#[from] crate::monitor::MonitorError),
     /// Another process is training into the same run folder.
     #[error(transparent)]
     Lock(#[from] lock::LockError),
@@ -100,6 +106,7 @@ impl TrainError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             TrainError::Resume(e) => Some(e.hint()),
+            TrainError::Monitor(e) => Some(e.hint()),
             TrainError::Lock(e) => Some(e.hint()),
             _ => None,
         }

@@ -59,6 +59,8 @@ pub struct TrainOptions {
     /// Keep-rules for the run's `epoch_N.pt` files (see [`super::keep`]); a continued run
     /// defaults to the ones its latest.pt stores.
     pub keep: Option<crate::manager::keep::Rules>,
+    /// Alert settings and delivery, TensorBoard (see [`super::monitor`]).
+    pub monitor: super::monitor::MonitorOptions,
 }
 
 /// A checklist step's outcome.
@@ -762,6 +764,14 @@ fn step6_train(
     if let Some(r) = resume {
         run.restore(r)?;
     }
+    run.hook = Some(super::monitor::Hook::start(
+        &out_dir,
+        cfg,
+        &opts.monitor,
+        run.epochs,
+        &run.config_path,
+        resume.as_ref().map(Resume::done),
+    )?);
     list.report(
         6,
         S6,
@@ -778,7 +788,20 @@ fn step6_train(
             out_dir.display()
         ),
     );
-    run.run(on_line)
+    let report = run.run(on_line);
+    // run.json: how the run ended.
+    if let Some(h) = &mut run.hook {
+        let state = match &report {
+            Ok(r) if r.interrupted => crate::monitor::RunState::Interrupted,
+            Ok(_) => crate::monitor::RunState::Finished,
+            Err(_) => crate::monitor::RunState::Failed,
+        };
+        let ended = h.finish(state);
+        if report.is_ok() {
+            ended?;
+        }
+    }
+    report
 }
 
 /// Epochs when neither the config nor the options say.
@@ -863,6 +886,8 @@ struct Run<'a> {
     finished: Option<Finished>,
     /// Keep-rules of the epoch files (`--keep`, or a continued run's `resume.keep`).
     keep: Option<crate::manager::keep::Rules>,
+    /// The monitoring hook: each metrics.jsonl line's alert rules (set before `run`).
+    hook: Option<super::monitor::Hook>,
 }
 
 /// latest.pt's `homeostasis`: the freeze state and the controller's whole state.
@@ -1001,6 +1026,7 @@ impl<'a> Run<'a> {
             resumed_last: None,
             finished: None,
             keep: opts.keep.clone(),
+            hook: None,
         };
         run.groups = run.build_groups();
         Ok(run)
@@ -1370,6 +1396,7 @@ impl<'a> Run<'a> {
                 })?);
                 // Line 0: the state training starts from (no checkpoint before training).
                 self.record(&mut jsonl, 0, None, None, None, Some(&initial), &[])?;
+                self.hook_output(on_line);
                 jsonl
             }
         };
@@ -1467,6 +1494,7 @@ impl<'a> Run<'a> {
                 metrics.as_ref(),
                 &events,
             )?;
+            self.hook_output(on_line);
             self.events.extend(events);
             let summary = format!(
                 "loss {:.4} cov {:.2}% hier_B {:+.4} Q {:.3}",
@@ -1551,6 +1579,18 @@ impl<'a> Run<'a> {
         })
     }
 
+    /// The monitoring hook's lines for the terminal (alerts, delivery failures).
+    fn hook_output(&mut self, on_line: &mut dyn FnMut(&str)) {
+        for l in self
+            .hook
+            .as_mut()
+            .map(|h| h.take_output())
+            .unwrap_or_default()
+        {
+            on_line(&l);
+        }
+    }
+
     /// Take `m` into the bests (training.md §5): a new best Q when Q > best_Q (init 0),
     /// a new best hierarchy when hierarchy_B < best_hierarchy (init 0) and coverage > 0.99.
     fn update_best(&mut self, m: &EvalMetrics) -> Best {
@@ -1589,11 +1629,15 @@ impl<'a> Run<'a> {
             "metrics": metrics,
             "freeze": self.freeze,
             "events": events,
+            "frozen_sha256": super::monitor::frozen_sha256(self.model, &self.freeze, self.decoder_frozen()),
         });
         // Flushed per line: `tail -f metrics.jsonl` follows a run live.
         writeln!(out, "{line}")
             .and_then(|_| out.flush())
             .map_err(TrainError::Io)?;
+        if let Some(h) = &mut self.hook {
+            h.line(&line)?;
+        }
         self.history.push(plot::Point {
             epoch,
             loss: losses.map(|l| l.total),

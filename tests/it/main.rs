@@ -35,6 +35,8 @@ mod serve_browser;
 mod serve_cli;
 mod torch_differentials;
 mod train_cli;
+mod train_monitor_cli;
 mod train_resume_cli;
 mod usage_cli;
+mod watch_cli;
 mod writer_roundtrip;

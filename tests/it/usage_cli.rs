@@ -110,6 +110,17 @@ const CASES: &[(&str, &[&str])] = &[
             "never-written.yaml",
         ],
     ),
+    ("watch_no_run", &["watch"]),
+    ("watch_missing_run", &["watch", "--once", "runs/nope"]),
+    (
+        "watch_a_file",
+        &["watch", "--once", "checkpoints/v5_11/best.pt"],
+    ),
+    (
+        "watch_missing_alerts_file",
+        &["watch", "--once", "checkpoints", "--alerts", "nope.yaml"],
+    ),
+    ("export_tb_missing_run", &["export-tb", "runs/nope"]),
     ("serve_missing_dir", &["serve", "does-not-exist"]),
     ("serve_a_file", &["serve", "Cargo.toml", "--port", "0"]),
     ("serve_bad_address", &["serve", "--bind", "localhost"]),
