@@ -83,15 +83,19 @@ impl Holes {
         Ok(())
     }
 
-    /// Read the holes that start at the given offsets (the local header offsets of stored
-    /// storage entries; others are ignored) from `file` into `buf`, together with
+    /// Read the holes of the storage entries whose local headers are at the given offsets
+    /// (others are ignored) from `file` into `buf`, together with
     /// anything between holes closer than `MERGE_GAP` (64 KiB), and forget every hole read.
     pub fn fill(&mut self, file: &File, buf: &mut [u8], starts: &[u64]) -> Result<(), FormatError> {
+        // A storage's hole starts at its data, after the local header at `s` (read).
+        let opened = buf.len() as u64;
         let mut wanted: Vec<(u64, u64)> = starts
             .iter()
+            .filter(|&&s| s.saturating_add(zip::LOCAL_LEN as u64) <= opened)
             .filter_map(|&s| {
-                let i = self.0.partition_point(|&(hs, _)| hs < s);
-                self.0.get(i).copied().filter(|&(hs, _)| hs == s)
+                let d = data_start(buf, s);
+                let i = self.0.partition_point(|&(hs, _)| hs < d);
+                self.0.get(i).copied().filter(|&(hs, _)| hs == d)
             })
             .collect();
         wanted.sort_unstable();
@@ -105,7 +109,6 @@ impl Holes {
         }
         for &(s, e) in &runs {
             // Holes lie inside the file (checked when they were made) and `buf` is as long.
-            let opened = buf.len() as u64;
             read_at(file, &mut buf[s as usize..e as usize], s, opened)?;
         }
         self.0
@@ -231,7 +234,43 @@ pub fn read(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<
             _ => return Ok(None),
         }
     }
+    // A storage's local header (and the name and extra field it gives) is read too, so
+    // that what is checked of it at open time (the name torch never compares, see the
+    // loader) is the file's bytes, never a hole's: a hole starts at its entry's data.
+    let mut holes = holes;
+    for hole in holes.0.iter_mut() {
+        let (start, end) = *hole;
+        let fixed = (start + zip::LOCAL_LEN as u64).min(end);
+        file.read_exact_at(&mut buf[start as usize..fixed as usize], start)?;
+        let data = if fixed == end {
+            end
+        } else {
+            data_start(buf, start).min(end)
+        };
+        file.read_exact_at(&mut buf[fixed as usize..data as usize], fixed)?;
+        *hole = (data, end);
+    }
+    holes.0.retain(|(s, e)| s < e);
+    if holes.0.is_empty() {
+        return Ok(None);
+    }
     Ok(Some(holes))
+}
+
+/// Where the data of the entry whose local header is at `lho` starts, from the header's
+/// bytes in `buf` (read): after its fixed part, name and extra field; after the fixed part
+/// alone when there is no local header signature there. A storage's hole starts there.
+fn data_start(buf: &[u8], lho: u64) -> u64 {
+    let fixed = lho + zip::LOCAL_LEN as u64;
+    let at = |i: u64| {
+        let i = (lho + i) as usize;
+        u64::from(u16::from_le_bytes([buf[i], buf[i + 1]]))
+    };
+    if buf[lho as usize..lho as usize + 4] == zip::SIG_LOCAL.to_le_bytes() {
+        fixed + at(26) + at(28)
+    } else {
+        fixed
+    }
 }
 
 /// The folder prefix of the archive's single `data.pkl`, as `read_zip` finds it.
@@ -375,6 +414,29 @@ mod tests {
                     .map_err(|e| e.to_string())
             })
             .collect()
+    }
+
+    /// A buffer handed from one file to the next (as `scan` recycles them) holds the
+    /// first file's bytes in the second's holes: nothing checked at open time may read
+    /// them (a storage's local header is read, its hole starts at its data).
+    #[test]
+    fn a_recycled_buffer_leaves_no_trace_in_the_next_file() {
+        let files = samples();
+        for a in &files {
+            for b in &files {
+                let first = Checkpoint::open_sparse_into(a, Vec::new()).unwrap();
+                let next = Checkpoint::open_sparse_into(b, first.into_buffer()).unwrap();
+                let fresh = Checkpoint::open_sparse_into(b, Vec::new()).unwrap();
+                assert_eq!(
+                    next.findings,
+                    fresh.findings,
+                    "{} after {}",
+                    b.display(),
+                    a.display()
+                );
+                assert_eq!(next.root, fresh.root);
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::io::Read;
 
 use super::{limits, FormatError, Limit, PassThrough};
 
-const SIG_LOCAL: u32 = 0x0403_4b50;
+pub const SIG_LOCAL: u32 = 0x0403_4b50;
 const SIG_CENTRAL: u32 = 0x0201_4b50;
 const SIG_EOCD: u32 = 0x0605_4b50;
 const SIG_EOCD64: u32 = 0x0606_4b50;
