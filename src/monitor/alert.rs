@@ -120,25 +120,19 @@ pub struct AlertLog {
 impl AlertLog {
     /// Create (truncate) the run's alert log: a new run starts a new log.
     pub fn create(dir: &Path) -> Result<AlertLog, MonitorError> {
-        let path = dir.join(ALERTS_FILE);
-        let file = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(|source| MonitorError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        Ok(AlertLog { path, file })
+        Self::open(dir, OpenOptions::new().write(true).truncate(true))
     }
 
     /// Open a run's alert log to add to it (a continued run keeps its alerts).
     pub fn open_append(dir: &Path) -> Result<AlertLog, MonitorError> {
+        Self::open(dir, OpenOptions::new().append(true))
+    }
+
+    /// The run's alert log in `dir`, created if missing, opened with `how`.
+    fn open(dir: &Path, how: &mut OpenOptions) -> Result<AlertLog, MonitorError> {
         let path = dir.join(ALERTS_FILE);
-        let file = OpenOptions::new()
+        let file = how
             .create(true)
-            .append(true)
             .open(&path)
             .map_err(|source| MonitorError::Io {
                 path: path.clone(),
