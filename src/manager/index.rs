@@ -139,6 +139,15 @@ pub struct Stat {
 }
 
 impl Stat {
+    /// The `size, mtime_ns, inode` columns of a `files` row, from column `first` on.
+    fn from_row(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Stat> {
+        Ok(Stat {
+            size: r.get::<_, i64>(first)? as u64,
+            mtime_ns: r.get(first + 1)?,
+            inode: r.get::<_, i64>(first + 2)? as u64,
+        })
+    }
+
     /// The stat of `path` (links followed).
     pub fn of(path: &Path) -> std::io::Result<Stat> {
         let m = std::fs::metadata(path)?;
@@ -431,14 +440,7 @@ impl Index {
                     .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
                         Ok((
                             r.get::<_, String>(1)?,
-                            (
-                                r.get::<_, i64>(0)?,
-                                Stat {
-                                    size: r.get::<_, i64>(2)? as u64,
-                                    mtime_ns: r.get(3)?,
-                                    inode: r.get::<_, i64>(4)? as u64,
-                                },
-                            ),
+                            (r.get::<_, i64>(0)?, Stat::from_row(r, 2)?),
                         ))
                     })
                     .map_err(db)?;
@@ -666,11 +668,7 @@ impl Index {
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, String>(1)?,
-                        Stat {
-                            size: r.get::<_, i64>(2)? as u64,
-                            mtime_ns: r.get(3)?,
-                            inode: r.get::<_, i64>(4)? as u64,
-                        },
+                        Stat::from_row(r, 2)?,
                         r.get::<_, String>(5)?,
                         r.get::<_, Option<String>>(6)?,
                     ))
@@ -734,14 +732,7 @@ impl Index {
             .map_err(|e| self.err(e))?;
         let rows = st
             .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    Stat {
-                        size: r.get::<_, i64>(1)? as u64,
-                        mtime_ns: r.get(2)?,
-                        inode: r.get::<_, i64>(3)? as u64,
-                    },
-                ))
+                Ok((r.get::<_, String>(0)?, Stat::from_row(r, 1)?))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
