@@ -9,10 +9,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::monitor::alert::{Alert, Severity, ALERTS_FILE};
+use crate::monitor::alert::{Severity, ALERTS_FILE};
 use crate::monitor::reader::METRICS_FILE;
 use crate::monitor::rules::Settings;
 use crate::monitor::run::{find_runs, RunState, RunView};
+use crate::monitor::AlertState;
 
 use super::detail::{read_detail, RunDetail};
 use super::series::{json_number, line_values, Series};
@@ -57,14 +58,6 @@ pub struct RunSummary {
     pub freeze: BTreeMap<String, bool>,
 }
 
-/// An alert with its run and whether it still stands (`/api/alerts`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlertRow {
-    #[serde(flatten)]
-    pub alert: Alert,
-    pub standing: bool,
-}
-
 /// What a poll found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -79,7 +72,10 @@ pub enum Change {
     /// metrics.jsonl was truncated or replaced: the run's curves start over.
     Restarted(String),
     /// The run's alerts changed (a new one, or one that no longer stands): all of them.
-    Alerts { run: String, alerts: Vec<AlertRow> },
+    Alerts {
+        run: String,
+        alerts: Vec<AlertState>,
+    },
     /// The run's summary changed.
     Summary(RunSummary),
 }
@@ -87,7 +83,7 @@ pub enum Change {
 struct Tracked {
     view: RunView,
     series: Series,
-    alerts: Vec<AlertRow>,
+    alerts: Vec<AlertState>,
     /// alerts.jsonl's length and time when last read.
     alerts_file: Option<(u64, Option<SystemTime>)>,
     /// The rules' standing alerts (rule, epoch) when last compared.
@@ -127,7 +123,7 @@ fn file_state(p: &Path) -> Option<(u64, Option<SystemTime>)> {
     Some((m.len(), m.modified().ok()))
 }
 
-fn standing(alerts: &[AlertRow]) -> Standing {
+fn standing(alerts: &[AlertState]) -> Standing {
     let mut s = Standing::default();
     for a in alerts.iter().filter(|a| a.standing) {
         match a.alert.severity {
@@ -246,11 +242,11 @@ impl Tracked {
         {
             self.alerts_file = file;
             self.last_standing = now_standing;
-            let alerts: Vec<AlertRow> = self
+            let alerts: Vec<AlertState> = self
                 .view
                 .all_alerts()
                 .into_iter()
-                .map(|(alert, standing)| AlertRow { alert, standing })
+                .map(|(alert, standing)| AlertState { alert, standing })
                 .collect();
             if alerts != self.alerts {
                 self.alerts = alerts;
@@ -377,11 +373,11 @@ impl Runs {
     }
 
     /// Every run's alerts, by run then as raised.
-    pub fn alerts(&self) -> Vec<&AlertRow> {
+    pub fn alerts(&self) -> Vec<&AlertState> {
         self.runs.values().flat_map(|t| t.alerts.iter()).collect()
     }
 
-    pub fn alerts_of(&self, name: &str) -> Option<&[AlertRow]> {
+    pub fn alerts_of(&self, name: &str) -> Option<&[AlertState]> {
         self.runs.get(name).map(|t| t.alerts.as_slice())
     }
 }
@@ -391,7 +387,7 @@ impl Runs {
 pub struct RunReport {
     pub summary: RunSummary,
     pub series: Series,
-    pub alerts: Vec<AlertRow>,
+    pub alerts: Vec<AlertState>,
     pub detail: RunDetail,
 }
 

@@ -5,10 +5,11 @@
 
 use std::fmt::Write;
 
-use crate::dashboard::runs::{AlertRow, RunReport};
+use crate::dashboard::runs::RunReport;
 use crate::dashboard::series::Series;
 use crate::monitor::line::known_value;
 use crate::monitor::rules::Direction;
+use crate::monitor::AlertState;
 
 use super::safe;
 
@@ -230,7 +231,7 @@ fn table(header: &[&str], rows: &[String]) -> String {
     s
 }
 
-fn alerts_table(alerts: &[AlertRow]) -> String {
+fn alerts_table(alerts: &[AlertState]) -> String {
     if alerts.is_empty() {
         return "<p id=\"no-alerts\">No alert.</p>\n".into();
     }
