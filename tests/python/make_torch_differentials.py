@@ -26,6 +26,8 @@ import zipfile
 
 import torch
 
+from make_attacks import shift_zip  # the one directory-offset shifter
+
 MARKER = "tvck-pwned.txt"
 CODE = f"open({MARKER!r}, 'w').write('pwned')"
 TS_MARKER = "tvck-torchscript-ran"
@@ -157,19 +159,10 @@ def case_zip_two_directories():
     """A benign archive whose comment holds a second directory (and end record) over a
     payload: torch's reader takes the last end record."""
     outer = zip_of([("archive/data.pkl", benign()), ("archive/version", b"3\n")])
-    inner = bytearray(zip_of([("archive/data.pkl", pickle.dumps(Payload(), protocol=2)),
-                              ("archive/version", b"3\n")]))
     e_outer = outer.rfind(b"PK\x05\x06")
     base = e_outer + 22
-    e_inner = inner.rfind(b"PK\x05\x06")
-    cd_size, cd_off = struct.unpack_from("<II", inner, e_inner + 12)
-    p = cd_off
-    while p < cd_off + cd_size:
-        lho = struct.unpack_from("<I", inner, p + 42)[0]
-        struct.pack_into("<I", inner, p + 42, lho + base)
-        n, e, c = struct.unpack_from("<HHH", inner, p + 28)
-        p += 46 + n + e + c
-    struct.pack_into("<I", inner, e_inner + 16, cd_off + base)
+    inner = bytearray(shift_zip(zip_of([("archive/data.pkl", pickle.dumps(Payload(), protocol=2)),
+                                        ("archive/version", b"3\n")]), base))
     inner += b"JUNK"  # the outer record's comment reaches the end; the inner one's does not
     outer = bytearray(outer)
     struct.pack_into("<H", outer, e_outer + 20, len(inner))
