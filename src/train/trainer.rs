@@ -1376,7 +1376,9 @@ impl<'a> Run<'a> {
             Some(done) => {
                 // The epochs after latest.pt are trained again: their lines go, and the
                 // temporary files a kill left behind.
-                for p in resume::remove_stale_temporaries(&self.out_dir, &OUTPUTS) {
+                let is_output =
+                    |n: &str| OUTPUTS.contains(&n) || super::keep::epoch_of(n).is_some();
+                for p in resume::remove_stale_temporaries(&self.out_dir, &is_output) {
                     on_line(&format!(
                         "removed {} (left by the interrupted run)",
                         p.display()
