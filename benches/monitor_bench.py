@@ -1,6 +1,7 @@
 """Monitoring overhead benchmark: one training epoch of the trainer benchmark's config
 (benches/train_bench.yaml, the v5.12.4 production model) in a tvck built without the
-monitoring hook (TVCK_BASE: the commit before it) and in this tvck (TVCK_BIN) with every
+monitoring hook (TVCK_BASE: this source with benches/no_monitor.patch applied, built by
+scripts/bench-monitor) and in this tvck (TVCK_BIN) with every
 part of the hook on (the alert rules with their defaults, run.json, alerts.jsonl, the
 frozen parts' SHA-256 in every line, `--tensorboard`), on the CPU, side by side.
 
@@ -10,8 +11,7 @@ to back (alternating which goes first); the ratio monitored / base of a repeat s
 the machine's load, and the median and range of the ratios over the repeats are printed
 as one Markdown table row. Not a test: numbers depend on the machine.
 
-    TVCK_BASE=/path/to/tvck-without-hook TVCK_BIN=target/release/tvck \
-        .venv/bin/python benches/monitor_bench.py
+    scripts/bench-monitor      (builds both, then runs this)
 """
 
 import os
@@ -59,7 +59,7 @@ def main():
               f"ratio {ratios[-1]:.3f}", file=sys.stderr)
     med = statistics.median(ratios)
     print(f"| one epoch, {THREADS} threads, monitoring on (rules, run.json, alerts.jsonl, "
-          f"frozen_sha256, --tensorboard) vs the build before the hook | "
+          f"frozen_sha256, --tensorboard) vs the same source without the hook | "
           f"base {statistics.median(base_t):.3f} s, monitored {statistics.median(mon_t):.3f} s | "
           f"ratio {med:.3f} (range {min(ratios):.3f}–{max(ratios):.3f} over {REPEATS} "
           f"side-by-side repeats; target ≤ 1.02: {'met' if med <= 1.02 else 'not met'}) |")
