@@ -8,8 +8,8 @@
 //!   generator; the worst operations of the last pass added to each) then minimises a
 //!   weighted sum of MSEs of mu / logvar (both encoders) and decoder_A's logits, each
 //!   column normalised by its own spread, a cross-entropy against the source's predicted
-//!   digits (again on the digits not yet won by a margin), and, when the source has a
-//!   projection, z_A_hyp / z_B_hyp (per column), their Poincaré radii (mean and max
+//!   digits (again on the deciding digits not yet won by a margin), and, when the source
+//!   has a projection, z_A_hyp / z_B_hyp (per column), their Poincaré radii (mean and max
 //!   error) and the distances of pairs of operations in each. Tensors the conversion
 //!   created (inserted LayerNorms and layers, …) move alone for the first steps, then every
 //!   parameter of the matched parts does. The fit stops when the converted model
@@ -50,9 +50,10 @@ const LR: f64 = 3e-3;
 const NEW_ONLY_STEPS: usize = 30;
 /// Weight of the Poincaré-radius terms (the slowest outputs to match).
 const RADIUS_WEIGHT: f64 = 4.0;
-/// The extra cross-entropy on the digits whose margin (logit of the source's digit minus
-/// the largest other) is below [`STRAGGLER_MARGIN`] is their sum over at least this many
-/// digits (a few stragglers get weight without dominating the step).
+/// The extra cross-entropy on the deciding digits ([`deciding_digits`]) whose margin
+/// (logit of the source's digit minus the largest other) is below [`STRAGGLER_MARGIN`] is
+/// their sum over at least this many digits (a few stragglers get weight without
+/// dominating the step).
 const STRAGGLER_FLOOR: f64 = 256.0;
 /// A digit counts as settled once the source's digit leads by this much (logits): a digit
 /// predicted right by a hair flips back under the next update's noise.
