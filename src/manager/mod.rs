@@ -49,6 +49,13 @@ pub enum ManagerError {
         found: i64,
         supported: i64,
     },
+    /// An index of an older schema, opened read-only (a writer upgrades it).
+    #[error("{}: index schema version {found}, this tvck reads version {supported}", path.display())]
+    OlderSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
     /// Another process holds the index's write lock for longer than the busy timeout.
     #[error("{}: another process is writing the index (still locked after {})", path.display(), seconds(*waited_ms))]
     Locked { path: PathBuf, waited_ms: u64 },
@@ -111,6 +118,10 @@ impl ManagerError {
             ManagerError::NewerSchema { .. } => {
                 Some("use the tvck that wrote it, or a new index file".into())
             }
+            ManagerError::OlderSchema { .. } => Some(
+                "index once with this tvck (`tvck index DIR`): it upgrades the index in place"
+                    .into(),
+            ),
             ManagerError::Locked { .. } => Some(format!(
                 "wait for the other `tvck index` to finish, then run again (or wait longer: {BUSY_TIMEOUT_ENV}=MILLISECONDS)"
             )),
