@@ -1,15 +1,22 @@
-//! The index database: one row per checkpoint file (its scan summary with the weights
-//! fingerprint, its migration record, its stat), one row per model-state tensor (name,
-//! dtype, shape, SHA-256 of its logical bytes).
+//! The index database (schema version 2): per checkpoint file a `files` row (its stat,
+//! fingerprint and a column per query field, [`query::FIELDS`]) and a `details` row (its
+//! scan summary, its migration record, its fingerprinted tensors' name, dtype, shape and
+//! SHA-256 of the logical bytes as one list).
 //!
 //! * A `meta` table names the application and the schema version; a database without it
 //!   that holds any table is foreign, a file that is not SQLite is corrupt: both are errors
-//!   and the file is left as it is.
+//!   and the file is left as it is. An index of version 1 is upgraded in place by the
+//!   first writer that opens it (one transaction); a reader refuses it with
+//!   [`ManagerError::OlderSchema`].
 //! * [`Index::update`] takes the write lock first (`BEGIN IMMEDIATE`: a second indexer
 //!   waits up to the busy timeout, then fails with [`ManagerError::Locked`]), walks the
 //!   roots, reads only files whose (size, mtime, inode) changed, moves the row of a renamed
 //!   file (same stat, new path) without reading it, drops rows of files that vanished and
 //!   commits once: a failed or killed run leaves the previous index whole.
+//! * [`Index::query`] runs `--where`, `--sort` and `--limit` in SQL over the query columns
+//!   and decodes only the rows it returns; [`Index::is_fresh_tree`] says whether the index
+//!   holds exactly the files under a folder, each unchanged (one walk, a `stat` per file,
+//!   the rows' stat columns; no file opened, no summary decoded).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -55,7 +62,7 @@ fn files_table() -> String {
     fingerprint TEXT,
     indexed_at INTEGER NOT NULL{cols}
 );
-CREATE INDEX files_stat ON files(path, size, mtime_ns, inode);
+CREATE INDEX files_walk ON files(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
 CREATE TABLE details (
     file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
     summary TEXT NOT NULL,
@@ -274,6 +281,16 @@ pub struct IndexReport {
     /// Paths met and not read (links to nothing, FIFOs, folders too deep …).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped: Vec<scan::Skipped>,
+}
+
+/// A row of the index met by [`Index::update`].
+struct Known {
+    id: i64,
+    stat: Stat,
+    unreadable: bool,
+    unsafe_globals: bool,
+    /// Its path was found by the walk.
+    present: bool,
 }
 
 /// A file read for the index.
@@ -773,86 +790,98 @@ impl Index {
             roots: roots.iter().map(|r| path_text(r)).collect(),
             ..IndexReport::default()
         };
-        // What the index holds under the roots.
-        let mut known: HashMap<String, (i64, Stat)> = HashMap::new();
+        // What the index holds under the roots (from the `files_walk` index alone).
+        let mut known: HashMap<String, Known> = HashMap::new();
         {
             let mut st = tx
                 .prepare(
-                    "SELECT id, path, size, mtime_ns, inode FROM files WHERE path = ?1
+                    "SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
+                     WHERE path = ?1
                      UNION ALL
-                     SELECT id, path, size, mtime_ns, inode FROM files
+                     SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
                      WHERE path >= ?2 AND path < ?3",
                 )
                 .map_err(db)?;
             for root in &roots {
-                let t = path_text(root);
-                let base = t.trim_end_matches('/').to_string();
-                let rows = st
-                    .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
-                        Ok((
-                            r.get::<_, String>(1)?,
-                            (r.get::<_, i64>(0)?, Stat::from_row(r, 2)?),
-                        ))
-                    })
-                    .map_err(db)?;
-                for row in rows {
-                    let (p, v) = row.map_err(db)?;
-                    known.insert(p, v);
+                let (exact, lo, hi) = root_range(root);
+                let mut rows = st.query(params![exact, lo, hi]).map_err(db)?;
+                while let Some(r) = rows.next().map_err(db)? {
+                    let k = Known {
+                        id: r.get(0).map_err(db)?,
+                        stat: Stat::from_row(r, 2).map_err(db)?,
+                        unreadable: r.get(5).map_err(db)?,
+                        unsafe_globals: r.get(6).map_err(db)?,
+                        present: false,
+                    };
+                    known.insert(r.get(1).map_err(db)?, k);
                 }
             }
         }
-        // What is there now.
+        // What is there now (several roots may overlap).
         let mut present: Vec<(PathBuf, String, Stat)> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for root in &roots {
             let (found, skipped) = stats_now(root);
             report.skipped.extend(skipped);
-            for f in found {
-                if seen.insert(f.1.clone()) {
-                    present.push(f);
-                }
+            if roots.len() == 1 {
+                present = found;
+            } else {
+                present.extend(found.into_iter().filter(|f| seen.insert(f.1.clone())));
             }
         }
         report.files = present.len();
         let mut to_read: Vec<(PathBuf, String, Stat)> = Vec::new();
         let mut replaced: Vec<i64> = Vec::new();
         for (p, text, stat) in present {
-            match known.get(&text) {
-                Some((_, s)) if *s == stat => report.unchanged += 1,
-                Some((id, _)) => {
-                    replaced.push(*id);
-                    report.changed += 1;
-                    to_read.push((p, text, stat));
+            match known.get_mut(&text) {
+                Some(k) => {
+                    k.present = true;
+                    if k.stat == stat {
+                        report.unchanged += 1;
+                        report.unreadable += usize::from(k.unreadable);
+                        report.unsafe_files += usize::from(k.unsafe_globals);
+                    } else {
+                        replaced.push(k.id);
+                        report.changed += 1;
+                        to_read.push((p, text, stat));
+                    }
                 }
                 None => to_read.push((p, text, stat)),
             }
         }
         // Rows whose file is gone; a new path with one's exact stat is that file, renamed.
-        let mut vanished: HashMap<Stat, Vec<i64>> = HashMap::new();
-        for (p, (id, stat)) in &known {
-            if !seen.contains(p) {
-                vanished.entry(*stat).or_default().push(*id);
+        let mut vanished: HashMap<Stat, Vec<(&String, &Known)>> = HashMap::new();
+        for (p, k) in &known {
+            if !k.present {
+                vanished.entry(k.stat).or_default().push((p, k));
             }
         }
-        let mut renames: Vec<(i64, String)> = Vec::new();
-        let old_path: HashMap<i64, &String> = known.iter().map(|(p, (id, _))| (*id, p)).collect();
-        to_read.retain(|(_, text, stat)| {
-            if known.contains_key(text) {
-                return true;
-            }
-            match vanished.get_mut(stat).and_then(Vec::pop) {
-                Some(id) => {
-                    renames.push((id, text.clone()));
-                    false
+        let mut renames: Vec<(i64, &String, String)> = Vec::new();
+        if !vanished.is_empty() {
+            to_read.retain(|(_, text, stat)| {
+                if known.contains_key(text) {
+                    return true;
                 }
-                None => true,
-            }
-        });
+                match vanished.get_mut(stat).and_then(Vec::pop) {
+                    Some((old, k)) => {
+                        report.unreadable += usize::from(k.unreadable);
+                        report.unsafe_files += usize::from(k.unsafe_globals);
+                        renames.push((k.id, old, text.clone()));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
         // Read (and given ids) in path order.
         to_read.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         report.renamed = renames.len();
         report.added = to_read.len() - report.changed;
-        let removed: Vec<i64> = vanished.into_values().flatten().collect();
+        let removed: Vec<i64> = vanished
+            .into_values()
+            .flatten()
+            .map(|(_, k)| k.id)
+            .collect();
         report.removed = removed.len();
         {
             let mut del = tx.prepare("DELETE FROM files WHERE id = ?1").map_err(db)?;
@@ -866,9 +895,9 @@ impl Index {
             let mut follow = tx
                 .prepare("UPDATE aliases SET path = ?2 WHERE path = ?1")
                 .map_err(db)?;
-            for (id, path) in &renames {
+            for (id, old, path) in &renames {
                 mv.execute(params![id, path]).map_err(db)?;
-                follow.execute(params![old_path[id], path]).map_err(db)?;
+                follow.execute(params![old, path]).map_err(db)?;
             }
         }
         on_start(to_read.len());
@@ -876,6 +905,8 @@ impl Index {
         // Read (in parallel) and write (here) at the same time.
         let sizes: Vec<u64> = to_read.iter().map(|(_, _, s)| s.size).collect();
         let (send, recv) = std::sync::mpsc::sync_channel::<Record>(4096);
+        let unreadable = &mut report.unreadable;
+        let unsafe_files = &mut report.unsafe_files;
         let written: Result<(), ManagerError> = std::thread::scope(|s| {
             let to_read = &to_read;
             let on_file = &on_file;
@@ -897,7 +928,11 @@ impl Index {
             loop {
                 loop {
                     match recv.try_recv() {
-                        Ok(rec) => insert(&tx, &insert_file, None, rec, now).map_err(db)?,
+                        Ok(rec) => {
+                            *unreadable += usize::from(rec.summary.error.is_some());
+                            *unsafe_files += usize::from(!rec.summary.unsafe_globals.is_empty());
+                            insert(&tx, &insert_file, None, rec, now).map_err(db)?
+                        }
                         Err(std::sync::mpsc::TryRecvError::Empty) => break,
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),
                     }
@@ -907,20 +942,6 @@ impl Index {
         });
         written?;
         tx.commit().map_err(db)?;
-        let mut args = Vec::new();
-        let under = roots_sql(&roots, &mut args);
-        let (unreadable, unsafe_files): (i64, i64) = self
-            .conn
-            .query_row(
-                &format!(
-                    "SELECT coalesce(sum(f_unreadable), 0), coalesce(sum(f_unsafe), 0) FROM files WHERE {under}"
-                ),
-                rusqlite::params_from_iter(args),
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(db)?;
-        report.unreadable = unreadable as usize;
-        report.unsafe_files = unsafe_files as usize;
         Ok(report)
     }
 
@@ -1150,7 +1171,7 @@ impl Index {
             return Ok(false);
         }
         let (exact, lo, hi) = root_range(root);
-        // The stat columns come from the `files_stat` index alone.
+        // The stat columns come from the `files_walk` index alone.
         let mut st = self
             .conn
             .prepare_cached(

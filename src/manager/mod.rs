@@ -6,7 +6,9 @@
 //!   error, never overwritten), incremental re-indexing by (size, mtime, inode), vanished
 //!   files dropped, one transaction per run, a second indexer waits for the first.
 //! * [`query`]: `version == v5_12_4 and coverage >= 0.99 and epoch > 20`, typed, errors
-//!   pointing at the column of the bad token.
+//!   pointing at the column of the bad token; evaluated on records ([`Query::matches`])
+//!   and, over the index, translated to SQL on its query columns (tests pin the two to
+//!   the same answers).
 //! * [`select`]: the ranking `tvck select` and `tvck check --auto-fix` share (one
 //!   definition): what the config's class accepts and the trainer can load, then metrics
 //!   measured on the candidate's current weights only.

@@ -704,8 +704,14 @@ fn compare_sql(
         Kind::Text => match value {
             Literal::None if op == Op::Eq => format!("({c} IS NULL)"),
             Literal::None => format!("({c} IS NOT NULL)"),
-            Literal::Text(t) => {
-                let mut same = || match field {
+            Literal::Text(t) if op == Op::Contains => {
+                format!(
+                    "coalesce(instr({c}, {}) > 0, 0)",
+                    param(Value::Text(t.clone()))
+                )
+            }
+            Literal::Text(t) if matches!(op, Op::Eq | Op::Ne) => {
+                let same = match field {
                     // The column holds the catalog id of a version that parses.
                     "version" => {
                         let t = t
@@ -716,17 +722,10 @@ fn compare_sql(
                     "path" | "fingerprint" => format!("{c} = {}", param(Value::Text(t.clone()))),
                     _ => format!("{c} = {} COLLATE NOCASE", param(Value::Text(t.clone()))),
                 };
-                match op {
-                    Op::Eq => format!("coalesce({}, 0)", same()),
-                    Op::Ne => format!("(NOT coalesce({}, 0))", same()),
-                    Op::Contains => {
-                        drop(same);
-                        format!(
-                            "coalesce(instr({c}, {}) > 0, 0)",
-                            param(Value::Text(t.clone()))
-                        )
-                    }
-                    _ => FALSE.into(),
+                if op == Op::Eq {
+                    format!("coalesce({same}, 0)")
+                } else {
+                    format!("(NOT coalesce({same}, 0))")
                 }
             }
             _ => FALSE.into(),
