@@ -540,12 +540,14 @@ impl Index {
         self.conn
             .pragma_update(None, "foreign_keys", true)
             .map_err(|e| self.err(e))?;
-        // A page cache of up to 64 MB (SQLite's default is 2 MB): a first indexing's
-        // pages stay in memory instead of spilling to the WAL mid-transaction and being
-        // read back; sorts and temporary tables stay in memory too. Pages are read through
-        // a memory map (no system call per page).
+        // A page cache of up to 8 MB (SQLite's default is 2 MB). A first indexing appends
+        // (rows and indexes in path order, no random-key index any more), so the pages it
+        // spills to the WAL mid-transaction are written once, by the writer thread while
+        // the files are still being hashed, and the commit at the end has less to write.
+        // Sorts and temporary tables stay in memory; pages are read through a memory map
+        // (no system call per page).
         self.conn
-            .pragma_update(None, "cache_size", -65536)
+            .pragma_update(None, "cache_size", -8192)
             .map_err(|e| self.err(e))?;
         let _: i64 = self
             .conn
