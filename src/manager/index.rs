@@ -792,40 +792,47 @@ impl Index {
             roots: roots.iter().map(|r| path_text(r)).collect(),
             ..IndexReport::default()
         };
-        // What the index holds under the roots (from the `files_walk` index alone).
-        let mut known: HashMap<String, Known> = HashMap::new();
-        {
-            let mut st = tx
-                .prepare(
-                    "SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
-                     WHERE path = ?1
-                     UNION ALL
-                     SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
-                     WHERE path >= ?2 AND path < ?3",
-                )
-                .map_err(db)?;
-            for root in &roots {
-                let (exact, lo, hi) = root_range(root);
-                let mut rows = st.query(params![exact, lo, hi]).map_err(db)?;
-                while let Some(r) = rows.next().map_err(db)? {
-                    let k = Known {
-                        id: r.get(0).map_err(db)?,
-                        stat: Stat::from_row(r, 2).map_err(db)?,
-                        unreadable: r.get(5).map_err(db)?,
-                        unsafe_globals: r.get(6).map_err(db)?,
-                        present: false,
-                    };
-                    known.insert(r.get(1).map_err(db)?, k);
+        // What is there now (walked on other threads) and, meanwhile, what the index holds
+        // under the roots (from the `files_walk` index alone).
+        let (walked, known) = std::thread::scope(|s| {
+            let walk = s.spawn(|| roots.iter().map(|r| stats_now(r)).collect::<Vec<_>>());
+            let known = (|| -> Result<HashMap<String, Known>, ManagerError> {
+                let mut known = HashMap::new();
+                let mut st = tx
+                    .prepare(
+                        "SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
+                         WHERE path = ?1
+                         UNION ALL
+                         SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
+                         WHERE path >= ?2 AND path < ?3",
+                    )
+                    .map_err(db)?;
+                for root in &roots {
+                    let (exact, lo, hi) = root_range(root);
+                    let mut rows = st.query(params![exact, lo, hi]).map_err(db)?;
+                    while let Some(r) = rows.next().map_err(db)? {
+                        let k = Known {
+                            id: r.get(0).map_err(db)?,
+                            stat: Stat::from_row(r, 2).map_err(db)?,
+                            unreadable: r.get(5).map_err(db)?,
+                            unsafe_globals: r.get(6).map_err(db)?,
+                            present: false,
+                        };
+                        known.insert(r.get(1).map_err(db)?, k);
+                    }
                 }
-            }
-        }
-        // What is there now (several roots may overlap).
+                Ok(known)
+            })();
+            (walk.join().expect("the walk does not panic"), known)
+        });
+        let mut known = known?;
+        // Several roots may overlap.
         let mut present: Vec<(PathBuf, String, Stat)> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
-        for root in &roots {
-            let (found, skipped) = stats_now(root);
+        let single = walked.len() == 1;
+        for (found, skipped) in walked {
             report.skipped.extend(skipped);
-            if roots.len() == 1 {
+            if single {
                 present = found;
             } else {
                 present.extend(found.into_iter().filter(|f| seen.insert(f.1.clone())));
@@ -1147,33 +1154,42 @@ impl Index {
         let Ok(canon) = root.canonicalize() else {
             return Ok(false);
         };
-        let now = crate::discover::discover_regular(&canon, |p, m| {
-            let t = p
-                .into_os_string()
-                .into_string()
-                .unwrap_or_else(|p| path_text(Path::new(&p)));
-            (t, Stat::from_metadata(m))
+        // The walk on other threads; the rows here, meanwhile.
+        let (now, rows) = std::thread::scope(|s| {
+            let walk = s.spawn(|| {
+                let fast = crate::discover::discover_regular(&canon, |p, m| {
+                    let t = p
+                        .into_os_string()
+                        .into_string()
+                        .unwrap_or_else(|p| path_text(Path::new(&p)));
+                    (t, Stat::from_metadata(m))
+                });
+                match fast {
+                    Some(now) => now,
+                    None => stats_now(&canon)
+                        .0
+                        .into_iter()
+                        .map(|(_, t, s)| (t, s))
+                        .collect(),
+                }
+            });
+            let rows = self.rows_under(&canon);
+            (walk.join().expect("the walk does not panic"), rows)
         });
-        let now = match now {
-            Some(now) => now,
-            None => stats_now(&canon)
-                .0
-                .into_iter()
-                .map(|(_, t, s)| (t, s))
-                .collect(),
-        };
-        self.holds_exactly(&canon, now)
+        let rows = rows?;
+        Ok(rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s)))
     }
 
     /// Whether the rows under the canonical `root` are exactly `now` (path text, stat).
     fn holds_exactly(&self, root: &Path, now: Vec<(String, Stat)>) -> Result<bool, ManagerError> {
-        let n = now.len();
-        let now: HashMap<String, Stat> = now.into_iter().collect();
-        if now.len() != n {
-            return Ok(false);
-        }
+        let rows = self.rows_under(root)?;
+        Ok(rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s)))
+    }
+
+    /// (path, stat) of the rows under the canonical `root`, from the `files_walk` index
+    /// alone.
+    fn rows_under(&self, root: &Path) -> Result<HashMap<String, Stat>, ManagerError> {
         let (exact, lo, hi) = root_range(root);
-        // The stat columns come from the `files_walk` index alone.
         let mut st = self
             .conn
             .prepare_cached(
@@ -1183,19 +1199,12 @@ impl Index {
             )
             .map_err(|e| self.err(e))?;
         let mut rows = st.query(params![exact, lo, hi]).map_err(|e| self.err(e))?;
-        let mut matched = 0;
+        let mut out = HashMap::new();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-            let path = r
-                .get_ref(0)
-                .and_then(|v| v.as_str().map_err(Into::into))
-                .map_err(|e| self.err(e))?;
-            let stat = Stat::from_row(r, 1).map_err(|e| self.err(e))?;
-            if now.get(path) != Some(&stat) {
-                return Ok(false);
-            }
-            matched += 1;
+            let path: String = r.get(0).map_err(|e| self.err(e))?;
+            out.insert(path, Stat::from_row(r, 1).map_err(|e| self.err(e))?);
         }
-        Ok(matched == n)
+        Ok(out)
     }
 
     /// The model state's (key, shape) list of an indexed file (empty when it has no model
