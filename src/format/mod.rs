@@ -75,6 +75,12 @@ pub mod limits {
     /// Most members of a tar archive (extended headers and long names included), and
     /// most extended headers in front of one member.
     pub const MAX_TAR_MEMBERS: usize = 10_000;
+    /// Largest file tvck reads whole. Files are read in parts (a `torch.save` zip but for
+    /// its storages, anything but a zip lazily: see `sparse` and `input`), except a zip
+    /// shaped unlike `torch.save`'s (storages out of order, several end records, ...),
+    /// which is read whole so that every check sees every byte; a larger one is refused,
+    /// so that no file costs more memory than this.
+    pub const MAX_WHOLE_READ: u64 = 1 << 30;
 }
 
 /// Which limit on untrusted input (see [`limits`]) an input ran into.
@@ -105,6 +111,8 @@ pub enum Limit {
     PickleBytes,
     /// [`limits::MAX_TAR_EXTENDED_HEADER`]: a PAX header or GNU long name.
     TarExtendedHeader,
+    /// [`limits::MAX_WHOLE_READ`]: a file that would be read whole.
+    WholeRead,
 }
 
 impl Limit {
@@ -123,6 +131,7 @@ impl Limit {
             Limit::Depth => "MAX_DEPTH",
             Limit::PickleBytes => "MAX_PICKLE_BYTES",
             Limit::TarExtendedHeader => "MAX_TAR_EXTENDED_HEADER",
+            Limit::WholeRead => "MAX_WHOLE_READ",
         }
     }
 
@@ -151,6 +160,9 @@ impl Limit {
             Limit::TarExtendedHeader => {
                 format!("tar {at} of {found} bytes (limit {max})")
             }
+            Limit::WholeRead => format!(
+                "a zip archive shaped unlike torch.save's ({at}) is read whole, and this one is {found} bytes (limit MAX_WHOLE_READ, {max} bytes)"
+            ),
         }
     }
 }
@@ -614,6 +626,12 @@ impl FormatError {
                 "the file is a zip whose compressed entries claim more data than tvck inflates (torch.load would inflate it all into memory: a decompression bomb?); if it is yours, re-save it with torch.save, which stores tensors uncompressed",
             ),
             FormatError::Truncated(_) => Some("the file is cut short: copy it again or re-save it"),
+            FormatError::Limit {
+                limit: Limit::WholeRead,
+                ..
+            } => Some(
+                "torch.save does not write zips like this one: if it is yours, load it with torch.load(weights_only=True) and save it again with torch.save",
+            ),
             FormatError::Changed { .. } => Some(
                 "something wrote to the file while tvck read it (a training run saving it?): run again once it is written",
             ),
@@ -639,6 +657,20 @@ impl std::fmt::Display for ReadError {
             self.source.message_without_file()
         )
     }
+}
+
+/// Whether a `len`-byte file may be read whole ([`limits::MAX_WHOLE_READ`]); `why` says
+/// why it is not read in parts.
+fn whole_read_allowed(len: u64, why: &str) -> Result<(), FormatError> {
+    if len > limits::MAX_WHOLE_READ {
+        return Err(FormatError::Limit {
+            limit: Limit::WholeRead,
+            max: limits::MAX_WHOLE_READ,
+            found: len,
+            at: why.to_string(),
+        });
+    }
+    Ok(())
 }
 
 /// The bytes of a file: memory-mapped, owned (read whole, or in memory for tests), or
@@ -899,10 +931,16 @@ impl Checkpoint {
             }
         };
         #[cfg(unix)]
+        let mut odd = "";
+        #[cfg(unix)]
         let planned = match sparse::read(&file, len, &mut buf) {
             // Not a plain torch.save zip: anything else but a zip is read lazily.
-            Ok(None) => sparse::lazy(&file, len, &mut buf),
-            other => other,
+            Ok(Err(why)) => {
+                odd = why;
+                sparse::lazy(&file, len, &mut buf)
+            }
+            Ok(Ok(holes)) => Ok(Some(holes)),
+            Err(e) => Err(e),
         };
         #[cfg(unix)]
         match planned {
@@ -917,6 +955,12 @@ impl Checkpoint {
             }
         }
         // Not read sparsely (`sparse::read` only used positioned reads): read it whole.
+        #[cfg(not(unix))]
+        let odd = "not read in parts on this platform";
+        if let Err(source) = whole_read_allowed(len, odd) {
+            let path = path.to_path_buf();
+            return Err((ReadError { path, source }, buf));
+        }
         Self::read_whole(path, file, len, buf)
     }
 
@@ -979,6 +1023,7 @@ impl Checkpoint {
             // lie in the holes. Such a file is read whole. (A file read lazily has its
             // first byte unread: it is no zip.)
             if !holes.overlaps(0, 1) && zip::eocd_candidates(buf).len() > 1 {
+                whole_read_allowed(buf.len() as u64, "more than one end record")?;
                 holes.fill_all(file, buf)?;
             }
         }
@@ -1506,6 +1551,46 @@ pub fn logical_bytes<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[cfg(unix)]
+    fn a_zip_read_whole_past_the_limit_is_refused_unread() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd.pt");
+        let mut f = File::create(&path).unwrap();
+        // A zip's first bytes and no end record: not torch.save's shape, so read whole.
+        f.write_all(b"PK\x03\x04").unwrap();
+        // A hole: no disk, and no memory unless read.
+        f.set_len(limits::MAX_WHOLE_READ + 1).unwrap();
+        drop(f);
+        let (e, _) = Checkpoint::open_sparse_into(&path, Vec::new()).unwrap_err();
+        assert_eq!(e.path, path);
+        match &e.source {
+            FormatError::Limit {
+                limit: Limit::WholeRead,
+                max,
+                found,
+                at,
+            } => {
+                assert_eq!((*max, *found), (1 << 30, (1 << 30) + 1));
+                assert!(at.contains("end record"), "{at}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = e.to_string();
+        for w in [
+            "odd.pt",
+            "read whole",
+            "1073741825",
+            "MAX_WHOLE_READ, 1073741824",
+        ] {
+            assert!(text.contains(w), "no `{w}` in {text}");
+        }
+        assert!(e.source.hint().unwrap().contains("torch.save"));
+        // The limit is inclusive (a file of exactly MAX_WHOLE_READ bytes is read).
+        assert!(whole_read_allowed(limits::MAX_WHOLE_READ, "").is_ok());
+    }
 
     #[test]
     fn open_into_reads_like_open_and_recycles_its_buffer() {

@@ -10,9 +10,9 @@
 //! are refused by `storage_bytes`; they are never handed out.
 //!
 //! Only archives shaped the way `torch.save` writes them take this path; anything unusual
-//! (not a zip, ZIP64 records, an end record outside the last [`TAIL`] bytes, entries out of
+//! (not a zip, an end record or ZIP64 end record outside the last [`TAIL`] bytes, entries out of
 //! order, a storage entry at the start of the file, entries whose data runs into the next
-//! one) is read whole by the caller instead, so the thorough checks of the full reader see
+//! one) is read whole by the caller instead (up to `MAX_WHOLE_READ`), so the thorough checks of the full reader see
 //! every odd file.
 
 use std::fs::File;
@@ -169,23 +169,28 @@ fn size(buf: &mut Vec<u8>, n: usize) {
 }
 
 /// Read `file` (`len` bytes, no more than `buf` can be made to hold) into `buf`, leaving
-/// out the stored storage entries. `Ok(None)`: the file is not a plain `torch.save` zip
-/// (or has nothing to leave out) and `buf` holds nothing useful: read it whole instead.
+/// out the stored storage entries. `Ok(Err(why))`: the file is not a plain `torch.save`
+/// zip (or has nothing to leave out) and `buf` holds nothing useful: read it whole (or
+/// lazily, if it is no zip) instead; `why` says what is unusual, for messages.
 ///
 /// `buf` becomes `len` bytes long; its old contents stay where the holes are (they are
 /// initialised memory, and never handed out).
-pub fn read(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<Holes>> {
+pub fn read(
+    file: &File,
+    len: u64,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Result<Holes, &'static str>> {
     let Ok(n) = usize::try_from(len) else {
-        return Ok(None);
+        return Ok(Err("larger than this machine's address space"));
     };
     if len < TAIL * 2 {
-        return Ok(None); // small: reading it whole costs no more
+        return Ok(Err("small: reading it whole costs no more"));
     }
     size(buf, n);
     let tail_start = len - TAIL;
     file.read_exact_at(&mut buf[tail_start as usize..], tail_start)?;
     let Some(directory) = zip::tail_directory(&buf[tail_start as usize..], len) else {
-        return Ok(None);
+        return Ok(Err("no single end record and central directory at its end"));
     };
     let from = directory.min(tail_start);
     if from < tail_start {
@@ -193,14 +198,16 @@ pub fn read(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<
     }
     // Only bytes from `from` on are read here (see `tail_directory`).
     let Ok(archive) = ZipArchive::parse(buf) else {
-        return Ok(None);
+        return Ok(Err("a central directory that does not parse"));
     };
     let Some(prefix) = prefix(&archive) else {
-        return Ok(None);
+        return Ok(Err("not exactly one data.pkl"));
     };
     let ends = spans(&archive, directory);
     let Some(holes) = plan(&archive, &prefix, &ends, len) else {
-        return Ok(None);
+        return Ok(Err(
+            "entries sharing an offset, past the directory or a storage first",
+        ));
     };
     // The entries the parser reads (data.pkl, byteorder, compressed ones) must keep to
     // their own spans, or it would read into a hole: checked once their headers are in.
@@ -231,7 +238,7 @@ pub fn read(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<
     for (lho, name, size, end) in read_whole {
         match zip::local_data_offset(buf, lho, &name, size) {
             Ok(d) if d.checked_add(size).is_some_and(|x| x <= end) => {}
-            _ => return Ok(None),
+            _ => return Ok(Err("an entry whose data runs into the next one")),
         }
     }
     // A storage's local header (and the name and extra field it gives) is read too, so
@@ -252,9 +259,9 @@ pub fn read(file: &File, len: u64, buf: &mut Vec<u8>) -> std::io::Result<Option<
     }
     holes.0.retain(|(s, e)| s < e);
     if holes.0.is_empty() {
-        return Ok(None);
+        return Ok(Err("no storage to leave out"));
     }
-    Ok(Some(holes))
+    Ok(Ok(holes))
 }
 
 /// Where the data of the entry whose local header is at `lho` starts, from the header's

@@ -75,6 +75,11 @@ pub struct RunInfo {
     /// Mean wall seconds per trained epoch.
     #[serde(default)]
     pub epoch_seconds: Option<f64>,
+    /// Of those, the mean wall seconds per trained epoch the trainer's monitoring took
+    /// (the frozen parts' SHA-256, the rules, alerts.jsonl, run.json, the event file):
+    /// measured by the trainer, so what monitoring costs is read off every run.
+    #[serde(default)]
+    pub monitor_seconds: Option<f64>,
     /// The training config, as given to the trainer.
     #[serde(default)]
     pub config: Option<String>,
@@ -148,6 +153,10 @@ pub struct TrainMonitor {
     start: Instant,
     /// The epoch this process started training after (a continued run's latest.pt).
     base_epoch: u64,
+    /// Wall time the trainer's monitoring took so far ([`TrainMonitor::add_time`]).
+    spent: Duration,
+    /// Epochs this process trained, at the latest line.
+    trained: u64,
 }
 
 /// An alert the trainer raised, and what went wrong delivering it.
@@ -176,6 +185,7 @@ impl TrainMonitor {
             epoch: 0,
             epochs,
             epoch_seconds: None,
+            monitor_seconds: None,
             config: config.map(|c| c.display().to_string()),
         };
         info.write(dir)?;
@@ -187,6 +197,8 @@ impl TrainMonitor {
             info,
             start: Instant::now(),
             base_epoch: 0,
+            spent: Duration::ZERO,
+            trained: 0,
         })
     }
 
@@ -214,6 +226,7 @@ impl TrainMonitor {
             epoch: base_epoch,
             epochs,
             epoch_seconds: None,
+            monitor_seconds: None,
             config: config.map(|c| c.display().to_string()),
         };
         info.write(dir)?;
@@ -229,6 +242,8 @@ impl TrainMonitor {
             info,
             start: Instant::now(),
             base_epoch,
+            spent: Duration::ZERO,
+            trained: 0,
         })
     }
 
@@ -257,12 +272,26 @@ impl TrainMonitor {
         }
         self.info.epoch = parsed.epoch;
         self.info.updated = unix(now);
-        let trained = parsed.epoch.saturating_sub(self.base_epoch);
-        if trained > 0 {
-            self.info.epoch_seconds = Some(self.start.elapsed().as_secs_f64() / trained as f64);
+        self.trained = parsed.epoch.saturating_sub(self.base_epoch);
+        if self.trained > 0 {
+            self.info.epoch_seconds =
+                Some(self.start.elapsed().as_secs_f64() / self.trained as f64);
         }
+        self.update_monitor_seconds();
         self.info.write(&self.dir)?;
         Ok(raised)
+    }
+
+    /// Count `d` as time the monitoring took (run.json's `monitor_seconds`; what this
+    /// monitor does itself is counted by its caller, who times it).
+    pub fn add_time(&mut self, d: Duration) {
+        self.spent += d;
+    }
+
+    fn update_monitor_seconds(&mut self) {
+        if self.trained > 0 {
+            self.info.monitor_seconds = Some(self.spent.as_secs_f64() / self.trained as f64);
+        }
     }
 
     /// The alerts raised so far.
@@ -273,6 +302,7 @@ impl TrainMonitor {
     /// Training ended (finished, interrupted or failed).
     pub fn finish(&mut self, state: RunState) -> Result<(), MonitorError> {
         self.info.state = state;
+        self.update_monitor_seconds();
         self.info.updated = unix(SystemTime::now());
         self.info.write(&self.dir)
     }

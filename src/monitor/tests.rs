@@ -227,6 +227,7 @@ fn stalled_and_finished_runs() {
         epoch: 3,
         epochs: 10,
         epoch_seconds: Some(600.0),
+        monitor_seconds: None,
         config: None,
     };
     info.write(&run).unwrap();

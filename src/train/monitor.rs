@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tch::Tensor;
@@ -149,8 +150,18 @@ impl Hook {
         self.tensorboard.as_ref().map(|w| w.path().to_path_buf())
     }
 
-    /// One metrics.jsonl line the trainer just wrote.
-    pub fn line(&mut self, line: &serde_json::Value) -> Result<(), TrainError> {
+    /// One metrics.jsonl line the trainer just wrote; `before`: the time its monitoring
+    /// part took to make (the frozen parts' SHA-256), counted with this call's own as
+    /// run.json's `monitor_seconds`.
+    pub fn line(&mut self, line: &serde_json::Value, before: Duration) -> Result<(), TrainError> {
+        let t = Instant::now();
+        self.monitor.add_time(before);
+        let done = self.line_inner(line);
+        self.monitor.add_time(t.elapsed());
+        done
+    }
+
+    fn line_inner(&mut self, line: &serde_json::Value) -> Result<(), TrainError> {
         for r in self.monitor.epoch(line).map_err(monitor_error)? {
             self.pending.push(r.alert.render());
             for f in r.failures {

@@ -399,10 +399,11 @@ pub fn continue_metrics(
     Ok((file, points))
 }
 
-/// Remove the temporary files a killed writer of the run's outputs left in `dir`
-/// (`.latest.pt.tvck-PID-N.tmp`, …): the continued run is the folder's only writer (it
+/// Remove the temporary files a killed writer of the run's outputs (the names for which
+/// `is_output` holds) left in `dir` (`.latest.pt.tvck-PID-N.tmp`,
+/// `.epoch_12.pt.tvck-PID-N.tmp`, …): the continued run is the folder's only writer (it
 /// holds the folder's [`super::lock::RunLock`]).
-pub fn remove_stale_temporaries(dir: &Path, outputs: &[&str]) -> Vec<PathBuf> {
+pub fn remove_stale_temporaries(dir: &Path, is_output: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = fs::read_dir(dir) else {
         return removed;
@@ -410,10 +411,12 @@ pub fn remove_stale_temporaries(dir: &Path, outputs: &[&str]) -> Vec<PathBuf> {
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let stale = outputs.iter().any(|o| {
-            name.strip_prefix(&format!(".{o}.tvck-"))
-                .is_some_and(|rest| rest.ends_with(".tmp"))
-        });
+        // `.NAME.tvck-PID-N.tmp`: NAME is everything before the last `.tvck-`.
+        let stale = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.rsplit_once(".tvck-"))
+            .is_some_and(|(output, _)| is_output(output));
         if stale && e.file_type().is_ok_and(|t| t.is_file()) && fs::remove_file(e.path()).is_ok() {
             removed.push(e.path());
         }
@@ -496,22 +499,37 @@ mod tests {
         for n in [
             ".latest.pt.tvck-123-0.tmp",
             ".best.pt.tvck-9-4.tmp",
+            ".epoch_12.pt.tvck-7-2.tmp",
             ".other.pt.tvck-1-1.tmp",
+            ".epoch_x.pt.tvck-1-1.tmp",
             "latest.pt",
+            "epoch_12.pt",
         ] {
             std::fs::write(dir.path().join(n), b"x").unwrap();
         }
-        let mut removed: Vec<String> =
-            remove_stale_temporaries(dir.path(), &["latest.pt", "best.pt"])
-                .iter()
-                .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
-                .collect();
+        let is_output = |n: &str| {
+            ["latest.pt", "best.pt"].contains(&n) || super::super::keep::epoch_of(n).is_some()
+        };
+        let mut removed: Vec<String> = remove_stale_temporaries(dir.path(), &is_output)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+            .collect();
         removed.sort();
         assert_eq!(
             removed,
-            [".best.pt.tvck-9-4.tmp", ".latest.pt.tvck-123-0.tmp"]
+            [
+                ".best.pt.tvck-9-4.tmp",
+                ".epoch_12.pt.tvck-7-2.tmp",
+                ".latest.pt.tvck-123-0.tmp"
+            ]
         );
-        assert!(dir.path().join("latest.pt").exists());
-        assert!(dir.path().join(".other.pt.tvck-1-1.tmp").exists());
+        for kept in [
+            "latest.pt",
+            "epoch_12.pt",
+            ".other.pt.tvck-1-1.tmp",
+            ".epoch_x.pt.tvck-1-1.tmp",
+        ] {
+            assert!(dir.path().join(kept).exists(), "{kept}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 use serde_json::json;
@@ -1376,7 +1377,9 @@ impl<'a> Run<'a> {
             Some(done) => {
                 // The epochs after latest.pt are trained again: their lines go, and the
                 // temporary files a kill left behind.
-                for p in resume::remove_stale_temporaries(&self.out_dir, &OUTPUTS) {
+                let is_output =
+                    |n: &str| OUTPUTS.contains(&n) || super::keep::epoch_of(n).is_some();
+                for p in resume::remove_stale_temporaries(&self.out_dir, &is_output) {
                     on_line(&format!(
                         "removed {} (left by the interrupted run)",
                         p.display()
@@ -1621,6 +1624,11 @@ impl<'a> Run<'a> {
         metrics: Option<&EvalMetrics>,
         events: &[Event],
     ) -> Result<(), TrainError> {
+        // Timed: run.json's `monitor_seconds` (what monitoring costs a run).
+        let hashing = Instant::now();
+        let frozen_sha256 =
+            super::monitor::frozen_sha256(self.model, &self.freeze, self.decoder_frozen());
+        let hashing = hashing.elapsed();
         let line = json!({
             "epoch": epoch,
             "lr": lr,
@@ -1629,14 +1637,14 @@ impl<'a> Run<'a> {
             "metrics": metrics,
             "freeze": self.freeze,
             "events": events,
-            "frozen_sha256": super::monitor::frozen_sha256(self.model, &self.freeze, self.decoder_frozen()),
+            "frozen_sha256": frozen_sha256,
         });
         // Flushed per line: `tail -f metrics.jsonl` follows a run live.
         writeln!(out, "{line}")
             .and_then(|_| out.flush())
             .map_err(TrainError::Io)?;
         if let Some(h) = &mut self.hook {
-            h.line(&line)?;
+            h.line(&line, hashing)?;
         }
         self.history.push(plot::Point {
             epoch,

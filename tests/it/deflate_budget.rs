@@ -95,3 +95,50 @@ fn deflated_storages_read_like_torch_and_bombs_are_refused() {
         }
     }
 }
+
+/// A zip shaped unlike torch.save's is read whole so that every check sees every byte;
+/// past `MAX_WHOLE_READ` (1 GiB) it is refused before it is read, by every command that
+/// reads it, so that no file costs more memory than the limit. The file is a hole (no
+/// disk), so whether it was read shows in the peak memory of the process.
+#[test]
+#[cfg(unix)]
+fn a_zip_too_large_to_read_whole_is_refused_unread() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(dir.path().join("odd.pt")).unwrap();
+    f.write_all(b"PK\x03\x04").unwrap();
+    f.set_len((1 << 30) + 1).unwrap();
+    drop(f);
+    let words = ["odd.pt", "MAX_WHOLE_READ", "1073741825", "torch.save"];
+    for args in [
+        &["inspect", "odd.pt"][..],
+        &["scan", "."],
+        &["scan", ".", "--hash"],
+        &["diff", "odd.pt", "odd.pt"],
+    ] {
+        let o = std::process::Command::new("/usr/bin/time")
+            .arg("-f")
+            .arg("peak-rss-kb %M")
+            .arg(env!("CARGO_BIN_EXE_tvck"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        // scan lists it on stdout, the others fail on stderr.
+        let err = String::from_utf8_lossy(&o.stderr) + String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        for w in words {
+            assert!(err.contains(w), "{args:?}: no `{w}` in {err}");
+        }
+        let kb: u64 = err
+            .lines()
+            .find_map(|l| l.strip_prefix("peak-rss-kb "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{args:?}: no peak RSS in {err}"));
+        assert!(
+            kb < 256 << 10,
+            "{args:?}: peak RSS {kb} kB: the file was read"
+        );
+    }
+}

@@ -171,7 +171,11 @@ fn an_alerting_run_logs_prints_and_delivers_and_a_normal_run_is_quiet() {
         (r["epoch"].as_u64(), r["epochs"].as_u64()),
         (Some(3), Some(3))
     );
-    assert!(r["epoch_seconds"].as_f64().unwrap() > 0.0);
+    let epoch_s = r["epoch_seconds"].as_f64().unwrap();
+    assert!(epoch_s > 0.0);
+    // What the monitoring took of each epoch, measured by the trainer: some, and a part.
+    let monitor_s = r["monitor_seconds"].as_f64().unwrap();
+    assert!(monitor_s > 0.0 && monitor_s < epoch_s, "{r}");
     assert_eq!(r["config"].as_str(), cfg.canonicalize().unwrap().to_str());
     assert_frozen_hashes(&out);
     // TensorBoard's reader sees every metric and loss of metrics.jsonl.

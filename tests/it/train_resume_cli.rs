@@ -567,7 +567,18 @@ fn keep_rules_prune_epoch_files_as_written_and_a_resumed_run_goes_on() {
         !stopped.is_empty() && stopped.len() < KEPT.len() + 1,
         "{stopped:?}"
     );
-    check(&train(&["--resume", d]));
+    // What a writer killed while writing an epoch file leaves: removed when the run goes on.
+    let stale = dir.join(".epoch_4.pt.tvck-1-0.tmp");
+    std::fs::write(&stale, b"cut short").unwrap();
+    let text = check(&train(&["--resume", d]));
+    assert!(!stale.exists(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "removed {} (left by the interrupted run)",
+            stale.display()
+        )),
+        "{text}"
+    );
     assert_eq!(epoch_files(&dir), KEPT);
     for f in KEPT.iter().chain(&["latest.pt", "best.pt", "best_Q.pt"]) {
         assert_eq!(
