@@ -312,7 +312,7 @@ fn scan_hashing(
     paths: &[PathBuf],
     on_file: &(impl Fn(&FileSummary) + Sync),
 ) -> Vec<FileSummary> {
-    hash_files(paths, |i, r| {
+    hash_files(paths, None, |i, r| {
         let rel = relative(root, &paths[i]);
         let summary = match r {
             Ok((ckpt, model_state, fp)) => {
@@ -332,11 +332,16 @@ fn scan_hashing(
 /// (called with the file's index in `paths`). Results come back in `paths` order.
 pub(crate) fn hash_files<T: Send>(
     paths: &[PathBuf],
+    sizes: Option<&[u64]>,
     make: impl for<'a, 'c> Fn(usize, Hashed<'a, 'c>) -> T + Sync,
 ) -> Vec<T> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let next = AtomicUsize::new(0);
-    let size_of = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // The sizes batch the files; a caller that stat'ed them already passes them.
+    let size_of = |i: usize| match sizes.and_then(|s| s.get(i)) {
+        Some(&n) => n,
+        None => std::fs::metadata(&paths[i]).map(|m| m.len()).unwrap_or(0),
+    };
     let per_worker = rayon::broadcast(|_| {
         let mut done: Vec<(usize, T)> = Vec::new();
         let mut pool = Pool::default();
@@ -350,8 +355,10 @@ pub(crate) fn hash_files<T: Send>(
                     Some(c) => c,
                     None => {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(p) = paths.get(i) else { break };
-                        (i, size_of(p))
+                        if i >= paths.len() {
+                            break;
+                        }
+                        (i, size_of(i))
                     }
                 };
                 if !batch.is_empty() && bytes + size > BATCH_BYTES {

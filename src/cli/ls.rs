@@ -65,12 +65,17 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     let canon = dir
         .canonicalize()
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
-    let all = index
-        .entries(std::slice::from_ref(&canon))
+    // Filtered, sorted and cut in the index (SQL over its query columns).
+    let rows: Vec<Entry> = index
+        .query(
+            std::slice::from_ref(&canon),
+            query.as_ref(),
+            sort.as_ref(),
+            a.limit,
+        )
         .map_err(CliError::from)?;
     // The rows are the index's: say so when the files under DIR moved on since.
-    let paths = tvck::discover::discover(&dir, tvck::discover::Walk::everything()).files;
-    let fresh = index.is_fresh(&dir, &paths).unwrap_or(false);
+    let fresh = index.is_fresh_tree(&dir).unwrap_or(false);
     if !fresh {
         eprintln!(
             "warning: {}",
@@ -83,16 +88,6 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             "hint: {}",
             report::safe::output(&format!("refresh it with `tvck index {}`", dir.display()))
         );
-    }
-    let mut rows: Vec<Entry> = all
-        .into_iter()
-        .filter(|e| query.as_ref().is_none_or(|q| q.matches(e)))
-        .collect();
-    if let Some(k) = &sort {
-        rows.sort_by(|x, y| k.compare(x, y));
-    }
-    if let Some(n) = a.limit {
-        rows.truncate(n);
     }
     if a.json {
         // Entry's path and its flattened summary's path are the same absolute path:

@@ -90,10 +90,9 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         (Some(q), Some(ix)) => {
             let roots: Vec<PathBuf> = dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
             Some(
-                ix.entries(&roots)
+                ix.query(&roots, Some(q), None, None)
                     .map_err(CliError::from)?
                     .into_iter()
-                    .filter(|e| q.matches(e))
                     .map(|e| e.path)
                     .collect(),
             )

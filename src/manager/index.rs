@@ -1,15 +1,22 @@
-//! The index database: one row per checkpoint file (its scan summary with the weights
-//! fingerprint, its migration record, its stat), one row per model-state tensor (name,
-//! dtype, shape, SHA-256 of its logical bytes).
+//! The index database (schema version 2): per checkpoint file a `files` row (its stat,
+//! fingerprint and a column per query field, [`query::FIELDS`]) and a `details` row (its
+//! scan summary, its migration record, its fingerprinted tensors' name, dtype, shape and
+//! SHA-256 of the logical bytes as one list).
 //!
 //! * A `meta` table names the application and the schema version; a database without it
 //!   that holds any table is foreign, a file that is not SQLite is corrupt: both are errors
-//!   and the file is left as it is.
+//!   and the file is left as it is. An index of version 1 is upgraded in place by the
+//!   first writer that opens it (one transaction); a reader refuses it with
+//!   [`ManagerError::OlderSchema`].
 //! * [`Index::update`] takes the write lock first (`BEGIN IMMEDIATE`: a second indexer
 //!   waits up to the busy timeout, then fails with [`ManagerError::Locked`]), walks the
 //!   roots, reads only files whose (size, mtime, inode) changed, moves the row of a renamed
 //!   file (same stat, new path) without reading it, drops rows of files that vanished and
 //!   commits once: a failed or killed run leaves the previous index whole.
+//! * [`Index::query`] runs `--where`, `--sort` and `--limit` in SQL over the query columns
+//!   and decodes only the rows it returns; [`Index::is_fresh_tree`] says whether the index
+//!   holds exactly the files under a folder, each unchanged (one walk, a `stat` per file,
+//!   the rows' stat columns; no file opened, no summary decoded).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -18,37 +25,57 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::ManagerError;
+use super::{query, ManagerError};
 use crate::scan::{self, FileSummary};
 
-/// The schema this tvck writes and reads.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema this tvck writes and reads. Version 1 kept the summary in the `files` row
+/// and a row per tensor; an index of version 1 is upgraded in place by the first writer
+/// that opens it ([`Index::open`]), in one transaction.
+pub const SCHEMA_VERSION: i64 = 2;
 /// `meta.application` of a tvck index.
 const APPLICATION: &str = "tvck-index";
 
-const SCHEMA: &str = "
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE files (
+/// The `files` table: a file's stat, and a column per query field (`f_…`, what
+/// [`query::Fields`] says of the file: `ls --where`/`--sort` and `select` run in SQL over
+/// these, no summary decoded). The summary, the migration record and the tensor list live
+/// in `details`, read only for the rows a command returns.
+fn files_table() -> String {
+    let mut cols = String::new();
+    for (field, kind) in query::stored_fields() {
+        let ty = match kind {
+            query::Kind::Number => "REAL",
+            query::Kind::Text => "TEXT",
+            query::Kind::Flag => "INTEGER NOT NULL",
+        };
+        cols.push_str(&format!(
+            ",\n    {} {ty}",
+            query::column(field).expect("stored")
+        ));
+    }
+    format!(
+        "CREATE TABLE files (
     id INTEGER PRIMARY KEY,
     path TEXT NOT NULL UNIQUE,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
     fingerprint TEXT,
+    indexed_at INTEGER NOT NULL{cols}
+);
+CREATE INDEX files_walk ON files(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
+CREATE TABLE details (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
     summary TEXT NOT NULL,
     migration TEXT,
-    indexed_at INTEGER NOT NULL
+    tensors BLOB NOT NULL
 );
-CREATE INDEX files_fingerprint ON files(fingerprint);
-CREATE TABLE tensors (
-    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    dtype TEXT NOT NULL,
-    shape TEXT NOT NULL,
-    hash BLOB NOT NULL,
-    PRIMARY KEY (file_id, name)
-) WITHOUT ROWID;
-CREATE INDEX tensors_hash ON tensors(hash);
+"
+    )
+}
+
+/// The tables besides `files` and `details` (the same in version 1).
+const OTHER_TABLES: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE aliases (
     name TEXT PRIMARY KEY,
     path TEXT NOT NULL,
@@ -74,6 +101,22 @@ CREATE TABLE prune_audit (
     outcome TEXT NOT NULL
 );
 ";
+
+/// The `INSERT` of a `files` row: path, stat, fingerprint, time, then the query columns
+/// in [`query::stored_fields`] order.
+fn insert_file_sql() -> String {
+    let fields: Vec<(&str, query::Kind)> = query::stored_fields().collect();
+    let names: Vec<String> = fields
+        .iter()
+        .map(|(f, _)| query::column(f).expect("stored"))
+        .collect();
+    let marks: Vec<String> = (1..=7 + fields.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, indexed_at, {}) VALUES ({})",
+        names.join(", "),
+        marks.join(", ")
+    )
+}
 
 /// The model part a state_dict key belongs to: its first segment (`encoder_A`), after a
 /// DataParallel `module.` prefix.
@@ -150,21 +193,25 @@ impl Stat {
 
     /// The stat of `path` (links followed).
     pub fn of(path: &Path) -> std::io::Result<Stat> {
-        let m = std::fs::metadata(path)?;
+        Ok(Stat::from_metadata(&std::fs::metadata(path)?))
+    }
+
+    /// The stat a file's metadata gives.
+    pub fn from_metadata(m: &std::fs::Metadata) -> Stat {
         let mtime_ns = m
             .modified()
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
         #[cfg(unix)]
-        let inode = std::os::unix::fs::MetadataExt::ino(&m);
+        let inode = std::os::unix::fs::MetadataExt::ino(m);
         #[cfg(not(unix))]
         let inode = 0;
-        Ok(Stat {
+        Stat {
             size: m.len(),
             mtime_ns,
             inode,
-        })
+        }
     }
 }
 
@@ -188,6 +235,28 @@ pub struct Entry {
     /// Aliases given by `tag`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+}
+
+impl Entry {
+    /// The entry of an indexed row.
+    fn new(
+        id: i64,
+        path: String,
+        stat: Stat,
+        summary: FileSummary,
+        migration: Option<&str>,
+        aliases: Vec<String>,
+    ) -> Entry {
+        Entry {
+            id,
+            path,
+            stat,
+            modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
+            summary,
+            migration: migration.and_then(|m| serde_json::from_str(m).ok()),
+            aliases,
+        }
+    }
 }
 
 /// What one `update` did.
@@ -214,14 +283,130 @@ pub struct IndexReport {
     pub skipped: Vec<scan::Skipped>,
 }
 
+/// A row of the index met by [`Index::update`].
+struct Known {
+    id: i64,
+    stat: Stat,
+    unreadable: bool,
+    unsafe_globals: bool,
+    /// Its path was found by the walk.
+    present: bool,
+}
+
 /// A file read for the index.
 struct Record {
     path: String,
     stat: Stat,
     summary: FileSummary,
     migration: Option<String>,
-    /// (name, dtype, shape JSON, hash) of every fingerprinted tensor.
-    tensors: Vec<(String, &'static str, String, [u8; 32])>,
+    /// Every fingerprinted tensor.
+    tensors: Vec<TensorRow>,
+}
+
+/// Write the rows of one file read for the index: its `files` row (with `id`, or a new
+/// one) and its `details`. `insert_file` is [`insert_file_sql`].
+fn insert(
+    conn: &Connection,
+    insert_file: &str,
+    id: Option<i64>,
+    mut rec: Record,
+    indexed_at: i64,
+) -> rusqlite::Result<()> {
+    use rusqlite::types::Value;
+    let summary = serde_json::to_string(&rec.summary).expect("a summary serializes");
+    let tensors = encode_tensors(&mut rec.tensors);
+    let entry = Entry::new(
+        0,
+        rec.path,
+        rec.stat,
+        rec.summary,
+        rec.migration.as_deref(),
+        Vec::new(),
+    );
+    let mut values = vec![
+        id.map_or(Value::Null, Value::Integer),
+        Value::Text(entry.path.clone()),
+        Value::Integer(entry.stat.size as i64),
+        Value::Integer(entry.stat.mtime_ns),
+        Value::Integer(entry.stat.inode as i64),
+        entry
+            .summary
+            .fingerprint
+            .clone()
+            .map_or(Value::Null, Value::Text),
+        Value::Integer(indexed_at),
+    ];
+    values.extend(query::stored_fields().map(|(f, k)| query::column_value(&entry, f, k)));
+    conn.prepare_cached(insert_file)?
+        .execute(rusqlite::params_from_iter(values))?;
+    let file_id = conn.last_insert_rowid();
+    conn.prepare_cached(
+        "INSERT INTO details(file_id, summary, migration, tensors) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![file_id, summary, rec.migration, tensors])?;
+    Ok(())
+}
+
+/// A file's tensor list as `details.tensors` holds it: per tensor, in name order, the name
+/// and the dtype (each a u32 byte length and UTF-8), the shape (a u32 rank and a u64 per
+/// dimension), the 32-byte hash; integers little-endian. One value per file, not a row per
+/// tensor: a first indexing writes a fifth of the rows it did.
+fn encode_tensors(tensors: &mut [TensorRow]) -> Vec<u8> {
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::with_capacity(tensors.len() * 96);
+    let u32_le = |out: &mut Vec<u8>, n: usize| {
+        out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes())
+    };
+    for t in tensors.iter() {
+        u32_le(&mut out, t.name.len());
+        out.extend_from_slice(t.name.as_bytes());
+        u32_le(&mut out, t.dtype.len());
+        out.extend_from_slice(t.dtype.as_bytes());
+        u32_le(&mut out, t.shape.len());
+        for d in &t.shape {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&t.hash);
+    }
+    out
+}
+
+/// [`encode_tensors`] read back; `None` when the bytes are not such a list.
+fn decode_tensors(mut b: &[u8]) -> Option<Vec<TensorRow>> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if b.len() < n {
+            return None;
+        }
+        let (head, tail) = b.split_at(n);
+        *b = tail;
+        Some(head)
+    }
+    fn len(b: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
+    }
+    fn text(b: &mut &[u8]) -> Option<String> {
+        let n = len(b)?;
+        String::from_utf8(take(b, n)?.to_vec()).ok()
+    }
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let name = text(&mut b)?;
+        let dtype = text(&mut b)?;
+        let rank = len(&mut b)?;
+        let dims = take(&mut b, rank.checked_mul(8)?)?;
+        let shape = dims
+            .chunks_exact(8)
+            .map(|d| u64::from_le_bytes(d.try_into().expect("8 bytes")))
+            .collect();
+        let hash = take(&mut b, 32)?.try_into().ok()?;
+        out.push(TensorRow {
+            name,
+            dtype,
+            shape,
+            hash,
+        });
+    }
+    Some(out)
 }
 
 fn now_s() -> i64 {
@@ -232,6 +417,66 @@ fn now_s() -> i64 {
 
 fn path_text(p: &Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+/// Every checkpoint under the canonical `root` now, (path text, stat), and what the walk
+/// met and did not read: [`crate::discover::discover_regular`] for a tree of plain folders
+/// and files, else [`crate::discover::discover`] and a `stat` of each file found (links
+/// followed), in parallel. A file gone between the walk and its stat is not there.
+fn stats_now(root: &Path) -> (Vec<(PathBuf, String, Stat)>, Vec<scan::Skipped>) {
+    use rayon::prelude::*;
+    let found = crate::discover::discover_regular(root, |p, m| {
+        let t = path_text(&p);
+        (p, t, Stat::from_metadata(m))
+    });
+    if let Some(found) = found {
+        return (found, Vec::new());
+    }
+    let d = crate::discover::discover(root, crate::discover::Walk::everything());
+    let found = d
+        .files
+        .into_par_iter()
+        .filter_map(|p| {
+            let s = Stat::of(&p).ok()?;
+            let t = path_text(&p);
+            Some((p, t, s))
+        })
+        .collect();
+    (found, d.skipped)
+}
+
+/// A root as the index holds it (canonical), or as given when it cannot be resolved.
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The rows of a (canonical) root: its own path, and the range of paths below it
+/// (`root/` ≤ path < `root0`, `0` following `/`).
+fn root_range(root: &Path) -> (String, String, String) {
+    let t = path_text(root);
+    let base = t.trim_end_matches('/').to_string();
+    (t, format!("{base}/"), format!("{base}0"))
+}
+
+/// The SQL condition selecting the rows under (canonical) `roots` (every row when there
+/// are none), its values appended to `params`.
+fn roots_sql(roots: &[PathBuf], params: &mut Vec<rusqlite::types::Value>) -> String {
+    use rusqlite::types::Value;
+    if roots.is_empty() {
+        return "1".into();
+    }
+    let mut any = Vec::new();
+    for r in roots {
+        let (exact, lo, hi) = root_range(r);
+        params.extend([Value::Text(exact), Value::Text(lo), Value::Text(hi)]);
+        let n = params.len();
+        any.push(format!(
+            "path = ?{} OR (path >= ?{} AND path < ?{n})",
+            n - 2,
+            n - 1
+        ));
+    }
+    format!("({})", any.join(" OR "))
 }
 
 impl Index {
@@ -295,12 +540,24 @@ impl Index {
         self.conn
             .pragma_update(None, "foreign_keys", true)
             .map_err(|e| self.err(e))?;
-        // A page cache of up to 64 MB (SQLite's default is 2 MB): the random inserts into
-        // the tensor-hash index of a first indexing then stay in memory instead of
-        // spilling pages to the WAL mid-transaction and reading them back; sorts and
-        // temporary tables stay in memory too.
+        // A page cache of up to 8 MB (SQLite's default is 2 MB). A first indexing appends
+        // (rows and indexes in path order, no random-key index any more), so the pages it
+        // spills to the WAL mid-transaction are written once, by the writer thread while
+        // the files are still being hashed, and the commit at the end has less to write.
+        // Sorts and temporary tables stay in memory; pages are read through a memory map
+        // (no system call per page).
         self.conn
-            .pragma_update(None, "cache_size", -65536)
+            .pragma_update(None, "cache_size", -8192)
+            .map_err(|e| self.err(e))?;
+        let _: i64 = self
+            .conn
+            .query_row("PRAGMA mmap_size = 268435456", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        // With the write-ahead log, NORMAL still commits atomically (a crash or a killed
+        // run leaves the previous index whole); only the last commit may be lost on a
+        // power failure, and the index is a cache of the files.
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| self.err(e))?;
         self.conn
             .pragma_update(None, "temp_store", "MEMORY")
@@ -316,6 +573,11 @@ impl Index {
                 .map_err(|e| self.err(e))?
         };
         if tables.is_empty() && create {
+            // Pages of 16 kB (SQLite's default is 4 kB): a quarter of the pages to write,
+            // log and check-point for a first indexing (it applies to an empty file only).
+            self.conn
+                .pragma_update(None, "page_size", 16384)
+                .map_err(|e| self.err(e))?;
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -325,7 +587,7 @@ impl Index {
                 .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
                 .map_err(|e| ManagerError::db(&self.path, e))?;
             if n == 0 {
-                tx.execute_batch(SCHEMA)
+                tx.execute_batch(&format!("{OTHER_TABLES}{}", files_table()))
                     .and_then(|_| {
                         tx.execute(
                             "INSERT INTO meta(key, value) VALUES ('application', ?1), ('schema_version', ?2)",
@@ -340,7 +602,7 @@ impl Index {
                 .conn
                 .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
                 .map_err(|e| self.err(e))?;
-            return self.check_meta();
+            return self.check_meta().map(|_| ());
         }
         if tables.is_empty() {
             return Err(ManagerError::Foreign {
@@ -348,10 +610,118 @@ impl Index {
                 what: "an empty database".into(),
             });
         }
-        self.check_meta()
+        let version = self.check_meta()?;
+        if version < SCHEMA_VERSION {
+            if !create {
+                return Err(ManagerError::OlderSchema {
+                    path: self.path.clone(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            self.upgrade()?;
+        }
+        Ok(())
     }
 
-    fn check_meta(&self) -> Result<(), ManagerError> {
+    /// Upgrade an index of schema version 1 to this one, in one transaction (a failure
+    /// leaves it as it was): each `files` row's summary moves to `details` with its
+    /// tensor rows as one list, and its query columns are filled from the summary, as
+    /// [`Index::update`] fills them. Aliases, their history and the prune audit stay.
+    fn upgrade(&mut self) -> Result<(), ManagerError> {
+        let path = self.path.clone();
+        let busy = self.busy_timeout.as_millis().min(u64::MAX as u128) as u64;
+        let db = |e: rusqlite::Error| {
+            if e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DatabaseBusy) {
+                ManagerError::Locked {
+                    path: path.clone(),
+                    waited_ms: busy,
+                }
+            } else {
+                ManagerError::db(&path, e)
+            }
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db)?;
+        // Another writer may have upgraded it between our look and the lock.
+        let version: String = tx
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if version != "1" {
+            return tx.commit().map_err(db);
+        }
+        tx.execute_batch(
+            "DROP INDEX IF EXISTS files_fingerprint;
+             DROP INDEX IF EXISTS tensors_hash;
+             ALTER TABLE files RENAME TO files_v1;
+             ALTER TABLE tensors RENAME TO tensors_v1;",
+        )
+        .map_err(db)?;
+        tx.execute_batch(&files_table()).map_err(db)?;
+        {
+            let insert_file = insert_file_sql();
+            let mut files = tx
+                .prepare(
+                    "SELECT id, path, size, mtime_ns, inode, summary, migration, indexed_at
+                     FROM files_v1 ORDER BY id",
+                )
+                .map_err(db)?;
+            let mut tensors = tx
+                .prepare("SELECT name, dtype, shape, hash FROM tensors_v1 WHERE file_id = ?1")
+                .map_err(db)?;
+            let mut rows = files.query([]).map_err(db)?;
+            while let Some(r) = rows.next().map_err(db)? {
+                let id: i64 = r.get(0).map_err(db)?;
+                let file: String = r.get(1).map_err(db)?;
+                let summary: String = r.get(5).map_err(db)?;
+                let Ok(summary) = serde_json::from_str::<FileSummary>(&summary) else {
+                    return Err(ManagerError::Foreign {
+                        path: path.clone(),
+                        what: format!("the row of {file} does not hold a tvck summary"),
+                    });
+                };
+                let list = tensors
+                    .query_map([id], |t| {
+                        let shape: String = t.get(2)?;
+                        let hash: Vec<u8> = t.get(3)?;
+                        Ok(TensorRow {
+                            name: t.get(0)?,
+                            dtype: t.get(1)?,
+                            shape: serde_json::from_str(&shape).unwrap_or_default(),
+                            hash: hash.try_into().unwrap_or([0; 32]),
+                        })
+                    })
+                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                    .map_err(db)?;
+                let rec = Record {
+                    path: file,
+                    stat: Stat::from_row(r, 2).map_err(db)?,
+                    summary,
+                    migration: r.get(6).map_err(db)?,
+                    tensors: list,
+                };
+                insert(&tx, &insert_file, Some(id), rec, r.get(7).map_err(db)?).map_err(db)?;
+            }
+        }
+        tx.execute_batch("DROP TABLE tensors_v1; DROP TABLE files_v1;")
+            .map_err(db)?;
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+            [SCHEMA_VERSION.to_string()],
+        )
+        .map_err(db)?;
+        tx.commit().map_err(db)
+    }
+
+    /// The schema version the `meta` table names (an error for a database that is not a
+    /// tvck index, or one newer than this tvck).
+    fn check_meta(&self) -> Result<i64, ManagerError> {
         let foreign = |what: &str| ManagerError::Foreign {
             path: self.path.clone(),
             what: what.to_string(),
@@ -380,7 +750,7 @@ impl Index {
                 supported: SCHEMA_VERSION,
             });
         }
-        Ok(())
+        Ok(version)
     }
 
     /// Index every checkpoint under `roots` (folders or files): read what is new or
@@ -422,93 +792,105 @@ impl Index {
             roots: roots.iter().map(|r| path_text(r)).collect(),
             ..IndexReport::default()
         };
-        // What the index holds under the roots.
-        let mut known: HashMap<String, (i64, Stat)> = HashMap::new();
-        {
-            let mut st = tx
-                .prepare(
-                    "SELECT id, path, size, mtime_ns, inode FROM files WHERE path = ?1
-                     UNION ALL
-                     SELECT id, path, size, mtime_ns, inode FROM files
-                     WHERE path >= ?2 AND path < ?3",
-                )
-                .map_err(db)?;
-            for root in &roots {
-                let t = path_text(root);
-                let base = t.trim_end_matches('/').to_string();
-                let rows = st
-                    .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
-                        Ok((
-                            r.get::<_, String>(1)?,
-                            (r.get::<_, i64>(0)?, Stat::from_row(r, 2)?),
-                        ))
-                    })
+        // What is there now (walked on other threads) and, meanwhile, what the index holds
+        // under the roots (from the `files_walk` index alone).
+        let (walked, known) = std::thread::scope(|s| {
+            let walk = s.spawn(|| roots.iter().map(|r| stats_now(r)).collect::<Vec<_>>());
+            let known = (|| -> Result<HashMap<String, Known>, ManagerError> {
+                let mut known = HashMap::new();
+                let mut st = tx
+                    .prepare(
+                        "SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
+                         WHERE path = ?1
+                         UNION ALL
+                         SELECT id, path, size, mtime_ns, inode, f_unreadable, f_unsafe FROM files
+                         WHERE path >= ?2 AND path < ?3",
+                    )
                     .map_err(db)?;
-                for row in rows {
-                    let (p, v) = row.map_err(db)?;
-                    known.insert(p, v);
+                for root in &roots {
+                    let (exact, lo, hi) = root_range(root);
+                    let mut rows = st.query(params![exact, lo, hi]).map_err(db)?;
+                    while let Some(r) = rows.next().map_err(db)? {
+                        let k = Known {
+                            id: r.get(0).map_err(db)?,
+                            stat: Stat::from_row(r, 2).map_err(db)?,
+                            unreadable: r.get(5).map_err(db)?,
+                            unsafe_globals: r.get(6).map_err(db)?,
+                            present: false,
+                        };
+                        known.insert(r.get(1).map_err(db)?, k);
+                    }
                 }
-            }
-        }
-        // What is there now.
+                Ok(known)
+            })();
+            (walk.join().expect("the walk does not panic"), known)
+        });
+        let mut known = known?;
+        // Several roots may overlap.
         let mut present: Vec<(PathBuf, String, Stat)> = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
-        for root in &roots {
-            let crate::discover::Discovered {
-                files: paths,
-                skipped,
-                ..
-            } = crate::discover::discover(root, crate::discover::Walk::everything());
+        let single = walked.len() == 1;
+        for (found, skipped) in walked {
             report.skipped.extend(skipped);
-            for p in paths {
-                let text = path_text(&p);
-                if !seen.insert(text.clone()) {
-                    continue;
-                }
-                // A file gone between the walk and the stat is simply not there.
-                if let Ok(stat) = Stat::of(&p) {
-                    present.push((p, text, stat));
-                }
+            if single {
+                present = found;
+            } else {
+                present.extend(found.into_iter().filter(|f| seen.insert(f.1.clone())));
             }
         }
         report.files = present.len();
         let mut to_read: Vec<(PathBuf, String, Stat)> = Vec::new();
         let mut replaced: Vec<i64> = Vec::new();
         for (p, text, stat) in present {
-            match known.get(&text) {
-                Some((_, s)) if *s == stat => report.unchanged += 1,
-                Some((id, _)) => {
-                    replaced.push(*id);
-                    report.changed += 1;
-                    to_read.push((p, text, stat));
+            match known.get_mut(&text) {
+                Some(k) => {
+                    k.present = true;
+                    if k.stat == stat {
+                        report.unchanged += 1;
+                        report.unreadable += usize::from(k.unreadable);
+                        report.unsafe_files += usize::from(k.unsafe_globals);
+                    } else {
+                        replaced.push(k.id);
+                        report.changed += 1;
+                        to_read.push((p, text, stat));
+                    }
                 }
                 None => to_read.push((p, text, stat)),
             }
         }
         // Rows whose file is gone; a new path with one's exact stat is that file, renamed.
-        let mut vanished: HashMap<Stat, Vec<i64>> = HashMap::new();
-        for (p, (id, stat)) in &known {
-            if !seen.contains(p) {
-                vanished.entry(*stat).or_default().push(*id);
+        let mut vanished: HashMap<Stat, Vec<(&String, &Known)>> = HashMap::new();
+        for (p, k) in &known {
+            if !k.present {
+                vanished.entry(k.stat).or_default().push((p, k));
             }
         }
-        let mut renames: Vec<(i64, String)> = Vec::new();
-        let old_path: HashMap<i64, &String> = known.iter().map(|(p, (id, _))| (*id, p)).collect();
-        to_read.retain(|(_, text, stat)| {
-            if known.contains_key(text) {
-                return true;
-            }
-            match vanished.get_mut(stat).and_then(Vec::pop) {
-                Some(id) => {
-                    renames.push((id, text.clone()));
-                    false
+        let mut renames: Vec<(i64, &String, String)> = Vec::new();
+        if !vanished.is_empty() {
+            to_read.retain(|(_, text, stat)| {
+                if known.contains_key(text) {
+                    return true;
                 }
-                None => true,
-            }
-        });
+                match vanished.get_mut(stat).and_then(Vec::pop) {
+                    Some((old, k)) => {
+                        report.unreadable += usize::from(k.unreadable);
+                        report.unsafe_files += usize::from(k.unsafe_globals);
+                        renames.push((k.id, old, text.clone()));
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        // Read (and given ids) in path order.
+        to_read.sort_unstable_by(|a, b| a.1.cmp(&b.1));
         report.renamed = renames.len();
         report.added = to_read.len() - report.changed;
-        let removed: Vec<i64> = vanished.into_values().flatten().collect();
+        let removed: Vec<i64> = vanished
+            .into_values()
+            .flatten()
+            .map(|(_, k)| k.id)
+            .collect();
         report.removed = removed.len();
         {
             let mut del = tx.prepare("DELETE FROM files WHERE id = ?1").map_err(db)?;
@@ -522,20 +904,24 @@ impl Index {
             let mut follow = tx
                 .prepare("UPDATE aliases SET path = ?2 WHERE path = ?1")
                 .map_err(db)?;
-            for (id, path) in &renames {
+            for (id, old, path) in &renames {
                 mv.execute(params![id, path]).map_err(db)?;
-                follow.execute(params![old_path[id], path]).map_err(db)?;
+                follow.execute(params![old, path]).map_err(db)?;
             }
         }
         on_start(to_read.len());
         let paths: Vec<PathBuf> = to_read.iter().map(|(p, _, _)| p.clone()).collect();
         // Read (in parallel) and write (here) at the same time.
-        let (send, recv) = std::sync::mpsc::sync_channel::<Record>(256);
+        let sizes: Vec<u64> = to_read.iter().map(|(_, _, s)| s.size).collect();
+        let (send, recv) = std::sync::mpsc::sync_channel::<Record>(4096);
+        let unreadable = &mut report.unreadable;
+        let unsafe_files = &mut report.unsafe_files;
         let written: Result<(), ManagerError> = std::thread::scope(|s| {
             let to_read = &to_read;
             let on_file = &on_file;
+            let sizes = &sizes;
             s.spawn(move || {
-                scan::hash_files(&paths, |i, r| {
+                scan::hash_files(&paths, Some(sizes), |i, r| {
                     let (_, text, stat) = &to_read[i];
                     let record = record(text, *stat, r);
                     on_file(&record.summary);
@@ -543,79 +929,28 @@ impl Index {
                     let _ = send.send(record);
                 });
             });
-            let mut files = tx
-                .prepare(
-                    "INSERT INTO files(path, size, mtime_ns, inode, fingerprint, summary, migration, indexed_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )
-                .map_err(db)?;
-            let mut tensors = tx
-                .prepare(
-                    "INSERT INTO tensors(file_id, name, dtype, shape, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-                )
-                .map_err(db)?;
-
+            let insert_file = insert_file_sql();
             let now = now_s();
-            for rec in recv {
-                let summary = serde_json::to_string(&rec.summary).expect("a summary serializes");
-                files
-                    .execute(params![
-                        rec.path,
-                        rec.stat.size as i64,
-                        rec.stat.mtime_ns,
-                        rec.stat.inode as i64,
-                        rec.summary.fingerprint,
-                        summary,
-                        rec.migration,
-                        now
-                    ])
-                    .map_err(db)?;
-                let id = tx.last_insert_rowid();
-                for (name, dtype, shape, hash) in &rec.tensors {
-                    tensors
-                        .execute(params![id, name, dtype, shape, &hash[..]])
-                        .map_err(db)?;
+            // The writer takes what has arrived, then sleeps a little instead of waiting
+            // on the channel: woken for every file, it cost a context switch per file
+            // (6% of a first indexing's CPU); the channel holds thousands of records.
+            loop {
+                loop {
+                    match recv.try_recv() {
+                        Ok(rec) => {
+                            *unreadable += usize::from(rec.summary.error.is_some());
+                            *unsafe_files += usize::from(!rec.summary.unsafe_globals.is_empty());
+                            insert(&tx, &insert_file, None, rec, now).map_err(db)?
+                        }
+                        Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                        Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),
+                    }
                 }
+                std::thread::sleep(Duration::from_millis(2));
             }
-            Ok(())
         });
         written?;
         tx.commit().map_err(db)?;
-        let mut seen_ids: HashSet<i64> = HashSet::new();
-        for root in &roots {
-            let t = path_text(root);
-            let base = t.trim_end_matches('/').to_string();
-            let mut st = self
-                .conn
-                .prepare_cached(
-                    "SELECT id,
-                            json_extract(summary, '$.error') IS NOT NULL,
-                            coalesce(json_array_length(summary, '$.unsafe_globals'), 0) > 0
-                     FROM files WHERE path = ?1
-                     UNION ALL
-                     SELECT id,
-                            json_extract(summary, '$.error') IS NOT NULL,
-                            coalesce(json_array_length(summary, '$.unsafe_globals'), 0) > 0
-                     FROM files WHERE path >= ?2 AND path < ?3",
-                )
-                .map_err(db)?;
-            let rows = st
-                .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, bool>(1)?,
-                        r.get::<_, bool>(2)?,
-                    ))
-                })
-                .map_err(db)?;
-            for row in rows {
-                let (id, unreadable, unsafe_globals) = row.map_err(db)?;
-                if seen_ids.insert(id) {
-                    report.unreadable += usize::from(unreadable);
-                    report.unsafe_files += usize::from(unsafe_globals);
-                }
-            }
-        }
         Ok(report)
     }
 
@@ -626,14 +961,54 @@ impl Index {
 
     /// [`Index::entries`] of the files whose summary says they have a TernaryVAE version,
     /// were read without error and hold no unsafe global: the candidates a selection
-    /// ranks (decided in SQL: no other summary is decoded).
+    /// ranks (decided in SQL on the query columns: no other summary is decoded).
     pub fn versioned_entries(&self, roots: &[PathBuf]) -> Result<Vec<Entry>, ManagerError> {
         self.entries_filtered(
             roots,
-            "json_extract(summary, '$.version') IS NOT NULL
-             AND json_extract(summary, '$.error') IS NULL
-             AND coalesce(json_array_length(summary, '$.unsafe_globals'), 0) = 0",
+            "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe = 0",
         )
+    }
+
+    /// The aliases of every aliased path.
+    fn aliases_by_path(&self) -> Result<HashMap<String, Vec<String>>, ManagerError> {
+        let mut by_path: HashMap<String, Vec<String>> = HashMap::new();
+        for a in self.aliases()? {
+            by_path.entry(a.path).or_default().push(a.name);
+        }
+        Ok(by_path)
+    }
+
+    /// The columns [`Index::decode`] reads, `files` joined with its `details`.
+    const ENTRY_COLUMNS: &'static str =
+        "SELECT files.id, path, size, mtime_ns, inode, details.summary, details.migration
+         FROM files JOIN details ON details.file_id = files.id";
+
+    /// The entry of a row of [`Index::ENTRY_COLUMNS`].
+    fn decode(
+        &self,
+        r: &rusqlite::Row<'_>,
+        aliases: &HashMap<String, Vec<String>>,
+    ) -> Result<Entry, ManagerError> {
+        let get = |e| self.err(e);
+        let path: String = r.get(1).map_err(get)?;
+        let stat = Stat::from_row(r, 2).map_err(get)?;
+        let summary: String = r.get(5).map_err(get)?;
+        let migration: Option<String> = r.get(6).map_err(get)?;
+        let Ok(summary) = serde_json::from_str::<FileSummary>(&summary) else {
+            return Err(ManagerError::Foreign {
+                path: self.path.clone(),
+                what: format!("the row of {path} does not hold a tvck summary"),
+            });
+        };
+        let names = aliases.get(&path).cloned().unwrap_or_default();
+        Ok(Entry::new(
+            r.get(0).map_err(get)?,
+            path,
+            stat,
+            summary,
+            migration.as_deref(),
+            names,
+        ))
     }
 
     /// The rows under `roots` matching the SQL condition `cond` (a constant of this
@@ -641,87 +1016,91 @@ impl Index {
     /// range of paths below it (`root/` ≤ path < `root0`, `0` following `/`), so SQLite
     /// walks only that part of the path index.
     fn entries_filtered(&self, roots: &[PathBuf], cond: &str) -> Result<Vec<Entry>, ManagerError> {
-        const COLUMNS: &str =
-            "SELECT id, path, size, mtime_ns, inode, summary, migration FROM files";
-        let ranges: Vec<(String, String, String)> = roots
-            .iter()
-            .map(|r| {
-                let t = path_text(&r.canonicalize().unwrap_or_else(|_| r.clone()));
-                let base = t.trim_end_matches('/').to_string();
-                (t, format!("{base}/"), format!("{base}0"))
-            })
-            .collect();
-        let aliases = self.aliases()?;
-        let mut by_path: HashMap<&str, Vec<String>> = HashMap::new();
-        for a in &aliases {
-            by_path
-                .entry(a.path.as_str())
-                .or_default()
-                .push(a.name.clone());
-        }
+        let columns = Self::ENTRY_COLUMNS;
+        let ranges: Vec<(String, String, String)> =
+            roots.iter().map(|r| root_range(&canonical(r))).collect();
+        let aliases = self.aliases_by_path()?;
         let mut out = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<(), ManagerError> {
             let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
-            let rows = st
-                .query_map(args, |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        Stat::from_row(r, 2)?,
-                        r.get::<_, String>(5)?,
-                        r.get::<_, Option<String>>(6)?,
-                    ))
-                })
-                .map_err(|e| self.err(e))?;
-            for row in rows {
-                let (id, path, stat, summary, migration) = row.map_err(|e| self.err(e))?;
-                if !seen.insert(path.clone()) {
-                    continue;
+            let mut rows = st.query(args).map_err(|e| self.err(e))?;
+            while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let e = self.decode(r, &aliases)?;
+                if seen.insert(e.path.clone()) {
+                    out.push(e);
                 }
-                let Ok(summary) = serde_json::from_str::<FileSummary>(&summary) else {
-                    return Err(ManagerError::Foreign {
-                        path: self.path.clone(),
-                        what: format!("the row of {path} does not hold a tvck summary"),
-                    });
-                };
-                let names = by_path.get(path.as_str()).cloned().unwrap_or_default();
-                out.push(Entry {
-                    id,
-                    path,
-                    stat,
-                    modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
-                    summary,
-                    migration: migration.and_then(|m| serde_json::from_str(&m).ok()),
-                    aliases: names,
-                });
             }
             Ok(())
         };
         if ranges.is_empty() {
-            read(&format!("{COLUMNS} WHERE {cond} ORDER BY path"), &[])?;
+            read(&format!("{columns} WHERE {cond} ORDER BY path"), &[])?;
         } else {
             // Two queries, not one with OR: each walks the path index in order (an OR
-            // makes SQLite scan the table and sort the rows, summaries and all).
-            let exact_sql = format!("{COLUMNS} WHERE path = ?1 AND ({cond})");
+            // makes SQLite scan the table and sort the rows).
+            let exact_sql = format!("{columns} WHERE path = ?1 AND ({cond})");
             let range_sql =
-                format!("{COLUMNS} WHERE path >= ?1 AND path < ?2 AND ({cond}) ORDER BY path");
+                format!("{columns} WHERE path >= ?1 AND path < ?2 AND ({cond}) ORDER BY path");
             for (exact, lo, hi) in &ranges {
                 read(&exact_sql, &[exact])?;
                 read(&range_sql, &[lo, hi])?;
             }
         }
-        if !ranges.is_empty() {
-            // A root's own row comes before the rows below it; several roots interleave.
+        if ranges.len() > 1 {
+            // Several roots interleave.
             out.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        Ok(out)
+    }
+
+    /// The indexed files under `roots` (all of them when `roots` is empty) that `filter`
+    /// matches, ordered by `sort` (ties by path) or by path, at most `limit`: what
+    /// [`Index::entries`] filtered with [`Query::matches`](super::Query::matches), sorted
+    /// with [`SortKey::compare`](super::SortKey::compare) and truncated gives, computed in
+    /// SQL over the query columns; only the rows returned are decoded.
+    pub fn query(
+        &self,
+        roots: &[PathBuf],
+        filter: Option<&super::Query>,
+        sort: Option<&super::SortKey>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Entry>, ManagerError> {
+        let roots: Vec<PathBuf> = roots.iter().map(|r| canonical(r)).collect();
+        let mut args = Vec::new();
+        let under = roots_sql(&roots, &mut args);
+        let cond = filter.map_or_else(|| "1".to_string(), |q| q.to_sql(&mut args));
+        let order = sort.map_or_else(|| "path".to_string(), |k| k.to_sql());
+        let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+        args.push(rusqlite::types::Value::Integer(limit));
+        let sql = format!(
+            "SELECT id FROM files WHERE {under} AND {cond} ORDER BY {order} LIMIT ?{}",
+            args.len()
+        );
+        let ids: Vec<i64> = {
+            let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+            let rows = st
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        let aliases = self.aliases_by_path()?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{} WHERE files.id = ?1", Self::ENTRY_COLUMNS))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut rows = st.query([id]).map_err(|e| self.err(e))?;
+            if let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                out.push(self.decode(r, &aliases)?);
+            }
         }
         Ok(out)
     }
 
     /// (path, stat) of every indexed file under `root`, without decoding any summary.
     pub fn stats_under(&self, root: &Path) -> Result<HashMap<String, Stat>, ManagerError> {
-        let t = path_text(&root.canonicalize().unwrap_or_else(|_| root.to_path_buf()));
-        let base = t.trim_end_matches('/').to_string();
+        let (t, lo, hi) = root_range(&canonical(root));
         let mut st = self
             .conn
             .prepare_cached(
@@ -731,7 +1110,7 @@ impl Index {
             )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map(params![t, format!("{base}/"), format!("{base}0")], |r| {
+            .query_map(params![t, lo, hi], |r| {
                 Ok((r.get::<_, String>(0)?, Stat::from_row(r, 1)?))
             })
             .map_err(|e| self.err(e))?;
@@ -739,29 +1118,93 @@ impl Index {
     }
 
     /// Whether the index holds exactly the checkpoints `paths` (discovered under `root`),
-    /// each unchanged: every one indexed with its current (size, mtime, inode), and no
-    /// indexed file under `root` that the walk did not find. Reads only the stat columns.
+    /// each unchanged: see [`Index::is_fresh_tree`], with this list of files.
     pub fn is_fresh(&self, root: &Path, paths: &[PathBuf]) -> Result<bool, ManagerError> {
+        use rayon::prelude::*;
         let Ok(canon) = root.canonicalize() else {
             return Ok(false);
         };
-        let known = self.stats_under(&canon)?;
-        if known.len() != paths.len() {
+        // discover() walks from `root` as given; the index holds its canonical form.
+        let now: Option<Vec<(String, Stat)>> = paths
+            .par_iter()
+            .map(|p| {
+                let rel = p.strip_prefix(root).unwrap_or(p);
+                let abs = if rel.as_os_str().is_empty() {
+                    canon.clone()
+                } else {
+                    canon.join(rel)
+                };
+                Some((path_text(&abs), Stat::of(p).ok()?))
+            })
+            .collect();
+        match now {
+            Some(now) => self.holds_exactly(&canon, now),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the index holds exactly the checkpoints under `root` now, each unchanged:
+    /// the walk's files (what `discover` finds) are the index's rows under `root`, one
+    /// for one, and each file's (size, mtime, inode) from a `stat` now is its row's. No
+    /// file is opened; the folders are read and the files `stat`ed in parallel, and
+    /// compared with the rows in path order reading only their stat columns. A file
+    /// rewritten in place at the same size within the same mtime (nanoseconds) and inode
+    /// is the one change this cannot see.
+    pub fn is_fresh_tree(&self, root: &Path) -> Result<bool, ManagerError> {
+        let Ok(canon) = root.canonicalize() else {
             return Ok(false);
+        };
+        // The walk on other threads; the rows here, meanwhile.
+        let (now, rows) = std::thread::scope(|s| {
+            let walk = s.spawn(|| {
+                let fast = crate::discover::discover_regular(&canon, |p, m| {
+                    let t = p
+                        .into_os_string()
+                        .into_string()
+                        .unwrap_or_else(|p| path_text(Path::new(&p)));
+                    (t, Stat::from_metadata(m))
+                });
+                match fast {
+                    Some(now) => now,
+                    None => stats_now(&canon)
+                        .0
+                        .into_iter()
+                        .map(|(_, t, s)| (t, s))
+                        .collect(),
+                }
+            });
+            let rows = self.rows_under(&canon);
+            (walk.join().expect("the walk does not panic"), rows)
+        });
+        let rows = rows?;
+        Ok(rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s)))
+    }
+
+    /// Whether the rows under the canonical `root` are exactly `now` (path text, stat).
+    fn holds_exactly(&self, root: &Path, now: Vec<(String, Stat)>) -> Result<bool, ManagerError> {
+        let rows = self.rows_under(root)?;
+        Ok(rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s)))
+    }
+
+    /// (path, stat) of the rows under the canonical `root`, from the `files_walk` index
+    /// alone.
+    fn rows_under(&self, root: &Path) -> Result<HashMap<String, Stat>, ManagerError> {
+        let (exact, lo, hi) = root_range(root);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT path, size, mtime_ns, inode FROM files WHERE path = ?1
+                 UNION ALL
+                 SELECT path, size, mtime_ns, inode FROM files WHERE path >= ?2 AND path < ?3",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query(params![exact, lo, hi]).map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let path: String = r.get(0).map_err(|e| self.err(e))?;
+            out.insert(path, Stat::from_row(r, 1).map_err(|e| self.err(e))?);
         }
-        for p in paths {
-            let rel = p.strip_prefix(root).unwrap_or(p);
-            let abs = if rel.as_os_str().is_empty() {
-                canon.clone()
-            } else {
-                canon.join(rel)
-            };
-            match known.get(&path_text(&abs)) {
-                Some(s) if Stat::of(p).ok() == Some(*s) => {}
-                _ => return Ok(false),
-            }
-        }
-        Ok(true)
+        Ok(out)
     }
 
     /// The model state's (key, shape) list of an indexed file (empty when it has no model
@@ -781,23 +1224,19 @@ impl Index {
     pub fn tensors(&self, file_id: i64) -> Result<Vec<TensorRow>, ManagerError> {
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT name, dtype, shape, hash FROM tensors WHERE file_id = ?1 ORDER BY name",
-            )
+            .prepare_cached("SELECT tensors FROM details WHERE file_id = ?1")
             .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([file_id], |r| {
-                let shape: String = r.get(2)?;
-                let hash: Vec<u8> = r.get(3)?;
-                Ok(TensorRow {
-                    name: r.get(0)?,
-                    dtype: r.get(1)?,
-                    shape: serde_json::from_str(&shape).unwrap_or_default(),
-                    hash: hash.try_into().unwrap_or([0; 32]),
-                })
-            })
+        let blob: Option<Vec<u8>> = st
+            .query_row([file_id], |r| r.get(0))
+            .optional()
             .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        let Some(blob) = blob else {
+            return Ok(Vec::new());
+        };
+        decode_tensors(&blob).ok_or_else(|| ManagerError::Foreign {
+            path: self.path.clone(),
+            what: format!("file row {file_id} does not hold a tvck tensor list"),
+        })
     }
 
     /// The entries of every checkpoint of `paths` (discovered under `root`), when the
@@ -808,9 +1247,10 @@ impl Index {
         root: &Path,
         paths: &[PathBuf],
     ) -> Result<Option<Vec<Entry>>, ManagerError> {
-        let Ok(canon) = root.canonicalize() else {
+        if !self.is_fresh(root, paths)? {
             return Ok(None);
-        };
+        }
+        let canon = canonical(root);
         let mut by_path: HashMap<String, Entry> = self
             .entries(std::slice::from_ref(&canon))?
             .into_iter()
@@ -828,9 +1268,6 @@ impl Index {
             let Some(e) = by_path.remove(&path_text(&abs)) else {
                 return Ok(None);
             };
-            if Stat::of(p).ok() != Some(e.stat) {
-                return Ok(None);
-            }
             out.push(e);
         }
         Ok(Some(out))
@@ -893,12 +1330,12 @@ fn record(path: &str, stat: Stat, r: scan::Hashed<'_, '_>) -> Record {
                     .iter()
                     .map(|t| {
                         let info = &ckpt.tensors[t.index];
-                        (
-                            t.name.clone(),
-                            info.dtype.torch_name(),
-                            serde_json::to_string(&info.shape).expect("a shape serializes"),
-                            t.hash,
-                        )
+                        TensorRow {
+                            name: t.name.clone(),
+                            dtype: info.dtype.torch_name().to_string(),
+                            shape: info.shape.clone(),
+                            hash: t.hash,
+                        }
                     })
                     .collect(),
                 Err(_) => Vec::new(),
@@ -927,5 +1364,222 @@ fn record(path: &str, stat: Stat, r: scan::Hashed<'_, '_>) -> Record {
             migration: None,
             tensors: Vec::new(),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::{Query, SortKey};
+
+    /// A deterministic spread of summaries: every field present, absent, tied, extreme.
+    fn summary(i: usize) -> FileSummary {
+        let pick = |k: usize, n: usize| (i * 7919 + k * 104_729) % n;
+        let num = |k: usize| -> serde_json::Value {
+            match pick(k, 5) {
+                0 => serde_json::Value::Null,
+                1 => 0.99.into(),
+                2 => (-0.25).into(),
+                _ => ((pick(k + 1, 1000) as f64) / 997.0).into(),
+            }
+        };
+        let version = match pick(1, 4) {
+            0 => serde_json::Value::Null,
+            1 => {
+                serde_json::json!({"version": "v5_12_4", "display": "v5.12.4", "confidence": 1.0, "layout": "L16 H64 dual 2L"})
+            }
+            2 => {
+                serde_json::json!({"version": "v5_11", "display": "v5.11", "confidence": 0.5, "layout": "l16 h64 single 1L"})
+            }
+            _ => {
+                serde_json::json!({"version": "v5_5", "display": "v5.5", "confidence": 0.75, "layout": "L16 H32"})
+            }
+        };
+        let format = ["torch_zip", "torch_legacy", "safetensors"][pick(2, 3)];
+        let provenance = ["trained", "measured", "fitted", "not_measured"][pick(3, 4)];
+        let mut metrics = serde_json::json!({
+            "coverage": num(4), "hierarchy": num(5), "hierarchy_a": num(6), "Q": num(7),
+            "richness": num(8), "dist_corr": num(9), "r_v0": num(10), "r_v9": num(11),
+            "mean_radius": num(12), "std_radius": num(13),
+        });
+        if pick(14, 3) > 0 {
+            metrics["provenance"] = provenance.into();
+        }
+        let mut s = serde_json::json!({
+            "path": format!("/t/run_{}/e{}.pt", i % 7, i),
+            "size": 1000 + pick(15, 50) as u64,
+            "format": format,
+            "version": version,
+            "tensors": pick(16, 9),
+            "parameters": pick(17, 4) * 1000,
+            "epoch": if pick(18, 4) == 0 { serde_json::Value::Null } else { pick(19, 30).into() },
+            "metrics": metrics,
+            "unsafe_globals": if pick(20, 9) == 0 { serde_json::json!(["os.system"]) } else { serde_json::json!([]) },
+            "fingerprint": if pick(21, 3) == 0 { serde_json::Value::Null } else { format!("{:064x}", pick(22, 5)).into() },
+        });
+        if pick(23, 11) == 0 {
+            s["error"] = "truncated".into();
+        }
+        serde_json::from_value(s).unwrap()
+    }
+
+    /// An index of 120 synthetic rows, some aliased, some converted.
+    fn synthetic() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("i.sqlite"), &IndexOptions::default()).unwrap();
+        let sql = insert_file_sql();
+        for i in 0..120 {
+            let s = summary(i);
+            let rec = Record {
+                path: s.path.clone(),
+                stat: Stat {
+                    size: s.size,
+                    mtime_ns: (i as i64 % 13) * 1_000_000_000 + 7,
+                    inode: i as u64,
+                },
+                migration: (i % 5 == 0).then(|| r#"{"spec":"a"}"#.to_string()),
+                tensors: vec![TensorRow {
+                    name: format!("encoder_A.w{}", i % 3),
+                    dtype: "float32".into(),
+                    shape: vec![i as u64, 2],
+                    hash: [i as u8; 32],
+                }],
+                summary: s,
+            };
+            insert(&index.conn, &sql, None, rec, 0).unwrap();
+        }
+        for (name, file) in [("production", 3), ("Paper", 3), ("old", 40), ("prod-2", 77)] {
+            index
+                .conn
+                .execute(
+                    "INSERT INTO aliases(name, path, fingerprint, at) VALUES (?1, ?2, NULL, 0)",
+                    params![name, summary(file).path],
+                )
+                .unwrap();
+        }
+        (dir, index)
+    }
+
+    fn paths(es: &[Entry]) -> Vec<&str> {
+        es.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn sql_filters_and_sorts_as_the_query_language_does() {
+        let (_d, index) = synthetic();
+        let all = index.entries(&[]).unwrap();
+        assert_eq!(all.len(), 120);
+        let mut queries: Vec<String> = Vec::new();
+        for (f, kind, _) in query::FIELDS {
+            let values: &[&str] = match kind {
+                query::Kind::Number => &["0.99", "-0.25", "0", "1000", "12", "none"],
+                query::Kind::Text => &[
+                    "v5_12_4",
+                    "'v5.11'",
+                    "pt-zip",
+                    "PT-ZIP",
+                    "'l16 h64 single 1L'",
+                    "trained",
+                    "production",
+                    "PRODUCTION",
+                    "prod",
+                    "run_3",
+                    "none",
+                    "'/t/run_3/e3.pt'",
+                ],
+                query::Kind::Flag => &["true", "false"],
+            };
+            if *kind == query::Kind::Flag {
+                queries.push(f.to_string());
+                queries.push(format!("not {f}"));
+            }
+            for op in ["==", "!=", "<", "<=", ">", ">=", "~"] {
+                for v in values {
+                    queries.push(format!("{f} {op} {v}"));
+                }
+            }
+        }
+        queries.extend(
+            [
+                "version == v5_12_4 and coverage >= 0.99",
+                "not (coverage >= 0.5) or unreadable",
+                "not hierarchy_B < 0 and (epoch > 3 or Q == none)",
+                "alias != production and not (alias == none)",
+                "converted and measured or unsafe and epoch <= 10",
+            ]
+            .map(String::from),
+        );
+        let mut checked = 0;
+        for q in &queries {
+            let Ok(query) = Query::parse(q) else { continue };
+            let want: Vec<&str> = all
+                .iter()
+                .filter(|e| query.matches(*e))
+                .map(|e| e.path.as_str())
+                .collect();
+            let got = index.query(&[], Some(&query), None, None).unwrap();
+            assert_eq!(paths(&got), want, "{q}");
+            checked += 1;
+        }
+        assert!(checked > 300, "{checked} queries");
+        for (f, kind, _) in query::FIELDS {
+            if *kind == query::Kind::Flag {
+                continue;
+            }
+            for dir in ["asc", "desc"] {
+                let key = SortKey::parse(&format!("{f}:{dir}")).unwrap();
+                let mut want = all.clone();
+                want.sort_by(|a, b| key.compare(a, b));
+                let got = index.query(&[], None, Some(&key), None).unwrap();
+                assert_eq!(paths(&got), paths(&want), "{f}:{dir}");
+                let top = index.query(&[], None, Some(&key), Some(5)).unwrap();
+                assert_eq!(paths(&top), paths(&want[..5]), "{f}:{dir} limit 5");
+            }
+        }
+        // A root selects the rows below it.
+        let under = index
+            .query(&[PathBuf::from("/t/run_3")], None, None, None)
+            .unwrap();
+        assert!(!under.is_empty() && under.iter().all(|e| e.path.starts_with("/t/run_3/")));
+        // Decoded rows are the entries themselves.
+        let one = index.query(&[], None, None, Some(1)).unwrap();
+        assert_eq!(
+            serde_json::to_value(&one[0]).unwrap(),
+            serde_json::to_value(&all[0]).unwrap()
+        );
+        assert_eq!(index.tensors(one[0].id).unwrap()[0].shape, vec![0, 2]);
+    }
+
+    #[test]
+    fn tensor_lists_round_trip_and_junk_is_refused() {
+        let mut t = vec![
+            TensorRow {
+                name: "b".into(),
+                dtype: "float16".into(),
+                shape: vec![],
+                hash: [1; 32],
+            },
+            TensorRow {
+                name: "a.é".into(),
+                dtype: "float32".into(),
+                shape: vec![3, u64::MAX],
+                hash: [2; 32],
+            },
+        ];
+        let blob = encode_tensors(&mut t);
+        assert_eq!(decode_tensors(&blob).unwrap(), t);
+        assert_eq!(t[0].name, "a.é", "in name order");
+        assert_eq!(decode_tensors(&[]).unwrap(), Vec::new());
+        // The first record is 4 + 4 + 4 + 7 + 4 + 16 + 32 bytes: cut there, the list is
+        // one tensor; cut anywhere else, it is not a list.
+        for cut in 1..blob.len() {
+            let got = decode_tensors(&blob[..cut]);
+            if cut == 71 {
+                assert_eq!(got.unwrap(), t[..1]);
+            } else {
+                assert!(got.is_none(), "cut at {cut}");
+            }
+        }
+        assert!(decode_tensors(&[0xff; 16]).is_none());
     }
 }

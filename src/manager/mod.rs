@@ -6,7 +6,9 @@
 //!   error, never overwritten), incremental re-indexing by (size, mtime, inode), vanished
 //!   files dropped, one transaction per run, a second indexer waits for the first.
 //! * [`query`]: `version == v5_12_4 and coverage >= 0.99 and epoch > 20`, typed, errors
-//!   pointing at the column of the bad token.
+//!   pointing at the column of the bad token; evaluated on records ([`Query::matches`])
+//!   and, over the index, translated to SQL on its query columns (tests pin the two to
+//!   the same answers).
 //! * [`select`]: the ranking `tvck select` and `tvck check --auto-fix` share (one
 //!   definition): what the config's class accepts and the trainer can load, then metrics
 //!   measured on the candidate's current weights only.
@@ -45,6 +47,13 @@ pub enum ManagerError {
     /// An index written by a newer tvck.
     #[error("{}: index schema version {found}, this tvck reads version {supported}", path.display())]
     NewerSchema {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// An index of an older schema, opened read-only (a writer upgrades it).
+    #[error("{}: index schema version {found}, this tvck reads version {supported}", path.display())]
+    OlderSchema {
         path: PathBuf,
         found: i64,
         supported: i64,
@@ -111,6 +120,10 @@ impl ManagerError {
             ManagerError::NewerSchema { .. } => {
                 Some("use the tvck that wrote it, or a new index file".into())
             }
+            ManagerError::OlderSchema { .. } => Some(
+                "index once with this tvck (`tvck index DIR`): it upgrades the index in place"
+                    .into(),
+            ),
             ManagerError::Locked { .. } => Some(format!(
                 "wait for the other `tvck index` to finish, then run again (or wait longer: {BUSY_TIMEOUT_ENV}=MILLISECONDS)"
             )),

@@ -114,6 +114,45 @@ fn kind(field: &str) -> Kind {
         .map_or(Kind::Text, |(_, k, _)| *k)
 }
 
+/// The column of the index's `files` table that holds a field's value (what [`Fields`]
+/// says of it when the file was indexed); `None` for `alias`, which lives in the `aliases`
+/// table.
+pub(crate) fn column(field: &str) -> Option<String> {
+    match field {
+        "alias" => None,
+        "path" | "fingerprint" => Some(field.to_string()),
+        f => Some(format!("f_{}", f.to_ascii_lowercase())),
+    }
+}
+
+/// The fields the `files` table stores in a column of their own (`f_…`): every field but
+/// `alias` (the `aliases` table), `path` and `fingerprint` (columns of the file's row
+/// anyway).
+pub(crate) fn stored_fields() -> impl Iterator<Item = (&'static str, Kind)> {
+    FIELDS
+        .iter()
+        .filter(|(f, _, _)| !matches!(*f, "alias" | "path" | "fingerprint"))
+        .map(|(f, k, _)| (*f, *k))
+}
+
+/// The value a stored field's column holds for a record: what [`Fields`] says (the first
+/// text value; a version id in its catalog form, `v5_12_4`).
+pub(crate) fn column_value(r: &impl Fields, field: &str, kind: Kind) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match kind {
+        Kind::Number => r.number(field).map_or(Value::Null, Value::Real),
+        Kind::Flag => Value::Integer(i64::from(r.flag(field))),
+        Kind::Text => match r.text(field).into_iter().next() {
+            None => Value::Null,
+            Some(v) if field == "version" => Value::Text(
+                v.parse::<VersionId>()
+                    .map_or(v, |id| id.as_str().to_string()),
+            ),
+            Some(v) => Value::Text(v),
+        },
+    }
+}
+
 /// What a record says of a field.
 pub trait Fields {
     /// A number field's value.
@@ -576,6 +615,124 @@ fn compare(field: &str, op: Op, value: &Literal, r: &impl Fields) -> bool {
     }
 }
 
+/// The SQL form of a query: a condition over a row of the index's `files` table (its
+/// columns by [`column`], its aliases in `aliases`), every value a parameter appended to
+/// `params` (`?N` numbered from the ones already there). It is [`Query::matches`]
+/// translated: a comparison with a missing value is false (never SQL's unknown), so `not`,
+/// `and` and `or` combine the same truth values; tests check the two agree on every
+/// field and operator.
+impl Query {
+    pub(crate) fn to_sql(&self, params: &mut Vec<rusqlite::types::Value>) -> String {
+        sql(&self.expr, params)
+    }
+}
+
+fn sql(e: &Expr, p: &mut Vec<rusqlite::types::Value>) -> String {
+    match e {
+        Expr::And(a, b) => format!("({} AND {})", sql(a, p), sql(b, p)),
+        Expr::Or(a, b) => format!("({} OR {})", sql(a, p), sql(b, p)),
+        Expr::Not(a) => format!("(NOT {})", sql(a, p)),
+        Expr::Flag(f) => format!("({} <> 0)", column(f).unwrap_or_default()),
+        Expr::Compare { field, op, value } => compare_sql(field, *op, value, p),
+    }
+}
+
+/// A false condition.
+const FALSE: &str = "0";
+
+fn compare_sql(
+    field: &str,
+    op: Op,
+    value: &Literal,
+    p: &mut Vec<rusqlite::types::Value>,
+) -> String {
+    use rusqlite::types::Value;
+    let mut param = |v: Value| {
+        p.push(v);
+        format!("?{}", p.len())
+    };
+    let Some(c) = column(field) else {
+        // `alias`: any of the file's aliases.
+        let any = |cond: &str| {
+            format!("EXISTS (SELECT 1 FROM aliases AS a WHERE a.path = files.path AND {cond})")
+        };
+        return match (value, op) {
+            (Literal::None, Op::Eq) => format!("(NOT {})", any("1")),
+            (Literal::None, _) => any("1"),
+            (Literal::Text(t), Op::Eq) => any(&format!(
+                "a.name = {} COLLATE NOCASE",
+                param(Value::Text(t.clone()))
+            )),
+            (Literal::Text(t), Op::Ne) => {
+                format!(
+                    "(NOT {})",
+                    any(&format!(
+                        "a.name = {} COLLATE NOCASE",
+                        param(Value::Text(t.clone()))
+                    ))
+                )
+            }
+            (Literal::Text(t), Op::Contains) => any(&format!(
+                "instr(a.name, {}) > 0",
+                param(Value::Text(t.clone()))
+            )),
+            _ => FALSE.into(),
+        };
+    };
+    match kind(field) {
+        Kind::Flag => match value {
+            Literal::Bool(b) => format!("(({c} <> 0) = {})", i32::from(*b == (op == Op::Eq))),
+            _ => FALSE.into(),
+        },
+        Kind::Number => match value {
+            Literal::None if op == Op::Eq => format!("({c} IS NULL)"),
+            Literal::None => format!("({c} IS NOT NULL)"),
+            Literal::Number(n) => {
+                let sym = match op {
+                    Op::Eq => "=",
+                    Op::Ne => "<>",
+                    Op::Lt => "<",
+                    Op::Le => "<=",
+                    Op::Gt => ">",
+                    Op::Ge => ">=",
+                    Op::Contains => return FALSE.into(),
+                };
+                format!("coalesce({c} {sym} {}, 0)", param(Value::Real(*n)))
+            }
+            _ => FALSE.into(),
+        },
+        Kind::Text => match value {
+            Literal::None if op == Op::Eq => format!("({c} IS NULL)"),
+            Literal::None => format!("({c} IS NOT NULL)"),
+            Literal::Text(t) if op == Op::Contains => {
+                format!(
+                    "coalesce(instr({c}, {}) > 0, 0)",
+                    param(Value::Text(t.clone()))
+                )
+            }
+            Literal::Text(t) if matches!(op, Op::Eq | Op::Ne) => {
+                let same = match field {
+                    // The column holds the catalog id of a version that parses.
+                    "version" => {
+                        let t = t
+                            .parse::<VersionId>()
+                            .map_or(t.clone(), |id| id.as_str().to_string());
+                        format!("{c} = {}", param(Value::Text(t)))
+                    }
+                    "path" | "fingerprint" => format!("{c} = {}", param(Value::Text(t.clone()))),
+                    _ => format!("{c} = {} COLLATE NOCASE", param(Value::Text(t.clone()))),
+                };
+                if op == Op::Eq {
+                    format!("coalesce({same}, 0)")
+                } else {
+                    format!("(NOT coalesce({same}, 0))")
+                }
+            }
+            _ => FALSE.into(),
+        },
+    }
+}
+
 /// A `--sort` key: a field, ascending unless `:desc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SortKey {
@@ -640,6 +797,20 @@ impl SortKey {
         } else {
             ord
         }
+    }
+}
+
+impl SortKey {
+    /// The SQL `ORDER BY` terms of [`SortKey::compare`] over the index's `files` table:
+    /// values a file lacks last, whatever the direction; ties in path order (the order
+    /// [`SortKey::compare`] keeps, sorting rows listed by path).
+    pub(crate) fn to_sql(&self) -> String {
+        let value = column(self.field).unwrap_or_else(|| {
+            // A file's first alias (its aliases are listed by name).
+            "(SELECT min(a.name) FROM aliases AS a WHERE a.path = files.path)".to_string()
+        });
+        let dir = if self.descending { "DESC" } else { "ASC" };
+        format!("({value}) IS NULL, ({value}) {dir}, path")
     }
 }
 

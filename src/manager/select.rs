@@ -308,10 +308,9 @@ pub fn sources_from_entries(
 /// columns alone; only the rows of versioned, readable, safe files are decoded.
 pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) {
     if let Some(index) = index {
-        let fresh = roots.iter().all(|r| {
-            let paths = crate::discover::discover(r, crate::discover::Walk::everything()).files;
-            index.is_fresh(r, &paths).unwrap_or(false)
-        });
+        let fresh = roots
+            .iter()
+            .all(|r| index.is_fresh_tree(r).unwrap_or(false));
         if fresh {
             let canon: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
             if let Ok(s) = index

@@ -288,3 +288,229 @@ fn index_location() {
     let p = tvck::manager::index_path(Some(Path::new("/x/i.sqlite"))).unwrap();
     assert_eq!(p, Path::new("/x/i.sqlite"));
 }
+
+/// The schema of version 1 (the summary in the `files` row, a row per tensor), as the
+/// first tvck index wrote it.
+const SCHEMA_V1: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, fingerprint TEXT,
+    summary TEXT NOT NULL, migration TEXT, indexed_at INTEGER NOT NULL
+);
+CREATE INDEX files_fingerprint ON files(fingerprint);
+CREATE TABLE tensors (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    name TEXT NOT NULL, dtype TEXT NOT NULL, shape TEXT NOT NULL, hash BLOB NOT NULL,
+    PRIMARY KEY (file_id, name)
+) WITHOUT ROWID;
+CREATE INDEX tensors_hash ON tensors(hash);
+CREATE TABLE aliases (name TEXT PRIMARY KEY, path TEXT NOT NULL, fingerprint TEXT, at INTEGER NOT NULL);
+CREATE TABLE alias_history (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, action TEXT NOT NULL,
+    name TEXT NOT NULL, path TEXT, fingerprint TEXT, previous TEXT);
+CREATE TABLE prune_audit (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, path TEXT NOT NULL,
+    size INTEGER NOT NULL, fingerprint TEXT, rule TEXT NOT NULL, outcome TEXT NOT NULL);
+INSERT INTO meta(key, value) VALUES ('application', 'tvck-index'), ('schema_version', '1');
+";
+
+/// A version-1 index of what `index` holds (its rows written the way version 1 wrote
+/// them), with an alias.
+fn write_v1(index: &Index, root: &Path, to: &Path) {
+    let c = rusqlite::Connection::open(to).unwrap();
+    c.execute_batch(SCHEMA_V1).unwrap();
+    for e in index.entries(&[root.to_path_buf()]).unwrap() {
+        c.execute(
+            "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, summary, migration, indexed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+            rusqlite::params![
+                e.id,
+                e.path,
+                e.stat.size as i64,
+                e.stat.mtime_ns,
+                e.stat.inode as i64,
+                e.summary.fingerprint,
+                serde_json::to_string(&e.summary).unwrap(),
+                e.migration.as_ref().map(|m| m.to_string()),
+            ],
+        )
+        .unwrap();
+        for t in index.tensors(e.id).unwrap() {
+            c.execute(
+                "INSERT INTO tensors(file_id, name, dtype, shape, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                rusqlite::params![
+                    e.id,
+                    t.name,
+                    t.dtype,
+                    serde_json::to_string(&t.shape).unwrap(),
+                    &t.hash[..]
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let best = index
+        .entries(&[root.to_path_buf()])
+        .unwrap()
+        .into_iter()
+        .find(|e| e.path.ends_with("v5_12_4/best_Q.pt"))
+        .unwrap();
+    c.execute(
+        "INSERT INTO aliases(name, path, fingerprint, at) VALUES ('production', ?1, NULL, 5)",
+        [&best.path],
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_index_of_schema_1_is_upgraded_in_place_by_a_writer_and_refused_by_a_reader() {
+    let (dir, root) = tree();
+    let mut current = Index::open(&dir.path().join("v2.sqlite"), &IndexOptions::default()).unwrap();
+    update(&mut current, &root);
+    let v1 = dir.path().join("v1.sqlite");
+    write_v1(&current, &root, &v1);
+
+    // A reader does not write: it says how to upgrade.
+    let err = Index::open_existing(&v1).err().expect("refused");
+    assert!(
+        matches!(err, ManagerError::OlderSchema { found: 1, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.hint().unwrap().contains("upgrades the index in place"),
+        "{:?}",
+        err.hint()
+    );
+
+    // A writer upgrades it: same entries, tensors and alias, nothing read again.
+    let mut upgraded = Index::open(&v1, &IndexOptions::default()).unwrap();
+    let roots = [root.clone()];
+    let json = |i: &Index| serde_json::to_value(i.entries(&roots).unwrap()).unwrap();
+    let mut want = json(&current);
+    for e in want.as_array_mut().unwrap() {
+        if e["path"].as_str().unwrap().ends_with("v5_12_4/best_Q.pt") {
+            e["aliases"] = serde_json::json!(["production"]);
+        }
+    }
+    assert_eq!(json(&upgraded), want);
+    for (a, b) in current
+        .entries(&roots)
+        .unwrap()
+        .iter()
+        .zip(upgraded.entries(&roots).unwrap())
+    {
+        assert_eq!(
+            current.tensors(a.id).unwrap(),
+            upgraded.tensors(b.id).unwrap()
+        );
+    }
+    assert_eq!(counts(&update(&mut upgraded, &root)), [8, 0, 0, 0, 0, 8]);
+    // The query columns are filled: `ls --where` answers from them.
+    let q = tvck::manager::Query::parse("version == v5_12_4 and alias == production").unwrap();
+    let hits = upgraded.query(&roots, Some(&q), None, None).unwrap();
+    assert_eq!(hits.len(), 1);
+    assert!(hits[0].path.ends_with("v5_12_4/best_Q.pt"));
+    drop(upgraded);
+    assert!(
+        Index::open_existing(&v1).unwrap().is_some(),
+        "a reader opens it now"
+    );
+    // A removed file's details go with its row (the cascade survived the upgrade).
+    std::fs::remove_file(root.join("v5_11/best.pt")).unwrap();
+    let mut again = Index::open(&v1, &IndexOptions::default()).unwrap();
+    assert_eq!(update(&mut again, &root).removed, 1);
+    let c = rusqlite::Connection::open(&v1).unwrap();
+    let orphans: i64 = c
+        .query_row(
+            "SELECT count(*) FROM details WHERE file_id NOT IN (SELECT id FROM files)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(orphans, 0);
+}
+
+#[test]
+fn a_failed_upgrade_leaves_the_old_index_as_it_was() {
+    let (dir, root) = tree();
+    let mut current = Index::open(&dir.path().join("v2.sqlite"), &IndexOptions::default()).unwrap();
+    update(&mut current, &root);
+    let v1 = dir.path().join("v1.sqlite");
+    write_v1(&current, &root, &v1);
+    {
+        let c = rusqlite::Connection::open(&v1).unwrap();
+        c.execute(
+            "UPDATE files SET summary = 'not json' WHERE id = (SELECT max(id) FROM files)",
+            [],
+        )
+        .unwrap();
+    }
+    let before = std::fs::read(&v1).unwrap();
+    let err = Index::open(&v1, &IndexOptions::default())
+        .err()
+        .expect("refused");
+    assert!(matches!(err, ManagerError::Foreign { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("does not hold a tvck summary"),
+        "{err}"
+    );
+    let c = rusqlite::Connection::open(&v1).unwrap();
+    let version: String = c
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(version, "1");
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM tensors", [], |r| r.get(0))
+        .unwrap();
+    assert!(n > 0);
+    drop(c);
+    assert_eq!(std::fs::read(&v1).unwrap(), before);
+}
+
+#[test]
+fn freshness_sees_every_change_and_walks_links_and_special_files_the_slow_way() {
+    let (dir, root) = tree();
+    let mut index = Index::open(&dir.path().join("i.sqlite"), &IndexOptions::default()).unwrap();
+    update(&mut index, &root);
+    assert!(index.is_fresh_tree(&root).unwrap());
+    assert!(index.is_fresh(&root, &discover(&root)).unwrap());
+    let f = root.join("v5_11/best.pt");
+    let bytes = std::fs::read(&f).unwrap();
+    // Rewritten in place, same size, other bytes: its mtime moved on.
+    std::thread::sleep(Duration::from_millis(20));
+    let mut other = bytes.clone();
+    let n = other.len();
+    other[n - 1] ^= 1;
+    std::fs::write(&f, &other).unwrap();
+    assert!(!index.is_fresh_tree(&root).unwrap(), "changed in place");
+    assert!(!index.is_fresh(&root, &discover(&root)).unwrap());
+    update(&mut index, &root);
+    assert!(index.is_fresh_tree(&root).unwrap());
+    // Added, removed, renamed.
+    std::fs::write(root.join("v5_11/new.pt"), &bytes).unwrap();
+    assert!(!index.is_fresh_tree(&root).unwrap(), "added");
+    std::fs::remove_file(root.join("v5_11/new.pt")).unwrap();
+    assert!(index.is_fresh_tree(&root).unwrap(), "back as indexed");
+    std::fs::rename(&f, root.join("v5_11/renamed.pt")).unwrap();
+    assert!(!index.is_fresh_tree(&root).unwrap(), "renamed");
+    update(&mut index, &root);
+    std::fs::remove_file(root.join("v5_11/renamed.pt")).unwrap();
+    assert!(!index.is_fresh_tree(&root).unwrap(), "removed");
+    update(&mut index, &root);
+    // A link in the tree: the walk that follows links decides, and agrees.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(root.join("v5_5/latest.pt"), root.join("link.pt")).unwrap();
+        assert!(tvck::discover::discover_regular(&root, |_, _| ()).is_none());
+        assert!(!index.is_fresh_tree(&root).unwrap(), "a new (linked) file");
+        update(&mut index, &root);
+        assert!(index.is_fresh_tree(&root).unwrap());
+        assert!(index.is_fresh(&root, &discover(&root)).unwrap());
+    }
+    // A file root.
+    let one = root.join("v5_5/latest.pt");
+    assert!(index.is_fresh_tree(&one).unwrap());
+}
