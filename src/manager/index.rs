@@ -1098,25 +1098,6 @@ impl Index {
         Ok(out)
     }
 
-    /// (path, stat) of every indexed file under `root`, without decoding any summary.
-    pub fn stats_under(&self, root: &Path) -> Result<HashMap<String, Stat>, ManagerError> {
-        let (t, lo, hi) = root_range(&canonical(root));
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT path, size, mtime_ns, inode FROM files WHERE path = ?1
-                 UNION ALL
-                 SELECT path, size, mtime_ns, inode FROM files WHERE path >= ?2 AND path < ?3",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![t, lo, hi], |r| {
-                Ok((r.get::<_, String>(0)?, Stat::from_row(r, 1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
-    }
-
     /// Whether the index holds exactly the checkpoints `paths` (discovered under `root`),
     /// each unchanged: see [`Index::is_fresh_tree`], with this list of files.
     pub fn is_fresh(&self, root: &Path, paths: &[PathBuf]) -> Result<bool, ManagerError> {
