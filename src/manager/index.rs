@@ -445,6 +445,11 @@ fn stats_now(root: &Path) -> (Vec<(PathBuf, String, Stat)>, Vec<scan::Skipped>) 
     (found, d.skipped)
 }
 
+/// Whether the index's `rows` (path text → stat) are the files `now`, one for one.
+fn same_files(rows: &HashMap<String, Stat>, now: &[(String, Stat)]) -> bool {
+    rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s))
+}
+
 /// A root as the index holds it (canonical), or as given when it cannot be resolved.
 fn canonical(p: &Path) -> PathBuf {
     p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
@@ -1138,33 +1143,21 @@ impl Index {
         // The walk on other threads; the rows here, meanwhile.
         let (now, rows) = std::thread::scope(|s| {
             let walk = s.spawn(|| {
-                let fast = crate::discover::discover_regular(&canon, |p, m| {
-                    let t = p
-                        .into_os_string()
-                        .into_string()
-                        .unwrap_or_else(|p| path_text(Path::new(&p)));
-                    (t, Stat::from_metadata(m))
-                });
-                match fast {
-                    Some(now) => now,
-                    None => stats_now(&canon)
-                        .0
-                        .into_iter()
-                        .map(|(_, t, s)| (t, s))
-                        .collect(),
-                }
+                stats_now(&canon)
+                    .0
+                    .into_iter()
+                    .map(|(_, t, s)| (t, s))
+                    .collect::<Vec<_>>()
             });
             let rows = self.rows_under(&canon);
             (walk.join().expect("the walk does not panic"), rows)
         });
-        let rows = rows?;
-        Ok(rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s)))
+        Ok(same_files(&rows?, &now))
     }
 
     /// Whether the rows under the canonical `root` are exactly `now` (path text, stat).
     fn holds_exactly(&self, root: &Path, now: Vec<(String, Stat)>) -> Result<bool, ManagerError> {
-        let rows = self.rows_under(root)?;
-        Ok(rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s)))
+        Ok(same_files(&self.rows_under(root)?, &now))
     }
 
     /// (path, stat) of the rows under the canonical `root`, from the `files_walk` index
