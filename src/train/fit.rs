@@ -604,6 +604,17 @@ fn pair_distances(z: &Tensor, shift: i64) -> Tensor {
     (z - z.roll([shift], [0])).norm_scalaropt_dim(2.0, [-1i64], false)
 }
 
+/// Each digit's margin: the logit (last dimension) of the digit `pred` names minus the
+/// largest other.
+fn margins(logits: &Tensor, pred: &Tensor) -> Tensor {
+    let g = pred.unsqueeze(-1);
+    let own = logits.gather(-1, &g, false).squeeze_dim(-1);
+    let other = logits
+        .scatter_value(-1, &g, f64::NEG_INFINITY)
+        .amax([-1i64], false);
+    own - other
+}
+
 /// The digits that decide whether an operation counts as reconstructed, as 1 / 0 [N, 9]:
 /// all nine of an operation the source reconstructs; of one it does not, only the wrong
 /// digit the source is surest of (keeping that one wrong keeps the operation out of the
@@ -611,12 +622,7 @@ fn pair_distances(z: &Tensor, shift: i64) -> Tensor {
 /// has every digit deciding.
 fn deciding_digits(logits: &Tensor, pred: &Tensor, targets: &Tensor, ok: &Tensor) -> Tensor {
     tch::no_grad(|| {
-        let g = pred.unsqueeze(-1);
-        let own = logits.gather(-1, &g, false).squeeze_dim(-1);
-        let other = logits
-            .scatter_value(-1, &g, f64::NEG_INFINITY)
-            .amax([-1i64], false);
-        let margin = own - other;
+        let margin = margins(logits, pred);
         let wrong = pred.ne_tensor(targets);
         let surest = margin
             .where_self(&wrong, &margin.full_like(f64::NEG_INFINITY))
@@ -1061,12 +1067,9 @@ impl ConvertRefiner {
                 0.0,
             );
             let low = tch::no_grad(|| {
-                let g = goal_pred.unsqueeze(1);
-                let own = logits.gather(1, &g, false).squeeze_dim(1);
-                let other = logits
-                    .scatter_value(1, &g, f64::NEG_INFINITY)
-                    .amax([1i64], false);
-                (own - other).lt(STRAGGLER_MARGIN).to_kind(Kind::Float)
+                margins(&logits, &goal_pred)
+                    .lt(STRAGGLER_MARGIN)
+                    .to_kind(Kind::Float)
                     * deciding.index_select(0, &idx).view([-1])
             });
             let n_low = low.sum(Kind::Float).clamp_min(STRAGGLER_FLOOR);
