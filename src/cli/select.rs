@@ -99,11 +99,10 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         }
     };
     let sel = select::select(&cfg, &report, &dirs, index.as_ref(), &cwd, by, |s| {
-        allowed.as_ref().is_none_or(|set| {
-            s.path
-                .canonicalize()
-                .is_ok_and(|p| set.contains(&p.to_string_lossy().into_owned()))
-        })
+        // Both canonical: the index's paths and the sources'.
+        allowed
+            .as_ref()
+            .is_none_or(|set| set.contains(s.path.to_string_lossy().as_ref()))
     });
     if a.json {
         emit_json(&sel)?;

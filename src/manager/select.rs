@@ -14,6 +14,7 @@
 //! then path.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -100,6 +101,7 @@ impl RankBy {
 /// A checkpoint selection looks at: what the index (or a fresh read) says of it.
 #[derive(Debug, Clone)]
 pub struct Source {
+    /// Canonical (as the index holds it).
     pub path: PathBuf,
     pub version: VersionId,
     pub layout: String,
@@ -199,9 +201,15 @@ pub struct Candidate {
 pub fn config_path_text(path: &Path, cwd: &Path) -> String {
     let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
     let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    p.strip_prefix(&cwd)
-        .map(Path::to_path_buf)
-        .unwrap_or(p)
+    canonical_path_text(&p, &cwd)
+}
+
+/// [`config_path_text`] of a path and a working directory both already canonical (no
+/// file system call: ranking thousands of candidates resolved every path component of
+/// each with `readlink`).
+fn canonical_path_text(path: &Path, cwd: &Path) -> String {
+    path.strip_prefix(cwd)
+        .unwrap_or(path)
         .to_string_lossy()
         .replace('\\', "/")
 }
@@ -251,13 +259,14 @@ pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
                 return None;
             }
             let best = arch::infer_checkpoint(&ckpt).best?;
+            let path = p.canonicalize().unwrap_or_else(|_| p.clone());
             let modified = std::fs::metadata(p)
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs());
             Some(Source {
-                path: p.clone(),
+                path,
                 version: best.version,
                 layout: best.params.summary(),
                 shapes: arch::state_shapes(&ckpt),
@@ -342,12 +351,18 @@ pub fn rank(
         return Vec::new();
     };
     let specs = crate::migrate::SpecSet::embedded().ok();
+    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
+    // The load plan of each distinct (version, layout): a tree of thousands of epochs has
+    // a few layouts, and a plan is built from the catalog's whole layout.
+    type Fit = (bool, bool, String);
+    let mut plans: HashMap<(VersionId, &[KeyShape]), Fit> = HashMap::new();
+    let mut last: Option<((VersionId, &[KeyShape]), Fit)> = None;
     let mut out: Vec<Candidate> = sources
         .iter()
         .filter_map(|s| {
             let m = &s.metrics;
             let mut c = Candidate {
-                path: config_path_text(&s.path, cwd),
+                path: canonical_path_text(&s.path, &cwd),
                 version: s.version,
                 layout: s.layout.clone(),
                 coverage: m.coverage,
@@ -379,24 +394,47 @@ pub fn rank(
                 c.why = explain(&fit, &c, by);
                 return Some((c, s.path.clone(), fit));
             }
-            let plan = check::load_plan(cfg, &s.shapes, s.version, target_version, target_params);
-            let fit = vec![if plan.exact() {
-                "exact layout fit".to_string()
-            } else if plan.fits() {
-                format!(
-                    "loads ({} mapped, {} initialised, {} ignored)",
-                    plan.mapped.len(),
-                    plan.keys.missing.len(),
-                    plan.keys.unexpected.len()
-                )
-            } else {
-                format!(
-                    "does not fit: {} size mismatches",
-                    plan.keys.mismatched.len()
-                )
-            }];
-            c.fits = plan.fits();
-            c.exact = plan.exact();
+            let key = (s.version, s.shapes.as_slice());
+            // Sources come in path order, and the files of a run share their layout: the
+            // last layout first (comparing is cheaper than hashing one).
+            let (fits, exact, fit) = match &last {
+                Some((k, v)) if *k == key => v.clone(),
+                _ => {
+                    let v = plans
+                        .entry(key)
+                        .or_insert_with(|| {
+                            let plan = check::load_plan(
+                                cfg,
+                                &s.shapes,
+                                s.version,
+                                target_version,
+                                target_params,
+                            );
+                            let fit = if plan.exact() {
+                                "exact layout fit".to_string()
+                            } else if plan.fits() {
+                                format!(
+                                    "loads ({} mapped, {} initialised, {} ignored)",
+                                    plan.mapped.len(),
+                                    plan.keys.missing.len(),
+                                    plan.keys.unexpected.len()
+                                )
+                            } else {
+                                format!(
+                                    "does not fit: {} size mismatches",
+                                    plan.keys.mismatched.len()
+                                )
+                            };
+                            (plan.fits(), plan.exact(), fit)
+                        })
+                        .clone();
+                    last = Some((key, v.clone()));
+                    v
+                }
+            };
+            let fit = vec![fit];
+            c.fits = fits;
+            c.exact = exact;
             c.why = explain(&fit, &c, by);
             Some((c, s.path.clone(), fit))
         })
