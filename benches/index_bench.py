@@ -6,6 +6,12 @@ scripts/bench-index.
 
 Targets (issue 16): first index <= scan --hash + 10%; re-index of the unchanged tree
 <= 5% of the first index; ls and select <= 50 ms.
+
+TVCK_BENCH_INDEX_SHAPE picks the tree: `small` (the default: 20,000 small epoch_N.pt of
+about 2 kB in runs of 25, and 200 copies of the sample checkpoints, the worst case for
+the re-index ratio, since a first index reads 2 kB where a re-index stats the same file)
+or `real` (20,200 copies of the sample checkpoints, 0.4 to 1.1 MB each as a TernaryVAE
+checkpoint is, in folders of 25: about 12 GB, bench-data/index-tree-real).
 """
 import datetime
 import os
@@ -19,10 +25,16 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TREE = os.path.join(ROOT, "bench-data", "index-tree")
 TVCK = os.path.join(ROOT, "target", "release", "tvck")
-N_SMALL = int(os.environ.get("TVCK_BENCH_INDEX_FILES", "20000"))
-N_COPIES = 200
+SHAPE = os.environ.get("TVCK_BENCH_INDEX_SHAPE", "small")
+if SHAPE == "real":
+    TREE = os.path.join(ROOT, "bench-data", "index-tree-real")
+    N_SMALL, N_COPIES, PER_FOLDER = 0, int(os.environ.get("TVCK_BENCH_INDEX_FILES", "20200")), 25
+elif SHAPE == "small":
+    TREE = os.path.join(ROOT, "bench-data", "index-tree")
+    N_SMALL, N_COPIES, PER_FOLDER = int(os.environ.get("TVCK_BENCH_INDEX_FILES", "20000")), 200, 1
+else:
+    sys.exit(f"TVCK_BENCH_INDEX_SHAPE: `small` or `real`, not {SHAPE!r}")
 
 
 def run(cmd, **kw):
@@ -75,8 +87,10 @@ def main():
     if count(TREE) != N_SMALL + N_COPIES:
         shutil.rmtree(TREE, ignore_errors=True)
         print(run([sys.executable, os.path.join(ROOT, "benches", "make_index_tree.py"),
-                   os.path.join(ROOT, "checkpoints"), TREE, str(N_SMALL), str(N_COPIES)]).stdout.strip())
+                   os.path.join(ROOT, "checkpoints"), TREE, str(N_SMALL), str(N_COPIES),
+                   str(PER_FOLDER)]).stdout.strip())
     files = count(TREE)
+    tree_mb = sum(os.path.getsize(os.path.join(b, n)) for b, _, ns in os.walk(TREE) for n in ns) / 1e6
     for base, _, names in os.walk(TREE):  # warm the page cache: every run reads from memory
         for n in names:
             with open(os.path.join(base, n), "rb") as fh:
@@ -123,8 +137,9 @@ def main():
     lines = [
         f"Machine: {cpu_name()}, {os.cpu_count()} cores, load average {load:.1f} during the run. "
         f"Date: {datetime.date.today()}.",
-        f"Tree: {files} files ({N_SMALL} small epoch_N.pt in runs of 25, {N_COPIES} copies of the sample "
-        f"checkpoints), page cache warm; index file {size_mb:.1f} MB. Times: wall (CPU = user + sys).",
+        f"Tree ({SHAPE}): {files} files ({N_SMALL} small epoch_N.pt in runs of 25, {N_COPIES} copies of the "
+        f"sample checkpoints), {tree_mb:.0f} MB, page cache warm; index file {size_mb:.1f} MB. "
+        "Times: wall (CPU = user + sys).",
         "",
         "| measurement | time | target |",
         "|---|---|---|",
