@@ -446,6 +446,29 @@ mod tests {
         }
     }
 
+    /// Found by the `sparse_zip` fuzz campaign (2026-12-04): a pickle holding a NaN reads
+    /// the same whole and sparsely, and the comparison has to say so (`==` on the roots
+    /// said a NaN differs from itself; `Value::identical` compares float bits).
+    #[test]
+    fn a_pickle_holding_a_nan_reads_the_same_sparsely() {
+        // The fuzzer's input: EMPTY_LIST, BINPUT 0, MARK, BINFLOAT (a subnormal), BINFLOAT
+        // 0x7ffffa0000008071 (a NaN), STOP: the root is the NaN.
+        let bytes = b"]q\x00(G\x00\x00\x00\x25\x00\x00\x00\x00G\x7f\xff\xfa\x00\x00\x00\x80q.";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nan.pt");
+        std::fs::write(&path, bytes).unwrap();
+        let whole = Checkpoint::open_into(&path, Vec::new()).map_err(|e| e.0);
+        let sparse = Checkpoint::open_sparse_into(&path, Vec::new()).map_err(|e| e.0);
+        match (whole, sparse) {
+            (Ok(a), Ok(b)) => {
+                assert!(format!("{:?}", a.root).contains("NaN"), "{:?}", a.root);
+                assert_ne!(a.root, b.root, "== calls a NaN unequal to itself");
+                assert!(a.root.identical(&b.root), "{:?} != {:?}", a.root, b.root);
+            }
+            (a, b) => panic!("whole {:?}, sparse {:?}", a.err(), b.err()),
+        }
+    }
+
     #[test]
     fn samples_read_sparsely_match_whole_reads() {
         let mut sparse_files = 0;
@@ -611,7 +634,7 @@ mod tests {
                 (Err(a), Err((b, _))) => prop_assert_eq!(a.to_string(), b.to_string()),
                 (Ok(a), Ok(mut b)) => {
                     prop_assert_eq!(&a.tensors, &b.tensors);
-                    prop_assert_eq!(&a.root, &b.root);
+                    prop_assert!(a.root.identical(&b.root), "{:?} != {:?}", a.root, b.root);
                     prop_assert_eq!(&a.findings, &b.findings);
                     // Read from the file on demand, then loaded: the same bytes and errors.
                     prop_assert_eq!(all_bytes(&a), all_bytes(&b));
@@ -664,7 +687,7 @@ mod tests {
                 (Ok(a), Ok(b)) => {
                     prop_assert_eq!(a.format, b.format);
                     prop_assert_eq!(&a.tensors, &b.tensors);
-                    prop_assert_eq!(&a.root, &b.root);
+                    prop_assert!(a.root.identical(&b.root), "{:?} != {:?}", a.root, b.root);
                     prop_assert_eq!(&a.findings, &b.findings);
                     prop_assert_eq!(all_bytes(&a), all_bytes(&b));
                 }

@@ -64,6 +64,57 @@ impl Value {
         }
     }
 
+    /// Whether two values are the same decoded data: `==` except that floats compare by
+    /// their bits, so a NaN is identical to the same NaN (and `0.0` is not `-0.0`). What
+    /// "two readers decoded the same thing" means; `==` calls a file holding a NaN
+    /// different from itself.
+    pub fn identical(&self, other: &Value) -> bool {
+        fn all(a: &[Value], b: &[Value]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.identical(y))
+        }
+        match (self, other) {
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (Value::List(a), Value::List(b)) | (Value::Tuple(a), Value::Tuple(b)) => all(a, b),
+            (Value::Dict(a), Value::Dict(b)) => {
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, va), (kb, vb))| ka.identical(kb) && va.identical(vb))
+            }
+            (
+                Value::NumpyScalar {
+                    dtype: da,
+                    value: va,
+                },
+                Value::NumpyScalar {
+                    dtype: db,
+                    value: vb,
+                },
+            ) => da == db && va.identical(vb),
+            (
+                Value::Object {
+                    class: ca,
+                    args: aa,
+                    state: sa,
+                },
+                Value::Object {
+                    class: cb,
+                    args: ab,
+                    state: sb,
+                },
+            ) => {
+                ca == cb
+                    && all(aa, ab)
+                    && match (sa, sb) {
+                        (Some(x), Some(y)) => x.identical(y),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            }
+            (a, b) => a == b,
+        }
+    }
+
     /// Follow a dotted path of dict keys (`"config.model.name"`).
     pub fn get_path(&self, path: &str) -> Option<&Value> {
         path.split('.').try_fold(self, |v, k| v.get(k))
@@ -325,5 +376,41 @@ mod conversion_tests {
             Value::from_json(&j),
             Value::Dict(vec![(s("q"), Value::Float(1.5)), (s("n"), Value::None)])
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Value;
+
+    #[test]
+    fn identical_compares_float_bits_at_any_depth() {
+        let nan = |bits: u64| Value::Float(f64::from_bits(bits));
+        let quiet = 0x7ff8_0000_0000_0000;
+        assert!(nan(quiet).identical(&nan(quiet)));
+        assert_ne!(nan(quiet), nan(quiet));
+        assert!(!nan(quiet).identical(&nan(0x7ff8_0000_0000_0001)));
+        assert!(!Value::Float(0.0).identical(&Value::Float(-0.0)));
+        let tree = |x: Value| {
+            Value::Dict(vec![(
+                Value::Str("metrics".into()),
+                Value::List(vec![
+                    Value::Int(1),
+                    Value::Tuple(vec![x.clone()]),
+                    Value::NumpyScalar {
+                        dtype: "f8".into(),
+                        value: Box::new(x.clone()),
+                    },
+                    Value::Object {
+                        class: "argparse.Namespace".into(),
+                        args: vec![x.clone()],
+                        state: Some(Box::new(x)),
+                    },
+                ]),
+            )])
+        };
+        assert!(tree(nan(quiet)).identical(&tree(nan(quiet))));
+        assert!(!tree(nan(quiet)).identical(&tree(Value::Float(1.0))));
+        assert!(!tree(Value::Int(1)).identical(&Value::List(vec![])));
     }
 }
