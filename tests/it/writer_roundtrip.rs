@@ -41,52 +41,10 @@ fn can_require_grad(d: DType) -> bool {
     )
 }
 
-/// Structural equality with floats compared by bits (NaN payloads included).
+/// Structural equality with floats compared by bits (NaN payloads included):
+/// [`Value::identical`].
 fn same(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Float(x), Value::Float(y)) => x.to_bits() == y.to_bits(),
-        (Value::List(x), Value::List(y)) | (Value::Tuple(x), Value::Tuple(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
-        }
-        (Value::Dict(x), Value::Dict(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((ka, va), (kb, vb))| same(ka, kb) && same(va, vb))
-        }
-        (
-            Value::NumpyScalar {
-                dtype: da,
-                value: a,
-            },
-            Value::NumpyScalar {
-                dtype: db,
-                value: b,
-            },
-        ) => da == db && same(a, b),
-        (
-            Value::Object {
-                class: ca,
-                args: aa,
-                state: sa,
-            },
-            Value::Object {
-                class: cb,
-                args: ab,
-                state: sb,
-            },
-        ) => {
-            ca == cb
-                && aa.len() == ab.len()
-                && aa.iter().zip(ab).all(|(a, b)| same(a, b))
-                && match (sa, sb) {
-                    (Some(a), Some(b)) => same(a, b),
-                    (None, None) => true,
-                    _ => false,
-                }
-        }
-        _ => a == b,
-    }
+    a.identical(b)
 }
 
 /// What a tree looks like after writing: numpy scalars are plain values.
