@@ -55,6 +55,27 @@ pub struct StoredMetrics {
     pub provenance: Option<Provenance>,
 }
 
+/// The field of a [`StoredMetrics`] a metric name names, borrowed as asked (`&` or
+/// `&mut`): the one table of names [`StoredMetrics::by_name`] and
+/// [`StoredMetrics::by_name_mut`] share.
+macro_rules! metric_slot {
+    ($m:expr, $name:expr, $($borrow:tt)+) => {
+        match $name {
+            "coverage" => Some($($borrow)+ $m.coverage),
+            "Q" => Some($($borrow)+ $m.q),
+            "hierarchy_B" => Some($($borrow)+ $m.hierarchy),
+            "hierarchy_A" => Some($($borrow)+ $m.hierarchy_a),
+            "richness" => Some($($borrow)+ $m.richness),
+            "dist_corr" => Some($($borrow)+ $m.dist_corr),
+            "r_v0" => Some($($borrow)+ $m.r_v0),
+            "r_v9" => Some($($borrow)+ $m.r_v9),
+            "mean_radius" => Some($($borrow)+ $m.mean_radius),
+            "std_radius" => Some($($borrow)+ $m.std_radius),
+            _ => None,
+        }
+    };
+}
+
 /// Where a file's metrics come from (docs/migrations.md, "Metrics").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -240,19 +261,13 @@ impl StoredMetrics {
     /// `hierarchy_A`, `richness`, `dist_corr`, `r_v0`, `r_v9`, `mean_radius`,
     /// `std_radius`); `None` when absent or not a metric name.
     pub fn by_name(&self, name: &str) -> Option<f64> {
-        match name {
-            "coverage" => self.coverage,
-            "Q" => self.q,
-            "hierarchy_B" => self.hierarchy,
-            "hierarchy_A" => self.hierarchy_a,
-            "richness" => self.richness,
-            "dist_corr" => self.dist_corr,
-            "r_v0" => self.r_v0,
-            "r_v9" => self.r_v9,
-            "mean_radius" => self.mean_radius,
-            "std_radius" => self.std_radius,
-            _ => None,
-        }
+        metric_slot!(self, name, &).and_then(|v| *v)
+    }
+
+    /// The slot of the value [`StoredMetrics::by_name`] names (`None` for a name that is
+    /// not a metric's), to fill it.
+    pub fn by_name_mut(&mut self, name: &str) -> Option<&mut Option<f64>> {
+        metric_slot!(self, name, &mut)
     }
 
     /// Whether no value was read (whatever the provenance).

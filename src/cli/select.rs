@@ -30,10 +30,17 @@ pub struct Args {
     /// The index file (default: $TVCK_INDEX, else $XDG_CACHE_HOME/tvck/index.sqlite).
     #[arg(long, value_name = "PATH")]
     index: Option<PathBuf>,
+    /// List at most N candidates (the selection is still made over all of them): 10 by
+    /// default in the summary, every one in JSON; 0 lists every one.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
     /// Print JSON instead of a summary.
     #[arg(long)]
     json: bool,
 }
+
+/// How many candidates the summary lists when no limit is given.
+const SUMMARY_LIMIT: usize = 10;
 
 pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     require_exists(&a.config)?;
@@ -98,12 +105,21 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             )
         }
     };
-    let sel = select::select(&cfg, &report, &dirs, index.as_ref(), &cwd, by, |s| {
+    let mut sel = select::select(&cfg, &report, &dirs, index.as_ref(), &cwd, by, |s| {
         // Both canonical: the index's paths and the sources'.
         allowed
             .as_ref()
             .is_none_or(|set| set.contains(s.path.to_string_lossy().as_ref()))
     });
+    let limit = match a.limit {
+        Some(0) => None,
+        Some(n) => Some(n),
+        None if a.json => None,
+        None => Some(SUMMARY_LIMIT),
+    };
+    if let Some(n) = limit {
+        sel.keep_first(n);
+    }
     if a.json {
         emit_json(&sel)?;
     } else {
@@ -134,10 +150,16 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
                 report::safe::value(&c.why)
             ));
         }
+        if sel.ranked > sel.candidates.len() {
+            out.push_str(&format!(
+                "  … {} more (--limit 0 lists every one)\n",
+                sel.ranked - sel.candidates.len()
+            ));
+        }
         out.push_str(&format!(
             "ranked by {} over {} candidates{}\n",
             sel.by.name(),
-            sel.candidates.len(),
+            sel.ranked,
             if sel.from_index {
                 " (from the index)"
             } else {

@@ -1,7 +1,8 @@
-//! The index database (schema version 2): per checkpoint file a `files` row (its stat,
-//! fingerprint and a column per query field, [`query::FIELDS`]) and a `details` row (its
-//! scan summary, its migration record, its fingerprinted tensors' name, dtype, shape and
-//! SHA-256 of the logical bytes as one list).
+//! The index database (schema version 3): per checkpoint file a `files` row (its stat,
+//! fingerprint, layout and a column per query field, [`query::FIELDS`]) and a `details`
+//! row (its scan summary, its migration record and the SHA-256 of each fingerprinted
+//! tensor's logical bytes). A `layouts` row holds a tensor list's names, dtypes and shapes
+//! once for every file that has it: the epochs of a run share one.
 //!
 //! * A `meta` table names the application and the schema version; a database without it
 //!   that holds any table is foreign, a file that is not SQLite is corrupt: both are errors
@@ -20,25 +21,31 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::{query, ManagerError};
+use crate::arch::KeyShape;
+use crate::metrics::{Provenance, StoredMetrics};
 use crate::scan::{self, FileSummary};
 
 /// The schema this tvck writes and reads. Version 1 kept the summary in the `files` row
-/// and a row per tensor; an index of version 1 is upgraded in place by the first writer
-/// that opens it ([`Index::open`]), in one transaction.
-pub const SCHEMA_VERSION: i64 = 2;
+/// and a row per tensor; version 2 kept each file's whole tensor list (names, dtypes,
+/// shapes and hashes) in its `details` row. An index of version 1 or 2 is upgraded in
+/// place by the first writer that opens it ([`Index::open`]), in one transaction.
+pub const SCHEMA_VERSION: i64 = 3;
 /// `meta.application` of a tvck index.
 const APPLICATION: &str = "tvck-index";
 
-/// The `files` table: a file's stat, and a column per query field (`f_…`, what
-/// [`query::Fields`] says of the file: `ls --where`/`--sort` and `select` run in SQL over
-/// these, no summary decoded). The summary, the migration record and the tensor list live
-/// in `details`, read only for the rows a command returns.
+/// The `files` table: a file's stat, its tensor list's layout (`layout_id`, NULL when it has
+/// none; `has_state` when that list is a model state), and a column per query field
+/// (`f_…`, what [`query::Fields`] says of the file: `ls --where`/`--sort` and `select` run
+/// in SQL over these, no summary decoded). The summary, the migration record and the
+/// tensor hashes live in `details`, read only for the rows a command returns; `layouts`
+/// holds each distinct tensor list ([`encode_layout`]) once.
 fn files_table() -> String {
     let mut cols = String::new();
     for (field, kind) in query::stored_fields() {
@@ -60,20 +67,26 @@ fn files_table() -> String {
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
     fingerprint TEXT,
-    indexed_at INTEGER NOT NULL{cols}
+    indexed_at INTEGER NOT NULL,
+    layout_id INTEGER,
+    has_state INTEGER NOT NULL{cols}
 );
 CREATE INDEX files_walk ON files(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
 CREATE TABLE details (
     file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
     summary TEXT NOT NULL,
     migration TEXT,
-    tensors BLOB NOT NULL
+    hashes BLOB NOT NULL
+);
+CREATE TABLE layouts (
+    id INTEGER PRIMARY KEY,
+    tensors BLOB NOT NULL UNIQUE
 );
 "
     )
 }
 
-/// The tables besides `files` and `details` (the same in version 1).
+/// The tables besides `files`, `details` and `layouts` (the same since version 1).
 const OTHER_TABLES: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE aliases (
@@ -102,17 +115,17 @@ CREATE TABLE prune_audit (
 );
 ";
 
-/// The `INSERT` of a `files` row: path, stat, fingerprint, time, then the query columns
-/// in [`query::stored_fields`] order.
+/// The `INSERT` of a `files` row: path, stat, fingerprint, time, layout, then the query
+/// columns in [`query::stored_fields`] order.
 fn insert_file_sql() -> String {
     let fields: Vec<(&str, query::Kind)> = query::stored_fields().collect();
     let names: Vec<String> = fields
         .iter()
         .map(|(f, _)| query::column(f).expect("stored"))
         .collect();
-    let marks: Vec<String> = (1..=7 + fields.len()).map(|i| format!("?{i}")).collect();
+    let marks: Vec<String> = (1..=9 + fields.len()).map(|i| format!("?{i}")).collect();
     format!(
-        "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, indexed_at, {}) VALUES ({})",
+        "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, indexed_at, layout_id, has_state, {}) VALUES ({})",
         names.join(", "),
         marks.join(", ")
     )
@@ -303,18 +316,50 @@ struct Record {
     tensors: Vec<TensorRow>,
 }
 
+/// The ids of the `layouts` rows a writer has met, by their bytes: a run's files share a
+/// layout, so most files need no lookup in the database.
+type Layouts = HashMap<Vec<u8>, i64>;
+
+/// The `layouts` row of a tensor list's layout bytes: the one there, or a new one.
+fn layout_id(conn: &Connection, known: &mut Layouts, layout: Vec<u8>) -> rusqlite::Result<i64> {
+    if let Some(id) = known.get(&layout) {
+        return Ok(*id);
+    }
+    let id = match conn
+        .prepare_cached("SELECT id FROM layouts WHERE tensors = ?1")?
+        .query_row([&layout], |r| r.get(0))
+        .optional()?
+    {
+        Some(id) => id,
+        None => {
+            conn.prepare_cached("INSERT INTO layouts(tensors) VALUES (?1)")?
+                .execute([&layout])?;
+            conn.last_insert_rowid()
+        }
+    };
+    known.insert(layout, id);
+    Ok(id)
+}
+
 /// Write the rows of one file read for the index: its `files` row (with `id`, or a new
-/// one) and its `details`. `insert_file` is [`insert_file_sql`].
+/// one), its `details`, and its layout when it is new. `insert_file` is
+/// [`insert_file_sql`].
 fn insert(
     conn: &Connection,
     insert_file: &str,
+    layouts: &mut Layouts,
     id: Option<i64>,
     mut rec: Record,
     indexed_at: i64,
 ) -> rusqlite::Result<()> {
     use rusqlite::types::Value;
     let summary = serde_json::to_string(&rec.summary).expect("a summary serializes");
-    let tensors = encode_tensors(&mut rec.tensors);
+    let (layout, hashes) = encode_layout(&mut rec.tensors);
+    let layout = match layout {
+        Some(l) => Value::Integer(layout_id(conn, layouts, l)?),
+        None => Value::Null,
+    };
+    let has_state = rec.summary.model_state_key.is_some();
     let entry = Entry::new(
         0,
         rec.path,
@@ -335,70 +380,130 @@ fn insert(
             .clone()
             .map_or(Value::Null, Value::Text),
         Value::Integer(indexed_at),
+        layout,
+        Value::Integer(i64::from(has_state)),
     ];
     values.extend(query::stored_fields().map(|(f, k)| query::column_value(&entry, f, k)));
     conn.prepare_cached(insert_file)?
         .execute(rusqlite::params_from_iter(values))?;
     let file_id = conn.last_insert_rowid();
     conn.prepare_cached(
-        "INSERT INTO details(file_id, summary, migration, tensors) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO details(file_id, summary, migration, hashes) VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![file_id, summary, rec.migration, tensors])?;
+    .execute(params![file_id, summary, rec.migration, hashes])?;
     Ok(())
 }
 
-/// A file's tensor list as `details.tensors` holds it: per tensor, in name order, the name
-/// and the dtype (each a u32 byte length and UTF-8), the shape (a u32 rank and a u64 per
-/// dimension), the 32-byte hash; integers little-endian. One value per file, not a row per
-/// tensor: a first indexing writes a fifth of the rows it did.
-fn encode_tensors(tensors: &mut [TensorRow]) -> Vec<u8> {
+/// A file's tensor list as the index holds it, sorted by name: its layout as a `layouts`
+/// row holds it (per tensor, in name order, the name and the dtype, each a u32 byte length
+/// and UTF-8, then the shape, a u32 rank and a u64 per dimension; integers little-endian;
+/// `None` for an empty list), and the 32-byte hashes in the same order, as `details.hashes`
+/// holds them. Thousands of epochs of a run have one layout: version 2 wrote the names and
+/// shapes once per file, most of its index.
+fn encode_layout(tensors: &mut [TensorRow]) -> (Option<Vec<u8>>, Vec<u8>) {
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut out = Vec::with_capacity(tensors.len() * 96);
+    if tensors.is_empty() {
+        return (None, Vec::new());
+    }
+    let mut layout = Vec::with_capacity(tensors.len() * 64);
+    let mut hashes = Vec::with_capacity(tensors.len() * 32);
+    for t in tensors.iter() {
+        encode_meta(&mut layout, t);
+        hashes.extend_from_slice(&t.hash);
+    }
+    (Some(layout), hashes)
+}
+
+/// One tensor's name, dtype and shape, as [`encode_layout`] writes them.
+fn encode_meta(out: &mut Vec<u8>, t: &TensorRow) {
     let u32_le = |out: &mut Vec<u8>, n: usize| {
         out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes())
     };
-    for t in tensors.iter() {
-        u32_le(&mut out, t.name.len());
-        out.extend_from_slice(t.name.as_bytes());
-        u32_le(&mut out, t.dtype.len());
-        out.extend_from_slice(t.dtype.as_bytes());
-        u32_le(&mut out, t.shape.len());
-        for d in &t.shape {
-            out.extend_from_slice(&d.to_le_bytes());
-        }
-        out.extend_from_slice(&t.hash);
+    u32_le(out, t.name.len());
+    out.extend_from_slice(t.name.as_bytes());
+    u32_le(out, t.dtype.len());
+    out.extend_from_slice(t.dtype.as_bytes());
+    u32_le(out, t.shape.len());
+    for d in &t.shape {
+        out.extend_from_slice(&d.to_le_bytes());
     }
-    out
 }
 
-/// [`encode_tensors`] read back; `None` when the bytes are not such a list.
-fn decode_tensors(mut b: &[u8]) -> Option<Vec<TensorRow>> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if b.len() < n {
+/// Reads the encodings of [`encode_layout`] (and of version 2's tensor lists): every
+/// read is bounds-checked, and a list that is not such bytes is `None`.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
             return None;
         }
-        let (head, tail) = b.split_at(n);
-        *b = tail;
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
         Some(head)
     }
-    fn len(b: &mut &[u8]) -> Option<usize> {
-        Some(u32::from_le_bytes(take(b, 4)?.try_into().ok()?) as usize)
+    fn len(&mut self) -> Option<usize> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?) as usize)
     }
-    fn text(b: &mut &[u8]) -> Option<String> {
-        let n = len(b)?;
-        String::from_utf8(take(b, n)?.to_vec()).ok()
+    fn text(&mut self) -> Option<String> {
+        let n = self.len()?;
+        String::from_utf8(self.take(n)?.to_vec()).ok()
     }
-    let mut out = Vec::new();
-    while !b.is_empty() {
-        let name = text(&mut b)?;
-        let dtype = text(&mut b)?;
-        let rank = len(&mut b)?;
-        let dims = take(&mut b, rank.checked_mul(8)?)?;
+    /// A name, a dtype and a shape.
+    fn meta(&mut self) -> Option<(String, String, Vec<u64>)> {
+        let name = self.text()?;
+        let dtype = self.text()?;
+        let rank = self.len()?;
+        let dims = self.take(rank.checked_mul(8)?)?;
         let shape = dims
             .chunks_exact(8)
             .map(|d| u64::from_le_bytes(d.try_into().expect("8 bytes")))
             .collect();
-        let hash = take(&mut b, 32)?.try_into().ok()?;
+        Some((name, dtype, shape))
+    }
+    fn hash(&mut self) -> Option<[u8; 32]> {
+        self.take(32)?.try_into().ok()
+    }
+}
+
+/// A layout's (name, dtype, shape) list, [`encode_layout`] read back.
+fn decode_layout(b: &[u8]) -> Option<Vec<(String, String, Vec<u64>)>> {
+    let mut r = Reader(b);
+    let mut out = Vec::new();
+    while !r.0.is_empty() {
+        out.push(r.meta()?);
+    }
+    Some(out)
+}
+
+/// A file's tensors from its layout and its hashes; `None` unless there is a hash per
+/// tensor.
+fn join_layout(layout: Vec<(String, String, Vec<u64>)>, hashes: &[u8]) -> Option<Vec<TensorRow>> {
+    if hashes.len() != layout.len().checked_mul(32)? {
+        return None;
+    }
+    Some(
+        layout
+            .into_iter()
+            .zip(hashes.chunks_exact(32))
+            .map(|((name, dtype, shape), h)| TensorRow {
+                name,
+                dtype,
+                shape,
+                hash: h.try_into().expect("32 bytes"),
+            })
+            .collect(),
+    )
+}
+
+/// A version-2 `details.tensors` list (per tensor, the layout's encoding then the hash),
+/// read for the upgrade.
+fn decode_tensors_v2(b: &[u8]) -> Option<Vec<TensorRow>> {
+    let mut r = Reader(b);
+    let mut out = Vec::new();
+    while !r.0.is_empty() {
+        let (name, dtype, shape) = r.meta()?;
+        let hash = r.hash()?;
         out.push(TensorRow {
             name,
             dtype,
@@ -625,14 +730,19 @@ impl Index {
                 });
             }
             self.upgrade()?;
+            // The old tables' pages, given back to the file system. Best effort: another
+            // process reading the index at this moment keeps them for now (SQLite reuses
+            // free pages).
+            let _ = self.conn.execute_batch("VACUUM");
         }
         Ok(())
     }
 
-    /// Upgrade an index of schema version 1 to this one, in one transaction (a failure
-    /// leaves it as it was): each `files` row's summary moves to `details` with its
-    /// tensor rows as one list, and its query columns are filled from the summary, as
-    /// [`Index::update`] fills them. Aliases, their history and the prune audit stay.
+    /// Upgrade an index of schema version 1 or 2 to this one, in one transaction (a
+    /// failure leaves it as it was): each file's rows are written again as
+    /// [`Index::update`] writes them (summary, migration record, query columns, layout and
+    /// hashes), with the same ids, from what the old rows hold; no checkpoint is read.
+    /// Aliases, their history and the prune audit stay.
     fn upgrade(&mut self) -> Result<(), ManagerError> {
         let path = self.path.clone();
         let busy = self.busy_timeout.as_millis().min(u64::MAX as u128) as u64;
@@ -658,28 +768,38 @@ impl Index {
                 |r| r.get(0),
             )
             .map_err(db)?;
-        if version != "1" {
-            return tx.commit().map_err(db);
-        }
-        tx.execute_batch(
-            "DROP INDEX IF EXISTS files_fingerprint;
-             DROP INDEX IF EXISTS tensors_hash;
-             ALTER TABLE files RENAME TO files_v1;
-             ALTER TABLE tensors RENAME TO tensors_v1;",
-        )
-        .map_err(db)?;
+        // The old rows, renamed out of the way, and how to read a file's from them: its
+        // id, path, stat, summary, migration and indexing time, then its tensors.
+        let (rename, files_sql, tensors_sql, drop) = match version.as_str() {
+            "1" => (
+                "DROP INDEX IF EXISTS files_fingerprint;
+                 DROP INDEX IF EXISTS tensors_hash;
+                 ALTER TABLE files RENAME TO files_v1;
+                 ALTER TABLE tensors RENAME TO tensors_v1;",
+                "SELECT id, path, size, mtime_ns, inode, summary, migration, indexed_at
+                 FROM files_v1 ORDER BY id",
+                "SELECT name, dtype, shape, hash FROM tensors_v1 WHERE file_id = ?1",
+                "DROP TABLE tensors_v1; DROP TABLE files_v1;",
+            ),
+            "2" => (
+                "DROP INDEX IF EXISTS files_walk;
+                 ALTER TABLE files RENAME TO files_v2;
+                 ALTER TABLE details RENAME TO details_v2;",
+                "SELECT id, path, size, mtime_ns, inode, details_v2.summary, details_v2.migration,
+                        indexed_at
+                 FROM files_v2 JOIN details_v2 ON details_v2.file_id = files_v2.id ORDER BY id",
+                "SELECT tensors FROM details_v2 WHERE file_id = ?1",
+                "DROP TABLE details_v2; DROP TABLE files_v2;",
+            ),
+            _ => return tx.commit().map_err(db),
+        };
+        tx.execute_batch(rename).map_err(db)?;
         tx.execute_batch(&files_table()).map_err(db)?;
         {
             let insert_file = insert_file_sql();
-            let mut files = tx
-                .prepare(
-                    "SELECT id, path, size, mtime_ns, inode, summary, migration, indexed_at
-                     FROM files_v1 ORDER BY id",
-                )
-                .map_err(db)?;
-            let mut tensors = tx
-                .prepare("SELECT name, dtype, shape, hash FROM tensors_v1 WHERE file_id = ?1")
-                .map_err(db)?;
+            let mut layouts = Layouts::new();
+            let mut files = tx.prepare(files_sql).map_err(db)?;
+            let mut tensors = tx.prepare(tensors_sql).map_err(db)?;
             let mut rows = files.query([]).map_err(db)?;
             while let Some(r) = rows.next().map_err(db)? {
                 let id: i64 = r.get(0).map_err(db)?;
@@ -691,19 +811,27 @@ impl Index {
                         what: format!("the row of {file} does not hold a tvck summary"),
                     });
                 };
-                let list = tensors
-                    .query_map([id], |t| {
-                        let shape: String = t.get(2)?;
-                        let hash: Vec<u8> = t.get(3)?;
-                        Ok(TensorRow {
-                            name: t.get(0)?,
-                            dtype: t.get(1)?,
-                            shape: serde_json::from_str(&shape).unwrap_or_default(),
-                            hash: hash.try_into().unwrap_or([0; 32]),
+                let list = if version == "1" {
+                    tensors
+                        .query_map([id], |t| {
+                            let shape: String = t.get(2)?;
+                            let hash: Vec<u8> = t.get(3)?;
+                            Ok(TensorRow {
+                                name: t.get(0)?,
+                                dtype: t.get(1)?,
+                                shape: serde_json::from_str(&shape).unwrap_or_default(),
+                                hash: hash.try_into().unwrap_or([0; 32]),
+                            })
                         })
-                    })
-                    .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
-                    .map_err(db)?;
+                        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+                        .map_err(db)?
+                } else {
+                    let blob: Vec<u8> = tensors.query_row([id], |t| t.get(0)).map_err(db)?;
+                    decode_tensors_v2(&blob).ok_or_else(|| ManagerError::Foreign {
+                        path: path.clone(),
+                        what: format!("the row of {file} does not hold a tvck tensor list"),
+                    })?
+                };
                 let rec = Record {
                     path: file,
                     stat: Stat::from_row(r, 2).map_err(db)?,
@@ -711,11 +839,18 @@ impl Index {
                     migration: r.get(6).map_err(db)?,
                     tensors: list,
                 };
-                insert(&tx, &insert_file, Some(id), rec, r.get(7).map_err(db)?).map_err(db)?;
+                insert(
+                    &tx,
+                    &insert_file,
+                    &mut layouts,
+                    Some(id),
+                    rec,
+                    r.get(7).map_err(db)?,
+                )
+                .map_err(db)?;
             }
         }
-        tx.execute_batch("DROP TABLE tensors_v1; DROP TABLE files_v1;")
-            .map_err(db)?;
+        tx.execute_batch(drop).map_err(db)?;
         tx.execute(
             "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
             [SCHEMA_VERSION.to_string()],
@@ -935,6 +1070,7 @@ impl Index {
                 });
             });
             let insert_file = insert_file_sql();
+            let mut layouts = Layouts::new();
             let now = now_s();
             // The writer takes what has arrived, then sleeps a little instead of waiting
             // on the channel: woken for every file, it cost a context switch per file
@@ -945,7 +1081,7 @@ impl Index {
                         Ok(rec) => {
                             *unreadable += usize::from(rec.summary.error.is_some());
                             *unsafe_files += usize::from(!rec.summary.unsafe_globals.is_empty());
-                            insert(&tx, &insert_file, None, rec, now).map_err(db)?
+                            insert(&tx, &insert_file, &mut layouts, None, rec, now).map_err(db)?
                         }
                         Err(std::sync::mpsc::TryRecvError::Empty) => break,
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),
@@ -955,6 +1091,15 @@ impl Index {
             }
         });
         written?;
+        if !removed.is_empty() || !replaced.is_empty() {
+            // Layouts no file has any more (a handful of rows: a run's epochs share one).
+            tx.execute(
+                "DELETE FROM layouts WHERE id NOT IN
+                 (SELECT layout_id FROM files WHERE layout_id IS NOT NULL)",
+                [],
+            )
+            .map_err(db)?;
+        }
         tx.commit().map_err(db)?;
         Ok(report)
     }
@@ -962,16 +1107,6 @@ impl Index {
     /// Every indexed file under `roots` (all of them when `roots` is empty), by path.
     pub fn entries(&self, roots: &[PathBuf]) -> Result<Vec<Entry>, ManagerError> {
         self.entries_filtered(roots, "1")
-    }
-
-    /// [`Index::entries`] of the files whose summary says they have a TernaryVAE version,
-    /// were read without error and hold no unsafe global: the candidates a selection
-    /// ranks (decided in SQL on the query columns: no other summary is decoded).
-    pub fn versioned_entries(&self, roots: &[PathBuf]) -> Result<Vec<Entry>, ManagerError> {
-        self.entries_filtered(
-            roots,
-            "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe = 0",
-        )
     }
 
     /// The aliases of every aliased path.
@@ -1017,42 +1152,142 @@ impl Index {
     }
 
     /// The rows under `roots` matching the SQL condition `cond` (a constant of this
-    /// module, never text from outside), by path. A root selects its own path and the
-    /// range of paths below it (`root/` ≤ path < `root0`, `0` following `/`), so SQLite
-    /// walks only that part of the path index.
+    /// module, never text from outside), by path, as [`Index::decode`] reads them.
     fn entries_filtered(&self, roots: &[PathBuf], cond: &str) -> Result<Vec<Entry>, ManagerError> {
-        let columns = Self::ENTRY_COLUMNS;
-        let ranges: Vec<(String, String, String)> =
-            roots.iter().map(|r| root_range(&canonical(r))).collect();
         let aliases = self.aliases_by_path()?;
         let mut out = Vec::new();
+        self.rows_under_roots(roots, Self::ENTRY_COLUMNS, cond, |r| {
+            out.push(self.decode(r, &aliases)?);
+            Ok(())
+        })?;
+        if roots.len() > 1 {
+            // Several roots interleave.
+            out.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        Ok(out)
+    }
+
+    /// Call `each` on every row of `select` (a `SELECT` of this module whose second column
+    /// is `path`) under `roots` (all rows when `roots` is empty) matching `cond` (a
+    /// constant of this module), in path order per root, a path met under two roots once.
+    /// A root selects its own path and the range of paths below it (`root/` ≤ path <
+    /// `root0`, `0` following `/`), so SQLite walks only that part of the path index.
+    fn rows_under_roots(
+        &self,
+        roots: &[PathBuf],
+        select: &str,
+        cond: &str,
+        mut each: impl FnMut(&rusqlite::Row<'_>) -> Result<(), ManagerError>,
+    ) -> Result<(), ManagerError> {
+        let ranges: Vec<(String, String, String)> =
+            roots.iter().map(|r| root_range(&canonical(r))).collect();
         let mut seen: HashSet<String> = HashSet::new();
+        let several = ranges.len() > 1;
         let mut read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<(), ManagerError> {
             let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
             let mut rows = st.query(args).map_err(|e| self.err(e))?;
             while let Some(r) = rows.next().map_err(|e| self.err(e))? {
-                let e = self.decode(r, &aliases)?;
-                if seen.insert(e.path.clone()) {
-                    out.push(e);
+                if several {
+                    let path: String = r.get(1).map_err(|e| self.err(e))?;
+                    if !seen.insert(path) {
+                        continue;
+                    }
                 }
+                each(r)?;
             }
             Ok(())
         };
         if ranges.is_empty() {
-            read(&format!("{columns} WHERE {cond} ORDER BY path"), &[])?;
-        } else {
-            // Two queries, not one with OR: each walks the path index in order (an OR
-            // makes SQLite scan the table and sort the rows).
-            let exact_sql = format!("{columns} WHERE path = ?1 AND ({cond})");
-            let range_sql =
-                format!("{columns} WHERE path >= ?1 AND path < ?2 AND ({cond}) ORDER BY path");
-            for (exact, lo, hi) in &ranges {
-                read(&exact_sql, &[exact])?;
-                read(&range_sql, &[lo, hi])?;
-            }
+            return read(&format!("{select} WHERE {cond} ORDER BY path"), &[]);
         }
-        if ranges.len() > 1 {
-            // Several roots interleave.
+        // Two queries, not one with OR: each walks the path index in order (an OR makes
+        // SQLite scan the table and sort the rows).
+        let exact_sql = format!("{select} WHERE path = ?1 AND ({cond})");
+        let range_sql =
+            format!("{select} WHERE path >= ?1 AND path < ?2 AND ({cond}) ORDER BY path");
+        for (exact, lo, hi) in &ranges {
+            read(&exact_sql, &[exact])?;
+            read(&range_sql, &[lo, hi])?;
+        }
+        Ok(())
+    }
+
+    /// What a selection ranks of every candidate under `roots`: the files whose row says
+    /// they have a TernaryVAE version, were read without error and hold no unsafe global,
+    /// by path, read from the rows' columns and their layouts alone (no summary decoded;
+    /// each layout's shapes decoded once and shared).
+    pub fn candidates(&self, roots: &[PathBuf]) -> Result<Vec<CandidateRow>, ManagerError> {
+        let metrics: Vec<&'static str> = query::stored_fields()
+            .filter(|(f, k)| {
+                *k == query::Kind::Number && StoredMetrics::default().by_name_mut(f).is_some()
+            })
+            .map(|(f, _)| f)
+            .collect();
+        let mut select = String::from(
+            "SELECT id, path, mtime_ns, f_version, f_layout, f_provenance, f_epoch, f_size,
+                    f_converted, layout_id, has_state",
+        );
+        for m in &metrics {
+            select.push_str(", ");
+            select.push_str(&query::column(m).expect("stored"));
+        }
+        select.push_str(" FROM files");
+        let layouts = self.state_layouts()?;
+        let aliases = self.aliases_by_path()?;
+        let none: Arc<[KeyShape]> = Arc::from(Vec::new());
+        let mut out = Vec::new();
+        let get = |e| self.err(e);
+        self.rows_under_roots(
+            roots,
+            &select,
+            "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe = 0",
+            |r| {
+                let path: String = r.get(1).map_err(get)?;
+                let mtime_ns: i64 = r.get(2).map_err(get)?;
+                let provenance: Option<String> = r.get(5).map_err(get)?;
+                let layout_id: Option<i64> = r.get(9).map_err(get)?;
+                let has_state: bool = r.get(10).map_err(get)?;
+                let mut m = StoredMetrics {
+                    provenance: provenance.as_deref().and_then(Provenance::parse),
+                    ..StoredMetrics::default()
+                };
+                for (i, name) in metrics.iter().enumerate() {
+                    *m.by_name_mut(name).expect("a metric") = r.get(11 + i).map_err(get)?;
+                }
+                let shapes = match (has_state, layout_id) {
+                    (true, Some(id)) => {
+                        layouts
+                            .get(&id)
+                            .cloned()
+                            .ok_or_else(|| ManagerError::Foreign {
+                                path: self.path.clone(),
+                                what: format!("the row of {path} names a layout it does not hold"),
+                            })?
+                    }
+                    _ => none.clone(),
+                };
+                out.push(CandidateRow {
+                    aliases: aliases.get(&path).cloned().unwrap_or_default(),
+                    path,
+                    version: r.get(3).map_err(get)?,
+                    layout: r
+                        .get::<_, Option<String>>(4)
+                        .map_err(get)?
+                        .unwrap_or_default(),
+                    shapes,
+                    metrics: m,
+                    epoch: r.get::<_, Option<f64>>(6).map_err(get)?.map(|e| e as i64),
+                    size: r
+                        .get::<_, Option<f64>>(7)
+                        .map_err(get)?
+                        .map_or(0, |s| s as u64),
+                    converted: r.get(8).map_err(get)?,
+                    modified: u64::try_from(mtime_ns / 1_000_000_000).unwrap_or(0),
+                });
+                Ok(())
+            },
+        )?;
+        if roots.len() > 1 {
             out.sort_by(|a, b| a.path.cmp(&b.path));
         }
         Ok(out)
@@ -1198,19 +1433,59 @@ impl Index {
     pub fn tensors(&self, file_id: i64) -> Result<Vec<TensorRow>, ManagerError> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT tensors FROM details WHERE file_id = ?1")
+            .prepare_cached(
+                "SELECT layouts.tensors, details.hashes FROM details
+                 JOIN files ON files.id = details.file_id
+                 LEFT JOIN layouts ON layouts.id = files.layout_id
+                 WHERE details.file_id = ?1",
+            )
             .map_err(|e| self.err(e))?;
-        let blob: Option<Vec<u8>> = st
-            .query_row([file_id], |r| r.get(0))
+        let row: Option<(Option<Vec<u8>>, Vec<u8>)> = st
+            .query_row([file_id], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
             .map_err(|e| self.err(e))?;
-        let Some(blob) = blob else {
+        let Some((layout, hashes)) = row else {
             return Ok(Vec::new());
         };
-        decode_tensors(&blob).ok_or_else(|| ManagerError::Foreign {
+        let foreign = || ManagerError::Foreign {
             path: self.path.clone(),
             what: format!("file row {file_id} does not hold a tvck tensor list"),
-        })
+        };
+        let layout = match layout {
+            Some(l) => decode_layout(&l).ok_or_else(foreign)?,
+            None => Vec::new(),
+        };
+        join_layout(layout, &hashes).ok_or_else(foreign)
+    }
+
+    /// The model state's (key, shape) list of every layout a model state has, by its id,
+    /// each decoded once (what [`Index::state_shapes`] gives a file of that layout).
+    pub fn state_layouts(&self) -> Result<HashMap<i64, Arc<[KeyShape]>>, ManagerError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, tensors FROM layouts
+                 WHERE id IN (SELECT layout_id FROM files WHERE has_state = 1)",
+            )
+            .map_err(|e| self.err(e))?;
+        let mut rows = st.query([]).map_err(|e| self.err(e))?;
+        let mut out = HashMap::new();
+        while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+            let id: i64 = r.get(0).map_err(|e| self.err(e))?;
+            let blob: Vec<u8> = r.get(1).map_err(|e| self.err(e))?;
+            let layout = decode_layout(&blob).ok_or_else(|| ManagerError::Foreign {
+                path: self.path.clone(),
+                what: format!("layout row {id} does not hold a tvck tensor list"),
+            })?;
+            out.insert(
+                id,
+                layout
+                    .into_iter()
+                    .map(|(name, _, shape)| (name, shape))
+                    .collect(),
+            );
+        }
+        Ok(out)
     }
 
     /// The entries of every checkpoint of `paths` (discovered under `root`), when the
@@ -1277,6 +1552,27 @@ impl Index {
         }
         Ok(Some(out))
     }
+}
+
+/// What the index says of a file a selection ranks ([`Index::candidates`]).
+#[derive(Debug, Clone)]
+pub struct CandidateRow {
+    /// Canonical.
+    pub path: String,
+    /// The version id (`v5_12_4`).
+    pub version: String,
+    pub layout: String,
+    /// The model state's (key, shape) list, in key order.
+    pub shapes: Arc<[KeyShape]>,
+    /// The stored metrics and their provenance (without `coverage_source`, which the
+    /// index keeps in the summary only).
+    pub metrics: StoredMetrics,
+    pub epoch: Option<i64>,
+    pub size: u64,
+    pub converted: bool,
+    /// Seconds since the Unix epoch.
+    pub modified: u64,
+    pub aliases: Vec<String>,
 }
 
 /// One indexed tensor.
@@ -1420,7 +1716,7 @@ mod tests {
                 }],
                 summary: s,
             };
-            insert(&index.conn, &sql, None, rec, 0).unwrap();
+            insert(&index.conn, &sql, &mut Layouts::new(), None, rec, 0).unwrap();
         }
         for (name, file) in [("production", 3), ("Paper", 3), ("old", 40), ("prod-2", 77)] {
             index
@@ -1540,20 +1836,35 @@ mod tests {
                 hash: [2; 32],
             },
         ];
-        let blob = encode_tensors(&mut t);
-        assert_eq!(decode_tensors(&blob).unwrap(), t);
+        let (layout, hashes) = encode_layout(&mut t);
+        let layout = layout.expect("a list");
         assert_eq!(t[0].name, "a.é", "in name order");
-        assert_eq!(decode_tensors(&[]).unwrap(), Vec::new());
-        // The first record is 4 + 4 + 4 + 7 + 4 + 16 + 32 bytes: cut there, the list is
-        // one tensor; cut anywhere else, it is not a list.
-        for cut in 1..blob.len() {
-            let got = decode_tensors(&blob[..cut]);
-            if cut == 71 {
-                assert_eq!(got.unwrap(), t[..1]);
+        let read = |l: &[u8], h: &[u8]| decode_layout(l).and_then(|l| join_layout(l, h));
+        assert_eq!(read(&layout, &hashes).unwrap(), t);
+        assert_eq!(hashes.len(), 64);
+        assert_eq!(encode_layout(&mut []), (None, Vec::new()));
+        assert_eq!(read(&[], &[]).unwrap(), Vec::new());
+        // A hash too many or too few is not the file's list.
+        assert!(read(&layout, &hashes[..32]).is_none());
+        assert!(read(&layout, &[&hashes[..], &[0; 32]].concat()).is_none());
+        // The first layout record is 4 + 4 + 4 + 7 + 4 + 16 bytes: cut there, the layout
+        // is one tensor's; cut anywhere else, it is not a layout.
+        for cut in 1..layout.len() {
+            let got = decode_layout(&layout[..cut]);
+            if cut == 39 {
+                assert_eq!(got.unwrap().len(), 1);
             } else {
                 assert!(got.is_none(), "cut at {cut}");
             }
         }
-        assert!(decode_tensors(&[0xff; 16]).is_none());
+        assert!(decode_layout(&[0xff; 16]).is_none());
+        // Version 2's list: each tensor's layout record, then its hash.
+        let mut v2 = Vec::new();
+        for x in &t {
+            encode_meta(&mut v2, x);
+            v2.extend_from_slice(&x.hash);
+        }
+        assert_eq!(decode_tensors_v2(&v2).unwrap(), t);
+        assert!(decode_tensors_v2(&v2[..v2.len() - 1]).is_none());
     }
 }

@@ -16,6 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -26,7 +27,7 @@ use crate::config::TrainingConfig;
 use crate::format::Checkpoint;
 use crate::metrics::{Provenance, StoredMetrics};
 
-use super::index::{Entry, Index};
+use super::index::Index;
 
 /// Evaluates a checkpoint file on all 19,683 operations (the trainer's `tvck eval`).
 pub trait Measure: Sync {
@@ -99,14 +100,14 @@ impl RankBy {
 }
 
 /// A checkpoint selection looks at: what the index (or a fresh read) says of it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Source {
     /// Canonical (as the index holds it).
     pub path: PathBuf,
     pub version: VersionId,
     pub layout: String,
-    /// The model state's (key, shape) list.
-    pub shapes: Vec<KeyShape>,
+    /// The model state's (key, shape) list (shared by the sources of one layout).
+    pub shapes: Arc<[KeyShape]>,
     pub metrics: StoredMetrics,
     pub epoch: Option<i64>,
     pub size: u64,
@@ -269,7 +270,7 @@ pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
                 path,
                 version: best.version,
                 layout: best.params.summary(),
-                shapes: arch::state_shapes(&ckpt),
+                shapes: arch::state_shapes(&ckpt).into(),
                 metrics: StoredMetrics::from_root(&ckpt.root),
                 epoch: crate::metrics::epoch(&ckpt.root),
                 size: ckpt.file_size,
@@ -281,32 +282,27 @@ pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
         .collect()
 }
 
-/// [`sources_from_files`] from an index's entries: no file is read.
-pub fn sources_from_entries(
+/// [`sources_from_files`] from what the index holds of the files: no file is read.
+pub fn sources_from_index(
     index: &Index,
-    entries: &[Entry],
+    roots: &[PathBuf],
 ) -> Result<Vec<Source>, super::ManagerError> {
     let mut out = Vec::new();
-    for e in entries {
-        let s = &e.summary;
-        if s.error.is_some() || !s.unsafe_globals.is_empty() {
-            continue;
-        }
-        let Some(guess) = &s.version else { continue };
-        let Ok(version) = guess.version.parse::<VersionId>() else {
+    for c in index.candidates(roots)? {
+        let Ok(version) = c.version.parse::<VersionId>() else {
             continue;
         };
         out.push(Source {
-            path: PathBuf::from(&e.path),
+            path: PathBuf::from(c.path),
             version,
-            layout: guess.layout.clone(),
-            shapes: index.state_shapes(e)?,
-            metrics: s.metrics.clone(),
-            epoch: s.epoch,
-            size: s.size,
-            converted: e.migration.is_some(),
-            modified: Some(e.modified),
-            aliases: e.aliases.clone(),
+            layout: c.layout,
+            shapes: c.shapes,
+            metrics: c.metrics,
+            epoch: c.epoch,
+            size: c.size,
+            converted: c.converted,
+            modified: Some(c.modified),
+            aliases: c.aliases,
         });
     }
     Ok(out)
@@ -314,7 +310,8 @@ pub fn sources_from_entries(
 
 /// The sources under `roots`: from the index when it holds every file under them
 /// unchanged (then `true`), else read from the files. Freshness is judged on the stat
-/// columns alone; only the rows of versioned, readable, safe files are decoded.
+/// columns alone; the sources are read from the query columns and layouts of the rows of
+/// versioned, readable, safe files (no summary decoded).
 pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) {
     if let Some(index) = index {
         let fresh = roots
@@ -322,10 +319,7 @@ pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) 
             .all(|r| index.is_fresh_tree(r).unwrap_or(false));
         if fresh {
             let canon: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
-            if let Ok(s) = index
-                .versioned_entries(&canon)
-                .and_then(|es| sources_from_entries(index, &es))
-            {
+            if let Ok(s) = sources_from_index(index, &canon) {
                 return (s, true);
             }
         }
@@ -353,10 +347,12 @@ pub fn rank(
     let specs = crate::migrate::SpecSet::embedded().ok();
     let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
     // The load plan of each distinct (version, layout): a tree of thousands of epochs has
-    // a few layouts, and a plan is built from the catalog's whole layout.
+    // a few layouts, and a plan is built from the catalog's whole layout. The sources of one
+    // layout read from the index share its shapes, so the shared list's address is looked
+    // up first (hashing a whole layout per candidate cost more than the ranking).
     type Fit = (bool, bool, String);
     let mut plans: HashMap<(VersionId, &[KeyShape]), Fit> = HashMap::new();
-    let mut last: Option<((VersionId, &[KeyShape]), Fit)> = None;
+    let mut by_address: HashMap<(VersionId, *const KeyShape, usize), Fit> = HashMap::new();
     let mut out: Vec<Candidate> = sources
         .iter()
         .filter_map(|s| {
@@ -394,14 +390,12 @@ pub fn rank(
                 c.why = explain(&fit, &c, by);
                 return Some((c, s.path.clone(), fit));
             }
-            let key = (s.version, s.shapes.as_slice());
-            // Sources come in path order, and the files of a run share their layout: the
-            // last layout first (comparing is cheaper than hashing one).
-            let (fits, exact, fit) = match &last {
-                Some((k, v)) if *k == key => v.clone(),
-                _ => {
+            let address = (s.version, s.shapes.as_ptr(), s.shapes.len());
+            let (fits, exact, fit) = match by_address.get(&address) {
+                Some(v) => v.clone(),
+                None => {
                     let v = plans
-                        .entry(key)
+                        .entry((s.version, &s.shapes[..]))
                         .or_insert_with(|| {
                             let plan = check::load_plan(
                                 cfg,
@@ -428,7 +422,7 @@ pub fn rank(
                             (plan.fits(), plan.exact(), fit)
                         })
                         .clone();
-                    last = Some((key, v.clone()));
+                    by_address.insert(address, v.clone());
                     v
                 }
             };
@@ -516,11 +510,19 @@ pub struct Selection {
     /// make loadable), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub selected: Option<Candidate>,
-    /// Every candidate, best first.
+    /// How many candidates were ranked.
+    pub ranked: usize,
+    /// The candidates, best first: every one, unless the caller kept only the first few
+    /// ([`Selection::keep_first`]).
     pub candidates: Vec<Candidate>,
 }
 
 impl Selection {
+    /// Keep only the `n` best candidates in the list (the selection and `ranked` stay).
+    pub fn keep_first(&mut self, n: usize) {
+        self.candidates.truncate(n);
+    }
+
     /// Whether a checkpoint the trainer loads as it is was found.
     pub fn found(&self) -> bool {
         self.selected
@@ -554,6 +556,7 @@ pub fn select(
         roots: roots.to_vec(),
         from_index,
         selected,
+        ranked: candidates.len(),
         candidates,
     }
 }

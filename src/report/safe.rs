@@ -26,8 +26,20 @@ fn needs_escape(c: char, keep_layout: bool) -> bool {
     c.is_control() || is_bidi(c)
 }
 
+/// Whether nothing in `s` needs escaping. ASCII text, the common case, is checked byte by
+/// byte (its controls are 0x00–0x1f and 0x7f; the C1 controls and the bidi controls are
+/// not ASCII): megabytes of JSON went through [`needs_escape`] a character at a time.
+fn is_clean(s: &str, keep_layout: bool) -> bool {
+    if s.is_ascii() {
+        return s
+            .bytes()
+            .all(|b| (b >= 0x20 && b != 0x7f) || (keep_layout && (b == b'\n' || b == b'\t')));
+    }
+    !s.chars().any(|c| needs_escape(c, keep_layout))
+}
+
 fn escape(s: &str, keep_layout: bool) -> Cow<'_, str> {
-    if !s.chars().any(|c| needs_escape(c, keep_layout)) {
+    if is_clean(s, keep_layout) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -66,7 +78,7 @@ pub fn value(s: &str) -> Cow<'_, str> {
 /// controls; DEL, C1 controls and bidi controls (legal raw in JSON strings, and the only
 /// place they can be) become `\uXXXX` escapes, which decode to the same strings.
 pub fn json(s: &str) -> Cow<'_, str> {
-    if !s.chars().any(|c| needs_escape(c, KEEP_LAYOUT)) {
+    if is_clean(s, KEEP_LAYOUT) {
         return Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -105,6 +117,23 @@ const KEEP_LAYOUT: bool = true;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_the_definition() {
+        for keep_layout in [false, true] {
+            for c in (0u32..0x3000).filter_map(char::from_u32) {
+                let text = format!("a{c}b");
+                assert_eq!(
+                    is_clean(&text, keep_layout),
+                    !text.chars().any(|c| needs_escape(c, keep_layout)),
+                    "U+{:04X}, keep_layout {keep_layout}",
+                    c as u32
+                );
+            }
+        }
+        assert!(!is_clean("plain \u{202e}txt", true));
+        assert!(is_clean("a\tb\nc", true) && !is_clean("a\tb", false));
+    }
 
     #[test]
     fn escape_sequences_and_bidi_overrides_are_shown_not_obeyed() {

@@ -300,6 +300,33 @@ fn select_for_config_with_and_without_index() {
     let indexed = run(&[]);
     assert_eq!(indexed["from_index"], true);
     assert_eq!(indexed["candidates"], plain["candidates"]);
+    let all = plain["candidates"].as_array().unwrap().len();
+    assert_eq!(plain["ranked"], all);
+    // --limit lists the best few; the selection is the same
+    let two = run(&["--limit", "2"]);
+    assert_eq!(two["ranked"], all);
+    assert_eq!(two["selected"], plain["selected"]);
+    assert_eq!(
+        two["candidates"].as_array().unwrap()[..],
+        plain["candidates"].as_array().unwrap()[..2]
+    );
+    let out = tvck(
+        &["select", "--for", cfg, "--index", i, "--limit", "3", "ck"],
+        t.path(),
+    );
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        s.lines()
+            .filter(|l| l.starts_with("  ✓") || l.starts_with("  ·"))
+            .count(),
+        3,
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!("  … {} more (--limit 0 lists every one)", all - 3)),
+        "{s}"
+    );
+    assert!(s.contains(&format!("over {all} candidates")), "{s}");
     // filtered by the index: only the exports, none of which stores metrics
     let f = run(&["--where", "path ~ exports"]);
     let sel = f["selected"]["path"]

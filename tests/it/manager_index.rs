@@ -289,10 +289,18 @@ fn index_location() {
     assert_eq!(p, Path::new("/x/i.sqlite"));
 }
 
-/// The schema of version 1 (the summary in the `files` row, a row per tensor), as the
-/// first tvck index wrote it.
-const SCHEMA_V1: &str = "
+/// The tables every schema version has had, as the first tvck index wrote them.
+const OTHER_TABLES: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE aliases (name TEXT PRIMARY KEY, path TEXT NOT NULL, fingerprint TEXT, at INTEGER NOT NULL);
+CREATE TABLE alias_history (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, action TEXT NOT NULL,
+    name TEXT NOT NULL, path TEXT, fingerprint TEXT, previous TEXT);
+CREATE TABLE prune_audit (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, path TEXT NOT NULL,
+    size INTEGER NOT NULL, fingerprint TEXT, rule TEXT NOT NULL, outcome TEXT NOT NULL);
+";
+
+/// The schema of version 1 (the summary in the `files` row, a row per tensor).
+const SCHEMA_V1: &str = "
 CREATE TABLE files (
     id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, fingerprint TEXT,
@@ -305,45 +313,88 @@ CREATE TABLE tensors (
     PRIMARY KEY (file_id, name)
 ) WITHOUT ROWID;
 CREATE INDEX tensors_hash ON tensors(hash);
-CREATE TABLE aliases (name TEXT PRIMARY KEY, path TEXT NOT NULL, fingerprint TEXT, at INTEGER NOT NULL);
-CREATE TABLE alias_history (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, action TEXT NOT NULL,
-    name TEXT NOT NULL, path TEXT, fingerprint TEXT, previous TEXT);
-CREATE TABLE prune_audit (id INTEGER PRIMARY KEY, at INTEGER NOT NULL, path TEXT NOT NULL,
-    size INTEGER NOT NULL, fingerprint TEXT, rule TEXT NOT NULL, outcome TEXT NOT NULL);
 INSERT INTO meta(key, value) VALUES ('application', 'tvck-index'), ('schema_version', '1');
 ";
 
-/// A version-1 index of what `index` holds (its rows written the way version 1 wrote
-/// them), with an alias.
-fn write_v1(index: &Index, root: &Path, to: &Path) {
+/// The schema of version 2 (the query columns in `files`; the summary and the whole tensor
+/// list, names and shapes included, in `details`), less most query columns: an upgrade
+/// reads only these.
+const SCHEMA_V2: &str = "
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, fingerprint TEXT,
+    indexed_at INTEGER NOT NULL, f_version TEXT, f_unreadable INTEGER NOT NULL,
+    f_unsafe INTEGER NOT NULL
+);
+CREATE INDEX files_walk ON files(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
+CREATE TABLE details (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    summary TEXT NOT NULL, migration TEXT, tensors BLOB NOT NULL
+);
+INSERT INTO meta(key, value) VALUES ('application', 'tvck-index'), ('schema_version', '2');
+";
+
+/// Version 2's tensor list: per tensor, in name order, the name and the dtype (a u32 byte
+/// length and UTF-8 each), the shape (a u32 rank, a u64 per dimension), the 32-byte hash.
+fn tensor_list_v2(tensors: &[tvck::manager::index::TensorRow]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in tensors {
+        for text in [&t.name, &t.dtype] {
+            out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+        for d in &t.shape {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&t.hash);
+    }
+    out
+}
+
+/// An index of schema `version` (1 or 2) of what `index` holds, its rows written the way
+/// that version wrote them, with an alias.
+fn write_old(version: u32, index: &Index, root: &Path, to: &Path) {
     let c = rusqlite::Connection::open(to).unwrap();
-    c.execute_batch(SCHEMA_V1).unwrap();
-    for e in index.entries(&[root.to_path_buf()]).unwrap() {
-        c.execute(
-            "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, summary, migration, indexed_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
-            rusqlite::params![
-                e.id,
-                e.path,
-                e.stat.size as i64,
-                e.stat.mtime_ns,
-                e.stat.inode as i64,
-                e.summary.fingerprint,
-                serde_json::to_string(&e.summary).unwrap(),
-                e.migration.as_ref().map(|m| m.to_string()),
-            ],
-        )
+    c.execute_batch(OTHER_TABLES).unwrap();
+    c.execute_batch(if version == 1 { SCHEMA_V1 } else { SCHEMA_V2 })
         .unwrap();
-        for t in index.tensors(e.id).unwrap() {
+    for e in index.entries(&[root.to_path_buf()]).unwrap() {
+        let stat = (e.stat.size as i64, e.stat.mtime_ns, e.stat.inode as i64);
+        let summary = serde_json::to_string(&e.summary).unwrap();
+        let migration = e.migration.as_ref().map(|m| m.to_string());
+        let tensors = index.tensors(e.id).unwrap();
+        if version == 1 {
             c.execute(
-                "INSERT INTO tensors(file_id, name, dtype, shape, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-                rusqlite::params![
-                    e.id,
-                    t.name,
-                    t.dtype,
-                    serde_json::to_string(&t.shape).unwrap(),
-                    &t.hash[..]
-                ],
+                "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, summary, migration, indexed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+                rusqlite::params![e.id, e.path, stat.0, stat.1, stat.2, e.summary.fingerprint, summary, migration],
+            )
+            .unwrap();
+            for t in tensors {
+                c.execute(
+                    "INSERT INTO tensors(file_id, name, dtype, shape, hash) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    rusqlite::params![
+                        e.id,
+                        t.name,
+                        t.dtype,
+                        serde_json::to_string(&t.shape).unwrap(),
+                        &t.hash[..]
+                    ],
+                )
+                .unwrap();
+            }
+        } else {
+            c.execute(
+                "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, indexed_at, f_version,
+                                   f_unreadable, f_unsafe)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, NULL, 0, 0)",
+                rusqlite::params![e.id, e.path, stat.0, stat.1, stat.2, e.summary.fingerprint],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO details(file_id, summary, migration, tensors) VALUES (?1, ?2, ?3, ?4)",
+                rusqlite::params![e.id, summary, migration, tensor_list_v2(&tensors)],
             )
             .unwrap();
         }
@@ -362,17 +413,24 @@ fn write_v1(index: &Index, root: &Path, to: &Path) {
 }
 
 #[test]
-fn an_index_of_schema_1_is_upgraded_in_place_by_a_writer_and_refused_by_a_reader() {
+fn an_index_of_schema_1_or_2_is_upgraded_in_place_by_a_writer_and_refused_by_a_reader() {
+    for version in [1, 2] {
+        upgrades_in_place(version);
+    }
+}
+
+fn upgrades_in_place(version: u32) {
     let (dir, root) = tree();
-    let mut current = Index::open(&dir.path().join("v2.sqlite"), &IndexOptions::default()).unwrap();
+    let mut current =
+        Index::open(&dir.path().join("now.sqlite"), &IndexOptions::default()).unwrap();
     update(&mut current, &root);
-    let v1 = dir.path().join("v1.sqlite");
-    write_v1(&current, &root, &v1);
+    let v1 = dir.path().join("old.sqlite");
+    write_old(version, &current, &root, &v1);
 
     // A reader does not write: it says how to upgrade.
     let err = Index::open_existing(&v1).err().expect("refused");
     assert!(
-        matches!(err, ManagerError::OlderSchema { found: 1, .. }),
+        matches!(err, ManagerError::OlderSchema { found, .. } if found == i64::from(version)),
         "{err:?}"
     );
     assert!(
@@ -435,7 +493,7 @@ fn a_failed_upgrade_leaves_the_old_index_as_it_was() {
     let mut current = Index::open(&dir.path().join("v2.sqlite"), &IndexOptions::default()).unwrap();
     update(&mut current, &root);
     let v1 = dir.path().join("v1.sqlite");
-    write_v1(&current, &root, &v1);
+    write_old(1, &current, &root, &v1);
     {
         let c = rusqlite::Connection::open(&v1).unwrap();
         c.execute(
@@ -513,4 +571,52 @@ fn freshness_sees_every_change_and_walks_links_and_special_files_the_slow_way() 
     // A file root.
     let one = root.join("v5_5/latest.pt");
     assert!(index.is_fresh_tree(&one).unwrap());
+}
+
+#[test]
+fn selection_reads_from_the_index_what_it_reads_from_the_files() {
+    use tvck::manager::select;
+    let (dir, root) = tree();
+    // A second copy of the samples: two files of each layout.
+    copy_dir(&common::root().join("checkpoints"), &root.join("again"));
+    let db = dir.path().join("i.sqlite");
+    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
+    assert_eq!(update(&mut index, &root).files, 16);
+    let roots = [root.canonicalize().unwrap()];
+    let mut from_files = select::sources_from_files(&roots);
+    // The index keeps where a coverage came from in the summary only, and a model state's
+    // keys in name order (a file has them in its own order).
+    for s in &mut from_files {
+        s.metrics.coverage_source = None;
+        let mut shapes = s.shapes.to_vec();
+        shapes.sort();
+        s.shapes = shapes.into();
+    }
+    let from_index = select::sources_from_index(&index, &roots).unwrap();
+    assert!(from_files.len() >= 10, "{}", from_files.len());
+    assert_eq!(from_index.len(), from_files.len());
+    for (a, b) in from_index.iter().zip(&from_files) {
+        assert!(
+            a == b,
+            "{} differs from what its file says",
+            a.path.display()
+        );
+    }
+    // Each layout is stored once, and the two copies of a file share it.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let layouts = count("SELECT count(*) FROM layouts");
+    let used = count("SELECT count(DISTINCT layout_id) FROM files");
+    assert_eq!(layouts, used);
+    assert!(layouts <= 8, "{layouts} layouts for 8 distinct files");
+    // A layout no file has any more is dropped with the last file that had it.
+    let gone: Vec<PathBuf> = discover(&root);
+    for p in &gone[1..] {
+        std::fs::remove_file(p).unwrap();
+    }
+    update(&mut index, &root);
+    assert_eq!(count("SELECT count(*) FROM layouts"), 1);
+    let left = index.entries(&roots).unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(!index.tensors(left[0].id).unwrap().is_empty());
 }
