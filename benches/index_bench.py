@@ -14,6 +14,7 @@ or `real` (20,200 copies of the sample checkpoints, 0.4 to 1.1 MB each as a Tern
 checkpoint is, in folders of 25: about 12 GB, bench-data/index-tree-real).
 """
 import datetime
+import json
 import os
 import platform
 import resource
@@ -125,8 +126,13 @@ def main():
     c_ls_sort = cpu(ls_sort)
     t_select = median(select, 7, env)
     c_select = cpu(select)
-    sel = run(select, env=env).stdout
-    from_index = '"from_index": true' in sel or '"from_index":true' in sel
+    CPU.clear()
+    select_top = select + ["--limit", "10"]
+    t_select_top = median(select_top, 7, env)
+    c_select_top = cpu(select_top)
+    sel = json.loads(run(select, env=env).stdout)
+    from_index = sel["from_index"]
+    ranked = sel["ranked"]
     size_mb = os.path.getsize(idx) / 1e6
     shutil.rmtree(work, ignore_errors=True)
 
@@ -152,8 +158,10 @@ def main():
         f"({c_ls_where * 1000:.0f} ms) | ≤ 50 ms: {verdict(t_ls_where <= 0.05)} |",
         f"| `tvck ls --sort Q --limit 10` (median of 7) | {t_ls_sort * 1000:.0f} ms ({c_ls_sort * 1000:.0f} ms) "
         f"| ≤ 50 ms: {verdict(t_ls_sort <= 0.05)} |",
-        f"| `tvck select --for production.yaml` (median of 7; from the index: {'yes' if from_index else 'NO'}) "
+        f"| `tvck select --for production.yaml` (median of 7; from the index: {'yes' if from_index else 'NO'}; {ranked} candidates listed) "
         f"| {t_select * 1000:.0f} ms ({c_select * 1000:.0f} ms) | ≤ 50 ms: {verdict(t_select <= 0.05)} |",
+        f"| `tvck select --for production.yaml --limit 10` (the same ranking, 10 candidates listed; median of 7) "
+        f"| {t_select_top * 1000:.0f} ms ({c_select_top * 1000:.0f} ms) | ≤ 50 ms: {verdict(t_select_top <= 0.05)} |",
     ]
     print("\n".join(lines))
 

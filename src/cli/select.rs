@@ -97,10 +97,9 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         (Some(q), Some(ix)) => {
             let roots: Vec<PathBuf> = dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
             Some(
-                ix.query(&roots, Some(q), None, None)
+                ix.query_paths(&roots, Some(q))
                     .map_err(CliError::from)?
                     .into_iter()
-                    .map(|e| e.path)
                     .collect(),
             )
         }

@@ -1305,6 +1305,43 @@ impl Index {
         sort: Option<&super::SortKey>,
         limit: Option<usize>,
     ) -> Result<Vec<Entry>, ManagerError> {
+        let ids = self.matching(roots, filter, sort, limit)?;
+        let aliases = self.aliases_by_path()?;
+        let mut st = self
+            .conn
+            .prepare_cached(&format!("{} WHERE files.id = ?1", Self::ENTRY_COLUMNS))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, _) in ids {
+            let mut rows = st.query([id]).map_err(|e| self.err(e))?;
+            if let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                out.push(self.decode(r, &aliases)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The paths of the files [`Index::query`] returns, by path, nothing decoded.
+    pub fn query_paths(
+        &self,
+        roots: &[PathBuf],
+        filter: Option<&super::Query>,
+    ) -> Result<Vec<String>, ManagerError> {
+        Ok(self
+            .matching(roots, filter, None, None)?
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect())
+    }
+
+    /// (id, path) of the rows [`Index::query`] returns, in its order.
+    fn matching(
+        &self,
+        roots: &[PathBuf],
+        filter: Option<&super::Query>,
+        sort: Option<&super::SortKey>,
+        limit: Option<usize>,
+    ) -> Result<Vec<(i64, String)>, ManagerError> {
         let roots: Vec<PathBuf> = roots.iter().map(|r| canonical(r)).collect();
         let mut args = Vec::new();
         let under = roots_sql(&roots, &mut args);
@@ -1313,29 +1350,16 @@ impl Index {
         let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
         args.push(rusqlite::types::Value::Integer(limit));
         let sql = format!(
-            "SELECT id FROM files WHERE {under} AND {cond} ORDER BY {order} LIMIT ?{}",
+            "SELECT id, path FROM files WHERE {under} AND {cond} ORDER BY {order} LIMIT ?{}",
             args.len()
         );
-        let ids: Vec<i64> = {
-            let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-            let rows = st
-                .query_map(rusqlite::params_from_iter(args), |r| r.get(0))
-                .map_err(|e| self.err(e))?;
-            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
-        };
-        let aliases = self.aliases_by_path()?;
-        let mut st = self
-            .conn
-            .prepare_cached(&format!("{} WHERE files.id = ?1", Self::ENTRY_COLUMNS))
+        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map_err(|e| self.err(e))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut rows = st.query([id]).map_err(|e| self.err(e))?;
-            if let Some(r) = rows.next().map_err(|e| self.err(e))? {
-                out.push(self.decode(r, &aliases)?);
-            }
-        }
-        Ok(out)
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Whether the index holds exactly the checkpoints `paths` (discovered under `root`),
@@ -1789,6 +1813,8 @@ mod tests {
                 .collect();
             let got = index.query(&[], Some(&query), None, None).unwrap();
             assert_eq!(paths(&got), want, "{q}");
+            let only_paths = index.query_paths(&[], Some(&query)).unwrap();
+            assert_eq!(only_paths, want, "{q}: paths only");
             checked += 1;
         }
         assert!(checked > 300, "{checked} queries");

@@ -725,3 +725,29 @@ fn a_second_index_fails_clearly_while_another_process_holds_the_write_lock() {
     assert_eq!(r["files"].as_u64(), Some(n + 1), "{r}");
     assert_eq!(r["unchanged"].as_u64(), Some(n + 1), "{r}");
 }
+
+/// The fuzz seeds of the manager's languages (tests/fixtures/queries, what
+/// `scripts/fuzz manager_rules` starts from) are valid texts of the language their name
+/// says, so the fuzzer starts inside each grammar.
+#[test]
+fn the_manager_language_seeds_parse() {
+    let dir = root().join("tests/fixtures/queries");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let ok = if name.starts_with("where-") {
+            tvck::manager::Query::parse(&text).is_ok()
+        } else if name.starts_with("keep-") {
+            tvck::manager::keep::Rules::parse(&text).is_ok()
+        } else if name.starts_with("sort-") {
+            tvck::manager::SortKey::parse(&text).is_ok()
+        } else {
+            panic!("{name}: a seed is named where-, keep- or sort-");
+        };
+        assert!(ok, "{name}: {text}");
+        n += 1;
+    }
+    assert!(n >= 7, "{n} seeds");
+}
