@@ -27,8 +27,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use super::source::Source;
 use super::{query, ManagerError};
-use crate::arch::KeyShape;
+use crate::arch::{KeyShape, VersionId};
 use crate::metrics::{Provenance, StoredMetrics};
 use crate::scan::{self, FileSummary};
 
@@ -1216,7 +1217,7 @@ impl Index {
     /// they have a TernaryVAE version, were read without error and hold no unsafe global,
     /// by path, read from the rows' columns and their layouts alone (no summary decoded;
     /// each layout's shapes decoded once and shared).
-    pub fn candidates(&self, roots: &[PathBuf]) -> Result<Vec<CandidateRow>, ManagerError> {
+    pub fn candidates(&self, roots: &[PathBuf]) -> Result<Vec<Source>, ManagerError> {
         let metrics: Vec<&'static str> = query::stored_fields()
             .filter(|(f, k)| {
                 *k == query::Kind::Number && StoredMetrics::default().by_name_mut(f).is_some()
@@ -1266,10 +1267,16 @@ impl Index {
                     }
                     _ => none.clone(),
                 };
-                out.push(CandidateRow {
+                let version: Option<String> = r.get(3).map_err(get)?;
+                // A version this tvck's catalog does not name (an index written by another
+                // release) is not a candidate.
+                let Some(version) = version.and_then(|v| v.parse::<VersionId>().ok()) else {
+                    return Ok(());
+                };
+                out.push(Source {
                     aliases: aliases.get(&path).cloned().unwrap_or_default(),
-                    path,
-                    version: r.get(3).map_err(get)?,
+                    path: PathBuf::from(path),
+                    version,
                     layout: r
                         .get::<_, Option<String>>(4)
                         .map_err(get)?
@@ -1282,7 +1289,7 @@ impl Index {
                         .map_err(get)?
                         .map_or(0, |s| s as u64),
                     converted: r.get(8).map_err(get)?,
-                    modified: u64::try_from(mtime_ns / 1_000_000_000).unwrap_or(0),
+                    modified: Some(u64::try_from(mtime_ns / 1_000_000_000).unwrap_or(0)),
                 });
                 Ok(())
             },
@@ -1576,27 +1583,6 @@ impl Index {
         }
         Ok(Some(out))
     }
-}
-
-/// What the index says of a file a selection ranks ([`Index::candidates`]).
-#[derive(Debug, Clone)]
-pub struct CandidateRow {
-    /// Canonical.
-    pub path: String,
-    /// The version id (`v5_12_4`).
-    pub version: String,
-    pub layout: String,
-    /// The model state's (key, shape) list, in key order.
-    pub shapes: Arc<[KeyShape]>,
-    /// The stored metrics and their provenance (without `coverage_source`, which the
-    /// index keeps in the summary only).
-    pub metrics: StoredMetrics,
-    pub epoch: Option<i64>,
-    pub size: u64,
-    pub converted: bool,
-    /// Seconds since the Unix epoch.
-    pub modified: u64,
-    pub aliases: Vec<String>,
 }
 
 /// One indexed tensor.

@@ -19,6 +19,7 @@ pub mod lineage;
 pub mod prune;
 pub mod query;
 pub mod select;
+pub mod source;
 pub mod tag;
 
 use std::path::{Path, PathBuf};

@@ -16,7 +16,6 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -28,6 +27,7 @@ use crate::format::Checkpoint;
 use crate::metrics::{Provenance, StoredMetrics};
 
 use super::index::Index;
+pub use super::source::Source;
 
 /// Evaluates a checkpoint file on all 19,683 operations (the trainer's `tvck eval`).
 pub trait Measure: Sync {
@@ -96,68 +96,6 @@ impl RankBy {
 
     pub(crate) fn value(self, m: &StoredMetrics) -> Option<f64> {
         m.by_name(self.name())
-    }
-}
-
-/// A checkpoint selection looks at: what the index (or a fresh read) says of it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Source {
-    /// Canonical (as the index holds it).
-    pub path: PathBuf,
-    pub version: VersionId,
-    pub layout: String,
-    /// The model state's (key, shape) list (shared by the sources of one layout).
-    pub shapes: Arc<[KeyShape]>,
-    pub metrics: StoredMetrics,
-    pub epoch: Option<i64>,
-    pub size: u64,
-    /// Carries a tvck migration record.
-    pub converted: bool,
-    /// Seconds since the Unix epoch.
-    pub modified: Option<u64>,
-    pub aliases: Vec<String>,
-}
-
-impl super::query::Fields for Source {
-    fn number(&self, field: &str) -> Option<f64> {
-        let m = &self.metrics;
-        match field {
-            "epoch" => self.epoch.map(|e| e as f64),
-            "size" => Some(self.size as f64),
-            "tensors" => Some(self.shapes.len() as f64),
-            "parameters" => Some(
-                self.shapes
-                    .iter()
-                    .map(|(_, s)| s.iter().product::<u64>() as f64)
-                    .sum(),
-            ),
-            "modified" => self.modified.map(|m| m as f64),
-            metric => m.by_name(metric),
-        }
-    }
-
-    fn text(&self, field: &str) -> Vec<String> {
-        match field {
-            "path" => vec![self.path.to_string_lossy().into_owned()],
-            "version" => vec![self.version.as_str().to_string()],
-            "layout" => vec![self.layout.clone()],
-            "provenance" => self
-                .metrics
-                .provenance
-                .iter()
-                .map(|p| p.as_str().to_string())
-                .collect(),
-            "alias" => self.aliases.clone(),
-            _ => Vec::new(),
-        }
-    }
-
-    fn flag(&self, field: &str) -> bool {
-        match field {
-            "converted" => self.converted,
-            "measured" => self.metrics.is_measured(),
-            _ => false,
-        }
     }
 }
 
@@ -282,32 +220,6 @@ pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
         .collect()
 }
 
-/// [`sources_from_files`] from what the index holds of the files: no file is read.
-pub fn sources_from_index(
-    index: &Index,
-    roots: &[PathBuf],
-) -> Result<Vec<Source>, super::ManagerError> {
-    let mut out = Vec::new();
-    for c in index.candidates(roots)? {
-        let Ok(version) = c.version.parse::<VersionId>() else {
-            continue;
-        };
-        out.push(Source {
-            path: PathBuf::from(c.path),
-            version,
-            layout: c.layout,
-            shapes: c.shapes,
-            metrics: c.metrics,
-            epoch: c.epoch,
-            size: c.size,
-            converted: c.converted,
-            modified: Some(c.modified),
-            aliases: c.aliases,
-        });
-    }
-    Ok(out)
-}
-
 /// The sources under `roots`: from the index when it holds every file under them
 /// unchanged (then `true`), else read from the files. Freshness is judged on the stat
 /// columns alone; the sources are read from the query columns and layouts of the rows of
@@ -319,7 +231,7 @@ pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) 
             .all(|r| index.is_fresh_tree(r).unwrap_or(false));
         if fresh {
             let canon: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
-            if let Ok(s) = sources_from_index(index, &canon) {
+            if let Ok(s) = index.candidates(&canon) {
                 return (s, true);
             }
         }

@@ -592,7 +592,7 @@ fn selection_reads_from_the_index_what_it_reads_from_the_files() {
         shapes.sort();
         s.shapes = shapes.into();
     }
-    let from_index = select::sources_from_index(&index, &roots).unwrap();
+    let from_index = index.candidates(&roots).unwrap();
     assert!(from_files.len() >= 10, "{}", from_files.len());
     assert_eq!(from_index.len(), from_files.len());
     for (a, b) in from_index.iter().zip(&from_files) {
