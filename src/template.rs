@@ -249,18 +249,14 @@ pub fn init(opts: &InitOptions<'_>) -> Result<InitReport, TemplateError> {
                 opts.index,
                 &opts.cwd,
                 RankBy::default(),
+                // Only the selection is used (and how many were ranked).
+                Some(0),
                 |_| true,
             );
             match sel.selected.as_ref().filter(|_| sel.found()) {
                 Some(c) => {
-                    let why = chosen_why(c, sel.candidates.len());
-                    (
-                        c.path.clone(),
-                        why,
-                        roots,
-                        sel.candidates.len(),
-                        sel.from_index,
-                    )
+                    let why = chosen_why(c, sel.ranked);
+                    (c.path.clone(), why, roots, sel.ranked, sel.from_index)
                 }
                 None => {
                     return Err(TemplateError::NoCheckpoint {

@@ -104,21 +104,18 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             )
         }
     };
-    let mut sel = select::select(&cfg, &report, &dirs, index.as_ref(), &cwd, by, |s| {
-        // Both canonical: the index's paths and the sources'.
-        allowed
-            .as_ref()
-            .is_none_or(|set| set.contains(s.path.to_string_lossy().as_ref()))
-    });
     let limit = match a.limit {
         Some(0) => None,
         Some(n) => Some(n),
         None if a.json => None,
         None => Some(SUMMARY_LIMIT),
     };
-    if let Some(n) = limit {
-        sel.keep_first(n);
-    }
+    let sel = select::select(&cfg, &report, &dirs, index.as_ref(), &cwd, by, limit, |s| {
+        // Both canonical: the index's paths and the sources'.
+        allowed
+            .as_ref()
+            .is_none_or(|set| set.contains(s.path.to_string_lossy().as_ref()))
+    });
     if a.json {
         emit_json(&sel)?;
     } else {

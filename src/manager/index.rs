@@ -551,9 +551,32 @@ fn stats_now(root: &Path) -> (Vec<(PathBuf, String, Stat)>, Vec<scan::Skipped>) 
     (found, d.skipped)
 }
 
-/// Whether the index's `rows` (path text → stat) are the files `now`, one for one.
-fn same_files(rows: &HashMap<String, Stat>, now: &[(String, Stat)]) -> bool {
-    rows.len() == now.len() && now.iter().all(|(p, s)| rows.get(p) == Some(s))
+/// Whether the index's `rows` (path text, stat; in path order) are the files `now`, one
+/// for one (`now` is sorted here).
+fn same_files(rows: &[(String, Stat)], mut now: Vec<(String, Stat)>) -> bool {
+    if rows.len() != now.len() {
+        return false;
+    }
+    now.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    rows == now.as_slice()
+}
+
+/// [`stats_now`] for a freshness check: the path texts alone (each walked path's own
+/// buffer when it is UTF-8).
+fn texts_now(root: &Path) -> Vec<(String, Stat)> {
+    let text = |p: PathBuf| {
+        p.into_os_string()
+            .into_string()
+            .unwrap_or_else(|os| os.to_string_lossy().into_owned())
+    };
+    crate::discover::discover_regular(root, |p, m| (text(p), Stat::from_metadata(m)))
+        .unwrap_or_else(|| {
+            stats_now(root)
+                .0
+                .into_iter()
+                .map(|(_, t, s)| (t, s))
+                .collect()
+        })
 }
 
 /// A root as the index holds it (canonical), or as given when it cannot be resolved.
@@ -1274,7 +1297,12 @@ impl Index {
                     return Ok(());
                 };
                 out.push(Source {
-                    aliases: aliases.get(&path).cloned().unwrap_or_default(),
+                    // (Most trees have no alias: no path hashed then.)
+                    aliases: if aliases.is_empty() {
+                        Vec::new()
+                    } else {
+                        aliases.get(&path).cloned().unwrap_or_default()
+                    },
                     path: PathBuf::from(path),
                     version,
                     layout: r
@@ -1408,41 +1436,37 @@ impl Index {
         };
         // The walk on other threads; the rows here, meanwhile.
         let (now, rows) = std::thread::scope(|s| {
-            let walk = s.spawn(|| {
-                stats_now(&canon)
-                    .0
-                    .into_iter()
-                    .map(|(_, t, s)| (t, s))
-                    .collect::<Vec<_>>()
-            });
+            let walk = s.spawn(|| texts_now(&canon));
             let rows = self.rows_under(&canon);
             (walk.join().expect("the walk does not panic"), rows)
         });
-        Ok(same_files(&rows?, &now))
+        Ok(same_files(&rows?, now))
     }
 
     /// Whether the rows under the canonical `root` are exactly `now` (path text, stat).
     fn holds_exactly(&self, root: &Path, now: Vec<(String, Stat)>) -> Result<bool, ManagerError> {
-        Ok(same_files(&self.rows_under(root)?, &now))
+        Ok(same_files(&self.rows_under(root)?, now))
     }
 
-    /// (path, stat) of the rows under the canonical `root`, from the `files_walk` index
-    /// alone.
-    fn rows_under(&self, root: &Path) -> Result<HashMap<String, Stat>, ManagerError> {
+    /// (path, stat) of the rows under the canonical `root`, in path order, from the
+    /// `files_walk` index alone.
+    fn rows_under(&self, root: &Path) -> Result<Vec<(String, Stat)>, ManagerError> {
         let (exact, lo, hi) = root_range(root);
+        // `root` sorts before `root/…`: the two parts in a row are in path order.
         let mut st = self
             .conn
             .prepare_cached(
                 "SELECT path, size, mtime_ns, inode FROM files WHERE path = ?1
                  UNION ALL
-                 SELECT path, size, mtime_ns, inode FROM files WHERE path >= ?2 AND path < ?3",
+                 SELECT * FROM (SELECT path, size, mtime_ns, inode FROM files
+                                WHERE path >= ?2 AND path < ?3 ORDER BY path)",
             )
             .map_err(|e| self.err(e))?;
         let mut rows = st.query(params![exact, lo, hi]).map_err(|e| self.err(e))?;
-        let mut out = HashMap::new();
+        let mut out = Vec::new();
         while let Some(r) = rows.next().map_err(|e| self.err(e))? {
             let path: String = r.get(0).map_err(|e| self.err(e))?;
-            out.insert(path, Stat::from_row(r, 1).map_err(|e| self.err(e))?);
+            out.push((path, Stat::from_row(r, 1).map_err(|e| self.err(e))?));
         }
         Ok(out)
     }
@@ -1830,6 +1854,35 @@ mod tests {
             serde_json::to_value(&all[0]).unwrap()
         );
         assert_eq!(index.tensors(one[0].id).unwrap()[0].shape, vec![0, 2]);
+    }
+
+    #[test]
+    fn the_walk_and_the_rows_are_compared_one_for_one_in_any_order() {
+        let st = |size| Stat {
+            size,
+            mtime_ns: 7,
+            inode: 9,
+        };
+        // The rows come in path order; the walk in any.
+        let rows = vec![
+            ("/t/a.pt".to_string(), st(1)),
+            ("/t/b/c.pt".to_string(), st(2)),
+        ];
+        let now = |v: &[(&str, u64)]| {
+            v.iter()
+                .map(|(p, s)| (p.to_string(), st(*s)))
+                .collect::<Vec<_>>()
+        };
+        assert!(same_files(&rows, now(&[("/t/b/c.pt", 2), ("/t/a.pt", 1)])));
+        assert!(same_files(&rows, now(&[("/t/a.pt", 1), ("/t/b/c.pt", 2)])));
+        // A changed size, a renamed file, one more or one fewer.
+        assert!(!same_files(&rows, now(&[("/t/b/c.pt", 3), ("/t/a.pt", 1)])));
+        assert!(!same_files(&rows, now(&[("/t/b/d.pt", 2), ("/t/a.pt", 1)])));
+        assert!(!same_files(
+            &rows,
+            now(&[("/t/b/c.pt", 2), ("/t/a.pt", 1), ("/t/e.pt", 1)])
+        ));
+        assert!(!same_files(&rows, now(&[("/t/a.pt", 1)])));
     }
 
     #[test]

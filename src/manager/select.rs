@@ -16,6 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -154,8 +155,8 @@ fn canonical_path_text(path: &Path, cwd: &Path) -> String {
 }
 
 /// The `why` text: the fit, then what the metrics say and where they come from.
-fn explain(fit: &[String], c: &Candidate, by: RankBy) -> String {
-    let mut why = fit.to_vec();
+fn explain(fit: &str, c: &Candidate, by: RankBy) -> String {
+    let mut why = vec![fit.to_string()];
     let origin = match c.metrics {
         Some(MEASURED_NOW) => " (measured now)",
         Some("measured") | Some("fitted") => " (measured after conversion)",
@@ -249,6 +250,40 @@ pub fn rank(
     measure: Option<&dyn Measure>,
     by: RankBy,
 ) -> Vec<Candidate> {
+    let mut ranked = rank_unexplained(cfg, report, sources, cwd, measure, by);
+    ranked.iter_mut().for_each(|r| r.explain(by));
+    ranked.into_iter().map(|r| r.candidate).collect()
+}
+
+/// A ranked candidate whose [`Candidate::why`] is written only when it is listed
+/// ([`Ranked::explain`]): over thousands of candidates, the reasons' text (floats
+/// formatted, strings joined) cost more than the ranking.
+struct Ranked {
+    candidate: Candidate,
+    /// What the load plan says (shared by the candidates of one layout).
+    fit: Arc<str>,
+    /// Its place in the sources.
+    source: usize,
+}
+
+impl Ranked {
+    fn explain(&mut self, by: RankBy) {
+        if self.candidate.why.is_empty() {
+            self.candidate.why = explain(&self.fit, &self.candidate, by);
+        }
+    }
+}
+
+/// [`rank`] without the reasons' text (a candidate that could not be measured has its
+/// reason already).
+fn rank_unexplained(
+    cfg: &TrainingConfig,
+    report: &CheckReport,
+    sources: &[Source],
+    cwd: &Path,
+    measure: Option<&dyn Measure>,
+    by: RankBy,
+) -> Vec<Ranked> {
     let (Some(class), Some(target_version), Some(target_params)) = (
         report.model.class.as_deref(),
         report.model.version,
@@ -262,12 +297,17 @@ pub fn rank(
     // a few layouts, and a plan is built from the catalog's whole layout. The sources of one
     // layout read from the index share its shapes, so the shared list's address is looked
     // up first (hashing a whole layout per candidate cost more than the ranking).
-    type Fit = (bool, bool, String);
+    type Fit = (bool, bool, Arc<str>);
     let mut plans: HashMap<(VersionId, &[KeyShape]), Fit> = HashMap::new();
     let mut by_address: HashMap<(VersionId, *const KeyShape, usize), Fit> = HashMap::new();
-    let mut out: Vec<Candidate> = sources
+    // The migration chain (spec names, and what it says) of each source version the class
+    // does not accept; `None` when there is none.
+    type Chain = Option<(Vec<String>, Arc<str>)>;
+    let mut chains: HashMap<VersionId, Chain> = HashMap::new();
+    let mut out: Vec<Ranked> = sources
         .iter()
-        .filter_map(|s| {
+        .enumerate()
+        .filter_map(|(source, s)| {
             let m = &s.metrics;
             let mut c = Candidate {
                 path: canonical_path_text(&s.path, &cwd),
@@ -289,18 +329,28 @@ pub fn rank(
             }
             if !arch::accepts_source(class, s.version) {
                 // A known migration path to the config's own version, said as such.
-                let chain = specs.as_ref()?.path(s.version, target_version).ok()?;
-                if chain.is_empty() || !arch::accepts_source(class, target_version) {
-                    return None;
-                }
-                c.migration = chain.iter().map(|sp| sp.name.clone()).collect();
-                let fit = vec![format!(
-                    "needs conversion to {} first ({})",
-                    target_version.as_str(),
-                    c.migration.join(" → ")
-                )];
-                c.why = explain(&fit, &c, by);
-                return Some((c, s.path.clone(), fit));
+                let (chain, fit) = chains
+                    .entry(s.version)
+                    .or_insert_with(|| {
+                        let chain = specs.as_ref()?.path(s.version, target_version).ok()?;
+                        if chain.is_empty() || !arch::accepts_source(class, target_version) {
+                            return None;
+                        }
+                        let names: Vec<String> = chain.iter().map(|sp| sp.name.clone()).collect();
+                        let fit = format!(
+                            "needs conversion to {} first ({})",
+                            target_version.as_str(),
+                            names.join(" → ")
+                        );
+                        Some((names, Arc::from(fit)))
+                    })
+                    .clone()?;
+                c.migration = chain;
+                return Some(Ranked {
+                    candidate: c,
+                    fit,
+                    source,
+                });
             }
             let address = (s.version, s.shapes.as_ptr(), s.shapes.len());
             let (fits, exact, fit) = match by_address.get(&address) {
@@ -331,49 +381,50 @@ pub fn rank(
                                     plan.keys.mismatched.len()
                                 )
                             };
-                            (plan.fits(), plan.exact(), fit)
+                            (plan.fits(), plan.exact(), Arc::from(fit))
                         })
                         .clone();
                     by_address.insert(address, v.clone());
                     v
                 }
             };
-            let fit = vec![fit];
             c.fits = fits;
             c.exact = exact;
-            c.why = explain(&fit, &c, by);
-            Some((c, s.path.clone(), fit))
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|(mut c, p, fit)| {
-            if let (Some(m), true) = (measure, c.migration.is_empty()) {
-                match m.measure(&p) {
-                    Ok(measured) => {
-                        c.coverage = measured.coverage;
-                        c.hierarchy = measured.hierarchy;
-                        if c.rank_value.is_some()
-                            || !matches!(by, RankBy::HierarchyB | RankBy::Coverage)
-                        {
-                            c.rank_value = by.value(&measured);
-                        }
-                        c.metrics = Some(MEASURED_NOW);
-                    }
-                    Err(e) => {
-                        c.coverage = None;
-                        c.hierarchy = None;
-                        c.rank_value = None;
-                        c.metrics = Some(Provenance::NotMeasured.as_str());
-                        c.why = format!("{}, could not be measured: {e}", fit.join(", "));
-                        return c;
-                    }
-                }
-                c.why = explain(&fit, &c, by);
-            }
-            c
+            Some(Ranked {
+                candidate: c,
+                fit,
+                source,
+            })
         })
         .collect();
-    out.sort_by(|a, b| order(a, b, by));
+    if let Some(m) = measure {
+        for r in &mut out {
+            let c = &mut r.candidate;
+            if !c.migration.is_empty() {
+                continue;
+            }
+            match m.measure(&sources[r.source].path) {
+                Ok(measured) => {
+                    c.coverage = measured.coverage;
+                    c.hierarchy = measured.hierarchy;
+                    if c.rank_value.is_some()
+                        || !matches!(by, RankBy::HierarchyB | RankBy::Coverage)
+                    {
+                        c.rank_value = by.value(&measured);
+                    }
+                    c.metrics = Some(MEASURED_NOW);
+                }
+                Err(e) => {
+                    c.coverage = None;
+                    c.hierarchy = None;
+                    c.rank_value = None;
+                    c.metrics = Some(Provenance::NotMeasured.as_str());
+                    c.why = format!("{}, could not be measured: {e}", r.fit);
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| order(&a.candidate, &b.candidate, by));
     out
 }
 
@@ -424,17 +475,11 @@ pub struct Selection {
     pub selected: Option<Candidate>,
     /// How many candidates were ranked.
     pub ranked: usize,
-    /// The candidates, best first: every one, unless the caller kept only the first few
-    /// ([`Selection::keep_first`]).
+    /// The candidates, best first: every one, or the first few the caller asked for.
     pub candidates: Vec<Candidate>,
 }
 
 impl Selection {
-    /// Keep only the `n` best candidates in the list (the selection and `ranked` stay).
-    pub fn keep_first(&mut self, n: usize) {
-        self.candidates.truncate(n);
-    }
-
     /// Whether a checkpoint the trainer loads as it is was found.
     pub fn found(&self) -> bool {
         self.selected
@@ -444,7 +489,9 @@ impl Selection {
 }
 
 /// `tvck select`: the best checkpoint under `roots` for a checked config, keeping only
-/// candidates a `filter` accepts (e.g. a `--where` query over the index's entries).
+/// candidates a `filter` accepts (e.g. a `--where` query over the index's entries), and
+/// listing the first `limit` of them (every one when `None`).
+#[allow(clippy::too_many_arguments)]
 pub fn select(
     cfg: &TrainingConfig,
     report: &CheckReport,
@@ -452,23 +499,37 @@ pub fn select(
     index: Option<&Index>,
     cwd: &Path,
     by: RankBy,
+    limit: Option<usize>,
     filter: impl Fn(&Source) -> bool,
 ) -> Selection {
     let (all, from_index) = sources(index, roots);
     let kept: Vec<Source> = all.into_iter().filter(|s| filter(s)).collect();
-    let candidates = rank(cfg, report, &kept, cwd, None, by);
-    let selected = candidates
-        .iter()
-        .find(|c| c.fits)
-        .or_else(|| candidates.iter().find(|c| !c.migration.is_empty()))
-        .cloned();
+    let mut ranked = rank_unexplained(cfg, report, &kept, cwd, None, by);
+    let total = ranked.len();
+    let pick = ranked.iter().position(|r| r.candidate.fits).or_else(|| {
+        ranked
+            .iter()
+            .position(|r| !r.candidate.migration.is_empty())
+    });
+    let selected = pick.map(|i| {
+        ranked[i].explain(by);
+        ranked[i].candidate.clone()
+    });
+    ranked.truncate(limit.unwrap_or(total));
+    let candidates = ranked
+        .into_iter()
+        .map(|mut r| {
+            r.explain(by);
+            r.candidate
+        })
+        .collect();
     Selection {
         config: cfg.path.display().to_string(),
         by,
         roots: roots.to_vec(),
         from_index,
         selected,
-        ranked: candidates.len(),
+        ranked: total,
         candidates,
     }
 }

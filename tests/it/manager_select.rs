@@ -45,6 +45,16 @@ fn workspace() -> tempfile::TempDir {
 const CONFIG: &str = "configs/v5_12_5_relaxed_D_from_scratch.yaml";
 
 fn run(ws: &Path, index: Option<&Index>, by: RankBy, filter: Option<&Query>) -> Selection {
+    run_listing(ws, index, by, filter, None)
+}
+
+fn run_listing(
+    ws: &Path,
+    index: Option<&Index>,
+    by: RankBy,
+    filter: Option<&Query>,
+    limit: Option<usize>,
+) -> Selection {
     let cfg = TrainingConfig::load(ws.join(CONFIG)).unwrap();
     let opts = CheckOptions {
         cwd: ws.to_path_buf(),
@@ -52,7 +62,7 @@ fn run(ws: &Path, index: Option<&Index>, by: RankBy, filter: Option<&Query>) -> 
     };
     let report = check::check(&cfg, &opts);
     let roots = vec![ws.join("checkpoints")];
-    select::select(&cfg, &report, &roots, index, ws, by, |s| {
+    select::select(&cfg, &report, &roots, index, ws, by, limit, |s| {
         filter.is_none_or(|q| q.matches(s))
     })
 }
@@ -105,6 +115,24 @@ fn the_best_loadable_measured_checkpoint_from_files_and_from_the_index() {
     let stale = run(ws.path(), Some(&index), RankBy::default(), None);
     assert!(!stale.from_index);
     assert!(paths(&stale).contains(&"checkpoints/v5_12_4/copy.pt".to_string()));
+
+    // Listing the first few: the same selection, the same count ranked, and the first
+    // candidates of the whole list, reasons and all (they are written only for the
+    // listed ones). With none listed, the selection still has its reasons.
+    for n in [0, 1, 3] {
+        let few = run_listing(ws.path(), Some(&index), RankBy::default(), None, Some(n));
+        assert_eq!(few.ranked, stale.ranked);
+        assert_eq!(few.candidates.len(), n.min(stale.ranked));
+        assert_eq!(
+            serde_json::to_value(&few.candidates).unwrap(),
+            serde_json::to_value(&stale.candidates[..n]).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&few.selected).unwrap(),
+            serde_json::to_value(&stale.selected).unwrap()
+        );
+        assert!(!few.selected.as_ref().unwrap().why.is_empty());
+    }
 }
 
 #[test]
