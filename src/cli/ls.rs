@@ -65,17 +65,32 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     let canon = dir
         .canonicalize()
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
-    // Filtered, sorted and cut in the index (SQL over its query columns).
-    let rows: Vec<Entry> = index
-        .query(
-            std::slice::from_ref(&canon),
-            query.as_ref(),
-            sort.as_ref(),
-            a.limit,
-        )
-        .map_err(CliError::from)?;
-    // The rows are the index's: say so when the files under DIR moved on since.
-    let fresh = index.is_fresh_tree(&dir).unwrap_or(false);
+    // Filtered, sorted and cut in the index (SQL over its query columns), and made JSON,
+    // while the files under DIR are walked: the rows are the index's, said to be out of
+    // date when the files moved on since.
+    let (rows, fresh) = index.is_fresh_tree_while(&dir, |index| {
+        let rows: Vec<Entry> = index
+            .query(
+                std::slice::from_ref(&canon),
+                query.as_ref(),
+                sort.as_ref(),
+                a.limit,
+            )
+            .map_err(CliError::from)?;
+        // Entry's path and its flattened summary's path are the same absolute path:
+        // through a JSON map the key appears once.
+        let json = if a.json {
+            rows.iter()
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))?
+        } else {
+            Vec::new()
+        };
+        Ok::<_, CliError>((rows, json))
+    });
+    let (rows, json) = rows?;
+    let fresh = fresh.unwrap_or(false);
     if !fresh {
         eprintln!(
             "warning: {}",
@@ -90,14 +105,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         );
     }
     if a.json {
-        // Entry's path and its flattened summary's path are the same absolute path:
-        // through a JSON map the key appears once.
-        let rows = rows
-            .iter()
-            .map(serde_json::to_value)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))?;
-        emit_json(&rows)?;
+        emit_json(&json)?;
         return Ok(ExitStatus::Ok);
     }
     let mut out = format!(

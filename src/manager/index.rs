@@ -1431,16 +1431,29 @@ impl Index {
     /// rewritten in place at the same size within the same mtime (nanoseconds) and inode
     /// is the one change this cannot see.
     pub fn is_fresh_tree(&self, root: &Path) -> Result<bool, ManagerError> {
+        self.is_fresh_tree_while(root, |_| ()).1
+    }
+
+    /// `work(self)` done on this thread while [`Index::is_fresh_tree`]'s walk runs on
+    /// others (e.g. the query whose rows are then said to be fresh or not), and the
+    /// freshness.
+    pub fn is_fresh_tree_while<T>(
+        &self,
+        root: &Path,
+        work: impl FnOnce(&Index) -> T,
+    ) -> (T, Result<bool, ManagerError>) {
         let Ok(canon) = root.canonicalize() else {
-            return Ok(false);
+            return (work(self), Ok(false));
         };
-        // The walk on other threads; the rows here, meanwhile.
-        let (now, rows) = std::thread::scope(|s| {
+        // The walk on other threads; the work and the rows here, meanwhile.
+        let (now, done, rows) = std::thread::scope(|s| {
             let walk = s.spawn(|| texts_now(&canon));
+            let done = work(self);
             let rows = self.rows_under(&canon);
-            (walk.join().expect("the walk does not panic"), rows)
+            (walk.join().expect("the walk does not panic"), done, rows)
         });
-        Ok(same_files(&rows?, now))
+        let fresh = rows.map(|rows| same_files(&rows, now));
+        (done, fresh)
     }
 
     /// Whether the rows under the canonical `root` are exactly `now` (path text, stat).
