@@ -9,7 +9,7 @@ use tvck::report;
 use super::diagnostics::{require_exists, CliError};
 use super::exit::ExitStatus;
 use super::index::index_file;
-use super::output::{emit_json, print_out};
+use super::output::{print_json, print_out, to_json};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -77,16 +77,8 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
                 a.limit,
             )
             .map_err(CliError::from)?;
-        // Entry's path and its flattened summary's path are the same absolute path:
-        // through a JSON map the key appears once.
-        let json = if a.json {
-            rows.iter()
-                .map(serde_json::to_value)
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))?
-        } else {
-            Vec::new()
-        };
+        // The JSON text too (its one `path` is the summary's: see `Entry`).
+        let json = if a.json { Some(to_json(&rows)?) } else { None };
         Ok::<_, CliError>((rows, json))
     });
     let (rows, json) = rows?;
@@ -104,8 +96,8 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             report::safe::output(&format!("refresh it with `tvck index {}`", dir.display()))
         );
     }
-    if a.json {
-        emit_json(&json)?;
+    if let Some(json) = json {
+        print_json(&json)?;
         return Ok(ExitStatus::Ok);
     }
     let mut out = format!(

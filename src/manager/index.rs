@@ -234,11 +234,14 @@ impl Stat {
 pub struct Entry {
     #[serde(skip)]
     pub id: i64,
-    /// Absolute path (the indexed root canonicalized, then the walk's path).
+    /// Absolute path (the indexed root canonicalized, then the walk's path). In JSON it is
+    /// the summary's `path`, which is the same.
+    #[serde(skip)]
     pub path: String,
     #[serde(skip)]
     pub stat: Stat,
-    /// The scan summary (its `path` is the absolute path too), fingerprint included.
+    /// The scan summary (its `path` is the absolute path too: [`Entry::new`] makes it so,
+    /// whatever the stored summary says), fingerprint included.
     #[serde(flatten)]
     pub summary: FileSummary,
     /// The migration record of a file tvck converted, as JSON.
@@ -257,10 +260,11 @@ impl Entry {
         id: i64,
         path: String,
         stat: Stat,
-        summary: FileSummary,
+        mut summary: FileSummary,
         migration: Option<&str>,
         aliases: Vec<String>,
     ) -> Entry {
+        summary.path.clone_from(&path);
         Entry {
             id,
             path,
@@ -1241,6 +1245,46 @@ impl Index {
     /// by path, read from the rows' columns and their layouts alone (no summary decoded;
     /// each layout's shapes decoded once and shared).
     pub fn candidates(&self, roots: &[PathBuf]) -> Result<Vec<Source>, ManagerError> {
+        self.candidates_and_stats(roots, None)
+    }
+
+    /// [`Index::candidates`] under `roots` when every file under them is indexed and
+    /// unchanged ([`Index::is_fresh_tree`]), `None` when one is not. Under one root, one
+    /// pass over its rows gives both the candidates and the stats the walk is compared
+    /// with, while the walk runs on other threads.
+    pub fn fresh_candidates(&self, roots: &[PathBuf]) -> Result<Option<Vec<Source>>, ManagerError> {
+        let [root] = roots else {
+            for r in roots {
+                if !self.is_fresh_tree(r)? {
+                    return Ok(None);
+                }
+            }
+            let canon: Vec<PathBuf> = roots.iter().map(|r| canonical(r)).collect();
+            return self.candidates(&canon).map(Some);
+        };
+        let Ok(canon) = root.canonicalize() else {
+            return Ok(None);
+        };
+        let (now, read) = std::thread::scope(|s| {
+            let walk = s.spawn(|| texts_now(&canon));
+            let mut stats = Vec::new();
+            let read = self.candidates_and_stats(std::slice::from_ref(&canon), Some(&mut stats));
+            (
+                walk.join().expect("the walk does not panic"),
+                read.map(|c| (c, stats)),
+            )
+        });
+        let (candidates, stats) = read?;
+        Ok(same_files(&stats, now).then_some(candidates))
+    }
+
+    /// [`Index::candidates`]; with `stats`, every row under the roots (candidate or not)
+    /// also has its (path, stat) pushed there, in path order.
+    fn candidates_and_stats(
+        &self,
+        roots: &[PathBuf],
+        mut stats: Option<&mut Vec<(String, Stat)>>,
+    ) -> Result<Vec<Source>, ManagerError> {
         let metrics: Vec<&'static str> = query::stored_fields()
             .filter(|(f, k)| {
                 *k == query::Kind::Number && StoredMetrics::default().by_name_mut(f).is_some()
@@ -1255,77 +1299,117 @@ impl Index {
             select.push_str(", ");
             select.push_str(&query::column(m).expect("stored"));
         }
+        const CANDIDATE: &str = "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe = 0";
+        // With stats: every row, its stat and whether it is a candidate after the metrics.
+        let stat_at = 11 + metrics.len();
+        if stats.is_some() {
+            select.push_str(&format!(", size, mtime_ns, inode, ({CANDIDATE})"));
+        }
         select.push_str(" FROM files");
+        let cond = if stats.is_some() { "1" } else { CANDIDATE };
         let layouts = self.state_layouts()?;
         let aliases = self.aliases_by_path()?;
         let none: Arc<[KeyShape]> = Arc::from(Vec::new());
-        let mut out = Vec::new();
+        // Sized once: growing a vector of 20,000 sources by doubling touched twice the
+        // memory (fresh pages are faulted in and zeroed by the kernel).
+        let rows = self.count_under_roots(roots)?;
+        let mut out = Vec::with_capacity(rows);
+        if let Some(stats) = stats.as_deref_mut() {
+            stats.reserve(rows);
+        }
         let get = |e| self.err(e);
-        self.rows_under_roots(
-            roots,
-            &select,
-            "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe = 0",
-            |r| {
-                let path: String = r.get(1).map_err(get)?;
-                let mtime_ns: i64 = r.get(2).map_err(get)?;
-                let provenance: Option<String> = r.get(5).map_err(get)?;
-                let layout_id: Option<i64> = r.get(9).map_err(get)?;
-                let has_state: bool = r.get(10).map_err(get)?;
-                let mut m = StoredMetrics {
-                    provenance: provenance.as_deref().and_then(Provenance::parse),
-                    ..StoredMetrics::default()
-                };
-                for (i, name) in metrics.iter().enumerate() {
-                    *m.by_name_mut(name).expect("a metric") = r.get(11 + i).map_err(get)?;
-                }
-                let shapes = match (has_state, layout_id) {
-                    (true, Some(id)) => {
-                        layouts
-                            .get(&id)
-                            .cloned()
-                            .ok_or_else(|| ManagerError::Foreign {
-                                path: self.path.clone(),
-                                what: format!("the row of {path} names a layout it does not hold"),
-                            })?
-                    }
-                    _ => none.clone(),
-                };
-                let version: Option<String> = r.get(3).map_err(get)?;
-                // A version this tvck's catalog does not name (an index written by another
-                // release) is not a candidate.
-                let Some(version) = version.and_then(|v| v.parse::<VersionId>().ok()) else {
+        self.rows_under_roots(roots, &select, cond, |r| {
+            let path: String = r.get(1).map_err(get)?;
+            if let Some(stats) = stats.as_deref_mut() {
+                let stat = Stat::from_row(r, stat_at).map_err(get)?;
+                let candidate: bool = r.get(stat_at + 3).map_err(get)?;
+                if !candidate {
+                    stats.push((path, stat));
                     return Ok(());
-                };
-                out.push(Source {
-                    // (Most trees have no alias: no path hashed then.)
-                    aliases: if aliases.is_empty() {
-                        Vec::new()
-                    } else {
-                        aliases.get(&path).cloned().unwrap_or_default()
-                    },
-                    path: PathBuf::from(path),
-                    version,
-                    layout: r
-                        .get::<_, Option<String>>(4)
-                        .map_err(get)?
-                        .unwrap_or_default(),
-                    shapes,
-                    metrics: m,
-                    epoch: r.get::<_, Option<f64>>(6).map_err(get)?.map(|e| e as i64),
-                    size: r
-                        .get::<_, Option<f64>>(7)
-                        .map_err(get)?
-                        .map_or(0, |s| s as u64),
-                    converted: r.get(8).map_err(get)?,
-                    modified: Some(u64::try_from(mtime_ns / 1_000_000_000).unwrap_or(0)),
-                });
-                Ok(())
-            },
-        )?;
+                }
+                stats.push((path.clone(), stat));
+            }
+            let mtime_ns: i64 = r.get(2).map_err(get)?;
+            let provenance: Option<String> = r.get(5).map_err(get)?;
+            let layout_id: Option<i64> = r.get(9).map_err(get)?;
+            let has_state: bool = r.get(10).map_err(get)?;
+            let mut m = StoredMetrics {
+                provenance: provenance.as_deref().and_then(Provenance::parse),
+                ..StoredMetrics::default()
+            };
+            for (i, name) in metrics.iter().enumerate() {
+                *m.by_name_mut(name).expect("a metric") = r.get(11 + i).map_err(get)?;
+            }
+            let shapes = match (has_state, layout_id) {
+                (true, Some(id)) => {
+                    layouts
+                        .get(&id)
+                        .cloned()
+                        .ok_or_else(|| ManagerError::Foreign {
+                            path: self.path.clone(),
+                            what: format!("the row of {path} names a layout it does not hold"),
+                        })?
+                }
+                _ => none.clone(),
+            };
+            let version: Option<String> = r.get(3).map_err(get)?;
+            // A version this tvck's catalog does not name (an index written by another
+            // release) is not a candidate.
+            let Some(version) = version.and_then(|v| v.parse::<VersionId>().ok()) else {
+                return Ok(());
+            };
+            out.push(Source {
+                // (Most trees have no alias: no path hashed then.)
+                aliases: if aliases.is_empty() {
+                    Vec::new()
+                } else {
+                    aliases.get(&path).cloned().unwrap_or_default()
+                },
+                path: PathBuf::from(path),
+                version,
+                layout: r
+                    .get::<_, Option<String>>(4)
+                    .map_err(get)?
+                    .unwrap_or_default(),
+                shapes,
+                metrics: m,
+                epoch: r.get::<_, Option<f64>>(6).map_err(get)?.map(|e| e as i64),
+                size: r
+                    .get::<_, Option<f64>>(7)
+                    .map_err(get)?
+                    .map_or(0, |s| s as u64),
+                converted: r.get(8).map_err(get)?,
+                modified: Some(u64::try_from(mtime_ns / 1_000_000_000).unwrap_or(0)),
+            });
+            Ok(())
+        })?;
         if roots.len() > 1 {
             out.sort_by(|a, b| a.path.cmp(&b.path));
         }
         Ok(out)
+    }
+
+    /// How many rows are under `roots` (every row when there are none; a file under two
+    /// overlapping roots counts twice).
+    fn count_under_roots(&self, roots: &[PathBuf]) -> Result<usize, ManagerError> {
+        let count = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<usize, ManagerError> {
+            let mut st = self.conn.prepare_cached(sql).map_err(|e| self.err(e))?;
+            let n: i64 = st.query_row(args, |r| r.get(0)).map_err(|e| self.err(e))?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        };
+        if roots.is_empty() {
+            return count("SELECT count(*) FROM files", &[]);
+        }
+        let mut n = 0;
+        for r in roots {
+            let (exact, lo, hi) = root_range(&canonical(r));
+            n += count("SELECT count(*) FROM files WHERE path = ?1", &[&exact])?;
+            n += count(
+                "SELECT count(*) FROM files WHERE path >= ?1 AND path < ?2",
+                &[&lo, &hi],
+            )?;
+        }
+        Ok(n)
     }
 
     /// The indexed files under `roots` (all of them when `roots` is empty) that `filter`

@@ -226,16 +226,8 @@ pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
 /// columns alone; the sources are read from the query columns and layouts of the rows of
 /// versioned, readable, safe files (no summary decoded).
 pub fn sources(index: Option<&Index>, roots: &[PathBuf]) -> (Vec<Source>, bool) {
-    if let Some(index) = index {
-        let fresh = roots
-            .iter()
-            .all(|r| index.is_fresh_tree(r).unwrap_or(false));
-        if fresh {
-            let canon: Vec<PathBuf> = roots.iter().filter_map(|r| r.canonicalize().ok()).collect();
-            if let Ok(s) = index.candidates(&canon) {
-                return (s, true);
-            }
-        }
+    if let Some(Ok(Some(s))) = index.map(|i| i.fresh_candidates(roots)) {
+        return (s, true);
     }
     (sources_from_files(roots), false)
 }
@@ -250,33 +242,71 @@ pub fn rank(
     measure: Option<&dyn Measure>,
     by: RankBy,
 ) -> Vec<Candidate> {
-    let mut ranked = rank_unexplained(cfg, report, sources, cwd, measure, by);
-    ranked.iter_mut().for_each(|r| r.explain(by));
-    ranked.into_iter().map(|r| r.candidate).collect()
+    let mut ranked = rank_unordered(cfg, report, sources, cwd, measure, by);
+    ranked.sort_by(|a, b| order(a, b, by));
+    ranked
+        .iter()
+        .map(|r| r.candidate(&sources[r.source], by))
+        .collect()
 }
 
-/// A ranked candidate whose [`Candidate::why`] is written only when it is listed
-/// ([`Ranked::explain`]): over thousands of candidates, the reasons' text (floats
-/// formatted, strings joined) cost more than the ranking.
+/// A ranked source: what the order compares. The rest of its [`Candidate`] (layout,
+/// aliases, migration names, the reasons' text) is made only when it is listed
+/// ([`Ranked::candidate`]): over thousands of candidates, making them cost more than
+/// ranking them.
 struct Ranked {
-    candidate: Candidate,
-    /// What the load plan says (shared by the candidates of one layout).
-    fit: Arc<str>,
     /// Its place in the sources.
     source: usize,
+    /// The path as it would be written in the config.
+    path: Box<str>,
+    fits: bool,
+    exact: bool,
+    /// What the load plan says (shared by the candidates of one layout).
+    fit: Arc<str>,
+    /// The migration chain that would make a version the class does not accept loadable
+    /// (shared by the candidates of one version).
+    migration: Option<Arc<[String]>>,
+    coverage: Option<f64>,
+    hierarchy: Option<f64>,
+    rank_value: Option<f64>,
+    metrics: Option<&'static str>,
+    modified: Option<u64>,
+    /// The reason of a candidate that could not be measured.
+    why: Option<String>,
 }
 
 impl Ranked {
-    fn explain(&mut self, by: RankBy) {
-        if self.candidate.why.is_empty() {
-            self.candidate.why = explain(&self.fit, &self.candidate, by);
-        }
+    /// The candidate, with the reasons for its place.
+    fn candidate(&self, s: &Source, by: RankBy) -> Candidate {
+        let mut c = Candidate {
+            path: self.path.to_string(),
+            version: s.version,
+            layout: s.layout.clone(),
+            coverage: self.coverage,
+            hierarchy: self.hierarchy,
+            rank_value: self.rank_value,
+            metrics: self.metrics,
+            modified: self.modified,
+            fits: self.fits,
+            exact: self.exact,
+            migration: self
+                .migration
+                .as_deref()
+                .map(<[String]>::to_vec)
+                .unwrap_or_default(),
+            aliases: s.aliases.clone(),
+            why: String::new(),
+        };
+        c.why = match &self.why {
+            Some(why) => why.clone(),
+            None => explain(&self.fit, &c, by),
+        };
+        c
     }
 }
 
-/// [`rank`] without the reasons' text (a candidate that could not be measured has its
-/// reason already).
-fn rank_unexplained(
+/// [`rank`] without the order (the sources' order) and without the candidates made.
+fn rank_unordered(
     cfg: &TrainingConfig,
     report: &CheckReport,
     sources: &[Source],
@@ -302,144 +332,134 @@ fn rank_unexplained(
     let mut by_address: HashMap<(VersionId, *const KeyShape, usize), Fit> = HashMap::new();
     // The migration chain (spec names, and what it says) of each source version the class
     // does not accept; `None` when there is none.
-    type Chain = Option<(Vec<String>, Arc<str>)>;
+    type Chain = Option<(Arc<[String]>, Arc<str>)>;
     let mut chains: HashMap<VersionId, Chain> = HashMap::new();
-    let mut out: Vec<Ranked> = sources
-        .iter()
-        .enumerate()
-        .filter_map(|(source, s)| {
-            let m = &s.metrics;
-            let mut c = Candidate {
-                path: canonical_path_text(&s.path, &cwd),
-                version: s.version,
-                layout: s.layout.clone(),
-                coverage: m.coverage,
-                hierarchy: m.hierarchy,
-                rank_value: None,
-                metrics: m.provenance.map(Provenance::as_str),
-                modified: s.modified,
-                fits: false,
-                exact: false,
-                migration: Vec::new(),
-                aliases: s.aliases.clone(),
-                why: String::new(),
-            };
-            if !matches!(by, RankBy::HierarchyB | RankBy::Coverage) {
-                c.rank_value = by.value(m);
-            }
-            if !arch::accepts_source(class, s.version) {
-                // A known migration path to the config's own version, said as such.
-                let (chain, fit) = chains
-                    .entry(s.version)
-                    .or_insert_with(|| {
-                        let chain = specs.as_ref()?.path(s.version, target_version).ok()?;
-                        if chain.is_empty() || !arch::accepts_source(class, target_version) {
-                            return None;
-                        }
-                        let names: Vec<String> = chain.iter().map(|sp| sp.name.clone()).collect();
-                        let fit = format!(
-                            "needs conversion to {} first ({})",
-                            target_version.as_str(),
-                            names.join(" → ")
-                        );
-                        Some((names, Arc::from(fit)))
-                    })
-                    .clone()?;
-                c.migration = chain;
-                return Some(Ranked {
-                    candidate: c,
-                    fit,
-                    source,
-                });
-            }
-            let address = (s.version, s.shapes.as_ptr(), s.shapes.len());
-            let (fits, exact, fit) = match by_address.get(&address) {
-                Some(v) => v.clone(),
-                None => {
-                    let v = plans
-                        .entry((s.version, &s.shapes[..]))
-                        .or_insert_with(|| {
-                            let plan = check::load_plan(
-                                cfg,
-                                &s.shapes,
-                                s.version,
-                                target_version,
-                                target_params,
-                            );
-                            let fit = if plan.exact() {
-                                "exact layout fit".to_string()
-                            } else if plan.fits() {
-                                format!(
-                                    "loads ({} mapped, {} initialised, {} ignored)",
-                                    plan.mapped.len(),
-                                    plan.keys.missing.len(),
-                                    plan.keys.unexpected.len()
-                                )
-                            } else {
-                                format!(
-                                    "does not fit: {} size mismatches",
-                                    plan.keys.mismatched.len()
-                                )
-                            };
-                            (plan.fits(), plan.exact(), Arc::from(fit))
-                        })
-                        .clone();
-                    by_address.insert(address, v.clone());
-                    v
+    let unplanned: Arc<str> = Arc::from("");
+    let mut out: Vec<Ranked> = Vec::with_capacity(sources.len());
+    for (source, s) in sources.iter().enumerate() {
+        let m = &s.metrics;
+        let mut r = Ranked {
+            source,
+            path: canonical_path_text(&s.path, &cwd).into_boxed_str(),
+            fits: false,
+            exact: false,
+            fit: unplanned.clone(),
+            migration: None,
+            coverage: m.coverage,
+            hierarchy: m.hierarchy,
+            rank_value: None,
+            metrics: m.provenance.map(Provenance::as_str),
+            modified: s.modified,
+            why: None,
+        };
+        if !matches!(by, RankBy::HierarchyB | RankBy::Coverage) {
+            r.rank_value = by.value(m);
+        }
+        if !arch::accepts_source(class, s.version) {
+            // A known migration path to the config's own version, said as such.
+            let chain = chains.entry(s.version).or_insert_with(|| {
+                let chain = specs.as_ref()?.path(s.version, target_version).ok()?;
+                if chain.is_empty() || !arch::accepts_source(class, target_version) {
+                    return None;
                 }
+                let names: Vec<String> = chain.iter().map(|sp| sp.name.clone()).collect();
+                let fit = format!(
+                    "needs conversion to {} first ({})",
+                    target_version.as_str(),
+                    names.join(" → ")
+                );
+                Some((Arc::from(names), Arc::from(fit)))
+            });
+            let Some((names, fit)) = chain else {
+                continue;
             };
-            c.fits = fits;
-            c.exact = exact;
-            Some(Ranked {
-                candidate: c,
-                fit,
-                source,
-            })
-        })
-        .collect();
+            r.migration = Some(names.clone());
+            r.fit = fit.clone();
+            out.push(r);
+            continue;
+        }
+        let address = (s.version, s.shapes.as_ptr(), s.shapes.len());
+        let (fits, exact, fit) = match by_address.get(&address) {
+            Some(v) => v.clone(),
+            None => {
+                let v = plans
+                    .entry((s.version, &s.shapes[..]))
+                    .or_insert_with(|| {
+                        let plan = check::load_plan(
+                            cfg,
+                            &s.shapes,
+                            s.version,
+                            target_version,
+                            target_params,
+                        );
+                        let fit = if plan.exact() {
+                            "exact layout fit".to_string()
+                        } else if plan.fits() {
+                            format!(
+                                "loads ({} mapped, {} initialised, {} ignored)",
+                                plan.mapped.len(),
+                                plan.keys.missing.len(),
+                                plan.keys.unexpected.len()
+                            )
+                        } else {
+                            format!(
+                                "does not fit: {} size mismatches",
+                                plan.keys.mismatched.len()
+                            )
+                        };
+                        (plan.fits(), plan.exact(), Arc::from(fit))
+                    })
+                    .clone();
+                by_address.insert(address, v.clone());
+                v
+            }
+        };
+        r.fits = fits;
+        r.exact = exact;
+        r.fit = fit;
+        out.push(r);
+    }
     if let Some(m) = measure {
         for r in &mut out {
-            let c = &mut r.candidate;
-            if !c.migration.is_empty() {
+            if r.migration.is_some() {
                 continue;
             }
             match m.measure(&sources[r.source].path) {
                 Ok(measured) => {
-                    c.coverage = measured.coverage;
-                    c.hierarchy = measured.hierarchy;
-                    if c.rank_value.is_some()
+                    r.coverage = measured.coverage;
+                    r.hierarchy = measured.hierarchy;
+                    if r.rank_value.is_some()
                         || !matches!(by, RankBy::HierarchyB | RankBy::Coverage)
                     {
-                        c.rank_value = by.value(&measured);
+                        r.rank_value = by.value(&measured);
                     }
-                    c.metrics = Some(MEASURED_NOW);
+                    r.metrics = Some(MEASURED_NOW);
                 }
                 Err(e) => {
-                    c.coverage = None;
-                    c.hierarchy = None;
-                    c.rank_value = None;
-                    c.metrics = Some(Provenance::NotMeasured.as_str());
-                    c.why = format!("{}, could not be measured: {e}", r.fit);
+                    r.coverage = None;
+                    r.hierarchy = None;
+                    r.rank_value = None;
+                    r.metrics = Some(Provenance::NotMeasured.as_str());
+                    r.why = Some(format!("{}, could not be measured: {e}", r.fit));
                 }
             }
         }
     }
-    out.sort_by(|a, b| order(&a.candidate, &b.candidate, by));
     out
 }
 
 /// The ranking (see the module's documentation).
-fn order(a: &Candidate, b: &Candidate, by: RankBy) -> Ordering {
-    let healthy = |c: &Candidate| {
-        c.coverage
+fn order(a: &Ranked, b: &Ranked, by: RankBy) -> Ordering {
+    let healthy = |r: &Ranked| {
+        r.coverage
             .is_some_and(|v| v >= crate::metrics::coverage::FULL_FROM)
     };
-    let measured = |c: &Candidate| c.metrics != Some(Provenance::NotMeasured.as_str());
-    let loadable = |c: &Candidate| c.migration.is_empty();
-    let value = |c: &Candidate| match by {
-        RankBy::HierarchyB => c.hierarchy,
-        RankBy::Coverage => c.coverage,
-        _ => c.rank_value,
+    let measured = |r: &Ranked| r.metrics != Some(Provenance::NotMeasured.as_str());
+    let loadable = |r: &Ranked| r.migration.is_none();
+    let value = |r: &Ranked| match by {
+        RankBy::HierarchyB => r.hierarchy,
+        RankBy::Coverage => r.coverage,
+        _ => r.rank_value,
     };
     // Best first; a missing value last.
     let metric = match (value(a), value(b)) {
@@ -502,26 +522,28 @@ pub fn select(
     limit: Option<usize>,
     filter: impl Fn(&Source) -> bool,
 ) -> Selection {
-    let (all, from_index) = sources(index, roots);
-    let kept: Vec<Source> = all.into_iter().filter(|s| filter(s)).collect();
-    let mut ranked = rank_unexplained(cfg, report, &kept, cwd, None, by);
+    let (mut all, from_index) = sources(index, roots);
+    all.retain(|s| filter(s));
+    let mut ranked = rank_unordered(cfg, report, &all, cwd, None, by);
     let total = ranked.len();
-    let pick = ranked.iter().position(|r| r.candidate.fits).or_else(|| {
-        ranked
-            .iter()
-            .position(|r| !r.candidate.migration.is_empty())
-    });
-    let selected = pick.map(|i| {
-        ranked[i].explain(by);
-        ranked[i].candidate.clone()
-    });
-    ranked.truncate(limit.unwrap_or(total));
+    let cmp = |a: &Ranked, b: &Ranked| order(a, b, by);
+    // The first in the order that fits, else the first a conversion would make loadable;
+    // then the first `limit` put in order (the order is total: no two candidates tie).
+    let pick = |p: fn(&Ranked) -> bool| ranked.iter().filter(|r| p(r)).min_by(|a, b| cmp(a, b));
+    let selected = pick(|r| r.fits)
+        .or_else(|| pick(|r| r.migration.is_some()))
+        .map(|r| r.candidate(&all[r.source], by));
+    let keep = limit.unwrap_or(total).min(total);
+    if keep < total {
+        if keep > 0 {
+            ranked.select_nth_unstable_by(keep - 1, cmp);
+        }
+        ranked.truncate(keep);
+    }
+    ranked.sort_by(cmp);
     let candidates = ranked
-        .into_iter()
-        .map(|mut r| {
-            r.explain(by);
-            r.candidate
-        })
+        .iter()
+        .map(|r| r.candidate(&all[r.source], by))
         .collect();
     Selection {
         config: cfg.path.display().to_string(),
