@@ -1424,6 +1424,9 @@ impl Index {
         sort: Option<&super::SortKey>,
         limit: Option<usize>,
     ) -> Result<Vec<Entry>, ManagerError> {
+        // One read transaction for the statements below (each one outside a transaction
+        // took and released the database's shared lock: `fcntl` calls per row).
+        let _read = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
         let ids = self.matching(roots, filter, sort, limit)?;
         let aliases = self.aliases_by_path()?;
         let mut st = self
