@@ -620,3 +620,55 @@ fn selection_reads_from_the_index_what_it_reads_from_the_files() {
     assert_eq!(left.len(), 1);
     assert!(!index.tensors(left[0].id).unwrap().is_empty());
 }
+
+#[test]
+fn fresh_candidates_are_the_candidates_while_every_file_is_unchanged() {
+    let (dir, root) = tree();
+    // A file that is no candidate (unreadable) still counts for freshness.
+    let junk = root.join("v5_5/junk.pt");
+    std::fs::write(&junk, b"not a checkpoint").unwrap();
+    let mut index = Index::open(&dir.path().join("i.sqlite"), &IndexOptions::default()).unwrap();
+    update(&mut index, &root);
+    let canon = root.canonicalize().unwrap();
+    let all = index.candidates(std::slice::from_ref(&canon)).unwrap();
+    assert!(all.len() >= 5, "{}", all.len());
+    assert!(all.iter().all(|s| s.path != junk.canonicalize().unwrap()));
+    let fresh = |index: &Index| index.fresh_candidates(std::slice::from_ref(&root)).unwrap();
+    assert_eq!(fresh(&index).as_deref(), Some(&all[..]));
+    // Several roots, and a file root, the same way.
+    let sub = root.join("v5_5");
+    let both = index
+        .fresh_candidates(&[sub.clone(), root.join("v5_11")])
+        .unwrap()
+        .unwrap();
+    let expect = index
+        .candidates(&[
+            sub.canonicalize().unwrap(),
+            root.join("v5_11").canonicalize().unwrap(),
+        ])
+        .unwrap();
+    assert_eq!(both, expect);
+    let one = root.join("v5_12_4/best_Q.pt");
+    let single = index
+        .fresh_candidates(std::slice::from_ref(&one))
+        .unwrap()
+        .unwrap();
+    assert_eq!(single.len(), 1);
+    assert_eq!(single[0].path, one.canonicalize().unwrap());
+    // The non-candidate changed, then re-indexed; gone; a new file.
+    std::fs::write(&junk, b"not a checkpoint, longer").unwrap();
+    assert_eq!(fresh(&index), None);
+    update(&mut index, &root);
+    assert_eq!(fresh(&index).as_deref(), Some(&all[..]));
+    std::fs::remove_file(&junk).unwrap();
+    assert_eq!(fresh(&index), None);
+    update(&mut index, &root);
+    assert_eq!(fresh(&index).as_deref(), Some(&all[..]));
+    std::fs::copy(root.join("v5_5/latest.pt"), root.join("v5_5/new.pt")).unwrap();
+    assert_eq!(fresh(&index), None);
+    // A root that does not exist is never fresh.
+    assert_eq!(
+        index.fresh_candidates(&[root.join("missing")]).unwrap(),
+        None
+    );
+}
