@@ -277,6 +277,12 @@ impl Entry {
     }
 }
 
+/// A read transaction of the index ([`Index::reading`]), ended when dropped (it writes
+/// nothing: ending it is a rollback).
+pub struct Reading<'a> {
+    _transaction: Option<rusqlite::Transaction<'a>>,
+}
+
 /// What one `update` did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct IndexReport {
@@ -1265,14 +1271,11 @@ impl Index {
         let Ok(canon) = root.canonicalize() else {
             return Ok(None);
         };
-        let (now, read) = std::thread::scope(|s| {
-            let walk = s.spawn(|| texts_now(&canon));
+        let (read, now) = self.while_walking(&canon, |index| {
             let mut stats = Vec::new();
-            let read = self.candidates_and_stats(std::slice::from_ref(&canon), Some(&mut stats));
-            (
-                walk.join().expect("the walk does not panic"),
-                read.map(|c| (c, stats)),
-            )
+            index
+                .candidates_and_stats(std::slice::from_ref(&canon), Some(&mut stats))
+                .map(|c| (c, stats))
         });
         let (candidates, stats) = read?;
         Ok(same_files(&stats, now).then_some(candidates))
@@ -1412,6 +1415,22 @@ impl Index {
         Ok(n)
     }
 
+    /// One read transaction for the statements run while the guard lives: one snapshot,
+    /// and SQLite's shared lock taken once (outside a transaction each statement takes and
+    /// releases it: `fcntl` and `stat` calls per statement, which a command running a
+    /// statement per row pays per row). Inside a transaction already, nothing more.
+    pub fn reading(&self) -> Result<Reading<'_>, ManagerError> {
+        if !self.conn.is_autocommit() {
+            return Ok(Reading { _transaction: None });
+        }
+        self.conn
+            .unchecked_transaction()
+            .map(|t| Reading {
+                _transaction: Some(t),
+            })
+            .map_err(|e| self.err(e))
+    }
+
     /// The indexed files under `roots` (all of them when `roots` is empty) that `filter`
     /// matches, ordered by `sort` (ties by path) or by path, at most `limit`: what
     /// [`Index::entries`] filtered with [`Query::matches`](super::Query::matches), sorted
@@ -1424,9 +1443,7 @@ impl Index {
         sort: Option<&super::SortKey>,
         limit: Option<usize>,
     ) -> Result<Vec<Entry>, ManagerError> {
-        // One read transaction for the statements below (each one outside a transaction
-        // took and released the database's shared lock: `fcntl` calls per row).
-        let _read = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let _read = self.reading()?;
         let ids = self.matching(roots, filter, sort, limit)?;
         let aliases = self.aliases_by_path()?;
         let mut st = self
@@ -1532,15 +1549,24 @@ impl Index {
         let Ok(canon) = root.canonicalize() else {
             return (work(self), Ok(false));
         };
-        // The walk on other threads; the work and the rows here, meanwhile.
-        let (now, done, rows) = std::thread::scope(|s| {
-            let walk = s.spawn(|| texts_now(&canon));
-            let done = work(self);
-            let rows = self.rows_under(&canon);
-            (walk.join().expect("the walk does not panic"), done, rows)
-        });
+        let ((done, rows), now) =
+            self.while_walking(&canon, |index| (work(index), index.rows_under(&canon)));
         let fresh = rows.map(|rows| same_files(&rows, now));
         (done, fresh)
+    }
+
+    /// `work(self)` on this thread while the files under the canonical `root` are walked
+    /// on others, and the walk's (path text, stat) list.
+    fn while_walking<T>(
+        &self,
+        root: &Path,
+        work: impl FnOnce(&Index) -> T,
+    ) -> (T, Vec<(String, Stat)>) {
+        std::thread::scope(|s| {
+            let walk = s.spawn(|| texts_now(root));
+            let done = work(self);
+            (done, walk.join().expect("the walk does not panic"))
+        })
     }
 
     /// Whether the rows under the canonical `root` are exactly `now` (path text, stat).

@@ -111,6 +111,8 @@ pub(crate) struct Graph {
 
 impl Graph {
     pub fn build(index: &Index, entries: &[Entry]) -> Result<Graph, ManagerError> {
+        // A statement per entry: in one read transaction.
+        let _read = index.reading()?;
         let mut parts = Vec::with_capacity(entries.len());
         let mut by_hash: HashMap<[u8; 32], Vec<(usize, usize)>> = HashMap::new();
         for (i, e) in entries.iter().enumerate() {

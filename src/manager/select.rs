@@ -243,7 +243,7 @@ pub fn rank(
     by: RankBy,
 ) -> Vec<Candidate> {
     let mut ranked = rank_unordered(cfg, report, sources, cwd, measure, by);
-    ranked.sort_by(|a, b| order(a, b, by));
+    first_in_order(&mut ranked, None, by);
     ranked
         .iter()
         .map(|r| r.candidate(&sources[r.source], by))
@@ -448,6 +448,20 @@ fn rank_unordered(
     out
 }
 
+/// Keep the first `limit` of `ranked` in the ranking's order (every one when `None`): only
+/// those are sorted (the order is total: no two candidates tie).
+fn first_in_order(ranked: &mut Vec<Ranked>, limit: Option<usize>, by: RankBy) {
+    let cmp = |a: &Ranked, b: &Ranked| order(a, b, by);
+    let keep = limit.unwrap_or(ranked.len()).min(ranked.len());
+    if keep < ranked.len() {
+        if keep > 0 {
+            ranked.select_nth_unstable_by(keep - 1, cmp);
+        }
+        ranked.truncate(keep);
+    }
+    ranked.sort_by(cmp);
+}
+
 /// The ranking (see the module's documentation).
 fn order(a: &Ranked, b: &Ranked, by: RankBy) -> Ordering {
     let healthy = |r: &Ranked| {
@@ -526,21 +540,17 @@ pub fn select(
     all.retain(|s| filter(s));
     let mut ranked = rank_unordered(cfg, report, &all, cwd, None, by);
     let total = ranked.len();
-    let cmp = |a: &Ranked, b: &Ranked| order(a, b, by);
-    // The first in the order that fits, else the first a conversion would make loadable;
-    // then the first `limit` put in order (the order is total: no two candidates tie).
-    let pick = |p: fn(&Ranked) -> bool| ranked.iter().filter(|r| p(r)).min_by(|a, b| cmp(a, b));
+    // The first in the order that fits, else the first a conversion would make loadable.
+    let pick = |p: fn(&Ranked) -> bool| {
+        ranked
+            .iter()
+            .filter(|r| p(r))
+            .min_by(|a, b| order(a, b, by))
+    };
     let selected = pick(|r| r.fits)
         .or_else(|| pick(|r| r.migration.is_some()))
         .map(|r| r.candidate(&all[r.source], by));
-    let keep = limit.unwrap_or(total).min(total);
-    if keep < total {
-        if keep > 0 {
-            ranked.select_nth_unstable_by(keep - 1, cmp);
-        }
-        ranked.truncate(keep);
-    }
-    ranked.sort_by(cmp);
+    first_in_order(&mut ranked, limit, by);
     let candidates = ranked
         .iter()
         .map(|r| r.candidate(&all[r.source], by))
