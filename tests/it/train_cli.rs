@@ -350,6 +350,49 @@ fn path_null_is_refused_at_step_1() {
     assert!(!out.exists(), "no training output");
 }
 
+/// A frozen checkpoint holding NaN or infinite weights would train nothing: the run is
+/// refused at step 1 naming the file, and writes nothing.
+#[test]
+fn non_finite_frozen_weights_are_refused_at_step_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("nan.pt");
+    common::write_with_non_finite(
+        &root().join("checkpoints/v5_12_4/best_Q.pt"),
+        &bad,
+        "encoder_A.encoder.0.weight",
+    );
+    let cfg = std::fs::read_to_string(root().join("tests/fixtures/upstream-configs/v5_12_4.yaml"))
+        .unwrap()
+        .replace("checkpoints/v5_12_4/best_Q.pt", bad.to_str().unwrap());
+    let cfg_path = dir.path().join("c.yaml");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let out = dir.path().join("run");
+    let (o, text) = train(&[
+        "--config",
+        cfg_path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    let step1 = text
+        .lines()
+        .find(|l| l.starts_with("[1/6]"))
+        .expect("step 1");
+    // The file named, and where the tensor's counts are (`check` lists them).
+    assert!(
+        step1.contains("FAILED")
+            && step1.contains(&format!(
+                "{} holds NaN or infinite weights in 1 tensor",
+                bad.display()
+            ))
+            && step1.contains("no training started")
+            && step1.contains(&format!("tvck check {}", cfg_path.display())),
+        "{step1}"
+    );
+    assert!(!text.contains("[2/6]"), "nothing after step 1:\n{text}");
+    assert!(!out.exists(), "no training output");
+}
+
 #[test]
 fn v5_5_early_checkpoint_stops_at_step_5() {
     let dir = tempfile::tempdir().unwrap();
