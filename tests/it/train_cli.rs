@@ -1198,3 +1198,61 @@ fn trajectory_agrees_with_the_pytorch_peer() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// Hostile configs (deep nesting, an alias bomb, a duplicate key) give `check` and `train`
+/// the same clear error naming the file and the position, `train` at step 1 with nothing
+/// written (the loader's limits themselves: `config::tests::hostile_documents_…`).
+#[test]
+fn hostile_configs_are_refused_by_check_and_train_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bomb = vec![r#"a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]"#.to_string()];
+    for i in 1..10 {
+        bomb.push(format!(
+            "a{i}: &a{i} [{}]",
+            vec![format!("*a{}", i - 1); 10].join(",")
+        ));
+    }
+    let cases = [
+        (
+            "deep.yaml",
+            format!("model: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+            "deep.yaml:1:40: YAML nested deeper than 32 levels",
+        ),
+        (
+            "bomb.yaml",
+            bomb.join("\n"),
+            "bomb.yaml: YAML syntax error: repetition limit exceeded",
+        ),
+        (
+            "dup.yaml",
+            "model:\n  name: a\n  name: b\n".to_string(),
+            "dup.yaml:2:3: YAML syntax error: model: duplicate entry with key \"name\"",
+        ),
+    ];
+    for (name, text, error) in cases {
+        let cfg = dir.path().join(name);
+        std::fs::write(&cfg, text).unwrap();
+        let o = tvck(&["check", cfg.to_str().unwrap()], dir.path());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(error), "{name}: {err}");
+        let out = dir.path().join(format!("run-{name}"));
+        let (o, text) = train(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(o.status.code(), Some(1), "{name}: {text}");
+        let step1 = text
+            .lines()
+            .find(|l| l.starts_with("[1/6]"))
+            .expect("step 1");
+        assert!(step1.contains("FAILED") && step1.contains(error), "{step1}");
+        assert!(
+            !text.contains("[2/6]"),
+            "{name}: nothing after step 1:\n{text}"
+        );
+        assert!(!out.exists(), "{name}: no training output");
+    }
+}
