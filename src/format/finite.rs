@@ -1,7 +1,7 @@
 //! NaN and infinite values in a checkpoint's model state: a model with them computes NaN
 //! for every input they reach, and training from it is a silent NaN run. `inspect` reports
-//! them as a finding, `check` refuses such a frozen checkpoint, `eval` and `train` refuse to
-//! load one.
+//! them as a finding, `check` refuses such a frozen checkpoint (and so `train` does), `eval`
+//! refuses to load one, and `train --resume` refuses to continue from one.
 
 use serde::Serialize;
 

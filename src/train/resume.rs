@@ -74,6 +74,8 @@ pub enum ResumeError {
     Metrics { path: PathBuf, message: String },
     #[error("the optimizer state in {path} does not fit the run: {message}")]
     Optimizer { path: PathBuf, message: String },
+    #[error("{path} holds NaN or infinite weights: {}", tensors.join("; "))]
+    NonFinite { path: PathBuf, tensors: Vec<String> },
 }
 
 impl ResumeError {
@@ -94,6 +96,9 @@ impl ResumeError {
             }
             ResumeError::SeedChanged { .. } => "leave the seed out: a continued run keeps its own",
             ResumeError::Optimizer { .. } => "start the run again",
+            ResumeError::NonFinite { .. } => {
+                "the run diverged before this latest.pt was written: continuing would train NaN; start it again with a lower training.lr or training.max_grad_norm"
+            }
         }
     }
 }
@@ -163,6 +168,14 @@ impl Resume {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        // A model that computes NaN would continue as a silent NaN run.
+        let non_finite = crate::format::finite::non_finite(&ckpt);
+        if !non_finite.is_empty() {
+            return Err(ResumeError::NonFinite {
+                path,
+                tensors: non_finite.iter().map(ToString::to_string).collect(),
+            });
+        }
         let missing = |key: &str| ResumeError::NoState {
             path: path.clone(),
             key: key.to_string(),

@@ -588,3 +588,33 @@ fn keep_rules_prune_epoch_files_as_written_and_a_resumed_run_goes_on() {
         );
     }
 }
+
+/// A latest.pt whose weights turned NaN or infinite is not continued: `--resume` names the
+/// file and the tensor, says why, and changes nothing in the folder.
+#[test]
+fn a_latest_pt_with_non_finite_weights_is_not_continued() {
+    let reference = reference();
+    let dir = scratch("non_finite");
+    common::copy_dir(reference, &dir);
+    common::write_with_non_finite(
+        &reference.join("latest.pt"),
+        &dir.join("latest.pt"),
+        "encoder_A.encoder.0.weight",
+    );
+    let before = std::fs::read(dir.join("metrics.jsonl")).unwrap();
+    let o = train(&["--resume", dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} holds NaN or infinite weights: `encoder_A.encoder.0.weight` holds 1 NaN and 1 infinite of",
+            dir.join("latest.pt").display()
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the run diverged before this latest.pt was written"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(dir.join("metrics.jsonl")).unwrap(), before);
+}
