@@ -251,7 +251,7 @@ pub fn init(opts: &InitOptions<'_>) -> Result<InitReport, TemplateError> {
                 RankBy::default(),
                 // Only the selection is used (and how many were ranked).
                 Some(0),
-                |_| true,
+                None,
             );
             match sel.selected.as_ref().filter(|_| sel.found()) {
                 Some(c) => {

@@ -86,36 +86,28 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
     };
     let report = check::check(&cfg, &opts);
     // A --where filter is evaluated on the index's entries of the candidates.
-    let allowed: Option<std::collections::HashSet<String>> = match (&query, &index) {
-        (None, _) => None,
-        (Some(_), None) => {
-            return Err(CliError::failure_with(
-                format!("{}: no index for --where", path.display()),
-                "create it with `tvck index DIR`",
-            ))
-        }
-        (Some(q), Some(ix)) => {
-            let roots: Vec<PathBuf> = dirs.iter().filter_map(|d| d.canonicalize().ok()).collect();
-            Some(
-                ix.query_paths(&roots, Some(q))
-                    .map_err(CliError::from)?
-                    .into_iter()
-                    .collect(),
-            )
-        }
-    };
+    if query.is_some() && index.is_none() {
+        return Err(CliError::failure_with(
+            format!("{}: no index for --where", path.display()),
+            "create it with `tvck index DIR`",
+        ));
+    }
     let limit = match a.limit {
         Some(0) => None,
         Some(n) => Some(n),
         None if a.json => None,
         None => Some(SUMMARY_LIMIT),
     };
-    let sel = select::select(&cfg, &report, &dirs, index.as_ref(), &cwd, by, limit, |s| {
-        // Both canonical: the index's paths and the sources'.
-        allowed
-            .as_ref()
-            .is_none_or(|set| set.contains(s.path.to_string_lossy().as_ref()))
-    });
+    let sel = select::select(
+        &cfg,
+        &report,
+        &dirs,
+        index.as_ref(),
+        &cwd,
+        by,
+        limit,
+        query.as_ref(),
+    );
     if a.json {
         emit_json(&sel)?;
     } else {

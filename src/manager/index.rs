@@ -564,10 +564,13 @@ fn stats_now(root: &Path) -> (Vec<(PathBuf, String, Stat)>, Vec<scan::Skipped>) 
 /// Whether the index's `rows` (path text, stat; in path order) are the files `now`, one
 /// for one (`now` is sorted here).
 fn same_files(rows: &[(String, Stat)], mut now: Vec<(String, Stat)>) -> bool {
+    use rayon::slice::ParallelSliceMut;
     if rows.len() != now.len() {
         return false;
     }
-    now.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    // (On the pool's threads: the walk that made `now` has ended, and 20,000 paths take
+    // milliseconds to sort on one.)
+    now.par_sort_unstable_by(|a, b| a.0.cmp(&b.0));
     rows == now.as_slice()
 }
 
@@ -602,6 +605,17 @@ fn root_range(root: &Path) -> (String, String, String) {
     (t, format!("{base}/"), format!("{base}0"))
 }
 
+/// The two parts of the rows under the canonical `root`, in path order: `root` itself,
+/// then the paths below it; each as an SQL condition on `path` over `?1` and `?2`, and
+/// those two values (so that a condition after it numbers its values from `?3` in both).
+fn root_parts(root: &Path) -> [(&'static str, String, String); 2] {
+    let (exact, lo, hi) = root_range(root);
+    [
+        ("path >= ?1 AND path <= ?2", exact.clone(), exact),
+        ("path >= ?1 AND path < ?2", lo, hi),
+    ]
+}
+
 /// The SQL condition selecting the rows under (canonical) `roots` (every row when there
 /// are none), its values appended to `params`.
 fn roots_sql(roots: &[PathBuf], params: &mut Vec<rusqlite::types::Value>) -> String {
@@ -621,6 +635,153 @@ fn roots_sql(roots: &[PathBuf], params: &mut Vec<rusqlite::types::Value>) -> Str
         ));
     }
     format!("({})", any.join(" OR "))
+}
+
+/// The condition a `files` row of a selection candidate meets: a TernaryVAE version, read
+/// without error, no unsafe global.
+const CANDIDATE: &str = "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe = 0";
+
+/// A row's model-state layout: its layout when its tensor list is a model state, else NULL
+/// (what a candidate's shapes are read from).
+const STATE_LAYOUT: &str = "CASE WHEN has_state THEN layout_id END";
+
+/// What a ranking reads of one candidate row ([`Index::fresh_candidate_rows`]).
+pub(crate) struct CandidateRow<'r> {
+    /// Its place among the rows under the root, in path order.
+    pub row: usize,
+    pub id: i64,
+    /// The `f_version` column (a version this tvck's catalog may not name).
+    pub version: &'r str,
+    /// The model state's layout (`None`: no model state).
+    pub state_layout: Option<i64>,
+    /// The metrics asked for, and the provenance.
+    pub metrics: StoredMetrics,
+    /// Seconds since the Unix epoch.
+    pub modified: u64,
+}
+
+/// Reads [`Source`]s from `files` rows: the `SELECT` list (`id, path` first) and each
+/// row's source, with the index's layouts and aliases read once and one shared text per
+/// layout summary.
+struct SourceReader<'i> {
+    index: &'i Index,
+    /// `SELECT …` of the columns (no `FROM`).
+    select: String,
+    /// How many columns it lists.
+    columns: usize,
+    metrics: Vec<&'static str>,
+    layouts: HashMap<i64, Arc<[KeyShape]>>,
+    aliases: HashMap<String, Vec<String>>,
+    layout_texts: Vec<Arc<str>>,
+    none: Arc<[KeyShape]>,
+}
+
+impl<'i> SourceReader<'i> {
+    fn new(index: &'i Index) -> Result<SourceReader<'i>, ManagerError> {
+        Self::with_layouts(index, index.state_layouts()?)
+    }
+
+    /// [`SourceReader::new`] with the index's [`Index::state_layouts`] already read.
+    fn with_layouts(
+        index: &'i Index,
+        layouts: HashMap<i64, Arc<[KeyShape]>>,
+    ) -> Result<SourceReader<'i>, ManagerError> {
+        let metrics: Vec<&'static str> = query::stored_fields()
+            .filter(|(f, k)| {
+                *k == query::Kind::Number && StoredMetrics::default().by_name_mut(f).is_some()
+            })
+            .map(|(f, _)| f)
+            .collect();
+        let mut select = String::from(
+            "SELECT id, path, mtime_ns, f_version, f_layout, f_provenance, f_epoch, f_size,
+                    f_converted, layout_id, has_state",
+        );
+        for m in &metrics {
+            select.push_str(", ");
+            select.push_str(&query::column(m).expect("stored"));
+        }
+        Ok(SourceReader {
+            index,
+            select,
+            columns: 11 + metrics.len(),
+            metrics,
+            layouts,
+            aliases: index.aliases_by_path()?,
+            layout_texts: Vec::new(),
+            none: Arc::from(Vec::new()),
+        })
+    }
+
+    /// The source of a row of [`SourceReader::select`] whose path is `path`; `None` for a
+    /// version this tvck's catalog does not name (an index written by another release).
+    fn source(
+        &mut self,
+        r: &rusqlite::Row<'_>,
+        path: String,
+    ) -> Result<Option<Source>, ManagerError> {
+        let get = |e| self.index.err(e);
+        // Text columns are read borrowed (no allocation per row) where they are parsed or
+        // shared.
+        let text = |i: usize| -> Result<Option<&str>, ManagerError> {
+            r.get_ref(i)
+                .and_then(|v| v.as_str_or_null().map_err(Into::into))
+                .map_err(get)
+        };
+        let Some(version) = text(3)?.and_then(|v| v.parse::<VersionId>().ok()) else {
+            return Ok(None);
+        };
+        let mtime_ns: i64 = r.get(2).map_err(get)?;
+        let layout_id: Option<i64> = r.get(9).map_err(get)?;
+        let has_state: bool = r.get(10).map_err(get)?;
+        let mut m = StoredMetrics {
+            provenance: text(5)?.and_then(Provenance::parse),
+            ..StoredMetrics::default()
+        };
+        for (i, name) in self.metrics.iter().enumerate() {
+            *m.by_name_mut(name).expect("a metric") = r.get(11 + i).map_err(get)?;
+        }
+        let shapes = match (has_state, layout_id) {
+            (true, Some(id)) => {
+                self.layouts
+                    .get(&id)
+                    .cloned()
+                    .ok_or_else(|| ManagerError::Foreign {
+                        path: self.index.path.clone(),
+                        what: format!("the row of {path} names a layout it does not hold"),
+                    })?
+            }
+            _ => self.none.clone(),
+        };
+        let layout_text = text(4)?.unwrap_or_default();
+        let layout = match self.layout_texts.iter().find(|l| &***l == layout_text) {
+            Some(l) => l.clone(),
+            None => {
+                let l: Arc<str> = Arc::from(layout_text);
+                self.layout_texts.push(l.clone());
+                l
+            }
+        };
+        Ok(Some(Source {
+            // (Most trees have no alias: no path hashed then.)
+            aliases: if self.aliases.is_empty() {
+                Vec::new()
+            } else {
+                self.aliases.get(&path).cloned().unwrap_or_default()
+            },
+            path: PathBuf::from(path),
+            version,
+            layout,
+            shapes,
+            metrics: m,
+            epoch: r.get::<_, Option<f64>>(6).map_err(get)?.map(|e| e as i64),
+            size: r
+                .get::<_, Option<f64>>(7)
+                .map_err(get)?
+                .map_or(0, |s| s as u64),
+            converted: r.get(8).map_err(get)?,
+            modified: Some(u64::try_from(mtime_ns / 1_000_000_000).unwrap_or(0)),
+        }))
+    }
 }
 
 impl Index {
@@ -1288,31 +1449,16 @@ impl Index {
         roots: &[PathBuf],
         mut stats: Option<&mut Vec<(String, Stat)>>,
     ) -> Result<Vec<Source>, ManagerError> {
-        let metrics: Vec<&'static str> = query::stored_fields()
-            .filter(|(f, k)| {
-                *k == query::Kind::Number && StoredMetrics::default().by_name_mut(f).is_some()
-            })
-            .map(|(f, _)| f)
-            .collect();
-        let mut select = String::from(
-            "SELECT id, path, mtime_ns, f_version, f_layout, f_provenance, f_epoch, f_size,
-                    f_converted, layout_id, has_state",
-        );
-        for m in &metrics {
-            select.push_str(", ");
-            select.push_str(&query::column(m).expect("stored"));
-        }
-        const CANDIDATE: &str = "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe = 0";
-        // With stats: every row, its stat and whether it is a candidate after the metrics.
-        let stat_at = 11 + metrics.len();
+        let mut reader = SourceReader::new(self)?;
+        let mut select = reader.select.clone();
+        // With stats: every row, its stat and whether it is a candidate after the source's
+        // columns.
+        let stat_at = reader.columns;
         if stats.is_some() {
             select.push_str(&format!(", size, mtime_ns, inode, ({CANDIDATE})"));
         }
         select.push_str(" FROM files");
         let cond = if stats.is_some() { "1" } else { CANDIDATE };
-        let layouts = self.state_layouts()?;
-        let aliases = self.aliases_by_path()?;
-        let none: Arc<[KeyShape]> = Arc::from(Vec::new());
         // Sized once: growing a vector of 20,000 sources by doubling touched twice the
         // memory (fresh pages are faulted in and zeroed by the kernel).
         let rows = self.count_under_roots(roots)?;
@@ -1332,62 +1478,107 @@ impl Index {
                 }
                 stats.push((path.clone(), stat));
             }
-            let mtime_ns: i64 = r.get(2).map_err(get)?;
-            let provenance: Option<String> = r.get(5).map_err(get)?;
-            let layout_id: Option<i64> = r.get(9).map_err(get)?;
-            let has_state: bool = r.get(10).map_err(get)?;
-            let mut m = StoredMetrics {
-                provenance: provenance.as_deref().and_then(Provenance::parse),
-                ..StoredMetrics::default()
-            };
-            for (i, name) in metrics.iter().enumerate() {
-                *m.by_name_mut(name).expect("a metric") = r.get(11 + i).map_err(get)?;
-            }
-            let shapes = match (has_state, layout_id) {
-                (true, Some(id)) => {
-                    layouts
-                        .get(&id)
-                        .cloned()
-                        .ok_or_else(|| ManagerError::Foreign {
-                            path: self.path.clone(),
-                            what: format!("the row of {path} names a layout it does not hold"),
-                        })?
-                }
-                _ => none.clone(),
-            };
-            let version: Option<String> = r.get(3).map_err(get)?;
-            // A version this tvck's catalog does not name (an index written by another
-            // release) is not a candidate.
-            let Some(version) = version.and_then(|v| v.parse::<VersionId>().ok()) else {
-                return Ok(());
-            };
-            out.push(Source {
-                // (Most trees have no alias: no path hashed then.)
-                aliases: if aliases.is_empty() {
-                    Vec::new()
-                } else {
-                    aliases.get(&path).cloned().unwrap_or_default()
-                },
-                path: PathBuf::from(path),
-                version,
-                layout: r
-                    .get::<_, Option<String>>(4)
-                    .map_err(get)?
-                    .unwrap_or_default(),
-                shapes,
-                metrics: m,
-                epoch: r.get::<_, Option<f64>>(6).map_err(get)?.map(|e| e as i64),
-                size: r
-                    .get::<_, Option<f64>>(7)
-                    .map_err(get)?
-                    .map_or(0, |s| s as u64),
-                converted: r.get(8).map_err(get)?,
-                modified: Some(u64::try_from(mtime_ns / 1_000_000_000).unwrap_or(0)),
-            });
+            out.extend(reader.source(r, path)?);
             Ok(())
         })?;
         if roots.len() > 1 {
             out.sort_by(|a, b| a.path.cmp(&b.path));
+        }
+        Ok(out)
+    }
+
+    /// Every candidate row under the canonical `root` that `filter` matches, handed to
+    /// `each` with the stored metrics `metrics` read (the rest left out), in path order,
+    /// while the files under `root` are walked on other threads; then the path text of
+    /// every row under `root` in path order (a [`CandidateRow::row`] is a place in it), or
+    /// `None` when the index does not hold every file under `root` unchanged. One pass
+    /// over the rows, a few columns each: what ranking thousands of candidates reads.
+    pub(crate) fn fresh_candidate_rows(
+        &self,
+        root: &Path,
+        filter: Option<&super::Query>,
+        metrics: &[&str],
+        mut each: impl FnMut(CandidateRow<'_>),
+    ) -> Result<Option<Vec<String>>, ManagerError> {
+        let mut columns = String::new();
+        for m in metrics {
+            columns.push_str(", ");
+            columns.push_str(&query::column(m).expect("a stored metric"));
+        }
+        let (read, now) = self.while_walking(root, |index| {
+            let _read = index.reading()?;
+            let mut stats: Vec<(String, Stat)> =
+                Vec::with_capacity(index.count_under_roots(&[root.to_path_buf()])?);
+            for (under, a, b) in root_parts(root) {
+                let mut args = vec![
+                    rusqlite::types::Value::Text(a),
+                    rusqlite::types::Value::Text(b),
+                ];
+                let cond = filter.map_or_else(|| "1".to_string(), |q| q.to_sql(&mut args));
+                let sql = format!(
+                    "SELECT id, path, size, mtime_ns, inode, ({CANDIDATE} AND {cond}),
+                            f_version, {STATE_LAYOUT}, f_provenance{columns}
+                     FROM files WHERE {under} ORDER BY path"
+                );
+                let mut st = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
+                let mut rows = st
+                    .query(rusqlite::params_from_iter(args))
+                    .map_err(|e| index.err(e))?;
+                let get = |e| index.err(e);
+                while let Some(r) = rows.next().map_err(get)? {
+                    let stat = Stat::from_row(r, 2).map_err(get)?;
+                    stats.push((r.get(1).map_err(get)?, stat));
+                    if !r.get::<_, bool>(5).map_err(get)? {
+                        continue;
+                    }
+                    let text = |i: usize| -> Result<Option<&str>, ManagerError> {
+                        r.get_ref(i)
+                            .and_then(|v| v.as_str_or_null().map_err(Into::into))
+                            .map_err(get)
+                    };
+                    let mut m = StoredMetrics {
+                        provenance: text(8)?.and_then(Provenance::parse),
+                        ..StoredMetrics::default()
+                    };
+                    for (i, name) in metrics.iter().enumerate() {
+                        *m.by_name_mut(name).expect("a metric") = r.get(9 + i).map_err(get)?;
+                    }
+                    each(CandidateRow {
+                        row: stats.len() - 1,
+                        id: r.get(0).map_err(get)?,
+                        version: text(6)?.unwrap_or_default(),
+                        state_layout: r.get(7).map_err(get)?,
+                        metrics: m,
+                        modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
+                    });
+                }
+            }
+            Ok::<_, ManagerError>(stats)
+        });
+        let stats = read?;
+        if !same_files(&stats, now) {
+            return Ok(None);
+        }
+        Ok(Some(stats.into_iter().map(|(p, _)| p).collect()))
+    }
+
+    /// The sources of the candidate rows `ids`, in that order (an id that is not a
+    /// candidate's is left out), `layouts` being the index's [`Index::state_layouts`].
+    pub(crate) fn sources_by_id(
+        &self,
+        ids: &[i64],
+        layouts: HashMap<i64, Arc<[KeyShape]>>,
+    ) -> Result<Vec<Source>, ManagerError> {
+        let mut reader = SourceReader::with_layouts(self, layouts)?;
+        let sql = format!("{} FROM files WHERE id = ?1 AND {CANDIDATE}", reader.select);
+        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut rows = st.query([id]).map_err(|e| self.err(e))?;
+            if let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                let path: String = r.get(1).map_err(|e| self.err(e))?;
+                out.extend(reader.source(r, path)?);
+            }
         }
         Ok(out)
     }
@@ -1444,8 +1635,39 @@ impl Index {
         limit: Option<usize>,
     ) -> Result<Vec<Entry>, ManagerError> {
         let _read = self.reading()?;
-        let ids = self.matching(roots, filter, sort, limit)?;
         let aliases = self.aliases_by_path()?;
+        if let (None, [root]) = (sort, roots) {
+            // In path order under one root, the rows and their details are read in one
+            // statement per part of the root's range, each walking the path index in order
+            // (with a sort key, or an OR of ranges, SQLite would sort the joined rows).
+            let mut out = Vec::new();
+            let mut left = limit.unwrap_or(usize::MAX);
+            for (under, a, b) in root_parts(&canonical(root)) {
+                let mut args = vec![
+                    rusqlite::types::Value::Text(a),
+                    rusqlite::types::Value::Text(b),
+                ];
+                let cond = filter.map_or_else(|| "1".to_string(), |q| q.to_sql(&mut args));
+                args.push(rusqlite::types::Value::Integer(
+                    i64::try_from(left).unwrap_or(i64::MAX),
+                ));
+                let sql = format!(
+                    "{} WHERE {under} AND {cond} ORDER BY path LIMIT ?{}",
+                    Self::ENTRY_COLUMNS,
+                    args.len()
+                );
+                let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+                let mut rows = st
+                    .query(rusqlite::params_from_iter(args))
+                    .map_err(|e| self.err(e))?;
+                while let Some(r) = rows.next().map_err(|e| self.err(e))? {
+                    out.push(self.decode(r, &aliases)?);
+                    left -= 1;
+                }
+            }
+            return Ok(out);
+        }
+        let ids = self.matching(roots, filter, sort, limit)?;
         let mut st = self
             .conn
             .prepare_cached(&format!("{} WHERE files.id = ?1", Self::ENTRY_COLUMNS))
@@ -1639,15 +1861,14 @@ impl Index {
         join_layout(layout, &hashes).ok_or_else(foreign)
     }
 
-    /// The model state's (key, shape) list of every layout a model state has, by its id,
-    /// each decoded once (what [`Index::state_shapes`] gives a file of that layout).
+    /// The (key, shape) list of every layout, by its id, each decoded once: what
+    /// [`Index::state_shapes`] gives a file of that layout whose tensors are a model state.
+    /// (Every layout, not only the model states': which ones are would take a pass over
+    /// the files, and a tree has a few layouts.)
     pub fn state_layouts(&self) -> Result<HashMap<i64, Arc<[KeyShape]>>, ManagerError> {
         let mut st = self
             .conn
-            .prepare_cached(
-                "SELECT id, tensors FROM layouts
-                 WHERE id IN (SELECT layout_id FROM files WHERE has_state = 1)",
-            )
+            .prepare_cached("SELECT id, tensors FROM layouts")
             .map_err(|e| self.err(e))?;
         let mut rows = st.query([]).map_err(|e| self.err(e))?;
         let mut out = HashMap::new();

@@ -13,6 +13,7 @@
 //! read), then coverage ≥ [`FULL_FROM`](crate::metrics::coverage::FULL_FROM), then the [`RankBy`] metric, then newest,
 //! then path.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use crate::metrics::{Provenance, StoredMetrics};
 
 use super::index::Index;
 pub use super::source::Source;
+use super::Query;
 
 /// Evaluates a checkpoint file on all 19,683 operations (the trainer's `tvck eval`).
 pub trait Measure: Sync {
@@ -141,17 +143,20 @@ pub struct Candidate {
 pub fn config_path_text(path: &Path, cwd: &Path) -> String {
     let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
     let p = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    canonical_path_text(&p, &cwd)
+    canonical_path_text(&p, &cwd).into_owned()
 }
 
 /// [`config_path_text`] of a path and a working directory both already canonical (no
 /// file system call: ranking thousands of candidates resolved every path component of
-/// each with `readlink`).
-fn canonical_path_text(path: &Path, cwd: &Path) -> String {
-    path.strip_prefix(cwd)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
+/// each with `readlink`). Borrowed from `path` unless it has to change (a backslash, or
+/// bytes that are not UTF-8): the ranking holds one per candidate.
+fn canonical_path_text<'a>(path: &'a Path, cwd: &Path) -> Cow<'a, str> {
+    let text = path.strip_prefix(cwd).unwrap_or(path).to_string_lossy();
+    if text.contains('\\') {
+        Cow::Owned(text.replace('\\', "/"))
+    } else {
+        text
+    }
 }
 
 /// The `why` text: the fit, then what the metrics say and where they come from.
@@ -208,7 +213,7 @@ pub fn sources_from_files(roots: &[PathBuf]) -> Vec<Source> {
             Some(Source {
                 path,
                 version: best.version,
-                layout: best.params.summary(),
+                layout: Arc::from(best.params.summary()),
                 shapes: arch::state_shapes(&ckpt).into(),
                 metrics: StoredMetrics::from_root(&ckpt.root),
                 epoch: crate::metrics::epoch(&ckpt.root),
@@ -254,11 +259,12 @@ pub fn rank(
 /// aliases, migration names, the reasons' text) is made only when it is listed
 /// ([`Ranked::candidate`]): over thousands of candidates, making them cost more than
 /// ranking them.
-struct Ranked {
+#[derive(Clone)]
+struct Ranked<'s> {
     /// Its place in the sources.
     source: usize,
     /// The path as it would be written in the config.
-    path: Box<str>,
+    path: Cow<'s, str>,
     fits: bool,
     exact: bool,
     /// What the load plan says (shared by the candidates of one layout).
@@ -275,13 +281,42 @@ struct Ranked {
     why: Option<String>,
 }
 
-impl Ranked {
+impl<'s> Ranked<'s> {
+    /// The ranked form of a candidate of `class` whose stored metrics are `m`.
+    fn new(
+        source: usize,
+        path: Cow<'s, str>,
+        class: ClassFit,
+        m: &StoredMetrics,
+        modified: Option<u64>,
+        by: RankBy,
+    ) -> Ranked<'s> {
+        Ranked {
+            source,
+            path,
+            fits: class.fits,
+            exact: class.exact,
+            fit: class.fit,
+            migration: class.migration,
+            coverage: m.coverage,
+            hierarchy: m.hierarchy,
+            rank_value: if matches!(by, RankBy::HierarchyB | RankBy::Coverage) {
+                None
+            } else {
+                by.value(m)
+            },
+            metrics: m.provenance.map(Provenance::as_str),
+            modified,
+            why: None,
+        }
+    }
+
     /// The candidate, with the reasons for its place.
     fn candidate(&self, s: &Source, by: RankBy) -> Candidate {
         let mut c = Candidate {
             path: self.path.to_string(),
             version: s.version,
-            layout: s.layout.clone(),
+            layout: s.layout.to_string(),
             coverage: self.coverage,
             hierarchy: self.hierarchy,
             rank_value: self.rank_value,
@@ -305,119 +340,159 @@ impl Ranked {
     }
 }
 
+/// What the load plan of a (version, layout) says for a config: the fit of every
+/// candidate of that class.
+#[derive(Clone)]
+struct ClassFit {
+    fits: bool,
+    exact: bool,
+    /// What the load plan says (or the conversion needed).
+    fit: Arc<str>,
+    /// The migration chain that would make a version the class does not accept loadable.
+    migration: Option<Arc<[String]>>,
+}
+
+/// The fit of each (version, layout) for one config, each worked out once: a tree of
+/// thousands of epochs has a few layouts, and a plan is built from the catalog's whole
+/// layout.
+struct Classifier<'c> {
+    cfg: &'c TrainingConfig,
+    class: &'c str,
+    target_version: VersionId,
+    target_params: &'c arch::LayoutParams,
+    specs: Option<crate::migrate::SpecSet>,
+    plans: HashMap<VersionId, HashMap<Arc<[KeyShape]>, ClassFit>>,
+    /// The sources of one layout read from the index share its shapes: the shared list's
+    /// address is looked up first (hashing a whole layout per candidate cost more than the
+    /// ranking).
+    by_address: HashMap<(VersionId, *const KeyShape, usize), ClassFit>,
+    /// The migration chain of each source version the class does not accept; `None` when
+    /// there is none.
+    chains: HashMap<VersionId, Option<ClassFit>>,
+}
+
+impl<'c> Classifier<'c> {
+    /// `None` when the config's model cannot be resolved (nothing is a candidate).
+    fn new(cfg: &'c TrainingConfig, report: &'c CheckReport) -> Option<Classifier<'c>> {
+        let (Some(class), Some(target_version), Some(target_params)) = (
+            report.model.class.as_deref(),
+            report.model.version,
+            report.model.params.as_ref(),
+        ) else {
+            return None;
+        };
+        Some(Classifier {
+            cfg,
+            class,
+            target_version,
+            target_params,
+            specs: crate::migrate::SpecSet::embedded().ok(),
+            plans: HashMap::new(),
+            by_address: HashMap::new(),
+            chains: HashMap::new(),
+        })
+    }
+
+    /// The fit of a checkpoint of `version` whose model state is `shapes`; `None` when it
+    /// is no candidate (a version the class does not accept, with no migration path to one
+    /// it does).
+    fn fit(&mut self, version: VersionId, shapes: &Arc<[KeyShape]>) -> Option<ClassFit> {
+        if !arch::accepts_source(self.class, version) {
+            // A known migration path to the config's own version, said as such.
+            let (specs, class, target) = (&self.specs, self.class, self.target_version);
+            return self
+                .chains
+                .entry(version)
+                .or_insert_with(|| {
+                    let chain = specs.as_ref()?.path(version, target).ok()?;
+                    if chain.is_empty() || !arch::accepts_source(class, target) {
+                        return None;
+                    }
+                    let names: Vec<String> = chain.iter().map(|sp| sp.name.clone()).collect();
+                    let fit = format!(
+                        "needs conversion to {} first ({})",
+                        target.as_str(),
+                        names.join(" → ")
+                    );
+                    Some(ClassFit {
+                        fits: false,
+                        exact: false,
+                        fit: Arc::from(fit),
+                        migration: Some(Arc::from(names)),
+                    })
+                })
+                .clone();
+        }
+        let address = (version, shapes.as_ptr(), shapes.len());
+        if let Some(v) = self.by_address.get(&address) {
+            return Some(v.clone());
+        }
+        let (cfg, target_version, target_params) =
+            (self.cfg, self.target_version, self.target_params);
+        let plans = self.plans.entry(version).or_default();
+        if let Some(v) = plans.get(&shapes[..]) {
+            let v = v.clone();
+            self.by_address.insert(address, v.clone());
+            return Some(v);
+        }
+        let v = plans
+            .entry(shapes.clone())
+            .or_insert_with(|| {
+                let plan = check::load_plan(cfg, shapes, version, target_version, target_params);
+                let fit = if plan.exact() {
+                    "exact layout fit".to_string()
+                } else if plan.fits() {
+                    format!(
+                        "loads ({} mapped, {} initialised, {} ignored)",
+                        plan.mapped.len(),
+                        plan.keys.missing.len(),
+                        plan.keys.unexpected.len()
+                    )
+                } else {
+                    format!(
+                        "does not fit: {} size mismatches",
+                        plan.keys.mismatched.len()
+                    )
+                };
+                ClassFit {
+                    fits: plan.fits(),
+                    exact: plan.exact(),
+                    fit: Arc::from(fit),
+                    migration: None,
+                }
+            })
+            .clone();
+        self.by_address.insert(address, v.clone());
+        Some(v)
+    }
+}
+
 /// [`rank`] without the order (the sources' order) and without the candidates made.
-fn rank_unordered(
+fn rank_unordered<'s>(
     cfg: &TrainingConfig,
     report: &CheckReport,
-    sources: &[Source],
+    sources: &'s [Source],
     cwd: &Path,
     measure: Option<&dyn Measure>,
     by: RankBy,
-) -> Vec<Ranked> {
-    let (Some(class), Some(target_version), Some(target_params)) = (
-        report.model.class.as_deref(),
-        report.model.version,
-        report.model.params.as_ref(),
-    ) else {
+) -> Vec<Ranked<'s>> {
+    let Some(mut classifier) = Classifier::new(cfg, report) else {
         return Vec::new();
     };
-    let specs = crate::migrate::SpecSet::embedded().ok();
     let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
-    // The load plan of each distinct (version, layout): a tree of thousands of epochs has
-    // a few layouts, and a plan is built from the catalog's whole layout. The sources of one
-    // layout read from the index share its shapes, so the shared list's address is looked
-    // up first (hashing a whole layout per candidate cost more than the ranking).
-    type Fit = (bool, bool, Arc<str>);
-    let mut plans: HashMap<(VersionId, &[KeyShape]), Fit> = HashMap::new();
-    let mut by_address: HashMap<(VersionId, *const KeyShape, usize), Fit> = HashMap::new();
-    // The migration chain (spec names, and what it says) of each source version the class
-    // does not accept; `None` when there is none.
-    type Chain = Option<(Arc<[String]>, Arc<str>)>;
-    let mut chains: HashMap<VersionId, Chain> = HashMap::new();
-    let unplanned: Arc<str> = Arc::from("");
     let mut out: Vec<Ranked> = Vec::with_capacity(sources.len());
     for (source, s) in sources.iter().enumerate() {
-        let m = &s.metrics;
-        let mut r = Ranked {
-            source,
-            path: canonical_path_text(&s.path, &cwd).into_boxed_str(),
-            fits: false,
-            exact: false,
-            fit: unplanned.clone(),
-            migration: None,
-            coverage: m.coverage,
-            hierarchy: m.hierarchy,
-            rank_value: None,
-            metrics: m.provenance.map(Provenance::as_str),
-            modified: s.modified,
-            why: None,
-        };
-        if !matches!(by, RankBy::HierarchyB | RankBy::Coverage) {
-            r.rank_value = by.value(m);
-        }
-        if !arch::accepts_source(class, s.version) {
-            // A known migration path to the config's own version, said as such.
-            let chain = chains.entry(s.version).or_insert_with(|| {
-                let chain = specs.as_ref()?.path(s.version, target_version).ok()?;
-                if chain.is_empty() || !arch::accepts_source(class, target_version) {
-                    return None;
-                }
-                let names: Vec<String> = chain.iter().map(|sp| sp.name.clone()).collect();
-                let fit = format!(
-                    "needs conversion to {} first ({})",
-                    target_version.as_str(),
-                    names.join(" → ")
-                );
-                Some((Arc::from(names), Arc::from(fit)))
-            });
-            let Some((names, fit)) = chain else {
-                continue;
-            };
-            r.migration = Some(names.clone());
-            r.fit = fit.clone();
-            out.push(r);
+        let Some(class) = classifier.fit(s.version, &s.shapes) else {
             continue;
-        }
-        let address = (s.version, s.shapes.as_ptr(), s.shapes.len());
-        let (fits, exact, fit) = match by_address.get(&address) {
-            Some(v) => v.clone(),
-            None => {
-                let v = plans
-                    .entry((s.version, &s.shapes[..]))
-                    .or_insert_with(|| {
-                        let plan = check::load_plan(
-                            cfg,
-                            &s.shapes,
-                            s.version,
-                            target_version,
-                            target_params,
-                        );
-                        let fit = if plan.exact() {
-                            "exact layout fit".to_string()
-                        } else if plan.fits() {
-                            format!(
-                                "loads ({} mapped, {} initialised, {} ignored)",
-                                plan.mapped.len(),
-                                plan.keys.missing.len(),
-                                plan.keys.unexpected.len()
-                            )
-                        } else {
-                            format!(
-                                "does not fit: {} size mismatches",
-                                plan.keys.mismatched.len()
-                            )
-                        };
-                        (plan.fits(), plan.exact(), Arc::from(fit))
-                    })
-                    .clone();
-                by_address.insert(address, v.clone());
-                v
-            }
         };
-        r.fits = fits;
-        r.exact = exact;
-        r.fit = fit;
-        out.push(r);
+        out.push(Ranked::new(
+            source,
+            canonical_path_text(&s.path, &cwd),
+            class,
+            &s.metrics,
+            s.modified,
+            by,
+        ));
     }
     if let Some(m) = measure {
         for r in &mut out {
@@ -450,7 +525,7 @@ fn rank_unordered(
 
 /// Keep the first `limit` of `ranked` in the ranking's order (every one when `None`): only
 /// those are sorted (the order is total: no two candidates tie).
-fn first_in_order(ranked: &mut Vec<Ranked>, limit: Option<usize>, by: RankBy) {
+fn first_in_order(ranked: &mut Vec<Ranked<'_>>, limit: Option<usize>, by: RankBy) {
     let cmp = |a: &Ranked, b: &Ranked| order(a, b, by);
     let keep = limit.unwrap_or(ranked.len()).min(ranked.len());
     if keep < ranked.len() {
@@ -463,7 +538,7 @@ fn first_in_order(ranked: &mut Vec<Ranked>, limit: Option<usize>, by: RankBy) {
 }
 
 /// The ranking (see the module's documentation).
-fn order(a: &Ranked, b: &Ranked, by: RankBy) -> Ordering {
+fn order(a: &Ranked<'_>, b: &Ranked<'_>, by: RankBy) -> Ordering {
     let healthy = |r: &Ranked| {
         r.coverage
             .is_some_and(|v| v >= crate::metrics::coverage::FULL_FROM)
@@ -523,8 +598,14 @@ impl Selection {
 }
 
 /// `tvck select`: the best checkpoint under `roots` for a checked config, keeping only
-/// candidates a `filter` accepts (e.g. a `--where` query over the index's entries), and
-/// listing the first `limit` of them (every one when `None`).
+/// candidates `filter` matches (evaluated on the index's entries when there is an index,
+/// else on what the files say), and listing the first `limit` of them (every one when
+/// `None`).
+///
+/// With an index that holds every file under one root unchanged and a `limit`, the
+/// candidates are ranked from a few columns of their rows and only the listed ones are
+/// read whole ([`select_in_index`]); else every candidate is read, then ranked. Both rank
+/// with [`order`], and give the same selection in the same order.
 #[allow(clippy::too_many_arguments)]
 pub fn select(
     cfg: &TrainingConfig,
@@ -534,10 +615,25 @@ pub fn select(
     cwd: &Path,
     by: RankBy,
     limit: Option<usize>,
-    filter: impl Fn(&Source) -> bool,
+    filter: Option<&Query>,
 ) -> Selection {
+    if let (Some(index), Some(limit), [root]) = (index, limit, roots) {
+        if let Some(sel) = select_in_index(cfg, report, root, index, cwd, by, limit, filter) {
+            return sel;
+        }
+    }
     let (mut all, from_index) = sources(index, roots);
-    all.retain(|s| filter(s));
+    if let Some(q) = filter {
+        // The index's entries when it answers (what `ls --where` lists), else the files'.
+        let canon: Vec<PathBuf> = roots.iter().filter_map(|d| d.canonicalize().ok()).collect();
+        match index.map(|ix| ix.query_paths(&canon, Some(q))) {
+            Some(Ok(paths)) => {
+                let allowed: std::collections::HashSet<String> = paths.into_iter().collect();
+                all.retain(|s| allowed.contains(s.path.to_string_lossy().as_ref()));
+            }
+            _ => all.retain(|s| q.matches(s)),
+        }
+    }
     let mut ranked = rank_unordered(cfg, report, &all, cwd, None, by);
     let total = ranked.len();
     // The first in the order that fits, else the first a conversion would make loadable.
@@ -564,4 +660,136 @@ pub fn select(
         ranked: total,
         candidates,
     }
+}
+
+/// [`select`] under one root from an index that holds every file under it unchanged,
+/// listing the first `limit`: each candidate ranked from what its row says of its
+/// version, layout, provenance, the metrics the order compares and its time
+/// ([`Index::fresh_candidate_rows`]); the listed ones (and the selection) then read whole.
+/// `None` when the index does not hold the tree unchanged or cannot answer.
+#[allow(clippy::too_many_arguments)]
+fn select_in_index(
+    cfg: &TrainingConfig,
+    report: &CheckReport,
+    root: &Path,
+    index: &Index,
+    cwd: &Path,
+    by: RankBy,
+    limit: usize,
+    filter: Option<&Query>,
+) -> Option<Selection> {
+    let canon = root.canonicalize().ok()?;
+    let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
+    let mut classifier = Classifier::new(cfg, report);
+    let layouts = index.state_layouts().ok()?;
+    let none: Arc<[KeyShape]> = Arc::from(Vec::new());
+    let mut metrics = vec![RankBy::Coverage.name(), RankBy::HierarchyB.name()];
+    if !metrics.contains(&by.name()) {
+        metrics.push(by.name());
+    }
+    // The fit of each (version text, layout) met, looked up by the last one first.
+    let mut classes: Vec<(String, Option<i64>, Option<ClassFit>)> = Vec::new();
+    let mut last = usize::MAX;
+    // (row, id) of each ranked candidate; its `Ranked::source` is its place here.
+    let mut rows: Vec<(usize, i64)> = Vec::new();
+    let mut ranked: Vec<Ranked<'static>> = Vec::new();
+    let mut failed = false;
+    let paths = index
+        .fresh_candidate_rows(&canon, filter, &metrics, |row| {
+            let Some(classifier) = classifier.as_mut() else {
+                return;
+            };
+            let hit = |c: &(String, Option<i64>, Option<ClassFit>)| {
+                c.0 == row.version && c.1 == row.state_layout
+            };
+            if !classes.get(last).is_some_and(hit) {
+                last = match classes.iter().position(hit) {
+                    Some(i) => i,
+                    None => {
+                        let shapes = match row.state_layout {
+                            Some(l) => match layouts.get(&l) {
+                                Some(s) => s.clone(),
+                                None => {
+                                    failed = true;
+                                    return;
+                                }
+                            },
+                            None => none.clone(),
+                        };
+                        // A version this tvck's catalog does not name is no candidate.
+                        let fit = row
+                            .version
+                            .parse::<VersionId>()
+                            .ok()
+                            .and_then(|v| classifier.fit(v, &shapes));
+                        classes.push((row.version.to_string(), row.state_layout, fit));
+                        classes.len() - 1
+                    }
+                };
+            }
+            let Some(class) = classes[last].2.clone() else {
+                return;
+            };
+            ranked.push(Ranked::new(
+                rows.len(),
+                Cow::Borrowed(""),
+                class,
+                &row.metrics,
+                Some(row.modified),
+                by,
+            ));
+            rows.push((row.row, row.id));
+        })
+        .ok()??;
+    if failed {
+        return None;
+    }
+    let mut ranked: Vec<Ranked<'_>> = ranked;
+    for r in &mut ranked {
+        r.path = canonical_path_text(Path::new(&paths[rows[r.source].0]), &cwd);
+    }
+    let total = ranked.len();
+    // The first in the order that fits, else the first a conversion would make loadable.
+    let pick = |p: fn(&Ranked) -> bool| {
+        ranked
+            .iter()
+            .filter(|r| p(r))
+            .min_by(|a, b| order(a, b, by))
+            .map(|r| r.source)
+    };
+    // (Before the order moves them, a candidate's place is its `source`.)
+    let selected = pick(|r| r.fits)
+        .or_else(|| pick(|r| r.migration.is_some()))
+        .map(|i| ranked[i].clone());
+    first_in_order(&mut ranked, Some(limit), by);
+    // The listed rows, then the selection, read whole.
+    let ids: Vec<i64> = ranked
+        .iter()
+        .map(|r| r.source)
+        .chain(selected.as_ref().map(|r| r.source))
+        .map(|i| rows[i].1)
+        .collect();
+    let sources = index.sources_by_id(&ids, layouts).ok()?;
+    if sources.len() != ids.len() {
+        return None;
+    }
+    let candidate = |r: &Ranked<'_>, s: &Source| {
+        debug_assert_eq!(s.path, Path::new(&paths[rows[r.source].0]));
+        r.candidate(s, by)
+    };
+    let candidates: Vec<Candidate> = ranked
+        .iter()
+        .zip(&sources)
+        .map(|(r, s)| candidate(r, s))
+        .collect();
+    let selected = selected.map(|r| candidate(&r, sources.last().expect("read")));
+    Some(Selection {
+        config: cfg.path.display().to_string(),
+        by,
+        roots: vec![root.to_path_buf()],
+        from_index: true,
+        selected,
+        ranked: total,
+        candidates,
+    })
 }

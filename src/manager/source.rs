@@ -14,7 +14,8 @@ pub struct Source {
     /// Canonical (as the index holds it).
     pub path: PathBuf,
     pub version: VersionId,
-    pub layout: String,
+    /// The layout's summary (shared by the sources of one layout).
+    pub layout: Arc<str>,
     /// The model state's (key, shape) list (shared by the sources of one layout).
     pub shapes: Arc<[KeyShape]>,
     /// The stored metrics and their provenance (read from the index: without
@@ -51,7 +52,7 @@ impl super::query::Fields for Source {
         match field {
             "path" => vec![self.path.to_string_lossy().into_owned()],
             "version" => vec![self.version.as_str().to_string()],
-            "layout" => vec![self.layout.clone()],
+            "layout" => vec![self.layout.to_string()],
             "provenance" => self
                 .metrics
                 .provenance

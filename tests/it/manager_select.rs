@@ -55,16 +55,25 @@ fn run_listing(
     filter: Option<&Query>,
     limit: Option<usize>,
 ) -> Selection {
-    let cfg = TrainingConfig::load(ws.join(CONFIG)).unwrap();
+    run_config(ws, CONFIG, index, by, filter, limit)
+}
+
+fn run_config(
+    ws: &Path,
+    config: &str,
+    index: Option<&Index>,
+    by: RankBy,
+    filter: Option<&Query>,
+    limit: Option<usize>,
+) -> Selection {
+    let cfg = TrainingConfig::load(ws.join(config)).unwrap();
     let opts = CheckOptions {
         cwd: ws.to_path_buf(),
         ..CheckOptions::default()
     };
     let report = check::check(&cfg, &opts);
     let roots = vec![ws.join("checkpoints")];
-    select::select(&cfg, &report, &roots, index, ws, by, limit, |s| {
-        filter.is_none_or(|q| q.matches(s))
-    })
+    select::select(&cfg, &report, &roots, index, ws, by, limit, filter)
 }
 
 fn paths(s: &Selection) -> Vec<String> {
@@ -197,5 +206,82 @@ fn check_auto_fix_proposes_the_selection() {
             j["auto_fix"]["edits"][0][1].as_str().unwrap(),
             selection.selected.as_ref().unwrap().path
         );
+    }
+}
+
+/// With a limit and an index that holds the tree, the candidates are ranked from their
+/// rows' columns and only the listed ones read whole; without one, every candidate is read
+/// and ranked. The first must be the head of the second, for every metric and filter: the
+/// same selection (a conversion's when nothing loads), the same count, the same reasons.
+#[test]
+fn a_listing_ranked_from_the_index_is_the_head_of_the_whole_ranking() {
+    let ws = workspace();
+    let db = ws.path().join("index.sqlite");
+    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
+    index
+        .update(&[ws.path().join("checkpoints")], |_| {}, |_| {})
+        .unwrap();
+    let filters = [
+        None,
+        Some("version == v5_11"),
+        Some("path ~ converted"),
+        Some("coverage >= 0.99"),
+        Some("not measured"),
+        Some("epoch > 100000"),
+    ];
+    // A config of the V5.12 class too, which loads v5.12.4 files and no v5.11 one: those
+    // need a conversion.
+    let v5_12 = std::fs::read_to_string(ws.path().join("configs/v5_12_4.yaml"))
+        .unwrap()
+        .replace(
+            "  name: TernaryVAEV5_11_PartialFreeze",
+            "  name: TernaryVAEV5_12",
+        );
+    assert!(v5_12.contains("name: TernaryVAEV5_12\n"));
+    std::fs::write(ws.path().join("configs/v5_12_class.yaml"), v5_12).unwrap();
+    let mut conversions = 0;
+    for (config, by, f) in [CONFIG, "configs/v5_12_class.yaml"]
+        .into_iter()
+        .flat_map(|c| RankBy::ALL.into_iter().map(move |by| (c, by)))
+        .flat_map(|(c, by)| filters.into_iter().map(move |f| (c, by, f)))
+    {
+        {
+            let q = f.map(|f| Query::parse(f).unwrap());
+            let run = |limit| run_config(ws.path(), config, Some(&index), by, q.as_ref(), limit);
+            let whole = run(None);
+            assert!(whole.from_index, "{config} {by:?} {f:?}");
+            if whole
+                .selected
+                .as_ref()
+                .is_some_and(|s| !s.migration.is_empty())
+            {
+                conversions += 1;
+            }
+            for n in [0, 1, 2, 5, 100] {
+                let few = run(Some(n));
+                assert!(few.from_index, "{config} {by:?} {f:?} {n}");
+                assert_eq!(few.ranked, whole.ranked, "{config} {by:?} {f:?} {n}");
+                assert_eq!(
+                    serde_json::to_value(&few.candidates).unwrap(),
+                    serde_json::to_value(&whole.candidates[..n.min(whole.ranked)]).unwrap(),
+                    "{config} {by:?} {f:?} {n}"
+                );
+                assert_eq!(
+                    serde_json::to_value(&few.selected).unwrap(),
+                    serde_json::to_value(&whole.selected).unwrap(),
+                    "{config} {by:?} {f:?} {n}"
+                );
+            }
+        }
+    }
+    // Some filter leaves only files that need a conversion: that selection is compared too.
+    assert!(conversions > 0);
+    // A file changed since: the index does not answer, with a limit or without.
+    let changed = ws.path().join("checkpoints/v5_5/latest.pt");
+    let bytes = std::fs::read(&changed).unwrap();
+    std::fs::write(&changed, [&bytes[..], b"\0"].concat()).unwrap();
+    for limit in [None, Some(3)] {
+        let stale = run_listing(ws.path(), Some(&index), RankBy::default(), None, limit);
+        assert!(!stale.from_index);
     }
 }
