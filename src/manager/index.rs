@@ -1,13 +1,13 @@
-//! The index database (schema version 3): per checkpoint file a `files` row (its stat,
-//! fingerprint, layout and a column per query field, [`query::FIELDS`]) and a `details`
-//! row (its scan summary, its migration record and the SHA-256 of each fingerprinted
-//! tensor's logical bytes). A `layouts` row holds a tensor list's names, dtypes and shapes
-//! once for every file that has it: the epochs of a run share one.
+//! The index database (schema version 4): per checkpoint file a `files` row (its stat,
+//! fingerprint, layout and a column per query field, [`query::FIELDS`]), a `details` row
+//! (its scan summary and its migration record) and a `hashes` row (the SHA-256 of each
+//! fingerprinted tensor's logical bytes). A `layouts` row holds a tensor list's names,
+//! dtypes and shapes once for every file that has it: the epochs of a run share one.
 //!
 //! * A `meta` table names the application and the schema version; a database without it
 //!   that holds any table is foreign, a file that is not SQLite is corrupt: both are errors
-//!   and the file is left as it is. An index of version 1 is upgraded in place by the
-//!   first writer that opens it (one transaction); a reader refuses it with
+//!   and the file is left as it is. An index of an older version is upgraded in place by
+//!   the first writer that opens it (one transaction); a reader refuses it with
 //!   [`ManagerError::OlderSchema`].
 //! * [`Index::update`] takes the write lock first (`BEGIN IMMEDIATE`: a second indexer
 //!   waits up to the busy timeout, then fails with [`ManagerError::Locked`]), walks the
@@ -35,18 +35,21 @@ use crate::scan::{self, FileSummary};
 
 /// The schema this tvck writes and reads. Version 1 kept the summary in the `files` row
 /// and a row per tensor; version 2 kept each file's whole tensor list (names, dtypes,
-/// shapes and hashes) in its `details` row. An index of version 1 or 2 is upgraded in
-/// place by the first writer that opens it ([`Index::open`]), in one transaction.
-pub const SCHEMA_VERSION: i64 = 3;
+/// shapes and hashes) in its `details` row; version 3 its tensor hashes there (32 bytes a
+/// tensor, most of the row: reading the summaries of a query's rows walked pages of
+/// hashes). An index of version 1, 2 or 3 is upgraded in place by the first writer that
+/// opens it ([`Index::open`]), in one transaction.
+pub const SCHEMA_VERSION: i64 = 4;
 /// `meta.application` of a tvck index.
 const APPLICATION: &str = "tvck-index";
 
 /// The `files` table: a file's stat, its tensor list's layout (`layout_id`, NULL when it has
 /// none; `has_state` when that list is a model state), and a column per query field
 /// (`f_…`, what [`query::Fields`] says of the file: `ls --where`/`--sort` and `select` run
-/// in SQL over these, no summary decoded). The summary, the migration record and the
-/// tensor hashes live in `details`, read only for the rows a command returns; `layouts`
-/// holds each distinct tensor list ([`encode_layout`]) once.
+/// in SQL over these, no summary decoded). The summary and the
+/// migration record live in `details`, read only for the rows a command returns, and the
+/// tensor hashes in `hashes`, read only for a file's tensors; `layouts` holds each
+/// distinct tensor list ([`encode_layout`]) once.
 fn files_table() -> String {
     let mut cols = String::new();
     for (field, kind) in query::stored_fields() {
@@ -73,19 +76,39 @@ fn files_table() -> String {
     has_state INTEGER NOT NULL{cols}
 );
 CREATE INDEX files_walk ON files(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
-CREATE TABLE details (
-    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
-    summary TEXT NOT NULL,
-    migration TEXT,
-    hashes BLOB NOT NULL
-);
-CREATE TABLE layouts (
+{DETAILS_TABLE}{HASHES_TABLE}CREATE TABLE layouts (
     id INTEGER PRIMARY KEY,
     tensors BLOB NOT NULL UNIQUE
 );
 "
     )
 }
+
+/// The `details` table (since version 4 without the hashes).
+const DETAILS_TABLE: &str = "CREATE TABLE details (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    summary TEXT NOT NULL,
+    migration TEXT
+);
+";
+
+/// The `hashes` table: a file's tensor hashes, in its layout's order (since version 4).
+const HASHES_TABLE: &str = "CREATE TABLE hashes (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    hashes BLOB NOT NULL
+);
+";
+
+/// Version 3 to 4, in SQL alone, after [`DETAILS_TABLE`] renamed out of the way: the
+/// summaries and migration records copied into a new `details` (packed: dropping the
+/// column in place would leave each page as sparse as the hashes made it), the hashes
+/// into `hashes`.
+const UPGRADE_3_TO_4: &str = "
+INSERT INTO details(file_id, summary, migration)
+    SELECT file_id, summary, migration FROM details_v3 ORDER BY file_id;
+INSERT INTO hashes(file_id, hashes) SELECT file_id, hashes FROM details_v3 ORDER BY file_id;
+DROP TABLE details_v3;
+";
 
 /// The tables besides `files`, `details` and `layouts` (the same since version 1).
 const OTHER_TABLES: &str = "
@@ -353,7 +376,7 @@ fn layout_id(conn: &Connection, known: &mut Layouts, layout: Vec<u8>) -> rusqlit
 }
 
 /// Write the rows of one file read for the index: its `files` row (with `id`, or a new
-/// one), its `details`, and its layout when it is new. `insert_file` is
+/// one), its `details` and `hashes`, and its layout when it is new. `insert_file` is
 /// [`insert_file_sql`].
 fn insert(
     conn: &Connection,
@@ -398,17 +421,17 @@ fn insert(
     conn.prepare_cached(insert_file)?
         .execute(rusqlite::params_from_iter(values))?;
     let file_id = conn.last_insert_rowid();
-    conn.prepare_cached(
-        "INSERT INTO details(file_id, summary, migration, hashes) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![file_id, summary, rec.migration, hashes])?;
+    conn.prepare_cached("INSERT INTO details(file_id, summary, migration) VALUES (?1, ?2, ?3)")?
+        .execute(params![file_id, summary, rec.migration])?;
+    conn.prepare_cached("INSERT INTO hashes(file_id, hashes) VALUES (?1, ?2)")?
+        .execute(params![file_id, hashes])?;
     Ok(())
 }
 
 /// A file's tensor list as the index holds it, sorted by name: its layout as a `layouts`
 /// row holds it (per tensor, in name order, the name and the dtype, each a u32 byte length
 /// and UTF-8, then the shape, a u32 rank and a u64 per dimension; integers little-endian;
-/// `None` for an empty list), and the 32-byte hashes in the same order, as `details.hashes`
+/// `None` for an empty list), and the 32-byte hashes in the same order, as `hashes.hashes`
 /// holds them. Thousands of epochs of a run have one layout: version 2 wrote the names and
 /// shapes once per file, most of its index.
 fn encode_layout(tensors: &mut [TensorRow]) -> (Option<Vec<u8>>, Vec<u8>) {
@@ -933,11 +956,12 @@ impl Index {
         Ok(())
     }
 
-    /// Upgrade an index of schema version 1 or 2 to this one, in one transaction (a
-    /// failure leaves it as it was): each file's rows are written again as
-    /// [`Index::update`] writes them (summary, migration record, query columns, layout and
-    /// hashes), with the same ids, from what the old rows hold; no checkpoint is read.
-    /// Aliases, their history and the prune audit stay.
+    /// Upgrade an index of an older schema version to this one, in one transaction (a
+    /// failure leaves it as it was). From version 1 or 2, each file's rows are written
+    /// again as [`Index::update`] writes them (summary, migration record, query columns,
+    /// layout and hashes), with the same ids, from what the old rows hold; from version 3,
+    /// the hashes move out of `details` in SQL ([`UPGRADE_3_TO_4`]). No checkpoint is
+    /// read. Aliases, their history and the prune audit stay.
     fn upgrade(&mut self) -> Result<(), ManagerError> {
         let path = self.path.clone();
         let busy = self.busy_timeout.as_millis().min(u64::MAX as u128) as u64;
@@ -986,6 +1010,19 @@ impl Index {
                 "SELECT tensors FROM details_v2 WHERE file_id = ?1",
                 "DROP TABLE details_v2; DROP TABLE files_v2;",
             ),
+            "3" => {
+                tx.execute_batch("ALTER TABLE details RENAME TO details_v3;")
+                    .map_err(db)?;
+                tx.execute_batch(DETAILS_TABLE).map_err(db)?;
+                tx.execute_batch(HASHES_TABLE).map_err(db)?;
+                tx.execute_batch(UPGRADE_3_TO_4).map_err(db)?;
+                tx.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(db)?;
+                return tx.commit().map_err(db);
+            }
             _ => return tx.commit().map_err(db),
         };
         tx.execute_batch(rename).map_err(db)?;
@@ -1837,10 +1874,10 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT layouts.tensors, details.hashes FROM details
-                 JOIN files ON files.id = details.file_id
+                "SELECT layouts.tensors, hashes.hashes FROM hashes
+                 JOIN files ON files.id = hashes.file_id
                  LEFT JOIN layouts ON layouts.id = files.layout_id
-                 WHERE details.file_id = ?1",
+                 WHERE hashes.file_id = ?1",
             )
             .map_err(|e| self.err(e))?;
         let row: Option<(Option<Vec<u8>>, Vec<u8>)> = st

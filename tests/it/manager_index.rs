@@ -352,9 +352,32 @@ fn tensor_list_v2(tensors: &[tvck::manager::index::TensorRow]) -> Vec<u8> {
     out
 }
 
-/// An index of schema `version` (1 or 2) of what `index` holds, its rows written the way
-/// that version wrote them, with an alias.
+/// Version 3 from an index of this version: the tensor hashes back in `details`, no
+/// `hashes` table.
+const DOWN_TO_V3: &str = "
+CREATE TABLE details_v3 (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
+    summary TEXT NOT NULL, migration TEXT, hashes BLOB NOT NULL
+);
+INSERT INTO details_v3 SELECT d.file_id, d.summary, d.migration, h.hashes
+    FROM details AS d JOIN hashes AS h ON h.file_id = d.file_id;
+DROP TABLE hashes;
+DROP TABLE details;
+ALTER TABLE details_v3 RENAME TO details;
+UPDATE meta SET value = '3' WHERE key = 'schema_version';
+";
+
+/// An index of schema `version` (1, 2 or 3) of what `index` holds, its rows written the
+/// way that version wrote them, with an alias.
 fn write_old(version: u32, index: &Index, root: &Path, to: &Path) {
+    if version == 3 {
+        let c = rusqlite::Connection::open(index.path()).unwrap();
+        c.execute("VACUUM INTO ?1", [to.to_str().unwrap()]).unwrap();
+        let c = rusqlite::Connection::open(to).unwrap();
+        c.execute_batch(DOWN_TO_V3).unwrap();
+        add_alias(&c, index, root);
+        return;
+    }
     let c = rusqlite::Connection::open(to).unwrap();
     c.execute_batch(OTHER_TABLES).unwrap();
     c.execute_batch(if version == 1 { SCHEMA_V1 } else { SCHEMA_V2 })
@@ -399,6 +422,11 @@ fn write_old(version: u32, index: &Index, root: &Path, to: &Path) {
             .unwrap();
         }
     }
+    add_alias(&c, index, root);
+}
+
+/// The alias `production` of the v5.12.4 sample, as every version stores aliases.
+fn add_alias(c: &rusqlite::Connection, index: &Index, root: &Path) {
     let best = index
         .entries(&[root.to_path_buf()])
         .unwrap()
@@ -413,8 +441,8 @@ fn write_old(version: u32, index: &Index, root: &Path, to: &Path) {
 }
 
 #[test]
-fn an_index_of_schema_1_or_2_is_upgraded_in_place_by_a_writer_and_refused_by_a_reader() {
-    for version in [1, 2] {
+fn an_index_of_an_older_schema_is_upgraded_in_place_by_a_writer_and_refused_by_a_reader() {
+    for version in [1, 2, 3] {
         upgrades_in_place(version);
     }
 }
@@ -477,14 +505,31 @@ fn upgrades_in_place(version: u32) {
     let mut again = Index::open(&v1, &IndexOptions::default()).unwrap();
     assert_eq!(update(&mut again, &root).removed, 1);
     let c = rusqlite::Connection::open(&v1).unwrap();
-    let orphans: i64 = c
+    for table in ["details", "hashes"] {
+        let orphans: i64 = c
+            .query_row(
+                &format!(
+                    "SELECT count(*) FROM {table} WHERE file_id NOT IN (SELECT id FROM files)"
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(orphans, 0, "{table}");
+    }
+    // The tables are this version's: the hashes in their own, none left in `details`.
+    let details: String = c
         .query_row(
-            "SELECT count(*) FROM details WHERE file_id NOT IN (SELECT id FROM files)",
+            "SELECT sql FROM sqlite_master WHERE name = 'details'",
             [],
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(orphans, 0);
+    assert!(!details.contains("hashes"), "{details}");
+    let rows: i64 = c
+        .query_row("SELECT count(*) FROM hashes", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 7, "one row per file left");
 }
 
 #[test]
