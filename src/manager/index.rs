@@ -37,8 +37,9 @@ use crate::scan::{self, FileSummary};
 /// and a row per tensor; version 2 kept each file's whole tensor list (names, dtypes,
 /// shapes and hashes) in its `details` row; version 3 its tensor hashes there (32 bytes a
 /// tensor, most of the row: reading the summaries of a query's rows walked pages of
-/// hashes). An index of version 1, 2 or 3 is upgraded in place by the first writer that
-/// opens it ([`Index::open`]), in one transaction.
+/// hashes), and its `files` in rowid order (a lookup from the path index into the table
+/// per row under a folder). An index of version 1, 2 or 3 is upgraded in place by the
+/// first writer that opens it ([`Index::open`]), in one transaction.
 pub const SCHEMA_VERSION: i64 = 4;
 /// `meta.application` of a tvck index.
 const APPLICATION: &str = "tvck-index";
@@ -51,6 +52,17 @@ const APPLICATION: &str = "tvck-index";
 /// tensor hashes in `hashes`, read only for a file's tensors; `layouts` holds each
 /// distinct tensor list ([`encode_layout`]) once.
 fn files_table() -> String {
+    format!(
+        "{}{DETAILS_TABLE}{HASHES_TABLE}{LAYOUTS_TABLE}",
+        files_only_table("files")
+    )
+}
+
+/// The `files` table alone, named `name`, and its `files_walk` index. Since version 4 it
+/// is kept in path order (`WITHOUT ROWID`, keyed by path; `id`, unique, is what the other
+/// tables point to): the rows under a folder are one run of the table, no lookup from a
+/// path index into it per row.
+fn files_only_table(name: &str) -> String {
     let mut cols = String::new();
     for (field, kind) in query::stored_fields() {
         let ty = match kind {
@@ -64,9 +76,9 @@ fn files_table() -> String {
         ));
     }
     format!(
-        "CREATE TABLE files (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
+        "CREATE TABLE {name} (
+    id INTEGER NOT NULL UNIQUE,
+    path TEXT NOT NULL PRIMARY KEY,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
     inode INTEGER NOT NULL,
@@ -74,15 +86,18 @@ fn files_table() -> String {
     indexed_at INTEGER NOT NULL,
     layout_id INTEGER,
     has_state INTEGER NOT NULL{cols}
-);
-CREATE INDEX files_walk ON files(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
-{DETAILS_TABLE}{HASHES_TABLE}CREATE TABLE layouts (
-    id INTEGER PRIMARY KEY,
-    tensors BLOB NOT NULL UNIQUE
-);
+) WITHOUT ROWID;
+CREATE INDEX files_walk ON {name}(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
 "
     )
 }
+
+/// The `layouts` table.
+const LAYOUTS_TABLE: &str = "CREATE TABLE layouts (
+    id INTEGER PRIMARY KEY,
+    tensors BLOB NOT NULL UNIQUE
+);
+";
 
 /// The `details` table (since version 4 without the hashes).
 const DETAILS_TABLE: &str = "CREATE TABLE details (
@@ -99,15 +114,19 @@ const HASHES_TABLE: &str = "CREATE TABLE hashes (
 );
 ";
 
-/// Version 3 to 4, in SQL alone, after [`DETAILS_TABLE`] renamed out of the way: the
-/// summaries and migration records copied into a new `details` (packed: dropping the
-/// column in place would leave each page as sparse as the hashes made it), the hashes
-/// into `hashes`.
+/// Version 3 to 4, in SQL alone, after `files` and `details` renamed out of the way
+/// (`files_v3`, `details_v3`) and this version's `files`, `details` and `hashes` made: the
+/// rows copied in path order into the new `files`, the summaries and migration records
+/// into the new `details` (packed: dropping the column in place would leave each page as
+/// sparse as the hashes made it), the hashes into `hashes`. `{columns}` is every column
+/// of `files`.
 const UPGRADE_3_TO_4: &str = "
+INSERT INTO files({columns}) SELECT {columns} FROM files_v3 ORDER BY path;
 INSERT INTO details(file_id, summary, migration)
     SELECT file_id, summary, migration FROM details_v3 ORDER BY file_id;
 INSERT INTO hashes(file_id, hashes) SELECT file_id, hashes FROM details_v3 ORDER BY file_id;
 DROP TABLE details_v3;
+DROP TABLE files_v3;
 ";
 
 /// The tables besides `files`, `details` and `layouts` (the same since version 1).
@@ -139,17 +158,32 @@ CREATE TABLE prune_audit (
 );
 ";
 
-/// The `INSERT` of a `files` row: path, stat, fingerprint, time, layout, then the query
-/// columns in [`query::stored_fields`] order.
+/// Every column of `files`, in order: id, path, stat, fingerprint, time, layout, then the
+/// query columns in [`query::stored_fields`] order.
+fn files_columns() -> Vec<String> {
+    [
+        "id",
+        "path",
+        "size",
+        "mtime_ns",
+        "inode",
+        "fingerprint",
+        "indexed_at",
+        "layout_id",
+        "has_state",
+    ]
+    .into_iter()
+    .map(String::from)
+    .chain(query::stored_fields().map(|(f, _)| query::column(f).expect("stored")))
+    .collect()
+}
+
+/// The `INSERT` of a `files` row, its values in [`files_columns`] order.
 fn insert_file_sql() -> String {
-    let fields: Vec<(&str, query::Kind)> = query::stored_fields().collect();
-    let names: Vec<String> = fields
-        .iter()
-        .map(|(f, _)| query::column(f).expect("stored"))
-        .collect();
-    let marks: Vec<String> = (1..=9 + fields.len()).map(|i| format!("?{i}")).collect();
+    let names = files_columns();
+    let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
     format!(
-        "INSERT INTO files(id, path, size, mtime_ns, inode, fingerprint, indexed_at, layout_id, has_state, {}) VALUES ({})",
+        "INSERT INTO files({}) VALUES ({})",
         names.join(", "),
         marks.join(", ")
     )
@@ -402,8 +436,15 @@ fn insert(
         rec.migration.as_deref(),
         Vec::new(),
     );
+    // A new row's id: one more than the largest (what SQLite gives a new rowid).
+    let id = match id {
+        Some(id) => id,
+        None => conn
+            .prepare_cached("SELECT coalesce(max(id), 0) + 1 FROM files")?
+            .query_row([], |r| r.get(0))?,
+    };
     let mut values = vec![
-        id.map_or(Value::Null, Value::Integer),
+        Value::Integer(id),
         Value::Text(entry.path.clone()),
         Value::Integer(entry.stat.size as i64),
         Value::Integer(entry.stat.mtime_ns),
@@ -420,11 +461,10 @@ fn insert(
     values.extend(query::stored_fields().map(|(f, k)| query::column_value(&entry, f, k)));
     conn.prepare_cached(insert_file)?
         .execute(rusqlite::params_from_iter(values))?;
-    let file_id = conn.last_insert_rowid();
     conn.prepare_cached("INSERT INTO details(file_id, summary, migration) VALUES (?1, ?2, ?3)")?
-        .execute(params![file_id, summary, rec.migration])?;
+        .execute(params![id, summary, rec.migration])?;
     conn.prepare_cached("INSERT INTO hashes(file_id, hashes) VALUES (?1, ?2)")?
-        .execute(params![file_id, hashes])?;
+        .execute(params![id, hashes])?;
     Ok(())
 }
 
@@ -1011,11 +1051,20 @@ impl Index {
                 "DROP TABLE details_v2; DROP TABLE files_v2;",
             ),
             "3" => {
-                tx.execute_batch("ALTER TABLE details RENAME TO details_v3;")
+                tx.execute_batch(
+                    "DROP INDEX files_walk;
+                     ALTER TABLE files RENAME TO files_v3;
+                     ALTER TABLE details RENAME TO details_v3;",
+                )
+                .map_err(db)?;
+                tx.execute_batch(&format!(
+                    "{}{DETAILS_TABLE}{HASHES_TABLE}",
+                    files_only_table("files")
+                ))
+                .map_err(db)?;
+                let columns = files_columns().join(", ");
+                tx.execute_batch(&UPGRADE_3_TO_4.replace("{columns}", &columns))
                     .map_err(db)?;
-                tx.execute_batch(DETAILS_TABLE).map_err(db)?;
-                tx.execute_batch(HASHES_TABLE).map_err(db)?;
-                tx.execute_batch(UPGRADE_3_TO_4).map_err(db)?;
                 tx.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
                     [SCHEMA_VERSION.to_string()],
@@ -1304,6 +1353,13 @@ impl Index {
             let insert_file = insert_file_sql();
             let mut layouts = Layouts::new();
             let now = now_s();
+            // New rows' ids, counted here (what SQLite gives new rowids: one more than the
+            // largest), not looked up per row.
+            let mut next_id: i64 = tx
+                .query_row("SELECT coalesce(max(id), 0) + 1 FROM files", [], |r| {
+                    r.get(0)
+                })
+                .map_err(db)?;
             // The writer takes what has arrived, then sleeps a little instead of waiting
             // on the channel: woken for every file, it cost a context switch per file
             // (6% of a first indexing's CPU); the channel holds thousands of records.
@@ -1313,7 +1369,9 @@ impl Index {
                         Ok(rec) => {
                             *unreadable += usize::from(rec.summary.error.is_some());
                             *unsafe_files += usize::from(!rec.summary.unsafe_globals.is_empty());
-                            insert(&tx, &insert_file, &mut layouts, None, rec, now).map_err(db)?
+                            insert(&tx, &insert_file, &mut layouts, Some(next_id), rec, now)
+                                .map_err(db)?;
+                            next_id += 1;
                         }
                         Err(std::sync::mpsc::TryRecvError::Empty) => break,
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),

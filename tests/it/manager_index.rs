@@ -352,8 +352,43 @@ fn tensor_list_v2(tensors: &[tvck::manager::index::TensorRow]) -> Vec<u8> {
     out
 }
 
-/// Version 3 from an index of this version: the tensor hashes back in `details`, no
-/// `hashes` table.
+/// Version 3 from an index of this version: `files` a table with rowids (its `id`) and a
+/// unique path, the tensor hashes back in `details`, no `hashes` table.
+fn down_to_v3(c: &rusqlite::Connection) {
+    let files: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'files'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let v3 = files
+        .replace("CREATE TABLE files (", "CREATE TABLE files_v3 (")
+        .replace("id INTEGER NOT NULL UNIQUE,", "id INTEGER PRIMARY KEY,")
+        .replace(
+            "path TEXT NOT NULL PRIMARY KEY,",
+            "path TEXT NOT NULL UNIQUE,",
+        )
+        .replace(") WITHOUT ROWID", ")");
+    assert!(
+        v3.contains("id INTEGER PRIMARY KEY") && !v3.contains("WITHOUT ROWID"),
+        "{v3}"
+    );
+    // (Dropping `files` with the foreign keys on would empty the tables pointing at it.)
+    c.execute_batch(&format!(
+        "PRAGMA foreign_keys = OFF;
+         {v3};
+         INSERT INTO files_v3 SELECT * FROM files;
+         DROP INDEX files_walk;
+         DROP TABLE files;
+         ALTER TABLE files_v3 RENAME TO files;
+         CREATE INDEX files_walk ON files(path, size, mtime_ns, inode, f_unreadable, f_unsafe);
+         {DOWN_TO_V3}"
+    ))
+    .unwrap();
+}
+
+/// [`down_to_v3`]'s tables besides `files`.
 const DOWN_TO_V3: &str = "
 CREATE TABLE details_v3 (
     file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE,
@@ -374,7 +409,7 @@ fn write_old(version: u32, index: &Index, root: &Path, to: &Path) {
         let c = rusqlite::Connection::open(index.path()).unwrap();
         c.execute("VACUUM INTO ?1", [to.to_str().unwrap()]).unwrap();
         let c = rusqlite::Connection::open(to).unwrap();
-        c.execute_batch(DOWN_TO_V3).unwrap();
+        down_to_v3(&c);
         add_alias(&c, index, root);
         return;
     }
@@ -526,6 +561,14 @@ fn upgrades_in_place(version: u32) {
         )
         .unwrap();
     assert!(!details.contains("hashes"), "{details}");
+    let files: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'files'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(files.contains("WITHOUT ROWID"), "{files}");
     let rows: i64 = c
         .query_row("SELECT count(*) FROM hashes", [], |r| r.get(0))
         .unwrap();
