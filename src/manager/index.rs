@@ -1422,23 +1422,35 @@ impl Index {
         let get = |e| self.err(e);
         let path: String = r.get(1).map_err(get)?;
         let stat = Stat::from_row(r, 2).map_err(get)?;
-        let summary: String = r.get(5).map_err(get)?;
-        let migration: Option<String> = r.get(6).map_err(get)?;
-        let Ok(summary) = serde_json::from_str::<FileSummary>(&summary) else {
+        self.entry(r.get(0).map_err(get)?, path, stat, r, 5, aliases)
+    }
+
+    /// The entry of the file `id` at `path` whose summary and migration record are columns
+    /// `at` and `at + 1` of `r` (read in place, not copied).
+    fn entry(
+        &self,
+        id: i64,
+        path: String,
+        stat: Stat,
+        r: &rusqlite::Row<'_>,
+        at: usize,
+        aliases: &HashMap<String, Vec<String>>,
+    ) -> Result<Entry, ManagerError> {
+        let get = |e| self.err(e);
+        let text = |i: usize| -> Result<Option<&str>, ManagerError> {
+            r.get_ref(i)
+                .and_then(|v| v.as_str_or_null().map_err(Into::into))
+                .map_err(get)
+        };
+        let Some(summary) = text(at)?.and_then(|t| serde_json::from_str::<FileSummary>(t).ok())
+        else {
             return Err(ManagerError::Foreign {
                 path: self.path.clone(),
                 what: format!("the row of {path} does not hold a tvck summary"),
             });
         };
         let names = aliases.get(&path).cloned().unwrap_or_default();
-        Ok(Entry::new(
-            r.get(0).map_err(get)?,
-            path,
-            stat,
-            summary,
-            migration.as_deref(),
-            names,
-        ))
+        Ok(Entry::new(id, path, stat, summary, text(at + 1)?, names))
     }
 
     /// The rows under `roots` matching the SQL condition `cond` (a constant of this

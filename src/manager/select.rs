@@ -151,11 +151,29 @@ pub fn config_path_text(path: &Path, cwd: &Path) -> String {
 /// each with `readlink`). Borrowed from `path` unless it has to change (a backslash, or
 /// bytes that are not UTF-8): the ranking holds one per candidate.
 fn canonical_path_text<'a>(path: &'a Path, cwd: &Path) -> Cow<'a, str> {
-    let text = path.strip_prefix(cwd).unwrap_or(path).to_string_lossy();
+    let text = match (path.to_str(), cwd.to_str()) {
+        (Some(p), Some(c)) => Cow::Borrowed(strip_canonical(p, c)),
+        _ => path.strip_prefix(cwd).unwrap_or(path).to_string_lossy(),
+    };
     if text.contains('\\') {
         Cow::Owned(text.replace('\\', "/"))
     } else {
         text
+    }
+}
+
+/// `path` relative to `cwd` when under it (`Path::strip_prefix`), for two canonical paths
+/// as text: with no `.`, `..`, repeated or trailing separator in either, a prefix of the
+/// text ending at a separator is a prefix of the components (and a comparison of bytes
+/// is much cheaper than one of components, for thousands of candidates).
+fn strip_canonical<'a>(path: &'a str, cwd: &str) -> &'a str {
+    if path == cwd {
+        return "";
+    }
+    match path.strip_prefix(cwd) {
+        Some(rest) if cwd.ends_with('/') => rest,
+        Some(rest) => rest.strip_prefix('/').unwrap_or(path),
+        None => path,
     }
 }
 
@@ -792,4 +810,36 @@ fn select_in_index(
         ranked: total,
         candidates,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_canonical_path_is_made_relative_as_strip_prefix_makes_it() {
+        let cases = [
+            ("/a/b/c.pt", "/a/b"),
+            ("/a/b/c.pt", "/a"),
+            ("/a/bc/d.pt", "/a/b"),
+            ("/a/b", "/a/b"),
+            ("/a/b.pt", "/a/b"),
+            ("/x/y.pt", "/"),
+            ("/", "/"),
+            ("/a/b/c.pt", "/z"),
+            ("/a/é/ü.pt", "/a/é"),
+            ("/a/b\\c/d.pt", "/a"),
+        ];
+        for (path, cwd) in cases {
+            let want = Path::new(path)
+                .strip_prefix(cwd)
+                .map_or(path.to_string(), |p| p.to_string_lossy().into_owned());
+            assert_eq!(strip_canonical(path, cwd), want, "{path} under {cwd}");
+            assert_eq!(
+                canonical_path_text(Path::new(path), Path::new(cwd)),
+                want.replace('\\', "/"),
+                "{path} under {cwd}"
+            );
+        }
+    }
 }
