@@ -384,88 +384,120 @@ struct Record {
     tensors: Vec<TensorRow>,
 }
 
-/// The ids of the `layouts` rows a writer has met, by their bytes: a run's files share a
-/// layout, so most files need no lookup in the database.
-type Layouts = HashMap<Vec<u8>, i64>;
-
-/// The `layouts` row of a tensor list's layout bytes: the one there, or a new one.
-fn layout_id(conn: &Connection, known: &mut Layouts, layout: Vec<u8>) -> rusqlite::Result<i64> {
-    if let Some(id) = known.get(&layout) {
-        return Ok(*id);
-    }
-    let id = match conn
-        .prepare_cached("SELECT id FROM layouts WHERE tensors = ?1")?
-        .query_row([&layout], |r| r.get(0))
-        .optional()?
-    {
-        Some(id) => id,
-        None => {
-            conn.prepare_cached("INSERT INTO layouts(tensors) VALUES (?1)")?
-                .execute([&layout])?;
-            conn.last_insert_rowid()
-        }
-    };
-    known.insert(layout, id);
-    Ok(id)
+/// Writes the rows of the files read for the index, its statements prepared once (a
+/// statement cache looked up by its SQL text hashed that text for every file).
+struct Writer<'c> {
+    conn: &'c Connection,
+    files: rusqlite::Statement<'c>,
+    details: rusqlite::Statement<'c>,
+    hashes: rusqlite::Statement<'c>,
+    find_layout: rusqlite::Statement<'c>,
+    add_layout: rusqlite::Statement<'c>,
+    /// The ids of the `layouts` rows met, by their bytes: a run's files share a layout, so
+    /// most files need no lookup in the database.
+    layouts: HashMap<Vec<u8>, i64>,
+    /// The last layout met (most files have their neighbour's: compared before hashing).
+    last_layout: Option<(Vec<u8>, i64)>,
 }
 
-/// Write the rows of one file read for the index: its `files` row (with `id`, or a new
-/// one), its `details` and `hashes`, and its layout when it is new. `insert_file` is
-/// [`insert_file_sql`].
-fn insert(
-    conn: &Connection,
-    insert_file: &str,
-    layouts: &mut Layouts,
-    id: Option<i64>,
-    mut rec: Record,
-    indexed_at: i64,
-) -> rusqlite::Result<()> {
-    use rusqlite::types::Value;
-    let summary = serde_json::to_string(&rec.summary).expect("a summary serializes");
-    let (layout, hashes) = encode_layout(&mut rec.tensors);
-    let layout = match layout {
-        Some(l) => Value::Integer(layout_id(conn, layouts, l)?),
-        None => Value::Null,
-    };
-    let has_state = rec.summary.model_state_key.is_some();
-    let entry = Entry::new(
-        0,
-        rec.path,
-        rec.stat,
-        rec.summary,
-        rec.migration.as_deref(),
-        Vec::new(),
-    );
-    // A new row's id: one more than the largest (what SQLite gives a new rowid).
-    let id = match id {
-        Some(id) => id,
-        None => conn
-            .prepare_cached("SELECT coalesce(max(id), 0) + 1 FROM files")?
-            .query_row([], |r| r.get(0))?,
-    };
-    let mut values = vec![
-        Value::Integer(id),
-        Value::Text(entry.path.clone()),
-        Value::Integer(entry.stat.size as i64),
-        Value::Integer(entry.stat.mtime_ns),
-        Value::Integer(entry.stat.inode as i64),
-        entry
-            .summary
-            .fingerprint
-            .clone()
-            .map_or(Value::Null, Value::Text),
-        Value::Integer(indexed_at),
-        layout,
-        Value::Integer(i64::from(has_state)),
-    ];
-    values.extend(query::stored_fields().map(|(f, k)| query::column_value(&entry, f, k)));
-    conn.prepare_cached(insert_file)?
-        .execute(rusqlite::params_from_iter(values))?;
-    conn.prepare_cached("INSERT INTO details(file_id, summary, migration) VALUES (?1, ?2, ?3)")?
-        .execute(params![id, summary, rec.migration])?;
-    conn.prepare_cached("INSERT INTO hashes(file_id, hashes) VALUES (?1, ?2)")?
-        .execute(params![id, hashes])?;
-    Ok(())
+impl<'c> Writer<'c> {
+    fn new(conn: &'c Connection) -> rusqlite::Result<Writer<'c>> {
+        Ok(Writer {
+            conn,
+            files: conn.prepare(&insert_file_sql())?,
+            details: conn
+                .prepare("INSERT INTO details(file_id, summary, migration) VALUES (?1, ?2, ?3)")?,
+            hashes: conn.prepare("INSERT INTO hashes(file_id, hashes) VALUES (?1, ?2)")?,
+            find_layout: conn.prepare("SELECT id FROM layouts WHERE tensors = ?1")?,
+            add_layout: conn.prepare("INSERT INTO layouts(tensors) VALUES (?1)")?,
+            layouts: HashMap::new(),
+            last_layout: None,
+        })
+    }
+
+    /// The `layouts` row of a tensor list's layout bytes: the one there, or a new one.
+    fn layout_id(&mut self, layout: Vec<u8>) -> rusqlite::Result<i64> {
+        if let Some((last, id)) = &self.last_layout {
+            if *last == layout {
+                return Ok(*id);
+            }
+        }
+        let id = match self.layouts.get(&layout) {
+            Some(id) => *id,
+            None => {
+                let id = match self
+                    .find_layout
+                    .query_row([&layout], |r| r.get(0))
+                    .optional()?
+                {
+                    Some(id) => id,
+                    None => {
+                        self.add_layout.execute([&layout])?;
+                        self.conn.last_insert_rowid()
+                    }
+                };
+                self.layouts.insert(layout.clone(), id);
+                id
+            }
+        };
+        self.last_layout = Some((layout, id));
+        Ok(id)
+    }
+
+    /// Write the rows of one file read for the index: its `files` row (with `id`, or a new
+    /// one), its `details` and `hashes`, and its layout when it is new.
+    fn insert(
+        &mut self,
+        id: Option<i64>,
+        mut rec: Record,
+        indexed_at: i64,
+    ) -> rusqlite::Result<()> {
+        use rusqlite::types::Value;
+        let summary = serde_json::to_string(&rec.summary).expect("a summary serializes");
+        let (layout, hashes) = encode_layout(&mut rec.tensors);
+        let layout = match layout {
+            Some(l) => Value::Integer(self.layout_id(l)?),
+            None => Value::Null,
+        };
+        let has_state = rec.summary.model_state_key.is_some();
+        let entry = Entry::new(
+            0,
+            rec.path,
+            rec.stat,
+            rec.summary,
+            rec.migration.as_deref(),
+            Vec::new(),
+        );
+        // A new row's id: one more than the largest (what SQLite gives a new rowid).
+        let id = match id {
+            Some(id) => id,
+            None => self
+                .conn
+                .query_row("SELECT coalesce(max(id), 0) + 1 FROM files", [], |r| {
+                    r.get(0)
+                })?,
+        };
+        let mut values = vec![
+            Value::Integer(id),
+            Value::Text(entry.path.clone()),
+            Value::Integer(entry.stat.size as i64),
+            Value::Integer(entry.stat.mtime_ns),
+            Value::Integer(entry.stat.inode as i64),
+            entry
+                .summary
+                .fingerprint
+                .clone()
+                .map_or(Value::Null, Value::Text),
+            Value::Integer(indexed_at),
+            layout,
+            Value::Integer(i64::from(has_state)),
+        ];
+        values.extend(query::stored_fields().map(|(f, k)| query::column_value(&entry, f, k)));
+        self.files.execute(rusqlite::params_from_iter(values))?;
+        self.details.execute(params![id, summary, rec.migration])?;
+        self.hashes.execute(params![id, hashes])?;
+        Ok(())
+    }
 }
 
 /// A file's tensor list as the index holds it, sorted by name: its layout as a `layouts`
@@ -1077,8 +1109,7 @@ impl Index {
         tx.execute_batch(rename).map_err(db)?;
         tx.execute_batch(&files_table()).map_err(db)?;
         {
-            let insert_file = insert_file_sql();
-            let mut layouts = Layouts::new();
+            let mut writer = Writer::new(&tx).map_err(db)?;
             let mut files = tx.prepare(files_sql).map_err(db)?;
             let mut tensors = tx.prepare(tensors_sql).map_err(db)?;
             let mut rows = files.query([]).map_err(db)?;
@@ -1120,15 +1151,9 @@ impl Index {
                     migration: r.get(6).map_err(db)?,
                     tensors: list,
                 };
-                insert(
-                    &tx,
-                    &insert_file,
-                    &mut layouts,
-                    Some(id),
-                    rec,
-                    r.get(7).map_err(db)?,
-                )
-                .map_err(db)?;
+                writer
+                    .insert(Some(id), rec, r.get(7).map_err(db)?)
+                    .map_err(db)?;
             }
         }
         tx.execute_batch(drop).map_err(db)?;
@@ -1350,8 +1375,7 @@ impl Index {
                     let _ = send.send(record);
                 });
             });
-            let insert_file = insert_file_sql();
-            let mut layouts = Layouts::new();
+            let mut writer = Writer::new(&tx).map_err(db)?;
             let now = now_s();
             // New rows' ids, counted here (what SQLite gives new rowids: one more than the
             // largest), not looked up per row.
@@ -1369,8 +1393,7 @@ impl Index {
                         Ok(rec) => {
                             *unreadable += usize::from(rec.summary.error.is_some());
                             *unsafe_files += usize::from(!rec.summary.unsafe_globals.is_empty());
-                            insert(&tx, &insert_file, &mut layouts, Some(next_id), rec, now)
-                                .map_err(db)?;
+                            writer.insert(Some(next_id), rec, now).map_err(db)?;
                             next_id += 1;
                         }
                         Err(std::sync::mpsc::TryRecvError::Empty) => break,
@@ -2185,7 +2208,7 @@ mod tests {
     fn synthetic() -> (tempfile::TempDir, Index) {
         let dir = tempfile::tempdir().unwrap();
         let index = Index::open(&dir.path().join("i.sqlite"), &IndexOptions::default()).unwrap();
-        let sql = insert_file_sql();
+        let mut writer = Writer::new(&index.conn).unwrap();
         for i in 0..120 {
             let s = summary(i);
             let rec = Record {
@@ -2204,8 +2227,9 @@ mod tests {
                 }],
                 summary: s,
             };
-            insert(&index.conn, &sql, &mut Layouts::new(), None, rec, 0).unwrap();
+            writer.insert(None, rec, 0).unwrap();
         }
+        drop(writer);
         for (name, file) in [("production", 3), ("Paper", 3), ("old", 40), ("prod-2", 77)] {
             index
                 .conn
