@@ -541,6 +541,18 @@ fn rank_unordered<'s>(
     out
 }
 
+/// The selection among ranked candidates: the first in the order that fits, else the
+/// first a conversion would make loadable.
+fn selection<'r, 's>(ranked: &'r [Ranked<'s>], by: RankBy) -> Option<&'r Ranked<'s>> {
+    let pick = |p: fn(&Ranked) -> bool| {
+        ranked
+            .iter()
+            .filter(|r| p(r))
+            .min_by(|a, b| order(a, b, by))
+    };
+    pick(|r| r.fits).or_else(|| pick(|r| r.migration.is_some()))
+}
+
 /// Keep the first `limit` of `ranked` in the ranking's order (every one when `None`): only
 /// those are sorted (the order is total: no two candidates tie).
 fn first_in_order(ranked: &mut Vec<Ranked<'_>>, limit: Option<usize>, by: RankBy) {
@@ -654,16 +666,7 @@ pub fn select(
     }
     let mut ranked = rank_unordered(cfg, report, &all, cwd, None, by);
     let total = ranked.len();
-    // The first in the order that fits, else the first a conversion would make loadable.
-    let pick = |p: fn(&Ranked) -> bool| {
-        ranked
-            .iter()
-            .filter(|r| p(r))
-            .min_by(|a, b| order(a, b, by))
-    };
-    let selected = pick(|r| r.fits)
-        .or_else(|| pick(|r| r.migration.is_some()))
-        .map(|r| r.candidate(&all[r.source], by));
+    let selected = selection(&ranked, by).map(|r| r.candidate(&all[r.source], by));
     first_in_order(&mut ranked, limit, by);
     let candidates = ranked
         .iter()
@@ -767,18 +770,7 @@ fn select_in_index(
         r.path = canonical_path_text(Path::new(&paths[rows[r.source].0]), &cwd);
     }
     let total = ranked.len();
-    // The first in the order that fits, else the first a conversion would make loadable.
-    let pick = |p: fn(&Ranked) -> bool| {
-        ranked
-            .iter()
-            .filter(|r| p(r))
-            .min_by(|a, b| order(a, b, by))
-            .map(|r| r.source)
-    };
-    // (Before the order moves them, a candidate's place is its `source`.)
-    let selected = pick(|r| r.fits)
-        .or_else(|| pick(|r| r.migration.is_some()))
-        .map(|i| ranked[i].clone());
+    let selected = selection(&ranked, by).cloned();
     first_in_order(&mut ranked, Some(limit), by);
     // The listed rows, then the selection, read whole.
     let ids: Vec<i64> = ranked

@@ -76,6 +76,15 @@ fn run_config(
     select::select(&cfg, &report, &roots, index, ws, by, limit, filter)
 }
 
+/// An index of the workspace's checkpoints/, in it.
+fn indexed(ws: &Path) -> Index {
+    let mut index = Index::open(&ws.join("index.sqlite"), &IndexOptions::default()).unwrap();
+    index
+        .update(&[ws.join("checkpoints")], |_| {}, |_| {})
+        .unwrap();
+    index
+}
+
 fn paths(s: &Selection) -> Vec<String> {
     s.candidates.iter().map(|c| c.path.clone()).collect()
 }
@@ -104,11 +113,7 @@ fn the_best_loadable_measured_checkpoint_from_files_and_from_the_index() {
     }
 
     // The index answers the same, once it holds every file.
-    let db = ws.path().join("index.sqlite");
-    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
-    index
-        .update(&[ws.path().join("checkpoints")], |_| {}, |_| {})
-        .unwrap();
+    let index = indexed(ws.path());
     let from_index = run(ws.path(), Some(&index), RankBy::default(), None);
     assert!(from_index.from_index);
     assert_eq!(
@@ -177,18 +182,14 @@ fn rank_by_and_where() {
 #[test]
 fn check_auto_fix_proposes_the_selection() {
     let ws = workspace();
-    let db = ws.path().join("index.sqlite");
-    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
-    index
-        .update(&[ws.path().join("checkpoints")], |_| {}, |_| {})
-        .unwrap();
+    let index = indexed(ws.path());
     let selection = run(ws.path(), Some(&index), RankBy::default(), None);
     for with_index in [false, true] {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tvck"));
         cmd.args(["check", CONFIG, "--auto-fix", "--json"])
             .current_dir(ws.path());
         if with_index {
-            cmd.env("TVCK_INDEX", &db);
+            cmd.env("TVCK_INDEX", index.path());
         } else {
             cmd.env("TVCK_INDEX", ws.path().join("none.sqlite"));
         }
@@ -216,11 +217,7 @@ fn check_auto_fix_proposes_the_selection() {
 #[test]
 fn a_listing_ranked_from_the_index_is_the_head_of_the_whole_ranking() {
     let ws = workspace();
-    let db = ws.path().join("index.sqlite");
-    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
-    index
-        .update(&[ws.path().join("checkpoints")], |_| {}, |_| {})
-        .unwrap();
+    let index = indexed(ws.path());
     let filters = [
         None,
         Some("version == v5_11"),
