@@ -9,7 +9,7 @@ use tvck::report;
 use super::diagnostics::{require_exists, CliError};
 use super::exit::ExitStatus;
 use super::index::index_file;
-use super::output::{print_json, print_out, to_json_sized};
+use super::output::{print_json, print_out, to_json};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -78,12 +78,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
             )
             .map_err(CliError::from)?;
         // The JSON text too (its one `path` is the summary's: see `Entry`).
-        // (About 800 bytes an entry.)
-        let json = if a.json {
-            Some(to_json_sized(&rows, rows.len() * 800 + 128)?)
-        } else {
-            None
-        };
+        let json = if a.json { Some(to_json(&rows)?) } else { None };
         Ok::<_, CliError>((rows, json))
     });
     let (rows, json) = rows?;

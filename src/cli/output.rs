@@ -36,18 +36,9 @@ fn write_stdout(text: &str) -> Result<(), CliError> {
 
 /// Pretty JSON with a final newline.
 pub fn to_json<T: serde::Serialize>(v: &T) -> Result<String, CliError> {
-    to_json_sized(v, 128)
-}
-
-/// [`to_json`] into a buffer of `capacity` bytes to start with (megabytes of JSON grown
-/// by doubling were copied and faulted in again at each step).
-pub fn to_json_sized<T: serde::Serialize>(v: &T, capacity: usize) -> Result<String, CliError> {
-    let mut out = Vec::with_capacity(capacity);
-    serde_json::to_writer_pretty(&mut out, v)
-        .map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))?;
-    out.push(b'\n');
-    // serde_json writes UTF-8 only.
-    String::from_utf8(out).map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))
+    serde_json::to_string_pretty(v)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError::failure(format!("cannot encode JSON: {e}")))
 }
 
 /// A files progress bar on stderr, hidden when stderr is not a terminal.

@@ -398,6 +398,9 @@ struct Writer<'c> {
     layouts: HashMap<Vec<u8>, i64>,
     /// The last layout met (most files have their neighbour's: compared before hashing).
     last_layout: Option<(Vec<u8>, i64)>,
+    /// The id of the next new row: one more than the largest when the writer was made
+    /// (what SQLite gives a new rowid), counted here rather than looked up per row.
+    next_id: i64,
 }
 
 impl<'c> Writer<'c> {
@@ -412,6 +415,9 @@ impl<'c> Writer<'c> {
             add_layout: conn.prepare("INSERT INTO layouts(tensors) VALUES (?1)")?,
             layouts: HashMap::new(),
             last_layout: None,
+            next_id: conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM files", [], |r| {
+                r.get(0)
+            })?,
         })
     }
 
@@ -468,15 +474,10 @@ impl<'c> Writer<'c> {
             rec.migration.as_deref(),
             Vec::new(),
         );
-        // A new row's id: one more than the largest (what SQLite gives a new rowid).
-        let id = match id {
-            Some(id) => id,
-            None => self
-                .conn
-                .query_row("SELECT coalesce(max(id), 0) + 1 FROM files", [], |r| {
-                    r.get(0)
-                })?,
-        };
+        let id = id.unwrap_or_else(|| {
+            self.next_id += 1;
+            self.next_id - 1
+        });
         let mut values = vec![
             Value::Integer(id),
             Value::Text(entry.path.clone()),
@@ -701,14 +702,24 @@ fn root_range(root: &Path) -> (String, String, String) {
 }
 
 /// The two parts of the rows under the canonical `root`, in path order: `root` itself,
-/// then the paths below it; each as an SQL condition on `path` over `?1` and `?2`, and
-/// those two values (so that a condition after it numbers its values from `?3` in both).
-fn root_parts(root: &Path) -> [(&'static str, String, String); 2] {
+/// then the paths below it. Each as an SQL condition on `path` (over `?1` and `?2`), the
+/// SQL of `filter` (`1` without one; its values numbered from `?3`), and the values of
+/// both.
+fn root_parts(
+    root: &Path,
+    filter: Option<&super::Query>,
+) -> [(&'static str, String, Vec<rusqlite::types::Value>); 2] {
+    use rusqlite::types::Value;
     let (exact, lo, hi) = root_range(root);
     [
         ("path >= ?1 AND path <= ?2", exact.clone(), exact),
         ("path >= ?1 AND path < ?2", lo, hi),
     ]
+    .map(|(under, a, b)| {
+        let mut args = vec![Value::Text(a), Value::Text(b)];
+        let cond = filter.map_or_else(|| "1".to_string(), |q| q.to_sql(&mut args));
+        (under, cond, args)
+    })
 }
 
 /// The SQL condition selecting the rows under (canonical) `roots` (every row when there
@@ -740,6 +751,25 @@ const CANDIDATE: &str = "f_version IS NOT NULL AND f_unreadable = 0 AND f_unsafe
 /// (what a candidate's shapes are read from).
 const STATE_LAYOUT: &str = "CASE WHEN has_state THEN layout_id END";
 
+/// Column `i` of a row as text read in place (no copy), `None` for NULL.
+fn text_at<'r>(r: &'r rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<&'r str>> {
+    r.get_ref(i)?.as_str_or_null().map_err(Into::into)
+}
+
+/// The model-state shapes of a row whose `STATE_LAYOUT` column is `state_layout`, from the
+/// index's layouts (`none` when it has no model state); `None` when the row names a layout
+/// the index does not hold.
+fn state_shapes_of(
+    layouts: &HashMap<i64, Arc<[KeyShape]>>,
+    none: &Arc<[KeyShape]>,
+    state_layout: Option<i64>,
+) -> Option<Arc<[KeyShape]>> {
+    match state_layout {
+        Some(id) => layouts.get(&id).cloned(),
+        None => Some(none.clone()),
+    }
+}
+
 /// What a ranking reads of one candidate row ([`Index::fresh_candidate_rows`]).
 pub(crate) struct CandidateRow<'r> {
     /// Its place among the rows under the root, in path order.
@@ -747,8 +777,9 @@ pub(crate) struct CandidateRow<'r> {
     pub id: i64,
     /// The `f_version` column (a version this tvck's catalog may not name).
     pub version: &'r str,
-    /// The model state's layout (`None`: no model state).
-    pub state_layout: Option<i64>,
+    /// The model state's (key, shape) list (shared by the rows of one layout; empty: no
+    /// model state).
+    pub shapes: &'r Arc<[KeyShape]>,
     /// The metrics asked for, and the provenance.
     pub metrics: StoredMetrics,
     /// Seconds since the Unix epoch.
@@ -773,23 +804,15 @@ struct SourceReader<'i> {
 
 impl<'i> SourceReader<'i> {
     fn new(index: &'i Index) -> Result<SourceReader<'i>, ManagerError> {
-        Self::with_layouts(index, index.state_layouts()?)
-    }
-
-    /// [`SourceReader::new`] with the index's [`Index::state_layouts`] already read.
-    fn with_layouts(
-        index: &'i Index,
-        layouts: HashMap<i64, Arc<[KeyShape]>>,
-    ) -> Result<SourceReader<'i>, ManagerError> {
         let metrics: Vec<&'static str> = query::stored_fields()
             .filter(|(f, k)| {
                 *k == query::Kind::Number && StoredMetrics::default().by_name_mut(f).is_some()
             })
             .map(|(f, _)| f)
             .collect();
-        let mut select = String::from(
+        let mut select = format!(
             "SELECT id, path, mtime_ns, f_version, f_layout, f_provenance, f_epoch, f_size,
-                    f_converted, layout_id, has_state",
+                    f_converted, {STATE_LAYOUT}"
         );
         for m in &metrics {
             select.push_str(", ");
@@ -798,9 +821,9 @@ impl<'i> SourceReader<'i> {
         Ok(SourceReader {
             index,
             select,
-            columns: 11 + metrics.len(),
+            columns: 10 + metrics.len(),
             metrics,
-            layouts,
+            layouts: index.state_layouts()?,
             aliases: index.aliases_by_path()?,
             layout_texts: Vec::new(),
             none: Arc::from(Vec::new()),
@@ -815,38 +838,22 @@ impl<'i> SourceReader<'i> {
         path: String,
     ) -> Result<Option<Source>, ManagerError> {
         let get = |e| self.index.err(e);
-        // Text columns are read borrowed (no allocation per row) where they are parsed or
+        // Text columns are read in place (no allocation per row) where they are parsed or
         // shared.
-        let text = |i: usize| -> Result<Option<&str>, ManagerError> {
-            r.get_ref(i)
-                .and_then(|v| v.as_str_or_null().map_err(Into::into))
-                .map_err(get)
-        };
+        let text = |i: usize| text_at(r, i).map_err(get);
         let Some(version) = text(3)?.and_then(|v| v.parse::<VersionId>().ok()) else {
             return Ok(None);
         };
         let mtime_ns: i64 = r.get(2).map_err(get)?;
-        let layout_id: Option<i64> = r.get(9).map_err(get)?;
-        let has_state: bool = r.get(10).map_err(get)?;
         let mut m = StoredMetrics {
             provenance: text(5)?.and_then(Provenance::parse),
             ..StoredMetrics::default()
         };
         for (i, name) in self.metrics.iter().enumerate() {
-            *m.by_name_mut(name).expect("a metric") = r.get(11 + i).map_err(get)?;
+            *m.by_name_mut(name).expect("a metric") = r.get(10 + i).map_err(get)?;
         }
-        let shapes = match (has_state, layout_id) {
-            (true, Some(id)) => {
-                self.layouts
-                    .get(&id)
-                    .cloned()
-                    .ok_or_else(|| ManagerError::Foreign {
-                        path: self.index.path.clone(),
-                        what: format!("the row of {path} names a layout it does not hold"),
-                    })?
-            }
-            _ => self.none.clone(),
-        };
+        let shapes = state_shapes_of(&self.layouts, &self.none, r.get(9).map_err(get)?)
+            .ok_or_else(|| self.index.missing_layout(&path))?;
         let layout_text = text(4)?.unwrap_or_default();
         let layout = match self.layout_texts.iter().find(|l| &***l == layout_text) {
             Some(l) => l.clone(),
@@ -920,6 +927,14 @@ impl Index {
     /// The index file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The error for a row naming a layout the index does not hold.
+    fn missing_layout(&self, path: &str) -> ManagerError {
+        ManagerError::Foreign {
+            path: self.path.clone(),
+            what: format!("the row of {path} names a layout it does not hold"),
+        }
     }
 
     pub(super) fn err(&self, e: rusqlite::Error) -> ManagerError {
@@ -1047,6 +1062,15 @@ impl Index {
                 ManagerError::db(&path, e)
             }
         };
+        // The rows moved: this version named, committed.
+        let finish = |tx: rusqlite::Transaction<'_>| {
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+                [SCHEMA_VERSION.to_string()],
+            )
+            .map_err(db)?;
+            tx.commit().map_err(db)
+        };
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1097,12 +1121,7 @@ impl Index {
                 let columns = files_columns().join(", ");
                 tx.execute_batch(&UPGRADE_3_TO_4.replace("{columns}", &columns))
                     .map_err(db)?;
-                tx.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-                    [SCHEMA_VERSION.to_string()],
-                )
-                .map_err(db)?;
-                return tx.commit().map_err(db);
+                return finish(tx);
             }
             _ => return tx.commit().map_err(db),
         };
@@ -1157,12 +1176,7 @@ impl Index {
             }
         }
         tx.execute_batch(drop).map_err(db)?;
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
-            [SCHEMA_VERSION.to_string()],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)
+        finish(tx)
     }
 
     /// The schema version the `meta` table names (an error for a database that is not a
@@ -1377,13 +1391,6 @@ impl Index {
             });
             let mut writer = Writer::new(&tx).map_err(db)?;
             let now = now_s();
-            // New rows' ids, counted here (what SQLite gives new rowids: one more than the
-            // largest), not looked up per row.
-            let mut next_id: i64 = tx
-                .query_row("SELECT coalesce(max(id), 0) + 1 FROM files", [], |r| {
-                    r.get(0)
-                })
-                .map_err(db)?;
             // The writer takes what has arrived, then sleeps a little instead of waiting
             // on the channel: woken for every file, it cost a context switch per file
             // (6% of a first indexing's CPU); the channel holds thousands of records.
@@ -1393,8 +1400,7 @@ impl Index {
                         Ok(rec) => {
                             *unreadable += usize::from(rec.summary.error.is_some());
                             *unsafe_files += usize::from(!rec.summary.unsafe_globals.is_empty());
-                            writer.insert(Some(next_id), rec, now).map_err(db)?;
-                            next_id += 1;
+                            writer.insert(None, rec, now).map_err(db)?;
                         }
                         Err(std::sync::mpsc::TryRecvError::Empty) => break,
                         Err(std::sync::mpsc::TryRecvError::Disconnected) => return Ok(()),
@@ -1460,11 +1466,7 @@ impl Index {
         aliases: &HashMap<String, Vec<String>>,
     ) -> Result<Entry, ManagerError> {
         let get = |e| self.err(e);
-        let text = |i: usize| -> Result<Option<&str>, ManagerError> {
-            r.get_ref(i)
-                .and_then(|v| v.as_str_or_null().map_err(Into::into))
-                .map_err(get)
-        };
+        let text = |i: usize| text_at(r, i).map_err(get);
         let Some(summary) = text(at)?.and_then(|t| serde_json::from_str::<FileSummary>(t).ok())
         else {
             return Err(ManagerError::Foreign {
@@ -1637,14 +1639,11 @@ impl Index {
         }
         let (read, now) = self.while_walking(root, |index| {
             let _read = index.reading()?;
+            let layouts = index.state_layouts()?;
+            let none: Arc<[KeyShape]> = Arc::from(Vec::new());
             let mut stats: Vec<(String, Stat)> =
                 Vec::with_capacity(index.count_under_roots(&[root.to_path_buf()])?);
-            for (under, a, b) in root_parts(root) {
-                let mut args = vec![
-                    rusqlite::types::Value::Text(a),
-                    rusqlite::types::Value::Text(b),
-                ];
-                let cond = filter.map_or_else(|| "1".to_string(), |q| q.to_sql(&mut args));
+            for (under, cond, args) in root_parts(root, filter) {
                 let sql = format!(
                     "SELECT id, path, size, mtime_ns, inode, ({CANDIDATE} AND {cond}),
                             f_version, {STATE_LAYOUT}, f_provenance{columns}
@@ -1661,11 +1660,9 @@ impl Index {
                     if !r.get::<_, bool>(5).map_err(get)? {
                         continue;
                     }
-                    let text = |i: usize| -> Result<Option<&str>, ManagerError> {
-                        r.get_ref(i)
-                            .and_then(|v| v.as_str_or_null().map_err(Into::into))
-                            .map_err(get)
-                    };
+                    let text = |i: usize| text_at(r, i).map_err(get);
+                    let shapes = state_shapes_of(&layouts, &none, r.get(7).map_err(get)?)
+                        .ok_or_else(|| index.missing_layout(&stats[stats.len() - 1].0))?;
                     let mut m = StoredMetrics {
                         provenance: text(8)?.and_then(Provenance::parse),
                         ..StoredMetrics::default()
@@ -1677,7 +1674,7 @@ impl Index {
                         row: stats.len() - 1,
                         id: r.get(0).map_err(get)?,
                         version: text(6)?.unwrap_or_default(),
-                        state_layout: r.get(7).map_err(get)?,
+                        shapes: &shapes,
                         metrics: m,
                         modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
                     });
@@ -1693,13 +1690,9 @@ impl Index {
     }
 
     /// The sources of the candidate rows `ids`, in that order (an id that is not a
-    /// candidate's is left out), `layouts` being the index's [`Index::state_layouts`].
-    pub(crate) fn sources_by_id(
-        &self,
-        ids: &[i64],
-        layouts: HashMap<i64, Arc<[KeyShape]>>,
-    ) -> Result<Vec<Source>, ManagerError> {
-        let mut reader = SourceReader::with_layouts(self, layouts)?;
+    /// candidate's is left out).
+    pub(crate) fn sources_by_id(&self, ids: &[i64]) -> Result<Vec<Source>, ManagerError> {
+        let mut reader = SourceReader::new(self)?;
         let sql = format!("{} FROM files WHERE id = ?1 AND {CANDIDATE}", reader.select);
         let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
         let mut out = Vec::with_capacity(ids.len());
@@ -1768,16 +1761,11 @@ impl Index {
         let aliases = self.aliases_by_path()?;
         if let (None, [root]) = (sort, roots) {
             // In path order under one root, the rows and their details are read in one
-            // statement per part of the root's range, each walking the path index in order
+            // statement per part of the root's range, each a run of the table in its order
             // (with a sort key, or an OR of ranges, SQLite would sort the joined rows).
             let mut out = Vec::new();
             let mut left = limit.unwrap_or(usize::MAX);
-            for (under, a, b) in root_parts(&canonical(root)) {
-                let mut args = vec![
-                    rusqlite::types::Value::Text(a),
-                    rusqlite::types::Value::Text(b),
-                ];
-                let cond = filter.map_or_else(|| "1".to_string(), |q| q.to_sql(&mut args));
+            for (under, cond, mut args) in root_parts(&canonical(root), filter) {
                 args.push(rusqlite::types::Value::Integer(
                     i64::try_from(left).unwrap_or(i64::MAX),
                 ));

@@ -702,51 +702,36 @@ fn select_in_index(
     let canon = root.canonicalize().ok()?;
     let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
     let mut classifier = Classifier::new(cfg, report);
-    let layouts = index.state_layouts().ok()?;
-    let none: Arc<[KeyShape]> = Arc::from(Vec::new());
     let mut metrics = vec![RankBy::Coverage.name(), RankBy::HierarchyB.name()];
     if !metrics.contains(&by.name()) {
         metrics.push(by.name());
     }
-    // The fit of each (version text, layout) met, looked up by the last one first.
-    let mut classes: Vec<(String, Option<i64>, Option<ClassFit>)> = Vec::new();
+    // The fit of each (version text, layout) met, looked up by the last one first (the
+    // version parsed once per class, not per row).
+    let mut classes: Vec<(String, Arc<[KeyShape]>, Option<ClassFit>)> = Vec::new();
     let mut last = usize::MAX;
     // (row, id) of each ranked candidate; its `Ranked::source` is its place here.
     let mut rows: Vec<(usize, i64)> = Vec::new();
     let mut ranked: Vec<Ranked<'static>> = Vec::new();
-    let mut failed = false;
     let paths = index
         .fresh_candidate_rows(&canon, filter, &metrics, |row| {
             let Some(classifier) = classifier.as_mut() else {
                 return;
             };
-            let hit = |c: &(String, Option<i64>, Option<ClassFit>)| {
-                c.0 == row.version && c.1 == row.state_layout
+            let hit = |c: &(String, Arc<[KeyShape]>, Option<ClassFit>)| {
+                c.0 == row.version && Arc::ptr_eq(&c.1, row.shapes)
             };
             if !classes.get(last).is_some_and(hit) {
-                last = match classes.iter().position(hit) {
-                    Some(i) => i,
-                    None => {
-                        let shapes = match row.state_layout {
-                            Some(l) => match layouts.get(&l) {
-                                Some(s) => s.clone(),
-                                None => {
-                                    failed = true;
-                                    return;
-                                }
-                            },
-                            None => none.clone(),
-                        };
-                        // A version this tvck's catalog does not name is no candidate.
-                        let fit = row
-                            .version
-                            .parse::<VersionId>()
-                            .ok()
-                            .and_then(|v| classifier.fit(v, &shapes));
-                        classes.push((row.version.to_string(), row.state_layout, fit));
-                        classes.len() - 1
-                    }
-                };
+                last = classes.iter().position(hit).unwrap_or_else(|| {
+                    // A version this tvck's catalog does not name is no candidate.
+                    let fit = row
+                        .version
+                        .parse::<VersionId>()
+                        .ok()
+                        .and_then(|v| classifier.fit(v, row.shapes));
+                    classes.push((row.version.to_string(), row.shapes.clone(), fit));
+                    classes.len() - 1
+                });
             }
             let Some(class) = classes[last].2.clone() else {
                 return;
@@ -762,9 +747,6 @@ fn select_in_index(
             rows.push((row.row, row.id));
         })
         .ok()??;
-    if failed {
-        return None;
-    }
     let mut ranked: Vec<Ranked<'_>> = ranked;
     for r in &mut ranked {
         r.path = canonical_path_text(Path::new(&paths[rows[r.source].0]), &cwd);
@@ -779,7 +761,7 @@ fn select_in_index(
         .chain(selected.as_ref().map(|r| r.source))
         .map(|i| rows[i].1)
         .collect();
-    let sources = index.sources_by_id(&ids, layouts).ok()?;
+    let sources = index.sources_by_id(&ids).ok()?;
     if sources.len() != ids.len() {
         return None;
     }
