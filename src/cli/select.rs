@@ -11,7 +11,7 @@ use tvck::report;
 use super::diagnostics::{require_exists, CliError};
 use super::exit::ExitStatus;
 use super::index::index_file;
-use super::output::{emit_json, print_out};
+use super::output::{emit_json_with_list, print_out};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -98,7 +98,7 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         None if a.json => None,
         None => Some(SUMMARY_LIMIT),
     };
-    let sel = select::select(
+    let mut sel = select::select(
         &cfg,
         &report,
         &dirs,
@@ -109,7 +109,9 @@ pub fn run(a: Args) -> Result<ExitStatus, CliError> {
         query.as_ref(),
     );
     if a.json {
-        emit_json(&sel)?;
+        // Thousands of candidates: written in parallel, in the same text.
+        let candidates = std::mem::take(&mut sel.candidates);
+        emit_json_with_list(&sel, "candidates", &candidates)?;
     } else {
         let mut out = String::new();
         match &sel.selected {

@@ -774,9 +774,10 @@ fn state_shapes_of(
 pub(crate) struct CandidateRow<'r> {
     /// Its place among the rows under the root, in path order.
     pub row: usize,
-    pub id: i64,
     /// The `f_version` column (a version this tvck's catalog may not name).
     pub version: &'r str,
+    /// The `f_layout` column (the layout's summary, as [`Source::layout`]).
+    pub layout: &'r str,
     /// The model state's (key, shape) list (shared by the rows of one layout; empty: no
     /// model state).
     pub shapes: &'r Arc<[KeyShape]>,
@@ -1429,7 +1430,7 @@ impl Index {
     }
 
     /// The aliases of every aliased path.
-    fn aliases_by_path(&self) -> Result<HashMap<String, Vec<String>>, ManagerError> {
+    pub(crate) fn aliases_by_path(&self) -> Result<HashMap<String, Vec<String>>, ManagerError> {
         let mut by_path: HashMap<String, Vec<String>> = HashMap::new();
         for a in self.aliases()? {
             by_path.entry(a.path).or_default().push(a.name);
@@ -1646,7 +1647,7 @@ impl Index {
             for (under, cond, args) in root_parts(root, filter) {
                 let sql = format!(
                     "SELECT id, path, size, mtime_ns, inode, ({CANDIDATE} AND {cond}),
-                            f_version, {STATE_LAYOUT}, f_provenance{columns}
+                            f_version, {STATE_LAYOUT}, f_provenance, f_layout{columns}
                      FROM files WHERE {under} ORDER BY path"
                 );
                 let mut st = index.conn.prepare(&sql).map_err(|e| index.err(e))?;
@@ -1668,12 +1669,12 @@ impl Index {
                         ..StoredMetrics::default()
                     };
                     for (i, name) in metrics.iter().enumerate() {
-                        *m.by_name_mut(name).expect("a metric") = r.get(9 + i).map_err(get)?;
+                        *m.by_name_mut(name).expect("a metric") = r.get(10 + i).map_err(get)?;
                     }
                     each(CandidateRow {
                         row: stats.len() - 1,
-                        id: r.get(0).map_err(get)?,
                         version: text(6)?.unwrap_or_default(),
+                        layout: text(9)?.unwrap_or_default(),
                         shapes: &shapes,
                         metrics: m,
                         modified: u64::try_from(stat.mtime_ns / 1_000_000_000).unwrap_or(0),
@@ -1687,23 +1688,6 @@ impl Index {
             return Ok(None);
         }
         Ok(Some(stats.into_iter().map(|(p, _)| p).collect()))
-    }
-
-    /// The sources of the candidate rows `ids`, in that order (an id that is not a
-    /// candidate's is left out).
-    pub(crate) fn sources_by_id(&self, ids: &[i64]) -> Result<Vec<Source>, ManagerError> {
-        let mut reader = SourceReader::new(self)?;
-        let sql = format!("{} FROM files WHERE id = ?1 AND {CANDIDATE}", reader.select);
-        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            let mut rows = st.query([id]).map_err(|e| self.err(e))?;
-            if let Some(r) = rows.next().map_err(|e| self.err(e))? {
-                let path: String = r.get(1).map_err(|e| self.err(e))?;
-                out.extend(reader.source(r, path)?);
-            }
-        }
-        Ok(out)
     }
 
     /// How many rows are under `roots` (every row when there are none; a file under two

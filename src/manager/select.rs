@@ -268,21 +268,23 @@ pub fn rank(
     let mut ranked = rank_unordered(cfg, report, sources, cwd, measure, by);
     first_in_order(&mut ranked, None, by);
     ranked
-        .iter()
-        .map(|r| r.candidate(&sources[r.source], by))
+        .par_iter()
+        .map(|r| r.candidate(&sources[r.source].aliases, by))
         .collect()
 }
 
-/// A ranked source: what the order compares. The rest of its [`Candidate`] (layout,
-/// aliases, migration names, the reasons' text) is made only when it is listed
-/// ([`Ranked::candidate`]): over thousands of candidates, making them cost more than
-/// ranking them.
+/// A ranked source: what the order compares, and its version and layout (shared). The
+/// rest of its [`Candidate`] (aliases, migration names, the reasons' text) is made only
+/// when it is listed ([`Ranked::candidate`]): over thousands of candidates, making them
+/// cost more than ranking them.
 #[derive(Clone)]
 struct Ranked<'s> {
-    /// Its place in the sources.
+    /// Its place in the sources (or in the rows read from the index).
     source: usize,
     /// The path as it would be written in the config.
     path: Cow<'s, str>,
+    version: VersionId,
+    layout: Arc<str>,
     fits: bool,
     exact: bool,
     /// What the load plan says (shared by the candidates of one layout).
@@ -300,10 +302,13 @@ struct Ranked<'s> {
 }
 
 impl<'s> Ranked<'s> {
-    /// The ranked form of a candidate of `class` whose stored metrics are `m`.
+    /// The ranked form of a candidate of `class` (`version`, `layout`) whose stored
+    /// metrics are `m`.
+    #[allow(clippy::too_many_arguments)]
     fn new(
         source: usize,
         path: Cow<'s, str>,
+        (version, layout): (VersionId, Arc<str>),
         class: ClassFit,
         m: &StoredMetrics,
         modified: Option<u64>,
@@ -312,6 +317,8 @@ impl<'s> Ranked<'s> {
         Ranked {
             source,
             path,
+            version,
+            layout,
             fits: class.fits,
             exact: class.exact,
             fit: class.fit,
@@ -329,12 +336,12 @@ impl<'s> Ranked<'s> {
         }
     }
 
-    /// The candidate, with the reasons for its place.
-    fn candidate(&self, s: &Source, by: RankBy) -> Candidate {
+    /// The candidate, with its aliases and the reasons for its place.
+    fn candidate(&self, aliases: &[String], by: RankBy) -> Candidate {
         let mut c = Candidate {
             path: self.path.to_string(),
-            version: s.version,
-            layout: s.layout.to_string(),
+            version: self.version,
+            layout: self.layout.to_string(),
             coverage: self.coverage,
             hierarchy: self.hierarchy,
             rank_value: self.rank_value,
@@ -347,7 +354,7 @@ impl<'s> Ranked<'s> {
                 .as_deref()
                 .map(<[String]>::to_vec)
                 .unwrap_or_default(),
-            aliases: s.aliases.clone(),
+            aliases: aliases.to_vec(),
             why: String::new(),
         };
         c.why = match &self.why {
@@ -506,6 +513,7 @@ fn rank_unordered<'s>(
         out.push(Ranked::new(
             source,
             canonical_path_text(&s.path, &cwd),
+            (s.version, s.layout.clone()),
             class,
             &s.metrics,
             s.modified,
@@ -564,7 +572,8 @@ fn first_in_order(ranked: &mut Vec<Ranked<'_>>, limit: Option<usize>, by: RankBy
         }
         ranked.truncate(keep);
     }
-    ranked.sort_by(cmp);
+    // (No two candidates tie: an unstable sort gives the one order.)
+    ranked.par_sort_unstable_by(cmp);
 }
 
 /// The ranking (see the module's documentation).
@@ -632,10 +641,10 @@ impl Selection {
 /// else on what the files say), and listing the first `limit` of them (every one when
 /// `None`).
 ///
-/// With an index that holds every file under one root unchanged and a `limit`, the
-/// candidates are ranked from a few columns of their rows and only the listed ones are
-/// read whole ([`select_in_index`]); else every candidate is read, then ranked. Both rank
-/// with [`order`], and give the same selection in the same order.
+/// With an index that holds every file under one root unchanged, the candidates are
+/// ranked and listed from a few columns of their rows ([`select_in_index`]); else every
+/// candidate is read, then ranked. Both rank with [`order`], and give the same selection
+/// in the same order.
 #[allow(clippy::too_many_arguments)]
 pub fn select(
     cfg: &TrainingConfig,
@@ -647,7 +656,7 @@ pub fn select(
     limit: Option<usize>,
     filter: Option<&Query>,
 ) -> Selection {
-    if let (Some(index), Some(limit), [root]) = (index, limit, roots) {
+    if let (Some(index), [root]) = (index, roots) {
         if let Some(sel) = select_in_index(cfg, report, root, index, cwd, by, limit, filter) {
             return sel;
         }
@@ -666,11 +675,11 @@ pub fn select(
     }
     let mut ranked = rank_unordered(cfg, report, &all, cwd, None, by);
     let total = ranked.len();
-    let selected = selection(&ranked, by).map(|r| r.candidate(&all[r.source], by));
+    let selected = selection(&ranked, by).map(|r| r.candidate(&all[r.source].aliases, by));
     first_in_order(&mut ranked, limit, by);
     let candidates = ranked
-        .iter()
-        .map(|r| r.candidate(&all[r.source], by))
+        .par_iter()
+        .map(|r| r.candidate(&all[r.source].aliases, by))
         .collect();
     Selection {
         config: cfg.path.display().to_string(),
@@ -684,10 +693,10 @@ pub fn select(
 }
 
 /// [`select`] under one root from an index that holds every file under it unchanged,
-/// listing the first `limit`: each candidate ranked from what its row says of its
-/// version, layout, provenance, the metrics the order compares and its time
-/// ([`Index::fresh_candidate_rows`]); the listed ones (and the selection) then read whole.
-/// `None` when the index does not hold the tree unchanged or cannot answer.
+/// listing the first `limit` (every one when `None`): each candidate ranked and listed
+/// from what its row says of its version, layout, provenance, the metrics the order
+/// compares and its time ([`Index::fresh_candidate_rows`]), no source read whole. `None`
+/// when the index does not hold the tree unchanged or cannot answer.
 #[allow(clippy::too_many_arguments)]
 fn select_in_index(
     cfg: &TrainingConfig,
@@ -696,30 +705,38 @@ fn select_in_index(
     index: &Index,
     cwd: &Path,
     by: RankBy,
-    limit: usize,
+    limit: Option<usize>,
     filter: Option<&Query>,
 ) -> Option<Selection> {
     let canon = root.canonicalize().ok()?;
     let cwd = cwd.canonicalize().unwrap_or_else(|_| cwd.to_path_buf());
+    let aliases = index.aliases_by_path().ok()?;
     let mut classifier = Classifier::new(cfg, report);
     let mut metrics = vec![RankBy::Coverage.name(), RankBy::HierarchyB.name()];
     if !metrics.contains(&by.name()) {
         metrics.push(by.name());
     }
-    // The fit of each (version text, layout) met, looked up by the last one first (the
-    // version parsed once per class, not per row).
-    let mut classes: Vec<(String, Arc<[KeyShape]>, Option<ClassFit>)> = Vec::new();
+    // The fit of each (version text, model-state shapes, layout text) met, looked up by
+    // the last one first (the version parsed and the layout's text made once per class,
+    // not per row).
+    type Class = (
+        String,
+        Arc<[KeyShape]>,
+        Arc<str>,
+        Option<(VersionId, ClassFit)>,
+    );
+    let mut classes: Vec<Class> = Vec::new();
     let mut last = usize::MAX;
-    // (row, id) of each ranked candidate; its `Ranked::source` is its place here.
-    let mut rows: Vec<(usize, i64)> = Vec::new();
+    // The row of each ranked candidate; its `Ranked::source` is its place here.
+    let mut rows: Vec<usize> = Vec::new();
     let mut ranked: Vec<Ranked<'static>> = Vec::new();
     let paths = index
         .fresh_candidate_rows(&canon, filter, &metrics, |row| {
             let Some(classifier) = classifier.as_mut() else {
                 return;
             };
-            let hit = |c: &(String, Arc<[KeyShape]>, Option<ClassFit>)| {
-                c.0 == row.version && Arc::ptr_eq(&c.1, row.shapes)
+            let hit = |c: &Class| {
+                c.0 == row.version && Arc::ptr_eq(&c.1, row.shapes) && &*c.2 == row.layout
             };
             if !classes.get(last).is_some_and(hit) {
                 last = classes.iter().position(hit).unwrap_or_else(|| {
@@ -728,53 +745,51 @@ fn select_in_index(
                         .version
                         .parse::<VersionId>()
                         .ok()
-                        .and_then(|v| classifier.fit(v, row.shapes));
-                    classes.push((row.version.to_string(), row.shapes.clone(), fit));
+                        .and_then(|v| classifier.fit(v, row.shapes).map(|f| (v, f)));
+                    classes.push((
+                        row.version.to_string(),
+                        row.shapes.clone(),
+                        Arc::from(row.layout),
+                        fit,
+                    ));
                     classes.len() - 1
                 });
             }
-            let Some(class) = classes[last].2.clone() else {
+            let (_, _, layout, Some((version, class))) = &classes[last] else {
                 return;
             };
             ranked.push(Ranked::new(
                 rows.len(),
                 Cow::Borrowed(""),
-                class,
+                (*version, layout.clone()),
+                class.clone(),
                 &row.metrics,
                 Some(row.modified),
                 by,
             ));
-            rows.push((row.row, row.id));
+            rows.push(row.row);
         })
         .ok()??;
     let mut ranked: Vec<Ranked<'_>> = ranked;
     for r in &mut ranked {
-        r.path = canonical_path_text(Path::new(&paths[rows[r.source].0]), &cwd);
+        r.path = canonical_path_text(Path::new(&paths[rows[r.source]]), &cwd);
     }
-    let total = ranked.len();
-    let selected = selection(&ranked, by).cloned();
-    first_in_order(&mut ranked, Some(limit), by);
-    // The listed rows, then the selection, read whole.
-    let ids: Vec<i64> = ranked
-        .iter()
-        .map(|r| r.source)
-        .chain(selected.as_ref().map(|r| r.source))
-        .map(|i| rows[i].1)
-        .collect();
-    let sources = index.sources_by_id(&ids).ok()?;
-    if sources.len() != ids.len() {
-        return None;
-    }
-    let candidate = |r: &Ranked<'_>, s: &Source| {
-        debug_assert_eq!(s.path, Path::new(&paths[rows[r.source].0]));
-        r.candidate(s, by)
+    // (Most trees have no alias: no path looked up then.)
+    let aliases_of = |r: &Ranked<'_>| -> &[String] {
+        if aliases.is_empty() {
+            return &[];
+        }
+        aliases
+            .get(&paths[rows[r.source]])
+            .map_or(&[], Vec::as_slice)
     };
+    let total = ranked.len();
+    let selected = selection(&ranked, by).map(|r| r.candidate(aliases_of(r), by));
+    first_in_order(&mut ranked, limit, by);
     let candidates: Vec<Candidate> = ranked
-        .iter()
-        .zip(&sources)
-        .map(|(r, s)| candidate(r, s))
+        .par_iter()
+        .map(|r| r.candidate(aliases_of(r), by))
         .collect();
-    let selected = selected.map(|r| candidate(&r, sources.last().expect("read")));
     Some(Selection {
         config: cfg.path.display().to_string(),
         by,

@@ -210,10 +210,11 @@ fn check_auto_fix_proposes_the_selection() {
     }
 }
 
-/// With a limit and an index that holds the tree, the candidates are ranked from their
-/// rows' columns and only the listed ones read whole; without one, every candidate is read
-/// and ranked. The first must be the head of the second, for every metric and filter: the
-/// same selection (a conversion's when nothing loads), the same count, the same reasons.
+/// With an index that holds the tree, the candidates are ranked and listed from their
+/// rows' columns; without one, every candidate file is read and ranked. Each listing of
+/// the first (every candidate, or the first N) must be the head of the second, for every
+/// metric and filter: the same selection (a conversion's when nothing loads), the same
+/// count, the same reasons.
 #[test]
 fn a_listing_ranked_from_the_index_is_the_head_of_the_whole_ranking() {
     let ws = workspace();
@@ -245,8 +246,10 @@ fn a_listing_ranked_from_the_index_is_the_head_of_the_whole_ranking() {
         {
             let q = f.map(|f| Query::parse(f).unwrap());
             let run = |limit| run_config(ws.path(), config, Some(&index), by, q.as_ref(), limit);
-            let whole = run(None);
-            assert!(whole.from_index, "{config} {by:?} {f:?}");
+            // The whole ranking made from what the files say (no index), against which
+            // each listing from the index's rows is held.
+            let whole = run_config(ws.path(), config, None, by, q.as_ref(), None);
+            assert!(!whole.from_index, "{config} {by:?} {f:?}");
             if whole
                 .selected
                 .as_ref()
@@ -254,8 +257,9 @@ fn a_listing_ranked_from_the_index_is_the_head_of_the_whole_ranking() {
             {
                 conversions += 1;
             }
-            for n in [0, 1, 2, 5, 100] {
-                let few = run(Some(n));
+            for n in [None, Some(0), Some(1), Some(2), Some(5), Some(100)] {
+                let few = run(n);
+                let n = n.unwrap_or(usize::MAX);
                 assert!(few.from_index, "{config} {by:?} {f:?} {n}");
                 assert_eq!(few.ranked, whole.ranked, "{config} {by:?} {f:?} {n}");
                 assert_eq!(
