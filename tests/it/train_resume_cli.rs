@@ -47,10 +47,12 @@ fn config_text() -> String {
     out
 }
 
-/// A scratch folder of this test binary (under cargo's target tmp dir), empty.
+/// A scratch folder of this test process (under cargo's target tmp dir), empty. The
+/// process id keeps apart runners that start a process per test (cargo nextest): each
+/// makes its own config and reference run, which `cargo test` makes once for all.
 fn scratch(name: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("train_resume")
+        .join(format!("train_resume-{}", std::process::id()))
         .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
