@@ -32,15 +32,14 @@ where
     H: serde::Serialize,
     T: serde::Serialize + Sync,
 {
-    let parts = json_with_list(head, field, items)?;
-    write_stdout_parts(parts.iter().map(String::as_str))
+    write_stdout(&json_with_list(head, field, items)?)
 }
 
 /// The text [`print_json`] writes for `head` with `items` in its last field, `field`
-/// (which `head` holds empty), in pieces: the items are encoded in parallel, each as it
-/// would be nested there (listing 20,200 `select` candidates spent a fifth of the
+/// (which `head` holds empty), its items encoded in parallel, each as it would be nested
+/// there (listing 20,200 `select` candidates spent a fifth of the
 /// command in one thread writing their JSON).
-fn json_with_list<H, T>(head: &H, field: &str, items: &[T]) -> Result<Vec<String>, CliError>
+fn json_with_list<H, T>(head: &H, field: &str, items: &[T]) -> Result<String, CliError>
 where
     H: serde::Serialize,
     T: serde::Serialize + Sync,
@@ -61,12 +60,11 @@ where
         // their order).
         let mut v = serde_json::to_value(head).map_err(encode_err)?;
         v[field] = serde_json::to_value(items).map_err(encode_err)?;
-        return Ok(vec![escaped(to_json(&v)?)]);
+        return Ok(escaped(to_json(&v)?));
     };
     if items.is_empty() {
-        return Ok(vec![escaped(head_text + "\n")]);
+        return Ok(escaped(head_text + "\n"));
     }
-    let mut parts = vec![escaped(format!("{prefix}\n  \"{field}\": ["))];
     let chunks: Vec<String> = items
         .par_chunks(512)
         .enumerate()
@@ -86,23 +84,13 @@ where
             Ok(escaped(out))
         })
         .collect::<Result<_, CliError>>()?;
-    parts.extend(chunks);
-    parts.push("\n  ]\n}\n".to_string());
-    Ok(parts)
+    let head = escaped(format!("{prefix}\n  \"{field}\": ["));
+    Ok(format!("{head}{}\n  ]\n}}\n", chunks.concat()))
 }
 
 fn write_stdout(text: &str) -> Result<(), CliError> {
-    write_stdout_parts(std::iter::once(text))
-}
-
-/// Write `parts` one after the other (no text made of them all).
-fn write_stdout_parts<'a>(parts: impl IntoIterator<Item = &'a str>) -> Result<(), CliError> {
     let mut out = std::io::stdout().lock();
-    let written = parts
-        .into_iter()
-        .try_for_each(|p| out.write_all(p.as_bytes()))
-        .and_then(|_| out.flush());
-    match written {
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Ok(()) => Ok(()),
         // A closed pipe is not an error worth reporting.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
@@ -192,7 +180,7 @@ mod tests {
                     items: Vec::new(),
                     ..whole
                 };
-                let got = json_with_list(&head, "items", &items).unwrap().concat();
+                let got = json_with_list(&head, "items", &items).unwrap();
                 assert_eq!(got, want, "{n} items");
             }
             // Not the last field: the same text too, from the whole value.
@@ -204,8 +192,7 @@ mod tests {
                 "items",
                 &items,
             )
-            .unwrap()
-            .concat();
+            .unwrap();
             let want =
                 report::safe::json(&to_json(&NotLast { items, after: 1 }).unwrap()).into_owned();
             assert_eq!(got, want, "{n} items, not last");

@@ -865,12 +865,8 @@ impl<'i> SourceReader<'i> {
             }
         };
         Ok(Some(Source {
-            // (Most trees have no alias: no path hashed then.)
-            aliases: if self.aliases.is_empty() {
-                Vec::new()
-            } else {
-                self.aliases.get(&path).cloned().unwrap_or_default()
-            },
+            // (Most trees have no alias: a lookup in an empty map hashes nothing.)
+            aliases: self.aliases.get(&path).cloned().unwrap_or_default(),
             path: PathBuf::from(path),
             version,
             layout,

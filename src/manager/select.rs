@@ -302,13 +302,14 @@ struct Ranked<'s> {
 }
 
 impl<'s> Ranked<'s> {
-    /// The ranked form of a candidate of `class` (`version`, `layout`) whose stored
+    /// The ranked form of a candidate of `version` and `layout`, of `class`, whose stored
     /// metrics are `m`.
     #[allow(clippy::too_many_arguments)]
     fn new(
         source: usize,
         path: Cow<'s, str>,
-        (version, layout): (VersionId, Arc<str>),
+        version: VersionId,
+        layout: Arc<str>,
         class: ClassFit,
         m: &StoredMetrics,
         modified: Option<u64>,
@@ -513,7 +514,8 @@ fn rank_unordered<'s>(
         out.push(Ranked::new(
             source,
             canonical_path_text(&s.path, &cwd),
-            (s.version, s.layout.clone()),
+            s.version,
+            s.layout.clone(),
             class,
             &s.metrics,
             s.modified,
@@ -656,12 +658,17 @@ pub fn select(
     limit: Option<usize>,
     filter: Option<&Query>,
 ) -> Selection {
-    if let (Some(index), [root]) = (index, roots) {
-        if let Some(sel) = select_in_index(cfg, report, root, index, cwd, by, limit, filter) {
-            return sel;
+    let (mut all, from_index) = match (index, roots) {
+        (Some(index), [root]) => {
+            match select_in_index(cfg, report, root, index, cwd, by, limit, filter) {
+                Some(sel) => return sel,
+                // The index does not hold the tree unchanged (or cannot answer), which that
+                // walk has just found: the files, without walking the tree again.
+                None => (sources_from_files(roots), false),
+            }
         }
-    }
-    let (mut all, from_index) = sources(index, roots);
+        _ => sources(index, roots),
+    };
     if let Some(q) = filter {
         // The index's entries when it answers (what `ls --where` lists), else the files'.
         let canon: Vec<PathBuf> = roots.iter().filter_map(|d| d.canonicalize().ok()).collect();
@@ -673,18 +680,35 @@ pub fn select(
             _ => all.retain(|s| q.matches(s)),
         }
     }
-    let mut ranked = rank_unordered(cfg, report, &all, cwd, None, by);
+    let ranked = rank_unordered(cfg, report, &all, cwd, None, by);
+    listing(cfg, by, roots.to_vec(), from_index, ranked, limit, |r| {
+        &all[r.source].aliases
+    })
+}
+
+/// The [`Selection`] of the candidates `ranked` (unordered) for `cfg` by `by` under
+/// `roots` (`from_index`: whether the index answered), listing the first `limit` (every one
+/// when `None`); `aliases` gives a ranked candidate's aliases.
+fn listing<'s, 'a>(
+    cfg: &TrainingConfig,
+    by: RankBy,
+    roots: Vec<PathBuf>,
+    from_index: bool,
+    mut ranked: Vec<Ranked<'s>>,
+    limit: Option<usize>,
+    aliases: impl Fn(&Ranked<'s>) -> &'a [String] + Sync,
+) -> Selection {
     let total = ranked.len();
-    let selected = selection(&ranked, by).map(|r| r.candidate(&all[r.source].aliases, by));
+    let selected = selection(&ranked, by).map(|r| r.candidate(aliases(r), by));
     first_in_order(&mut ranked, limit, by);
     let candidates = ranked
         .par_iter()
-        .map(|r| r.candidate(&all[r.source].aliases, by))
+        .map(|r| r.candidate(aliases(r), by))
         .collect();
     Selection {
         config: cfg.path.display().to_string(),
         by,
-        roots: roots.to_vec(),
+        roots,
         from_index,
         selected,
         ranked: total,
@@ -761,7 +785,8 @@ fn select_in_index(
             ranked.push(Ranked::new(
                 rows.len(),
                 Cow::Borrowed(""),
-                (*version, layout.clone()),
+                *version,
+                layout.clone(),
                 class.clone(),
                 &row.metrics,
                 Some(row.modified),
@@ -774,31 +799,12 @@ fn select_in_index(
     for r in &mut ranked {
         r.path = canonical_path_text(Path::new(&paths[rows[r.source]]), &cwd);
     }
-    // (Most trees have no alias: no path looked up then.)
-    let aliases_of = |r: &Ranked<'_>| -> &[String] {
-        if aliases.is_empty() {
-            return &[];
-        }
+    let roots = vec![root.to_path_buf()];
+    Some(listing(cfg, by, roots, true, ranked, limit, |r| {
         aliases
             .get(&paths[rows[r.source]])
             .map_or(&[], Vec::as_slice)
-    };
-    let total = ranked.len();
-    let selected = selection(&ranked, by).map(|r| r.candidate(aliases_of(r), by));
-    first_in_order(&mut ranked, limit, by);
-    let candidates: Vec<Candidate> = ranked
-        .par_iter()
-        .map(|r| r.candidate(aliases_of(r), by))
-        .collect();
-    Some(Selection {
-        config: cfg.path.display().to_string(),
-        by,
-        roots: vec![root.to_path_buf()],
-        from_index: true,
-        selected,
-        ranked: total,
-        candidates,
-    })
+    }))
 }
 
 #[cfg(test)]
