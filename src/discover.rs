@@ -156,6 +156,58 @@ pub fn discover(root: &Path, walk: Walk) -> Discovered {
     out
 }
 
+/// A file's identity for re-indexing, what a walk learns of it without opening it:
+/// (size, mtime in ns, inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+pub struct Stat {
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub inode: u64,
+}
+
+impl Stat {
+    /// The stat of `path` (links followed).
+    pub fn of(path: &Path) -> std::io::Result<Stat> {
+        Ok(Stat::from_metadata(&std::fs::metadata(path)?))
+    }
+
+    /// The stat a file's metadata gives.
+    pub fn from_metadata(m: &std::fs::Metadata) -> Stat {
+        let mtime_ns = m
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(m);
+        #[cfg(not(unix))]
+        let inode = 0;
+        Stat {
+            size: m.len(),
+            mtime_ns,
+            inode,
+        }
+    }
+
+    /// The stat of a `statx` answer, as [`Stat::from_metadata`] makes it (a time before
+    /// 1970 is 0).
+    #[cfg(target_os = "linux")]
+    fn from_statx(x: &rustix::fs::Statx) -> Stat {
+        let t = &x.stx_mtime;
+        let mtime_ns = if t.tv_sec < 0 {
+            0
+        } else {
+            i64::try_from(i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec))
+                .unwrap_or(i64::MAX)
+        };
+        Stat {
+            size: x.stx_size,
+            mtime_ns,
+            inode: x.stx_ino,
+        }
+    }
+}
+
 /// `found(path, metadata)` of each file [`discover`]`(root, Walk::everything())` finds,
 /// for a tree of plain folders and regular files: the folders are read in parallel and
 /// each file is `stat`ed relative to its folder (no path walked from the root per file).
@@ -164,49 +216,186 @@ pub fn discover(root: &Path, walk: Walk) -> Discovered {
 /// with [`discover`] then, which has the rules for those. In no particular order.
 pub fn discover_regular<T: Send>(
     root: &Path,
-    found: impl Fn(PathBuf, &std::fs::Metadata) -> T + Sync,
+    found: impl Fn(PathBuf, Stat) -> T + Sync,
 ) -> Option<Vec<T>> {
-    fn walk<T: Send>(
-        dir: &Path,
+    if !std::fs::symlink_metadata(root).ok()?.is_dir() {
+        return None;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let fd = regular::open_dir(rustix::fs::CWD, root.as_os_str().as_bytes())?;
+        regular::walk(&fd, root.as_os_str().as_bytes(), 1, &found)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        portable_walk(root, 1, &found)
+    }
+}
+
+/// [`discover_regular`] with the standard library's directory reading.
+#[cfg(not(target_os = "linux"))]
+fn portable_walk<T: Send>(
+    dir: &Path,
+    depth: usize,
+    found: &(impl Fn(PathBuf, Stat) -> T + Sync),
+) -> Option<Vec<T>> {
+    use rayon::prelude::*;
+    if depth > MAX_SCAN_DEPTH {
+        return None;
+    }
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for e in std::fs::read_dir(dir).ok()? {
+        let e = e.ok()?;
+        let ty = e.file_type().ok()?;
+        if ty.is_dir() {
+            dirs.push(e.path());
+        } else if ty.is_file() {
+            let p = e.path();
+            if is_checkpoint_path(&p) {
+                // A regular file is no link, so this is what following links gives too.
+                let m = e.metadata().ok()?;
+                files.push(found(p, Stat::from_metadata(&m)));
+            }
+        } else {
+            // A link (followed by `discover`), a FIFO, a socket, a device.
+            return None;
+        }
+    }
+    let below: Vec<Vec<T>> = dirs
+        .par_iter()
+        .map(|d| portable_walk(d, depth + 1, found))
+        .collect::<Option<_>>()?;
+    files.reserve(below.iter().map(Vec::len).sum());
+    files.extend(below.into_iter().flatten());
+    Some(files)
+}
+
+/// [`discover_regular`] on Linux, in system calls: each folder is opened relative to its
+/// parent's descriptor and read with `getdents64` into one buffer, each file `statx`ed
+/// relative to its folder for the three fields a [`Stat`] holds, and a file's path is
+/// made once, from the folder's and its name's bytes. (The standard library's walk
+/// opens each folder by its whole path, `fstat`s it, allocates each entry's name, and
+/// asks `statx` for every field.)
+#[cfg(target_os = "linux")]
+mod regular {
+    use std::ffi::{CStr, OsStr, OsString};
+    use std::mem::MaybeUninit;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use rustix::fd::{AsFd, OwnedFd};
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags};
+
+    use super::{is_checkpoint_path, Stat, MAX_SCAN_DEPTH};
+
+    /// The folder `name` (relative to `at`), read-only, never through a link.
+    pub(super) fn open_dir<P: rustix::path::Arg>(at: impl AsFd, name: P) -> Option<OwnedFd> {
+        rustix::fs::openat(
+            at,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()
+    }
+
+    /// `statx` of `name` in the folder `dir`, not following a link: its type and stat.
+    fn stat_at(dir: &OwnedFd, name: &CStr) -> Option<(FileType, Stat)> {
+        let x = rustix::fs::statx(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+            StatxFlags::TYPE | StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::INO,
+        )
+        .ok()?;
+        let want = StatxFlags::TYPE | StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::INO;
+        if !StatxFlags::from_bits_retain(x.stx_mask).contains(want) {
+            return None;
+        }
+        Some((
+            FileType::from_raw_mode(u32::from(x.stx_mode)),
+            Stat::from_statx(&x),
+        ))
+    }
+
+    /// `dir`'s path followed by `/` and `name`.
+    fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+        let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+        p.extend_from_slice(dir);
+        if !dir.ends_with(b"/") {
+            p.push(b'/');
+        }
+        p.extend_from_slice(name);
+        p
+    }
+
+    /// Bytes of directory entries read per `getdents64`.
+    const DIR_BUFFER: usize = 32 * 1024;
+
+    pub(super) fn walk<T: Send>(
+        fd: &OwnedFd,
+        path: &[u8],
         depth: usize,
-        found: &(impl Fn(PathBuf, &std::fs::Metadata) -> T + Sync),
+        found: &(impl Fn(PathBuf, Stat) -> T + Sync),
     ) -> Option<Vec<T>> {
         use rayon::prelude::*;
         if depth > MAX_SCAN_DEPTH {
             return None;
         }
         let mut files = Vec::new();
-        let mut dirs = Vec::new();
-        for e in std::fs::read_dir(dir).ok()? {
-            let e = e.ok()?;
-            let ty = e.file_type().ok()?;
-            if ty.is_dir() {
-                dirs.push(e.path());
-            } else if ty.is_file() {
-                let p = e.path();
-                if is_checkpoint_path(&p) {
-                    // Relative to the folder (`statx` on its descriptor); a regular file
-                    // is no link, so this is what following links gives too.
-                    let m = e.metadata().ok()?;
-                    files.push(found(p, &m));
+        let mut dirs: Vec<Vec<u8>> = Vec::new();
+        {
+            let mut buf: Vec<MaybeUninit<u8>> = Vec::with_capacity(DIR_BUFFER);
+            buf.resize(DIR_BUFFER, MaybeUninit::uninit());
+            let mut entries = RawDir::new(fd, &mut buf);
+            while let Some(e) = entries.next() {
+                let e = e.ok()?;
+                let name = e.file_name();
+                let bytes = name.to_bytes();
+                if bytes == b"." || bytes == b".." {
+                    continue;
                 }
-            } else {
-                // A link (followed by `discover`), a FIFO, a socket, a device.
-                return None;
+                let mut ty = e.file_type();
+                let mut stat = None;
+                if ty == FileType::Unknown {
+                    // A file system that does not say the type in its entries.
+                    let (t, s) = stat_at(fd, name)?;
+                    (ty, stat) = (t, Some(s));
+                }
+                match ty {
+                    FileType::Directory => dirs.push(bytes.to_vec()),
+                    FileType::RegularFile => {
+                        if is_checkpoint_path(Path::new(OsStr::from_bytes(bytes))) {
+                            let s = match stat {
+                                Some(s) => s,
+                                None => match stat_at(fd, name)? {
+                                    // Replaced since the folder was read: the slow walk.
+                                    (FileType::RegularFile, s) => s,
+                                    _ => return None,
+                                },
+                            };
+                            let p = OsString::from_vec(join(path, bytes));
+                            files.push(found(PathBuf::from(p), s));
+                        }
+                    }
+                    // A link (followed by `discover`), a FIFO, a socket, a device.
+                    _ => return None,
+                }
             }
         }
         let below: Vec<Vec<T>> = dirs
             .par_iter()
-            .map(|d| walk(d, depth + 1, found))
+            .map(|name| {
+                let sub = open_dir(fd, name.as_slice())?;
+                walk(&sub, &join(path, name), depth + 1, found)
+            })
             .collect::<Option<_>>()?;
         files.reserve(below.iter().map(Vec::len).sum());
         files.extend(below.into_iter().flatten());
         Some(files)
     }
-    if !std::fs::symlink_metadata(root).ok()?.is_dir() {
-        return None;
-    }
-    walk(root, 1, &found)
 }
 
 /// `path` relative to `root`, `/`-separated (the file name when `path` is `root`).
@@ -264,8 +453,8 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         assert_eq!(names(Walk::suggestions()), ["a/x.pt"]);
-        let mut fast: Vec<String> = discover_regular(d.path(), |p, m| {
-            assert!(m.is_file());
+        let mut fast: Vec<String> = discover_regular(d.path(), |p, stat| {
+            assert_eq!(stat, Stat::of(&p).unwrap());
             relative(d.path(), &p)
         })
         .expect("folders and files only");
@@ -280,5 +469,72 @@ mod tests {
                 "target/y.pt"
             ]
         );
+    }
+
+    /// The walk of plain folders finds what the general walk finds, deep folders and names
+    /// that are not UTF-8 included, each with the stat `stat` gives; a link or a FIFO
+    /// anywhere makes it give up (the caller then walks the general way).
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn the_walk_of_plain_folders_is_the_walk_and_gives_up_on_anything_else() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = tempfile::tempdir().unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.pt");
+        let mut expected = Vec::new();
+        for (i, rel) in [
+            "a.pt",
+            "x/b.PTH",
+            "x/y/z/c.ckpt",
+            "x/y/notes.txt",
+            "w/v/u/t/s/d.bin",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, vec![7u8; i * 100]).unwrap();
+            if is_checkpoint_path(&p) {
+                expected.push(p);
+            }
+        }
+        let p = d.path().join("x").join(odd);
+        std::fs::write(&p, b"12").unwrap();
+        expected.push(p);
+        std::fs::create_dir_all(d.path().join("empty/folder")).unwrap();
+        expected.sort();
+        let walk = || {
+            discover_regular(d.path(), |p, stat| (p, stat)).map(|mut f: Vec<_>| {
+                f.sort_by(|a: &(PathBuf, Stat), b| a.0.cmp(&b.0));
+                f
+            })
+        };
+        let found = walk().expect("plain folders and files");
+        let paths: Vec<PathBuf> = found.iter().map(|(p, _)| p.clone()).collect();
+        assert_eq!(paths, expected);
+        let mut general = discover(d.path(), Walk::everything()).files;
+        general.sort();
+        assert_eq!(paths, general);
+        for (p, stat) in &found {
+            assert_eq!(*stat, Stat::of(p).unwrap(), "{}", p.display());
+        }
+        // A file given as the root is not a folder.
+        assert!(discover_regular(&expected[0], |p, _| p).is_none());
+        // A link to a file, then a FIFO, deep down.
+        let link = d.path().join("x/y/link.pt");
+        std::os::unix::fs::symlink(&expected[0], &link).unwrap();
+        assert!(walk().is_none());
+        std::fs::remove_file(&link).unwrap();
+        assert!(walk().is_some());
+        let fifo = d.path().join("w/v/u/pipe");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::RUSR | rustix::fs::Mode::WUSR,
+            0,
+        )
+        .unwrap();
+        assert!(walk().is_none());
     }
 }

@@ -59,6 +59,10 @@ pub enum ManagerError {
         found: i64,
         supported: i64,
     },
+    /// A commit that was cut off (its process killed while writing the file) and that a
+    /// read-only opener cannot roll back: the next writer does.
+    #[error("{}: an indexing was stopped while it wrote the index, and reading cannot undo that", path.display())]
+    Interrupted { path: PathBuf },
     /// Another process holds the index's write lock for longer than the busy timeout.
     #[error("{}: another process is writing the index (still locked after {})", path.display(), seconds(*waited_ms))]
     Locked { path: PathBuf, waited_ms: u64 },
@@ -125,6 +129,10 @@ impl ManagerError {
                 "index once with this tvck (`tvck index DIR`): it upgrades the index in place"
                     .into(),
             ),
+            ManagerError::Interrupted { .. } => Some(
+                "index once (`tvck index DIR`): it rolls the stopped write back, leaving the index as it was before"
+                    .into(),
+            ),
             ManagerError::Locked { .. } => Some(format!(
                 "wait for the other `tvck index` to finish, then run again (or wait longer: {BUSY_TIMEOUT_ENV}=MILLISECONDS)"
             )),
@@ -154,6 +162,13 @@ impl ManagerError {
 
     pub(crate) fn db(path: &Path, source: rusqlite::Error) -> ManagerError {
         use rusqlite::ffi::ErrorCode;
+        if let rusqlite::Error::SqliteFailure(e, _) = &source {
+            if e.extended_code == rusqlite::ffi::SQLITE_READONLY_ROLLBACK {
+                return ManagerError::Interrupted {
+                    path: path.to_path_buf(),
+                };
+            }
+        }
         match source.sqlite_error_code() {
             Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
                 ManagerError::Corrupt {

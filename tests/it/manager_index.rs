@@ -132,6 +132,35 @@ fn incremental_reindex_after_add_change_rename_delete() {
     assert_eq!(index.entries(&[]).unwrap().len(), 8);
 }
 
+/// Roots that overlap (a folder and one inside it, in either order) count each file once;
+/// a re-index of a root inside the indexed one sees only that part.
+#[test]
+fn overlapping_roots_count_each_file_once() {
+    let (dir, root) = tree();
+    let inner = root.join("v5_5");
+    let mut index =
+        Index::open(&dir.path().join("index.sqlite"), &IndexOptions::default()).unwrap();
+    let idx = |index: &mut Index, roots: &[&Path]| {
+        let roots: Vec<PathBuf> = roots.iter().map(|r| r.to_path_buf()).collect();
+        counts(&index.update(&roots, |_| {}, |_| {}).unwrap())
+    };
+    assert_eq!(idx(&mut index, &[&root, &inner]), [8, 8, 0, 0, 0, 0]);
+    assert_eq!(index.entries(&[]).unwrap().len(), 8);
+    let inside = discover(&inner)[0].clone();
+    let mut bytes = std::fs::read(&inside).unwrap();
+    bytes.extend_from_slice(b"tail");
+    std::fs::write(&inside, bytes).unwrap();
+    assert_eq!(idx(&mut index, &[&inner, &root]), [8, 0, 1, 0, 0, 7]);
+    let outside = discover(&root)
+        .into_iter()
+        .find(|p| !p.starts_with(&inner))
+        .unwrap();
+    std::fs::remove_file(&outside).unwrap();
+    let n_inner = discover(&inner).len();
+    assert_eq!(idx(&mut index, &[&inner]), [n_inner, 0, 0, 0, 0, n_inner]);
+    assert_eq!(idx(&mut index, &[&root, &inner]), [7, 0, 0, 0, 1, 7]);
+}
+
 #[test]
 fn scan_from_a_fresh_index_is_the_scan() {
     let (dir, root) = tree();
@@ -196,6 +225,159 @@ fn two_concurrent_indexers_both_finish_and_agree() {
     assert_eq!(added, [0, 8]);
     let index = Index::open_existing(&db).unwrap().unwrap();
     assert_eq!(index.entries(&[]).unwrap().len(), 8);
+}
+
+#[test]
+fn a_first_indexing_lets_readers_read_and_leaves_the_write_ahead_log_on() {
+    let (dir, root) = tree();
+    let db = dir.path().join("index.sqlite");
+    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
+    // A reader opened while the first indexing runs (from its per-file callback, so in
+    // the middle of its transaction) reads the empty index at once: the writer keeps its
+    // pages in memory until the commit instead of locking the file (a reader that waited
+    // would fail here with `Locked`, after a busy timeout made short for this test).
+    let readers = std::sync::atomic::AtomicUsize::new(0);
+    let report = index
+        .update(
+            std::slice::from_ref(&root),
+            |_| {},
+            |_| {
+                if readers.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 3 {
+                    let reader = rusqlite::Connection::open_with_flags(
+                        &db,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                    )
+                    .unwrap();
+                    reader.busy_timeout(Duration::from_millis(100)).unwrap();
+                    let n: i64 = reader
+                        .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+                        .unwrap();
+                    assert_eq!(n, 0, "the reader sees the index before the commit");
+                    let mode: String = reader
+                        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                        .unwrap();
+                    assert_eq!(mode, "delete", "the first indexing's journal mode");
+                    drop(reader);
+                    let entries = Index::open_existing(&db)
+                        .unwrap()
+                        .unwrap()
+                        .entries(&[])
+                        .unwrap();
+                    assert!(entries.is_empty());
+                }
+            },
+        )
+        .unwrap();
+    assert_eq!(report.added, 8);
+    assert!(readers.into_inner() >= 8);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    assert!(!dir.path().join("index.sqlite-journal").exists());
+    // With another connection holding the index open in WAL mode, a first indexing stays
+    // in that mode (and still indexes everything).
+    let other = tempfile::tempdir().unwrap();
+    let db2 = other.path().join("index.sqlite");
+    drop(Index::open(&db2, &IndexOptions::default()).unwrap());
+    let holder = rusqlite::Connection::open(&db2).unwrap();
+    let _: i64 = holder
+        .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+        .unwrap();
+    let mut index2 = Index::open(&db2, &IndexOptions::default()).unwrap();
+    let mid_mode = std::sync::Mutex::new(None);
+    let report = index2
+        .update(
+            std::slice::from_ref(&root),
+            |_| {},
+            |_| {
+                let r = rusqlite::Connection::open_with_flags(
+                    &db2,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap();
+                let m: String = r
+                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .unwrap();
+                *mid_mode.lock().unwrap() = Some(m);
+            },
+        )
+        .unwrap();
+    assert_eq!(report.added, 8);
+    assert_eq!(mid_mode.into_inner().unwrap().as_deref(), Some("wal"));
+    let n: i64 = holder
+        .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 8);
+}
+
+/// What an indexing killed while it commits leaves: a hot rollback journal and a file
+/// half written. Made here by Python's sqlite3 in a process that exits mid-transaction
+/// after SQLite spilled pages into the file (a cache of one page), as a first indexing
+/// does at its commit. A reader says what happened (it cannot roll back: it opens the file
+/// read-only); the next writer rolls it back, and the index is what it was.
+#[test]
+fn an_indexing_stopped_mid_commit_is_rolled_back_by_the_next_writer() {
+    let (dir, root) = tree();
+    let db = dir.path().join("index.sqlite");
+    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
+    assert_eq!(update(&mut index, &root).added, 8);
+    drop(index);
+    let script = r#"
+import os, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+assert c.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+c.execute("PRAGMA cache_size = 1")
+c.execute("BEGIN IMMEDIATE")
+c.execute("DELETE FROM details")
+for i in range(300):
+    c.execute("INSERT INTO meta VALUES (?, ?)", ("junk%d" % i, "x" * 3000))
+os._exit(0)
+"#;
+    let out = std::process::Command::new(common::python())
+        .arg("-c")
+        .arg(script)
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = dir.path().join("index.sqlite-journal");
+    assert!(journal.exists(), "the stopped write left its journal");
+    let err = Index::open_existing(&db)
+        .err()
+        .expect("a reader refuses it");
+    assert!(matches!(err, ManagerError::Interrupted { .. }), "{err:?}");
+    assert!(err.to_string().contains("index.sqlite"), "{err}");
+    assert!(
+        err.hint().unwrap().contains("tvck index"),
+        "{:?}",
+        err.hint()
+    );
+    // The writer rolls it back: every row as before, no junk, the log's mode again.
+    let mut index = Index::open(&db, &IndexOptions::default()).unwrap();
+    assert!(!journal.exists());
+    let again = update(&mut index, &root);
+    assert_eq!((again.unchanged, again.added), (8, 0));
+    assert_eq!(index.entries(&[]).unwrap().len(), 8);
+    drop(index);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let junk: i64 = c
+        .query_row(
+            "SELECT count(*) FROM meta WHERE key LIKE 'junk%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(junk, 0);
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
 }
 
 #[test]
