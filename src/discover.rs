@@ -208,7 +208,7 @@ impl Stat {
     }
 }
 
-/// `found(path, metadata)` of each file [`discover`]`(root, Walk::everything())` finds,
+/// `found(path, stat)` of each file [`discover`]`(root, Walk::everything())` finds,
 /// for a tree of plain folders and regular files: the folders are read in parallel and
 /// each file is `stat`ed relative to its folder (no path walked from the root per file).
 /// `None` when the walk meets anything else (a symbolic link, a special file, an error, a
@@ -218,19 +218,34 @@ pub fn discover_regular<T: Send>(
     root: &Path,
     found: impl Fn(PathBuf, Stat) -> T + Sync,
 ) -> Option<Vec<T>> {
-    if !std::fs::symlink_metadata(root).ok()?.is_dir() {
-        return None;
-    }
     #[cfg(target_os = "linux")]
     {
+        // (Opening it as a folder, not through a link, is the check that it is one.)
         use std::os::unix::ffi::OsStrExt;
         let fd = regular::open_dir(rustix::fs::CWD, root.as_os_str().as_bytes())?;
         regular::walk(&fd, root.as_os_str().as_bytes(), 1, &found)
     }
     #[cfg(not(target_os = "linux"))]
     {
+        if !std::fs::symlink_metadata(root).ok()?.is_dir() {
+            return None;
+        }
         portable_walk(root, 1, &found)
     }
+}
+
+/// A folder's `files`, then what the walks of its subfolders `dirs` found, walked in
+/// parallel; `None` when one of them gave up.
+fn with_below<T: Send, D: Sync>(
+    mut files: Vec<T>,
+    dirs: &[D],
+    walk: impl Fn(&D) -> Option<Vec<T>> + Sync,
+) -> Option<Vec<T>> {
+    use rayon::prelude::*;
+    let below: Vec<Vec<T>> = dirs.par_iter().map(&walk).collect::<Option<_>>()?;
+    files.reserve(below.iter().map(Vec::len).sum());
+    files.extend(below.into_iter().flatten());
+    Some(files)
 }
 
 /// [`discover_regular`] with the standard library's directory reading.
@@ -240,7 +255,6 @@ fn portable_walk<T: Send>(
     depth: usize,
     found: &(impl Fn(PathBuf, Stat) -> T + Sync),
 ) -> Option<Vec<T>> {
-    use rayon::prelude::*;
     if depth > MAX_SCAN_DEPTH {
         return None;
     }
@@ -263,13 +277,7 @@ fn portable_walk<T: Send>(
             return None;
         }
     }
-    let below: Vec<Vec<T>> = dirs
-        .par_iter()
-        .map(|d| portable_walk(d, depth + 1, found))
-        .collect::<Option<_>>()?;
-    files.reserve(below.iter().map(Vec::len).sum());
-    files.extend(below.into_iter().flatten());
-    Some(files)
+    with_below(files, &dirs, |d| portable_walk(d, depth + 1, found))
 }
 
 /// [`discover_regular`] on Linux, in system calls: each folder is opened relative to its
@@ -288,7 +296,7 @@ mod regular {
     use rustix::fd::{AsFd, OwnedFd};
     use rustix::fs::{AtFlags, FileType, Mode, OFlags, RawDir, StatxFlags};
 
-    use super::{is_checkpoint_path, Stat, MAX_SCAN_DEPTH};
+    use super::{is_checkpoint_path, with_below, Stat, MAX_SCAN_DEPTH};
 
     /// The folder `name` (relative to `at`), read-only, never through a link.
     pub(super) fn open_dir<P: rustix::path::Arg>(at: impl AsFd, name: P) -> Option<OwnedFd> {
@@ -301,17 +309,16 @@ mod regular {
         .ok()
     }
 
+    /// What [`stat_at`] asks `statx` for: the type and a [`Stat`]'s fields.
+    const WANTED: StatxFlags = StatxFlags::TYPE
+        .union(StatxFlags::SIZE)
+        .union(StatxFlags::MTIME)
+        .union(StatxFlags::INO);
+
     /// `statx` of `name` in the folder `dir`, not following a link: its type and stat.
     fn stat_at(dir: &OwnedFd, name: &CStr) -> Option<(FileType, Stat)> {
-        let x = rustix::fs::statx(
-            dir,
-            name,
-            AtFlags::SYMLINK_NOFOLLOW,
-            StatxFlags::TYPE | StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::INO,
-        )
-        .ok()?;
-        let want = StatxFlags::TYPE | StatxFlags::SIZE | StatxFlags::MTIME | StatxFlags::INO;
-        if !StatxFlags::from_bits_retain(x.stx_mask).contains(want) {
+        let x = rustix::fs::statx(dir, name, AtFlags::SYMLINK_NOFOLLOW, WANTED).ok()?;
+        if !StatxFlags::from_bits_retain(x.stx_mask).contains(WANTED) {
             return None;
         }
         Some((
@@ -340,7 +347,6 @@ mod regular {
         depth: usize,
         found: &(impl Fn(PathBuf, Stat) -> T + Sync),
     ) -> Option<Vec<T>> {
-        use rayon::prelude::*;
         if depth > MAX_SCAN_DEPTH {
             return None;
         }
@@ -385,16 +391,10 @@ mod regular {
                 }
             }
         }
-        let below: Vec<Vec<T>> = dirs
-            .par_iter()
-            .map(|name| {
-                let sub = open_dir(fd, name.as_slice())?;
-                walk(&sub, &join(path, name), depth + 1, found)
-            })
-            .collect::<Option<_>>()?;
-        files.reserve(below.iter().map(Vec::len).sum());
-        files.extend(below.into_iter().flatten());
-        Some(files)
+        with_below(files, &dirs, |name| {
+            let sub = open_dir(fd, name.as_slice())?;
+            walk(&sub, &join(path, name), depth + 1, found)
+        })
     }
 }
 

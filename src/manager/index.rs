@@ -1009,13 +1009,8 @@ impl Index {
         }
         if create {
             // A first indexing that was killed leaves the file in the rollback journal's
-            // mode ([`Index::begin_first_build`]). One still running (another process)
-            // holds the file so until it ends and turns the log on itself: SQLite refuses
-            // at once then (waiting could deadlock), and the mode is left to it.
-            match self.use_wal() {
-                Ok(()) | Err(ManagerError::Locked { .. }) => {}
-                Err(e) => return Err(e),
-            }
+            // mode ([`Index::begin_first_build`]).
+            self.use_wal()?;
         }
         Ok(())
     }
@@ -1257,27 +1252,29 @@ impl Index {
     }
 
     /// After a first indexing, committed or not: the write-ahead log again (readers and
-    /// the writer do not block each other), and the settings of [`Index::prepare`]. A
-    /// reader holding the file past the busy timeout leaves the mode to the next writer
-    /// ([`Index::prepare`]): the rows are committed either way.
+    /// the writer do not block each other), and the settings of [`Index::prepare`].
     fn end_first_build(&mut self) -> Result<(), ManagerError> {
         self.conn
             .pragma_update(None, "cache_size", Self::CACHE_SIZE)
             .and_then(|_| self.conn.pragma_update(None, "synchronous", "NORMAL"))
             .map_err(|e| self.err(e))?;
-        match self.use_wal() {
-            Ok(()) | Err(ManagerError::Locked { .. }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.use_wal()
     }
 
-    /// The write-ahead log's mode (kept in the file: set once, by a writer).
+    /// The write-ahead log's mode (kept in the file: set by a writer). Where another
+    /// process holds the file (a first indexing running in the rollback journal's mode,
+    /// which turns the log on itself when it ends; a reader past the busy timeout), the
+    /// mode is left to the next writer: SQLite refuses at once where waiting could
+    /// deadlock, and the rows are committed either way.
     fn use_wal(&self) -> Result<(), ManagerError> {
-        let _: String = self
+        match self
             .conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| self.err(e))?;
-        Ok(())
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))
+        {
+            Ok(_) | Err(ManagerError::Locked { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Index::update`]'s transaction.
@@ -1356,27 +1353,24 @@ impl Index {
             (walk.join().expect("the walk does not panic"), known)
         });
         let mut known = known?;
-        // Several roots may overlap.
         let mut present: Vec<(PathBuf, String, Stat)> = Vec::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        let single = walked.len() == 1;
         for (found, skipped) in walked {
             report.skipped.extend(skipped);
-            if single {
+            if present.is_empty() {
                 present = found;
             } else {
-                present.extend(found.into_iter().filter(|f| seen.insert(f.1.clone())));
+                present.extend(found);
             }
         }
-        report.files = present.len();
-        // The files now and the rows, both in path order, side by side.
+        // The files now and the rows, both in path order, side by side; several roots may
+        // overlap.
         {
             use rayon::slice::ParallelSliceMut;
             present.par_sort_unstable_by(|a, b| a.1.cmp(&b.1));
         }
-        // The files to read, and whether each replaces a row (changed) or is new.
+        present.dedup_by(|a, b| a.1 == b.1);
+        report.files = present.len();
         let mut to_read: Vec<(PathBuf, String, Stat)> = Vec::new();
-        let mut is_new: Vec<bool> = Vec::new();
         let mut replaced: Vec<i64> = Vec::new();
         let mut rows = known.iter_mut().peekable();
         for (p, text, stat) in present {
@@ -1392,13 +1386,9 @@ impl Index {
                         replaced.push(k.id);
                         report.changed += 1;
                         to_read.push((p, text, stat));
-                        is_new.push(false);
                     }
                 }
-                None => {
-                    to_read.push((p, text, stat));
-                    is_new.push(true);
-                }
+                None => to_read.push((p, text, stat)),
             }
         }
         // Rows whose file is gone; a new path with one's exact stat is that file, renamed.
@@ -1410,9 +1400,9 @@ impl Index {
         }
         let mut renames: Vec<(i64, &String, String)> = Vec::new();
         if !vanished.is_empty() {
-            let mut new = is_new.iter();
             to_read.retain(|(_, text, stat)| {
-                if !new.next().copied().unwrap_or(false) {
+                // A changed file (its path has a row) is no rename.
+                if known.binary_search_by(|(p, _)| p.cmp(text)).is_ok() {
                     return true;
                 }
                 match vanished.get_mut(stat).and_then(Vec::pop) {

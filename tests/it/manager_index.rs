@@ -227,6 +227,16 @@ fn two_concurrent_indexers_both_finish_and_agree() {
     assert_eq!(index.entries(&[]).unwrap().len(), 8);
 }
 
+/// The one value `sql` selects.
+fn one<T: rusqlite::types::FromSql>(c: &rusqlite::Connection, sql: &str) -> T {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// A read-only connection to the index file `db`, as a reader opens it.
+fn read_only(db: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap()
+}
+
 #[test]
 fn a_first_indexing_lets_readers_read_and_leaves_the_write_ahead_log_on() {
     let (dir, root) = tree();
@@ -243,19 +253,11 @@ fn a_first_indexing_lets_readers_read_and_leaves_the_write_ahead_log_on() {
             |_| {},
             |_| {
                 if readers.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 3 {
-                    let reader = rusqlite::Connection::open_with_flags(
-                        &db,
-                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                    )
-                    .unwrap();
+                    let reader = read_only(&db);
                     reader.busy_timeout(Duration::from_millis(100)).unwrap();
-                    let n: i64 = reader
-                        .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
-                        .unwrap();
+                    let n: i64 = one(&reader, "SELECT count(*) FROM files");
                     assert_eq!(n, 0, "the reader sees the index before the commit");
-                    let mode: String = reader
-                        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                        .unwrap();
+                    let mode: String = one(&reader, "PRAGMA journal_mode");
                     assert_eq!(mode, "delete", "the first indexing's journal mode");
                     drop(reader);
                     let entries = Index::open_existing(&db)
@@ -271,9 +273,7 @@ fn a_first_indexing_lets_readers_read_and_leaves_the_write_ahead_log_on() {
     assert_eq!(report.added, 8);
     assert!(readers.into_inner() >= 8);
     let c = rusqlite::Connection::open(&db).unwrap();
-    let mode: String = c
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = one(&c, "PRAGMA journal_mode");
     assert_eq!(mode, "wal");
     assert!(!dir.path().join("index.sqlite-journal").exists());
     // With another connection holding the index open in WAL mode, a first indexing stays
@@ -282,9 +282,7 @@ fn a_first_indexing_lets_readers_read_and_leaves_the_write_ahead_log_on() {
     let db2 = other.path().join("index.sqlite");
     drop(Index::open(&db2, &IndexOptions::default()).unwrap());
     let holder = rusqlite::Connection::open(&db2).unwrap();
-    let _: i64 = holder
-        .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
-        .unwrap();
+    let _: i64 = one(&holder, "SELECT count(*) FROM files");
     let mut index2 = Index::open(&db2, &IndexOptions::default()).unwrap();
     let mid_mode = std::sync::Mutex::new(None);
     let report = index2
@@ -292,23 +290,15 @@ fn a_first_indexing_lets_readers_read_and_leaves_the_write_ahead_log_on() {
             std::slice::from_ref(&root),
             |_| {},
             |_| {
-                let r = rusqlite::Connection::open_with_flags(
-                    &db2,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-                )
-                .unwrap();
-                let m: String = r
-                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                    .unwrap();
+                let r = read_only(&db2);
+                let m: String = one(&r, "PRAGMA journal_mode");
                 *mid_mode.lock().unwrap() = Some(m);
             },
         )
         .unwrap();
     assert_eq!(report.added, 8);
     assert_eq!(mid_mode.into_inner().unwrap().as_deref(), Some("wal"));
-    let n: i64 = holder
-        .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
-        .unwrap();
+    let n: i64 = one(&holder, "SELECT count(*) FROM files");
     assert_eq!(n, 8);
 }
 
@@ -366,17 +356,9 @@ os._exit(0)
     assert_eq!(index.entries(&[]).unwrap().len(), 8);
     drop(index);
     let c = rusqlite::Connection::open(&db).unwrap();
-    let junk: i64 = c
-        .query_row(
-            "SELECT count(*) FROM meta WHERE key LIKE 'junk%'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let junk: i64 = one(&c, "SELECT count(*) FROM meta WHERE key LIKE 'junk%'");
     assert_eq!(junk, 0);
-    let mode: String = c
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = one(&c, "PRAGMA journal_mode");
     assert_eq!(mode, "wal");
 }
 
